@@ -1,0 +1,29 @@
+//! Fails when the committed generated code no longer matches `proto/`.
+//! Regenerate with `SLUICE_REGENERATE=1 cargo test -p sluice-api --test generated`.
+
+use std::path::Path;
+
+#[test]
+fn generated_code_matches_proto() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let proto = root.join("proto/sluice/config/v1/config.proto");
+    let fds = protox::compile([&proto], [root.join("proto")]).expect("proto compiles");
+    let out = tempfile::tempdir().expect("tempdir");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .out_dir(out.path())
+        .compile_fds(fds)
+        .expect("codegen");
+    let fresh = std::fs::read_to_string(out.path().join("sluice.config.v1.rs")).expect("generated");
+    let committed_path = root.join("src/gen/sluice.config.v1.rs");
+    if std::env::var_os("SLUICE_REGENERATE").is_some() {
+        std::fs::write(&committed_path, &fresh).expect("write generated code");
+        return;
+    }
+    let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "api/src/gen is stale: run SLUICE_REGENERATE=1 cargo test -p sluice-api --test generated"
+    );
+}
