@@ -1,1 +1,43 @@
-fn main() {}
+//! `sluicectl`: the Sluice command line.
+#![forbid(unsafe_code)]
+
+mod analyze;
+mod conformance;
+mod demo;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sluicectl", version, about = "Sluice service mesh command line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate Istio/Sluice YAML files as the controller and the admission webhook would.
+    Analyze(analyze::Args),
+    /// Run conformance scenarios against a local mesh.
+    #[command(subcommand)]
+    Conformance(conformance::Command),
+    /// Start a local demo mesh and show its traffic live.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+        Command::Conformance(cmd) => conformance::run(cmd),
+        Command::Demo(args) => demo::run(args),
+    }
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! Sluice control plane: Istio resource types and validation, the mesh index,
+//! translation into proxy config, and the config stream server.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config_dir;
+pub mod crd;
+pub mod duration;
+pub mod index;
+pub mod metrics;
+pub mod resource;
+pub mod server;
+pub mod services;
+pub mod sync;
+pub mod translate;
+pub mod validation;

@@ -1,1 +1,107 @@
-fn main() {}
+//! `sluice-controller`: reads Istio configuration and serves proxies.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_control_plane::admin::{self, AdminState};
+use sluice_control_plane::config_dir::ConfigDir;
+use sluice_control_plane::index::Intake;
+use sluice_control_plane::metrics::ControllerMetrics;
+use sluice_control_plane::server::ConfigServer;
+use sluice_control_plane::sync::SyncRegistry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Command line of the controller.
+#[derive(Parser, Debug)]
+#[command(name = "sluice-controller", version, about = "Sluice control plane")]
+struct Args {
+    /// Read configuration from this folder of YAML (local mode).
+    #[arg(long, env = "SLUICE_CONFIG_DIR")]
+    config_dir: PathBuf,
+    /// Address of the plaintext config stream.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:15010")]
+    listen: SocketAddr,
+    /// Address of /metrics and /debug endpoints.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:15014")]
+    metrics_listen: SocketAddr,
+    /// How long the folder must be quiet before a change is published.
+    #[arg(long, env = "SLUICE_DEBOUNCE_MS", default_value_t = 100)]
+    debounce_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.config_dir.is_dir(),
+        "--config-dir {}: not a folder",
+        args.config_dir.display()
+    );
+
+    let metrics = Arc::new(ControllerMetrics::new());
+    let registry = Arc::new(SyncRegistry::default());
+    let dir = ConfigDir::new(
+        args.config_dir.clone(),
+        Duration::from_millis(args.debounce_ms),
+        metrics.clone(),
+    );
+    let mut intake = Intake::new();
+    let first = dir.load(&mut intake);
+    tracing::info!(
+        revision = first.revision,
+        objects = first.resources.len(),
+        rejected = first.rejected.len(),
+        "configuration loaded from {}",
+        args.config_dir.display()
+    );
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+    tokio::spawn(dir.run(intake, tx));
+
+    let admin_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("binding --metrics-listen {}", args.metrics_listen))?;
+    tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            index: rx.clone(),
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+        },
+    ));
+
+    let grpc = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    tracing::info!(config = %args.listen, metrics = %args.metrics_listen, "serving");
+    let service = sluice_api::config::config_discovery_server::ConfigDiscoveryServer::new(
+        ConfigServer::new(rx, registry, metrics),
+    );
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+    };
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            shutdown,
+        )
+        .await
+        .context("config server")?;
+    Ok(())
+}

@@ -287,6 +287,8 @@ pub struct Rewrite {
 pub struct RegexRewrite {
     #[prost(string, tag = "1")]
     pub pattern: ::prost::alloc::string::String,
+    /// In Rust `regex` replacement syntax (`${1}`); the controller converts
+    /// Istio's RE2 `\1` form.
     #[prost(string, tag = "2")]
     pub substitution: ::prost::alloc::string::String,
 }
@@ -434,7 +436,7 @@ pub struct Cluster {
     pub load_balancer: ::core::option::Option<LoadBalancer>,
     #[prost(message, repeated, tag = "7")]
     pub endpoints: ::prost::alloc::vec::Vec<Endpoint>,
-    /// Host for the :authority when the route does not rewrite it, e.g. "reviews:9080".
+    /// Reserved: the request's own authority is kept unless a route rewrites it.
     #[prost(string, tag = "8")]
     pub authority: ::prost::alloc::string::String,
     #[prost(string, tag = "9")]
@@ -570,6 +572,10 @@ pub struct TcpService {
     pub routes: ::prost::alloc::vec::Vec<TcpRoute>,
     #[prost(string, tag = "5")]
     pub service: ::prost::alloc::string::String,
+    /// Names that select this service in an explicit `CONNECT host:port`, same
+    /// form as VirtualHost.domains.
+    #[prost(string, repeated, tag = "6")]
+    pub domains: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TcpRoute {

@@ -1,0 +1,514 @@
+//! A local mesh on loopback: a controller in `--config-dir` mode and, per workload instance, an
+//! echo app plus its sidecar on the instance's own loopback address (as a pod has its own IP).
+use crate::scenario::{Protocol, Workload};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub mod addr;
+pub mod bins;
+pub mod process;
+pub mod store;
+pub mod sync;
+
+#[cfg(test)]
+mod tests;
+
+use addr::AddrBlock;
+use process::Proc;
+use store::{ConfigStore, InstanceDoc};
+
+/// Port of the echo's control listener on each instance address.
+pub const ECHO_CONTROL_PORT: u16 = 15999;
+/// Controller config stream port.
+pub const CONTROLLER_PORT: u16 = 15010;
+/// Controller metrics/debug port.
+pub const CONTROLLER_METRICS_PORT: u16 = 15014;
+
+/// Why the mesh could not start or change.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// A binary is not built.
+    #[error("binary {name} not found (searched {searched}); build them: cargo build --workspace --bins")]
+    MissingBinary {
+        /// Binary name.
+        name: String,
+        /// Directories searched.
+        searched: String,
+    },
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Config YAML is unusable, or the mesh description is.
+    #[error("{0}")]
+    Config(String),
+    /// Something did not happen in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// A child process died.
+    #[error("{0}")]
+    Died(String),
+    /// An echo's control listener refused a behaviour change.
+    #[error("behave {instance}: {why}")]
+    Behave {
+        /// The instance.
+        instance: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// How to start a mesh.
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    /// Where binaries are (else `$SLUICE_BIN_DIR` or next to the current executable).
+    pub bin_dir: Option<PathBuf>,
+    /// Directory for the config dir (`config/`) and the processes' logs; must exist.
+    pub work_dir: PathBuf,
+    /// How long startup (readiness + first sync) may take.
+    pub start_timeout: Duration,
+    /// How long a config change may take to be acked by every proxy.
+    pub converge_timeout: Duration,
+    /// After a change, how long to wait for the controller's revision to grow before assuming
+    /// the change had no effect.
+    pub change_grace: Duration,
+}
+
+impl MeshOptions {
+    /// Defaults for a work dir: 20 s start, 10 s convergence, 3 s grace.
+    pub fn new(work_dir: PathBuf) -> Self {
+        Self {
+            bin_dir: None,
+            work_dir,
+            start_timeout: Duration::from_secs(20),
+            converge_timeout: Duration::from_secs(10),
+            change_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One workload instance: echo app + sidecar on `ip`.
+#[derive(Debug)]
+pub struct Instance {
+    /// Service name.
+    pub service: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Version label.
+    pub version: String,
+    /// Index within the version.
+    pub index: u32,
+    /// Service port (= the app's port).
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// The instance's loopback address.
+    pub ip: Ipv4Addr,
+    echo_args: Vec<String>,
+    echo: Option<Proc>,
+    sidecar: Proc,
+}
+
+impl Instance {
+    fn at(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.ip), port)
+    }
+    /// The proxy id (`<svc>-<version>-<i>.<ns>`).
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.workload_name(), self.namespace)
+    }
+    /// `<svc>-<version>-<i>`.
+    pub fn workload_name(&self) -> String {
+        format!("{}-{}-{}", self.service, self.version, self.index)
+    }
+    /// The echo app's listener.
+    pub fn app_addr(&self) -> SocketAddr {
+        self.at(self.port)
+    }
+    /// The sidecar's outbound listener (explicit HTTP proxy).
+    pub fn outbound_addr(&self) -> SocketAddr {
+        self.at(15001)
+    }
+    /// The sidecar's inbound listener.
+    pub fn inbound_addr(&self) -> SocketAddr {
+        self.at(15006)
+    }
+    /// The sidecar's admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.at(15000)
+    }
+    /// The sidecar's readiness listener.
+    pub fn ready_addr(&self) -> SocketAddr {
+        self.at(15021)
+    }
+    /// The sidecar's Prometheus listener.
+    pub fn stats_addr(&self) -> SocketAddr {
+        self.at(15090)
+    }
+    /// The echo's control listener.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.at(ECHO_CONTROL_PORT)
+    }
+    /// Whether the echo app is running (not killed by a `kill` step).
+    pub fn echo_running(&self) -> bool {
+        self.echo.is_some()
+    }
+}
+
+/// A running local mesh. Dropping it kills every process.
+pub struct LocalMesh {
+    block: AddrBlock,
+    controller: Proc,
+    instances: Vec<Instance>,
+    store: ConfigStore,
+    config_dir: PathBuf,
+    log_dir: PathBuf,
+    echo_bin: PathBuf,
+    opts: MeshOptions,
+}
+
+impl LocalMesh {
+    /// Starts controller, echoes and sidecars, applies `config_yaml` and waits until every
+    /// sidecar is ready and has acked the controller's current revision.
+    pub async fn start(
+        workloads: &[Workload],
+        config_yaml: &str,
+        opts: MeshOptions,
+    ) -> Result<Self, MeshError> {
+        let controller_bin = bins::find("sluice-controller", opts.bin_dir.as_deref())?;
+        let proxy_bin = bins::find("sluice-proxy", opts.bin_dir.as_deref())?;
+        let echo_bin = bins::find("sluice-echo", opts.bin_dir.as_deref())?;
+        let config_dir = opts.work_dir.join("config");
+        let log_dir = opts.work_dir.clone();
+        std::fs::create_dir_all(&config_dir).map_err(|source| MeshError::Io {
+            what: format!("create {}", config_dir.display()),
+            source,
+        })?;
+        let block = AddrBlock::reserve()?;
+        let docs = instance_docs(workloads, &block)?;
+        let mut store = ConfigStore::default();
+        store.apply(config_yaml)?;
+        store::write_atomic(&config_dir, "00-workloads.yaml", &store::workloads_yaml(workloads, &docs))?;
+        store::write_atomic(&config_dir, "10-config.yaml", &store.render()?)?;
+
+        let cip = block.ip(1);
+        let controller = Proc::spawn(
+            "sluice-controller".into(),
+            &controller_bin,
+            &[
+                "--config-dir".into(),
+                config_dir.display().to_string(),
+                "--listen".into(),
+                format!("{cip}:{CONTROLLER_PORT}"),
+                "--metrics-listen".into(),
+                format!("{cip}:{CONTROLLER_METRICS_PORT}"),
+                "--debounce-ms".into(),
+                "50".into(),
+            ],
+            &log_dir.join("controller.log"),
+        )?;
+        let mut instances = Vec::new();
+        for d in &docs {
+            let w = d.workload;
+            let name = format!("{}-{}-{}", w.service, d.version, d.index);
+            let echo_args = vec![
+                "--addr".into(),
+                format!("{}:{}", d.ip, w.port),
+                "--service".into(),
+                w.service.clone(),
+                "--version".into(),
+                d.version.to_string(),
+                "--instance".into(),
+                d.index.to_string(),
+                "--namespace".into(),
+                w.namespace.clone(),
+                "--protocol".into(),
+                w.protocol.as_str().into(),
+                "--control-addr".into(),
+                format!("{}:{ECHO_CONTROL_PORT}", d.ip),
+            ];
+            let echo = Proc::spawn(
+                format!("sluice-echo {name}"),
+                &echo_bin,
+                &echo_args,
+                &log_dir.join(format!("echo-{name}.{}.log", w.namespace)),
+            )?;
+            let sidecar = Proc::spawn(
+                format!("sluice-proxy {name}"),
+                &proxy_bin,
+                &[
+                    "--controller".into(),
+                    format!("http://{cip}:{CONTROLLER_PORT}"),
+                    "--ip".into(),
+                    d.ip.to_string(),
+                    "--id".into(),
+                    format!("{name}.{}", w.namespace),
+                    "--workload".into(),
+                    format!("{}-{}", w.service, d.version),
+                    "--namespace".into(),
+                    w.namespace.clone(),
+                    "--service-account".into(),
+                    w.service_account().into(),
+                    "--label".into(),
+                    format!("app={}", w.service),
+                    "--label".into(),
+                    format!("version={}", d.version),
+                ],
+                &log_dir.join(format!("proxy-{name}.{}.log", w.namespace)),
+            )?;
+            instances.push(Instance {
+                service: w.service.clone(),
+                namespace: w.namespace.clone(),
+                version: d.version.to_string(),
+                index: d.index,
+                port: w.port,
+                protocol: w.protocol,
+                ip: d.ip,
+                echo_args,
+                echo: Some(echo),
+                sidecar,
+            });
+        }
+        let mut mesh = Self {
+            block,
+            controller,
+            instances,
+            store,
+            config_dir,
+            log_dir,
+            echo_bin,
+            opts,
+        };
+        mesh.wait_started().await?;
+        Ok(mesh)
+    }
+
+    /// Where the processes' logs and the config dir are.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// The controller's `/debug/syncz` and `/metrics` address.
+    pub fn controller_metrics_addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.block.ip(1)), CONTROLLER_METRICS_PORT)
+    }
+
+    /// The controller's config stream address.
+    pub fn controller_addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.block.ip(1)), CONTROLLER_PORT)
+    }
+
+    /// Every instance, in workload order, versions sorted, indexes ascending.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    /// Indexes into [`Self::instances`] of a service (`name` or `name.namespace`), optionally
+    /// one version and some instance indexes.
+    pub fn select(&self, service: &str, version: Option<&str>, indexes: Option<&[u32]>) -> Vec<usize> {
+        let (name, ns) = match service.split_once('.') {
+            Some((n, ns)) => (n, Some(ns)),
+            None => (service, None),
+        };
+        self.instances
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.service == name && ns.is_none_or(|ns| i.namespace == ns))
+            .filter(|(_, i)| version.is_none_or(|v| i.version == v))
+            .filter(|(_, i)| indexes.is_none_or(|ix| ix.contains(&i.index)))
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Applies documents (`kubectl apply` semantics) and waits for convergence.
+    pub async fn apply(&mut self, yaml: &str) -> Result<(), MeshError> {
+        self.store.apply(yaml)?;
+        self.commit().await
+    }
+
+    /// Deletes documents and waits for convergence.
+    pub async fn delete(&mut self, yaml: &str) -> Result<(), MeshError> {
+        self.store.delete(yaml)?;
+        self.commit().await
+    }
+
+    async fn commit(&mut self) -> Result<(), MeshError> {
+        let before = sync::fetch(self.controller_metrics_addr())
+            .await
+            .map(|s| s.revision);
+        store::write_atomic(&self.config_dir, "10-config.yaml", &self.store.render()?)?;
+        self.wait_converged(before).await
+    }
+
+    /// Waits until the controller's revision grew past `before` and every proxy acked it; if the
+    /// revision does not grow within the grace period the change is taken as a no-op.
+    pub async fn wait_converged(&mut self, before: Option<u64>) -> Result<(), MeshError> {
+        let start = Instant::now();
+        let ids: Vec<String> = self.instances.iter().map(Instance::id).collect();
+        let mut last = None;
+        loop {
+            self.check_alive()?;
+            if let Some(s) = sync::fetch(self.controller_metrics_addr()).await {
+                let grew = before.is_none_or(|b| s.revision > b);
+                if grew && s.lagging(&ids).is_empty() {
+                    return Ok(());
+                }
+                if !grew && start.elapsed() >= self.opts.change_grace {
+                    return Ok(());
+                }
+                last = Some(s);
+            }
+            if start.elapsed() >= self.opts.converge_timeout {
+                return Err(MeshError::Timeout(match last {
+                    None => format!(
+                        "controller /debug/syncz at {} did not answer within {:?}",
+                        self.controller_metrics_addr(),
+                        self.opts.converge_timeout
+                    ),
+                    Some(s) => format!(
+                        "config revision {} not acked within {:?} by: {}",
+                        s.revision,
+                        self.opts.converge_timeout,
+                        s.lagging(&ids).join(", ")
+                    ),
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<(), MeshError> {
+        if let Some(why) = self.controller.exited() {
+            return Err(MeshError::Died(why));
+        }
+        for i in &mut self.instances {
+            if let Some(why) = i.sidecar.exited() {
+                return Err(MeshError::Died(why));
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_started(&mut self) -> Result<(), MeshError> {
+        let deadline = Instant::now() + self.opts.start_timeout;
+        for n in 0..self.instances.len() {
+            loop {
+                self.check_alive()?;
+                let i = &mut self.instances[n];
+                if let Some(echo) = &mut i.echo
+                    && let Some(why) = echo.exited()
+                {
+                    return Err(MeshError::Died(why));
+                }
+                let app_up = tokio::net::TcpStream::connect(i.app_addr()).await.is_ok();
+                let ready = crate::client::http_get(i.ready_addr(), "/healthz/ready")
+                    .await
+                    .is_ok_and(|r| r.status == 200);
+                if app_up && ready {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(MeshError::Timeout(format!(
+                        "{} not ready within {:?} (echo listening: {app_up}, sidecar /healthz/ready 200: {ready}); see {}",
+                        i.id(),
+                        self.opts.start_timeout,
+                        self.log_dir.display()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let saved = self.opts.converge_timeout;
+        self.opts.converge_timeout = left.max(Duration::from_secs(1));
+        let result = self.wait_converged(None).await;
+        self.opts.converge_timeout = saved;
+        result
+    }
+
+    /// Stops the echo app of instance `n` (its sidecar keeps running).
+    pub async fn kill_echo(&mut self, n: usize) {
+        if let Some(echo) = self.instances.get_mut(n).and_then(|i| i.echo.take()) {
+            echo.kill().await;
+        }
+    }
+
+    /// Starts the echo app of instance `n` again and waits until it listens.
+    pub async fn start_echo(&mut self, n: usize) -> Result<(), MeshError> {
+        let Some(i) = self.instances.get_mut(n) else {
+            return Ok(());
+        };
+        if i.echo.is_some() {
+            return Ok(());
+        }
+        let name = i.workload_name();
+        let log = self.log_dir.join(format!("echo-{name}.{}.log", i.namespace));
+        i.echo = Some(Proc::spawn(format!("sluice-echo {name}"), &self.echo_bin, &i.echo_args, &log)?);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(i.app_addr()).await.is_err() {
+            if Instant::now() >= deadline {
+                return Err(MeshError::Timeout(format!("{name} echo did not listen again within 5 s")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Sets how instance `n`'s echo answers: a forced status (`None` = normal) and a delay.
+    pub async fn behave(&self, n: usize, status: Option<u16>, delay_ms: u64) -> Result<(), MeshError> {
+        let Some(i) = self.instances.get(n) else {
+            return Ok(());
+        };
+        let body = serde_json::json!({"status": status, "delayMs": delay_ms}).to_string();
+        let err = |why: String| MeshError::Behave {
+            instance: i.id(),
+            why,
+        };
+        let resp = crate::client::http_post_json(i.control_addr(), "/behave", body)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        if resp.status != 200 {
+            return Err(err(format!("status {}", resp.status)));
+        }
+        Ok(())
+    }
+
+    /// Kills every process and waits for them to exit.
+    pub async fn shutdown(self) {
+        for i in self.instances {
+            if let Some(e) = i.echo {
+                e.kill().await;
+            }
+            i.sidecar.kill().await;
+        }
+        self.controller.kill().await;
+    }
+}
+
+/// Assigns each instance its address: controller `.1`, instances `.2` upwards.
+fn instance_docs<'a>(workloads: &'a [Workload], block: &AddrBlock) -> Result<Vec<InstanceDoc<'a>>, MeshError> {
+    let mut out = Vec::new();
+    for w in workloads {
+        for (version, &count) in &w.versions {
+            for index in 0..count {
+                let host = u8::try_from(out.len() + 2)
+                    .ok()
+                    .filter(|h| *h < 255)
+                    .ok_or_else(|| MeshError::Config("more than 252 instances".into()))?;
+                out.push(InstanceDoc {
+                    workload: w,
+                    version,
+                    index,
+                    ip: block.ip(host),
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,139 @@
+//! Controller metrics (`:15014/metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+
+/// Label set of per-kind object gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Resource kind, e.g. `VirtualService`.
+    pub kind: String,
+}
+
+/// Label set of push/ack outcome counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ack` or `nack`.
+    pub outcome: &'static str,
+}
+
+/// Everything the controller counts.
+pub struct ControllerMetrics {
+    registry: Registry,
+    /// Change seen → proxy ACKed, seconds.
+    pub convergence: Histogram,
+    /// Snapshots sent to proxies.
+    pub pushes: Counter,
+    /// Bytes of snapshots sent.
+    pub push_bytes: Counter,
+    /// ACK/NACK answers from proxies.
+    pub responses: Family<OutcomeLabels, Counter>,
+    /// Proxies with an open stream.
+    pub connected: Gauge,
+    /// Current configuration revision.
+    pub revision: Gauge<u64, AtomicU64>,
+    /// Accepted objects per kind.
+    pub objects: Family<KindLabels, Gauge>,
+    /// Objects or documents refused by validation.
+    pub rejected: Gauge,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ControllerMetrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let convergence = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]);
+        registry.register(
+            "sluice_proxy_convergence_seconds",
+            "Time from a configuration change being seen to a proxy acknowledging it",
+            convergence.clone(),
+        );
+        let pushes = Counter::default();
+        registry.register("sluice_config_pushes", "Snapshots sent to proxies", pushes.clone());
+        let push_bytes = Counter::default();
+        registry.register(
+            "sluice_config_push_bytes",
+            "Encoded bytes of snapshots sent to proxies",
+            push_bytes.clone(),
+        );
+        let responses = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "sluice_config_responses",
+            "Proxy answers to snapshots (ack or nack)",
+            responses.clone(),
+        );
+        let connected = Gauge::default();
+        registry.register(
+            "sluice_connected_proxies",
+            "Proxies with an open config stream",
+            connected.clone(),
+        );
+        let revision = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "sluice_config_revision",
+            "Current configuration revision",
+            revision.clone(),
+        );
+        let objects = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "sluice_config_objects",
+            "Accepted configuration objects per kind",
+            objects.clone(),
+        );
+        let rejected = Gauge::default();
+        registry.register(
+            "sluice_config_rejected_objects",
+            "Configuration objects or documents refused by validation",
+            rejected.clone(),
+        );
+        Self {
+            registry,
+            convergence,
+            pushes,
+            push_bytes,
+            responses,
+            connected,
+            revision,
+            objects,
+            rejected,
+        }
+    }
+
+    /// Records the accepted objects (by kind) and the number refused.
+    pub fn record_objects<'a>(&self, kinds: impl Iterator<Item = &'a str>, rejected: usize) {
+        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+        for k in kinds {
+            *counts.entry(k).or_default() += 1;
+        }
+        self.objects.clear();
+        for (kind, n) in counts {
+            self.objects
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .set(n);
+        }
+        self.rejected.set(i64::try_from(rejected).unwrap_or(i64::MAX));
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

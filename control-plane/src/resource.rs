@@ -1,0 +1,225 @@
+//! Parsing YAML documents (what `kubectl apply -f` takes) into typed
+//! resources, with errors that name the document, the object and the field.
+
+use crate::crd::{
+    AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
+    ServiceEntry, VirtualService, WorkloadEntry,
+};
+use serde::Serialize;
+use std::fmt;
+
+/// Kind names, as written in `kind:`.
+pub mod kind {
+    /// `networking.istio.io` VirtualService.
+    pub const VIRTUAL_SERVICE: &str = "VirtualService";
+    /// `networking.istio.io` DestinationRule.
+    pub const DESTINATION_RULE: &str = "DestinationRule";
+    /// `networking.istio.io` ServiceEntry.
+    pub const SERVICE_ENTRY: &str = "ServiceEntry";
+    /// `networking.istio.io` WorkloadEntry.
+    pub const WORKLOAD_ENTRY: &str = "WorkloadEntry";
+    /// `networking.istio.io` EnvoyFilter.
+    pub const ENVOY_FILTER: &str = "EnvoyFilter";
+    /// `security.istio.io` PeerAuthentication.
+    pub const PEER_AUTHENTICATION: &str = "PeerAuthentication";
+    /// `security.istio.io` AuthorizationPolicy.
+    pub const AUTHORIZATION_POLICY: &str = "AuthorizationPolicy";
+    /// `sluice.io` RateLimitPolicy.
+    pub const RATE_LIMIT_POLICY: &str = "RateLimitPolicy";
+}
+
+/// A kind Sluice serves: its API group, served versions and storage version.
+#[derive(Clone, Copy, Debug)]
+pub struct KindInfo {
+    /// Kind name.
+    pub kind: &'static str,
+    /// API group.
+    pub group: &'static str,
+    /// Served versions, storage version first.
+    pub versions: &'static [&'static str],
+}
+
+const NETWORKING: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+const SECURITY: &[&str] = &["v1", "v1beta1"];
+
+/// Every kind Sluice understands. EnvoyFilter is also served at `v1beta1`
+/// (Istio serves only `v1alpha3`) because widely shared examples use it.
+pub const KINDS: &[KindInfo] = &[
+    KindInfo {
+        kind: kind::VIRTUAL_SERVICE,
+        group: "networking.istio.io",
+        versions: NETWORKING,
+    },
+    KindInfo {
+        kind: kind::DESTINATION_RULE,
+        group: "networking.istio.io",
+        versions: NETWORKING,
+    },
+    KindInfo {
+        kind: kind::SERVICE_ENTRY,
+        group: "networking.istio.io",
+        versions: NETWORKING,
+    },
+    KindInfo {
+        kind: kind::WORKLOAD_ENTRY,
+        group: "networking.istio.io",
+        versions: NETWORKING,
+    },
+    KindInfo {
+        kind: kind::ENVOY_FILTER,
+        group: "networking.istio.io",
+        versions: &["v1alpha3", "v1beta1"],
+    },
+    KindInfo {
+        kind: kind::PEER_AUTHENTICATION,
+        group: "security.istio.io",
+        versions: SECURITY,
+    },
+    KindInfo {
+        kind: kind::AUTHORIZATION_POLICY,
+        group: "security.istio.io",
+        versions: SECURITY,
+    },
+    KindInfo {
+        kind: kind::RATE_LIMIT_POLICY,
+        group: "sluice.io",
+        versions: &["v1alpha1"],
+    },
+];
+
+/// Looks a kind up by name.
+pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.kind == kind)
+}
+
+/// One typed Istio or Sluice object.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Resource {
+    /// A VirtualService.
+    VirtualService(VirtualService),
+    /// A DestinationRule.
+    DestinationRule(DestinationRule),
+    /// A ServiceEntry.
+    ServiceEntry(ServiceEntry),
+    /// A WorkloadEntry.
+    WorkloadEntry(WorkloadEntry),
+    /// An EnvoyFilter.
+    EnvoyFilter(EnvoyFilter),
+    /// A PeerAuthentication.
+    PeerAuthentication(PeerAuthentication),
+    /// An AuthorizationPolicy.
+    AuthorizationPolicy(AuthorizationPolicy),
+    /// A RateLimitPolicy.
+    RateLimitPolicy(RateLimitPolicy),
+}
+
+/// Identity of an object: kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ResourceKey {
+    /// Kind name (one of [`kind`]).
+    pub kind: &'static str,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+macro_rules! each_kind {
+    ($self:expr, $r:ident => $e:expr) => {
+        match $self {
+            Resource::VirtualService($r) => $e,
+            Resource::DestinationRule($r) => $e,
+            Resource::ServiceEntry($r) => $e,
+            Resource::WorkloadEntry($r) => $e,
+            Resource::EnvoyFilter($r) => $e,
+            Resource::PeerAuthentication($r) => $e,
+            Resource::AuthorizationPolicy($r) => $e,
+            Resource::RateLimitPolicy($r) => $e,
+        }
+    };
+}
+
+impl Resource {
+    /// Kind name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::VirtualService(_) => kind::VIRTUAL_SERVICE,
+            Resource::DestinationRule(_) => kind::DESTINATION_RULE,
+            Resource::ServiceEntry(_) => kind::SERVICE_ENTRY,
+            Resource::WorkloadEntry(_) => kind::WORKLOAD_ENTRY,
+            Resource::EnvoyFilter(_) => kind::ENVOY_FILTER,
+            Resource::PeerAuthentication(_) => kind::PEER_AUTHENTICATION,
+            Resource::AuthorizationPolicy(_) => kind::AUTHORIZATION_POLICY,
+            Resource::RateLimitPolicy(_) => kind::RATE_LIMIT_POLICY,
+        }
+    }
+
+    /// Object metadata.
+    pub fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        each_kind!(self, r => &r.metadata)
+    }
+
+    /// `metadata.name` (empty when unset).
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or("")
+    }
+
+    /// `metadata.namespace` (set by parsing when the document had none).
+    pub fn namespace(&self) -> &str {
+        self.metadata().namespace.as_deref().unwrap_or("")
+    }
+
+    /// `metadata.generation`, when the API server set one.
+    pub fn generation(&self) -> Option<i64> {
+        self.metadata().generation
+    }
+
+    /// Kind, namespace and name.
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey {
+            kind: self.kind(),
+            namespace: self.namespace().to_string(),
+            name: self.name().to_string(),
+        }
+    }
+}
+
+/// A document that could not be turned into a [`Resource`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ParseError {
+    /// 1-based position of the document in its file.
+    pub document: usize,
+    /// The object, when kind and name could be read.
+    pub key: Option<ResourceKey>,
+    /// Field path, e.g. `spec.http[0].route`; empty for the whole document.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{key}: ")?,
+            None => write!(f, "document {}: ", self.document)?,
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+mod document;
+
+pub use document::{parse_documents, parse_keys};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! The service catalog: services and their endpoints, derived from
+//! ServiceEntry and WorkloadEntry objects (Kubernetes Services and
+//! EndpointSlices feed the same catalog in Kubernetes mode).
+
+use crate::crd::{ServiceEntry, WorkloadEntry, WorkloadEntrySpec};
+use crate::resource::Resource;
+use std::collections::BTreeMap;
+
+/// Label Istio sets on endpoints that run a sidecar (auto mTLS).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// Kubernetes cluster DNS suffix.
+pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
+
+/// Application protocol of a service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum PortProtocol {
+    /// HTTP/1.1 (and HTTP/2 upgrades).
+    Http,
+    /// HTTP/2.
+    Http2,
+    /// gRPC.
+    Grpc,
+    /// Opaque TCP (also TLS, MONGO, ... as far as routing goes).
+    Tcp,
+    /// Not declared: sniffed by the proxy.
+    Unspecified,
+}
+
+impl PortProtocol {
+    /// Istio's protocol selection: the `protocol` field, else the port name prefix.
+    pub fn select(protocol: Option<&str>, name: &str) -> Self {
+        let from = |p: &str| match p.to_ascii_uppercase().as_str() {
+            "HTTP" => Some(Self::Http),
+            "HTTP2" => Some(Self::Http2),
+            "GRPC" | "GRPC-WEB" => Some(Self::Grpc),
+            "TCP" | "TLS" | "HTTPS" | "MONGO" | "MYSQL" | "REDIS" => Some(Self::Tcp),
+            _ => None,
+        };
+        if let Some(p) = protocol.and_then(from) {
+            return p;
+        }
+        let prefix = name.split('-').next().unwrap_or_default();
+        from(prefix).unwrap_or(Self::Unspecified)
+    }
+
+    /// Whether HTTP routing (VirtualService `http`) applies.
+    pub fn is_http(self) -> bool {
+        !matches!(self, Self::Tcp)
+    }
+}
+
+/// One port of a service.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ServicePort {
+    /// Service port number.
+    pub number: u32,
+    /// Port name (endpoints' `ports` map uses it).
+    pub name: String,
+    /// Protocol.
+    pub protocol: PortProtocol,
+    /// Port of the workloads, when it differs.
+    pub target_port: u32,
+}
+
+/// One workload instance backing a service.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Endpoint {
+    /// IP address.
+    pub address: String,
+    /// Labels of the workload.
+    pub labels: BTreeMap<String, String>,
+    /// Service account it runs as.
+    pub service_account: String,
+    /// Namespace of the workload.
+    pub namespace: String,
+    /// Workload name (metrics `destination_workload`).
+    pub workload: String,
+    /// Named port overrides.
+    pub ports: BTreeMap<String, u32>,
+    /// Relative load-balancing weight (default 1).
+    pub weight: u32,
+}
+
+impl Endpoint {
+    /// Whether the workload runs a sidecar (Istio's `security.istio.io/tlsMode: istio`).
+    pub fn has_sidecar(&self) -> bool {
+        self.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio")
+    }
+
+    /// The port the application listens on for `port`.
+    pub fn target_port(&self, port: &ServicePort) -> u32 {
+        self.ports.get(&port.name).copied().unwrap_or(port.target_port)
+    }
+}
+
+/// A service the mesh can route to.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Service {
+    /// Fully qualified host, e.g. `reviews.default.svc.cluster.local`.
+    pub fqdn: String,
+    /// Namespace of the object that declared it.
+    pub namespace: String,
+    /// Short name (`reviews`) for Kubernetes-style hosts, else the host.
+    pub short_name: String,
+    /// Virtual IPs.
+    pub addresses: Vec<String>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Backing workloads.
+    pub endpoints: Vec<Endpoint>,
+    /// `exportTo` of the declaring object (empty = everywhere).
+    pub export_to: Vec<String>,
+    /// Whether the host is a wildcard (`*.example.com`).
+    pub wildcard: bool,
+}
+
+impl Service {
+    /// Port by number.
+    pub fn port(&self, number: u32) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.number == number)
+    }
+}
+
+/// Every service, by FQDN.
+#[derive(Debug, Default)]
+pub struct ServiceCatalog {
+    /// Services in FQDN order; a host declared twice keeps its first declaration.
+    pub services: BTreeMap<String, Service>,
+}
+
+impl ServiceCatalog {
+    /// Derives services from ServiceEntry and WorkloadEntry objects.
+    pub fn build<'a>(resources: impl Iterator<Item = &'a Resource>) -> Self {
+        let mut entries: Vec<&ServiceEntry> = Vec::new();
+        let mut workloads: Vec<&WorkloadEntry> = Vec::new();
+        for r in resources {
+            match r {
+                Resource::ServiceEntry(se) => entries.push(se),
+                Resource::WorkloadEntry(we) => workloads.push(we),
+                _ => {}
+            }
+        }
+        let mut services = BTreeMap::new();
+        for se in entries {
+            let namespace = se.metadata.namespace.clone().unwrap_or_default();
+            let ports: Vec<ServicePort> = se
+                .spec
+                .ports
+                .iter()
+                .map(|p| ServicePort {
+                    number: p.number,
+                    name: p.name.clone(),
+                    protocol: PortProtocol::select(p.protocol.as_deref(), &p.name),
+                    target_port: p.target_port.unwrap_or(p.number),
+                })
+                .collect();
+            let mut endpoints: Vec<Endpoint> = se
+                .spec
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(i, spec)| {
+                    endpoint(spec, &namespace, &format!("{}-{i}", name_of(&se.metadata)))
+                })
+                .collect();
+            if let Some(selector) = &se.spec.workload_selector {
+                for we in &workloads {
+                    let we_ns = we.metadata.namespace.as_deref().unwrap_or_default();
+                    if we_ns != namespace || !labels_match(&selector.labels, &we.spec.labels) {
+                        continue;
+                    }
+                    if let Some(ep) = endpoint(&we.spec, we_ns, &name_of(&we.metadata)) {
+                        endpoints.push(ep);
+                    }
+                }
+            }
+            for host in &se.spec.hosts {
+                let fqdn = host.to_ascii_lowercase();
+                let short_name = fqdn
+                    .strip_suffix(&format!(".{namespace}.{DOMAIN_SUFFIX}"))
+                    .unwrap_or(&fqdn)
+                    .to_owned();
+                services.entry(fqdn.clone()).or_insert_with(|| Service {
+                    wildcard: fqdn.starts_with('*'),
+                    fqdn,
+                    namespace: namespace.clone(),
+                    short_name,
+                    addresses: se.spec.addresses.clone(),
+                    ports: ports.clone(),
+                    endpoints: endpoints.clone(),
+                    export_to: se.spec.export_to.clone(),
+                });
+            }
+        }
+        Self { services }
+    }
+}
+
+fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
+
+fn endpoint(spec: &WorkloadEntrySpec, namespace: &str, workload: &str) -> Option<Endpoint> {
+    let address = spec.address.clone().filter(|a| !a.is_empty())?;
+    Some(Endpoint {
+        address,
+        labels: spec.labels.clone(),
+        service_account: spec
+            .service_account
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        namespace: namespace.to_owned(),
+        workload: workload.to_owned(),
+        ports: spec.ports.clone(),
+        weight: spec.weight.filter(|w| *w > 0).unwrap_or(1),
+    })
+}
+
+/// Whether every `selector` label is on `labels` (an empty selector selects all).
+pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

@@ -1,0 +1,340 @@
+//! Translation: (mesh index, proxy identity) → the proxy's complete config.
+//! A pure function, so it is unit-tested without I/O and serves every mode.
+
+mod cluster;
+mod host;
+mod http;
+#[cfg(test)]
+mod tests;
+
+use crate::crd::{DestinationRule, VirtualService};
+use crate::index::MeshIndex;
+use crate::resource::Resource;
+use crate::services::{DOMAIN_SUFFIX, PortProtocol, Service};
+use sluice_api::config as pb;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub use host::resolve_host;
+
+/// The identity a proxy announced in its hello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyIdentity {
+    /// Unique proxy id.
+    pub id: String,
+    /// Workload name.
+    pub workload: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Service account.
+    pub service_account: String,
+    /// Workload labels.
+    pub labels: BTreeMap<String, String>,
+    /// Workload addresses.
+    pub ips: Vec<IpAddr>,
+    /// Trust domain.
+    pub trust_domain: String,
+}
+
+/// A hello that cannot identify a proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidNode {
+    /// A required field is empty.
+    #[error("node.{0} is required")]
+    Missing(&'static str),
+    /// An address does not parse.
+    #[error("node.ips[{index}]: {value:?} is not an IP address")]
+    BadIp {
+        /// Position in the list.
+        index: usize,
+        /// What was sent.
+        value: String,
+    },
+}
+
+impl TryFrom<pb::Node> for ProxyIdentity {
+    type Error = InvalidNode;
+
+    fn try_from(node: pb::Node) -> Result<Self, InvalidNode> {
+        if node.id.is_empty() {
+            return Err(InvalidNode::Missing("id"));
+        }
+        if node.namespace.is_empty() {
+            return Err(InvalidNode::Missing("namespace"));
+        }
+        let ips = node
+            .ips
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                s.parse().map_err(|_| InvalidNode::BadIp {
+                    index,
+                    value: s.clone(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            workload: if node.workload.is_empty() {
+                node.id.clone()
+            } else {
+                node.workload
+            },
+            id: node.id,
+            namespace: node.namespace,
+            service_account: if node.service_account.is_empty() {
+                "default".into()
+            } else {
+                node.service_account
+            },
+            labels: node.labels.into_iter().collect(),
+            ips,
+            trust_domain: if node.trust_domain.is_empty() {
+                "cluster.local".into()
+            } else {
+                node.trust_domain
+            },
+        })
+    }
+}
+
+impl ProxyIdentity {
+    /// SPIFFE identity of the workload.
+    pub fn principal(&self) -> String {
+        format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
+    }
+}
+
+/// Istio's `exportTo`: empty or `*` = every namespace, `.` = the object's own,
+/// `~` = none, else the listed namespaces.
+pub fn visible(export_to: &[String], owner_namespace: &str, viewer_namespace: &str) -> bool {
+    if export_to.is_empty() {
+        return true;
+    }
+    export_to.iter().any(|e| match e.as_str() {
+        "*" => true,
+        "." => owner_namespace == viewer_namespace,
+        "~" => false,
+        ns => ns == viewer_namespace,
+    })
+}
+
+/// Canonical service and revision of a workload from its labels, as Istio derives them.
+pub fn canonical(labels: &BTreeMap<String, String>, fallback: &str) -> (String, String) {
+    let app = ["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"]
+        .iter()
+        .find_map(|k| labels.get(*k))
+        .cloned()
+        .unwrap_or_else(|| fallback.to_owned());
+    let version = [
+        "service.istio.io/canonical-revision",
+        "app.kubernetes.io/version",
+        "version",
+    ]
+    .iter()
+    .find_map(|k| labels.get(*k))
+    .cloned()
+    .unwrap_or_else(|| "latest".to_owned());
+    (app, version)
+}
+
+/// What translation needs from the index for one proxy.
+pub(crate) struct View<'a> {
+    pub index: &'a MeshIndex,
+    pub proxy: &'a ProxyIdentity,
+    pub services: Vec<&'a Service>,
+    pub virtual_services: Vec<&'a VirtualService>,
+    pub destination_rules: Vec<&'a DestinationRule>,
+}
+
+impl<'a> View<'a> {
+    fn new(index: &'a MeshIndex, proxy: &'a ProxyIdentity) -> Self {
+        let ns = proxy.namespace.as_str();
+        let services = index
+            .catalog
+            .services
+            .values()
+            .filter(|s| visible(&s.export_to, &s.namespace, ns))
+            .collect();
+        let mut virtual_services: Vec<&VirtualService> = index
+            .resources
+            .values()
+            .filter_map(|r| match r.as_ref() {
+                Resource::VirtualService(vs) => Some(vs),
+                _ => None,
+            })
+            .filter(|vs| visible(&vs.spec.export_to, namespace_of(&vs.metadata), ns))
+            .filter(|vs| binds_to_mesh(&vs.spec.gateways))
+            .collect();
+        // Istio: when several VirtualServices claim a host for sidecars, the
+        // oldest wins; creation order here is (creationTimestamp, namespace, name).
+        virtual_services.sort_by_key(|vs| {
+            (
+                vs.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                vs.metadata.namespace.clone(),
+                vs.metadata.name.clone(),
+            )
+        });
+        let destination_rules = index
+            .resources
+            .values()
+            .filter_map(|r| match r.as_ref() {
+                Resource::DestinationRule(dr) => Some(dr),
+                _ => None,
+            })
+            .filter(|dr| visible(&dr.spec.export_to, namespace_of(&dr.metadata), ns))
+            .filter(|dr| {
+                dr.spec.workload_selector.as_ref().is_none_or(|sel| {
+                    namespace_of(&dr.metadata) == ns
+                        && crate::services::labels_match(&sel.match_labels, &proxy.labels)
+                })
+            })
+            .collect();
+        Self {
+            index,
+            proxy,
+            services,
+            virtual_services,
+            destination_rules,
+        }
+    }
+
+    /// The service a (resolved) host names.
+    pub fn service(&self, fqdn: &str) -> Option<&'a Service> {
+        self.services.iter().copied().find(|s| s.fqdn == fqdn)
+    }
+}
+
+/// Namespace of an object's metadata ("" when unset).
+pub(crate) fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or_default()
+}
+
+/// Istio: a VirtualService with no `gateways` applies to sidecars (`mesh`);
+/// one that lists gateways applies to sidecars only when `mesh` is listed.
+pub fn binds_to_mesh(gateways: &[String]) -> bool {
+    gateways.is_empty() || gateways.iter().any(|g| g == "mesh")
+}
+
+/// Builds the complete configuration of one proxy.
+pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
+    let view = View::new(index, proxy);
+    let mut clusters = cluster::Clusters::default();
+    let mut virtual_hosts = Vec::new();
+    let mut tcp_services = Vec::new();
+    for service in &view.services {
+        let vs = host::virtual_service_for(&view, service);
+        for port in &service.ports {
+            let domains = host::domains(service, port.number, &proxy.namespace);
+            if port.protocol.is_http() {
+                let routes = match vs {
+                    Some(vs) => http::routes(&view, vs, service, port, &mut clusters),
+                    None => vec![http::default_route(&view, service, port, &mut clusters)],
+                };
+                virtual_hosts.push(pb::VirtualHost {
+                    name: format!("{}:{}", service.fqdn, port.number),
+                    port: port.number,
+                    domains,
+                    routes,
+                    service: service.fqdn.clone(),
+                    protocol: protocol(port.protocol) as i32,
+                });
+            } else {
+                let routes = match vs {
+                    Some(vs) => http::tcp_routes(&view, vs, service, port, &mut clusters),
+                    None => Vec::new(),
+                };
+                let routes = if routes.is_empty() {
+                    vec![pb::TcpRoute {
+                        virtual_service: String::new(),
+                        rule_index: 0,
+                        forward: Some(pb::WeightedClusters {
+                            clusters: vec![pb::WeightedCluster {
+                                cluster: clusters.get(&view, service, port, None),
+                                weight: 100,
+                                ..Default::default()
+                            }],
+                        }),
+                    }]
+                } else {
+                    routes
+                };
+                tcp_services.push(pb::TcpService {
+                    name: format!("{}:{}", service.fqdn, port.number),
+                    port: port.number,
+                    addresses: service.addresses.clone(),
+                    routes,
+                    service: service.fqdn.clone(),
+                    domains,
+                });
+            }
+        }
+    }
+    let (app, version) = canonical(&proxy.labels, &proxy.workload);
+    pb::ProxyConfig {
+        virtual_hosts,
+        clusters: clusters.into_vec(),
+        tcp_services,
+        inbound: Some(inbound(&view)),
+        self_: Some(pb::WorkloadMeta {
+            workload: proxy.workload.clone(),
+            namespace: proxy.namespace.clone(),
+            app,
+            version,
+            principal: proxy.principal(),
+            cluster: "Kubernetes".into(),
+        }),
+    }
+}
+
+/// Wire protocol of a port.
+pub(crate) fn protocol(p: PortProtocol) -> pb::Protocol {
+    match p {
+        PortProtocol::Http => pb::Protocol::Http,
+        PortProtocol::Http2 => pb::Protocol::Http2,
+        PortProtocol::Grpc => pb::Protocol::Grpc,
+        PortProtocol::Tcp => pb::Protocol::Tcp,
+        PortProtocol::Unspecified => pb::Protocol::Unspecified,
+    }
+}
+
+/// The services this proxy's workload serves: those whose endpoints include
+/// one of its addresses (or, with no address match, whose selector labels it carries).
+fn inbound(view: &View<'_>) -> pb::Inbound {
+    let proxy = view.proxy;
+    let mut ports = Vec::new();
+    for service in view.index.catalog.services.values() {
+        let mine = service.endpoints.iter().find(|e| {
+            e.namespace == proxy.namespace
+                && e.address
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| proxy.ips.contains(&ip))
+        });
+        let Some(endpoint) = mine else { continue };
+        for port in &service.ports {
+            ports.push(pb::InboundPort {
+                target_port: endpoint.target_port(port),
+                service_port: port.number,
+                protocol: protocol(port.protocol) as i32,
+                service: service.fqdn.clone(),
+                service_name: service.short_name.clone(),
+                service_namespace: service.namespace.clone(),
+            });
+        }
+    }
+    ports.sort_by(|a, b| (a.target_port, &a.service).cmp(&(b.target_port, &b.service)));
+    pb::Inbound { ports }
+}
+
+/// Expands a host written in an object of `namespace`: short names (no dot)
+/// become `<name>.<namespace>.svc.cluster.local`, as Istio resolves them.
+pub fn fqdn(host: &str, namespace: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if host.contains('.') || host.starts_with('*') {
+        host
+    } else {
+        format!("{host}.{namespace}.{DOMAIN_SUFFIX}")
+    }
+}

@@ -1,0 +1,213 @@
+//! Clusters: one per (service, port, subset), with the DestinationRule's
+//! subsets and load-balancer settings applied.
+
+use super::{View, canonical, fqdn, namespace_of, protocol};
+use crate::crd::{DestinationRule, LoadBalancerSettings, TrafficPolicy};
+use crate::services::{Service, ServicePort, labels_match};
+use sluice_api::config as pb;
+use std::collections::BTreeMap;
+
+/// Clusters referenced so far, by name.
+#[derive(Default)]
+pub(crate) struct Clusters {
+    by_name: BTreeMap<String, pb::Cluster>,
+}
+
+impl Clusters {
+    /// Name of the cluster for (service, port, subset), creating it on first use.
+    /// An unknown subset yields a cluster with no endpoints (503, as Envoy's
+    /// missing cluster), never a dangling reference.
+    pub fn get(
+        &mut self,
+        view: &View<'_>,
+        service: &Service,
+        port: &ServicePort,
+        subset: Option<&str>,
+    ) -> String {
+        let name = format!(
+            "outbound|{}|{}|{}",
+            port.number,
+            subset.unwrap_or_default(),
+            service.fqdn
+        );
+        if !self.by_name.contains_key(&name) {
+            let cluster = build(view, service, port, subset, name.clone());
+            self.by_name.insert(name.clone(), cluster);
+        }
+        name
+    }
+
+    /// A cluster for a host or port the mesh does not know: no endpoints, so
+    /// requests routed there get 503 like Envoy's missing cluster.
+    pub fn missing(&mut self, host: &str, port: u32, subset: Option<&str>) -> String {
+        let name = format!("outbound|{port}|{}|{host}", subset.unwrap_or_default());
+        self.by_name
+            .entry(name.clone())
+            .or_insert_with(|| pb::Cluster {
+                name: name.clone(),
+                service: host.to_owned(),
+                subset: subset.unwrap_or_default().to_owned(),
+                port,
+                load_balancer: Some(pb::LoadBalancer::default()),
+                ..Default::default()
+            });
+        name
+    }
+
+    /// Every cluster, in name order.
+    pub fn into_vec(self) -> Vec<pb::Cluster> {
+        self.by_name.into_values().collect()
+    }
+}
+
+/// The DestinationRule for `service` seen from this proxy: Istio looks in the
+/// proxy's namespace, then the service's, then anywhere; most specific host first.
+pub(crate) fn destination_rule_for<'a>(
+    view: &View<'a>,
+    service: &Service,
+) -> Option<&'a DestinationRule> {
+    let mut best: Option<((u8, usize), &'a DestinationRule)> = None;
+    for &dr in &view.destination_rules {
+        let ns = namespace_of(&dr.metadata);
+        let Some(score) = super::resolve_host(&fqdn(&dr.spec.host, ns), &service.fqdn) else {
+            continue;
+        };
+        let place = if ns == view.proxy.namespace {
+            2
+        } else if ns == service.namespace {
+            1
+        } else {
+            0
+        };
+        let key = (place, score);
+        if best.is_none_or(|(b, _)| key > b) {
+            best = Some((key, dr));
+        }
+    }
+    best.map(|(_, dr)| dr)
+}
+
+fn build(
+    view: &View<'_>,
+    service: &Service,
+    port: &ServicePort,
+    subset: Option<&str>,
+    name: String,
+) -> pb::Cluster {
+    let dr = destination_rule_for(view, service);
+    let subset_def = subset.and_then(|s| dr.and_then(|dr| dr.spec.subsets.iter().find(|x| x.name == s)));
+    let endpoints = service
+        .endpoints
+        .iter()
+        .filter(|e| match (subset, subset_def) {
+            (None, _) => true,
+            (Some(_), Some(def)) => labels_match(&def.labels, &e.labels),
+            (Some(_), None) => false,
+        })
+        .map(|e| {
+            let (app, version) = canonical(&e.labels, &e.workload);
+            pb::Endpoint {
+                address: e.address.clone(),
+                port: e.target_port(port),
+                sidecar: e.has_sidecar(),
+                inbound_port: 15006,
+                workload: Some(pb::WorkloadMeta {
+                    workload: e.workload.clone(),
+                    namespace: e.namespace.clone(),
+                    app,
+                    version,
+                    principal: format!(
+                        "spiffe://{}/ns/{}/sa/{}",
+                        view.proxy.trust_domain, e.namespace, e.service_account
+                    ),
+                    cluster: "Kubernetes".into(),
+                }),
+                labels: e.labels.clone().into_iter().collect(),
+                weight: e.weight,
+            }
+        })
+        .collect();
+    let policy = effective_policy(
+        dr.and_then(|d| d.spec.traffic_policy.as_ref()),
+        subset_def.and_then(|s| s.traffic_policy.as_ref()),
+        port.number,
+    );
+    pb::Cluster {
+        name,
+        service: service.fqdn.clone(),
+        subset: subset.unwrap_or_default().to_owned(),
+        port: port.number,
+        protocol: protocol(port.protocol) as i32,
+        load_balancer: Some(load_balancer(policy.as_ref())),
+        endpoints,
+        authority: String::new(),
+        service_namespace: service.namespace.clone(),
+        service_name: service.short_name.clone(),
+    }
+}
+
+/// Load-balancer settings in force: subset over top level, port-level over both.
+fn effective_policy(
+    top: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+    port: u32,
+) -> Option<LoadBalancerSettings> {
+    let level = |p: &TrafficPolicy| -> Option<LoadBalancerSettings> {
+        p.port_level_settings
+            .iter()
+            .find(|pl| pl.port.as_ref().is_some_and(|s| s.number == port))
+            .and_then(|pl| pl.load_balancer.clone())
+            .or_else(|| p.load_balancer.clone())
+    };
+    subset.and_then(level).or_else(|| top.and_then(level))
+}
+
+fn load_balancer(lb: Option<&LoadBalancerSettings>) -> pb::LoadBalancer {
+    use pb::load_balancer::Simple;
+    let Some(lb) = lb else {
+        return pb::LoadBalancer::default();
+    };
+    let simple = match lb.simple.as_deref().unwrap_or("LEAST_REQUEST") {
+        "ROUND_ROBIN" => Simple::RoundRobin,
+        "RANDOM" => Simple::Random,
+        "PASSTHROUGH" => Simple::Passthrough,
+        // UNSPECIFIED and LEAST_CONN (deprecated alias) mean least request.
+        _ => Simple::LeastRequest,
+    };
+    let consistent_hash = lb.consistent_hash.as_ref().and_then(|ch| {
+        use pb::consistent_hash::{Cookie, Key};
+        let key = if let Some(h) = &ch.http_header_name {
+            Key::Header(h.to_ascii_lowercase())
+        } else if let Some(c) = &ch.http_cookie {
+            Key::Cookie(Cookie {
+                name: c.name.clone(),
+                path: c.path.clone().unwrap_or_default(),
+                ttl_ms: c
+                    .ttl
+                    .as_deref()
+                    .and_then(|t| crate::duration::parse(t).ok())
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            })
+        } else if ch.use_source_ip == Some(true) {
+            Key::SourceIp(true)
+        } else if let Some(q) = &ch.http_query_parameter_name {
+            Key::QueryParameter(q.clone())
+        } else {
+            return None;
+        };
+        Some(pb::ConsistentHash {
+            key: Some(key),
+            minimum_ring_size: ch
+                .ring_hash
+                .as_ref()
+                .and_then(|r| r.minimum_ring_size)
+                .or(ch.minimum_ring_size)
+                .unwrap_or(1024),
+        })
+    });
+    pb::LoadBalancer {
+        simple: simple as i32,
+        consistent_hash,
+    }
+}

@@ -1,0 +1,150 @@
+//! The body type that flows through the proxy, and wrappers that count bytes and
+//! run a completion hook when a streamed body ends (or is dropped).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+
+/// Boxed error of any body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every request and response inside the proxy.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Boxes any body with boxable errors.
+pub fn boxed<B>(body: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// Counts the data bytes that pass through into a shared counter.
+pub struct Counted<B> {
+    inner: B,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    /// Wraps `inner`, adding every data frame's length to `bytes`.
+    pub fn new(inner: B, bytes: Arc<AtomicU64>) -> Self {
+        Counted { inner, bytes }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a response body ended.
+#[derive(Debug, Default)]
+pub struct End {
+    /// Data bytes delivered.
+    pub bytes: u64,
+    /// `grpc-status` seen in trailers.
+    pub grpc_status: Option<http::HeaderValue>,
+    /// The body ended normally (not dropped early or failed).
+    pub complete: bool,
+}
+
+/// Runs `F` once when the wrapped body ends, fails, or is dropped.
+pub struct Finishing<B: HttpBody, F: FnOnce(End)> {
+    inner: B,
+    end: End,
+    finish: Option<F>,
+}
+
+impl<B: HttpBody, F: FnOnce(End)> Finishing<B, F> {
+    /// Wraps `inner` with the completion hook `finish`.
+    pub fn new(inner: B, finish: F) -> Self {
+        Finishing { inner, end: End::default(), finish: Some(finish) }
+    }
+
+    fn done(&mut self, complete: bool) {
+        if let Some(f) = self.finish.take() {
+            let mut end = std::mem::take(&mut self.end);
+            end.complete = complete;
+            f(end);
+        }
+    }
+}
+
+impl<B, F> HttpBody for Finishing<B, F>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    F: FnOnce(End) + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.end.bytes += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref()
+                    && let Some(status) = trailers.get("grpc-status")
+                {
+                    self.end.grpc_status = Some(status.clone());
+                }
+            }
+            Poll::Ready(None) => self.done(true),
+            Poll::Ready(Some(Err(_))) => self.done(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: HttpBody, F: FnOnce(End)> Drop for Finishing<B, F> {
+    fn drop(&mut self) {
+        // A body dropped after its last frame (without a final poll) still completed.
+        let complete = self.inner.is_end_stream();
+        self.done(complete);
+    }
+}

@@ -1,0 +1,119 @@
+//! Command-line flags (with `SLUICE_*` environment fallbacks), parsed once into
+//! the plain settings the rest of the proxy reads.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Flags of `sluice-proxy`.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-proxy", about = "Sluice sidecar proxy", version)]
+pub struct Flags {
+    /// Controller config-stream address.
+    #[arg(long, env = "SLUICE_CONTROLLER", default_value = "http://127.0.0.1:15010")]
+    pub controller: String,
+    /// Workload IP; every listener binds here and the local app listens here.
+    #[arg(long, env = "SLUICE_IP", default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+    /// Unique proxy id, e.g. `reviews-v1-0.default`.
+    #[arg(long, env = "SLUICE_ID")]
+    pub id: String,
+    /// Workload name.
+    #[arg(long, env = "SLUICE_WORKLOAD")]
+    pub workload: String,
+    /// Workload namespace.
+    #[arg(long, env = "SLUICE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Kubernetes service account of the workload.
+    #[arg(long, env = "SLUICE_SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
+    /// Workload label `key=value`, repeatable.
+    #[arg(long = "label", env = "SLUICE_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// SPIFFE trust domain.
+    #[arg(long, env = "SLUICE_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Outbound listener port.
+    #[arg(long, env = "SLUICE_OUTBOUND_PORT", default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Inbound listener port.
+    #[arg(long, env = "SLUICE_INBOUND_PORT", default_value_t = 15006)]
+    pub inbound_port: u16,
+    /// Admin listener port.
+    #[arg(long, env = "SLUICE_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
+    /// Readiness listener port.
+    #[arg(long, env = "SLUICE_HEALTH_PORT", default_value_t = 15021)]
+    pub health_port: u16,
+    /// Prometheus listener port.
+    #[arg(long, env = "SLUICE_STATS_PORT", default_value_t = 15090)]
+    pub stats_port: u16,
+    /// Upstream connect timeout in milliseconds.
+    #[arg(long, env = "SLUICE_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("label {s:?} is not key=value"))
+}
+
+/// Identity of this proxy's workload.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub id: String,
+    pub workload: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub labels: BTreeMap<String, String>,
+    pub trust_domain: String,
+    pub ip: IpAddr,
+}
+
+impl Identity {
+    /// `spiffe://<td>/ns/<ns>/sa/<sa>`.
+    pub fn principal(&self) -> String {
+        format!("spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+    }
+}
+
+/// Everything the proxy needs to start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub controller: String,
+    pub identity: Identity,
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub health: SocketAddr,
+    pub stats: SocketAddr,
+    pub connect_timeout: Duration,
+}
+
+impl From<Flags> for Settings {
+    fn from(f: Flags) -> Self {
+        // Admin must stay local: bind the workload IP only when that is loopback.
+        let admin_ip = if f.ip.is_loopback() { f.ip } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+        Settings {
+            controller: f.controller,
+            outbound: SocketAddr::new(f.ip, f.outbound_port),
+            inbound: SocketAddr::new(f.ip, f.inbound_port),
+            admin: SocketAddr::new(admin_ip, f.admin_port),
+            health: SocketAddr::new(f.ip, f.health_port),
+            stats: SocketAddr::new(f.ip, f.stats_port),
+            connect_timeout: Duration::from_millis(f.connect_timeout_ms),
+            identity: Identity {
+                id: f.id,
+                workload: f.workload,
+                namespace: f.namespace,
+                service_account: f.service_account,
+                labels: f.labels.into_iter().collect(),
+                trust_domain: f.trust_domain,
+                ip: f.ip,
+            },
+        }
+    }
+}

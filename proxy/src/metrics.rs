@@ -1,0 +1,338 @@
+//! Istio standard metrics (`istio_*`, Istio's label names) and the proxy's own
+//! `sluice_*` metrics, in one prometheus-client registry.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::model::{Text, WorkloadMeta};
+
+impl EncodeLabelValue for Text {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Istio's request duration buckets (milliseconds).
+const DURATION_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Istio's request/response size buckets (bytes): 1 × 10^0..10^8.
+const SIZE_BUCKETS: [f64; 9] = [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0, 100000000.0];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+fn size_histogram() -> Histogram {
+    Histogram::new(SIZE_BUCKETS)
+}
+
+/// The destination service of a request or connection.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceLabels {
+    pub service: Text,
+    pub name: Text,
+    pub namespace: Text,
+}
+
+/// Labels of `istio_requests_total` and the request histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub reporter: Text,
+    pub source_workload: Text,
+    pub source_workload_namespace: Text,
+    pub source_principal: Text,
+    pub source_app: Text,
+    pub source_version: Text,
+    pub source_cluster: Text,
+    pub destination_workload: Text,
+    pub destination_workload_namespace: Text,
+    pub destination_principal: Text,
+    pub destination_app: Text,
+    pub destination_version: Text,
+    pub destination_service: Text,
+    pub destination_service_name: Text,
+    pub destination_service_namespace: Text,
+    pub destination_cluster: Text,
+    pub request_protocol: Text,
+    pub response_code: u16,
+    pub grpc_response_status: Text,
+    pub response_flags: Text,
+    pub connection_security_policy: Text,
+}
+
+/// Labels of the `istio_tcp_*` metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub reporter: Text,
+    pub source_workload: Text,
+    pub source_workload_namespace: Text,
+    pub source_principal: Text,
+    pub source_app: Text,
+    pub source_version: Text,
+    pub source_cluster: Text,
+    pub destination_workload: Text,
+    pub destination_workload_namespace: Text,
+    pub destination_principal: Text,
+    pub destination_app: Text,
+    pub destination_version: Text,
+    pub destination_service: Text,
+    pub destination_service_name: Text,
+    pub destination_service_namespace: Text,
+    pub destination_cluster: Text,
+    pub request_protocol: Text,
+    pub response_flags: Text,
+    pub connection_security_policy: Text,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+/// Labels naming a listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Interned label values used on every request.
+#[derive(Clone, Debug)]
+pub struct Words {
+    pub unknown: Text,
+    pub source: Text,
+    pub destination: Text,
+    pub http: Text,
+    pub grpc: Text,
+    pub tcp: Text,
+    pub no_flags: Text,
+    pub none: Text,
+    /// Response flags (Envoy's): no route, no healthy upstream, upstream
+    /// connect failure, upstream reset, upstream timeout, no cluster.
+    pub nr: Text,
+    pub uh: Text,
+    pub uf: Text,
+    pub uc: Text,
+    pub ut: Text,
+    pub nc: Text,
+}
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    pub words: Words,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily<RequestLabels>,
+    request_bytes: HistogramFamily<RequestLabels>,
+    response_bytes: HistogramFamily<RequestLabels>,
+    pub tcp_sent: Family<TcpLabels, Counter>,
+    pub tcp_received: Family<TcpLabels, Counter>,
+    pub tcp_opened: Family<TcpLabels, Counter>,
+    pub tcp_closed: Family<TcpLabels, Counter>,
+    config_updates: Family<OutcomeLabels, Counter>,
+    pub config_connected: Gauge,
+    config_version: Family<VersionLabels, Gauge>,
+    pub connections_accepted: Family<ListenerLabels, Counter>,
+    pub connections_active: Family<ListenerLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        let duration: HistogramFamily<_> = Family::new_with_constructor(duration_histogram);
+        let request_bytes: HistogramFamily<_> = Family::new_with_constructor(size_histogram);
+        let response_bytes: HistogramFamily<_> = Family::new_with_constructor(size_histogram);
+        registry.register("istio_requests", "Requests handled", requests.clone());
+        registry.register("istio_request_duration_milliseconds", "Request duration", duration.clone());
+        registry.register("istio_request_bytes", "Request body sizes", request_bytes.clone());
+        registry.register("istio_response_bytes", "Response body sizes", response_bytes.clone());
+        let tcp_sent = Family::default();
+        let tcp_received = Family::default();
+        let tcp_opened = Family::default();
+        let tcp_closed = Family::default();
+        registry.register("istio_tcp_sent_bytes", "Bytes sent to the peer of a TCP connection", tcp_sent.clone());
+        registry.register("istio_tcp_received_bytes", "Bytes received from the client of a TCP connection", tcp_received.clone());
+        registry.register("istio_tcp_connections_opened", "TCP connections opened", tcp_opened.clone());
+        registry.register("istio_tcp_connections_closed", "TCP connections closed", tcp_closed.clone());
+        let config_updates = Family::default();
+        let config_connected = Gauge::default();
+        let config_version = Family::default();
+        registry.register("sluice_config_updates", "Config snapshots by outcome", config_updates.clone());
+        registry.register("sluice_config_connected", "1 while the config stream is up", config_connected.clone());
+        registry.register("sluice_config_version_info", "Version of the running config", config_version.clone());
+        let connections_accepted = Family::default();
+        let connections_active = Family::default();
+        registry.register("sluice_connections_accepted", "Connections accepted per listener", connections_accepted.clone());
+        registry.register("sluice_connections_active", "Open connections per listener", connections_active.clone());
+        Metrics {
+            registry,
+            words: Words {
+                unknown: "unknown".into(),
+                source: "source".into(),
+                destination: "destination".into(),
+                http: "http".into(),
+                grpc: "grpc".into(),
+                tcp: "tcp".into(),
+                no_flags: "-".into(),
+                none: "none".into(),
+                nr: "NR".into(),
+                uh: "UH".into(),
+                uf: "UF".into(),
+                uc: "UC".into(),
+                ut: "UT".into(),
+                nc: "NC".into(),
+            },
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            tcp_sent,
+            tcp_received,
+            tcp_opened,
+            tcp_closed,
+            config_updates,
+            config_connected,
+            config_version,
+            connections_accepted,
+            connections_active,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn record_request(&self, labels: &RequestLabels, millis: f64, request_bytes: u64, response_bytes: u64) {
+        self.requests.get_or_create(labels).inc();
+        self.duration.get_or_create(labels).observe(millis);
+        self.request_bytes.get_or_create(labels).observe(request_bytes as f64);
+        self.response_bytes.get_or_create(labels).observe(response_bytes as f64);
+    }
+
+    /// Records a config snapshot outcome.
+    pub fn config_outcome(&self, acked: bool) {
+        let outcome = if acked { "ack" } else { "nack" };
+        self.config_updates.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Marks `version` as the running config.
+    pub fn config_applied(&self, version: &str) {
+        self.config_version.clear();
+        self.config_version.get_or_create(&VersionLabels { version: version.to_owned() }).set(1);
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn or_unknown(t: &Text, unknown: &Text) -> Text {
+    if t.as_str().is_empty() { unknown.clone() } else { t.clone() }
+}
+
+impl Metrics {
+    /// Builds request labels from cached parts; only clones `Arc`s.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request_labels(
+        &self,
+        reporter: &Text,
+        source: &WorkloadMeta,
+        destination: &WorkloadMeta,
+        service: &ServiceLabels,
+        protocol: &Text,
+        response_code: u16,
+        grpc_status: &Text,
+        flags: &Text,
+        security: &Text,
+    ) -> RequestLabels {
+        let u = &self.words.unknown;
+        RequestLabels {
+            reporter: reporter.clone(),
+            source_workload: or_unknown(&source.workload, u),
+            source_workload_namespace: or_unknown(&source.namespace, u),
+            source_principal: or_unknown(&source.principal, u),
+            source_app: or_unknown(&source.app, u),
+            source_version: or_unknown(&source.version, u),
+            source_cluster: or_unknown(&source.cluster, u),
+            destination_workload: or_unknown(&destination.workload, u),
+            destination_workload_namespace: or_unknown(&destination.namespace, u),
+            destination_principal: or_unknown(&destination.principal, u),
+            destination_app: or_unknown(&destination.app, u),
+            destination_version: or_unknown(&destination.version, u),
+            destination_service: or_unknown(&service.service, u),
+            destination_service_name: or_unknown(&service.name, u),
+            destination_service_namespace: or_unknown(&service.namespace, u),
+            destination_cluster: or_unknown(&destination.cluster, u),
+            request_protocol: protocol.clone(),
+            response_code,
+            grpc_response_status: grpc_status.clone(),
+            response_flags: flags.clone(),
+            connection_security_policy: security.clone(),
+        }
+    }
+
+    /// Builds TCP labels from cached parts.
+    pub fn tcp_labels(
+        &self,
+        reporter: &Text,
+        source: &WorkloadMeta,
+        destination: &WorkloadMeta,
+        service: &ServiceLabels,
+        security: &Text,
+    ) -> TcpLabels {
+        let r = self.request_labels(
+            reporter,
+            source,
+            destination,
+            service,
+            &self.words.tcp,
+            0,
+            &self.words.unknown,
+            &self.words.no_flags,
+            security,
+        );
+        TcpLabels {
+            reporter: r.reporter,
+            source_workload: r.source_workload,
+            source_workload_namespace: r.source_workload_namespace,
+            source_principal: r.source_principal,
+            source_app: r.source_app,
+            source_version: r.source_version,
+            source_cluster: r.source_cluster,
+            destination_workload: r.destination_workload,
+            destination_workload_namespace: r.destination_workload_namespace,
+            destination_principal: r.destination_principal,
+            destination_app: r.destination_app,
+            destination_version: r.destination_version,
+            destination_service: r.destination_service,
+            destination_service_name: r.destination_service_name,
+            destination_service_namespace: r.destination_service_namespace,
+            destination_cluster: r.destination_cluster,
+            request_protocol: r.request_protocol,
+            response_flags: r.response_flags,
+            connection_security_policy: r.connection_security_policy,
+        }
+    }
+}

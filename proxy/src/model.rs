@@ -1,0 +1,424 @@
+//! The proxy's own, validated view of a controller snapshot: compiled regexes,
+//! typed matchers and indexes. Built from the prost types by `convert`.
+
+mod convert;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use serde::{Serialize, Serializer};
+
+pub use convert::{InvalidConfig, strip_port};
+
+/// A cheaply clonable, immutable string (metrics labels, names).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Text(Arc<str>);
+
+impl Text {
+    /// The string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Text(Arc::from(s))
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text(Arc::from(s))
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A compiled regular expression anchored to match whole values.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    source: String,
+    anchored: regex::Regex,
+}
+
+impl Pattern {
+    /// Compiles `source` so that it must match the entire input (RE2 full match).
+    pub fn full(source: &str) -> Result<Self, regex::Error> {
+        let anchored = regex::Regex::new(&format!("^(?:{source})$"))?;
+        Ok(Pattern { source: source.to_owned(), anchored })
+    }
+
+    /// Whether the whole of `value` matches.
+    pub fn is_full_match(&self, value: &str) -> bool {
+        self.anchored.is_match(value)
+    }
+
+    /// The expression as configured.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
+/// Application protocol of a port or cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Protocol {
+    /// Detect from the first bytes.
+    Unspecified,
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+impl Protocol {
+    /// Whether requests to this upstream go as HTTP/2.
+    pub fn is_h2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
+}
+
+/// Istio standard-metrics labels of a workload.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkloadMeta {
+    pub workload: Text,
+    pub namespace: Text,
+    pub app: Text,
+    pub version: Text,
+    pub principal: Text,
+    pub cluster: Text,
+}
+
+/// The complete running configuration of this proxy.
+#[derive(Debug, Serialize)]
+pub struct ProxyConfig {
+    pub virtual_hosts: Vec<VirtualHost>,
+    pub clusters: Vec<Arc<Cluster>>,
+    pub tcp_services: Vec<TcpService>,
+    pub inbound: Vec<InboundPort>,
+    #[serde(rename = "self")]
+    pub self_meta: Option<WorkloadMeta>,
+    #[serde(skip)]
+    pub cluster_index: HashMap<String, usize>,
+}
+
+impl ProxyConfig {
+    /// The cluster called `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.cluster_index.get(name).and_then(|i| self.clusters.get(*i))
+    }
+}
+
+/// A domain a virtual host answers to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Domain {
+    /// Exact, lower-case name.
+    Exact(String),
+    /// `*.suffix`: stores `.suffix` (lower-case); `*` alone stores "".
+    Wildcard(String),
+}
+
+/// An ordered route table for a set of domains on one port.
+#[derive(Debug, Serialize)]
+pub struct VirtualHost {
+    pub name: String,
+    pub port: u16,
+    pub domains: Vec<Domain>,
+    pub routes: Vec<Route>,
+    pub service: Text,
+    pub protocol: Protocol,
+}
+
+/// One HTTP route: alternatives of matches and an action.
+#[derive(Debug, Serialize)]
+pub struct Route {
+    pub virtual_service: String,
+    pub rule_index: u32,
+    pub name: String,
+    pub matches: Vec<RouteMatch>,
+    pub action: Action,
+    pub rewrite: Rewrite,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub timeout_ms: u64,
+    pub retries: Option<RetryPolicy>,
+    pub fault: Option<Fault>,
+    pub mirrors: Vec<Mirror>,
+    pub cors: Option<CorsPolicy>,
+}
+
+impl Route {
+    /// A human name for the route: `ns/vs http[i] "name"`, or "default".
+    pub fn describe(&self) -> String {
+        let mut out = if self.virtual_service.is_empty() {
+            "default route".to_owned()
+        } else {
+            format!("{} http[{}]", self.virtual_service, self.rule_index)
+        };
+        if !self.name.is_empty() {
+            out.push_str(&format!(" \"{}\"", self.name));
+        }
+        out
+    }
+}
+
+/// A string matcher.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Pattern),
+    Present,
+}
+
+/// One alternative of a route's match conditions; all fields must hold.
+#[derive(Debug, Default, Serialize)]
+pub struct RouteMatch {
+    pub name: String,
+    pub uri: Option<StringMatch>,
+    pub scheme: Option<StringMatch>,
+    pub method: Option<StringMatch>,
+    pub authority: Option<StringMatch>,
+    pub headers: Vec<(String, StringMatch)>,
+    pub query_params: Vec<(String, StringMatch)>,
+    pub without_headers: Vec<(String, StringMatch)>,
+    pub ignore_uri_case: bool,
+}
+
+/// What a route does with a matched request.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Forward(Vec<WeightedCluster>),
+    Redirect(Redirect),
+    DirectResponse { status: u16, body: String },
+}
+
+/// A weighted destination of a route.
+#[derive(Debug, Serialize)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+/// Header manipulation: remove, then set, then add.
+#[derive(Debug, Default, Serialize)]
+pub struct HeaderOps {
+    #[serde(skip)]
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+    #[serde(skip)]
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    #[serde(skip)]
+    pub remove: Vec<http::HeaderName>,
+    /// Printable form for `/config_dump`.
+    pub summary: Vec<String>,
+}
+
+impl HeaderOps {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Applies the operations to `headers`.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Request rewrite applied before forwarding.
+#[derive(Debug, Default, Serialize)]
+pub struct Rewrite {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub uri_regex: Option<RegexRewrite>,
+}
+
+/// `uriRegexRewrite`.
+#[derive(Debug, Serialize)]
+pub struct RegexRewrite {
+    #[serde(skip)]
+    pub pattern: regex::Regex,
+    pub source: String,
+    pub substitution: String,
+}
+
+/// How the redirect port is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum DerivePort {
+    Unspecified,
+    FromProtocolDefault,
+    FromRequestPort,
+}
+
+/// An HTTP redirect.
+#[derive(Debug, Serialize)]
+pub struct Redirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<u16>,
+    pub derive_port: DerivePort,
+    pub scheme: Option<String>,
+    pub status: u16,
+}
+
+/// Retry policy (carried for the resilience layer).
+#[derive(Clone, Debug, Serialize)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub per_try_timeout_ms: u64,
+    pub retry_on: String,
+    pub retry_remote_localities: bool,
+    pub retry_ignore_previous_hosts: bool,
+    pub is_default: bool,
+}
+
+/// Fault injection (carried for the resilience layer).
+#[derive(Clone, Debug, Serialize)]
+pub struct Fault {
+    pub delay_ms: u64,
+    pub delay_percent: f64,
+    pub abort_http_status: u32,
+    pub abort_grpc_status: String,
+    pub abort_percent: f64,
+}
+
+/// Traffic mirroring (carried for the resilience layer).
+#[derive(Clone, Debug, Serialize)]
+pub struct Mirror {
+    pub cluster: String,
+    pub percent: f64,
+}
+
+/// CORS policy (carried for the resilience layer).
+#[derive(Debug, Serialize)]
+pub struct CorsPolicy {
+    pub allow_origins: Vec<StringMatch>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age_s: u64,
+    pub allow_credentials: bool,
+}
+
+/// How a cluster picks an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancer {
+    LeastRequest,
+    RoundRobin,
+    Random,
+    Passthrough,
+    HashHeader(http::HeaderName),
+    HashCookie { name: String, path: String, ttl_ms: u64 },
+    HashSourceIp,
+    HashQueryParameter(String),
+}
+
+/// An upstream: a service port, possibly narrowed to a subset.
+#[derive(Debug, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub service: Text,
+    pub subset: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub load_balancer: LoadBalancer,
+    pub endpoints: Vec<Endpoint>,
+    pub service_namespace: Text,
+    pub service_name: Text,
+    #[serde(skip)]
+    pub round_robin: AtomicUsize,
+}
+
+/// One upstream instance.
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    pub port: u16,
+    pub sidecar: bool,
+    pub inbound_port: u16,
+    pub workload: WorkloadMeta,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub weight: u32,
+    /// Requests in flight, for least-request balancing.
+    #[serde(skip)]
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+/// An outbound TCP service.
+#[derive(Debug, Serialize)]
+pub struct TcpService {
+    pub name: String,
+    pub port: u16,
+    pub addresses: Vec<IpAddr>,
+    pub routes: Vec<TcpRoute>,
+    pub service: Text,
+    pub domains: Vec<Domain>,
+}
+
+/// A weighted TCP route.
+#[derive(Debug, Serialize)]
+pub struct TcpRoute {
+    pub virtual_service: String,
+    pub rule_index: u32,
+    pub forward: Vec<WeightedCluster>,
+}
+
+/// A port of the local application reachable through the inbound listener.
+#[derive(Debug, Serialize)]
+pub struct InboundPort {
+    pub target_port: u16,
+    pub service_port: u16,
+    pub protocol: Protocol,
+    pub service: Text,
+    pub service_name: Text,
+    pub service_namespace: Text,
+}
+
+/// A configuration that is running, with its version.
+#[derive(Debug, Serialize)]
+pub struct Running {
+    pub version: String,
+    pub config: ProxyConfig,
+}

@@ -1,0 +1,496 @@
+//! `TryFrom` conversions from the wire (prost) types into the domain model,
+//! validating everything a request path would otherwise trip over.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use sluice_api::config as pb;
+
+use super::*;
+
+/// A snapshot item the proxy cannot apply, named by where it sits.
+#[derive(Debug, thiserror::Error)]
+#[error("{item}: {problem}")]
+pub struct InvalidConfig {
+    /// Which item, e.g. `route reviews:9080 #2 match[0] header "x"`.
+    pub item: String,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+/// The reason an item is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("bad regex: {0}")]
+    BadRegex(#[from] regex::Error),
+    #[error("bad header name {0:?}")]
+    BadHeaderName(String),
+    #[error("bad value for header {0:?}")]
+    BadHeaderValue(String),
+    #[error("port {0} out of range")]
+    BadPort(u32),
+    #[error("bad IP address {0:?}")]
+    BadAddress(String),
+    #[error("string match without a kind")]
+    EmptyMatch,
+    #[error("unknown {what} value {value}")]
+    UnknownEnum { what: &'static str, value: i32 },
+    #[error("{0} is not a valid HTTP status")]
+    BadStatus(u32),
+    #[error("route has no action")]
+    NoAction,
+    #[error("duplicate cluster name")]
+    DuplicateCluster,
+    #[error("snapshot has no config")]
+    NoConfig,
+}
+
+fn invalid(item: impl Into<String>, problem: impl Into<Problem>) -> InvalidConfig {
+    InvalidConfig { item: item.into(), problem: problem.into() }
+}
+
+fn port(item: &str, p: u32) -> Result<u16, InvalidConfig> {
+    u16::try_from(p).map_err(|_| invalid(item, Problem::BadPort(p)))
+}
+
+fn protocol(item: &str, p: i32) -> Result<Protocol, InvalidConfig> {
+    match pb::Protocol::try_from(p) {
+        Ok(pb::Protocol::Unspecified) => Ok(Protocol::Unspecified),
+        Ok(pb::Protocol::Http) => Ok(Protocol::Http),
+        Ok(pb::Protocol::Http2) => Ok(Protocol::Http2),
+        Ok(pb::Protocol::Grpc) => Ok(Protocol::Grpc),
+        Ok(pb::Protocol::Tcp) => Ok(Protocol::Tcp),
+        Err(_) => Err(invalid(item, Problem::UnknownEnum { what: "protocol", value: p })),
+    }
+}
+
+fn domains(list: &[String]) -> Vec<Domain> {
+    list.iter()
+        .map(|d| {
+            let d = d.to_ascii_lowercase();
+            // A domain given with a port still selects by name only.
+            let d = strip_port(&d).to_owned();
+            match d.strip_prefix('*') {
+                Some(suffix) => Domain::Wildcard(suffix.to_owned()),
+                None => Domain::Exact(d),
+            }
+        })
+        .collect()
+}
+
+/// `host` without a trailing `:port` (IPv6 literals keep their brackets).
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn string_match(item: &str, m: &pb::StringMatch) -> Result<StringMatch, InvalidConfig> {
+    use pb::string_match::Kind;
+    match &m.kind {
+        Some(Kind::Exact(s)) => Ok(StringMatch::Exact(s.clone())),
+        Some(Kind::Prefix(s)) => Ok(StringMatch::Prefix(s.clone())),
+        Some(Kind::Regex(r)) => Ok(StringMatch::Regex(
+            Pattern::full(r).map_err(|e| invalid(item, e))?,
+        )),
+        Some(Kind::Present(_)) => Ok(StringMatch::Present),
+        None => Err(invalid(item, Problem::EmptyMatch)),
+    }
+}
+
+fn opt_match(
+    item: &str,
+    what: &str,
+    m: &Option<pb::StringMatch>,
+) -> Result<Option<StringMatch>, InvalidConfig> {
+    match m {
+        // An absent or kind-less matcher imposes no condition.
+        Some(m) if m.kind.is_some() => Ok(Some(string_match(&format!("{item} {what}"), m)?)),
+        _ => Ok(None),
+    }
+}
+
+fn keyed_matches(
+    item: &str,
+    what: &str,
+    map: &HashMap<String, pb::StringMatch>,
+) -> Result<Vec<(String, StringMatch)>, InvalidConfig> {
+    // Query parameter names are case-sensitive; header names are not.
+    let is_query = what == "query";
+    let mut out = Vec::with_capacity(map.len());
+    for (k, m) in map {
+        let item = format!("{item} {what} \"{k}\"");
+        if !is_query && http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(invalid(item, Problem::BadHeaderName(k.clone())));
+        }
+        let key = if is_query { k.clone() } else { k.to_ascii_lowercase() };
+        out.push((key, string_match(&item, m)?));
+    }
+    // Deterministic order for /debug/route and /config_dump.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn route_match(item: &str, m: &pb::RouteMatch) -> Result<RouteMatch, InvalidConfig> {
+    Ok(RouteMatch {
+        name: m.name.clone(),
+        uri: opt_match(item, "uri", &m.uri)?,
+        scheme: opt_match(item, "scheme", &m.scheme)?,
+        method: opt_match(item, "method", &m.method)?,
+        authority: opt_match(item, "authority", &m.authority)?,
+        headers: keyed_matches(item, "header", &m.headers)?,
+        query_params: keyed_matches(item, "query", &m.query_params)?,
+        without_headers: keyed_matches(item, "without header", &m.without_headers)?,
+        ignore_uri_case: m.ignore_uri_case,
+    })
+}
+
+fn header_ops(item: &str, ops: &Option<pb::HeaderOps>) -> Result<HeaderOps, InvalidConfig> {
+    let Some(ops) = ops else { return Ok(HeaderOps::default()) };
+    let name = |n: &str| {
+        http::HeaderName::from_bytes(n.as_bytes())
+            .map_err(|_| invalid(item, Problem::BadHeaderName(n.to_owned())))
+    };
+    let value = |n: &str, v: &str| {
+        http::HeaderValue::from_str(v).map_err(|_| invalid(item, Problem::BadHeaderValue(n.to_owned())))
+    };
+    let mut out = HeaderOps::default();
+    let mut set: Vec<_> = ops.set.iter().collect();
+    set.sort();
+    for (k, v) in set {
+        out.set.push((name(k)?, value(k, v)?));
+        out.summary.push(format!("set {k}: {v}"));
+    }
+    let mut add: Vec<_> = ops.add.iter().collect();
+    add.sort();
+    for (k, v) in add {
+        out.add.push((name(k)?, value(k, v)?));
+        out.summary.push(format!("add {k}: {v}"));
+    }
+    for k in &ops.remove {
+        out.remove.push(name(k)?);
+        out.summary.push(format!("remove {k}"));
+    }
+    Ok(out)
+}
+
+fn weighted(item: &str, w: &pb::WeightedClusters) -> Result<Vec<WeightedCluster>, InvalidConfig> {
+    w.clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let item = format!("{item} destination[{i}]");
+            Ok(WeightedCluster {
+                cluster: c.cluster.clone(),
+                weight: c.weight,
+                request_headers: header_ops(&format!("{item} request headers"), &c.request_headers)?,
+                response_headers: header_ops(&format!("{item} response headers"), &c.response_headers)?,
+            })
+        })
+        .collect()
+}
+
+fn status(item: &str, s: u32, default: u16) -> Result<u16, InvalidConfig> {
+    if s == 0 {
+        return Ok(default);
+    }
+    u16::try_from(s)
+        .ok()
+        .filter(|s| http::StatusCode::from_u16(*s).is_ok())
+        .ok_or_else(|| invalid(item, Problem::BadStatus(s)))
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+fn action(item: &str, a: &Option<pb::route::Action>) -> Result<Action, InvalidConfig> {
+    match a {
+        Some(pb::route::Action::Forward(w)) => Ok(Action::Forward(weighted(item, w)?)),
+        Some(pb::route::Action::Redirect(r)) => {
+            let derive_port = match pb::redirect::DerivePort::try_from(r.derive_port) {
+                Ok(pb::redirect::DerivePort::Unspecified) => DerivePort::Unspecified,
+                Ok(pb::redirect::DerivePort::FromProtocolDefault) => DerivePort::FromProtocolDefault,
+                Ok(pb::redirect::DerivePort::FromRequestPort) => DerivePort::FromRequestPort,
+                Err(_) => {
+                    return Err(invalid(
+                        format!("{item} redirect"),
+                        Problem::UnknownEnum { what: "derive_port", value: r.derive_port },
+                    ));
+                }
+            };
+            let item = format!("{item} redirect");
+            Ok(Action::Redirect(Redirect {
+                uri: non_empty(&r.uri),
+                authority: non_empty(&r.authority),
+                port: if r.port == 0 { None } else { Some(port(&item, r.port)?) },
+                derive_port,
+                scheme: non_empty(&r.scheme),
+                status: status(&item, r.status, 301)?,
+            }))
+        }
+        Some(pb::route::Action::DirectResponse(d)) => Ok(Action::DirectResponse {
+            status: status(&format!("{item} direct response"), d.status, 200)?,
+            body: String::from_utf8_lossy(&d.body).into_owned(),
+        }),
+        None => Err(invalid(item, Problem::NoAction)),
+    }
+}
+
+fn rewrite(item: &str, r: &Option<pb::Rewrite>) -> Result<Rewrite, InvalidConfig> {
+    let Some(r) = r else { return Ok(Rewrite::default()) };
+    let uri_regex = match &r.uri_regex {
+        Some(rr) if !rr.pattern.is_empty() => Some(RegexRewrite {
+            pattern: regex::Regex::new(&rr.pattern)
+                .map_err(|e| invalid(format!("{item} rewrite uri_regex"), e))?,
+            source: rr.pattern.clone(),
+            substitution: rr.substitution.clone(),
+        }),
+        _ => None,
+    };
+    if let Some(a) = non_empty(&r.authority)
+        && http::uri::Authority::try_from(a.as_str()).is_err()
+    {
+        return Err(invalid(format!("{item} rewrite"), Problem::BadHeaderValue(a)));
+    }
+    Ok(Rewrite { uri: non_empty(&r.uri), authority: non_empty(&r.authority), uri_regex })
+}
+
+fn route(item: &str, r: &pb::Route) -> Result<Route, InvalidConfig> {
+    let matches = r
+        .matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| route_match(&format!("{item} match[{i}]"), m))
+        .collect::<Result<_, _>>()?;
+    let cors = match &r.cors {
+        Some(c) => Some(CorsPolicy {
+            allow_origins: c
+                .allow_origins
+                .iter()
+                .enumerate()
+                .map(|(i, m)| string_match(&format!("{item} cors allow_origins[{i}]"), m))
+                .collect::<Result<_, _>>()?,
+            allow_methods: c.allow_methods.clone(),
+            allow_headers: c.allow_headers.clone(),
+            expose_headers: c.expose_headers.clone(),
+            max_age_s: c.max_age_s,
+            allow_credentials: c.allow_credentials,
+        }),
+        None => None,
+    };
+    Ok(Route {
+        virtual_service: r.virtual_service.clone(),
+        rule_index: r.rule_index,
+        name: r.name.clone(),
+        matches,
+        action: action(item, &r.action)?,
+        rewrite: rewrite(item, &r.rewrite)?,
+        request_headers: header_ops(&format!("{item} request headers"), &r.request_headers)?,
+        response_headers: header_ops(&format!("{item} response headers"), &r.response_headers)?,
+        timeout_ms: r.timeout_ms,
+        retries: r.retries.as_ref().map(|p| RetryPolicy {
+            attempts: p.attempts,
+            per_try_timeout_ms: p.per_try_timeout_ms,
+            retry_on: p.retry_on.clone(),
+            retry_remote_localities: p.retry_remote_localities,
+            retry_ignore_previous_hosts: p.retry_ignore_previous_hosts,
+            is_default: p.is_default,
+        }),
+        fault: r.fault.as_ref().map(|f| Fault {
+            delay_ms: f.delay_ms,
+            delay_percent: f.delay_percent,
+            abort_http_status: f.abort_http_status,
+            abort_grpc_status: f.abort_grpc_status.clone(),
+            abort_percent: f.abort_percent,
+        }),
+        mirrors: r
+            .mirrors
+            .iter()
+            .map(|m| Mirror { cluster: m.cluster.clone(), percent: m.percent })
+            .collect(),
+        cors,
+    })
+}
+
+fn virtual_host(vh: &pb::VirtualHost) -> Result<VirtualHost, InvalidConfig> {
+    let item = format!("virtual host {}", vh.name);
+    let routes = vh
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| route(&format!("route {} #{i}", vh.name), r))
+        .collect::<Result<_, _>>()?;
+    Ok(VirtualHost {
+        name: vh.name.clone(),
+        port: port(&item, vh.port)?,
+        domains: domains(&vh.domains),
+        routes,
+        service: Text::from(vh.service.as_str()),
+        protocol: protocol(&item, vh.protocol)?,
+    })
+}
+
+impl From<&pb::WorkloadMeta> for WorkloadMeta {
+    fn from(m: &pb::WorkloadMeta) -> Self {
+        WorkloadMeta {
+            workload: m.workload.as_str().into(),
+            namespace: m.namespace.as_str().into(),
+            app: m.app.as_str().into(),
+            version: m.version.as_str().into(),
+            principal: m.principal.as_str().into(),
+            cluster: m.cluster.as_str().into(),
+        }
+    }
+}
+
+fn load_balancer(item: &str, lb: &Option<pb::LoadBalancer>) -> Result<LoadBalancer, InvalidConfig> {
+    let Some(lb) = lb else { return Ok(LoadBalancer::LeastRequest) };
+    if let Some(key) = lb.consistent_hash.as_ref().and_then(|h| h.key.as_ref()) {
+        use pb::consistent_hash::Key;
+        return Ok(match key {
+            Key::Header(h) => LoadBalancer::HashHeader(
+                http::HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| invalid(item, Problem::BadHeaderName(h.clone())))?,
+            ),
+            Key::Cookie(c) => LoadBalancer::HashCookie {
+                name: c.name.clone(),
+                path: c.path.clone(),
+                ttl_ms: c.ttl_ms,
+            },
+            Key::SourceIp(_) => LoadBalancer::HashSourceIp,
+            Key::QueryParameter(q) => LoadBalancer::HashQueryParameter(q.clone()),
+        });
+    }
+    use pb::load_balancer::Simple;
+    match Simple::try_from(lb.simple) {
+        Ok(Simple::LeastRequest) => Ok(LoadBalancer::LeastRequest),
+        Ok(Simple::RoundRobin) => Ok(LoadBalancer::RoundRobin),
+        Ok(Simple::Random) => Ok(LoadBalancer::Random),
+        Ok(Simple::Passthrough) => Ok(LoadBalancer::Passthrough),
+        Err(_) => Err(invalid(item, Problem::UnknownEnum { what: "load balancer", value: lb.simple })),
+    }
+}
+
+fn address(item: &str, a: &str) -> Result<IpAddr, InvalidConfig> {
+    a.parse().map_err(|_| invalid(item, Problem::BadAddress(a.to_owned())))
+}
+
+fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
+    let item = format!("cluster {}", c.name);
+    let endpoints = c
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let item = format!("{item} endpoint[{i}]");
+            Ok(Endpoint {
+                address: address(&item, &e.address)?,
+                port: port(&item, e.port)?,
+                sidecar: e.sidecar,
+                inbound_port: if e.inbound_port == 0 { 15006 } else { port(&item, e.inbound_port)? },
+                workload: e.workload.as_ref().map(WorkloadMeta::from).unwrap_or_default(),
+                labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+                weight: e.weight,
+                in_flight: Arc::new(AtomicUsize::new(0)),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Cluster {
+        name: c.name.clone(),
+        service: c.service.as_str().into(),
+        subset: c.subset.clone(),
+        port: port(&item, c.port)?,
+        protocol: protocol(&item, c.protocol)?,
+        load_balancer: load_balancer(&item, &c.load_balancer)?,
+        endpoints,
+        service_namespace: c.service_namespace.as_str().into(),
+        service_name: c.service_name.as_str().into(),
+        round_robin: AtomicUsize::new(0),
+    })
+}
+
+fn tcp_service(t: &pb::TcpService) -> Result<TcpService, InvalidConfig> {
+    let item = format!("tcp service {}", t.name);
+    Ok(TcpService {
+        name: t.name.clone(),
+        port: port(&item, t.port)?,
+        addresses: t.addresses.iter().map(|a| address(&item, a)).collect::<Result<_, _>>()?,
+        routes: t
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Ok(TcpRoute {
+                    virtual_service: r.virtual_service.clone(),
+                    rule_index: r.rule_index,
+                    forward: match &r.forward {
+                        Some(w) => weighted(&format!("{item} route[{i}]"), w)?,
+                        None => Vec::new(),
+                    },
+                })
+            })
+            .collect::<Result<_, InvalidConfig>>()?,
+        service: t.service.as_str().into(),
+        domains: domains(&t.domains),
+    })
+}
+
+fn inbound_port(p: &pb::InboundPort) -> Result<InboundPort, InvalidConfig> {
+    let item = format!("inbound port {}", p.target_port);
+    Ok(InboundPort {
+        target_port: port(&item, p.target_port)?,
+        service_port: port(&item, p.service_port)?,
+        protocol: protocol(&item, p.protocol)?,
+        service: p.service.as_str().into(),
+        service_name: p.service_name.as_str().into(),
+        service_namespace: p.service_namespace.as_str().into(),
+    })
+}
+
+impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
+    type Error = InvalidConfig;
+
+    fn try_from(c: &pb::ProxyConfig) -> Result<Self, InvalidConfig> {
+        let virtual_hosts = c.virtual_hosts.iter().map(virtual_host).collect::<Result<_, _>>()?;
+        let mut clusters = Vec::with_capacity(c.clusters.len());
+        let mut cluster_index = HashMap::with_capacity(c.clusters.len());
+        for pc in &c.clusters {
+            if cluster_index.insert(pc.name.clone(), clusters.len()).is_some() {
+                return Err(invalid(format!("cluster {}", pc.name), Problem::DuplicateCluster));
+            }
+            clusters.push(Arc::new(cluster(pc)?));
+        }
+        Ok(ProxyConfig {
+            virtual_hosts,
+            clusters,
+            tcp_services: c.tcp_services.iter().map(tcp_service).collect::<Result<_, _>>()?,
+            inbound: c
+                .inbound
+                .as_ref()
+                .map(|i| i.ports.iter().map(inbound_port).collect::<Result<_, _>>())
+                .transpose()?
+                .unwrap_or_default(),
+            self_meta: c.self_.as_ref().map(WorkloadMeta::from),
+            cluster_index,
+        })
+    }
+}
+
+impl TryFrom<&pb::Snapshot> for Running {
+    type Error = InvalidConfig;
+
+    fn try_from(s: &pb::Snapshot) -> Result<Self, InvalidConfig> {
+        let config = s
+            .config
+            .as_ref()
+            .ok_or_else(|| invalid(format!("snapshot {}", s.version), Problem::NoConfig))?;
+        Ok(Running { version: s.version.clone(), config: ProxyConfig::try_from(config)? })
+    }
+}

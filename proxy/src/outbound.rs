@@ -1,0 +1,66 @@
+//! The outbound listener (:15001): detects HTTP vs TCP on each connection and
+//! routes it by authority (explicit proxy) or original destination (transparent).
+
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::detect::{self, Detected};
+use crate::listener;
+use crate::state::Shared;
+
+/// How long a redirected (transparent) client may stay silent before it is TCP.
+const TRANSPARENT_DETECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// An explicit-proxy client must speak HTTP; give it time to send the request.
+const EXPLICIT_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the outbound path knows about a client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnCtx {
+    pub peer: SocketAddr,
+    /// Set when iptables redirected the connection here.
+    pub orig_dst: Option<SocketAddr>,
+}
+
+/// Runs the outbound listener until shutdown.
+pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
+    let metrics = Arc::clone(&shared.metrics);
+    let shutdown = shared.shutdown.clone();
+    listener::accept_loop(listener, "outbound", metrics, shutdown, move |stream, peer| {
+        handle_conn(Arc::clone(&shared), stream, peer)
+    })
+    .await;
+}
+
+async fn handle_conn(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let orig_dst = detect::original_dst(&stream);
+    let timeout = if orig_dst.is_some() { TRANSPARENT_DETECT_TIMEOUT } else { EXPLICIT_DETECT_TIMEOUT };
+    let ctx = ConnCtx { peer, orig_dst };
+    match detect::sniff(&stream, timeout).await {
+        Detected::Http1 | Detected::Http2 => {
+            let shutdown = shared.shutdown.clone();
+            listener::serve_http(stream, shutdown, move |req| http::handle(Arc::clone(&shared), ctx, req)).await;
+        }
+        Detected::Other | Detected::ProxyV2 => transparent_tcp(shared, stream, ctx).await,
+    }
+}
+
+async fn transparent_tcp(shared: Arc<Shared>, stream: TcpStream, ctx: ConnCtx) {
+    let Some(dst) = ctx.orig_dst else {
+        tracing::debug!(peer = %ctx.peer, "non-HTTP connection without an original destination; closing");
+        return;
+    };
+    let Some(running) = shared.current() else { return };
+    let Some(svc) = crate::tcp::service_for_dst(&running.config, dst) else {
+        tracing::debug!(%dst, "no tcp service for original destination; closing");
+        return;
+    };
+    match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {
+        Ok((upstream, labels)) => crate::tcp::relay(&shared.metrics, &labels, stream, upstream).await,
+        Err(e) => tracing::debug!(%dst, error = %e, "tcp connection not proxied"),
+    }
+}

@@ -1,0 +1,80 @@
+//! Per-request metrics reporting: labels are prepared when the destination is
+//! known and recorded when the response body ends (streamed) or at once (local).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use http::Response;
+use http_body::Body as _;
+
+use crate::body::{self, Body, End, Finishing};
+use crate::metrics::{Metrics, RequestLabels};
+use crate::model::Text;
+
+/// Counts a request against an endpoint while it is in flight.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Increments `counter` until dropped.
+    pub fn start(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request being reported.
+pub struct Report {
+    metrics: Arc<Metrics>,
+    labels: RequestLabels,
+    start: Instant,
+    request_bytes: Arc<AtomicU64>,
+}
+
+impl Report {
+    /// Starts reporting with `labels` (code and flags are filled in at the end).
+    pub fn new(metrics: Arc<Metrics>, labels: RequestLabels, start: Instant, request_bytes: Arc<AtomicU64>) -> Self {
+        Report { metrics, labels, start, request_bytes }
+    }
+
+    /// Mutable access to the labels before the response is known.
+    pub fn labels_mut(&mut self) -> &mut RequestLabels {
+        &mut self.labels
+    }
+
+    /// Records a reply the proxy generated itself.
+    pub fn local(mut self, resp: Response<Body>, flags: &Text) -> Response<Body> {
+        self.labels.response_code = resp.status().as_u16();
+        self.labels.response_flags = flags.clone();
+        let size = resp.body().size_hint().exact().unwrap_or(0);
+        let millis = self.start.elapsed().as_secs_f64() * 1000.0;
+        let req = self.request_bytes.load(Ordering::Relaxed);
+        self.metrics.record_request(&self.labels, millis, req, size);
+        resp
+    }
+
+    /// Records an upstream response when its body ends; `guard` lives as long.
+    pub fn streamed(mut self, resp: Response<Body>, guard: Option<InFlight>) -> Response<Body> {
+        self.labels.response_code = resp.status().as_u16();
+        if let Some(s) = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+            self.labels.grpc_response_status = Text::from(s);
+        }
+        resp.map(move |b| {
+            body::boxed(Finishing::new(b, move |end: End| {
+                let _guard = guard;
+                if let Some(s) = end.grpc_status.as_ref().and_then(|v| v.to_str().ok()) {
+                    self.labels.grpc_response_status = Text::from(s);
+                }
+                let millis = self.start.elapsed().as_secs_f64() * 1000.0;
+                let req = self.request_bytes.load(Ordering::Relaxed);
+                self.metrics.record_request(&self.labels, millis, req, end.bytes);
+            }))
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! TCP proxying: choosing an outbound `TcpService` (by original destination or
+//! `CONNECT` name), its endpoint, and relaying bytes with Istio TCP metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::balance::{HashInput, pick_endpoint, pick_weighted};
+use crate::matching::domains_match;
+use crate::metrics::{Metrics, ServiceLabels, TcpLabels};
+use crate::model::{ProxyConfig, Running, TcpService};
+use crate::state::Shared;
+use crate::upstream::{self, Target};
+
+/// The TCP service for an original destination: address-specific entries first.
+pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService> {
+    let on_port = || cfg.tcp_services.iter().filter(move |s| s.port == dst.port());
+    on_port()
+        .find(|s| s.addresses.contains(&dst.ip()))
+        .or_else(|| on_port().find(|s| s.addresses.is_empty()))
+}
+
+/// The TCP service an explicit `CONNECT host:port` names.
+pub fn service_for_name<'c>(cfg: &'c ProxyConfig, host: &str, port: u16) -> Option<&'c TcpService> {
+    cfg.tcp_services.iter().find(|s| s.port == port && domains_match(&s.domains, host))
+}
+
+/// Why an outbound TCP connection could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpRouteError {
+    #[error("tcp service {0} has no route")]
+    NoRoute(String),
+    #[error("cluster {0} is not configured")]
+    NoCluster(String),
+    #[error("cluster {0} has no healthy endpoint")]
+    NoEndpoint(String),
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+}
+
+/// Connects to an endpoint of the service's first route; returns the stream and
+/// the labels to report the connection with.
+pub async fn connect_service(
+    shared: &Shared,
+    running: &Running,
+    svc: &TcpService,
+    client: SocketAddr,
+) -> Result<(tokio::net::TcpStream, TcpLabels), TcpRouteError> {
+    let cfg = &running.config;
+    let route = svc.routes.first().ok_or_else(|| TcpRouteError::NoRoute(svc.name.clone()))?;
+    let dest = pick_weighted(&route.forward).ok_or_else(|| TcpRouteError::NoRoute(svc.name.clone()))?;
+    let cluster = cfg.cluster(&dest.cluster).ok_or_else(|| TcpRouteError::NoCluster(dest.cluster.clone()))?;
+    let empty = http::HeaderMap::new();
+    let input = HashInput { headers: &empty, source_ip: client.ip(), query: None };
+    let choice = pick_endpoint(cluster, &input).ok_or_else(|| TcpRouteError::NoEndpoint(cluster.name.clone()))?;
+    let ep = &cluster.endpoints[choice.index];
+    let app = SocketAddr::new(ep.address, ep.port);
+    let target = if ep.sidecar {
+        Target { connect: SocketAddr::new(ep.address, ep.inbound_port), announce: Some(app) }
+    } else {
+        Target { connect: app, announce: None }
+    };
+    let stream = upstream::connect(target, client, shared.settings.connect_timeout).await?;
+    let m = &shared.metrics;
+    let service = ServiceLabels {
+        service: cluster.service.clone(),
+        name: cluster.service_name.clone(),
+        namespace: cluster.service_namespace.clone(),
+    };
+    let labels =
+        m.tcp_labels(&m.words.source, shared.self_meta(Some(running)), &ep.workload, &service, &m.words.unknown);
+    Ok((stream, labels))
+}
+
+/// Relays bytes both ways until both sides close, reporting Istio TCP metrics.
+pub async fn relay<A, B>(metrics: &Arc<Metrics>, labels: &TcpLabels, mut client: A, mut upstream: B)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    metrics.tcp_opened.get_or_create(labels).inc();
+    let (received, sent) = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok(counts) => counts,
+        Err(e) => {
+            tracing::debug!(error = %e, "tcp relay ended with an error");
+            (0, 0)
+        }
+    };
+    metrics.tcp_received.get_or_create(labels).inc_by(received);
+    metrics.tcp_sent.get_or_create(labels).inc_by(sent);
+    metrics.tcp_closed.get_or_create(labels).inc();
+}
