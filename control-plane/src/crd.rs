@@ -32,6 +32,9 @@ pub use virtual_service::{
 };
 pub use workload_entry::{WorkloadEntry, WorkloadEntrySpec};
 
+/// Parses Istio durations (`2s`, `1.5s`, `100ms`, `1m`, `1h`).
+pub use crate::validation::parse_duration;
+
 /// Schema of a protobuf `Struct`: any object, kept as written.
 fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({

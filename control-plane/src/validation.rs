@@ -1,5 +1,18 @@
 //! Validation shared by analyze, the controller and the admission webhook:
-//! Istio's rules, reported per field.
+//! Istio's rules (pkg/config/validation), reported per field path.
+
+mod destination_rule;
+mod duration;
+mod envoy_filter;
+mod field;
+mod http_route;
+mod rate_limit_policy;
+mod security;
+mod service_entry;
+mod virtual_service;
+
+pub use duration::parse_duration;
+pub use envoy_filter::{LocalRateLimit, PatchContext, local_rate_limit, local_rate_limits};
 
 use crate::resource::{Resource, ResourceKey};
 use std::fmt;
@@ -13,18 +26,79 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
     }
 }
 
-/// Checks `resource` against Istio's validation rules; empty when valid.
-pub fn validate(_resource: &Resource) -> Vec<FieldError> {
-    Vec::new()
+/// Problems collected while walking a spec.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    /// No problems yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a problem at `path`.
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(path, message));
+    }
+
+    /// Records `result`'s error, if any, at `path`.
+    pub fn check(&mut self, path: impl Into<String>, result: Result<(), String>) {
+        if let Err(message) = result {
+            self.push(path, message);
+        }
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The problems, in the order found.
+    pub fn into_vec(self) -> Vec<FieldError> {
+        self.0
+    }
+}
+
+/// A spec that can check itself; paths start at `spec`.
+pub trait Validate {
+    /// Appends every problem found to `errors`.
+    fn validate(&self, errors: &mut FieldErrors);
+}
+
+/// Checks `resource` against Istio's (and Sluice's) rules; empty when valid.
+pub fn validate(resource: &Resource) -> Vec<FieldError> {
+    let mut errors = FieldErrors::new();
+    match resource {
+        Resource::VirtualService(r) => r.spec.validate(&mut errors),
+        Resource::DestinationRule(r) => r.spec.validate(&mut errors),
+        Resource::ServiceEntry(r) => r.spec.validate(&mut errors),
+        Resource::WorkloadEntry(r) => r.spec.validate(&mut errors),
+        Resource::EnvoyFilter(r) => r.spec.validate(&mut errors),
+        Resource::PeerAuthentication(r) => r.spec.validate(&mut errors),
+        Resource::AuthorizationPolicy(r) => r.spec.validate(&mut errors),
+        Resource::RateLimitPolicy(r) => r.spec.validate(&mut errors),
+    }
+    errors.into_vec()
 }
 
 /// A report line: `VirtualService default/reviews: spec.http[0].route[1].weight: must be >= 0`.
+#[derive(Clone, Copy, Debug)]
 pub struct Problem<'a>(pub &'a ResourceKey, pub &'a FieldError);
 
 impl fmt::Display for Problem<'_> {
@@ -32,3 +106,6 @@ impl fmt::Display for Problem<'_> {
         write!(f, "{}: {}", self.0, self.1)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -22,6 +23,14 @@ use crate::metrics::{ListenerLabels, Metrics};
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Time a client gets to send a complete request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections open on every listener, for draining at shutdown.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// How many connections are open right now.
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
 
 /// Resolves once shutdown was requested.
 pub async fn shutdown_requested(mut rx: watch::Receiver<bool>) {
@@ -63,9 +72,11 @@ pub async fn accept_loop<H, F>(
         let metrics = Arc::clone(&metrics);
         let labels = labels.clone();
         tokio::spawn(async move {
+            OPEN.fetch_add(1, Ordering::Relaxed);
             metrics.connections_active.get_or_create(&labels).inc();
             fut.await;
             metrics.connections_active.get_or_create(&labels).dec();
+            OPEN.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }

@@ -1,1 +1,116 @@
-fn main() {}
+//! `sluice-proxy`: the Sluice sidecar. Wires flags, the config stream and the
+//! listeners together; everything else lives in the modules below.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod balance;
+mod body;
+mod config;
+mod detect;
+mod http_util;
+mod inbound;
+mod listener;
+mod matching;
+mod metrics;
+mod model;
+mod outbound;
+mod proxy_protocol;
+mod report;
+mod rewrite;
+mod state;
+mod tcp;
+mod upstream;
+mod xds;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::Surface;
+use crate::config::{Flags, Settings};
+use crate::metrics::Metrics;
+use crate::state::Shared;
+
+/// How long in-flight work may take to finish after shutdown starts.
+const DRAIN: Duration = Duration::from_secs(5);
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = Settings::from(Flags::parse());
+    let metrics = Arc::new(Metrics::new());
+    let (config_tx, config_rx) = watch::channel(None);
+    let (quit_tx, quit_rx) = watch::channel(false);
+    let quit_tx = Arc::new(quit_tx);
+    let shared = Arc::new(Shared::new(settings.clone(), config_rx, Arc::clone(&metrics), quit_rx.clone()));
+
+    let outbound = bind(settings.outbound, "outbound").await?;
+    let inbound = bind(settings.inbound, "inbound").await?;
+    let admin = bind(settings.admin, "admin").await?;
+    let health = bind(settings.health, "health").await?;
+    let stats = bind(settings.stats, "stats").await?;
+    tracing::info!(id = %settings.identity.id, outbound = %settings.outbound, inbound = %settings.inbound, "sluice-proxy listening");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(xds::run(settings.clone(), config_tx, Arc::clone(&metrics), quit_rx.clone()));
+    tasks.spawn(outbound::run(Arc::clone(&shared), outbound));
+    tasks.spawn(inbound::run(Arc::clone(&shared), inbound));
+    tasks.spawn(admin::run(Arc::clone(&shared), admin, Surface::Admin, Arc::clone(&quit_tx)));
+    tasks.spawn(admin::run(Arc::clone(&shared), health, Surface::Health, Arc::clone(&quit_tx)));
+    tasks.spawn(admin::run(Arc::clone(&shared), stats, Surface::Stats, Arc::clone(&quit_tx)));
+
+    let mut quit_wait = quit_rx.clone();
+    tokio::select! {
+        _ = terminate_signal() => tracing::info!("SIGTERM/SIGINT received; draining"),
+        _ = quit_wait.wait_for(|q| *q) => {}
+    }
+    quit_tx.send_replace(true);
+    // Connections finish their in-flight requests; stop waiting after DRAIN.
+    let drained = tokio::time::timeout(DRAIN, async {
+        while tasks.join_next().await.is_some() {}
+        while listener::open_connections() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!("drain timeout; exiting with work in flight");
+    }
+    Ok(())
+}
+
+async fn terminate_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = ctrl_c => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicUsize;
 
 use serde::{Serialize, Serializer};
 
-pub use convert::{InvalidConfig, strip_port};
+pub use convert::strip_port;
 
 /// A cheaply clonable, immutable string (metrics labels, names).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -121,7 +121,7 @@ pub struct WorkloadMeta {
 #[derive(Debug, Serialize)]
 pub struct ProxyConfig {
     pub virtual_hosts: Vec<VirtualHost>,
-    pub clusters: Vec<Arc<Cluster>>,
+    pub clusters: Vec<Cluster>,
     pub tcp_services: Vec<TcpService>,
     pub inbound: Vec<InboundPort>,
     #[serde(rename = "self")]
@@ -132,7 +132,7 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// The cluster called `name`.
-    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.cluster_index.get(name).and_then(|i| self.clusters.get(*i))
     }
 }
@@ -247,11 +247,6 @@ pub struct HeaderOps {
 }
 
 impl HeaderOps {
-    /// Whether there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
-    }
-
     /// Applies the operations to `headers`.
     pub fn apply(&self, headers: &mut http::HeaderMap) {
         for name in &self.remove {
@@ -341,6 +336,10 @@ pub struct CorsPolicy {
     pub allow_credentials: bool,
 }
 
+fn header_name<S: Serializer>(name: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name.as_str())
+}
+
 /// How a cluster picks an endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -349,7 +348,7 @@ pub enum LoadBalancer {
     RoundRobin,
     Random,
     Passthrough,
-    HashHeader(http::HeaderName),
+    HashHeader(#[serde(serialize_with = "header_name")] http::HeaderName),
     HashCookie { name: String, path: String, ttl_ms: u64 },
     HashSourceIp,
     HashQueryParameter(String),

@@ -43,11 +43,6 @@ impl Report {
         Report { metrics, labels, start, request_bytes }
     }
 
-    /// Mutable access to the labels before the response is known.
-    pub fn labels_mut(&mut self) -> &mut RequestLabels {
-        &mut self.labels
-    }
-
     /// Records a reply the proxy generated itself.
     pub fn local(mut self, resp: Response<Body>, flags: &Text) -> Response<Body> {
         self.labels.response_code = resp.status().as_u16();

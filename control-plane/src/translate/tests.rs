@@ -1,1 +1,238 @@
+use super::*;
+use crate::resource::parse_documents;
 
+const MESH: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1-0, namespace: default}
+spec: {address: 127.0.9.1, labels: {app: reviews, version: v1, security.istio.io/tlsMode: istio}, serviceAccount: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2-0, namespace: default}
+spec: {address: 127.0.9.2, labels: {app: reviews, version: v2}, serviceAccount: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: X-User}}}
+"#;
+
+fn index(extra: &str) -> MeshIndex {
+    let text = format!("{MESH}\n---\n{extra}");
+    let resources = parse_documents(&text, "default")
+        .into_iter()
+        .map(|r| r.expect("test YAML parses"));
+    MeshIndex::from_resources(1, resources)
+}
+
+fn proxy(namespace: &str, labels: &[(&str, &str)]) -> ProxyIdentity {
+    ProxyIdentity {
+        id: "p".into(),
+        workload: "productpage-v1".into(),
+        namespace: namespace.into(),
+        service_account: "productpage".into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ips: vec!["127.0.9.9".parse().expect("ip")],
+        trust_domain: "cluster.local".into(),
+    }
+}
+
+fn reviews_host(config: &pb::ProxyConfig) -> &pb::VirtualHost {
+    config
+        .virtual_hosts
+        .iter()
+        .find(|v| v.service == "reviews.default.svc.cluster.local")
+        .expect("reviews virtual host")
+}
+
+fn forward(route: &pb::Route) -> Vec<(String, u32)> {
+    match &route.action {
+        Some(pb::route::Action::Forward(w)) => w
+            .clusters
+            .iter()
+            .map(|c| (c.cluster.clone(), c.weight))
+            .collect(),
+        other => panic!("not a forward: {other:?}"),
+    }
+}
+
+#[test]
+fn translate_no_virtual_service_routes_to_all_endpoints() {
+    let config = translate(&index(""), &proxy("default", &[]));
+    let vh = reviews_host(&config);
+    assert_eq!(vh.port, 9080);
+    for d in ["reviews", "reviews.default", "reviews.default.svc", "reviews.default.svc.cluster.local"] {
+        assert!(vh.domains.iter().any(|x| x == d), "missing domain {d}");
+    }
+    assert_eq!(vh.routes.len(), 1);
+    let targets = forward(&vh.routes[0]);
+    assert_eq!(targets, vec![("outbound|9080||reviews.default.svc.cluster.local".into(), 100)]);
+    let cluster = config.clusters.iter().find(|c| c.name == targets[0].0).expect("cluster");
+    assert_eq!(cluster.endpoints.len(), 2);
+    let sidecars: Vec<bool> = cluster.endpoints.iter().map(|e| e.sidecar).collect();
+    assert_eq!(sidecars, vec![true, false]);
+}
+
+#[test]
+fn translate_short_name_not_a_domain_from_other_namespace() {
+    let config = translate(&index(""), &proxy("other", &[]));
+    let vh = reviews_host(&config);
+    assert!(!vh.domains.iter().any(|d| d == "reviews"));
+    assert!(vh.domains.iter().any(|d| d == "reviews.default"));
+}
+
+#[test]
+fn translate_seed_reviews_routes_in_order_with_subsets() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {user-agent: {regex: '.*Mobile.*'}}}]
+    route: [{destination: {host: reviews, subset: mobile}}]
+  - match: [{headers: {cookie: {regex: '^(.*?;)?(beta=true)(;.*)?$'}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 90}
+    - {destination: {host: reviews, subset: v2}, weight: 10}
+"#;
+    let config = translate(&index(vs), &proxy("default", &[]));
+    let vh = reviews_host(&config);
+    assert_eq!(vh.routes.len(), 3);
+    assert_eq!(vh.routes[0].virtual_service, "default/reviews");
+    let m = &vh.routes[0].matches[0].headers["user-agent"];
+    assert_eq!(m.kind, Some(pb::string_match::Kind::Regex(".*Mobile.*".into())));
+    assert_eq!(
+        forward(&vh.routes[2]),
+        vec![
+            ("outbound|9080|v1|reviews.default.svc.cluster.local".into(), 90),
+            ("outbound|9080|v2|reviews.default.svc.cluster.local".into(), 10)
+        ]
+    );
+    let by_name = |n: &str| config.clusters.iter().find(|c| c.name == n).expect(n);
+    let v1 = by_name("outbound|9080|v1|reviews.default.svc.cluster.local");
+    assert_eq!(v1.endpoints.len(), 1);
+    assert_eq!(v1.endpoints[0].address, "127.0.9.1");
+    assert_eq!(v1.endpoints[0].workload.as_ref().map(|w| w.version.as_str()), Some("v1"));
+    let lb = v1.load_balancer.as_ref().expect("lb");
+    assert_eq!(lb.simple, pb::load_balancer::Simple::RoundRobin as i32);
+    // The subset's own policy overrides the top level.
+    let v2 = by_name("outbound|9080|v2|reviews.default.svc.cluster.local");
+    let hash = v2.load_balancer.as_ref().and_then(|l| l.consistent_hash.as_ref());
+    assert_eq!(hash.and_then(|h| h.key.clone()), Some(pb::consistent_hash::Key::Header("x-user".into())));
+    // No subset named mobile: a named cluster with no endpoints (503), not a dangling reference.
+    let mobile = by_name("outbound|9080|mobile|reviews.default.svc.cluster.local");
+    assert!(mobile.endpoints.is_empty());
+}
+
+#[test]
+fn translate_source_labels_drop_rule_for_other_proxies() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {app: productpage}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{sourceNamespace: prod}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    let idx = index(vs);
+    let from_productpage = translate(&idx, &proxy("default", &[("app", "productpage")]));
+    assert_eq!(reviews_host(&from_productpage).routes.len(), 2);
+    let from_other = translate(&idx, &proxy("default", &[("app", "ratings")]));
+    let routes = &reviews_host(&from_other).routes;
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].rule_index, 2);
+    let from_prod = translate(&idx, &proxy("prod", &[]));
+    assert_eq!(reviews_host(&from_prod).routes[0].rule_index, 1);
+}
+
+#[test]
+fn translate_gateway_only_virtual_service_not_bound_to_sidecars() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  gateways: [istio-system/ingress]
+  http:
+  - route: [{destination: {host: reviews, subset: v2}}]
+"#;
+    let config = translate(&index(vs), &proxy("default", &[]));
+    assert_eq!(reviews_host(&config).routes[0].virtual_service, "");
+}
+
+#[test]
+fn translate_export_to_dot_hides_from_other_namespaces() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  exportTo: ["."]
+  http:
+  - route: [{destination: {host: reviews, subset: v2}}]
+"#;
+    let idx = index(vs);
+    let same = translate(&idx, &proxy("default", &[]));
+    assert_eq!(reviews_host(&same).routes[0].virtual_service, "default/reviews");
+    let other = translate(&idx, &proxy("other", &[]));
+    assert_eq!(reviews_host(&other).routes[0].virtual_service, "");
+}
+
+#[test]
+fn translate_inbound_lists_ports_of_own_services() {
+    let mut p = proxy("default", &[("app", "reviews")]);
+    p.ips = vec!["127.0.9.1".parse().expect("ip")];
+    let config = translate(&index(""), &p);
+    let inbound = config.inbound.expect("inbound");
+    assert_eq!(inbound.ports.len(), 1);
+    assert_eq!(inbound.ports[0].target_port, 9080);
+    assert_eq!(inbound.ports[0].service_name, "reviews");
+}
+
+#[test]
+fn translate_regex_rewrite_uses_rust_group_syntax() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - rewrite: {uriRegexRewrite: {match: '^/v1/(.*)$', rewrite: '/api/\1?x=$'}}
+    route: [{destination: {host: reviews}}]
+"#;
+    let config = translate(&index(vs), &proxy("default", &[]));
+    let rw = reviews_host(&config).routes[0].rewrite.clone().expect("rewrite");
+    assert_eq!(rw.uri_regex.expect("regex").substitution, "/api/${1}?x=$$");
+}

@@ -465,7 +465,7 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
             if cluster_index.insert(pc.name.clone(), clusters.len()).is_some() {
                 return Err(invalid(format!("cluster {}", pc.name), Problem::DuplicateCluster));
             }
-            clusters.push(Arc::new(cluster(pc)?));
+            clusters.push(cluster(pc)?);
         }
         Ok(ProxyConfig {
             virtual_hosts,

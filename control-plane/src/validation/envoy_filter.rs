@@ -1,0 +1,288 @@
+//! EnvoyFilter support: the only patch Sluice understands is the insertion
+//! of `envoy.filters.http.local_ratelimit`, read into a [`LocalRateLimit`].
+//! Every other patch is refused by name, never silently ignored.
+
+use super::field::{at, check_labels, item};
+use super::{FieldError, FieldErrors, Validate, parse_duration};
+use crate::crd::envoy_filter::EnvoyConfigObjectPatch;
+use crate::crd::{EnvoyFilter, EnvoyFilterSpec};
+use serde_json::Value;
+use std::time::Duration;
+
+const FILTER_NAME: &str = "envoy.filters.http.local_ratelimit";
+const CONFIG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+const TYPED_STRUCTS: &[&str] = &[
+    "type.googleapis.com/udpa.type.v1.TypedStruct",
+    "type.googleapis.com/xds.type.v3.TypedStruct",
+];
+const HCM_NAMES: &[&str] = &[
+    "envoy.filters.network.http_connection_manager",
+    "envoy.http_connection_manager",
+];
+const INSERT_OPERATIONS: &[&str] = &["ADD", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST"];
+/// Envoy refuses token buckets that refill faster than this.
+const MIN_FILL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Which traffic of the selected workloads a limit applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum PatchContext {
+    /// `SIDECAR_INBOUND`: requests the workload receives.
+    Inbound,
+    /// `SIDECAR_OUTBOUND`: requests the workload sends.
+    Outbound,
+    /// `ANY` (or unset): both directions.
+    Any,
+}
+
+/// A local (per proxy) token bucket read from an EnvoyFilter patch.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LocalRateLimit {
+    /// Direction the limit applies to.
+    pub context: PatchContext,
+    /// Bucket capacity.
+    pub max_tokens: u32,
+    /// Tokens added each `fill_interval` (Envoy's default: 1).
+    pub tokens_per_fill: u32,
+    /// Refill period (>= 50ms, as Envoy requires).
+    pub fill_interval: Duration,
+    /// Share of requests (0..=100) the filter checks; Envoy's default when
+    /// `filter_enabled` is absent is 0, i.e. the filter does nothing.
+    pub enabled_percent: f64,
+    /// Share of checked requests (0..=100) actually refused with 429;
+    /// Envoy's default when `filter_enforced` is absent is 0 (count only).
+    pub enforced_percent: f64,
+    /// `stat_prefix` of the filter, when given.
+    pub stat_prefix: Option<String>,
+}
+
+impl Validate for EnvoyFilterSpec {
+    fn validate(&self, errors: &mut FieldErrors) {
+        let spec = "spec";
+        if self.workload_selector.is_some() && !self.target_refs.is_empty() {
+            errors.push(
+                spec,
+                "only one of targetRefs or workloadSelector can be set",
+            );
+        }
+        if let Some(sel) = &self.workload_selector {
+            check_labels(errors, &at(spec, "workloadSelector.labels"), &sel.labels);
+        }
+        if self.config_patches.is_empty() {
+            errors.push(
+                at(spec, "configPatches"),
+                "at least one config patch is required",
+            );
+        }
+        for (i, patch) in self.config_patches.iter().enumerate() {
+            if let Err(e) = read_patch(&item(spec, "configPatches", i), patch) {
+                errors.push(e.path, e.message);
+            }
+        }
+    }
+}
+
+/// The first local rate limit of `filter`; `Ok(None)` when it has no patches.
+/// Errors name the first unsupported or malformed patch.
+pub fn local_rate_limit(filter: &EnvoyFilter) -> Result<Option<LocalRateLimit>, FieldError> {
+    local_rate_limits(filter).map(|limits| limits.into_iter().next())
+}
+
+/// Every local rate limit of `filter`, in patch order.
+pub fn local_rate_limits(filter: &EnvoyFilter) -> Result<Vec<LocalRateLimit>, FieldError> {
+    filter
+        .spec
+        .config_patches
+        .iter()
+        .enumerate()
+        .map(|(i, patch)| read_patch(&item("spec", "configPatches", i), patch))
+        .collect()
+}
+
+fn unsupported(path: &str, why: impl std::fmt::Display) -> FieldError {
+    FieldError::new(path, format!("unsupported EnvoyFilter patch: {why}"))
+}
+
+fn read_patch(path: &str, patch: &EnvoyConfigObjectPatch) -> Result<LocalRateLimit, FieldError> {
+    let apply_to = patch.apply_to.as_deref().unwrap_or("INVALID");
+    if apply_to != "HTTP_FILTER" {
+        return Err(unsupported(
+            path,
+            format!("applyTo {apply_to} (only HTTP_FILTER is supported)"),
+        ));
+    }
+    let m = patch.match_.clone().unwrap_or_default();
+    let context = match m.context.as_deref().unwrap_or("ANY") {
+        "SIDECAR_INBOUND" => PatchContext::Inbound,
+        "SIDECAR_OUTBOUND" => PatchContext::Outbound,
+        "ANY" => PatchContext::Any,
+        other => return Err(unsupported(path, format!("match.context {other}"))),
+    };
+    if m.route_configuration.is_some() || m.cluster.is_some() {
+        return Err(unsupported(path, "only listener matches are supported"));
+    }
+    if let Some(filter) = m
+        .listener
+        .as_ref()
+        .and_then(|l| l.filter_chain.as_ref())
+        .and_then(|c| c.filter.as_ref())
+    {
+        if let Some(name) = &filter.name {
+            if !HCM_NAMES.contains(&name.as_str()) {
+                return Err(unsupported(path, format!("filter {name}")));
+            }
+        }
+    }
+    let Some(p) = &patch.patch else {
+        return Err(unsupported(path, "patch is missing"));
+    };
+    let operation = p.operation.as_deref().unwrap_or("INVALID");
+    if !INSERT_OPERATIONS.contains(&operation) {
+        return Err(unsupported(
+            path,
+            format!("operation {operation} (only filter insertion is supported)"),
+        ));
+    }
+    let value = p.value.as_ref().unwrap_or(&Value::Null);
+    let name = value.get("name").and_then(Value::as_str).unwrap_or("");
+    if name != FILTER_NAME {
+        return Err(unsupported(
+            path,
+            format!("filter `{name}` (only {FILTER_NAME} is supported)"),
+        ));
+    }
+    let value_path = format!("{path}.patch.value");
+    let (config, config_path) = typed_config(value, &value_path)?;
+    read_config(config, &config_path, context)
+}
+
+/// Finds the LocalRateLimit config, directly typed or inside a TypedStruct.
+fn typed_config<'a>(value: &'a Value, path: &str) -> Result<(&'a Value, String), FieldError> {
+    let (key, typed) = ["typed_config", "typedConfig"]
+        .iter()
+        .find_map(|k| value.get(*k).map(|v| (*k, v)))
+        .ok_or_else(|| FieldError::new(path, "typed_config is required"))?;
+    let path = format!("{path}.{key}");
+    let type_url = typed.get("@type").and_then(Value::as_str).unwrap_or("");
+    if type_url == CONFIG_TYPE {
+        return Ok((typed, path));
+    }
+    if TYPED_STRUCTS.contains(&type_url) {
+        let inner = typed
+            .get("type_url")
+            .or_else(|| typed.get("typeUrl"))
+            .and_then(Value::as_str);
+        if inner == Some(CONFIG_TYPE) {
+            let value = typed
+                .get("value")
+                .ok_or_else(|| FieldError::new(&path, "TypedStruct value is required"))?;
+            return Ok((value, format!("{path}.value")));
+        }
+    }
+    Err(FieldError::new(
+        format!("{path}.@type"),
+        format!("unsupported EnvoyFilter patch: type `{type_url}` (expected {CONFIG_TYPE})"),
+    ))
+}
+
+/// Reads a protobuf-JSON field under either its snake_case or camelCase name.
+fn field<'a>(v: &'a Value, snake: &str, camel: &str) -> Option<(&'a Value, String)> {
+    v.get(snake)
+        .map(|x| (x, snake.to_string()))
+        .or_else(|| v.get(camel).map(|x| (x, camel.to_string())))
+}
+
+/// A positive uint32, given as a number or (protobuf JSON) a string.
+fn positive_u32(v: &Value, path: &str) -> Result<u32, FieldError> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    match n.map(u32::try_from) {
+        Some(Ok(n)) if n > 0 => Ok(n),
+        _ => Err(FieldError::new(path, "must be an integer in 1..4294967295")),
+    }
+}
+
+fn read_config(
+    config: &Value,
+    path: &str,
+    context: PatchContext,
+) -> Result<LocalRateLimit, FieldError> {
+    let (bucket, key) = field(config, "token_bucket", "tokenBucket")
+        .ok_or_else(|| FieldError::new(path, "token_bucket is required"))?;
+    let bp = format!("{path}.{key}");
+    let (max, key) = field(bucket, "max_tokens", "maxTokens")
+        .ok_or_else(|| FieldError::new(&bp, "max_tokens is required"))?;
+    let max_tokens = positive_u32(max, &format!("{bp}.{key}"))?;
+    let tokens_per_fill = match field(bucket, "tokens_per_fill", "tokensPerFill") {
+        Some((v, key)) => positive_u32(v, &format!("{bp}.{key}"))?,
+        None => 1,
+    };
+    let (interval, key) = field(bucket, "fill_interval", "fillInterval")
+        .ok_or_else(|| FieldError::new(&bp, "fill_interval is required"))?;
+    let ip = format!("{bp}.{key}");
+    let fill_interval = interval
+        .as_str()
+        .ok_or_else(|| FieldError::new(&ip, "must be a duration string"))
+        .and_then(|s| parse_duration(s).map_err(|e| FieldError::new(&ip, e)))?;
+    if fill_interval < MIN_FILL_INTERVAL {
+        return Err(FieldError::new(ip, "fill_interval must be >= 50ms"));
+    }
+    let enabled_percent = fraction(config, path, "filter_enabled", "filterEnabled")?;
+    let enforced_percent = fraction(config, path, "filter_enforced", "filterEnforced")?;
+    let stat_prefix = field(config, "stat_prefix", "statPrefix")
+        .and_then(|(v, _)| v.as_str().map(str::to_string));
+    Ok(LocalRateLimit {
+        context,
+        max_tokens,
+        tokens_per_fill,
+        fill_interval,
+        enabled_percent,
+        enforced_percent,
+        stat_prefix,
+    })
+}
+
+/// A `RuntimeFractionalPercent`'s default value as a percentage (0 when absent).
+fn fraction(config: &Value, path: &str, snake: &str, camel: &str) -> Result<f64, FieldError> {
+    let Some((v, key)) = field(config, snake, camel) else {
+        return Ok(0.0);
+    };
+    let p = format!("{path}.{key}");
+    let Some((default, key)) = field(v, "default_value", "defaultValue") else {
+        return Ok(0.0);
+    };
+    let p = format!("{p}.{key}");
+    let numerator = match field(default, "numerator", "numerator").map(|(v, _)| v) {
+        None => 0,
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
+            FieldError::new(format!("{p}.numerator"), "must be a non-negative integer")
+        })?,
+        Some(_) => {
+            return Err(FieldError::new(
+                format!("{p}.numerator"),
+                "must be a non-negative integer",
+            ));
+        }
+    };
+    let denominator = match field(default, "denominator", "denominator")
+        .and_then(|(v, _)| v.as_str())
+    {
+        None | Some("HUNDRED") => 100.0,
+        Some("TEN_THOUSAND") => 10_000.0,
+        Some("MILLION") => 1_000_000.0,
+        Some(other) => {
+            return Err(FieldError::new(
+                format!("{p}.denominator"),
+                format!("unknown value `{other}` (expected one of HUNDRED, TEN_THOUSAND, MILLION)"),
+            ));
+        }
+    };
+    // Envoy caps the fraction at 100%.
+    Ok((numerator as f64 / denominator * 100.0).min(100.0))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! PeerAuthentication and AuthorizationPolicy rules.
+
+use super::field::{at, check_enum, check_selector, ip_or_cidr, item, port};
+use super::{FieldErrors, Validate};
+use crate::crd::authorization_policy::{Operation, Rule, Source};
+use crate::crd::{AuthorizationPolicySpec, PeerAuthenticationSpec, PolicyTargetReference};
+
+const MTLS_MODES: &[&str] = &["UNSET", "DISABLE", "PERMISSIVE", "STRICT"];
+const ACTIONS: &[&str] = &["ALLOW", "DENY", "AUDIT", "CUSTOM"];
+/// Condition keys Istio accepts (bracketed ones take a name: `request.headers[x-id]`).
+const CONDITION_KEYS: &[&str] = &[
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "source.serviceAccount",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
+];
+const CONDITION_PREFIXES: &[&str] = &[
+    "request.headers[",
+    "request.auth.claims[",
+    "experimental.envoy.filters.",
+];
+
+impl Validate for PeerAuthenticationSpec {
+    fn validate(&self, errors: &mut FieldErrors) {
+        let spec = "spec";
+        check_selector(errors, &at(spec, "selector"), self.selector.as_ref());
+        if let Some(m) = &self.mtls {
+            check_enum(errors, at(spec, "mtls.mode"), m.mode.as_deref(), MTLS_MODES);
+        }
+        if !self.port_level_mtls.is_empty() {
+            let has_labels = self
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.match_labels.is_empty());
+            if !has_labels {
+                errors.push(
+                    at(spec, "portLevelMtls"),
+                    "portLevelMtls requires a workload selector with labels",
+                );
+            }
+        }
+        for (key, m) in &self.port_level_mtls {
+            let p = format!("{spec}.portLevelMtls.{}", key.0);
+            errors.check(p.clone(), port(key.0));
+            check_enum(errors, at(&p, "mode"), m.mode.as_deref(), MTLS_MODES);
+        }
+    }
+}
+
+impl Validate for AuthorizationPolicySpec {
+    fn validate(&self, errors: &mut FieldErrors) {
+        let spec = "spec";
+        let attachments = [
+            self.selector.is_some(),
+            self.target_ref.is_some(),
+            !self.target_refs.is_empty(),
+        ];
+        if attachments.iter().filter(|a| **a).count() > 1 {
+            errors.push(
+                spec,
+                "only one of selector, targetRef or targetRefs can be set",
+            );
+        }
+        check_selector(errors, &at(spec, "selector"), self.selector.as_ref());
+        if let Some(t) = &self.target_ref {
+            check_target_ref(errors, &at(spec, "targetRef"), t);
+        }
+        for (i, t) in self.target_refs.iter().enumerate() {
+            check_target_ref(errors, &item(spec, "targetRefs", i), t);
+        }
+        check_enum(errors, at(spec, "action"), self.action.as_deref(), ACTIONS);
+        let action = self.action.as_deref().unwrap_or("ALLOW");
+        if action == "CUSTOM" {
+            if self.rules.is_empty() {
+                errors.push(
+                    at(spec, "rules"),
+                    "CUSTOM action without `rules` is meaningless as it will never be triggered, add an empty rule `{}` if you want it be triggered for every request",
+                );
+            }
+            if self.provider.as_ref().is_none_or(|p| p.name.is_empty()) {
+                errors.push(
+                    at(spec, "provider.name"),
+                    "`provider.name` must not be empty",
+                );
+            }
+        } else if self.provider.is_some() {
+            errors.push(
+                at(spec, "provider"),
+                format!("`provider` must not be with non CUSTOM action, found {action}"),
+            );
+        }
+        if action == "DENY" && self.rules.is_empty() {
+            errors.push(
+                at(spec, "rules"),
+                "DENY action without `rules` is meaningless as it will never be triggered, add an empty rule `{}` if you want it be triggered for every request",
+            );
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            check_rule(errors, &item(spec, "rules", i), rule, action == "CUSTOM");
+        }
+    }
+}
+
+fn check_target_ref(errors: &mut FieldErrors, path: &str, t: &PolicyTargetReference) {
+    if t.name.is_empty() {
+        errors.push(at(path, "name"), "targetRef name must be set");
+    }
+    if t.namespace.as_deref().is_some_and(|ns| !ns.is_empty()) {
+        errors.push(
+            at(path, "namespace"),
+            "targetRef namespace must not be set; cross namespace referencing is not supported",
+        );
+    }
+    let group = t.group.as_deref().unwrap_or("");
+    let allowed = matches!(
+        (group, t.kind.as_str()),
+        ("" | "core", "Service")
+            | ("networking.istio.io", "ServiceEntry")
+            | ("gateway.networking.k8s.io", "Gateway" | "GatewayClass")
+    );
+    if !allowed {
+        errors.push(path, format!("targetRef must be to a Service, ServiceEntry, Gateway or GatewayClass but was {group}/{}", t.kind));
+    }
+}
+
+fn check_rule(errors: &mut FieldErrors, path: &str, rule: &Rule, custom: bool) {
+    for (i, from) in rule.from.iter().enumerate() {
+        let p = item(path, "from", i);
+        match &from.source {
+            None => errors.push(at(&p, "source"), "`from.source` must not be nil"),
+            Some(src) => check_source(errors, &at(&p, "source"), src, custom),
+        }
+    }
+    for (i, to) in rule.to.iter().enumerate() {
+        let p = item(path, "to", i);
+        match &to.operation {
+            None => errors.push(at(&p, "operation"), "`to.operation` must not be nil"),
+            Some(op) => check_operation(errors, &at(&p, "operation"), op),
+        }
+    }
+    for (i, c) in rule.when.iter().enumerate() {
+        let p = item(path, "when", i);
+        if c.key.is_empty() {
+            errors.push(at(&p, "key"), "`key` must not be empty");
+            continue;
+        }
+        let known = CONDITION_KEYS.contains(&c.key.as_str())
+            || CONDITION_PREFIXES
+                .iter()
+                .any(|pre| c.key.starts_with(pre) && (!pre.ends_with('[') || c.key.ends_with(']')));
+        if !known {
+            errors.push(at(&p, "key"), format!("unknown attribute `{}`", c.key));
+        }
+        if custom
+            && (matches!(
+                c.key.as_str(),
+                "source.namespace" | "source.serviceAccount" | "source.principal"
+            ) || c.key.starts_with("request.auth."))
+        {
+            errors.push(
+                at(&p, "key"),
+                format!("{} is currently not supported with CUSTOM action", c.key),
+            );
+        }
+        if c.values.is_empty() && c.not_values.is_empty() {
+            errors.push(
+                p.clone(),
+                format!(
+                    "at least one of `values` or `notValues` must be set for key {}",
+                    c.key
+                ),
+            );
+        }
+        for (field, values) in [("values", &c.values), ("notValues", &c.not_values)] {
+            for (j, v) in values.iter().enumerate() {
+                let vp = item(&p, field, j);
+                match c.key.as_str() {
+                    "source.ip" | "remote.ip" | "destination.ip" => errors.check(vp, ip_or_cidr(v)),
+                    "destination.port" => errors.check(vp, port_string(v)),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn port_string(v: &str) -> Result<(), String> {
+    v.parse::<u32>()
+        .map_err(|_| format!("`{v}` is not a port number"))
+        .and_then(port)
+}
+
+fn non_empty_values(errors: &mut FieldErrors, path: &str, field: &str, values: &[String]) {
+    for (i, v) in values.iter().enumerate() {
+        if v.is_empty() {
+            errors.push(item(path, field, i), "empty value is not allowed");
+        }
+    }
+}
+
+fn check_source(errors: &mut FieldErrors, path: &str, s: &Source, custom: bool) {
+    let identity = [
+        ("principals", &s.principals),
+        ("notPrincipals", &s.not_principals),
+        ("requestPrincipals", &s.request_principals),
+        ("notRequestPrincipals", &s.not_request_principals),
+        ("namespaces", &s.namespaces),
+        ("notNamespaces", &s.not_namespaces),
+        ("serviceAccounts", &s.service_accounts),
+        ("notServiceAccounts", &s.not_service_accounts),
+    ];
+    let ips = [
+        ("ipBlocks", &s.ip_blocks),
+        ("notIpBlocks", &s.not_ip_blocks),
+        ("remoteIpBlocks", &s.remote_ip_blocks),
+        ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+    ];
+    if identity.iter().chain(ips.iter()).all(|(_, v)| v.is_empty()) {
+        errors.push(path, "`from.source` must not be empty");
+    }
+    let by_name =
+        s.principals.len() + s.not_principals.len() + s.namespaces.len() + s.not_namespaces.len();
+    if by_name > 0 && s.service_accounts.len() + s.not_service_accounts.len() > 0 {
+        errors.push(
+            path,
+            "cannot set serviceAccounts with namespaces or principals",
+        );
+    }
+    for (field, values) in identity {
+        non_empty_values(errors, path, field, values);
+        if custom && !values.is_empty() {
+            errors.push(
+                at(path, field),
+                format!("{field} is currently not supported with CUSTOM action"),
+            );
+        }
+    }
+    for (field, values) in [
+        ("serviceAccounts", &s.service_accounts),
+        ("notServiceAccounts", &s.not_service_accounts),
+    ] {
+        for (i, sa) in values.iter().enumerate() {
+            if !sa.is_empty() && sa.split('/').count() != 2 {
+                errors.push(
+                    item(path, field, i),
+                    format!("service account `{sa}` must be <namespace>/<name>"),
+                );
+            }
+        }
+    }
+    for (field, values) in ips {
+        for (i, v) in values.iter().enumerate() {
+            errors.check(item(path, field, i), ip_or_cidr(v));
+        }
+    }
+}
+
+fn check_operation(errors: &mut FieldErrors, path: &str, op: &Operation) {
+    let fields = [
+        ("hosts", &op.hosts),
+        ("notHosts", &op.not_hosts),
+        ("ports", &op.ports),
+        ("notPorts", &op.not_ports),
+        ("methods", &op.methods),
+        ("notMethods", &op.not_methods),
+        ("paths", &op.paths),
+        ("notPaths", &op.not_paths),
+    ];
+    if fields.iter().all(|(_, v)| v.is_empty()) {
+        errors.push(path, "`to.operation` must not be empty");
+    }
+    for (field, values) in fields {
+        non_empty_values(errors, path, field, values);
+    }
+    for (field, values) in [("ports", &op.ports), ("notPorts", &op.not_ports)] {
+        for (i, v) in values.iter().enumerate() {
+            if !v.is_empty() {
+                errors.check(item(path, field, i), port_string(v));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! The real controller binary in `--config-dir` mode, driven over real
+//! sockets by a gRPC client playing a proxy.
+
+use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
+use sluice_api::config::{Ack, Nack, Node, ProxyMessage, Snapshot, proxy_message};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const WORKLOADS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1-0}
+spec: {address: 127.0.9.1, labels: {app: reviews, version: v1}}
+"#;
+
+const VS_V1: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+
+struct Controller {
+    child: Child,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+async fn start(dir: &Path) -> Controller {
+    let grpc = free_addr();
+    let admin = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
+        .arg("--config-dir")
+        .arg(dir)
+        .arg("--listen")
+        .arg(grpc.to_string())
+        .arg("--metrics-listen")
+        .arg(admin.to_string())
+        .arg("--debounce-ms")
+        .arg("20")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn controller");
+    let c = Controller { child, grpc, admin };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(c.grpc).is_ok() {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("controller did not listen on {grpc}");
+}
+
+struct FakeProxy {
+    tx: mpsc::Sender<ProxyMessage>,
+    snapshots: tonic::Streaming<Snapshot>,
+}
+
+impl FakeProxy {
+    async fn connect(c: &Controller, id: &str) -> Self {
+        let mut client = ConfigDiscoveryClient::connect(format!("http://{}", c.grpc))
+            .await
+            .expect("connect");
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(ProxyMessage {
+            kind: Some(proxy_message::Kind::Hello(Node {
+                id: id.into(),
+                workload: "productpage-v1".into(),
+                namespace: "default".into(),
+                service_account: "productpage".into(),
+                ips: vec!["127.0.9.9".into()],
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("hello");
+        let snapshots = client
+            .stream(ReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        Self { tx, snapshots }
+    }
+
+    async fn next(&mut self) -> Snapshot {
+        tokio::time::timeout(Duration::from_secs(10), self.snapshots.message())
+            .await
+            .expect("snapshot in time")
+            .expect("stream ok")
+            .expect("a snapshot")
+    }
+
+    async fn ack(&self, version: &str) {
+        self.tx
+            .send(ProxyMessage {
+                kind: Some(proxy_message::Kind::Ack(Ack {
+                    version: version.into(),
+                })),
+            })
+            .await
+            .expect("ack");
+    }
+
+    async fn nack(&self, version: &str, error: &str) {
+        self.tx
+            .send(ProxyMessage {
+                kind: Some(proxy_message::Kind::Nack(Nack {
+                    version: version.into(),
+                    error: error.into(),
+                })),
+            })
+            .await
+            .expect("nack");
+    }
+}
+
+fn first_route_cluster(s: &Snapshot) -> String {
+    let config = s.config.as_ref().expect("config");
+    let vh = config
+        .virtual_hosts
+        .iter()
+        .find(|v| v.service == "reviews.default.svc.cluster.local")
+        .expect("reviews vhost");
+    match &vh.routes[0].action {
+        Some(sluice_api::config::route::Action::Forward(w)) => w.clusters[0].cluster.clone(),
+        other => panic!("unexpected action {other:?}"),
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+async fn wait_for<F: Fn(&str) -> bool>(addr: SocketAddr, path: &str, ok: F) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = get(addr, path).await;
+        if ok(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never satisfied the condition; last answer:\n{last}");
+}
+
+#[tokio::test]
+async fn controller_pushes_snapshots_and_tracks_acks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("00-workloads.yaml"), WORKLOADS).expect("write");
+    let c = start(dir.path()).await;
+    let mut proxy = FakeProxy::connect(&c, "productpage-v1-0.default").await;
+
+    let first = proxy.next().await;
+    assert_eq!(first.version, "1");
+    assert_eq!(first_route_cluster(&first), "outbound|9080||reviews.default.svc.cluster.local");
+    proxy.ack(&first.version).await;
+    wait_for(c.admin, "/debug/syncz", |b| b.contains("\"versionAcked\": \"1\"")).await;
+
+    // A new file is picked up and pushed as a new version.
+    std::fs::write(dir.path().join("10-vs.yaml"), VS_V1).expect("write");
+    let second = proxy.next().await;
+    assert_eq!(second.version, "2");
+    assert_eq!(first_route_cluster(&second), "outbound|9080|v1|reviews.default.svc.cluster.local");
+    proxy.ack(&second.version).await;
+    let metrics = wait_for(c.admin, "/metrics", |b| {
+        b.contains("sluice_proxy_convergence_seconds_count 1")
+    })
+    .await;
+    assert!(metrics.contains("sluice_connected_proxies 1"), "{metrics}");
+
+    // A NACK is recorded with its reason.
+    std::fs::remove_file(dir.path().join("10-vs.yaml")).expect("rm");
+    let third = proxy.next().await;
+    assert_eq!(third.version, "3");
+    assert_eq!(first_route_cluster(&third), "outbound|9080||reviews.default.svc.cluster.local");
+    proxy.nack(&third.version, "route #0: bad regex").await;
+    let syncz = wait_for(c.admin, "/debug/syncz", |b| b.contains("bad regex")).await;
+    assert!(syncz.contains("\"versionSent\": \"3\""), "{syncz}");
+    assert!(syncz.contains("\"versionAcked\": \"2\""), "{syncz}");
+}
+
+#[tokio::test]
+async fn controller_keeps_last_good_object_when_new_version_invalid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("00-workloads.yaml"), WORKLOADS).expect("write");
+    std::fs::write(dir.path().join("10-vs.yaml"), VS_V1).expect("write");
+    let c = start(dir.path()).await;
+    let mut proxy = FakeProxy::connect(&c, "p-1.default").await;
+    let first = proxy.next().await;
+    assert_eq!(first_route_cluster(&first), "outbound|9080|v1|reviews.default.svc.cluster.local");
+    proxy.ack(&first.version).await;
+
+    // Broken YAML in the file: the earlier VirtualService stays in force and
+    // the problem is reported.
+    std::fs::write(dir.path().join("10-vs.yaml"), "kind: VirtualService\nmetadata: {name: reviews\n")
+        .expect("write");
+    let configz = wait_for(c.admin, "/debug/configz", |b| b.contains("10-vs.yaml")).await;
+    assert!(configz.contains("VirtualService default/reviews"), "{configz}");
+    // An unknown field is refused with its path; still no change for proxies.
+    let typo = VS_V1.replace("subset: v1", "subset: v1, hots: x");
+    std::fs::write(dir.path().join("10-vs.yaml"), typo).expect("write");
+    let configz = wait_for(c.admin, "/debug/configz", |b| b.contains("hots")).await;
+    assert!(configz.contains("VirtualService default/reviews"), "{configz}");
+    let again = tokio::time::timeout(Duration::from_millis(500), proxy.snapshots.message()).await;
+    assert!(again.is_err(), "no new snapshot for an invalid change: {again:?}");
+}
+
+#[tokio::test]
+async fn controller_refuses_stream_without_hello() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path()).await;
+    let mut client = ConfigDiscoveryClient::connect(format!("http://{}", c.grpc))
+        .await
+        .expect("connect");
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(ProxyMessage {
+        kind: Some(proxy_message::Kind::Ack(Ack { version: "1".into() })),
+    })
+    .await
+    .expect("send");
+    let err = client.stream(ReceiverStream::new(rx)).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("hello"), "{}", err.message());
+}

@@ -1,0 +1,276 @@
+//! Outbound HTTP: virtual host and route selection, then the route's action
+//! (forward with rewrite, header ops and load balancing; redirect; direct response).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::ConnCtx;
+use crate::balance::{HashInput, pick_endpoint, pick_weighted};
+use crate::body::{self, Body, Counted};
+use crate::http_util::{authority_of, is_grpc, local_reply, shape_for_upstream, strip_hop_by_hop};
+use crate::matching::{Matched, RequestView, host_of, port_of, select_vhost};
+use crate::metrics::ServiceLabels;
+use crate::model::{Action, Route, Running, Text, WeightedCluster, WorkloadMeta};
+use crate::report::{InFlight, Report};
+use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
+use crate::state::Shared;
+use crate::upstream::Target;
+
+/// Headers carrying the caller's identity to the peer sidecar (until mTLS).
+pub const SOURCE_WORKLOAD: HeaderName = HeaderName::from_static("x-sluice-source-workload");
+pub const SOURCE_NAMESPACE: HeaderName = HeaderName::from_static("x-sluice-source-namespace");
+pub const SOURCE_APP: HeaderName = HeaderName::from_static("x-sluice-source-app");
+pub const SOURCE_VERSION: HeaderName = HeaderName::from_static("x-sluice-source-version");
+pub const SOURCE_PRINCIPAL: HeaderName = HeaderName::from_static("x-sluice-source-principal");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// `reviews.default.svc.cluster.local` → (`reviews`, `default`).
+fn service_labels(fqdn: &Text) -> ServiceLabels {
+    let mut parts = fqdn.as_str().split('.');
+    let name = parts.next().unwrap_or("");
+    let namespace = parts.next().unwrap_or("");
+    ServiceLabels { service: fqdn.clone(), name: name.into(), namespace: namespace.into() }
+}
+
+/// Handles one request from the local application.
+pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let Some(running) = shared.current() else {
+        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "sluice-proxy: no configuration received yet");
+    };
+    if req.method() == Method::CONNECT {
+        return connect_tunnel(shared, running, ctx, req).await;
+    }
+    let Some(authority) = authority_of(req.uri(), req.headers()).map(str::to_owned) else {
+        return local_reply(StatusCode::BAD_REQUEST, "sluice-proxy: request has no authority (Host)");
+    };
+    let m = Arc::clone(&shared.metrics);
+    let protocol = if is_grpc(req.headers()) { &m.words.grpc } else { &m.words.http };
+    let me = shared.self_meta(Some(&running));
+    let host = host_of(&authority);
+    let port = port_of(&authority).or(ctx.orig_dst.map(|d| d.port())).unwrap_or(80);
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    let unknown = WorkloadMeta::default();
+    let report_for = |service: &ServiceLabels, dest: &WorkloadMeta| {
+        let labels = m.request_labels(
+            &m.words.source,
+            me,
+            dest,
+            service,
+            protocol,
+            0,
+            &m.words.unknown,
+            &m.words.no_flags,
+            &m.words.unknown,
+        );
+        Report::new(Arc::clone(&m), labels, start, Arc::clone(&request_bytes))
+    };
+    let cfg = &running.config;
+    let Some(vh) = select_vhost(cfg, &host, port) else {
+        let report = report_for(&service_labels(&Text::from(host.as_ref())), &unknown);
+        let msg = format!("sluice-proxy: no virtual host for {host}:{port}");
+        return report.local(local_reply(StatusCode::NOT_FOUND, &msg), &m.words.nr);
+    };
+    let scheme = req.uri().scheme_str().unwrap_or("http");
+    let view = RequestView {
+        method: req.method().as_str(),
+        scheme,
+        authority: &authority,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    let Some((_, route, matched)) = vh.route_for(&view) else {
+        let report = report_for(&service_labels(&vh.service), &unknown);
+        let msg = format!("sluice-proxy: no route of {} matched", vh.name);
+        return report.local(local_reply(StatusCode::NOT_FOUND, &msg), &m.words.nr);
+    };
+    match &route.action {
+        Action::DirectResponse { status, body } => {
+            let report = report_for(&service_labels(&vh.service), &unknown);
+            let mut resp = Response::new(body::full(body.clone()));
+            *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            route.response_headers.apply(resp.headers_mut());
+            report.local(resp, &m.words.no_flags)
+        }
+        Action::Redirect(r) => {
+            let report = report_for(&service_labels(&vh.service), &unknown);
+            let location = redirect_location(r, scheme, &authority, view.path, view.query);
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            route.response_headers.apply(resp.headers_mut());
+            report.local(resp, &m.words.no_flags)
+        }
+        Action::Forward(dests) => {
+            let Some(dest) = pick_weighted(dests) else {
+                let report = report_for(&service_labels(&vh.service), &unknown);
+                return report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, "route has no destination"), &m.words.nr);
+            };
+            let Some(cluster) = cfg.cluster(&dest.cluster) else {
+                let report = report_for(&service_labels(&vh.service), &unknown);
+                let msg = format!("sluice-proxy: cluster {} not found", dest.cluster);
+                return report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), &m.words.nc);
+            };
+            let service = ServiceLabels {
+                service: cluster.service.clone(),
+                name: cluster.service_name.clone(),
+                namespace: cluster.service_namespace.clone(),
+            };
+            let input = HashInput { headers: req.headers(), source_ip: ctx.peer.ip(), query: req.uri().query() };
+            let Some(choice) = pick_endpoint(cluster, &input) else {
+                let report = report_for(&service, &unknown);
+                let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
+                return report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), &m.words.uh);
+            };
+            let ep = &cluster.endpoints[choice.index];
+            let report = report_for(&service, &ep.workload);
+            let h2 = ep.sidecar
+                || cluster.protocol.is_h2()
+                || (cluster.protocol == crate::model::Protocol::Unspecified && req.version() == Version::HTTP_2);
+            let app = SocketAddr::new(ep.address, ep.port);
+            let target = if ep.sidecar {
+                Target { connect: SocketAddr::new(ep.address, ep.inbound_port), announce: Some(app) }
+            } else {
+                Target { connect: app, announce: None }
+            };
+            let upstream_req = match build_request(req, route, matched, dest, &authority, h2, ep.sidecar.then_some(me)) {
+                Ok(r) => r.map(|b| body::boxed(Counted::new(b, Arc::clone(&request_bytes)))),
+                Err(e) => {
+                    let msg = format!("sluice-proxy: {e}");
+                    return report.local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg), &m.words.no_flags);
+                }
+            };
+            let guard = InFlight::start(&ep.in_flight);
+            let shared2 = Arc::clone(&shared);
+            let send = async move {
+                if h2 {
+                    shared2.pools.send_h2(target, upstream_req).await.map(|r| r.map(body::boxed))
+                } else {
+                    shared2.pools.send_h1(target, upstream_req).await
+                }
+            };
+            let result = if route.timeout_ms > 0 {
+                match tokio::time::timeout(Duration::from_millis(route.timeout_ms), send).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                        return report.local(resp, &m.words.ut);
+                    }
+                }
+            } else {
+                send.await
+            };
+            match result {
+                Ok(mut resp) => {
+                    strip_hop_by_hop(resp.headers_mut());
+                    route.response_headers.apply(resp.headers_mut());
+                    dest.response_headers.apply(resp.headers_mut());
+                    if let Some(cookie) = choice.set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                        resp.headers_mut().append(header::SET_COOKIE, cookie);
+                    }
+                    report.streamed(resp, Some(guard))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "upstream request failed");
+                    let flag = if e.is_connect_failure() { &m.words.uf } else { &m.words.uc };
+                    let msg = format!("sluice-proxy: {e}");
+                    report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag)
+                }
+            }
+        }
+    }
+}
+
+/// Why the upstream request could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct BuildError(#[from] crate::http_util::BadTarget);
+
+fn build_request(
+    req: Request<Incoming>,
+    route: &Route,
+    matched: Matched,
+    dest: &WeightedCluster,
+    authority: &str,
+    h2: bool,
+    identity: Option<&WorkloadMeta>,
+) -> Result<Request<Incoming>, BuildError> {
+    let (mut parts, body) = req.into_parts();
+    let path = rewritten_path(route, matched, parts.uri.path());
+    let pq = path_and_query(&path, parts.uri.query());
+    let authority = route.rewrite.authority.as_deref().unwrap_or(authority).to_owned();
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(&FORWARDED_PROTO) {
+        headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&REQUEST_ID) {
+        headers.insert(REQUEST_ID, crate::http_util::request_id());
+    }
+    for name in [&SOURCE_WORKLOAD, &SOURCE_NAMESPACE, &SOURCE_APP, &SOURCE_VERSION, &SOURCE_PRINCIPAL] {
+        headers.remove(name);
+    }
+    if let Some(me) = identity {
+        let fields = [
+            (SOURCE_WORKLOAD, &me.workload),
+            (SOURCE_NAMESPACE, &me.namespace),
+            (SOURCE_APP, &me.app),
+            (SOURCE_VERSION, &me.version),
+            (SOURCE_PRINCIPAL, &me.principal),
+        ];
+        for (name, value) in fields {
+            if let Ok(v) = HeaderValue::from_str(value.as_str()) {
+                headers.insert(name, v);
+            }
+        }
+    }
+    route.request_headers.apply(headers);
+    dest.request_headers.apply(headers);
+    shape_for_upstream(&mut parts, h2, &authority, &pq)?;
+    Ok(Request::from_parts(parts, body))
+}
+
+/// `CONNECT host:port`: connect to the named TCP service, answer 200 and relay bytes.
+async fn connect_tunnel(
+    shared: Arc<Shared>,
+    running: Arc<Running>,
+    ctx: ConnCtx,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
+        return local_reply(StatusCode::BAD_REQUEST, "sluice-proxy: CONNECT needs host:port");
+    };
+    let host = host_of(&authority).into_owned();
+    let Some(port) = port_of(&authority) else {
+        return local_reply(StatusCode::BAD_REQUEST, "sluice-proxy: CONNECT needs host:port");
+    };
+    let Some(svc) = crate::tcp::service_for_name(&running.config, &host, port) else {
+        let msg = format!("sluice-proxy: no tcp service for {host}:{port}");
+        return local_reply(StatusCode::NOT_FOUND, &msg);
+    };
+    let (upstream, labels) = match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("sluice-proxy: {e}");
+            return local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg);
+        }
+    };
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => crate::tcp::relay(&shared.metrics, &labels, TokioIo::new(upgraded), upstream).await,
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(body::empty())
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: the real proxy binary against an in-test controller and
+//! backends, over real loopback sockets (one 127.0.<net>.0/24 per test).
+
+mod harness;
+mod routing;
