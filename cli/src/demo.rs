@@ -51,7 +51,7 @@ const CLASSES: &[TrafficClass] = &[
     },
     TrafficClass {
         name: "beta (cookie beta=true)",
-        headers: &[("cookie", "session=42; beta=true")],
+        headers: &[("cookie", "session=42;beta=true")],
         weight: 2,
         expect: &[("v2", 1.0)],
     },

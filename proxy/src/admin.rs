@@ -25,7 +25,12 @@ pub enum Surface {
 }
 
 /// Runs one operator listener until shutdown.
-pub async fn run(shared: Arc<Shared>, listener: TcpListener, surface: Surface, quit: Arc<watch::Sender<bool>>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    surface: Surface,
+    quit: Arc<watch::Sender<bool>>,
+) {
     let metrics = Arc::clone(&shared.metrics);
     let shutdown = shared.shutdown.clone();
     let name = match surface {
@@ -53,18 +58,30 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".to_owned());
     let mut resp = Response::new(body::full(text + "\n"));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 fn ready(shared: &Shared) -> Response<Body> {
     match shared.current() {
-        Some(r) => local_reply(StatusCode::OK, &format!("ready: config version {}", r.version)),
-        None => local_reply(StatusCode::SERVICE_UNAVAILABLE, "not ready: no config received yet"),
+        Some(r) => local_reply(
+            StatusCode::OK,
+            &format!("ready: config version {}", r.version),
+        ),
+        None => local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no config received yet",
+        ),
     }
 }
 
-fn route(shared: &Shared, surface: Surface, quit: &watch::Sender<bool>, req: Request<Incoming>) -> Response<Body> {
+fn route(
+    shared: &Shared,
+    surface: Surface,
+    quit: &watch::Sender<bool>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path();
     match (surface, req.method(), path) {
         (Surface::Health, _, "/healthz/ready") | (Surface::Admin, _, "/ready") => ready(shared),
@@ -72,16 +89,24 @@ fn route(shared: &Shared, surface: Surface, quit: &watch::Sender<bool>, req: Req
             let mut resp = Response::new(body::full(shared.metrics.encode()));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             resp
         }
         (Surface::Admin, _, "/config_dump") => match shared.current() {
             Some(running) => match serde_json::to_value(&*running) {
                 Ok(v) => json(StatusCode::OK, &v),
-                Err(e) => local_reply(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode config: {e}")),
+                Err(e) => local_reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot encode config: {e}"),
+                ),
             },
-            None => json(StatusCode::OK, &serde_json::json!({"version": null, "config": null})),
+            None => json(
+                StatusCode::OK,
+                &serde_json::json!({"version": null, "config": null}),
+            ),
         },
         (Surface::Admin, _, "/debug/route") => {
             let Some(running) = shared.current() else {
@@ -97,7 +122,9 @@ fn route(shared: &Shared, surface: Surface, quit: &watch::Sender<bool>, req: Req
             quit.send_replace(true);
             local_reply(StatusCode::OK, "OK")
         }
-        (Surface::Admin, _, "/quitquitquit") => local_reply(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+        (Surface::Admin, _, "/quitquitquit") => {
+            local_reply(StatusCode::METHOD_NOT_ALLOWED, "use POST")
+        }
         _ => local_reply(StatusCode::NOT_FOUND, "not found"),
     }
 }

@@ -47,7 +47,12 @@ pub fn pick_endpoint(cluster: &Cluster, input: &HashInput<'_>) -> Option<Choice>
     if n == 0 {
         return None;
     }
-    let plain = |index| Some(Choice { index, set_cookie: None });
+    let plain = |index| {
+        Some(Choice {
+            index,
+            set_cookie: None,
+        })
+    };
     match &cluster.load_balancer {
         LoadBalancer::RoundRobin => plain(cluster.round_robin.fetch_add(1, Ordering::Relaxed) % n),
         LoadBalancer::Random | LoadBalancer::Passthrough => plain(fastrand::usize(0..n)),
@@ -90,7 +95,10 @@ pub fn pick_endpoint(cluster: &Cluster, input: &HashInput<'_>) -> Option<Choice>
                 set.push_str(path);
             }
             set.push_str("; HttpOnly");
-            Some(Choice { index, set_cookie: Some(set) })
+            Some(Choice {
+                index,
+                set_cookie: Some(set),
+            })
         }
     }
 }

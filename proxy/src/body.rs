@@ -19,12 +19,16 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A complete body holding `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// An empty body.
 pub fn empty() -> Body {
-    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Boxes any body with boxable errors.
@@ -53,7 +57,10 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
@@ -93,7 +100,11 @@ pub struct Finishing<B: HttpBody, F: FnOnce(End)> {
 impl<B: HttpBody, F: FnOnce(End)> Finishing<B, F> {
     /// Wraps `inner` with the completion hook `finish`.
     pub fn new(inner: B, finish: F) -> Self {
-        Finishing { inner, end: End::default(), finish: Some(finish) }
+        Finishing {
+            inner,
+            end: End::default(),
+            finish: Some(finish),
+        }
     }
 
     fn done(&mut self, complete: bool) {
@@ -113,7 +124,10 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

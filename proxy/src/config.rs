@@ -12,7 +12,11 @@ use clap::Parser;
 #[command(name = "sluice-proxy", about = "Sluice sidecar proxy", version)]
 pub struct Flags {
     /// Controller config-stream address.
-    #[arg(long, env = "SLUICE_CONTROLLER", default_value = "http://127.0.0.1:15010")]
+    #[arg(
+        long,
+        env = "SLUICE_CONTROLLER",
+        default_value = "http://127.0.0.1:15010"
+    )]
     pub controller: String,
     /// Workload IP; every listener binds here and the local app listens here.
     #[arg(long, env = "SLUICE_IP", default_value = "127.0.0.1")]
@@ -76,7 +80,10 @@ pub struct Identity {
 impl Identity {
     /// `spiffe://<td>/ns/<ns>/sa/<sa>`.
     pub fn principal(&self) -> String {
-        format!("spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+        format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
     }
 }
 
@@ -96,7 +103,11 @@ pub struct Settings {
 impl From<Flags> for Settings {
     fn from(f: Flags) -> Self {
         // Admin must stay local: bind the workload IP only when that is loopback.
-        let admin_ip = if f.ip.is_loopback() { f.ip } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+        let admin_ip = if f.ip.is_loopback() {
+            f.ip
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        };
         Settings {
             controller: f.controller,
             outbound: SocketAddr::new(f.ip, f.outbound_port),

@@ -26,8 +26,17 @@ pub enum Detected {
     ProxyV2,
 }
 
-const METHODS: [&[u8]; 9] =
-    [b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
 
 /// Classifies `buf`; `None` when more bytes are needed to decide.
 pub fn classify(buf: &[u8]) -> Option<Detected> {
@@ -56,7 +65,11 @@ fn prefix_verdict(buf: &[u8], want: &[u8], hit: Detected) -> Option<Option<Detec
     if buf[..n] != want[..n] {
         return None;
     }
-    Some(if buf.len() >= want.len() { Some(hit) } else { None })
+    Some(if buf.len() >= want.len() {
+        Some(hit)
+    } else {
+        None
+    })
 }
 
 /// Peeks at `stream` until the protocol is known or `timeout` passes. A client
@@ -80,7 +93,10 @@ pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Detected {
         }
         if n == seen {
             // peek returns at once while data is buffered; wait for more to arrive.
-            if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(2))).await.is_err() {
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(2)))
+                .await
+                .is_err()
+            {
                 return Detected::Other;
             }
         }

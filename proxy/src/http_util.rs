@@ -21,7 +21,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 pub fn local_reply(status: StatusCode, message: &str) -> Response<Body> {
     let mut resp = Response::new(body::full(format!("{message}\n")));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
@@ -41,7 +42,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let keep_te = headers
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     for n in &HOP_BY_HOP {
         headers.remove(n);
     }
@@ -81,7 +85,9 @@ pub fn shape_for_upstream(
     authority: &str,
     path_and_query: &str,
 ) -> Result<(), BadTarget> {
-    let bad = || BadTarget { target: format!("{authority}{path_and_query}") };
+    let bad = || BadTarget {
+        target: format!("{authority}{path_and_query}"),
+    };
     if h2 {
         parts.uri = Uri::builder()
             .scheme("http")
@@ -92,9 +98,15 @@ pub fn shape_for_upstream(
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
     } else {
-        parts.uri = Uri::builder().path_and_query(path_and_query).build().map_err(|_| bad())?;
+        parts.uri = Uri::builder()
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| bad())?;
         parts.version = Version::HTTP_11;
-        parts.headers.insert(header::HOST, HeaderValue::from_str(authority).map_err(|_| bad())?);
+        parts.headers.insert(
+            header::HOST,
+            HeaderValue::from_str(authority).map_err(|_| bad())?,
+        );
     }
     Ok(())
 }

@@ -46,9 +46,13 @@ struct InboundCtx {
 pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
     let metrics = Arc::clone(&shared.metrics);
     let shutdown = shared.shutdown.clone();
-    listener::accept_loop(listener, "inbound", metrics, shutdown, move |stream, peer| {
-        handle_conn(Arc::clone(&shared), stream, peer)
-    })
+    listener::accept_loop(
+        listener,
+        "inbound",
+        metrics,
+        shutdown,
+        move |stream, peer| handle_conn(Arc::clone(&shared), stream, peer),
+    )
     .await;
 }
 
@@ -86,7 +90,10 @@ async fn handle_conn(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAdd
     let running = shared.current();
     let port = running.as_ref().and_then(|r| {
         let cfg = &r.config;
-        dst_port.and_then(|p| find_port(cfg, p)).or_else(|| sole_port(cfg)).map(|p| (p.target_port, p.protocol))
+        dst_port
+            .and_then(|p| find_port(cfg, p))
+            .or_else(|| sole_port(cfg))
+            .map(|p| (p.target_port, p.protocol))
     });
     let is_tcp_port = matches!(port, Some((_, Protocol::Tcp)));
     if via_proxy_header && !is_tcp_port {
@@ -97,7 +104,10 @@ async fn handle_conn(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAdd
         Detected::Http1 | Detected::Http2 if !is_tcp_port => {
             let ctx = InboundCtx { dst_port };
             let shutdown = shared.shutdown.clone();
-            listener::serve_http(stream, shutdown, move |req| handle(Arc::clone(&shared), ctx, req)).await;
+            listener::serve_http(stream, shutdown, move |req| {
+                handle(Arc::clone(&shared), ctx, req)
+            })
+            .await;
         }
         _ => {
             let Some(target_port) = port.map(|(p, _)| p).or(dst_port) else {
@@ -112,14 +122,18 @@ async fn handle_conn(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAdd
 async fn relay_tcp(shared: Arc<Shared>, stream: TcpStream, target_port: u16) {
     let running = shared.current();
     let app = SocketAddr::new(shared.settings.identity.ip, target_port);
-    let target = Target { connect: app, announce: None };
-    let upstream = match crate::upstream::connect(target, app, shared.settings.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "local app unreachable");
-            return;
-        }
+    let target = Target {
+        connect: app,
+        announce: None,
     };
+    let upstream =
+        match crate::upstream::connect(target, app, shared.settings.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "local app unreachable");
+                return;
+            }
+        };
     let service = running
         .as_ref()
         .and_then(|r| find_port(&r.config, target_port))
@@ -127,18 +141,30 @@ async fn relay_tcp(shared: Arc<Shared>, stream: TcpStream, target_port: u16) {
         .unwrap_or_default();
     let m = &shared.metrics;
     let me = shared.self_meta(running.as_deref());
-    let labels = m.tcp_labels(&m.words.destination, &WorkloadMeta::default(), me, &service, &m.words.none);
+    let labels = m.tcp_labels(
+        &m.words.destination,
+        &WorkloadMeta::default(),
+        me,
+        &service,
+        &m.words.none,
+    );
     crate::tcp::relay(&shared.metrics, &labels, stream, upstream).await;
 }
 
 fn port_service(p: &InboundPort) -> ServiceLabels {
-    ServiceLabels { service: p.service.clone(), name: p.service_name.clone(), namespace: p.service_namespace.clone() }
+    ServiceLabels {
+        service: p.service.clone(),
+        name: p.service_name.clone(),
+        namespace: p.service_namespace.clone(),
+    }
 }
 
 /// Takes the caller identity headers out of the request.
 fn take_source(headers: &mut HeaderMap, own_cluster: &Text) -> WorkloadMeta {
     let mut take = |name: &str| -> Text {
-        let v = headers.remove(name).and_then(|v| v.to_str().ok().map(Text::from));
+        let v = headers
+            .remove(name)
+            .and_then(|v| v.to_str().ok().map(Text::from));
         v.unwrap_or_default()
     };
     let mut meta = WorkloadMeta {
@@ -165,7 +191,12 @@ async fn handle(shared: Arc<Shared>, ctx: InboundCtx, req: Request<Incoming>) ->
         let cfg = &r.config;
         ctx.dst_port
             .and_then(|p| find_port(cfg, p))
-            .or_else(|| authority.as_deref().and_then(port_of).and_then(|p| find_port(cfg, p)))
+            .or_else(|| {
+                authority
+                    .as_deref()
+                    .and_then(port_of)
+                    .and_then(|p| find_port(cfg, p))
+            })
             .or_else(|| sole_port(cfg))
     });
     let m = Arc::clone(&shared.metrics);
@@ -187,9 +218,14 @@ async fn handle(shared: Arc<Shared>, ctx: InboundCtx, req: Request<Incoming>) ->
         &m.words.none,
     );
     let report = Report::new(Arc::clone(&m), labels, start, Arc::clone(&request_bytes));
-    let Some((target_port, app_protocol)) = port.map(|p| (p.target_port, p.protocol)).or(ctx.dst_port.map(|p| (p, Protocol::Unspecified)))
+    let Some((target_port, app_protocol)) = port
+        .map(|p| (p.target_port, p.protocol))
+        .or(ctx.dst_port.map(|p| (p, Protocol::Unspecified)))
     else {
-        let resp = local_reply(StatusCode::NOT_FOUND, "sluice-proxy: no inbound port for this request");
+        let resp = local_reply(
+            StatusCode::NOT_FOUND,
+            "sluice-proxy: no inbound port for this request",
+        );
         return report.local(resp, &m.words.nr);
     };
     let h2 = app_protocol.is_h2() || (app_protocol == Protocol::Unspecified && grpc);
@@ -199,12 +235,22 @@ async fn handle(shared: Arc<Shared>, ctx: InboundCtx, req: Request<Incoming>) ->
     let pq = path_and_query(parts.uri.path(), parts.uri.query());
     if let Err(e) = shape_for_upstream(&mut parts, h2, &authority, &pq) {
         let msg = format!("sluice-proxy: {e}");
-        return report.local(local_reply(StatusCode::BAD_REQUEST, &msg), &m.words.no_flags);
+        return report.local(
+            local_reply(StatusCode::BAD_REQUEST, &msg),
+            &m.words.no_flags,
+        );
     }
     let req = Request::from_parts(parts, body::boxed(Counted::new(body, request_bytes)));
-    let target = Target { connect: app, announce: None };
+    let target = Target {
+        connect: app,
+        announce: None,
+    };
     let result = if h2 {
-        shared.app_pools.send_h2(target, req).await.map(|r| r.map(body::boxed))
+        shared
+            .app_pools
+            .send_h2(target, req)
+            .await
+            .map(|r| r.map(body::boxed))
     } else {
         shared.app_pools.send_h1(target, req).await
     };
@@ -215,7 +261,11 @@ async fn handle(shared: Arc<Shared>, ctx: InboundCtx, req: Request<Incoming>) ->
         }
         Err(e) => {
             tracing::debug!(error = %e, "local app request failed");
-            let flag = if e.is_connect_failure() { &m.words.uf } else { &m.words.uc };
+            let flag = if e.is_connect_failure() {
+                &m.words.uf
+            } else {
+                &m.words.uc
+            };
             let msg = format!("sluice-proxy: {e}");
             report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag)
         }

@@ -95,7 +95,10 @@ where
         .timer(TokioTimer::new())
         .max_buf_size(MAX_HEAD_BYTES)
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD_BYTES as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
     let handler = Arc::new(handler);
     let service = hyper::service::service_fn(move |req| {
         let handler = Arc::clone(&handler);

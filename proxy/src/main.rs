@@ -39,7 +39,9 @@ use crate::state::Shared;
 const DRAIN: Duration = Duration::from_secs(5);
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
 #[tokio::main]
@@ -56,7 +58,12 @@ async fn main() -> anyhow::Result<()> {
     let (config_tx, config_rx) = watch::channel(None);
     let (quit_tx, quit_rx) = watch::channel(false);
     let quit_tx = Arc::new(quit_tx);
-    let shared = Arc::new(Shared::new(settings.clone(), config_rx, Arc::clone(&metrics), quit_rx.clone()));
+    let shared = Arc::new(Shared::new(
+        settings.clone(),
+        config_rx,
+        Arc::clone(&metrics),
+        quit_rx.clone(),
+    ));
 
     let outbound = bind(settings.outbound, "outbound").await?;
     let inbound = bind(settings.inbound, "inbound").await?;
@@ -66,12 +73,32 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(id = %settings.identity.id, outbound = %settings.outbound, inbound = %settings.inbound, "sluice-proxy listening");
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(xds::run(settings.clone(), config_tx, Arc::clone(&metrics), quit_rx.clone()));
+    tasks.spawn(xds::run(
+        settings.clone(),
+        config_tx,
+        Arc::clone(&metrics),
+        quit_rx.clone(),
+    ));
     tasks.spawn(outbound::run(Arc::clone(&shared), outbound));
     tasks.spawn(inbound::run(Arc::clone(&shared), inbound));
-    tasks.spawn(admin::run(Arc::clone(&shared), admin, Surface::Admin, Arc::clone(&quit_tx)));
-    tasks.spawn(admin::run(Arc::clone(&shared), health, Surface::Health, Arc::clone(&quit_tx)));
-    tasks.spawn(admin::run(Arc::clone(&shared), stats, Surface::Stats, Arc::clone(&quit_tx)));
+    tasks.spawn(admin::run(
+        Arc::clone(&shared),
+        admin,
+        Surface::Admin,
+        Arc::clone(&quit_tx),
+    ));
+    tasks.spawn(admin::run(
+        Arc::clone(&shared),
+        health,
+        Surface::Health,
+        Arc::clone(&quit_tx),
+    ));
+    tasks.spawn(admin::run(
+        Arc::clone(&shared),
+        stats,
+        Surface::Stats,
+        Arc::clone(&quit_tx),
+    ));
 
     let mut quit_wait = quit_rx.clone();
     tokio::select! {

@@ -81,10 +81,20 @@ impl fmt::Display for Mismatch<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.negated {
             let actual = self.actual.as_deref().unwrap_or("");
-            return write!(f, "{}: {actual:?} matches {} but must not", self.what, expectation(self.expected));
+            return write!(
+                f,
+                "{}: {actual:?} matches {} but must not",
+                self.what,
+                expectation(self.expected)
+            );
         }
         match &self.actual {
-            None => write!(f, "{} is absent (wanted {})", self.what, expectation(self.expected)),
+            None => write!(
+                f,
+                "{} is absent (wanted {})",
+                self.what,
+                expectation(self.expected)
+            ),
             Some(actual) => {
                 let verb = match self.expected {
                     StringMatch::Exact(_) => "does not equal",
@@ -180,7 +190,10 @@ impl Route {
         if self.matches.is_empty() {
             return Some(Matched::Always);
         }
-        self.matches.iter().position(|m| m.check(req).is_ok()).map(Matched::Alternative)
+        self.matches
+            .iter()
+            .position(|m| m.check(req).is_ok())
+            .map(Matched::Alternative)
     }
 
     /// The uri prefix that matched, when the applying alternative matched by prefix.
@@ -206,7 +219,10 @@ impl VirtualHost {
 
     /// How specifically this host's domains name `host` (higher wins), if at all.
     pub fn domain_score(&self, host: &str) -> Option<usize> {
-        self.domains.iter().filter_map(|d| domain_score(d, host)).max()
+        self.domains
+            .iter()
+            .filter_map(|d| domain_score(d, host))
+            .max()
     }
 }
 
@@ -253,7 +269,10 @@ pub fn select_vhost<'c>(cfg: &'c ProxyConfig, host: &str, port: u16) -> Option<&
     if best.is_some() {
         return best;
     }
-    let mut elsewhere = cfg.virtual_hosts.iter().filter(|vh| vh.domain_score(host).is_some());
+    let mut elsewhere = cfg
+        .virtual_hosts
+        .iter()
+        .filter(|vh| vh.domain_score(host).is_some());
     match (elsewhere.next(), elsewhere.next()) {
         (Some(only), None) => Some(only),
         _ => None,

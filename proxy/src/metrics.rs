@@ -23,7 +23,17 @@ const DURATION_BUCKETS: [f64; 19] = [
 ];
 
 /// Istio's request/response size buckets (bytes): 1 × 10^0..10^8.
-const SIZE_BUCKETS: [f64; 9] = [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0, 100000000.0];
+const SIZE_BUCKETS: [f64; 9] = [
+    1.0,
+    10.0,
+    100.0,
+    1000.0,
+    10000.0,
+    100000.0,
+    1000000.0,
+    10000000.0,
+    100000000.0,
+];
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
@@ -164,27 +174,75 @@ impl Metrics {
         let request_bytes: HistogramFamily<_> = Family::new_with_constructor(size_histogram);
         let response_bytes: HistogramFamily<_> = Family::new_with_constructor(size_histogram);
         registry.register("istio_requests", "Requests handled", requests.clone());
-        registry.register("istio_request_duration_milliseconds", "Request duration", duration.clone());
-        registry.register("istio_request_bytes", "Request body sizes", request_bytes.clone());
-        registry.register("istio_response_bytes", "Response body sizes", response_bytes.clone());
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request duration",
+            duration.clone(),
+        );
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes",
+            response_bytes.clone(),
+        );
         let tcp_sent = Family::default();
         let tcp_received = Family::default();
         let tcp_opened = Family::default();
         let tcp_closed = Family::default();
-        registry.register("istio_tcp_sent_bytes", "Bytes sent to the peer of a TCP connection", tcp_sent.clone());
-        registry.register("istio_tcp_received_bytes", "Bytes received from the client of a TCP connection", tcp_received.clone());
-        registry.register("istio_tcp_connections_opened", "TCP connections opened", tcp_opened.clone());
-        registry.register("istio_tcp_connections_closed", "TCP connections closed", tcp_closed.clone());
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the peer of a TCP connection",
+            tcp_sent.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the client of a TCP connection",
+            tcp_received.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            tcp_closed.clone(),
+        );
         let config_updates = Family::default();
         let config_connected = Gauge::default();
         let config_version = Family::default();
-        registry.register("sluice_config_updates", "Config snapshots by outcome", config_updates.clone());
-        registry.register("sluice_config_connected", "1 while the config stream is up", config_connected.clone());
-        registry.register("sluice_config_version_info", "Version of the running config", config_version.clone());
+        registry.register(
+            "sluice_config_updates",
+            "Config snapshots by outcome",
+            config_updates.clone(),
+        );
+        registry.register(
+            "sluice_config_connected",
+            "1 while the config stream is up",
+            config_connected.clone(),
+        );
+        registry.register(
+            "sluice_config_version_info",
+            "Version of the running config",
+            config_version.clone(),
+        );
         let connections_accepted = Family::default();
         let connections_active = Family::default();
-        registry.register("sluice_connections_accepted", "Connections accepted per listener", connections_accepted.clone());
-        registry.register("sluice_connections_active", "Open connections per listener", connections_active.clone());
+        registry.register(
+            "sluice_connections_accepted",
+            "Connections accepted per listener",
+            connections_accepted.clone(),
+        );
+        registry.register(
+            "sluice_connections_active",
+            "Open connections per listener",
+            connections_active.clone(),
+        );
         Metrics {
             registry,
             words: Words {
@@ -220,23 +278,39 @@ impl Metrics {
     }
 
     /// Records one finished request.
-    pub fn record_request(&self, labels: &RequestLabels, millis: f64, request_bytes: u64, response_bytes: u64) {
+    pub fn record_request(
+        &self,
+        labels: &RequestLabels,
+        millis: f64,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
         self.requests.get_or_create(labels).inc();
         self.duration.get_or_create(labels).observe(millis);
-        self.request_bytes.get_or_create(labels).observe(request_bytes as f64);
-        self.response_bytes.get_or_create(labels).observe(response_bytes as f64);
+        self.request_bytes
+            .get_or_create(labels)
+            .observe(request_bytes as f64);
+        self.response_bytes
+            .get_or_create(labels)
+            .observe(response_bytes as f64);
     }
 
     /// Records a config snapshot outcome.
     pub fn config_outcome(&self, acked: bool) {
         let outcome = if acked { "ack" } else { "nack" };
-        self.config_updates.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.config_updates
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Marks `version` as the running config.
     pub fn config_applied(&self, version: &str) {
         self.config_version.clear();
-        self.config_version.get_or_create(&VersionLabels { version: version.to_owned() }).set(1);
+        self.config_version
+            .get_or_create(&VersionLabels {
+                version: version.to_owned(),
+            })
+            .set(1);
     }
 
     /// The text exposition of every metric.
@@ -249,7 +323,11 @@ impl Metrics {
 }
 
 fn or_unknown(t: &Text, unknown: &Text) -> Text {
-    if t.as_str().is_empty() { unknown.clone() } else { t.clone() }
+    if t.as_str().is_empty() {
+        unknown.clone()
+    } else {
+        t.clone()
+    }
 }
 
 impl Metrics {

@@ -66,8 +66,13 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `source` so that it must match the entire input (RE2 full match).
     pub fn full(source: &str) -> Result<Self, regex::Error> {
+        // Validate the expression as written so errors quote the user's text.
+        regex::Regex::new(source)?;
         let anchored = regex::Regex::new(&format!("^(?:{source})$"))?;
-        Ok(Pattern { source: source.to_owned(), anchored })
+        Ok(Pattern {
+            source: source.to_owned(),
+            anchored,
+        })
     }
 
     /// Whether the whole of `value` matches.
@@ -133,7 +138,9 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// The cluster called `name`.
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
-        self.cluster_index.get(name).and_then(|i| self.clusters.get(*i))
+        self.cluster_index
+            .get(name)
+            .and_then(|i| self.clusters.get(*i))
     }
 }
 
@@ -349,7 +356,11 @@ pub enum LoadBalancer {
     Random,
     Passthrough,
     HashHeader(#[serde(serialize_with = "header_name")] http::HeaderName),
-    HashCookie { name: String, path: String, ttl_ms: u64 },
+    HashCookie {
+        name: String,
+        path: String,
+        ttl_ms: u64,
+    },
     HashSourceIp,
     HashQueryParameter(String),
 }

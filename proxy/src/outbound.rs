@@ -30,20 +30,31 @@ pub struct ConnCtx {
 pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
     let metrics = Arc::clone(&shared.metrics);
     let shutdown = shared.shutdown.clone();
-    listener::accept_loop(listener, "outbound", metrics, shutdown, move |stream, peer| {
-        handle_conn(Arc::clone(&shared), stream, peer)
-    })
+    listener::accept_loop(
+        listener,
+        "outbound",
+        metrics,
+        shutdown,
+        move |stream, peer| handle_conn(Arc::clone(&shared), stream, peer),
+    )
     .await;
 }
 
 async fn handle_conn(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let orig_dst = detect::original_dst(&stream);
-    let timeout = if orig_dst.is_some() { TRANSPARENT_DETECT_TIMEOUT } else { EXPLICIT_DETECT_TIMEOUT };
+    let timeout = if orig_dst.is_some() {
+        TRANSPARENT_DETECT_TIMEOUT
+    } else {
+        EXPLICIT_DETECT_TIMEOUT
+    };
     let ctx = ConnCtx { peer, orig_dst };
     match detect::sniff(&stream, timeout).await {
         Detected::Http1 | Detected::Http2 => {
             let shutdown = shared.shutdown.clone();
-            listener::serve_http(stream, shutdown, move |req| http::handle(Arc::clone(&shared), ctx, req)).await;
+            listener::serve_http(stream, shutdown, move |req| {
+                http::handle(Arc::clone(&shared), ctx, req)
+            })
+            .await;
         }
         Detected::Other | Detected::ProxyV2 => transparent_tcp(shared, stream, ctx).await,
     }
@@ -54,13 +65,17 @@ async fn transparent_tcp(shared: Arc<Shared>, stream: TcpStream, ctx: ConnCtx) {
         tracing::debug!(peer = %ctx.peer, "non-HTTP connection without an original destination; closing");
         return;
     };
-    let Some(running) = shared.current() else { return };
+    let Some(running) = shared.current() else {
+        return;
+    };
     let Some(svc) = crate::tcp::service_for_dst(&running.config, dst) else {
         tracing::debug!(%dst, "no tcp service for original destination; closing");
         return;
     };
     match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {
-        Ok((upstream, labels)) => crate::tcp::relay(&shared.metrics, &labels, stream, upstream).await,
+        Ok((upstream, labels)) => {
+            crate::tcp::relay(&shared.metrics, &labels, stream, upstream).await
+        }
         Err(e) => tracing::debug!(%dst, error = %e, "tcp connection not proxied"),
     }
 }

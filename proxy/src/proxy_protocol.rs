@@ -129,9 +129,13 @@ pub fn parse_body(head: &[u8; 16], body: &[u8]) -> Result<Option<Addresses>, Pro
 /// Reads a whole header (the caller has seen the signature) from `io`.
 pub async fn read<R: AsyncRead + Unpin>(io: &mut R) -> Result<Option<Addresses>, ProxyHeaderError> {
     let mut head = [0u8; 16];
-    io.read_exact(&mut head).await.map_err(|_| ProxyHeaderError::Truncated)?;
+    io.read_exact(&mut head)
+        .await
+        .map_err(|_| ProxyHeaderError::Truncated)?;
     let len = parse_prefix(&head)?;
     let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await.map_err(|_| ProxyHeaderError::Truncated)?;
+    io.read_exact(&mut body)
+        .await
+        .map_err(|_| ProxyHeaderError::Truncated)?;
     parse_body(&head, &body)
 }

@@ -39,8 +39,18 @@ pub struct Report {
 
 impl Report {
     /// Starts reporting with `labels` (code and flags are filled in at the end).
-    pub fn new(metrics: Arc<Metrics>, labels: RequestLabels, start: Instant, request_bytes: Arc<AtomicU64>) -> Self {
-        Report { metrics, labels, start, request_bytes }
+    pub fn new(
+        metrics: Arc<Metrics>,
+        labels: RequestLabels,
+        start: Instant,
+        request_bytes: Arc<AtomicU64>,
+    ) -> Self {
+        Report {
+            metrics,
+            labels,
+            start,
+            request_bytes,
+        }
     }
 
     /// Records a reply the proxy generated itself.
@@ -57,7 +67,11 @@ impl Report {
     /// Records an upstream response when its body ends; `guard` lives as long.
     pub fn streamed(mut self, resp: Response<Body>, guard: Option<InFlight>) -> Response<Body> {
         self.labels.response_code = resp.status().as_u16();
-        if let Some(s) = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+        if let Some(s) = resp
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+        {
             self.labels.grpc_response_status = Text::from(s);
         }
         resp.map(move |b| {
@@ -68,7 +82,8 @@ impl Report {
                 }
                 let millis = self.start.elapsed().as_secs_f64() * 1000.0;
                 let req = self.request_bytes.load(Ordering::Relaxed);
-                self.metrics.record_request(&self.labels, millis, req, end.bytes);
+                self.metrics
+                    .record_request(&self.labels, millis, req, end.bytes);
             }))
         })
     }

@@ -22,7 +22,10 @@ pub fn rewritten_path<'p>(route: &Route, matched: Matched, path: &'p str) -> Cow
         };
     }
     if let Some(rr) = &route.rewrite.uri_regex {
-        let replaced = rr.pattern.replace_all(&out, rr.substitution.as_str()).into_owned();
+        let replaced = rr
+            .pattern
+            .replace_all(&out, rr.substitution.as_str())
+            .into_owned();
         out = Cow::Owned(replaced);
     }
     out
@@ -37,7 +40,13 @@ pub fn path_and_query(path: &str, query: Option<&str>) -> String {
 }
 
 /// The `Location` of a redirect for a request with the given parts.
-pub fn redirect_location(r: &Redirect, scheme: &str, authority: &str, path: &str, query: Option<&str>) -> String {
+pub fn redirect_location(
+    r: &Redirect,
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    query: Option<&str>,
+) -> String {
     let scheme = r.scheme.as_deref().unwrap_or(scheme);
     let request_port = port_of(authority);
     let (host, kept_port) = match &r.authority {
@@ -51,7 +60,11 @@ pub fn redirect_location(r: &Redirect, scheme: &str, authority: &str, path: &str
         (None, DerivePort::Unspecified) if r.authority.is_some() => kept_port,
         (None, DerivePort::Unspecified) => request_port,
     };
-    let default_port = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
     let mut out = format!("{scheme}://{host}");
     if let Some(p) = port.filter(|p| *p != default_port) {
         out.push(':');

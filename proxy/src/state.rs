@@ -30,15 +30,32 @@ pub struct Shared {
 
 impl Shared {
     /// Builds the shared state.
-    pub fn new(settings: Settings, config: ConfigRx, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        settings: Settings,
+        config: ConfigRx,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         let id = &settings.identity;
         let label = |k: &str| id.labels.get(k).map(String::as_str).unwrap_or("");
-        let app = if label("app").is_empty() { label("app.kubernetes.io/name") } else { label("app") };
-        let version = if label("version").is_empty() { "latest" } else { label("version") };
+        let app = if label("app").is_empty() {
+            label("app.kubernetes.io/name")
+        } else {
+            label("app")
+        };
+        let version = if label("version").is_empty() {
+            "latest"
+        } else {
+            label("version")
+        };
         let flag_meta = WorkloadMeta {
             workload: id.workload.as_str().into(),
             namespace: id.namespace.as_str().into(),
-            app: Text::from(if app.is_empty() { id.workload.as_str() } else { app }),
+            app: Text::from(if app.is_empty() {
+                id.workload.as_str()
+            } else {
+                app
+            }),
             version: version.into(),
             principal: id.principal().into(),
             cluster: "Kubernetes".into(),
@@ -62,6 +79,8 @@ impl Shared {
 
     /// This workload's metric labels: the controller's view when it sent one.
     pub fn self_meta<'a>(&'a self, running: Option<&'a Running>) -> &'a WorkloadMeta {
-        running.and_then(|r| r.config.self_meta.as_ref()).unwrap_or(&self.flag_meta)
+        running
+            .and_then(|r| r.config.self_meta.as_ref())
+            .unwrap_or(&self.flag_meta)
     }
 }

@@ -15,7 +15,11 @@ use crate::upstream::{self, Target};
 
 /// The TCP service for an original destination: address-specific entries first.
 pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService> {
-    let on_port = || cfg.tcp_services.iter().filter(move |s| s.port == dst.port());
+    let on_port = || {
+        cfg.tcp_services
+            .iter()
+            .filter(move |s| s.port == dst.port())
+    };
     on_port()
         .find(|s| s.addresses.contains(&dst.ip()))
         .or_else(|| on_port().find(|s| s.addresses.is_empty()))
@@ -23,7 +27,9 @@ pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService
 
 /// The TCP service an explicit `CONNECT host:port` names.
 pub fn service_for_name<'c>(cfg: &'c ProxyConfig, host: &str, port: u16) -> Option<&'c TcpService> {
-    cfg.tcp_services.iter().find(|s| s.port == port && domains_match(&s.domains, host))
+    cfg.tcp_services
+        .iter()
+        .find(|s| s.port == port && domains_match(&s.domains, host))
 }
 
 /// Why an outbound TCP connection could not be proxied.
@@ -48,18 +54,35 @@ pub async fn connect_service(
     client: SocketAddr,
 ) -> Result<(tokio::net::TcpStream, TcpLabels), TcpRouteError> {
     let cfg = &running.config;
-    let route = svc.routes.first().ok_or_else(|| TcpRouteError::NoRoute(svc.name.clone()))?;
-    let dest = pick_weighted(&route.forward).ok_or_else(|| TcpRouteError::NoRoute(svc.name.clone()))?;
-    let cluster = cfg.cluster(&dest.cluster).ok_or_else(|| TcpRouteError::NoCluster(dest.cluster.clone()))?;
+    let route = svc
+        .routes
+        .first()
+        .ok_or_else(|| TcpRouteError::NoRoute(svc.name.clone()))?;
+    let dest =
+        pick_weighted(&route.forward).ok_or_else(|| TcpRouteError::NoRoute(svc.name.clone()))?;
+    let cluster = cfg
+        .cluster(&dest.cluster)
+        .ok_or_else(|| TcpRouteError::NoCluster(dest.cluster.clone()))?;
     let empty = http::HeaderMap::new();
-    let input = HashInput { headers: &empty, source_ip: client.ip(), query: None };
-    let choice = pick_endpoint(cluster, &input).ok_or_else(|| TcpRouteError::NoEndpoint(cluster.name.clone()))?;
+    let input = HashInput {
+        headers: &empty,
+        source_ip: client.ip(),
+        query: None,
+    };
+    let choice = pick_endpoint(cluster, &input)
+        .ok_or_else(|| TcpRouteError::NoEndpoint(cluster.name.clone()))?;
     let ep = &cluster.endpoints[choice.index];
     let app = SocketAddr::new(ep.address, ep.port);
     let target = if ep.sidecar {
-        Target { connect: SocketAddr::new(ep.address, ep.inbound_port), announce: Some(app) }
+        Target {
+            connect: SocketAddr::new(ep.address, ep.inbound_port),
+            announce: Some(app),
+        }
     } else {
-        Target { connect: app, announce: None }
+        Target {
+            connect: app,
+            announce: None,
+        }
     };
     let stream = upstream::connect(target, client, shared.settings.connect_timeout).await?;
     let m = &shared.metrics;
@@ -68,8 +91,13 @@ pub async fn connect_service(
         name: cluster.service_name.clone(),
         namespace: cluster.service_namespace.clone(),
     };
-    let labels =
-        m.tcp_labels(&m.words.source, shared.self_meta(Some(running)), &ep.workload, &service, &m.words.unknown);
+    let labels = m.tcp_labels(
+        &m.words.source,
+        shared.self_meta(Some(running)),
+        &ep.workload,
+        &service,
+        &m.words.unknown,
+    );
     Ok((stream, labels))
 }
 

@@ -23,19 +23,31 @@ const MAX_IDLE_PER_KEY: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("connect to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: std::io::Error },
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("connect to {0} timed out")]
     ConnectTimeout(SocketAddr),
     #[error("handshake with {addr}: {source}")]
-    Handshake { addr: SocketAddr, source: hyper::Error },
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
     #[error("request to {addr}: {source}")]
-    Request { addr: SocketAddr, source: hyper::Error },
+    Request {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
 }
 
 impl UpstreamError {
     /// Whether no connection could be made (Envoy's `UF`), as opposed to a reset (`UC`).
     pub fn is_connect_failure(&self) -> bool {
-        matches!(self, UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout(_))
+        matches!(
+            self,
+            UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout(_)
+        )
     }
 }
 
@@ -49,7 +61,11 @@ pub struct Target {
 }
 
 /// Opens a TCP connection to `target`, writing a PROXY header when asked.
-pub async fn connect(target: Target, source: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+pub async fn connect(
+    target: Target,
+    source: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
     let addr = target.connect;
     let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
@@ -59,7 +75,10 @@ pub async fn connect(target: Target, source: SocketAddr, timeout: Duration) -> R
     let _ = stream.set_nodelay(true);
     if let Some(dst) = target.announce {
         let header = proxy_protocol::encode(source, dst);
-        stream.write_all(&header).await.map_err(|source| UpstreamError::Connect { addr, source })?;
+        stream
+            .write_all(&header)
+            .await
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
     }
     Ok(stream)
 }
@@ -78,12 +97,21 @@ pub struct Pools {
 impl Pools {
     /// Empty pools.
     pub fn new(connect_timeout: Duration, source: SocketAddr) -> Self {
-        Pools { h1: Arc::default(), h2: Mutex::default(), connect_timeout, source }
+        Pools {
+            h1: Arc::default(),
+            h2: Mutex::default(),
+            connect_timeout,
+            source,
+        }
     }
 
     /// Sends `req` over HTTP/2 (prior knowledge) on a shared connection to `target`.
     /// The request URI must be absolute (scheme and authority become pseudo-headers).
-    pub async fn send_h2(&self, target: Target, req: Request<Body>) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+    pub async fn send_h2(
+        &self,
+        target: Target,
+        req: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         let addr = target.connect;
         let existing = {
             let pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
@@ -109,13 +137,23 @@ impl Pools {
                 sender
             }
         };
-        sender.ready().await.map_err(|source| UpstreamError::Request { addr, source })?;
-        sender.send_request(req).await.map_err(|source| UpstreamError::Request { addr, source })
+        sender
+            .ready()
+            .await
+            .map_err(|source| UpstreamError::Request { addr, source })?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamError::Request { addr, source })
     }
 
     /// Sends `req` over HTTP/1.1, reusing an idle keep-alive connection when one is
     /// ready. The connection returns to the pool when the response body ends.
-    pub async fn send_h1(&self, target: Target, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+    pub async fn send_h1(
+        &self,
+        target: Target,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
         let addr = target.connect;
         let idle = self.take_idle(target);
         let (mut sender, req) = match idle {
@@ -125,12 +163,20 @@ impl Pools {
                 // the request is intact, so it can go on a fresh connection.
                 Err(mut e) => match e.take_message() {
                     Some(req) => (self.new_h1(target).await?, req),
-                    None => return Err(UpstreamError::Request { addr, source: e.into_error() }),
+                    None => {
+                        return Err(UpstreamError::Request {
+                            addr,
+                            source: e.into_error(),
+                        });
+                    }
                 },
             },
             None => (self.new_h1(target).await?, req),
         };
-        let resp = sender.send_request(req).await.map_err(|source| UpstreamError::Request { addr, source })?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamError::Request { addr, source })?;
         Ok(self.recycle(target, sender, resp))
     }
 
@@ -168,16 +214,19 @@ impl Pools {
     ) -> Response<Body> {
         let pool = Arc::clone(&self.h1);
         resp.map(move |incoming| {
-            body::boxed(crate::body::Finishing::new(incoming, move |end: crate::body::End| {
-                // Only a fully read response leaves the connection reusable.
-                if end.complete && !sender.is_closed() {
-                    let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
-                    let list = pool.entry(target).or_default();
-                    if list.len() < MAX_IDLE_PER_KEY {
-                        list.push(sender);
+            body::boxed(crate::body::Finishing::new(
+                incoming,
+                move |end: crate::body::End| {
+                    // Only a fully read response leaves the connection reusable.
+                    if end.complete && !sender.is_closed() {
+                        let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+                        let list = pool.entry(target).or_default();
+                        if list.len() < MAX_IDLE_PER_KEY {
+                            list.push(sender);
+                        }
                     }
-                }
-            }))
+                },
+            ))
         })
     }
 }

@@ -37,7 +37,11 @@ fn hello(id: &Identity) -> ProxyMessage {
             workload: id.workload.clone(),
             namespace: id.namespace.clone(),
             service_account: id.service_account.clone(),
-            labels: id.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            labels: id
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             ips: vec![id.ip.to_string()],
             proxy_version: env!("CARGO_PKG_VERSION").to_owned(),
             trust_domain: id.trust_domain.clone(),
@@ -46,14 +50,22 @@ fn hello(id: &Identity) -> ProxyMessage {
 }
 
 /// Applies `snapshot` to `config` when valid; returns the reply for the controller.
-pub fn apply(snapshot: &Snapshot, config: &watch::Sender<Option<Arc<Running>>>, metrics: &Metrics) -> ProxyMessage {
+pub fn apply(
+    snapshot: &Snapshot,
+    config: &watch::Sender<Option<Arc<Running>>>,
+    metrics: &Metrics,
+) -> ProxyMessage {
     match Running::try_from(snapshot) {
         Ok(running) => {
             config.send_replace(Some(Arc::new(running)));
             metrics.config_outcome(true);
             metrics.config_applied(&snapshot.version);
             tracing::info!(version = %snapshot.version, "config applied");
-            ProxyMessage { kind: Some(proxy_message::Kind::Ack(Ack { version: snapshot.version.clone() })) }
+            ProxyMessage {
+                kind: Some(proxy_message::Kind::Ack(Ack {
+                    version: snapshot.version.clone(),
+                })),
+            }
         }
         Err(e) => {
             metrics.config_outcome(false);

@@ -19,7 +19,9 @@ pub fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -72,12 +74,20 @@ impl Described {
                 "scheme" => d.scheme = v,
                 "query" => d.query = Some(v),
                 "header" => {
-                    let (name, value) = v.split_once(':').ok_or_else(|| format!("header {v:?} is not name:value"))?;
-                    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
-                    let value = HeaderValue::from_str(value.trim()).map_err(|_| format!("bad value for header {name}"))?;
+                    let (name, value) = v
+                        .split_once(':')
+                        .ok_or_else(|| format!("header {v:?} is not name:value"))?;
+                    let name = HeaderName::from_bytes(name.trim().as_bytes())
+                        .map_err(|_| format!("bad header name {name:?}"))?;
+                    let value = HeaderValue::from_str(value.trim())
+                        .map_err(|_| format!("bad value for header {name}"))?;
                     d.headers.append(name, value);
                 }
-                other => return Err(format!("unknown parameter {other:?} (use host, path, method, scheme, header, query)")),
+                other => {
+                    return Err(format!(
+                        "unknown parameter {other:?} (use host, path, method, scheme, header, query)"
+                    ));
+                }
             }
         }
         if d.authority.is_empty() {
@@ -125,9 +135,13 @@ pub fn explain(running: &Running, d: &Described) -> Value {
     let why_selected = if vh.port == port {
         format!("port {port} and domain match for {host:?}")
     } else {
-        format!("no virtual host on port {port} names {host:?}; the only one that does is on port {}", vh.port)
+        format!(
+            "no virtual host on port {port} names {host:?}; the only one that does is on port {}",
+            vh.port
+        )
     };
-    out["virtual_host"] = json!({"name": vh.name, "service": vh.service, "port": vh.port, "why": why_selected});
+    out["virtual_host"] =
+        json!({"name": vh.name, "service": vh.service, "port": vh.port, "why": why_selected});
     out["other_virtual_hosts"] = json!(others);
     let view = RequestView {
         method: &d.method,
@@ -156,7 +170,11 @@ pub fn explain(running: &Running, d: &Described) -> Value {
             .matches
             .iter()
             .enumerate()
-            .filter_map(|(m, rm)| rm.check(&view).err().map(|e| format!("match[{m}]{}: {e}", named(&rm.name))))
+            .filter_map(|(m, rm)| {
+                rm.check(&view)
+                    .err()
+                    .map(|e| format!("match[{m}]{}: {e}", named(&rm.name)))
+            })
             .collect();
         tried.push(json!({"index": i, "route": route.describe(), "why_not": why}));
     }
@@ -166,7 +184,11 @@ pub fn explain(running: &Running, d: &Described) -> Value {
 }
 
 fn named(name: &str) -> String {
-    if name.is_empty() { String::new() } else { format!(" ({name:?})") }
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({name:?})")
+    }
 }
 
 fn domain_list(v: &crate::model::VirtualHost) -> Vec<String> {
@@ -179,9 +201,16 @@ fn domain_list(v: &crate::model::VirtualHost) -> Vec<String> {
         .collect()
 }
 
-fn action(running: &Running, route: &crate::model::Route, matched: Matched, view: &RequestView<'_>) -> Value {
+fn action(
+    running: &Running,
+    route: &crate::model::Route,
+    matched: Matched,
+    view: &RequestView<'_>,
+) -> Value {
     match &route.action {
-        Action::DirectResponse { status, body } => json!({"direct_response": {"status": status, "body": body}}),
+        Action::DirectResponse { status, body } => {
+            json!({"direct_response": {"status": status, "body": body}})
+        }
         Action::Redirect(r) => json!({"redirect": {
             "status": r.status,
             "location": redirect_location(r, view.scheme, view.authority, view.path, view.query),

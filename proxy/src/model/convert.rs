@@ -48,7 +48,10 @@ pub enum Problem {
 }
 
 fn invalid(item: impl Into<String>, problem: impl Into<Problem>) -> InvalidConfig {
-    InvalidConfig { item: item.into(), problem: problem.into() }
+    InvalidConfig {
+        item: item.into(),
+        problem: problem.into(),
+    }
 }
 
 fn port(item: &str, p: u32) -> Result<u16, InvalidConfig> {
@@ -62,7 +65,13 @@ fn protocol(item: &str, p: i32) -> Result<Protocol, InvalidConfig> {
         Ok(pb::Protocol::Http2) => Ok(Protocol::Http2),
         Ok(pb::Protocol::Grpc) => Ok(Protocol::Grpc),
         Ok(pb::Protocol::Tcp) => Ok(Protocol::Tcp),
-        Err(_) => Err(invalid(item, Problem::UnknownEnum { what: "protocol", value: p })),
+        Err(_) => Err(invalid(
+            item,
+            Problem::UnknownEnum {
+                what: "protocol",
+                value: p,
+            },
+        )),
     }
 }
 
@@ -129,7 +138,11 @@ fn keyed_matches(
         if !is_query && http::HeaderName::from_bytes(k.as_bytes()).is_err() {
             return Err(invalid(item, Problem::BadHeaderName(k.clone())));
         }
-        let key = if is_query { k.clone() } else { k.to_ascii_lowercase() };
+        let key = if is_query {
+            k.clone()
+        } else {
+            k.to_ascii_lowercase()
+        };
         out.push((key, string_match(&item, m)?));
     }
     // Deterministic order for /debug/route and /config_dump.
@@ -152,13 +165,16 @@ fn route_match(item: &str, m: &pb::RouteMatch) -> Result<RouteMatch, InvalidConf
 }
 
 fn header_ops(item: &str, ops: &Option<pb::HeaderOps>) -> Result<HeaderOps, InvalidConfig> {
-    let Some(ops) = ops else { return Ok(HeaderOps::default()) };
+    let Some(ops) = ops else {
+        return Ok(HeaderOps::default());
+    };
     let name = |n: &str| {
         http::HeaderName::from_bytes(n.as_bytes())
             .map_err(|_| invalid(item, Problem::BadHeaderName(n.to_owned())))
     };
     let value = |n: &str, v: &str| {
-        http::HeaderValue::from_str(v).map_err(|_| invalid(item, Problem::BadHeaderValue(n.to_owned())))
+        http::HeaderValue::from_str(v)
+            .map_err(|_| invalid(item, Problem::BadHeaderValue(n.to_owned())))
     };
     let mut out = HeaderOps::default();
     let mut set: Vec<_> = ops.set.iter().collect();
@@ -189,8 +205,14 @@ fn weighted(item: &str, w: &pb::WeightedClusters) -> Result<Vec<WeightedCluster>
             Ok(WeightedCluster {
                 cluster: c.cluster.clone(),
                 weight: c.weight,
-                request_headers: header_ops(&format!("{item} request headers"), &c.request_headers)?,
-                response_headers: header_ops(&format!("{item} response headers"), &c.response_headers)?,
+                request_headers: header_ops(
+                    &format!("{item} request headers"),
+                    &c.request_headers,
+                )?,
+                response_headers: header_ops(
+                    &format!("{item} response headers"),
+                    &c.response_headers,
+                )?,
             })
         })
         .collect()
@@ -216,12 +238,17 @@ fn action(item: &str, a: &Option<pb::route::Action>) -> Result<Action, InvalidCo
         Some(pb::route::Action::Redirect(r)) => {
             let derive_port = match pb::redirect::DerivePort::try_from(r.derive_port) {
                 Ok(pb::redirect::DerivePort::Unspecified) => DerivePort::Unspecified,
-                Ok(pb::redirect::DerivePort::FromProtocolDefault) => DerivePort::FromProtocolDefault,
+                Ok(pb::redirect::DerivePort::FromProtocolDefault) => {
+                    DerivePort::FromProtocolDefault
+                }
                 Ok(pb::redirect::DerivePort::FromRequestPort) => DerivePort::FromRequestPort,
                 Err(_) => {
                     return Err(invalid(
                         format!("{item} redirect"),
-                        Problem::UnknownEnum { what: "derive_port", value: r.derive_port },
+                        Problem::UnknownEnum {
+                            what: "derive_port",
+                            value: r.derive_port,
+                        },
                     ));
                 }
             };
@@ -229,7 +256,11 @@ fn action(item: &str, a: &Option<pb::route::Action>) -> Result<Action, InvalidCo
             Ok(Action::Redirect(Redirect {
                 uri: non_empty(&r.uri),
                 authority: non_empty(&r.authority),
-                port: if r.port == 0 { None } else { Some(port(&item, r.port)?) },
+                port: if r.port == 0 {
+                    None
+                } else {
+                    Some(port(&item, r.port)?)
+                },
                 derive_port,
                 scheme: non_empty(&r.scheme),
                 status: status(&item, r.status, 301)?,
@@ -244,7 +275,9 @@ fn action(item: &str, a: &Option<pb::route::Action>) -> Result<Action, InvalidCo
 }
 
 fn rewrite(item: &str, r: &Option<pb::Rewrite>) -> Result<Rewrite, InvalidConfig> {
-    let Some(r) = r else { return Ok(Rewrite::default()) };
+    let Some(r) = r else {
+        return Ok(Rewrite::default());
+    };
     let uri_regex = match &r.uri_regex {
         Some(rr) if !rr.pattern.is_empty() => Some(RegexRewrite {
             pattern: regex::Regex::new(&rr.pattern)
@@ -257,9 +290,16 @@ fn rewrite(item: &str, r: &Option<pb::Rewrite>) -> Result<Rewrite, InvalidConfig
     if let Some(a) = non_empty(&r.authority)
         && http::uri::Authority::try_from(a.as_str()).is_err()
     {
-        return Err(invalid(format!("{item} rewrite"), Problem::BadHeaderValue(a)));
+        return Err(invalid(
+            format!("{item} rewrite"),
+            Problem::BadHeaderValue(a),
+        ));
     }
-    Ok(Rewrite { uri: non_empty(&r.uri), authority: non_empty(&r.authority), uri_regex })
+    Ok(Rewrite {
+        uri: non_empty(&r.uri),
+        authority: non_empty(&r.authority),
+        uri_regex,
+    })
 }
 
 fn route(item: &str, r: &pb::Route) -> Result<Route, InvalidConfig> {
@@ -313,7 +353,10 @@ fn route(item: &str, r: &pb::Route) -> Result<Route, InvalidConfig> {
         mirrors: r
             .mirrors
             .iter()
-            .map(|m| Mirror { cluster: m.cluster.clone(), percent: m.percent })
+            .map(|m| Mirror {
+                cluster: m.cluster.clone(),
+                percent: m.percent,
+            })
             .collect(),
         cors,
     })
@@ -351,7 +394,9 @@ impl From<&pb::WorkloadMeta> for WorkloadMeta {
 }
 
 fn load_balancer(item: &str, lb: &Option<pb::LoadBalancer>) -> Result<LoadBalancer, InvalidConfig> {
-    let Some(lb) = lb else { return Ok(LoadBalancer::LeastRequest) };
+    let Some(lb) = lb else {
+        return Ok(LoadBalancer::LeastRequest);
+    };
     if let Some(key) = lb.consistent_hash.as_ref().and_then(|h| h.key.as_ref()) {
         use pb::consistent_hash::Key;
         return Ok(match key {
@@ -374,12 +419,19 @@ fn load_balancer(item: &str, lb: &Option<pb::LoadBalancer>) -> Result<LoadBalanc
         Ok(Simple::RoundRobin) => Ok(LoadBalancer::RoundRobin),
         Ok(Simple::Random) => Ok(LoadBalancer::Random),
         Ok(Simple::Passthrough) => Ok(LoadBalancer::Passthrough),
-        Err(_) => Err(invalid(item, Problem::UnknownEnum { what: "load balancer", value: lb.simple })),
+        Err(_) => Err(invalid(
+            item,
+            Problem::UnknownEnum {
+                what: "load balancer",
+                value: lb.simple,
+            },
+        )),
     }
 }
 
 fn address(item: &str, a: &str) -> Result<IpAddr, InvalidConfig> {
-    a.parse().map_err(|_| invalid(item, Problem::BadAddress(a.to_owned())))
+    a.parse()
+        .map_err(|_| invalid(item, Problem::BadAddress(a.to_owned())))
 }
 
 fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
@@ -394,9 +446,21 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
                 address: address(&item, &e.address)?,
                 port: port(&item, e.port)?,
                 sidecar: e.sidecar,
-                inbound_port: if e.inbound_port == 0 { 15006 } else { port(&item, e.inbound_port)? },
-                workload: e.workload.as_ref().map(WorkloadMeta::from).unwrap_or_default(),
-                labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+                inbound_port: if e.inbound_port == 0 {
+                    15006
+                } else {
+                    port(&item, e.inbound_port)?
+                },
+                workload: e
+                    .workload
+                    .as_ref()
+                    .map(WorkloadMeta::from)
+                    .unwrap_or_default(),
+                labels: e
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<BTreeMap<_, _>>(),
                 weight: e.weight,
                 in_flight: Arc::new(AtomicUsize::new(0)),
             })
@@ -421,7 +485,11 @@ fn tcp_service(t: &pb::TcpService) -> Result<TcpService, InvalidConfig> {
     Ok(TcpService {
         name: t.name.clone(),
         port: port(&item, t.port)?,
-        addresses: t.addresses.iter().map(|a| address(&item, a)).collect::<Result<_, _>>()?,
+        addresses: t
+            .addresses
+            .iter()
+            .map(|a| address(&item, a))
+            .collect::<Result<_, _>>()?,
         routes: t
             .routes
             .iter()
@@ -458,19 +526,33 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
     type Error = InvalidConfig;
 
     fn try_from(c: &pb::ProxyConfig) -> Result<Self, InvalidConfig> {
-        let virtual_hosts = c.virtual_hosts.iter().map(virtual_host).collect::<Result<_, _>>()?;
+        let virtual_hosts = c
+            .virtual_hosts
+            .iter()
+            .map(virtual_host)
+            .collect::<Result<_, _>>()?;
         let mut clusters = Vec::with_capacity(c.clusters.len());
         let mut cluster_index = HashMap::with_capacity(c.clusters.len());
         for pc in &c.clusters {
-            if cluster_index.insert(pc.name.clone(), clusters.len()).is_some() {
-                return Err(invalid(format!("cluster {}", pc.name), Problem::DuplicateCluster));
+            if cluster_index
+                .insert(pc.name.clone(), clusters.len())
+                .is_some()
+            {
+                return Err(invalid(
+                    format!("cluster {}", pc.name),
+                    Problem::DuplicateCluster,
+                ));
             }
             clusters.push(cluster(pc)?);
         }
         Ok(ProxyConfig {
             virtual_hosts,
             clusters,
-            tcp_services: c.tcp_services.iter().map(tcp_service).collect::<Result<_, _>>()?,
+            tcp_services: c
+                .tcp_services
+                .iter()
+                .map(tcp_service)
+                .collect::<Result<_, _>>()?,
             inbound: c
                 .inbound
                 .as_ref()
@@ -491,6 +573,9 @@ impl TryFrom<&pb::Snapshot> for Running {
             .config
             .as_ref()
             .ok_or_else(|| invalid(format!("snapshot {}", s.version), Problem::NoConfig))?;
-        Ok(Running { version: s.version.clone(), config: ProxyConfig::try_from(config)? })
+        Ok(Running {
+            version: s.version.clone(),
+            config: ProxyConfig::try_from(config)?,
+        })
     }
 }

@@ -37,26 +37,42 @@ fn service_labels(fqdn: &Text) -> ServiceLabels {
     let mut parts = fqdn.as_str().split('.');
     let name = parts.next().unwrap_or("");
     let namespace = parts.next().unwrap_or("");
-    ServiceLabels { service: fqdn.clone(), name: name.into(), namespace: namespace.into() }
+    ServiceLabels {
+        service: fqdn.clone(),
+        name: name.into(),
+        namespace: namespace.into(),
+    }
 }
 
 /// Handles one request from the local application.
 pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let Some(running) = shared.current() else {
-        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "sluice-proxy: no configuration received yet");
+        return local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sluice-proxy: no configuration received yet",
+        );
     };
     if req.method() == Method::CONNECT {
         return connect_tunnel(shared, running, ctx, req).await;
     }
     let Some(authority) = authority_of(req.uri(), req.headers()).map(str::to_owned) else {
-        return local_reply(StatusCode::BAD_REQUEST, "sluice-proxy: request has no authority (Host)");
+        return local_reply(
+            StatusCode::BAD_REQUEST,
+            "sluice-proxy: request has no authority (Host)",
+        );
     };
     let m = Arc::clone(&shared.metrics);
-    let protocol = if is_grpc(req.headers()) { &m.words.grpc } else { &m.words.http };
+    let protocol = if is_grpc(req.headers()) {
+        &m.words.grpc
+    } else {
+        &m.words.http
+    };
     let me = shared.self_meta(Some(&running));
     let host = host_of(&authority);
-    let port = port_of(&authority).or(ctx.orig_dst.map(|d| d.port())).unwrap_or(80);
+    let port = port_of(&authority)
+        .or(ctx.orig_dst.map(|d| d.port()))
+        .unwrap_or(80);
     let request_bytes = Arc::new(AtomicU64::new(0));
     let unknown = WorkloadMeta::default();
     let report_for = |service: &ServiceLabels, dest: &WorkloadMeta| {
@@ -105,7 +121,8 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
             let report = report_for(&service_labels(&vh.service), &unknown);
             let location = redirect_location(r, scheme, &authority, view.path, view.query);
             let mut resp = Response::new(body::empty());
-            *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            *resp.status_mut() =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
@@ -115,47 +132,82 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
         Action::Forward(dests) => {
             let Some(dest) = pick_weighted(dests) else {
                 let report = report_for(&service_labels(&vh.service), &unknown);
-                return report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, "route has no destination"), &m.words.nr);
+                return report.local(
+                    local_reply(StatusCode::SERVICE_UNAVAILABLE, "route has no destination"),
+                    &m.words.nr,
+                );
             };
             let Some(cluster) = cfg.cluster(&dest.cluster) else {
                 let report = report_for(&service_labels(&vh.service), &unknown);
                 let msg = format!("sluice-proxy: cluster {} not found", dest.cluster);
-                return report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), &m.words.nc);
+                return report.local(
+                    local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg),
+                    &m.words.nc,
+                );
             };
             let service = ServiceLabels {
                 service: cluster.service.clone(),
                 name: cluster.service_name.clone(),
                 namespace: cluster.service_namespace.clone(),
             };
-            let input = HashInput { headers: req.headers(), source_ip: ctx.peer.ip(), query: req.uri().query() };
+            let input = HashInput {
+                headers: req.headers(),
+                source_ip: ctx.peer.ip(),
+                query: req.uri().query(),
+            };
             let Some(choice) = pick_endpoint(cluster, &input) else {
                 let report = report_for(&service, &unknown);
                 let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
-                return report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), &m.words.uh);
+                return report.local(
+                    local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg),
+                    &m.words.uh,
+                );
             };
             let ep = &cluster.endpoints[choice.index];
             let report = report_for(&service, &ep.workload);
             let h2 = ep.sidecar
                 || cluster.protocol.is_h2()
-                || (cluster.protocol == crate::model::Protocol::Unspecified && req.version() == Version::HTTP_2);
+                || (cluster.protocol == crate::model::Protocol::Unspecified
+                    && req.version() == Version::HTTP_2);
             let app = SocketAddr::new(ep.address, ep.port);
             let target = if ep.sidecar {
-                Target { connect: SocketAddr::new(ep.address, ep.inbound_port), announce: Some(app) }
+                Target {
+                    connect: SocketAddr::new(ep.address, ep.inbound_port),
+                    announce: Some(app),
+                }
             } else {
-                Target { connect: app, announce: None }
+                Target {
+                    connect: app,
+                    announce: None,
+                }
             };
-            let upstream_req = match build_request(req, route, matched, dest, &authority, h2, ep.sidecar.then_some(me)) {
+            let upstream_req = match build_request(
+                req,
+                route,
+                matched,
+                dest,
+                &authority,
+                h2,
+                ep.sidecar.then_some(me),
+            ) {
                 Ok(r) => r.map(|b| body::boxed(Counted::new(b, Arc::clone(&request_bytes)))),
                 Err(e) => {
                     let msg = format!("sluice-proxy: {e}");
-                    return report.local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg), &m.words.no_flags);
+                    return report.local(
+                        local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg),
+                        &m.words.no_flags,
+                    );
                 }
             };
             let guard = InFlight::start(&ep.in_flight);
             let shared2 = Arc::clone(&shared);
             let send = async move {
                 if h2 {
-                    shared2.pools.send_h2(target, upstream_req).await.map(|r| r.map(body::boxed))
+                    shared2
+                        .pools
+                        .send_h2(target, upstream_req)
+                        .await
+                        .map(|r| r.map(body::boxed))
                 } else {
                     shared2.pools.send_h1(target, upstream_req).await
                 }
@@ -164,7 +216,8 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
                 match tokio::time::timeout(Duration::from_millis(route.timeout_ms), send).await {
                     Ok(r) => r,
                     Err(_) => {
-                        let resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                        let resp =
+                            local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
                         return report.local(resp, &m.words.ut);
                     }
                 }
@@ -176,14 +229,21 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
                     strip_hop_by_hop(resp.headers_mut());
                     route.response_headers.apply(resp.headers_mut());
                     dest.response_headers.apply(resp.headers_mut());
-                    if let Some(cookie) = choice.set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                    if let Some(cookie) = choice
+                        .set_cookie
+                        .and_then(|c| HeaderValue::from_str(&c).ok())
+                    {
                         resp.headers_mut().append(header::SET_COOKIE, cookie);
                     }
                     report.streamed(resp, Some(guard))
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "upstream request failed");
-                    let flag = if e.is_connect_failure() { &m.words.uf } else { &m.words.uc };
+                    let flag = if e.is_connect_failure() {
+                        &m.words.uf
+                    } else {
+                        &m.words.uc
+                    };
                     let msg = format!("sluice-proxy: {e}");
                     report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag)
                 }
@@ -209,7 +269,12 @@ fn build_request(
     let (mut parts, body) = req.into_parts();
     let path = rewritten_path(route, matched, parts.uri.path());
     let pq = path_and_query(&path, parts.uri.query());
-    let authority = route.rewrite.authority.as_deref().unwrap_or(authority).to_owned();
+    let authority = route
+        .rewrite
+        .authority
+        .as_deref()
+        .unwrap_or(authority)
+        .to_owned();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     if !headers.contains_key(&FORWARDED_PROTO) {
@@ -218,7 +283,13 @@ fn build_request(
     if !headers.contains_key(&REQUEST_ID) {
         headers.insert(REQUEST_ID, crate::http_util::request_id());
     }
-    for name in [&SOURCE_WORKLOAD, &SOURCE_NAMESPACE, &SOURCE_APP, &SOURCE_VERSION, &SOURCE_PRINCIPAL] {
+    for name in [
+        &SOURCE_WORKLOAD,
+        &SOURCE_NAMESPACE,
+        &SOURCE_APP,
+        &SOURCE_VERSION,
+        &SOURCE_PRINCIPAL,
+    ] {
         headers.remove(name);
     }
     if let Some(me) = identity {
@@ -249,26 +320,35 @@ async fn connect_tunnel(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
-        return local_reply(StatusCode::BAD_REQUEST, "sluice-proxy: CONNECT needs host:port");
+        return local_reply(
+            StatusCode::BAD_REQUEST,
+            "sluice-proxy: CONNECT needs host:port",
+        );
     };
     let host = host_of(&authority).into_owned();
     let Some(port) = port_of(&authority) else {
-        return local_reply(StatusCode::BAD_REQUEST, "sluice-proxy: CONNECT needs host:port");
+        return local_reply(
+            StatusCode::BAD_REQUEST,
+            "sluice-proxy: CONNECT needs host:port",
+        );
     };
     let Some(svc) = crate::tcp::service_for_name(&running.config, &host, port) else {
         let msg = format!("sluice-proxy: no tcp service for {host}:{port}");
         return local_reply(StatusCode::NOT_FOUND, &msg);
     };
-    let (upstream, labels) = match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = format!("sluice-proxy: {e}");
-            return local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg);
-        }
-    };
+    let (upstream, labels) =
+        match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("sluice-proxy: {e}");
+                return local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg);
+            }
+        };
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => crate::tcp::relay(&shared.metrics, &labels, TokioIo::new(upgraded), upstream).await,
+            Ok(upgraded) => {
+                crate::tcp::relay(&shared.metrics, &labels, TokioIo::new(upgraded), upstream).await
+            }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
     });

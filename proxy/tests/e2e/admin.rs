@@ -25,14 +25,34 @@ fn config(net: u8) -> pb::ProxyConfig {
                 9080,
                 vec![
                     forward(vec![jason], &[(&cname("reviews", 9080, "v2"), 100)]),
-                    forward(vec![], &[(&cname("reviews", 9080, "v1"), 90), (&cname("reviews", 9080, "v2"), 10)]),
+                    forward(
+                        vec![],
+                        &[
+                            (&cname("reviews", 9080, "v1"), 90),
+                            (&cname("reviews", 9080, "v2"), 10),
+                        ],
+                    ),
                 ],
             ),
-            vhost("ratings", 9080, vec![forward(vec![], &[(&cname("reviews", 9080, "v1"), 1)])]),
+            vhost(
+                "ratings",
+                9080,
+                vec![forward(vec![], &[(&cname("reviews", 9080, "v1"), 1)])],
+            ),
         ],
         clusters: vec![
-            cluster("reviews", 9080, "v1", vec![endpoint(v1, "reviews-v1", "v1")]),
-            cluster("reviews", 9080, "v2", vec![endpoint(v2, "reviews-v2", "v2")]),
+            cluster(
+                "reviews",
+                9080,
+                "v1",
+                vec![endpoint(v1, "reviews-v1", "v1")],
+            ),
+            cluster(
+                "reviews",
+                9080,
+                "v2",
+                vec![endpoint(v2, "reviews-v2", "v2")],
+            ),
         ],
         ..Default::default()
     }
@@ -42,29 +62,51 @@ fn config(net: u8) -> pb::ProxyConfig {
 async fn admin_debug_route_explains_mismatches_and_shares() {
     let net = 18;
     let (_ctl, proxy) = mesh_of_one(net, config(net)).await;
-    let got = send(proxy.admin(), get("/debug/route?host=reviews:9080&path=/x&header=end-user:bob", "admin"))
-        .await
-        .unwrap();
+    let got = send(
+        proxy.admin(),
+        get(
+            "/debug/route?host=reviews:9080&path=/x&header=end-user:bob",
+            "admin",
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(got.status, 200, "{}", got.body);
     let v: serde_json::Value = serde_json::from_str(&got.body).unwrap();
-    assert_eq!(v["virtual_host"]["name"], "reviews.default.svc.cluster.local:9080");
+    assert_eq!(
+        v["virtual_host"]["name"],
+        "reviews.default.svc.cluster.local:9080"
+    );
     let why = v["routes_not_matched"][0]["why_not"][0].as_str().unwrap();
-    assert_eq!(why, "match[0] (\"jason\"): header \"end-user\": \"bob\" does not equal \"jason\"");
+    assert_eq!(
+        why,
+        "match[0] (\"jason\"): header \"end-user\": \"bob\" does not equal \"jason\""
+    );
     assert_eq!(v["route"]["index"], 1);
     let dests = &v["action"]["forward"]["destinations"];
     assert_eq!(dests[0]["share_percent"], 90.0);
     assert_eq!(dests[1]["share_percent"], 10.0);
     assert_eq!(dests[1]["subset"], "v2");
-    assert_eq!(dests[0]["endpoints"][0]["address"], format!("127.0.{net}.11:9080"));
+    assert_eq!(
+        dests[0]["endpoints"][0]["address"],
+        format!("127.0.{net}.11:9080")
+    );
     let others = v["other_virtual_hosts"][0]["why_not"].as_str().unwrap();
     assert!(others.contains("do not include \"reviews\""), "{others}");
 
-    let missing = send(proxy.admin(), get("/debug/route?path=/x", "admin")).await.unwrap();
+    let missing = send(proxy.admin(), get("/debug/route?path=/x", "admin"))
+        .await
+        .unwrap();
     assert_eq!(missing.status, 400);
-    let dump = send(proxy.admin(), get("/config_dump", "admin")).await.unwrap();
+    let dump = send(proxy.admin(), get("/config_dump", "admin"))
+        .await
+        .unwrap();
     let dump: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
     assert_eq!(dump["version"], "1");
-    assert_eq!(dump["config"]["virtual_hosts"][0]["routes"][0]["matches"][0]["headers"][0][0], "end-user");
+    assert_eq!(
+        dump["config"]["virtual_hosts"][0]["routes"][0]["matches"][0]["headers"][0][0],
+        "end-user"
+    );
 }
 
 async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
@@ -82,19 +124,30 @@ async fn admin_malformed_traffic_is_refused_without_crashing() {
     let (_ctl, mut proxy) = mesh_of_one(net, config(net)).await;
     let bad_header = raw(proxy.outbound(), b"GET /x HTTP/1.1\r\nHost reviews\r\n\r\n").await;
     assert!(bad_header.starts_with("HTTP/1.1 400"), "{bad_header:?}");
-    let huge = format!("GET /x HTTP/1.1\r\nHost: reviews:9080\r\nx-big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let huge = format!(
+        "GET /x HTTP/1.1\r\nHost: reviews:9080\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
     let too_large = raw(proxy.outbound(), huge.as_bytes()).await;
     assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large:?}");
     let no_host = raw(proxy.outbound(), b"GET /x HTTP/1.0\r\n\r\n").await;
-    assert!(no_host.starts_with("HTTP/1.0 400") || no_host.starts_with("HTTP/1.1 400"), "{no_host:?}");
+    assert!(
+        no_host.starts_with("HTTP/1.0 400") || no_host.starts_with("HTTP/1.1 400"),
+        "{no_host:?}"
+    );
     // Not HTTP and no original destination: closed.
-    assert_eq!(raw(proxy.outbound(), b"\x16\x03\x01garbage\r\n\r\n").await, "");
+    assert_eq!(
+        raw(proxy.outbound(), b"\x16\x03\x01garbage\r\n\r\n").await,
+        ""
+    );
     // A corrupt PROXY header on the inbound listener: closed.
     let mut corrupt = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     corrupt.extend_from_slice(&[0x99, 0x11, 0xff, 0xff]);
     assert_eq!(raw(proxy.inbound(), &corrupt).await, "");
     assert!(proxy.is_running());
-    let ok = send(proxy.outbound(), get("/x", "reviews:9080")).await.unwrap();
+    let ok = send(proxy.outbound(), get("/x", "ratings:9080"))
+        .await
+        .unwrap();
     assert_eq!(ok.status, 200);
 
     // Graceful exit on request.
@@ -105,5 +158,8 @@ async fn admin_malformed_traffic_is_refused_without_crashing() {
         .body(Full::new(bytes::Bytes::new()))
         .unwrap();
     assert_eq!(send(proxy.admin(), quit).await.unwrap().status, 200);
-    assert!(proxy.wait_exit(Duration::from_secs(8)).await, "proxy did not exit");
+    assert!(
+        proxy.wait_exit(Duration::from_secs(8)).await,
+        "proxy did not exit"
+    );
 }

@@ -36,7 +36,8 @@ struct Service {
 
 #[tonic::async_trait]
 impl ConfigDiscovery for Service {
-    type StreamStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Snapshot, tonic::Status>> + Send>>;
+    type StreamStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<Snapshot, tonic::Status>> + Send>>;
 
     async fn stream(
         &self,
@@ -72,14 +73,24 @@ impl Controller {
         let (tx, rx) = watch::channel(None);
         let messages = Arc::new(Mutex::new(Vec::new()));
         let notify = Arc::new(Notify::new());
-        let svc = Service { snapshots: rx, messages: Arc::clone(&messages), notify: Arc::clone(&notify) };
+        let svc = Service {
+            snapshots: rx,
+            messages: Arc::clone(&messages),
+            notify: Arc::clone(&notify),
+        };
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(ConfigDiscoveryServer::new(svc))
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await;
         });
-        Controller { addr, snapshots: tx, messages, notify, task }
+        Controller {
+            addr,
+            snapshots: tx,
+            messages,
+            notify,
+            task,
+        }
     }
 
     /// Stops serving (the proxy loses its stream).
@@ -89,7 +100,10 @@ impl Controller {
 
     /// Publishes a snapshot to every connected proxy.
     pub fn publish(&self, version: &str, config: pb::ProxyConfig) {
-        self.snapshots.send_replace(Some(Snapshot { version: version.to_owned(), config: Some(config) }));
+        self.snapshots.send_replace(Some(Snapshot {
+            version: version.to_owned(),
+            config: Some(config),
+        }));
     }
 
     /// Waits for the proxy's ACK/NACK of `version`.
@@ -103,23 +117,35 @@ impl Controller {
                 let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(20), wait).await.expect("proxy replied to snapshot")
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .expect("proxy replied to snapshot")
     }
 
     fn find_reply(&self, version: &str) -> Option<Reply> {
-        self.messages.lock().unwrap().iter().find_map(|m| match &m.kind {
-            Some(proxy_message::Kind::Ack(a)) if a.version == version => Some(Reply::Ack),
-            Some(proxy_message::Kind::Nack(n)) if n.version == version => Some(Reply::Nack(n.error.clone())),
-            _ => None,
-        })
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|m| match &m.kind {
+                Some(proxy_message::Kind::Ack(a)) if a.version == version => Some(Reply::Ack),
+                Some(proxy_message::Kind::Nack(n)) if n.version == version => {
+                    Some(Reply::Nack(n.error.clone()))
+                }
+                _ => None,
+            })
     }
 
     /// The `Node` of the first hello received.
     pub fn hello(&self) -> Option<pb::Node> {
-        self.messages.lock().unwrap().iter().find_map(|m| match &m.kind {
-            Some(proxy_message::Kind::Hello(n)) => Some(n.clone()),
-            _ => None,
-        })
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|m| match &m.kind {
+                Some(proxy_message::Kind::Hello(n)) => Some(n.clone()),
+                _ => None,
+            })
     }
 }
 
@@ -134,7 +160,12 @@ impl Proxy {
     pub async fn start(ip: &str, controller: SocketAddr, workload: &str, labels: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-proxy"));
         cmd.args(["--controller", &format!("http://{controller}"), "--ip", ip])
-            .args(["--id", &format!("{workload}-0.default"), "--workload", workload])
+            .args([
+                "--id",
+                &format!("{workload}-0.default"),
+                "--workload",
+                workload,
+            ])
             .args(["--namespace", "default", "--service-account", workload])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -143,7 +174,10 @@ impl Proxy {
             cmd.args(["--label", l]);
         }
         let child = cmd.spawn().expect("spawn sluice-proxy");
-        let proxy = Proxy { ip: ip.parse().expect("ip"), child };
+        let proxy = Proxy {
+            ip: ip.parse().expect("ip"),
+            child,
+        };
         for _ in 0..200 {
             if TcpStream::connect(proxy.admin()).await.is_ok() {
                 return proxy;
@@ -188,7 +222,9 @@ impl Proxy {
 
     /// Sums every series of `name` whose labels include all of `labels`.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let resp = send(self.stats(), get("/stats/prometheus", "stats")).await.expect("scrape");
+        let resp = send(self.stats(), get("/stats/prometheus", "stats"))
+            .await
+            .expect("scrape");
         let text = resp.body;
         text.lines()
             .filter(|l| !l.starts_with('#'))
@@ -198,7 +234,9 @@ impl Proxy {
                 if metric != name {
                     return None;
                 }
-                let ok = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                let ok = labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
                 ok.then(|| value.parse::<f64>().ok()).flatten()
             })
             .sum()
@@ -214,7 +252,11 @@ impl Drop for Proxy {
 
 /// Builds a GET for `path` with Host `host` (origin form, as an explicit-proxy client sends it).
 pub fn get(path: &str, host: &str) -> Request<Full<Bytes>> {
-    Request::builder().uri(path).header("host", host).body(Full::new(Bytes::new())).expect("request")
+    Request::builder()
+        .uri(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .expect("request")
 }
 
 /// A collected response.
@@ -229,7 +271,10 @@ pub struct Got {
 impl Got {
     /// A response header as a string ("" when absent).
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -247,7 +292,9 @@ async fn collect(resp: Response<Incoming>) -> anyhow::Result<Got> {
 
 /// Sends `req` over a fresh HTTP/1.1 connection to `addr`.
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> anyhow::Result<Got> {
-    let stream = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let resp = tokio::time::timeout(Duration::from_secs(15), sender.send_request(req)).await??;
@@ -272,7 +319,9 @@ pub async fn backend(addr: SocketAddr, name: &'static str) -> tokio::task::JoinH
     let listener = TcpListener::bind(addr).await.expect("bind backend");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
                     Ok::<_, std::convert::Infallible>(describe(name, req).await)
@@ -288,19 +337,33 @@ pub async fn backend(addr: SocketAddr, name: &'static str) -> tokio::task::JoinH
 type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 async fn describe(name: &'static str, req: Request<Incoming>) -> Response<TestBody> {
-    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let host = req
         .uri()
         .authority()
         .map(|a| a.to_string())
-        .or_else(|| req.headers().get("host").and_then(|h| h.to_str().ok()).map(str::to_owned))
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     let mut text = String::new();
     for (k, v) in req.headers() {
         text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("")));
     }
     let version = format!("{:?}", req.version());
-    let req_body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let req_body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     text.push_str(&format!("body-bytes: {}\n", req_body.len()));
     let status = path
         .strip_prefix("/status/")
@@ -311,8 +374,10 @@ async fn describe(name: &'static str, req: Request<Incoming>) -> Response<TestBo
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", "0".parse().unwrap());
         trailers.insert("grpc-message", "fine".parse().unwrap());
-        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
-            vec![Ok(Frame::data(Bytes::from(text))), Ok(Frame::trailers(trailers))];
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from(text))),
+            Ok(Frame::trailers(trailers)),
+        ];
         BodyExt::boxed(StreamBody::new(tokio_stream::iter(frames)))
     } else {
         BodyExt::boxed(Full::new(Bytes::from(text)))
@@ -322,7 +387,10 @@ async fn describe(name: &'static str, req: Request<Incoming>) -> Response<TestBo
     let h = resp.headers_mut();
     h.insert("x-backend", name.parse().unwrap());
     h.insert("x-seen-path", path.parse().unwrap());
-    h.insert("x-seen-host", host.parse().unwrap_or_else(|_| "?".parse().unwrap()));
+    h.insert(
+        "x-seen-host",
+        host.parse().unwrap_or_else(|_| "?".parse().unwrap()),
+    );
     h.insert("x-seen-version", version.parse().unwrap());
     if path.starts_with("/grpc") {
         h.insert("content-type", "application/grpc".parse().unwrap());
@@ -336,7 +404,9 @@ pub async fn tcp_echo(addr: SocketAddr, name: &'static str) -> tokio::task::Join
     let listener = TcpListener::bind(addr).await.expect("bind tcp echo");
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let _ = s.write_all(format!("{name}\n").as_bytes()).await;
                 let mut buf = [0u8; 1024];
@@ -353,13 +423,19 @@ pub async fn tcp_echo(addr: SocketAddr, name: &'static str) -> tokio::task::Join
 // ---- snapshot builders ----
 
 pub fn exact(s: &str) -> pb::StringMatch {
-    pb::StringMatch { kind: Some(pb::string_match::Kind::Exact(s.to_owned())) }
+    pb::StringMatch {
+        kind: Some(pb::string_match::Kind::Exact(s.to_owned())),
+    }
 }
 pub fn prefix(s: &str) -> pb::StringMatch {
-    pb::StringMatch { kind: Some(pb::string_match::Kind::Prefix(s.to_owned())) }
+    pb::StringMatch {
+        kind: Some(pb::string_match::Kind::Prefix(s.to_owned())),
+    }
 }
 pub fn regex(s: &str) -> pb::StringMatch {
-    pb::StringMatch { kind: Some(pb::string_match::Kind::Regex(s.to_owned())) }
+    pb::StringMatch {
+        kind: Some(pb::string_match::Kind::Regex(s.to_owned())),
+    }
 }
 
 /// A route forwarding to weighted clusters.
@@ -370,7 +446,11 @@ pub fn forward(matches: Vec<pb::RouteMatch>, dests: &[(&str, u32)]) -> pb::Route
         action: Some(pb::route::Action::Forward(pb::WeightedClusters {
             clusters: dests
                 .iter()
-                .map(|(c, w)| pb::WeightedCluster { cluster: (*c).to_owned(), weight: *w, ..Default::default() })
+                .map(|(c, w)| pb::WeightedCluster {
+                    cluster: (*c).to_owned(),
+                    weight: *w,
+                    ..Default::default()
+                })
                 .collect(),
         })),
         ..Default::default()
@@ -383,7 +463,11 @@ pub fn vhost(service: &str, port: u32, routes: Vec<pb::Route>) -> pb::VirtualHos
     pb::VirtualHost {
         name: format!("{fqdn}:{port}"),
         port,
-        domains: vec![service.to_owned(), format!("{service}.default"), fqdn.clone()],
+        domains: vec![
+            service.to_owned(),
+            format!("{service}.default"),
+            fqdn.clone(),
+        ],
         routes,
         service: fqdn,
         protocol: pb::Protocol::Http as i32,
@@ -411,7 +495,12 @@ pub fn endpoint(addr: SocketAddr, workload: &str, version: &str) -> pb::Endpoint
 }
 
 /// A cluster of `service`'s `port`, `subset`.
-pub fn cluster(service: &str, port: u32, subset: &str, endpoints: Vec<pb::Endpoint>) -> pb::Cluster {
+pub fn cluster(
+    service: &str,
+    port: u32,
+    subset: &str,
+    endpoints: Vec<pb::Endpoint>,
+) -> pb::Cluster {
     let fqdn = format!("{service}.default.svc.cluster.local");
     pb::Cluster {
         name: format!("outbound|{port}|{subset}|{fqdn}"),
@@ -435,7 +524,13 @@ pub fn cname(service: &str, port: u32, subset: &str) -> String {
 /// `config` as version "1" and waits for the ACK.
 pub async fn mesh_of_one(net: u8, config: pb::ProxyConfig) -> (Controller, Proxy) {
     let ctl = Controller::start(format!("127.0.{net}.250:15010").parse().unwrap()).await;
-    let proxy = Proxy::start(&format!("127.0.{net}.1"), ctl.addr, "client", &["app=client", "version=v1"]).await;
+    let proxy = Proxy::start(
+        &format!("127.0.{net}.1"),
+        ctl.addr,
+        "client",
+        &["app=client", "version=v1"],
+    )
+    .await;
     ctl.publish("1", config);
     assert_eq!(ctl.reply("1").await, Reply::Ack);
     (ctl, proxy)

@@ -1,5 +1,8 @@
 //! End-to-end tests: the real proxy binary against an in-test controller and
 //! backends, over real loopback sockets (one 127.0.<net>.0/24 per test).
 
+mod admin;
 mod harness;
+mod mesh;
 mod routing;
+mod stream;

@@ -19,30 +19,55 @@ fn server_addr(port: u16) -> SocketAddr {
 }
 
 fn sidecar_endpoint(port: u16) -> pb::Endpoint {
-    pb::Endpoint { sidecar: true, ..endpoint(server_addr(port), "reviews-v1", "v1") }
+    pb::Endpoint {
+        sidecar: true,
+        ..endpoint(server_addr(port), "reviews-v1", "v1")
+    }
 }
 
 fn client_config() -> pb::ProxyConfig {
-    let mut grpc_vh = vhost("greeter", 9090, vec![forward(vec![], &[(&cname("greeter", 9090, ""), 1)])]);
+    let mut grpc_vh = vhost(
+        "greeter",
+        9090,
+        vec![forward(vec![], &[(&cname("greeter", 9090, ""), 1)])],
+    );
     grpc_vh.protocol = pb::Protocol::Grpc as i32;
     let mut grpc_cluster = cluster("greeter", 9090, "", vec![sidecar_endpoint(9090)]);
     grpc_cluster.protocol = pb::Protocol::Grpc as i32;
     let mut tcp_cluster = cluster("mysql", 3306, "", vec![sidecar_endpoint(3306)]);
     tcp_cluster.protocol = pb::Protocol::Tcp as i32;
     pb::ProxyConfig {
-        virtual_hosts: vec![vhost("reviews", 9080, vec![forward(vec![], &[(&cname("reviews", 9080, "v1"), 1)])]), grpc_vh],
-        clusters: vec![cluster("reviews", 9080, "v1", vec![sidecar_endpoint(9080)]), grpc_cluster, tcp_cluster],
+        virtual_hosts: vec![
+            vhost(
+                "reviews",
+                9080,
+                vec![forward(vec![], &[(&cname("reviews", 9080, "v1"), 1)])],
+            ),
+            grpc_vh,
+        ],
+        clusters: vec![
+            cluster("reviews", 9080, "v1", vec![sidecar_endpoint(9080)]),
+            grpc_cluster,
+            tcp_cluster,
+        ],
         tcp_services: vec![pb::TcpService {
             name: "mysql.default.svc.cluster.local:3306".to_owned(),
             port: 3306,
             routes: vec![pb::TcpRoute {
                 forward: Some(pb::WeightedClusters {
-                    clusters: vec![pb::WeightedCluster { cluster: cname("mysql", 3306, ""), weight: 1, ..Default::default() }],
+                    clusters: vec![pb::WeightedCluster {
+                        cluster: cname("mysql", 3306, ""),
+                        weight: 1,
+                        ..Default::default()
+                    }],
                 }),
                 ..Default::default()
             }],
             service: "mysql.default.svc.cluster.local".to_owned(),
-            domains: vec!["mysql".to_owned(), "mysql.default.svc.cluster.local".to_owned()],
+            domains: vec![
+                "mysql".to_owned(),
+                "mysql.default.svc.cluster.local".to_owned(),
+            ],
             ..Default::default()
         }],
         self_: Some(pb::WorkloadMeta {
@@ -96,7 +121,10 @@ async fn eventually(proxy: &Proxy, name: &str, labels: &[(&str, &str)], want: f6
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{name}{labels:?} never reached {want}: {}", proxy.metric(name, labels).await);
+    panic!(
+        "{name}{labels:?} never reached {want}: {}",
+        proxy.metric(name, labels).await
+    );
 }
 
 #[tokio::test]
@@ -106,8 +134,20 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
     tcp_echo(server_addr(3306), "mysql-app").await;
     let client_ctl = Controller::start(format!("127.0.{NET}.250:15010").parse().unwrap()).await;
     let server_ctl = Controller::start(format!("127.0.{NET}.251:15010").parse().unwrap()).await;
-    let client = Proxy::start(&format!("127.0.{NET}.1"), client_ctl.addr, "productpage-v1", &[]).await;
-    let server = Proxy::start(&format!("127.0.{NET}.2"), server_ctl.addr, "reviews-v1", &[]).await;
+    let client = Proxy::start(
+        &format!("127.0.{NET}.1"),
+        client_ctl.addr,
+        "productpage-v1",
+        &[],
+    )
+    .await;
+    let server = Proxy::start(
+        &format!("127.0.{NET}.2"),
+        server_ctl.addr,
+        "reviews-v1",
+        &[],
+    )
+    .await;
     client_ctl.publish("1", client_config());
     server_ctl.publish("1", server_config());
     assert_eq!(client_ctl.reply("1").await, Reply::Ack);
@@ -115,12 +155,18 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
 
     // HTTP/1 app behind the peer sidecar.
     for _ in 0..3 {
-        let got = send(client.outbound(), get("/reviews/1", "reviews:9080")).await.unwrap();
+        let got = send(client.outbound(), get("/reviews/1", "reviews:9080"))
+            .await
+            .unwrap();
         assert_eq!(got.status, 200, "{}", got.body);
         assert_eq!(got.header("x-backend"), "reviews-app");
         assert_eq!(got.header("x-seen-version"), "HTTP/1.1");
         assert_eq!(got.header("x-seen-host"), "reviews:9080");
-        assert!(!got.body.contains("x-sluice-source"), "identity headers must be stripped: {}", got.body);
+        assert!(
+            !got.body.contains("x-sluice-source"),
+            "identity headers must be stripped: {}",
+            got.body
+        );
     }
 
     // gRPC-style call: h2 from the client, trailers all the way back.
@@ -141,18 +187,26 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
 
     // TCP through CONNECT, then through the peer's inbound TCP relay.
     let mut s = TcpStream::connect(client.outbound()).await.unwrap();
-    s.write_all(b"CONNECT mysql:3306 HTTP/1.1\r\nHost: mysql:3306\r\n\r\n").await.unwrap();
+    s.write_all(b"CONNECT mysql:3306 HTTP/1.1\r\nHost: mysql:3306\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 256];
     let mut seen = String::new();
     while !seen.contains("mysql-app\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "tunnel closed early: {seen:?}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen:?}");
     s.write_all(b"ping").await.unwrap();
     let mut echo = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&echo, b"ping");
     drop(s);
 
@@ -171,16 +225,41 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
     let destination = [
         ("reporter", "destination"),
         ("source_workload", "productpage-v1"),
-        ("source_principal", "spiffe://cluster.local/ns/default/sa/productpage"),
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/default/sa/productpage",
+        ),
         ("source_app", "productpage"),
         ("destination_workload", "reviews-v1"),
         ("destination_service_name", "reviews"),
         ("response_code", "200"),
     ];
     eventually(&server, "istio_requests_total", &destination, 3.0).await;
-    let grpc_labels = [("reporter", "destination"), ("request_protocol", "grpc"), ("grpc_response_status", "0")];
+    let grpc_labels = [
+        ("reporter", "destination"),
+        ("request_protocol", "grpc"),
+        ("grpc_response_status", "0"),
+    ];
     eventually(&server, "istio_requests_total", &grpc_labels, 1.0).await;
-    eventually(&server, "istio_request_duration_milliseconds_count", &destination, 3.0).await;
-    eventually(&client, "istio_tcp_connections_closed_total", &[("destination_service_name", "mysql")], 1.0).await;
-    eventually(&server, "istio_tcp_received_bytes_total", &[("reporter", "destination")], 4.0).await;
+    eventually(
+        &server,
+        "istio_request_duration_milliseconds_count",
+        &destination,
+        3.0,
+    )
+    .await;
+    eventually(
+        &client,
+        "istio_tcp_connections_closed_total",
+        &[("destination_service_name", "mysql")],
+        1.0,
+    )
+    .await;
+    eventually(
+        &server,
+        "istio_tcp_received_bytes_total",
+        &[("reporter", "destination")],
+        4.0,
+    )
+    .await;
 }

@@ -13,8 +13,18 @@ fn reviews_two_versions(net: u8, routes: Vec<pb::Route>) -> pb::ProxyConfig {
     pb::ProxyConfig {
         virtual_hosts: vec![vhost("reviews", 9080, routes)],
         clusters: vec![
-            cluster("reviews", 9080, "v1", vec![endpoint(v1, "reviews-v1", "v1")]),
-            cluster("reviews", 9080, "v2", vec![endpoint(v2, "reviews-v2", "v2")]),
+            cluster(
+                "reviews",
+                9080,
+                "v1",
+                vec![endpoint(v1, "reviews-v1", "v1")],
+            ),
+            cluster(
+                "reviews",
+                9080,
+                "v2",
+                vec![endpoint(v2, "reviews-v2", "v2")],
+            ),
         ],
         ..Default::default()
     }
@@ -33,13 +43,19 @@ async fn routing_header_uri_and_query_matches_select_the_subset() {
         headers: HashMap::from([("end-user".to_owned(), exact("jason"))]),
         ..Default::default()
     };
-    let by_uri = pb::RouteMatch { uri: Some(prefix("/v2/")), ..Default::default() };
+    let by_uri = pb::RouteMatch {
+        uri: Some(prefix("/v2/")),
+        ..Default::default()
+    };
     let by_query = pb::RouteMatch {
         query_params: HashMap::from([("canary".to_owned(), regex("yes|true"))]),
         ..Default::default()
     };
     let routes = vec![
-        forward(vec![by_header, by_uri, by_query], &[(&cname("reviews", 9080, "v2"), 100)]),
+        forward(
+            vec![by_header, by_uri, by_query],
+            &[(&cname("reviews", 9080, "v2"), 100)],
+        ),
         forward(vec![], &[(&cname("reviews", 9080, "v1"), 100)]),
     ];
     let (_ctl, proxy) = mesh_of_one(net, reviews_two_versions(net, routes)).await;
@@ -50,16 +66,36 @@ async fn routing_header_uri_and_query_matches_select_the_subset() {
     assert_eq!(plain.header("x-backend"), "v1");
 
     let mut jason = get("/x", "reviews:9080");
-    jason.headers_mut().insert("end-user", "jason".parse().unwrap());
+    jason
+        .headers_mut()
+        .insert("end-user", "jason".parse().unwrap());
     assert_eq!(send(out, jason).await.unwrap().header("x-backend"), "v2");
 
     let mut bob = get("/x", "reviews:9080");
     bob.headers_mut().insert("end-user", "bob".parse().unwrap());
     assert_eq!(send(out, bob).await.unwrap().header("x-backend"), "v1");
 
-    assert_eq!(send(out, get("/v2/items", "reviews:9080")).await.unwrap().header("x-backend"), "v2");
-    assert_eq!(send(out, get("/x?canary=yes", "reviews:9080")).await.unwrap().header("x-backend"), "v2");
-    assert_eq!(send(out, get("/x?canary=yesplease", "reviews:9080")).await.unwrap().header("x-backend"), "v1");
+    assert_eq!(
+        send(out, get("/v2/items", "reviews:9080"))
+            .await
+            .unwrap()
+            .header("x-backend"),
+        "v2"
+    );
+    assert_eq!(
+        send(out, get("/x?canary=yes", "reviews:9080"))
+            .await
+            .unwrap()
+            .header("x-backend"),
+        "v2"
+    );
+    assert_eq!(
+        send(out, get("/x?canary=yesplease", "reviews:9080"))
+            .await
+            .unwrap()
+            .header("x-backend"),
+        "v1"
+    );
 
     // Absolute-form request (explicit proxy) and the short name without a port.
     let absolute = http::Request::builder()
@@ -69,7 +105,13 @@ async fn routing_header_uri_and_query_matches_select_the_subset() {
     let got = send(out, absolute).await.unwrap();
     assert_eq!(got.header("x-backend"), "v1");
     assert_eq!(got.header("x-seen-path"), "/abs");
-    assert_eq!(send(out, get("/x", "reviews")).await.unwrap().header("x-backend"), "v1");
+    assert_eq!(
+        send(out, get("/x", "reviews"))
+            .await
+            .unwrap()
+            .header("x-backend"),
+        "v1"
+    );
 
     // Unknown host: 404 from the proxy itself.
     let unknown = send(out, get("/x", "ratings:9080")).await.unwrap();
@@ -81,12 +123,20 @@ async fn routing_header_uri_and_query_matches_select_the_subset() {
 async fn routing_weighted_split_follows_the_weights() {
     let net = 12;
     start_backends(net).await;
-    let routes = vec![forward(vec![], &[(&cname("reviews", 9080, "v1"), 75), (&cname("reviews", 9080, "v2"), 25)])];
+    let routes = vec![forward(
+        vec![],
+        &[
+            (&cname("reviews", 9080, "v1"), 75),
+            (&cname("reviews", 9080, "v2"), 25),
+        ],
+    )];
     let (_ctl, proxy) = mesh_of_one(net, reviews_two_versions(net, routes)).await;
     let mut v2 = 0;
     let n = 400;
     for _ in 0..n {
-        let got = send(proxy.outbound(), get("/", "reviews:9080")).await.unwrap();
+        let got = send(proxy.outbound(), get("/", "reviews:9080"))
+            .await
+            .unwrap();
         assert_eq!(got.status, 200);
         if got.header("x-backend") == "v2" {
             v2 += 1;
@@ -101,10 +151,17 @@ async fn routing_rewrite_redirect_direct_response_and_header_ops_apply() {
     let net = 13;
     start_backends(net).await;
     let mut rewrite = forward(
-        vec![pb::RouteMatch { uri: Some(prefix("/old/")), ..Default::default() }],
+        vec![pb::RouteMatch {
+            uri: Some(prefix("/old/")),
+            ..Default::default()
+        }],
         &[(&cname("reviews", 9080, "v1"), 100)],
     );
-    rewrite.rewrite = Some(pb::Rewrite { uri: "/new/".to_owned(), authority: "reviews.internal".to_owned(), ..Default::default() });
+    rewrite.rewrite = Some(pb::Rewrite {
+        uri: "/new/".to_owned(),
+        authority: "reviews.internal".to_owned(),
+        ..Default::default()
+    });
     rewrite.request_headers = Some(pb::HeaderOps {
         set: HashMap::from([("x-route".to_owned(), "rewrite".to_owned())]),
         add: HashMap::new(),
@@ -116,7 +173,10 @@ async fn routing_rewrite_redirect_direct_response_and_header_ops_apply() {
         remove: vec!["x-seen-version".to_owned()],
     });
     let redirect = pb::Route {
-        matches: vec![pb::RouteMatch { uri: Some(exact("/moved")), ..Default::default() }],
+        matches: vec![pb::RouteMatch {
+            uri: Some(exact("/moved")),
+            ..Default::default()
+        }],
         action: Some(pb::route::Action::Redirect(pb::Redirect {
             uri: "/here".to_owned(),
             authority: "ratings".to_owned(),
@@ -126,16 +186,28 @@ async fn routing_rewrite_redirect_direct_response_and_header_ops_apply() {
         ..Default::default()
     };
     let direct = pb::Route {
-        matches: vec![pb::RouteMatch { uri: Some(exact("/teapot")), ..Default::default() }],
-        action: Some(pb::route::Action::DirectResponse(pb::DirectResponse { status: 418, body: b"short and stout".to_vec() })),
+        matches: vec![pb::RouteMatch {
+            uri: Some(exact("/teapot")),
+            ..Default::default()
+        }],
+        action: Some(pb::route::Action::DirectResponse(pb::DirectResponse {
+            status: 418,
+            body: b"short and stout".to_vec(),
+        })),
         ..Default::default()
     };
     let mut regex_rewrite = forward(
-        vec![pb::RouteMatch { uri: Some(regex("/items/[0-9]+")), ..Default::default() }],
+        vec![pb::RouteMatch {
+            uri: Some(regex("/items/[0-9]+")),
+            ..Default::default()
+        }],
         &[(&cname("reviews", 9080, "v2"), 100)],
     );
     regex_rewrite.rewrite = Some(pb::Rewrite {
-        uri_regex: Some(pb::RegexRewrite { pattern: "^/items/([0-9]+)$".to_owned(), substitution: "/item?id=${1}".to_owned() }),
+        uri_regex: Some(pb::RegexRewrite {
+            pattern: "^/items/([0-9]+)$".to_owned(),
+            substitution: "/item?id=${1}".to_owned(),
+        }),
         ..Default::default()
     });
     let routes = vec![rewrite, redirect, direct, regex_rewrite];
@@ -176,16 +248,39 @@ async fn routing_rewrite_redirect_direct_response_and_header_ops_apply() {
 async fn routing_unreachable_or_empty_cluster_answers_503() {
     let net = 14;
     // No backend listens on .11; .12's cluster has no endpoints.
-    let mut config = reviews_two_versions(net, vec![
-        forward(vec![pb::RouteMatch { uri: Some(prefix("/empty")), ..Default::default() }], &[(&cname("reviews", 9080, "v2"), 1)]),
-        forward(vec![], &[(&cname("reviews", 9080, "v1"), 1)]),
-    ]);
+    let mut config = reviews_two_versions(
+        net,
+        vec![
+            forward(
+                vec![pb::RouteMatch {
+                    uri: Some(prefix("/empty")),
+                    ..Default::default()
+                }],
+                &[(&cname("reviews", 9080, "v2"), 1)],
+            ),
+            forward(vec![], &[(&cname("reviews", 9080, "v1"), 1)]),
+        ],
+    );
     config.clusters[1].endpoints.clear();
     let (_ctl, proxy) = mesh_of_one(net, config).await;
-    let refused = send(proxy.outbound(), get("/x", "reviews:9080")).await.unwrap();
+    let refused = send(proxy.outbound(), get("/x", "reviews:9080"))
+        .await
+        .unwrap();
     assert_eq!(refused.status, 503);
-    let empty = send(proxy.outbound(), get("/empty", "reviews:9080")).await.unwrap();
+    let empty = send(proxy.outbound(), get("/empty", "reviews:9080"))
+        .await
+        .unwrap();
     assert_eq!(empty.status, 503);
-    assert_eq!(proxy.metric("istio_requests_total", &[("response_flags", "UF")]).await, 1.0);
-    assert_eq!(proxy.metric("istio_requests_total", &[("response_flags", "UH")]).await, 1.0);
+    assert_eq!(
+        proxy
+            .metric("istio_requests_total", &[("response_flags", "UF")])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        proxy
+            .metric("istio_requests_total", &[("response_flags", "UH")])
+            .await,
+        1.0
+    );
 }
