@@ -95,8 +95,9 @@ fn shares(
     tolerance: f64,
     outcomes: &[Outcome],
 ) -> Result<(), String> {
-    let keys: BTreeSet<&String> = want.keys().chain(got.keys()).collect();
-    for key in keys {
+    // Expected keys first, so the message names what was asked for before any surprise.
+    let extra = got.keys().filter(|k| !want.contains_key(*k));
+    for key in want.keys().chain(extra) {
         let expected = want.get(key).copied().unwrap_or(0.0);
         let share = got.get(key).copied().unwrap_or(0) as f64 / n as f64;
         if (share - expected).abs() > tolerance + 1e-9 {

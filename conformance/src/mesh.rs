@@ -17,6 +17,7 @@ mod tests;
 use addr::AddrBlock;
 use process::Proc;
 use store::{ConfigStore, InstanceDoc};
+use sync::Syncz;
 
 /// Port of the echo's control listener on each instance address.
 pub const ECHO_CONTROL_PORT: u16 = 15999;
@@ -341,6 +342,7 @@ impl LocalMesh {
     async fn commit(&mut self) -> Result<(), MeshError> {
         let before = sync::fetch(self.controller_metrics_addr())
             .await
+            .ok()
             .map(|s| s.revision);
         store::write_atomic(&self.config_dir, "10-config.yaml", &self.store.render()?)?;
         self.wait_converged(before).await
@@ -351,33 +353,43 @@ impl LocalMesh {
     pub async fn wait_converged(&mut self, before: Option<u64>) -> Result<(), MeshError> {
         let start = Instant::now();
         let ids: Vec<String> = self.instances.iter().map(Instance::id).collect();
-        let mut last = None;
+        let mut last: Option<Syncz> = None;
+        let mut last_err: Option<String>;
         loop {
             self.check_alive()?;
-            if let Some(s) = sync::fetch(self.controller_metrics_addr()).await {
-                let grew = before.is_none_or(|b| s.revision > b);
-                if grew && s.lagging(&ids).is_empty() {
-                    return Ok(());
+            match sync::fetch(self.controller_metrics_addr()).await {
+                Ok(s) => {
+                    let grew = before.is_none_or(|b| s.revision > b);
+                    if grew && s.lagging(&ids).is_empty() {
+                        return Ok(());
+                    }
+                    if !grew && start.elapsed() >= self.opts.change_grace {
+                        return Ok(());
+                    }
+                    last = Some(s);
+                    last_err = None;
                 }
-                if !grew && start.elapsed() >= self.opts.change_grace {
-                    return Ok(());
-                }
-                last = Some(s);
+                Err(e) => last_err = Some(e),
             }
             if start.elapsed() >= self.opts.converge_timeout {
-                return Err(MeshError::Timeout(match last {
-                    None => format!(
-                        "controller /debug/syncz at {} did not answer within {:?}",
-                        self.controller_metrics_addr(),
-                        self.opts.converge_timeout
-                    ),
-                    Some(s) => format!(
-                        "config revision {} not acked within {:?} by: {}",
-                        s.revision,
-                        self.opts.converge_timeout,
-                        s.lagging(&ids).join(", ")
-                    ),
-                }));
+                let state = last.map_or_else(
+                    || "no answer from the controller".to_string(),
+                    |s| {
+                        format!(
+                            "revision {} (before the change: {}), not acked by: [{}]",
+                            s.revision,
+                            before.map_or_else(|| "unknown".into(), |b| b.to_string()),
+                            s.lagging(&ids).join(", ")
+                        )
+                    },
+                );
+                let stopped = last_err
+                    .map(|e| format!("; /debug/syncz stopped answering: {e}"))
+                    .unwrap_or_default();
+                return Err(MeshError::Timeout(format!(
+                    "config not converged within {:?}: last seen {state}{stopped}",
+                    self.opts.converge_timeout
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -67,7 +67,12 @@ impl ConfigDir {
             last = settled;
             let files = read_files(&self.root);
             let index = intake.ingest(files, seen, &self.metrics);
-            if let Some(index) = index.changed_from(&tx.borrow()) {
+            // Compare first: the watch's read guard must be gone before `send`.
+            let changed = {
+                let current = tx.borrow();
+                index.changed_from(&current)
+            };
+            if let Some(index) = changed {
                 tracing::info!(revision = index.revision, "configuration changed");
                 let _ = tx.send(Arc::new(index));
             }

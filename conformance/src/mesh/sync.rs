@@ -83,11 +83,18 @@ pub fn parse(body: &[u8]) -> Option<Syncz> {
     Some(Syncz { revision, proxies })
 }
 
-/// Fetches and parses `/debug/syncz`; `None` when the controller does not answer (yet).
-pub async fn fetch(metrics_addr: SocketAddr) -> Option<Syncz> {
-    let resp = client::http_get(metrics_addr, "/debug/syncz").await.ok()?;
+/// Fetches and parses `/debug/syncz`; the error says why there is no answer.
+pub async fn fetch(metrics_addr: SocketAddr) -> Result<Syncz, String> {
+    let resp = client::http_get(metrics_addr, "/debug/syncz")
+        .await
+        .map_err(|e| format!("GET http://{metrics_addr}/debug/syncz: {e}"))?;
     if resp.status != 200 {
-        return None;
+        return Err(format!("GET http://{metrics_addr}/debug/syncz: status {}", resp.status));
     }
-    parse(&resp.body)
+    parse(&resp.body).ok_or_else(|| {
+        format!(
+            "GET http://{metrics_addr}/debug/syncz: unexpected body {:?}",
+            String::from_utf8_lossy(&resp.body).chars().take(200).collect::<String>()
+        )
+    })
 }

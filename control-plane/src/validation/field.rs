@@ -259,13 +259,17 @@ pub(crate) fn check_labels(
     labels: &BTreeMap<String, String>,
 ) {
     for (key, value) in labels {
-        if !qualified_name(key) {
-            errors.push(at(path, key), format!("invalid label key `{key}`"));
-        }
-        let value_ok = value.is_empty() || qualified_name(value) && !value.contains('/');
-        if !value_ok {
-            errors.push(at(path, key), format!("invalid label value `{value}`"));
-        }
+        check_label(errors, path, key, value);
+    }
+}
+
+fn check_label(errors: &mut FieldErrors, path: &str, key: &str, value: &str) {
+    if !qualified_name(key) {
+        errors.push(at(path, key), format!("invalid label key `{key}`"));
+    }
+    let value_ok = value.is_empty() || qualified_name(value) && !value.contains('/');
+    if !value_ok {
+        errors.push(at(path, key), format!("invalid label value `{value}`"));
     }
 }
 
@@ -282,9 +286,10 @@ pub(crate) fn check_selector(
             errors.push(&labels, "empty key is not supported in selector");
         } else if key.contains('*') || value.contains('*') {
             errors.push(at(&labels, key), "wildcard is not supported in selector");
+        } else {
+            check_label(errors, &labels, key, value);
         }
     }
-    check_labels(errors, &labels, &selector.match_labels);
 }
 
 /// `exportTo`: `.`, `*`, `~` or namespace names, without repeats.

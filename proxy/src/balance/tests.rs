@@ -1,1 +1,166 @@
+use std::sync::atomic::Ordering;
 
+use sluice_api::config as pb;
+
+use super::*;
+use crate::model::{HeaderOps, ProxyConfig};
+
+fn cluster(n: usize, lb: Option<pb::LoadBalancer>) -> Cluster {
+    let c = pb::Cluster {
+        name: "c".to_owned(),
+        port: 80,
+        load_balancer: lb,
+        endpoints: (0..n)
+            .map(|i| pb::Endpoint {
+                address: format!("10.0.0.{}", i + 1),
+                port: 80,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut cfg = ProxyConfig::try_from(&pb::ProxyConfig {
+        clusters: vec![c],
+        ..Default::default()
+    })
+    .unwrap();
+    cfg.clusters.remove(0)
+}
+
+fn hash(key: pb::consistent_hash::Key) -> Option<pb::LoadBalancer> {
+    Some(pb::LoadBalancer {
+        simple: 0,
+        consistent_hash: Some(pb::ConsistentHash {
+            key: Some(key),
+            minimum_ring_size: 0,
+        }),
+    })
+}
+
+fn dest(weight: u32) -> WeightedCluster {
+    WeightedCluster {
+        cluster: format!("w{weight}"),
+        weight,
+        request_headers: HeaderOps::default(),
+        response_headers: HeaderOps::default(),
+    }
+}
+
+fn input(headers: &http::HeaderMap) -> HashInput<'_> {
+    HashInput {
+        headers,
+        source_ip: "10.9.9.9".parse().unwrap(),
+        query: None,
+    }
+}
+
+#[test]
+fn pick_weighted_zero_weight_is_never_chosen_and_shares_follow_weights() {
+    let dests = [dest(0), dest(30), dest(70)];
+    let mut counts = [0u32; 3];
+    for _ in 0..10_000 {
+        let d = pick_weighted(&dests).unwrap();
+        counts[dests.iter().position(|x| x.cluster == d.cluster).unwrap()] += 1;
+    }
+    assert_eq!(counts[0], 0);
+    let share = f64::from(counts[1]) / 10_000.0;
+    assert!((share - 0.3).abs() < 0.03, "{share}");
+    assert!(pick_weighted(&[]).is_none());
+    assert_eq!(pick_weighted(&[dest(0)]).unwrap().cluster, "w0");
+}
+
+#[test]
+fn round_robin_cycles_through_endpoints() {
+    let c = cluster(
+        3,
+        Some(pb::LoadBalancer {
+            simple: 1,
+            consistent_hash: None,
+        }),
+    );
+    let h = http::HeaderMap::new();
+    let picks: Vec<usize> = (0..6)
+        .map(|_| pick_endpoint(&c, &input(&h)).unwrap().index)
+        .collect();
+    assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn least_request_avoids_the_busier_endpoint() {
+    let c = cluster(2, None);
+    c.endpoints[0].in_flight.store(10, Ordering::Relaxed);
+    let h = http::HeaderMap::new();
+    for _ in 0..100 {
+        assert_eq!(pick_endpoint(&c, &input(&h)).unwrap().index, 1);
+    }
+    assert!(pick_endpoint(&cluster(0, None), &input(&h)).is_none());
+}
+
+#[test]
+fn header_hash_is_stable_and_survives_removing_other_endpoints() {
+    let c = cluster(
+        5,
+        hash(pb::consistent_hash::Key::Header("x-user".to_owned())),
+    );
+    let mut spread = std::collections::HashSet::new();
+    for user in 0..50 {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-user", user.to_string().parse().unwrap());
+        let first = pick_endpoint(&c, &input(&h)).unwrap().index;
+        assert_eq!(pick_endpoint(&c, &input(&h)).unwrap().index, first);
+        spread.insert(first);
+        // Dropping an endpoint the key did not map to keeps the mapping (HRW).
+        let mut smaller = cluster(
+            5,
+            hash(pb::consistent_hash::Key::Header("x-user".to_owned())),
+        );
+        let victim = (first + 1) % 5;
+        smaller.endpoints.remove(victim);
+        let again = pick_endpoint(&smaller, &input(&h)).unwrap().index;
+        assert_eq!(smaller.endpoints[again].address, c.endpoints[first].address);
+    }
+    assert!(spread.len() >= 4, "keys spread over {spread:?}");
+}
+
+#[test]
+fn cookie_hash_generates_a_cookie_once_and_then_sticks() {
+    let key = pb::consistent_hash::Key::Cookie(pb::consistent_hash::Cookie {
+        name: "sticky".to_owned(),
+        path: "/".to_owned(),
+        ttl_ms: 60_000,
+    });
+    let c = cluster(4, hash(key));
+    let none = http::HeaderMap::new();
+    let first = pick_endpoint(&c, &input(&none)).unwrap();
+    let set = first.set_cookie.clone().unwrap();
+    assert!(
+        set.starts_with("sticky=") && set.contains("Max-Age=60") && set.contains("Path=/"),
+        "{set}"
+    );
+    let value = set.trim_start_matches("sticky=").split(';').next().unwrap();
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        http::header::COOKIE,
+        format!("a=b; sticky={value}").parse().unwrap(),
+    );
+    for _ in 0..10 {
+        let again = pick_endpoint(&c, &input(&h)).unwrap();
+        assert_eq!(
+            again,
+            Choice {
+                index: first.index,
+                set_cookie: None
+            }
+        );
+    }
+}
+
+#[test]
+fn source_ip_hash_maps_one_client_to_one_endpoint() {
+    let c = cluster(4, hash(pb::consistent_hash::Key::SourceIp(true)));
+    let h = http::HeaderMap::new();
+    let first = pick_endpoint(&c, &input(&h)).unwrap().index;
+    for _ in 0..20 {
+        assert_eq!(pick_endpoint(&c, &input(&h)).unwrap().index, first);
+    }
+}

@@ -1,1 +1,155 @@
+use std::collections::HashMap;
 
+use sluice_api::config as pb;
+
+use super::*;
+
+fn regex_match(r: &str) -> pb::StringMatch {
+    pb::StringMatch {
+        kind: Some(pb::string_match::Kind::Regex(r.to_owned())),
+    }
+}
+
+fn config_with_route(route: pb::Route) -> pb::ProxyConfig {
+    pb::ProxyConfig {
+        virtual_hosts: vec![pb::VirtualHost {
+            name: "reviews.default.svc.cluster.local:9080".to_owned(),
+            port: 9080,
+            domains: vec![
+                "Reviews".to_owned(),
+                "*.Example.com".to_owned(),
+                "reviews.default:9080".to_owned(),
+            ],
+            routes: vec![forward_route(), route],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn forward_route() -> pb::Route {
+    pb::Route {
+        action: Some(pb::route::Action::Forward(pb::WeightedClusters {
+            clusters: vec![pb::WeightedCluster {
+                cluster: "c".to_owned(),
+                weight: 1,
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn convert_bad_header_regex_names_the_item() {
+    let mut route = forward_route();
+    route.matches = vec![pb::RouteMatch {
+        headers: HashMap::from([("x".to_owned(), regex_match("(unclosed"))]),
+        ..Default::default()
+    }];
+    let err = ProxyConfig::try_from(&config_with_route(route)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "route reviews.default.svc.cluster.local:9080 #1 match[0] header \"x\": bad regex:"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("^(?:"),
+        "error quotes the anchored form: {text}"
+    );
+}
+
+#[test]
+fn convert_route_without_action_is_rejected() {
+    let route = pb::Route {
+        action: None,
+        ..Default::default()
+    };
+    let err = ProxyConfig::try_from(&config_with_route(route)).unwrap_err();
+    assert!(matches!(err.problem, convert::Problem::NoAction), "{err}");
+}
+
+#[test]
+fn convert_out_of_range_port_is_rejected() {
+    let mut cfg = config_with_route(forward_route());
+    cfg.virtual_hosts[0].port = 70000;
+    let err = ProxyConfig::try_from(&cfg).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "virtual host reviews.default.svc.cluster.local:9080: port 70000 out of range"
+    );
+}
+
+#[test]
+fn convert_domains_are_lower_cased_wildcards_and_portless() {
+    let cfg = ProxyConfig::try_from(&config_with_route(forward_route())).unwrap();
+    assert_eq!(
+        cfg.virtual_hosts[0].domains,
+        vec![
+            Domain::Exact("reviews".to_owned()),
+            Domain::Wildcard(".example.com".to_owned()),
+            Domain::Exact("reviews.default".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn convert_bad_endpoint_address_and_duplicate_cluster_are_rejected() {
+    let cluster = |addr: &str| pb::Cluster {
+        name: "outbound|9080||reviews".to_owned(),
+        endpoints: vec![pb::Endpoint {
+            address: addr.to_owned(),
+            port: 9080,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let bad = pb::ProxyConfig {
+        clusters: vec![cluster("not-an-ip")],
+        ..Default::default()
+    };
+    let err = ProxyConfig::try_from(&bad).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cluster outbound|9080||reviews endpoint[0]: bad IP address \"not-an-ip\""
+    );
+    let dup = pb::ProxyConfig {
+        clusters: vec![cluster("10.0.0.1"), cluster("10.0.0.2")],
+        ..Default::default()
+    };
+    assert!(matches!(
+        ProxyConfig::try_from(&dup).unwrap_err().problem,
+        convert::Problem::DuplicateCluster
+    ));
+}
+
+#[test]
+fn convert_snapshot_without_config_is_rejected() {
+    let snap = pb::Snapshot {
+        version: "7".to_owned(),
+        config: None,
+    };
+    assert_eq!(
+        Running::try_from(&snap).unwrap_err().to_string(),
+        "snapshot 7: snapshot has no config"
+    );
+}
+
+#[test]
+fn strip_port_handles_names_ipv4_and_ipv6() {
+    assert_eq!(strip_port("reviews:9080"), "reviews");
+    assert_eq!(strip_port("reviews"), "reviews");
+    assert_eq!(strip_port("10.0.0.1:80"), "10.0.0.1");
+    assert_eq!(strip_port("[::1]:80"), "[::1]");
+    assert_eq!(strip_port("host:"), "host:");
+}
+
+#[test]
+fn pattern_matches_whole_values_only() {
+    let p = Pattern::full("a|ab").unwrap();
+    assert!(p.is_full_match("ab"));
+    assert!(!p.is_full_match("abc"));
+    assert!(!p.is_full_match("xab"));
+}

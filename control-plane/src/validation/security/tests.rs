@@ -1,1 +1,129 @@
+use crate::validation::tests::problems;
 
+fn pa(spec: &str) -> Vec<String> {
+    problems(&format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: p}}\nspec: {spec}\n"
+    ))
+}
+
+fn ap(spec: &str) -> Vec<String> {
+    problems(&format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: a}}\nspec: {spec}\n"
+    ))
+}
+
+fn ap_one(spec: &str, expected: &str) {
+    assert_eq!(ap(spec), [format!("AuthorizationPolicy default/a: {expected}")], "spec: {spec}");
+}
+
+#[test]
+fn peer_authentication_unknown_mode_is_refused() {
+    assert_eq!(
+        pa("{mtls: {mode: REQUIRED}}"),
+        ["PeerAuthentication default/p: spec.mtls.mode: unknown value `REQUIRED` (expected one of UNSET, DISABLE, PERMISSIVE, STRICT)"]
+    );
+}
+
+#[test]
+fn peer_authentication_port_level_needs_selector() {
+    assert_eq!(
+        pa("{mtls: {mode: STRICT}, portLevelMtls: {8080: {mode: DISABLE}}}"),
+        ["PeerAuthentication default/p: spec.portLevelMtls: portLevelMtls requires a workload selector with labels"]
+    );
+    assert!(pa("{selector: {matchLabels: {app: a}}, portLevelMtls: {8080: {mode: DISABLE}}}").is_empty());
+}
+
+#[test]
+fn peer_authentication_port_level_bad_port_is_refused() {
+    assert_eq!(
+        pa("{selector: {matchLabels: {app: a}}, portLevelMtls: {0: {mode: DISABLE}}}"),
+        ["PeerAuthentication default/p: spec.portLevelMtls.0: port number 0 must be in the range 1..65535"]
+    );
+}
+
+#[test]
+fn authorization_policy_unknown_action_is_refused() {
+    ap_one("{action: BLOCK}", "spec.action: unknown value `BLOCK` (expected one of ALLOW, DENY, AUDIT, CUSTOM)");
+}
+
+#[test]
+fn authorization_policy_allow_nothing_is_valid() {
+    assert!(ap("{}").is_empty());
+}
+
+#[test]
+fn authorization_policy_deny_without_rules_is_refused() {
+    let lines = ap("{action: DENY}");
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].starts_with("AuthorizationPolicy default/a: spec.rules: DENY action without `rules` is meaningless"), "{lines:?}");
+}
+
+#[test]
+fn authorization_policy_custom_needs_provider() {
+    ap_one("{action: CUSTOM, rules: [{}]}", "spec.provider.name: `provider.name` must not be empty");
+}
+
+#[test]
+fn authorization_policy_provider_without_custom_is_refused() {
+    ap_one("{action: ALLOW, provider: {name: ext}}", "spec.provider: `provider` must not be with non CUSTOM action, found ALLOW");
+}
+
+#[test]
+fn authorization_policy_custom_with_principals_is_refused() {
+    ap_one(
+        "{action: CUSTOM, provider: {name: ext}, rules: [{from: [{source: {principals: [a]}}]}]}",
+        "spec.rules[0].from[0].source.principals: principals is currently not supported with CUSTOM action",
+    );
+}
+
+#[test]
+fn authorization_policy_empty_source_is_refused() {
+    ap_one("{rules: [{from: [{source: {}}]}]}", "spec.rules[0].from[0].source: `from.source` must not be empty");
+}
+
+#[test]
+fn authorization_policy_empty_operation_is_refused() {
+    ap_one("{rules: [{to: [{operation: {}}]}]}", "spec.rules[0].to[0].operation: `to.operation` must not be empty");
+}
+
+#[test]
+fn authorization_policy_bad_ip_block_is_refused() {
+    ap_one(
+        "{rules: [{from: [{source: {ipBlocks: [10.0.0.300]}}]}]}",
+        "spec.rules[0].from[0].source.ipBlocks[0]: `10.0.0.300` is not a valid IP address or CIDR block",
+    );
+}
+
+#[test]
+fn authorization_policy_bad_port_is_refused() {
+    ap_one("{rules: [{to: [{operation: {ports: ['http']}}]}]}", "spec.rules[0].to[0].operation.ports[0]: `http` is not a port number");
+}
+
+#[test]
+fn authorization_policy_service_accounts_with_namespaces_are_refused() {
+    ap_one(
+        "{rules: [{from: [{source: {namespaces: [a], serviceAccounts: [a/b]}}]}]}",
+        "spec.rules[0].from[0].source: cannot set serviceAccounts with namespaces or principals",
+    );
+}
+
+#[test]
+fn authorization_policy_condition_without_values_is_refused() {
+    ap_one(
+        "{rules: [{when: [{key: source.ip}]}]}",
+        "spec.rules[0].when[0]: at least one of `values` or `notValues` must be set for key source.ip",
+    );
+}
+
+#[test]
+fn authorization_policy_unknown_condition_key_is_refused() {
+    ap_one("{rules: [{when: [{key: request.colour, values: [red]}]}]}", "spec.rules[0].when[0].key: unknown attribute `request.colour`");
+}
+
+#[test]
+fn authorization_policy_selector_and_target_ref_are_exclusive() {
+    ap_one(
+        "{selector: {matchLabels: {app: a}}, targetRef: {kind: Service, name: s}}",
+        "spec: only one of selector, targetRef or targetRefs can be set",
+    );
+}
