@@ -41,7 +41,10 @@ pub fn run(cmd: Command) -> ExitCode {
         filter,
         keep_logs,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("conformance: cannot start the runtime: {e}");
@@ -67,10 +70,10 @@ pub fn run(cmd: Command) -> ExitCode {
                 r.duration
             );
         };
-        // Ctrl-C drops the run, and with it every mesh, which kills their processes.
+        // Ctrl-C or SIGTERM drops the run, and with it every mesh, which kills their processes.
         let result = tokio::select! {
             r = runner::run_paths(&paths, &opts, &mut print) => r,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupted() => {
                 eprintln!("conformance: interrupted");
                 return ExitCode::from(130);
             }
@@ -90,4 +93,20 @@ pub fn run(cmd: Command) -> ExitCode {
             }
         }
     })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }

@@ -99,7 +99,10 @@ fn config_text(args: &Args) -> anyhow::Result<String> {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("demo: cannot start runtime: {e}");
@@ -122,7 +125,10 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&work)?;
     let mut opts = MeshOptions::new(work.clone());
     opts.bin_dir = args.bin_dir.clone();
-    eprintln!("starting controller, 5 echo workloads and their sidecars on loopback (logs: {})", work.display());
+    eprintln!(
+        "starting controller, 5 echo workloads and their sidecars on loopback (logs: {})",
+        work.display()
+    );
     let mesh = LocalMesh::start(&workloads(), &config, opts).await?;
     let client = mesh
         .instances()
@@ -185,20 +191,29 @@ async fn check(client: std::net::SocketAddr, admin: std::net::SocketAddr) -> any
             t.await?;
         }
     }
-    let stats = stats.lock().map_err(|_| anyhow::anyhow!("stats lock"))?;
-    println!("{}", table::render(&stats, None));
     let mut all_ok = true;
-    for (class, s) in CLASSES.iter().zip(stats.iter()) {
-        let expect = Expectation { shares: class.expect, tolerance: 0.05 };
-        match s.check(&expect) {
-            Ok(()) => println!("PASS {}", class.name),
-            Err(why) => {
-                all_ok = false;
-                println!("FAIL {}: {why}", class.name);
+    {
+        let stats = stats.lock().map_err(|_| anyhow::anyhow!("stats lock"))?;
+        println!("{}", table::render(&stats, None));
+        for (class, s) in CLASSES.iter().zip(stats.iter()) {
+            let expect = Expectation {
+                shares: class.expect,
+                tolerance: 0.05,
+            };
+            match s.check(&expect) {
+                Ok(()) => println!("PASS {}", class.name),
+                Err(why) => {
+                    all_ok = false;
+                    println!("FAIL {}: {why}", class.name);
+                }
             }
         }
     }
-    let why = client::http_get(admin, "/debug/route?host=reviews:9080&path=/reviews/1&header=cookie:beta%3Dtrue").await;
+    let why = client::http_get(
+        admin,
+        "/debug/route?host=reviews:9080&path=/reviews/1&header=cookie:beta%3Dtrue",
+    )
+    .await;
     if let Ok(plain) = why {
         println!("\nWhy a beta request goes to v2 (productpage sidecar /debug/route):");
         println!("{}", String::from_utf8_lossy(&plain.body));
@@ -215,7 +230,8 @@ async fn live(client: std::net::SocketAddr, rate: u32) -> anyhow::Result<bool> {
     let driver = {
         let stats = stats.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+            let mut tick =
+                tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
             let mut n: u64 = 0;
             loop {
                 tick.tick().await;

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "sluicectl", version, about = "Sluice service mesh command line")]
+#[command(
+    name = "sluicectl",
+    version,
+    about = "Sluice service mesh command line"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

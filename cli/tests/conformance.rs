@@ -41,10 +41,30 @@ fn conformance_run_routing_suite_all_pass() {
 }
 
 #[test]
+fn conformance_run_every_step_kind_passes() {
+    let out = sluicectl(&["conformance/testdata/steps", "--parallel", "1"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["PASS runner-step-kinds", "1 passed, 0 failed"]
+    );
+}
+
+#[test]
 fn conformance_run_failing_scenario_reports_step_and_shares() {
     let out = sluicectl(&["conformance/testdata/failing"]);
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
     let line = stdout
         .lines()
         .find(|l| l.starts_with("FAIL deliberately-failing-wrong-version: "))
@@ -55,7 +75,11 @@ fn conformance_run_failing_scenario_reports_step_and_shares() {
     );
     assert_eq!(stdout.lines().last(), Some("0 passed, 1 failed"));
     // The logs of a failed scenario are kept and named on stderr.
-    assert!(text(&out.stderr).contains("logs: "), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("logs: "),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -78,12 +102,16 @@ fn conformance_run_duplicate_names_is_an_error() {
     let out = sluicectl(&[dir.to_str().unwrap()]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("duplicate scenario name \"twice\""), "{stderr}");
+    assert!(
+        stderr.contains("duplicate scenario name \"twice\""),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluicectl-conformance-test-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("sluicectl-conformance-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

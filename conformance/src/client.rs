@@ -141,15 +141,32 @@ async fn send_inner(call: &Call) -> Result<Answer, ClientError> {
         // An explicit proxy takes the absolute form; HTTP/2 carries it in :scheme/:authority.
         Via::Outbound(addr) => (addr, call.url.clone()),
         Via::Inbound(addr) if call.h2 => (addr, call.url.clone()),
-        Via::Inbound(addr) => (addr, path),
+        Via::Inbound(addr) => (addr, path.clone()),
+    };
+    // A `host` header in the step overrides the URL's authority (HTTP/2: the `:authority`).
+    let host_override = call
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.clone());
+    let target = match (
+        &host_override,
+        call.h2 || matches!(call.via, Via::Outbound(_)),
+    ) {
+        (Some(host), true) => format!("http://{host}{path}"),
+        _ => target,
     };
     let mut builder = http::Request::builder()
         .method(call.method.as_str())
         .uri(target);
     if !call.h2 {
-        builder = builder.header(http::header::HOST, authority);
+        builder = builder.header(http::header::HOST, host_override.unwrap_or(authority));
     }
-    for (k, v) in &call.headers {
+    for (k, v) in call
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+    {
         builder = builder.header(k.as_str(), v.as_str());
     }
     let req = builder
@@ -237,7 +254,9 @@ async fn read_connect_status(stream: &mut TcpStream) -> Result<u16, ClientError>
     // Byte by byte so that no tunnelled data is consumed past the header block.
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() > 16 * 1024 {
-            return Err(ClientError::Tunnel("CONNECT response header too long".into()));
+            return Err(ClientError::Tunnel(
+                "CONNECT response header too long".into(),
+            ));
         }
         if stream.read(&mut byte).await? == 0 {
             return Err(ClientError::Tunnel("closed before CONNECT response".into()));
@@ -295,11 +314,20 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<Plain, ClientError
 }
 
 /// `POST path` with a JSON body over HTTP/1.1 to `addr`.
-pub async fn http_post_json(addr: SocketAddr, path: &str, json: String) -> Result<Plain, ClientError> {
+pub async fn http_post_json(
+    addr: SocketAddr,
+    path: &str,
+    json: String,
+) -> Result<Plain, ClientError> {
     plain(addr, "POST", path, Bytes::from(json)).await
 }
 
-async fn plain(addr: SocketAddr, method: &str, path: &str, body: Bytes) -> Result<Plain, ClientError> {
+async fn plain(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> Result<Plain, ClientError> {
     let timeout = Duration::from_secs(5);
     let fut = async {
         let req = http::Request::builder()
@@ -310,7 +338,8 @@ async fn plain(addr: SocketAddr, method: &str, path: &str, body: Bytes) -> Resul
             .body(Full::new(body))
             .map_err(|e| ClientError::Build(e.to_string()))?;
         let stream = TcpStream::connect(addr).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();

@@ -20,7 +20,8 @@ pub fn check(expect: &Expect, outcomes: &[Outcome]) -> Result<(), String> {
     let tolerance = expect.tolerance.unwrap_or(DEFAULT_TOLERANCE);
     if let Some(want) = &expect.status {
         let got = count(outcomes, |o| {
-            o.status.map_or_else(|| NO_RESPONSE.to_string(), |s| s.to_string())
+            o.status
+                .map_or_else(|| NO_RESPONSE.to_string(), |s| s.to_string())
         });
         shares("status", want, &got, n, tolerance, outcomes)?;
     }
@@ -67,12 +68,16 @@ pub fn check(expect: &Expect, outcomes: &[Outcome]) -> Result<(), String> {
         if let Some(min) = expect.min_latency_ms
             && ms < u128::from(min)
         {
-            return Err(format!("response {i}: latency {ms} ms, expected >= {min} ms"));
+            return Err(format!(
+                "response {i}: latency {ms} ms, expected >= {min} ms"
+            ));
         }
         if let Some(max) = expect.max_latency_ms
             && ms > u128::from(max)
         {
-            return Err(format!("response {i}: latency {ms} ms, expected <= {max} ms"));
+            return Err(format!(
+                "response {i}: latency {ms} ms, expected <= {max} ms"
+            ));
         }
     }
     Ok(())
@@ -129,7 +134,8 @@ pub fn describe(o: &Outcome) -> String {
         (Some(e), _) => format!("; e.g. no response: {e}"),
         (None, Some(s)) => format!(
             "; e.g. status {s} from {} body {}",
-            o.instance().unwrap_or_else(|| "the sidecar (no echo)".into()),
+            o.instance()
+                .unwrap_or_else(|| "the sidecar (no echo)".into()),
             clip(&String::from_utf8_lossy(&o.body))
         ),
         (None, None) => String::new(),

@@ -30,7 +30,9 @@ pub const CONTROLLER_METRICS_PORT: u16 = 15014;
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
     /// A binary is not built.
-    #[error("binary {name} not found (searched {searched}); build them: cargo build --workspace --bins")]
+    #[error(
+        "binary {name} not found (searched {searched}); build them: cargo build --workspace --bins"
+    )]
     MissingBinary {
         /// Binary name.
         name: String,
@@ -195,7 +197,11 @@ impl LocalMesh {
         let docs = instance_docs(workloads, &block)?;
         let mut store = ConfigStore::default();
         store.apply(config_yaml)?;
-        store::write_atomic(&config_dir, "00-workloads.yaml", &store::workloads_yaml(workloads, &docs))?;
+        store::write_atomic(
+            &config_dir,
+            "00-workloads.yaml",
+            &store::workloads_yaml(workloads, &docs),
+        )?;
         store::write_atomic(&config_dir, "10-config.yaml", &store.render()?)?;
 
         let cip = block.ip(1);
@@ -312,7 +318,12 @@ impl LocalMesh {
 
     /// Indexes into [`Self::instances`] of a service (`name` or `name.namespace`), optionally
     /// one version and some instance indexes.
-    pub fn select(&self, service: &str, version: Option<&str>, indexes: Option<&[u32]>) -> Vec<usize> {
+    pub fn select(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        indexes: Option<&[u32]>,
+    ) -> Vec<usize> {
         let (name, ns) = match service.split_once('.') {
             Some((n, ns)) => (n, Some(ns)),
             None => (service, None),
@@ -460,12 +471,21 @@ impl LocalMesh {
             return Ok(());
         }
         let name = i.workload_name();
-        let log = self.log_dir.join(format!("echo-{name}.{}.log", i.namespace));
-        i.echo = Some(Proc::spawn(format!("sluice-echo {name}"), &self.echo_bin, &i.echo_args, &log)?);
+        let log = self
+            .log_dir
+            .join(format!("echo-{name}.{}.log", i.namespace));
+        i.echo = Some(Proc::spawn(
+            format!("sluice-echo {name}"),
+            &self.echo_bin,
+            &i.echo_args,
+            &log,
+        )?);
         let deadline = Instant::now() + Duration::from_secs(5);
         while tokio::net::TcpStream::connect(i.app_addr()).await.is_err() {
             if Instant::now() >= deadline {
-                return Err(MeshError::Timeout(format!("{name} echo did not listen again within 5 s")));
+                return Err(MeshError::Timeout(format!(
+                    "{name} echo did not listen again within 5 s"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -473,7 +493,12 @@ impl LocalMesh {
     }
 
     /// Sets how instance `n`'s echo answers: a forced status (`None` = normal) and a delay.
-    pub async fn behave(&self, n: usize, status: Option<u16>, delay_ms: u64) -> Result<(), MeshError> {
+    pub async fn behave(
+        &self,
+        n: usize,
+        status: Option<u16>,
+        delay_ms: u64,
+    ) -> Result<(), MeshError> {
         let Some(i) = self.instances.get(n) else {
             return Ok(());
         };
@@ -504,7 +529,10 @@ impl LocalMesh {
 }
 
 /// Assigns each instance its address: controller `.1`, instances `.2` upwards.
-fn instance_docs<'a>(workloads: &'a [Workload], block: &AddrBlock) -> Result<Vec<InstanceDoc<'a>>, MeshError> {
+fn instance_docs<'a>(
+    workloads: &'a [Workload],
+    block: &AddrBlock,
+) -> Result<Vec<InstanceDoc<'a>>, MeshError> {
     let mut out = Vec::new();
     for w in workloads {
         for (version, &count) in &w.versions {

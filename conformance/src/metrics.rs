@@ -204,8 +204,8 @@ impl Expectation {
             .iter()
             .filter(|s| s.name == self.name)
             .filter(|s| self.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| s.value)
-            .sum()
+            // A fold from +0.0: `sum()` of no samples is -0.0, which reads oddly in messages.
+            .fold(0.0, |acc, s| acc + s.value)
     }
 
     /// Checks the expectation; on failure says the value found.

@@ -142,10 +142,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RunError> {
     for p in entries {
         if p.is_dir() {
             walk(&p, out)?;
-        } else if p
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml")
-        {
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(p);
         }
     }
@@ -226,11 +223,19 @@ pub async fn run_one(scenario: &Scenario, opts: &RunOptions) -> ScenarioResult {
 fn work_dir_for(name: &str) -> PathBuf {
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    std::env::temp_dir().join("sluice-conformance").join(format!(
-        "{safe}-{}-{:06x}",
-        std::process::id(),
-        fastrand::u32(..0xff_ffff)
-    ))
+    std::env::temp_dir()
+        .join("sluice-conformance")
+        .join(format!(
+            "{safe}-{}-{:06x}",
+            std::process::id(),
+            fastrand::u32(..0xff_ffff)
+        ))
 }

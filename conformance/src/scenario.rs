@@ -169,7 +169,7 @@ pub struct StepDoc {
 #[derive(Debug, Clone)]
 pub enum Step {
     /// Send requests and check the responses.
-    Request(Request, Expect),
+    Request(Box<(Request, Expect)>),
     /// Change echo behaviour.
     Behave(Behave),
     /// Apply documents.
@@ -191,7 +191,8 @@ impl StepDoc {
     pub fn resolve(&self) -> Result<Step, String> {
         let mut found = Vec::new();
         if let Some(r) = &self.request {
-            found.push(Step::Request(r.clone(), self.expect.clone().unwrap_or_default()));
+            let expect = self.expect.clone().unwrap_or_default();
+            found.push(Step::Request(Box::new((r.clone(), expect))));
         }
         if let Some(b) = &self.behave {
             found.push(Step::Behave(b.clone()));
@@ -219,7 +220,9 @@ impl StepDoc {
         }
         match found.len() {
             1 => Ok(found.remove(0)),
-            0 => Err("no action (request, behave, apply, delete, sleepMs, kill, start, metrics)".into()),
+            0 => Err(
+                "no action (request, behave, apply, delete, sleepMs, kill, start, metrics)".into(),
+            ),
             n => Err(format!("{n} actions in one step; use one step per action")),
         }
     }
@@ -348,11 +351,12 @@ pub fn load(path: &Path) -> Result<Scenario, LoadError> {
 /// Parses and validates scenario text; `path` is only used in error messages.
 pub fn parse(text: &str, path: &Path) -> Result<Scenario, LoadError> {
     let de = serde_yaml::Deserializer::from_str(text);
-    let scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| LoadError::Parse {
-        path: path.to_path_buf(),
-        field: e.path().to_string(),
-        message: e.inner().to_string(),
-    })?;
+    let scenario: Scenario =
+        serde_path_to_error::deserialize(de).map_err(|e| LoadError::Parse {
+            path: path.to_path_buf(),
+            field: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
     let invalid = |message: String| LoadError::Invalid {
         path: path.to_path_buf(),
         message,

@@ -7,14 +7,31 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 async fn start_echo(protocol: &str) -> (Child, SocketAddr, SocketAddr) {
     let (app, control) = (free_addr(), free_addr());
     let child = Command::new(env!("CARGO_BIN_EXE_sluice-echo"))
-        .args(["--addr", &app.to_string(), "--service", "reviews", "--version", "v2"])
-        .args(["--instance", "1", "--namespace", "shop", "--protocol", protocol])
+        .args([
+            "--addr",
+            &app.to_string(),
+            "--service",
+            "reviews",
+            "--version",
+            "v2",
+        ])
+        .args([
+            "--instance",
+            "1",
+            "--namespace",
+            "shop",
+            "--protocol",
+            protocol,
+        ])
         .args(["--control-addr", &control.to_string()])
         .kill_on_drop(true)
         .spawn()
@@ -43,7 +60,11 @@ fn call(via: Via, url: &str) -> Call {
 async fn echo_http_reports_identity_path_and_host() {
     let (_child, app, _) = start_echo("http").await;
     // Absolute-form as an explicit proxy would receive it.
-    let o = client::send(&call(Via::Outbound(app), "http://reviews.shop:9080/some/path?q=1")).await;
+    let o = client::send(&call(
+        Via::Outbound(app),
+        "http://reviews.shop:9080/some/path?q=1",
+    ))
+    .await;
     assert_eq!(o.status, Some(200), "{o:?}");
     assert_eq!(o.version(), Some("v2"));
     assert_eq!(o.instance().as_deref(), Some("reviews/v2/1"));
@@ -86,7 +107,8 @@ async fn echo_grpc_answers_with_trailers_status() {
     let mut c = call(Via::Inbound(app), "http://reviews:9080/echo.Echo/Say");
     c.h2 = true;
     c.method = "POST".into();
-    c.headers.push(("content-type".into(), "application/grpc".into()));
+    c.headers
+        .push(("content-type".into(), "application/grpc".into()));
     c.body = Bytes::from_static(&[0, 0, 0, 0, 2, 8, 1]);
     let o = client::send(&c).await;
     assert_eq!(o.status, Some(200));
@@ -97,17 +119,30 @@ async fn echo_grpc_answers_with_trailers_status() {
 #[tokio::test]
 async fn echo_behave_forces_status_and_delay_then_resets() {
     let (_child, app, control) = start_echo("http").await;
-    let r = client::http_post_json(control, "/behave", r#"{"status": 503, "delayMs": 200}"#.into())
-        .await
-        .unwrap();
+    let r = client::http_post_json(
+        control,
+        "/behave",
+        r#"{"status": 503, "delayMs": 200}"#.into(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200);
     let o = client::send(&call(Via::Inbound(app), "http://reviews/x")).await;
     assert_eq!(o.status, Some(503));
     assert_eq!(o.version(), Some("v2"));
     assert!(o.latency >= Duration::from_millis(200));
-    client::http_post_json(control, "/behave", r#"{"status": null}"#.into()).await.unwrap();
-    assert_eq!(client::send(&call(Via::Inbound(app), "http://reviews/x")).await.status, Some(200));
-    let bad = client::http_post_json(control, "/behave", r#"{"stauts": 1}"#.into()).await.unwrap();
+    client::http_post_json(control, "/behave", r#"{"status": null}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(
+        client::send(&call(Via::Inbound(app), "http://reviews/x"))
+            .await
+            .status,
+        Some(200)
+    );
+    let bad = client::http_post_json(control, "/behave", r#"{"stauts": 1}"#.into())
+        .await
+        .unwrap();
     assert_eq!(bad.status, 400);
 }
 
@@ -122,9 +157,32 @@ async fn echo_tcp_prefixes_identity_once_then_echoes() {
     s.read_to_string(&mut got).await.unwrap();
     assert_eq!(got, "reviews/v2/1\npingpong");
     // A forced status makes the TCP echo refuse to answer.
-    client::http_post_json(control, "/behave", r#"{"status": 503}"#.into()).await.unwrap();
+    client::http_post_json(control, "/behave", r#"{"status": 503}"#.into())
+        .await
+        .unwrap();
     let mut s = tokio::net::TcpStream::connect(app).await.unwrap();
     let mut got = Vec::new();
     s.read_to_end(&mut got).await.unwrap();
     assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn client_host_header_overrides_url_authority() {
+    let (_child, app, _) = start_echo("http").await;
+    for (via, h2) in [
+        (Via::Outbound(app), false),
+        (Via::Inbound(app), false),
+        (Via::Inbound(app), true),
+    ] {
+        let mut c = call(via, "http://reviews:9080/p");
+        c.h2 = h2;
+        c.headers.push(("Host".into(), "other.example:81".into()));
+        let o = client::send(&c).await;
+        assert_eq!(
+            o.headers["x-echo-host"], "other.example:81",
+            "{via:?} h2={h2}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&o.body).unwrap();
+        assert!(body["headers"].get("x-test").is_some());
+    }
 }

@@ -51,10 +51,7 @@ fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/metrics" | "/stats/prometheus" => {
-            state
-                .metrics
-                .revision
-                .set(state.index.borrow().revision);
+            state.metrics.revision.set(state.index.borrow().revision);
             let mut r = text(StatusCode::OK, state.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

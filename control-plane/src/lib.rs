@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod config_dir;
 pub mod crd;
-pub mod duration;
 pub mod index;
 pub mod metrics;
 pub mod resource;

@@ -63,7 +63,11 @@ impl ControllerMetrics {
             convergence.clone(),
         );
         let pushes = Counter::default();
-        registry.register("sluice_config_pushes", "Snapshots sent to proxies", pushes.clone());
+        registry.register(
+            "sluice_config_pushes",
+            "Snapshots sent to proxies",
+            pushes.clone(),
+        );
         let push_bytes = Counter::default();
         registry.register(
             "sluice_config_push_bytes",
@@ -125,7 +129,8 @@ impl ControllerMetrics {
                 .get_or_create(&KindLabels { kind: kind.into() })
                 .set(n);
         }
-        self.rejected.set(i64::try_from(rejected).unwrap_or(i64::MAX));
+        self.rejected
+            .set(i64::try_from(rejected).unwrap_or(i64::MAX));
     }
 
     /// Prometheus text exposition.

@@ -93,6 +93,8 @@ pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
 }
 
 /// One typed Istio or Sluice object.
+// Resources live behind `Arc` in the index, so variant size differences cost nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Resource {
@@ -219,7 +221,7 @@ impl fmt::Display for ParseError {
 
 mod document;
 
-pub use document::{parse_documents, parse_keys};
+pub use document::{parse_documents, parse_keys, parse_object};
 
 #[cfg(test)]
 mod tests;

@@ -90,7 +90,10 @@ impl Endpoint {
 
     /// The port the application listens on for `port`.
     pub fn target_port(&self, port: &ServicePort) -> u32 {
-        self.ports.get(&port.name).copied().unwrap_or(port.target_port)
+        self.ports
+            .get(&port.name)
+            .copied()
+            .unwrap_or(port.target_port)
     }
 }
 
@@ -218,6 +221,9 @@ fn endpoint(spec: &WorkloadEntrySpec, namespace: &str, workload: &str) -> Option
 }
 
 /// Whether every `selector` label is on `labels` (an empty selector selects all).
-pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }

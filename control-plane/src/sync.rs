@@ -112,9 +112,7 @@ impl SyncRegistry {
         let p = map.get_mut(&conn)?;
         p.version_acked = Some(version.to_owned());
         match p.pending.take() {
-            Some(pending) if pending.version == version => {
-                pending.changed_at.map(|t| t.elapsed())
-            }
+            Some(pending) if pending.version == version => pending.changed_at.map(|t| t.elapsed()),
             other => {
                 p.pending = other;
                 None

@@ -123,11 +123,15 @@ pub fn visible(export_to: &[String], owner_namespace: &str, viewer_namespace: &s
 
 /// Canonical service and revision of a workload from its labels, as Istio derives them.
 pub fn canonical(labels: &BTreeMap<String, String>, fallback: &str) -> (String, String) {
-    let app = ["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"]
-        .iter()
-        .find_map(|k| labels.get(*k))
-        .cloned()
-        .unwrap_or_else(|| fallback.to_owned());
+    let app = [
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ]
+    .iter()
+    .find_map(|k| labels.get(*k))
+    .cloned()
+    .unwrap_or_else(|| fallback.to_owned());
     let version = [
         "service.istio.io/canonical-revision",
         "app.kubernetes.io/version",
@@ -208,7 +212,9 @@ impl<'a> View<'a> {
 }
 
 /// Namespace of an object's metadata ("" when unset).
-pub(crate) fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+pub(crate) fn namespace_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> &str {
     meta.namespace.as_deref().unwrap_or_default()
 }
 

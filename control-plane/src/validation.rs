@@ -84,6 +84,7 @@ pub trait Validate {
 /// Checks `resource` against Istio's (and Sluice's) rules; empty when valid.
 pub fn validate(resource: &Resource) -> Vec<FieldError> {
     let mut errors = FieldErrors::new();
+    check_metadata(&mut errors, resource);
     match resource {
         Resource::VirtualService(r) => r.spec.validate(&mut errors),
         Resource::DestinationRule(r) => r.spec.validate(&mut errors),
@@ -95,6 +96,27 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::RateLimitPolicy(r) => r.spec.validate(&mut errors),
     }
     errors.into_vec()
+}
+
+/// Names as the API server requires them: a lowercase DNS-1123 subdomain
+/// for the name, a lowercase DNS-1123 label for the namespace.
+fn check_metadata(errors: &mut FieldErrors, resource: &Resource) {
+    let lowercase_label =
+        |s: &str| field::is_dns1123_label(s) && !s.bytes().any(|c| c.is_ascii_uppercase());
+    let name = resource.name();
+    if name.len() > 253 || !name.split('.').all(lowercase_label) {
+        errors.push(
+            "metadata.name",
+            format!("`{name}` is not a lowercase DNS-1123 subdomain"),
+        );
+    }
+    let namespace = resource.namespace();
+    if !lowercase_label(namespace) {
+        errors.push(
+            "metadata.namespace",
+            format!("`{namespace}` is not a lowercase DNS-1123 label"),
+        );
+    }
 }
 
 /// A report line: `VirtualService default/reviews: spec.http[0].route[1].weight: must be >= 0`.

@@ -157,7 +157,9 @@ fn first_route_cluster(s: &Snapshot) -> String {
 
 async fn get(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .expect("write");
@@ -187,15 +189,24 @@ async fn controller_pushes_snapshots_and_tracks_acks() {
 
     let first = proxy.next().await;
     assert_eq!(first.version, "1");
-    assert_eq!(first_route_cluster(&first), "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(
+        first_route_cluster(&first),
+        "outbound|9080||reviews.default.svc.cluster.local"
+    );
     proxy.ack(&first.version).await;
-    wait_for(c.admin, "/debug/syncz", |b| b.contains("\"versionAcked\": \"1\"")).await;
+    wait_for(c.admin, "/debug/syncz", |b| {
+        b.contains("\"versionAcked\": \"1\"")
+    })
+    .await;
 
     // A new file is picked up and pushed as a new version.
     std::fs::write(dir.path().join("10-vs.yaml"), VS_V1).expect("write");
     let second = proxy.next().await;
     assert_eq!(second.version, "2");
-    assert_eq!(first_route_cluster(&second), "outbound|9080|v1|reviews.default.svc.cluster.local");
+    assert_eq!(
+        first_route_cluster(&second),
+        "outbound|9080|v1|reviews.default.svc.cluster.local"
+    );
     proxy.ack(&second.version).await;
     let metrics = wait_for(c.admin, "/metrics", |b| {
         b.contains("sluice_proxy_convergence_seconds_count 1")
@@ -207,7 +218,10 @@ async fn controller_pushes_snapshots_and_tracks_acks() {
     std::fs::remove_file(dir.path().join("10-vs.yaml")).expect("rm");
     let third = proxy.next().await;
     assert_eq!(third.version, "3");
-    assert_eq!(first_route_cluster(&third), "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(
+        first_route_cluster(&third),
+        "outbound|9080||reviews.default.svc.cluster.local"
+    );
     proxy.nack(&third.version, "route #0: bad regex").await;
     let syncz = wait_for(c.admin, "/debug/syncz", |b| b.contains("bad regex")).await;
     assert!(syncz.contains("\"versionSent\": \"3\""), "{syncz}");
@@ -222,22 +236,37 @@ async fn controller_keeps_last_good_object_when_new_version_invalid() {
     let c = start(dir.path()).await;
     let mut proxy = FakeProxy::connect(&c, "p-1.default").await;
     let first = proxy.next().await;
-    assert_eq!(first_route_cluster(&first), "outbound|9080|v1|reviews.default.svc.cluster.local");
+    assert_eq!(
+        first_route_cluster(&first),
+        "outbound|9080|v1|reviews.default.svc.cluster.local"
+    );
     proxy.ack(&first.version).await;
 
     // Broken YAML in the file: the earlier VirtualService stays in force and
     // the problem is reported.
-    std::fs::write(dir.path().join("10-vs.yaml"), "kind: VirtualService\nmetadata: {name: reviews\n")
-        .expect("write");
+    std::fs::write(
+        dir.path().join("10-vs.yaml"),
+        "kind: VirtualService\nmetadata: {name: reviews\n",
+    )
+    .expect("write");
     let configz = wait_for(c.admin, "/debug/configz", |b| b.contains("10-vs.yaml")).await;
-    assert!(configz.contains("VirtualService default/reviews"), "{configz}");
+    assert!(
+        configz.contains("VirtualService default/reviews"),
+        "{configz}"
+    );
     // An unknown field is refused with its path; still no change for proxies.
     let typo = VS_V1.replace("subset: v1", "subset: v1, hots: x");
     std::fs::write(dir.path().join("10-vs.yaml"), typo).expect("write");
     let configz = wait_for(c.admin, "/debug/configz", |b| b.contains("hots")).await;
-    assert!(configz.contains("VirtualService default/reviews"), "{configz}");
+    assert!(
+        configz.contains("VirtualService default/reviews"),
+        "{configz}"
+    );
     let again = tokio::time::timeout(Duration::from_millis(500), proxy.snapshots.message()).await;
-    assert!(again.is_err(), "no new snapshot for an invalid change: {again:?}");
+    assert!(
+        again.is_err(),
+        "no new snapshot for an invalid change: {again:?}"
+    );
 }
 
 #[tokio::test]
@@ -249,11 +278,16 @@ async fn controller_refuses_stream_without_hello() {
         .expect("connect");
     let (tx, rx) = mpsc::channel(1);
     tx.send(ProxyMessage {
-        kind: Some(proxy_message::Kind::Ack(Ack { version: "1".into() })),
+        kind: Some(proxy_message::Kind::Ack(Ack {
+            version: "1".into(),
+        })),
     })
     .await
     .expect("send");
-    let err = client.stream(ReceiverStream::new(rx)).await.expect_err("refused");
+    let err = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect_err("refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("hello"), "{}", err.message());
 }

@@ -22,7 +22,7 @@ fn committed() -> BTreeMap<String, String> {
 fn crds_folder_matches_generated_types() {
     let generated: BTreeMap<String, String> = crd_documents().into_iter().collect();
     let committed = committed();
-    let stale: Vec<&String> = generated
+    let stale: std::collections::BTreeSet<&String> = generated
         .keys()
         .chain(committed.keys())
         .filter(|name| generated.get(*name) != committed.get(*name))
@@ -36,13 +36,34 @@ fn crds_folder_matches_generated_types() {
 #[test]
 fn crds_cover_every_kind_and_served_version() {
     let expected = [
-        ("virtualservices.networking.istio.io.yaml", vec!["v1", "v1beta1", "v1alpha3"]),
-        ("destinationrules.networking.istio.io.yaml", vec!["v1", "v1beta1", "v1alpha3"]),
-        ("serviceentries.networking.istio.io.yaml", vec!["v1", "v1beta1", "v1alpha3"]),
-        ("workloadentries.networking.istio.io.yaml", vec!["v1", "v1beta1", "v1alpha3"]),
-        ("envoyfilters.networking.istio.io.yaml", vec!["v1alpha3", "v1beta1"]),
-        ("peerauthentications.security.istio.io.yaml", vec!["v1", "v1beta1"]),
-        ("authorizationpolicies.security.istio.io.yaml", vec!["v1", "v1beta1"]),
+        (
+            "virtualservices.networking.istio.io.yaml",
+            vec!["v1", "v1beta1", "v1alpha3"],
+        ),
+        (
+            "destinationrules.networking.istio.io.yaml",
+            vec!["v1", "v1beta1", "v1alpha3"],
+        ),
+        (
+            "serviceentries.networking.istio.io.yaml",
+            vec!["v1", "v1beta1", "v1alpha3"],
+        ),
+        (
+            "workloadentries.networking.istio.io.yaml",
+            vec!["v1", "v1beta1", "v1alpha3"],
+        ),
+        (
+            "envoyfilters.networking.istio.io.yaml",
+            vec!["v1alpha3", "v1beta1"],
+        ),
+        (
+            "peerauthentications.security.istio.io.yaml",
+            vec!["v1", "v1beta1"],
+        ),
+        (
+            "authorizationpolicies.security.istio.io.yaml",
+            vec!["v1", "v1beta1"],
+        ),
         ("ratelimitpolicies.sluice.io.yaml", vec!["v1alpha1"]),
     ];
     let docs: BTreeMap<String, String> = crd_documents().into_iter().collect();
@@ -52,12 +73,18 @@ fn crds_cover_every_kind_and_served_version() {
         let listed = crd["spec"]["versions"].as_sequence().unwrap();
         let names: Vec<&str> = listed.iter().map(|v| v["name"].as_str().unwrap()).collect();
         assert_eq!(names, versions, "{file}");
-        let stored: Vec<bool> = listed.iter().map(|v| v["storage"].as_bool().unwrap()).collect();
+        let stored: Vec<bool> = listed
+            .iter()
+            .map(|v| v["storage"].as_bool().unwrap())
+            .collect();
         assert_eq!(stored.iter().filter(|s| **s).count(), 1, "{file}");
         assert!(stored[0], "{file}: first version is the storage version");
         for v in listed {
             assert_eq!(v["served"].as_bool(), Some(true), "{file}");
-            assert!(v["subresources"]["status"].is_mapping(), "{file}: status subresource");
+            assert!(
+                v["subresources"]["status"].is_mapping(),
+                "{file}: status subresource"
+            );
         }
     }
 }
@@ -80,10 +107,10 @@ fn unstructural(node: &serde_yaml::Value, path: &str, out: &mut Vec<String>) {
         }
     }
     for key in ["items", "additionalProperties"] {
-        if let Some(child) = map.get(key) {
-            if child.is_mapping() {
-                unstructural(child, &format!("{path}.{key}"), out);
-            }
+        if let Some(child) = map.get(key)
+            && child.is_mapping()
+        {
+            unstructural(child, &format!("{path}.{key}"), out);
         }
     }
 }
@@ -104,7 +131,11 @@ fn crd_schemas_are_structural() {
 fn crd_preserves_unknown_fields_only_for_envoy_config() {
     for (file, yaml) in crd_documents() {
         let count = yaml.matches("x-kubernetes-preserve-unknown-fields").count();
-        let expected = if file.starts_with("envoyfilters.") { 2 } else { 0 };
+        let expected = if file.starts_with("envoyfilters.") {
+            2
+        } else {
+            0
+        };
         assert_eq!(count, expected, "{file}");
     }
 }

@@ -103,17 +103,19 @@ pub fn pick_endpoint(cluster: &Cluster, input: &HashInput<'_>) -> Option<Choice>
     }
 }
 
+/// Power of two choices, sampled with replacement as Envoy does: the less loaded
+/// of two random endpoints. Sampling with replacement keeps some randomness, so
+/// a slightly faster endpoint does not soak up nearly all traffic.
 fn least_request(cluster: &Cluster) -> usize {
     let n = cluster.endpoints.len();
-    if n == 1 {
-        return 0;
-    }
     let a = fastrand::usize(0..n);
-    let mut b = fastrand::usize(0..n - 1);
-    if b >= a {
-        b += 1;
-    }
-    let load = |i: usize| cluster.endpoints[i].in_flight.load(Ordering::Relaxed);
+    let b = fastrand::usize(0..n);
+    let load = |i: usize| {
+        cluster
+            .endpoints
+            .get(i)
+            .map_or(usize::MAX, |e| e.in_flight.load(Ordering::Relaxed))
+    };
     if load(b) < load(a) { b } else { a }
 }
 

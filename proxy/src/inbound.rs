@@ -35,6 +35,8 @@ const SOURCE_HEADERS: [&str; 5] = [
     "x-sluice-source-principal",
 ];
 
+const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
+
 /// What the inbound path knows about a connection.
 #[derive(Clone, Copy, Debug)]
 struct InboundCtx {
@@ -182,6 +184,20 @@ fn take_source(headers: &mut HeaderMap, own_cluster: &Text) -> WorkloadMeta {
     meta
 }
 
+/// Replaces any caller-supplied `x-forwarded-client-cert` with the identity the
+/// peer sidecar vouched for (Envoy's `By=...;URI=...` form), so apps see the
+/// caller's principal. Until mTLS lands the identity comes from the peer's headers.
+fn set_client_cert_header(headers: &mut HeaderMap, me: &WorkloadMeta, source: &WorkloadMeta) {
+    headers.remove(XFCC);
+    if source.principal.as_str().is_empty() {
+        return;
+    }
+    let value = format!("By={};URI={}", me.principal, source.principal);
+    if let Ok(v) = http::HeaderValue::from_str(&value) {
+        headers.insert(XFCC, v);
+    }
+}
+
 async fn handle(shared: Arc<Shared>, ctx: InboundCtx, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let running = shared.current();
@@ -202,6 +218,7 @@ async fn handle(shared: Arc<Shared>, ctx: InboundCtx, req: Request<Incoming>) ->
     let m = Arc::clone(&shared.metrics);
     let me = shared.self_meta(running.as_deref());
     let source = take_source(&mut parts.headers, &me.cluster);
+    set_client_cert_header(&mut parts.headers, me, &source);
     let grpc = is_grpc(&parts.headers);
     let protocol = if grpc { &m.words.grpc } else { &m.words.http };
     let service = port.map(port_service).unwrap_or_default();

@@ -257,7 +257,7 @@ pub fn port_of(authority: &str) -> Option<u16> {
 }
 
 /// The virtual host for `host` on `port`: most specific domain on that port; else,
-/// when exactly one virtual host on another port names the host, that one.
+/// when exactly one virtual host (on another port) names the host exactly, that one.
 pub fn select_vhost<'c>(cfg: &'c ProxyConfig, host: &str, port: u16) -> Option<&'c VirtualHost> {
     let best = cfg
         .virtual_hosts
@@ -269,10 +269,11 @@ pub fn select_vhost<'c>(cfg: &'c ProxyConfig, host: &str, port: u16) -> Option<&
     if best.is_some() {
         return best;
     }
+    // Only an exact name is strong enough to ignore the port.
     let mut elsewhere = cfg
         .virtual_hosts
         .iter()
-        .filter(|vh| vh.domain_score(host).is_some());
+        .filter(|vh| vh.domain_score(host) == Some(usize::MAX));
     match (elsewhere.next(), elsewhere.next()) {
         (Some(only), None) => Some(only),
         _ => None,

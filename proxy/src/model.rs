@@ -142,6 +142,26 @@ impl ProxyConfig {
             .get(name)
             .and_then(|i| self.clusters.get(*i))
     }
+
+    /// Takes over load-balancer state (in-flight counts, round-robin position) of
+    /// clusters and endpoints that survive from `prev`, so a config push does not
+    /// make least-request forget which endpoints are busy.
+    pub fn inherit_balancer_state(&mut self, prev: &ProxyConfig) {
+        use std::sync::atomic::Ordering;
+        for cluster in &mut self.clusters {
+            let Some(old) = prev.cluster(&cluster.name) else {
+                continue;
+            };
+            let rr = old.round_robin.load(Ordering::Relaxed);
+            cluster.round_robin.store(rr, Ordering::Relaxed);
+            for ep in &mut cluster.endpoints {
+                let same = |o: &&Endpoint| o.address == ep.address && o.port == ep.port;
+                if let Some(o) = old.endpoints.iter().find(same) {
+                    ep.in_flight = Arc::clone(&o.in_flight);
+                }
+            }
+        }
+    }
 }
 
 /// A domain a virtual host answers to.

@@ -69,9 +69,9 @@ pub async fn connect_service(
         source_ip: client.ip(),
         query: None,
     };
-    let choice = pick_endpoint(cluster, &input)
+    let ep = pick_endpoint(cluster, &input)
+        .and_then(|c| cluster.endpoints.get(c.index))
         .ok_or_else(|| TcpRouteError::NoEndpoint(cluster.name.clone()))?;
-    let ep = &cluster.endpoints[choice.index];
     let app = SocketAddr::new(ep.address, ep.port);
     let target = if ep.sidecar {
         Target {

@@ -83,12 +83,26 @@ pub async fn connect(
     Ok(stream)
 }
 
+/// One shared h2 connection per target, and a lock held while (re)connecting.
+#[derive(Default)]
+struct H2Slot {
+    sender: Mutex<Option<http2::SendRequest<Body>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl H2Slot {
+    fn live(&self) -> Option<http2::SendRequest<Body>> {
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        sender.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+}
+
 type H1Idle = HashMap<Target, Vec<http1::SendRequest<Body>>>;
 
 /// Pools of upstream HTTP connections.
 pub struct Pools {
     h1: Arc<Mutex<H1Idle>>,
-    h2: Mutex<HashMap<Target, http2::SendRequest<Body>>>,
+    h2: Mutex<HashMap<Target, Arc<H2Slot>>>,
     connect_timeout: Duration,
     /// Source announced in PROXY headers of pooled connections (they carry many clients).
     source: SocketAddr,
@@ -113,30 +127,7 @@ impl Pools {
         req: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         let addr = target.connect;
-        let existing = {
-            let pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-            pool.get(&target).filter(|s| !s.is_closed()).cloned()
-        };
-        let mut sender = match existing {
-            Some(s) => s,
-            None => {
-                let stream = connect(target, self.source, self.connect_timeout).await?;
-                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .keep_alive_interval(Duration::from_secs(30))
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|source| UpstreamError::Handshake { addr, source })?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%addr, error = %e, "h2 upstream connection ended");
-                    }
-                });
-                let mut pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-                pool.insert(target, sender.clone());
-                sender
-            }
-        };
+        let mut sender = self.h2_sender(target).await?;
         sender
             .ready()
             .await
@@ -145,6 +136,37 @@ impl Pools {
             .send_request(req)
             .await
             .map_err(|source| UpstreamError::Request { addr, source })
+    }
+
+    /// The live shared connection to `target`, connecting once when there is none:
+    /// concurrent first requests wait for one handshake instead of racing their own.
+    async fn h2_sender(&self, target: Target) -> Result<http2::SendRequest<Body>, UpstreamError> {
+        let slot = {
+            let mut pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(pool.entry(target).or_default())
+        };
+        if let Some(s) = slot.live() {
+            return Ok(s);
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(s) = slot.live() {
+            return Ok(s);
+        }
+        let addr = target.connect;
+        let stream = connect(target, self.source, self.connect_timeout).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "h2 upstream connection ended");
+            }
+        });
+        *slot.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        Ok(sender)
     }
 
     /// Sends `req` over HTTP/1.1, reusing an idle keep-alive connection when one is

@@ -14,8 +14,22 @@ use crate::config::{Identity, Settings};
 use crate::metrics::Metrics;
 use crate::model::Running;
 
+#[cfg(test)]
+mod tests;
+
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The delay after `backoff`: doubled, capped at `BACKOFF_MAX`.
+fn next_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(BACKOFF_MAX)
+}
+
+/// A wait of 50–100% of `backoff`: jitter keeps a fleet of proxies from
+/// reconnecting in lockstep after a controller restart.
+fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
 
 /// Why a config stream session ended.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +70,10 @@ pub fn apply(
     metrics: &Metrics,
 ) -> ProxyMessage {
     match Running::try_from(snapshot) {
-        Ok(running) => {
+        Ok(mut running) => {
+            if let Some(prev) = config.borrow().as_ref() {
+                running.config.inherit_balancer_state(&prev.config);
+            }
             config.send_replace(Some(Arc::new(running)));
             metrics.config_outcome(true);
             metrics.config_applied(&snapshot.version);
@@ -104,13 +121,11 @@ pub async fn run(
         if connected {
             backoff = BACKOFF_MIN;
         }
-        // Full jitter keeps a fleet of proxies from reconnecting in lockstep.
-        let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
         tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(jittered(backoff)) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = next_backoff(backoff);
     }
 }
 

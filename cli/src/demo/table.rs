@@ -51,7 +51,11 @@ impl Stats {
         *v.codes.entry(code).or_default() += 1;
         let now = Instant::now();
         v.recent.push_back(now);
-        while v.recent.front().is_some_and(|t| now.duration_since(*t) > RATE_WINDOW) {
+        while v
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RATE_WINDOW)
+        {
             v.recent.pop_front();
         }
         self.total += 1;
@@ -79,7 +83,10 @@ impl Stats {
                 .map(|(_, n)| n)
                 .sum();
             if not_ok > 0 {
-                return Err(format!("{not_ok} answers from {version} were not 200: {:?}", v.codes));
+                return Err(format!(
+                    "{not_ok} answers from {version} were not 200: {:?}",
+                    v.codes
+                ));
             }
         }
         for (version, want) in expect.shares {
@@ -116,8 +123,8 @@ pub fn render(stats: &[Stats], elapsed: Option<Duration>) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<32} {:<8} {:>7} {:>8} {:>8} {:>8}  {}",
-        "ROUTE (request class)", "VERSION", "SHARE", "RATE/s", "P50 ms", "P99 ms", "STATUS CODES"
+        "{:<32} {:<8} {:>7} {:>8} {:>8} {:>8}  STATUS CODES",
+        "ROUTE (request class)", "VERSION", "SHARE", "RATE/s", "P50 ms", "P99 ms"
     );
     for s in stats {
         let mut first = true;

@@ -7,7 +7,10 @@ use sluice_conformance::scenario::Protocol;
 use std::net::SocketAddr;
 
 #[derive(Parser)]
-#[command(name = "sluice-echo", about = "Echo workload for Sluice conformance scenarios")]
+#[command(
+    name = "sluice-echo",
+    about = "Echo workload for Sluice conformance scenarios"
+)]
 struct Args {
     /// Application listener.
     #[arg(long)]
@@ -38,7 +41,9 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
         "http2" => Ok(Protocol::Http2),
         "grpc" => Ok(Protocol::Grpc),
         "tcp" => Ok(Protocol::Tcp),
-        other => Err(format!("unknown protocol {other}: http, http2, grpc or tcp")),
+        other => Err(format!(
+            "unknown protocol {other}: http, http2, grpc or tcp"
+        )),
     }
 }
 

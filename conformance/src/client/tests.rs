@@ -2,7 +2,10 @@ use super::*;
 
 #[test]
 fn proxy_v2_header_ipv4_layout() {
-    let h = proxy_v2_header("127.1.2.3:4000".parse().unwrap(), "127.1.2.4:9000".parse().unwrap());
+    let h = proxy_v2_header(
+        "127.1.2.3:4000".parse().unwrap(),
+        "127.1.2.4:9000".parse().unwrap(),
+    );
     assert_eq!(&h[..12], b"\r\n\r\n\0\r\nQUIT\n");
     assert_eq!(h[12], 0x21);
     assert_eq!(h[13], 0x11);

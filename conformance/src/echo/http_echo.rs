@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,19 +64,28 @@ struct Seen {
 }
 
 impl Seen {
+    /// Header names sorted, so the JSON is stable whatever serde_json's map flavour.
     fn headers_json(&self) -> Value {
-        let mut map = Map::new();
-        for name in self.headers.keys() {
-            let joined = self
-                .headers
-                .get_all(name)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .collect::<Vec<_>>()
-                .join(", ");
-            map.insert(name.as_str().to_string(), Value::String(joined));
-        }
-        Value::Object(map)
+        let sorted: BTreeMap<&str, String> = self
+            .headers
+            .keys()
+            .map(|name| {
+                let joined = self
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (name.as_str(), joined)
+            })
+            .collect();
+        Value::Object(
+            sorted
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v)))
+                .collect::<Map<_, _>>(),
+        )
     }
 
     fn args_json(&self) -> Value {
@@ -132,7 +142,13 @@ async fn answer(req: http::Request<Incoming>, echo: &Echo, peer: SocketAddr) -> 
         .unwrap_or_default();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return finish(echo, None, plain(StatusCode::BAD_REQUEST, "unreadable body")),
+        Err(_) => {
+            return finish(
+                echo,
+                None,
+                plain(StatusCode::BAD_REQUEST, "unreadable body"),
+            );
+        }
     };
     let seen = Seen {
         method: parts.method.to_string(),
@@ -175,7 +191,11 @@ async fn route(seen: &Seen, echo: &Echo) -> Response<Body> {
             // httpbin picks one at random from a comma-separated list.
             let choices: Vec<&str> = codes.split(',').collect();
             let pick = choices[fastrand::usize(..choices.len())];
-            match pick.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+            match pick
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+            {
                 Some(code) => json_response(code, &seen.describe(echo)),
                 None => plain(StatusCode::BAD_REQUEST, "invalid status code"),
             }
@@ -207,7 +227,10 @@ async fn route(seen: &Seen, echo: &Echo) -> Response<Body> {
             }
             Err(_) => plain(StatusCode::BAD_REQUEST, "invalid byte count"),
         },
-        ["ip"] => json_response(StatusCode::OK, &json!({"origin": seen.peer.ip().to_string()})),
+        ["ip"] => json_response(
+            StatusCode::OK,
+            &json!({"origin": seen.peer.ip().to_string()}),
+        ),
         _ => json_response(StatusCode::OK, &seen.describe(echo)),
     }
 }
@@ -282,7 +305,8 @@ pub(super) fn peer_principal(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split([';', ',']))
         .filter_map(|field| {
             let (k, v) = field.trim().split_once('=')?;
-            k.eq_ignore_ascii_case("uri").then(|| v.trim_matches('"').to_string())
+            k.eq_ignore_ascii_case("uri")
+                .then(|| v.trim_matches('"').to_string())
         })
         .find(|uri| uri.starts_with("spiffe://"))
 }

@@ -18,7 +18,9 @@ fn outcome(status: Option<u16>, version: Option<&str>, instance: &str, ms: u64) 
 }
 
 fn split(v1: usize, v2: usize) -> Vec<Outcome> {
-    let mut o: Vec<Outcome> = (0..v1).map(|_| outcome(Some(200), Some("v1"), "0", 5)).collect();
+    let mut o: Vec<Outcome> = (0..v1)
+        .map(|_| outcome(Some(200), Some("v1"), "0", 5))
+        .collect();
     o.extend((0..v2).map(|_| outcome(Some(200), Some("v2"), "0", 5)));
     o
 }
@@ -37,7 +39,10 @@ fn check_shares_within_tolerance_pass() {
 fn check_share_outside_tolerance_names_key_and_counts() {
     let e = expect("{version: {v1: 0.9, v2: 0.1}}");
     let err = check(&e, &split(138, 62)).unwrap_err();
-    assert!(err.starts_with("version v1 share 0.69, expected 0.90 ± 0.05 (n=200"), "{err}");
+    assert!(
+        err.starts_with("version v1 share 0.69, expected 0.90 ± 0.05 (n=200"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -46,7 +51,10 @@ fn check_unexpected_key_counts_as_zero_share() {
     o.extend((0..10).map(|_| outcome(None, None, "", 1)));
     let err = check(&expect("{status: {200: 1.0}}"), &o).unwrap_err();
     assert!(err.contains("status 200 share 0.90"), "{err}");
-    let ok = check(&expect("{status: {200: 0.9, error: 0.1}, version: {v1: 0.9, none: 0.1}}"), &o);
+    let ok = check(
+        &expect("{status: {200: 0.9, error: 0.1}, version: {v1: 0.9, none: 0.1}}"),
+        &o,
+    );
     assert!(ok.is_ok(), "{ok:?}");
 }
 

@@ -17,7 +17,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `bin args...`, appending its output to `log`.
-    pub fn spawn(label: String, bin: &Path, args: &[String], log: &Path) -> Result<Self, MeshError> {
+    pub fn spawn(
+        label: String,
+        bin: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Self, MeshError> {
         let io = |what: String| move |source| MeshError::Io { what, source };
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -25,7 +25,7 @@ pub struct Syncz {
 
 impl Syncz {
     /// Proxies among `ids` that have not acked `revision` (missing ones included).
-    pub fn lagging<'a>(&self, ids: &'a [String]) -> Vec<String> {
+    pub fn lagging(&self, ids: &[String]) -> Vec<String> {
         let want = self.revision.to_string();
         ids.iter()
             .filter_map(|id| match self.proxies.iter().find(|p| &p.id == id) {
@@ -89,12 +89,18 @@ pub async fn fetch(metrics_addr: SocketAddr) -> Result<Syncz, String> {
         .await
         .map_err(|e| format!("GET http://{metrics_addr}/debug/syncz: {e}"))?;
     if resp.status != 200 {
-        return Err(format!("GET http://{metrics_addr}/debug/syncz: status {}", resp.status));
+        return Err(format!(
+            "GET http://{metrics_addr}/debug/syncz: status {}",
+            resp.status
+        ));
     }
     parse(&resp.body).ok_or_else(|| {
         format!(
             "GET http://{metrics_addr}/debug/syncz: unexpected body {:?}",
-            String::from_utf8_lossy(&resp.body).chars().take(200).collect::<String>()
+            String::from_utf8_lossy(&resp.body)
+                .chars()
+                .take(200)
+                .collect::<String>()
         )
     })
 }

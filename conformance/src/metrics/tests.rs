@@ -40,7 +40,11 @@ fn evaluate_sums_matching_series() {
 #[test]
 fn evaluate_false_expression_reports_value() {
     let s = parse_text(TEXT);
-    let err = evaluate(&[r#"istio_requests_total{reporter="source"} < 5"#.into()], &s).unwrap_err();
+    let err = evaluate(
+        &[r#"istio_requests_total{reporter="source"} < 5"#.into()],
+        &s,
+    )
+    .unwrap_err();
     assert!(err.contains("value 5"), "{err}");
 }
 

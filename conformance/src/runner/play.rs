@@ -13,7 +13,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the mesh in `work_dir`, plays every step and stops the mesh; `Err` says which step
 /// failed and how (steps are numbered from 1).
-pub async fn play(scenario: &Scenario, work_dir: &Path, bin_dir: Option<PathBuf>) -> Result<(), String> {
+pub async fn play(
+    scenario: &Scenario,
+    work_dir: &Path,
+    bin_dir: Option<PathBuf>,
+) -> Result<(), String> {
     let steps = scenario.resolved_steps()?;
     let mut opts = MeshOptions::new(work_dir.to_path_buf());
     opts.bin_dir = bin_dir;
@@ -39,12 +43,18 @@ async fn play_step(
     rr: &mut usize,
 ) -> Result<(), String> {
     match step {
-        Step::Request(req, exp) => {
+        Step::Request(call) => {
+            let (req, exp) = &**call;
             let outcomes = send_all(mesh, &scenario.workloads, req, rr).await?;
             expect::check(exp, &outcomes)
         }
         Step::Behave(b) => {
-            let selected = selected(mesh, &b.service, b.version.as_deref(), b.instances.as_deref())?;
+            let selected = selected(
+                mesh,
+                &b.service,
+                b.version.as_deref(),
+                b.instances.as_deref(),
+            )?;
             for n in selected {
                 mesh.behave(n, b.status, b.delay_ms)
                     .await
@@ -59,13 +69,23 @@ async fn play_step(
             Ok(())
         }
         Step::Kill(s) => {
-            for n in selected(mesh, &s.service, s.version.as_deref(), s.instances.as_deref())? {
+            for n in selected(
+                mesh,
+                &s.service,
+                s.version.as_deref(),
+                s.instances.as_deref(),
+            )? {
                 mesh.kill_echo(n).await;
             }
             Ok(())
         }
         Step::Start(s) => {
-            for n in selected(mesh, &s.service, s.version.as_deref(), s.instances.as_deref())? {
+            for n in selected(
+                mesh,
+                &s.service,
+                s.version.as_deref(),
+                s.instances.as_deref(),
+            )? {
                 mesh.start_echo(n).await.map_err(|e| e.to_string())?;
             }
             Ok(())
@@ -97,7 +117,11 @@ fn selected(
 }
 
 /// The workload a URL host names: `svc`, `svc.ns`, `svc.ns.svc.cluster.local` (with a port or not).
-pub fn target_workload<'a>(workloads: &'a [Workload], host: &str, client_ns: &str) -> Option<&'a Workload> {
+pub fn target_workload<'a>(
+    workloads: &'a [Workload],
+    host: &str,
+    client_ns: &str,
+) -> Option<&'a Workload> {
     let labels: Vec<&str> = host.split('.').collect();
     let service = labels.first()?;
     let ns = labels.get(1).copied().unwrap_or(client_ns);
@@ -124,7 +148,11 @@ async fn send_all(
         let target = target_workload(workloads, host, "default")
             .ok_or_else(|| format!("from: outside needs a url naming a workload, got {host}"))?;
         let vias: Vec<Via> = mesh
-            .select(&format!("{}.{}", target.service, target.namespace), None, None)
+            .select(
+                &format!("{}.{}", target.service, target.namespace),
+                None,
+                None,
+            )
             .into_iter()
             .map(|n| Via::Inbound(mesh.instances()[n].inbound_addr()))
             .collect();
@@ -138,12 +166,19 @@ async fn send_all(
             .collect();
         (vias, ns)
     };
+    if vias.is_empty() {
+        return Err(format!("no instance to send from for `from: {}`", req.from));
+    }
     let h2 = target_workload(workloads, host, &client_ns).is_some_and(|w| w.protocol.is_h2());
     let base = Call {
         via: vias[0],
         url: req.url.clone(),
         method: req.method.clone(),
-        headers: req.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        headers: req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         body: Bytes::from(req.body.clone()),
         h2,
         timeout: REQUEST_TIMEOUT,

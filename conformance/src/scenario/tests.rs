@@ -32,15 +32,22 @@ fn parse_full_scenario_fills_defaults() {
     assert_eq!(s.workloads[0].versions, BTreeMap::from([("v1".into(), 1)]));
     assert_eq!(s.workloads[1].protocol, Protocol::Http2);
     let steps = s.resolved_steps().unwrap();
-    let Step::Request(req, exp) = &steps[0] else {
+    let Step::Request(call) = &steps[0] else {
         panic!("not a request: {:?}", steps[0]);
     };
+    let (req, exp) = &**call;
     assert_eq!(req.method, "GET");
     assert_eq!(req.count, 200);
     assert_eq!(req.headers["x-n"], "5");
     assert_eq!(exp.status.as_ref().unwrap()["200"], 1.0);
     assert_eq!(exp.version.as_ref().unwrap()["v2"], 0.5);
-    assert!(matches!(steps[1], Step::Behave(Behave { status: Some(503), .. })));
+    assert!(matches!(
+        steps[1],
+        Step::Behave(Behave {
+            status: Some(503),
+            ..
+        })
+    ));
     assert!(matches!(steps[2], Step::SleepMs(10)));
 }
 
@@ -57,12 +64,18 @@ fn parse_unknown_field_names_file_and_field() {
 fn parse_step_with_two_actions_is_rejected() {
     let bad = GOOD.replace("  - sleepMs: 10", "  - sleepMs: 10\n    apply: x");
     let err = parse(&bad, Path::new("two.yaml")).unwrap_err().to_string();
-    assert!(err.contains("steps[2]") && err.contains("2 actions"), "{err}");
+    assert!(
+        err.contains("steps[2]") && err.contains("2 actions"),
+        "{err}"
+    );
 }
 
 #[test]
 fn parse_expect_without_request_is_rejected() {
-    let bad = GOOD.replace("  - sleepMs: 10", "  - sleepMs: 10\n    expect: {instances: 1}");
+    let bad = GOOD.replace(
+        "  - sleepMs: 10",
+        "  - sleepMs: 10\n    expect: {instances: 1}",
+    );
     let err = parse(&bad, Path::new("e.yaml")).unwrap_err().to_string();
     assert!(err.contains("needs a `request`"), "{err}");
 }

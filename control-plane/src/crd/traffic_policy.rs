@@ -1,6 +1,5 @@
 //! `TrafficPolicy` of a DestinationRule and its parts.
 
-use super::string_match::Percent;
 use super::virtual_service::PortSelector;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -382,10 +381,13 @@ pub struct ProxyProtocol {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
-    /// Share of active requests that may be retries.
+    /// Share (percent, 0..=100) of active requests that may be retries; 20 by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub percent: Option<Percent>,
-    /// Retries always allowed regardless of the share.
+    pub percent: Option<f64>,
+    /// Retries always allowed regardless of the share; 3 by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_retry_concurrency: Option<u32>,
+    /// Window over which requests count towards the budget (duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_interval: Option<String>,
 }

@@ -20,6 +20,17 @@ pub fn parse_documents(text: &str, default_namespace: &str) -> Vec<Result<Resour
         .collect()
 }
 
+/// Parses one already-decoded object (an admission request's, or one read
+/// from the API server as JSON).
+pub fn parse_object(
+    object: &serde_json::Value,
+    default_namespace: &str,
+) -> Result<Resource, ParseError> {
+    let value =
+        serde_yaml::to_value(object).map_err(|e| whole(1, None, format!("invalid object: {e}")))?;
+    parse_document(1, value, default_namespace)
+}
+
 /// Reads only kind, namespace and name of every non-empty document (for
 /// deletions, where the spec does not matter).
 pub fn parse_keys(text: &str, default_namespace: &str) -> Vec<Result<ResourceKey, ParseError>> {

@@ -173,3 +173,27 @@ fn resource_serializes_as_the_object() {
     assert_eq!(json["kind"], "DestinationRule");
     assert_eq!(json["spec"]["host"], "d");
 }
+
+#[test]
+fn parse_object_reads_json_with_the_same_rules() {
+    let ok = serde_json::json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "p", "namespace": "shop"},
+        "spec": {"mtls": {"mode": "STRICT"}}
+    });
+    assert_eq!(
+        parse_object(&ok, "default").unwrap().key().to_string(),
+        "PeerAuthentication shop/p"
+    );
+    let typo = serde_json::json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "p"},
+        "spec": {"mtl": {}}
+    });
+    assert_eq!(
+        parse_object(&typo, "default").unwrap_err().to_string(),
+        "PeerAuthentication default/p: spec.mtl: unknown field, expected one of `selector`, `mtls`, `portLevelMtls`"
+    );
+}

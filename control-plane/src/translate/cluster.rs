@@ -95,7 +95,8 @@ fn build(
     name: String,
 ) -> pb::Cluster {
     let dr = destination_rule_for(view, service);
-    let subset_def = subset.and_then(|s| dr.and_then(|dr| dr.spec.subsets.iter().find(|x| x.name == s)));
+    let subset_def =
+        subset.and_then(|s| dr.and_then(|dr| dr.spec.subsets.iter().find(|x| x.name == s)));
     let endpoints = service
         .endpoints
         .iter()
@@ -185,7 +186,7 @@ fn load_balancer(lb: Option<&LoadBalancerSettings>) -> pb::LoadBalancer {
                 ttl_ms: c
                     .ttl
                     .as_deref()
-                    .and_then(|t| crate::duration::parse(t).ok())
+                    .and_then(|t| crate::crd::parse_duration(t).ok())
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
             })

@@ -33,10 +33,10 @@ pub(crate) fn virtual_service_for<'a>(
             .iter()
             .filter_map(|h| resolve_host(&fqdn(h, ns), &service.fqdn))
             .max();
-        if let Some(score) = score {
-            if best.is_none_or(|(b, _)| score > b) {
-                best = Some((score, vs));
-            }
+        if let Some(score) = score
+            && best.is_none_or(|(b, _)| score > b)
+        {
+            best = Some((score, vs));
         }
     }
     best.map(|(_, vs)| vs)

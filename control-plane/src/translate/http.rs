@@ -173,7 +173,8 @@ pub(crate) fn tcp_routes(
     let name = vs.metadata.name.as_deref().unwrap_or_default();
     let mut out = Vec::new();
     for (i, rule) in vs.spec.tcp.iter().enumerate() {
-        if !rule.match_.is_empty() && !rule.match_.iter().any(|m| applies_l4(view, m, port.number)) {
+        if !rule.match_.is_empty() && !rule.match_.iter().any(|m| applies_l4(view, m, port.number))
+        {
             continue;
         }
         let forward = weighted(
@@ -196,8 +197,7 @@ pub(crate) fn tcp_routes(
 fn applies_http(view: &View<'_>, m: &HttpMatchRequest, port: u32) -> bool {
     m.port.is_none_or(|p| p == port)
         && labels_match(&m.source_labels, &view.proxy.labels)
-        && m
-            .source_namespace
+        && m.source_namespace
             .as_deref()
             .is_none_or(|ns| ns == view.proxy.namespace)
         && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
@@ -206,8 +206,7 @@ fn applies_http(view: &View<'_>, m: &HttpMatchRequest, port: u32) -> bool {
 fn applies_l4(view: &View<'_>, m: &L4MatchAttributes, port: u32) -> bool {
     m.port.is_none_or(|p| p == port)
         && labels_match(&m.source_labels, &view.proxy.labels)
-        && m
-            .source_namespace
+        && m.source_namespace
             .as_deref()
             .is_none_or(|ns| ns == view.proxy.namespace)
         && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
@@ -217,7 +216,11 @@ fn route_match(m: &HttpMatchRequest) -> pb::RouteMatch {
     let map = |h: &std::collections::BTreeMap<String, StringMatch>, lower: bool| {
         h.iter()
             .map(|(k, v)| {
-                let k = if lower { k.to_ascii_lowercase() } else { k.clone() };
+                let k = if lower {
+                    k.to_ascii_lowercase()
+                } else {
+                    k.clone()
+                };
                 (k, string_match(v))
             })
             .collect()
@@ -425,7 +428,7 @@ fn header_ops(headers: Option<&Headers>, request: bool) -> Option<pb::HeaderOps>
 }
 
 fn millis(s: &str) -> Option<u64> {
-    crate::duration::parse(s)
+    crate::crd::parse_duration(s)
         .ok()
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

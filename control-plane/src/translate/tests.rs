@@ -82,13 +82,28 @@ fn translate_no_virtual_service_routes_to_all_endpoints() {
     let config = translate(&index(""), &proxy("default", &[]));
     let vh = reviews_host(&config);
     assert_eq!(vh.port, 9080);
-    for d in ["reviews", "reviews.default", "reviews.default.svc", "reviews.default.svc.cluster.local"] {
+    for d in [
+        "reviews",
+        "reviews.default",
+        "reviews.default.svc",
+        "reviews.default.svc.cluster.local",
+    ] {
         assert!(vh.domains.iter().any(|x| x == d), "missing domain {d}");
     }
     assert_eq!(vh.routes.len(), 1);
     let targets = forward(&vh.routes[0]);
-    assert_eq!(targets, vec![("outbound|9080||reviews.default.svc.cluster.local".into(), 100)]);
-    let cluster = config.clusters.iter().find(|c| c.name == targets[0].0).expect("cluster");
+    assert_eq!(
+        targets,
+        vec![(
+            "outbound|9080||reviews.default.svc.cluster.local".into(),
+            100
+        )]
+    );
+    let cluster = config
+        .clusters
+        .iter()
+        .find(|c| c.name == targets[0].0)
+        .expect("cluster");
     assert_eq!(cluster.endpoints.len(), 2);
     let sidecars: Vec<bool> = cluster.endpoints.iter().map(|e| e.sidecar).collect();
     assert_eq!(sidecars, vec![true, false]);
@@ -124,25 +139,46 @@ spec:
     assert_eq!(vh.routes.len(), 3);
     assert_eq!(vh.routes[0].virtual_service, "default/reviews");
     let m = &vh.routes[0].matches[0].headers["user-agent"];
-    assert_eq!(m.kind, Some(pb::string_match::Kind::Regex(".*Mobile.*".into())));
+    assert_eq!(
+        m.kind,
+        Some(pb::string_match::Kind::Regex(".*Mobile.*".into()))
+    );
     assert_eq!(
         forward(&vh.routes[2]),
         vec![
-            ("outbound|9080|v1|reviews.default.svc.cluster.local".into(), 90),
-            ("outbound|9080|v2|reviews.default.svc.cluster.local".into(), 10)
+            (
+                "outbound|9080|v1|reviews.default.svc.cluster.local".into(),
+                90
+            ),
+            (
+                "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
+                10
+            )
         ]
     );
     let by_name = |n: &str| config.clusters.iter().find(|c| c.name == n).expect(n);
     let v1 = by_name("outbound|9080|v1|reviews.default.svc.cluster.local");
     assert_eq!(v1.endpoints.len(), 1);
     assert_eq!(v1.endpoints[0].address, "127.0.9.1");
-    assert_eq!(v1.endpoints[0].workload.as_ref().map(|w| w.version.as_str()), Some("v1"));
+    assert_eq!(
+        v1.endpoints[0]
+            .workload
+            .as_ref()
+            .map(|w| w.version.as_str()),
+        Some("v1")
+    );
     let lb = v1.load_balancer.as_ref().expect("lb");
     assert_eq!(lb.simple, pb::load_balancer::Simple::RoundRobin as i32);
     // The subset's own policy overrides the top level.
     let v2 = by_name("outbound|9080|v2|reviews.default.svc.cluster.local");
-    let hash = v2.load_balancer.as_ref().and_then(|l| l.consistent_hash.as_ref());
-    assert_eq!(hash.and_then(|h| h.key.clone()), Some(pb::consistent_hash::Key::Header("x-user".into())));
+    let hash = v2
+        .load_balancer
+        .as_ref()
+        .and_then(|l| l.consistent_hash.as_ref());
+    assert_eq!(
+        hash.and_then(|h| h.key.clone()),
+        Some(pb::consistent_hash::Key::Header("x-user".into()))
+    );
     // No subset named mobile: a named cluster with no endpoints (503), not a dangling reference.
     let mobile = by_name("outbound|9080|mobile|reviews.default.svc.cluster.local");
     assert!(mobile.endpoints.is_empty());
@@ -204,7 +240,10 @@ spec:
 "#;
     let idx = index(vs);
     let same = translate(&idx, &proxy("default", &[]));
-    assert_eq!(reviews_host(&same).routes[0].virtual_service, "default/reviews");
+    assert_eq!(
+        reviews_host(&same).routes[0].virtual_service,
+        "default/reviews"
+    );
     let other = translate(&idx, &proxy("other", &[]));
     assert_eq!(reviews_host(&other).routes[0].virtual_service, "");
 }
@@ -233,6 +272,9 @@ spec:
     route: [{destination: {host: reviews}}]
 "#;
     let config = translate(&index(vs), &proxy("default", &[]));
-    let rw = reviews_host(&config).routes[0].rewrite.clone().expect("rewrite");
+    let rw = reviews_host(&config).routes[0]
+        .rewrite
+        .clone()
+        .expect("rewrite");
     assert_eq!(rw.uri_regex.expect("regex").substitution, "/api/${1}?x=$$");
 }

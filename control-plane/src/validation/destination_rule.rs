@@ -2,7 +2,7 @@
 
 use super::field::{
     at, check_duration_field, check_enum, check_export_to, check_int_percent, check_labels,
-    check_percent, check_selector, fqdn, is_dns1123_label, is_ip, item, port, wildcard_domain,
+    check_selector, fqdn, is_dns1123_label, is_ip, item, port, wildcard_domain,
 };
 use super::{FieldErrors, Validate};
 use crate::crd::{
@@ -123,7 +123,20 @@ fn check_traffic_policy(errors: &mut FieldErrors, path: &str, tp: &TrafficPolicy
         );
     }
     if let Some(rb) = &tp.retry_budget {
-        check_percent(errors, at(path, "retryBudget.percent"), rb.percent.as_ref());
+        if rb.percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+            errors.push(
+                at(path, "retryBudget.percent"),
+                "percentage must be in [0, 100]",
+            );
+        }
+        // 0s means "only requests active right now", as in Envoy.
+        check_duration_field(
+            errors,
+            at(path, "retryBudget.budgetInterval"),
+            rb.budget_interval
+                .as_deref()
+                .filter(|t| parse_is_nonzero(t)),
+        );
     }
 }
 
@@ -246,12 +259,12 @@ fn is_prime(x: u64) -> bool {
     if x < 4 {
         return true;
     }
-    if x % 2 == 0 {
+    if x.is_multiple_of(2) {
         return false;
     }
     let mut f = 3;
     while f * f <= x {
-        if x % f == 0 {
+        if x.is_multiple_of(f) {
             return false;
         }
         f += 2;

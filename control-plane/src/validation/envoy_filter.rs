@@ -121,17 +121,15 @@ fn read_patch(path: &str, patch: &EnvoyConfigObjectPatch) -> Result<LocalRateLim
     if m.route_configuration.is_some() || m.cluster.is_some() {
         return Err(unsupported(path, "only listener matches are supported"));
     }
-    if let Some(filter) = m
+    if let Some(name) = m
         .listener
         .as_ref()
         .and_then(|l| l.filter_chain.as_ref())
         .and_then(|c| c.filter.as_ref())
+        .and_then(|f| f.name.as_ref())
+        && !HCM_NAMES.contains(&name.as_str())
     {
-        if let Some(name) = &filter.name {
-            if !HCM_NAMES.contains(&name.as_str()) {
-                return Err(unsupported(path, format!("filter {name}")));
-            }
-        }
+        return Err(unsupported(path, format!("filter {name}")));
     }
     let Some(p) = &patch.patch else {
         return Err(unsupported(path, "patch is missing"));

@@ -151,19 +151,19 @@ pub(crate) fn check_duration_field(errors: &mut FieldErrors, path: String, value
 
 /// `Percent` in [0, 100].
 pub(crate) fn check_percent(errors: &mut FieldErrors, path: String, value: Option<&Percent>) {
-    if let Some(p) = value {
-        if !(0.0..=100.0).contains(&p.value) || p.value.is_nan() {
-            errors.push(at(&path, "value"), "percentage must be in [0, 100]");
-        }
+    if let Some(p) = value
+        && (!(0.0..=100.0).contains(&p.value) || p.value.is_nan())
+    {
+        errors.push(at(&path, "value"), "percentage must be in [0, 100]");
     }
 }
 
 /// Integer percentage in [0, 100].
 pub(crate) fn check_int_percent(errors: &mut FieldErrors, path: String, value: Option<i32>) {
-    if let Some(v) = value {
-        if !(0..=100).contains(&v) {
-            errors.push(path, format!("percentage {v} must be in [0, 100]"));
-        }
+    if let Some(v) = value
+        && !(0..=100).contains(&v)
+    {
+        errors.push(path, format!("percentage {v} must be in [0, 100]"));
     }
 }
 
@@ -345,3 +345,6 @@ pub(crate) fn host_subset_of(a: &str, b: &str) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -86,13 +86,13 @@ pub(crate) fn check_http_route(
             "cannot specify both mirror and mirrors",
         );
     }
-    if let Some(v) = r.mirror_percent {
-        if v > 100 {
-            errors.push(
-                at(path, "mirrorPercent"),
-                format!("mirrorPercent must have a max value of 100 (it has {v})"),
-            );
-        }
+    if let Some(v) = r.mirror_percent
+        && v > 100
+    {
+        errors.push(
+            at(path, "mirrorPercent"),
+            format!("mirrorPercent must have a max value of 100 (it has {v})"),
+        );
     }
     check_percent(
         errors,
@@ -128,13 +128,13 @@ pub(crate) fn check_http_route(
             }
             Some(_) => {}
         }
-        if let Some(ns) = &delegate.namespace {
-            if !super::field::is_dns1123_label(ns) {
-                errors.push(
-                    at(&p, "namespace"),
-                    format!("invalid delegate namespace `{ns}`"),
-                );
-            }
+        if let Some(ns) = &delegate.namespace
+            && !super::field::is_dns1123_label(ns)
+        {
+            errors.push(
+                at(&p, "namespace"),
+                format!("invalid delegate namespace `{ns}`"),
+            );
         }
     }
     let routes = at(path, "route");
@@ -367,13 +367,13 @@ fn check_fault(errors: &mut FieldErrors, path: &str, f: &HttpFaultInjection) {
                 "only one of httpStatus, grpcStatus or http2Error may be set",
             );
         }
-        if let Some(status) = a.http_status {
-            if !(200..=599).contains(&status) {
-                errors.push(
-                    at(&p, "httpStatus"),
-                    format!("HTTP status {status} is not in range 200-599"),
-                );
-            }
+        if let Some(status) = a.http_status
+            && !(200..=599).contains(&status)
+        {
+            errors.push(
+                at(&p, "httpStatus"),
+                format!("HTTP status {status} is not in range 200-599"),
+            );
         }
         if let Some(status) = &a.grpc_status {
             check_enum(errors, at(&p, "grpcStatus"), Some(status), GRPC_STATUS);
@@ -417,21 +417,23 @@ fn check_redirect(errors: &mut FieldErrors, path: &str, r: &HttpRedirect) {
             "redirect must specify URI, authority, scheme, or port",
         );
     }
-    if let Some(code) = r.redirect_code {
-        if code != 0 && !(300..=399).contains(&code) {
-            errors.push(
-                at(path, "redirectCode"),
-                format!("{code} is not a valid redirect code, must be 3xx"),
-            );
-        }
+    if let Some(code) = r.redirect_code
+        && code != 0
+        && !(300..=399).contains(&code)
+    {
+        errors.push(
+            at(path, "redirectCode"),
+            format!("{code} is not a valid redirect code, must be 3xx"),
+        );
     }
-    if let Some(scheme) = &r.scheme {
-        if scheme != "http" && scheme != "https" {
-            errors.push(
-                at(path, "scheme"),
-                "invalid redirect scheme, must be \"http\" or \"https\"",
-            );
-        }
+    if let Some(scheme) = &r.scheme
+        && scheme != "http"
+        && scheme != "https"
+    {
+        errors.push(
+            at(path, "scheme"),
+            "invalid redirect scheme, must be \"http\" or \"https\"",
+        );
     }
     if let Some(p) = r.port {
         errors.check(at(path, "port"), port(p));

@@ -106,23 +106,21 @@ impl Validate for ServiceEntrySpec {
             if let Some(tp) = sp.target_port {
                 errors.check(at(&p, "targetPort"), port(tp));
             }
-            if let Some(proto) = &sp.protocol {
-                if !PROTOCOLS.contains(&proto.to_ascii_uppercase().as_str()) {
-                    errors.push(
-                        at(&p, "protocol"),
-                        format!("unsupported protocol `{proto}`"),
-                    );
-                }
+            if let Some(proto) = &sp.protocol
+                && !PROTOCOLS.contains(&proto.to_ascii_uppercase().as_str())
+            {
+                errors.push(
+                    at(&p, "protocol"),
+                    format!("unsupported protocol `{proto}`"),
+                );
             }
         }
         match resolution {
-            "NONE" => {
-                if !self.endpoints.is_empty() {
-                    errors.push(
-                        at(spec, "endpoints"),
-                        "no endpoints should be provided for resolution type NONE",
-                    );
-                }
+            "NONE" if !self.endpoints.is_empty() => {
+                errors.push(
+                    at(spec, "endpoints"),
+                    "no endpoints should be provided for resolution type NONE",
+                );
             }
             "STATIC" => {
                 for (i, ep) in self.endpoints.iter().enumerate() {
@@ -229,13 +227,13 @@ fn check_workload(
         errors.check(p, port(*number));
     }
     check_labels(errors, &at(path, "labels"), &w.labels);
-    if let Some(sa) = &w.service_account {
-        if !is_dns1123_subdomain(sa) {
-            errors.push(
-                at(path, "serviceAccount"),
-                format!("invalid service account name `{sa}`"),
-            );
-        }
+    if let Some(sa) = &w.service_account
+        && !is_dns1123_subdomain(sa)
+    {
+        errors.push(
+            at(path, "serviceAccount"),
+            format!("invalid service account name `{sa}`"),
+        );
     }
 }
 

@@ -36,3 +36,16 @@ fn problem_display_names_object_and_field() {
         "VirtualService default/reviews: spec.http[0].route[1].weight: must be >= 0"
     );
 }
+
+#[test]
+fn validate_bad_object_name_is_refused() {
+    assert_eq!(
+        problems(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: VM_1, namespace: Shop}\nspec: {address: 10.0.0.1}\n"
+        ),
+        [
+            "WorkloadEntry Shop/VM_1: metadata.name: `VM_1` is not a lowercase DNS-1123 subdomain",
+            "WorkloadEntry Shop/VM_1: metadata.namespace: `Shop` is not a lowercase DNS-1123 label",
+        ]
+    );
+}

@@ -133,13 +133,13 @@ fn check_tls_match(errors: &mut FieldErrors, path: &str, m: &TlsMatchAttributes,
 }
 
 pub(crate) fn check_source_namespace(errors: &mut FieldErrors, path: &str, ns: Option<&str>) {
-    if let Some(ns) = ns {
-        if !is_dns1123_label(ns) {
-            errors.push(
-                at(path, "sourceNamespace"),
-                format!("sourceNamespace match `{ns}` is invalid"),
-            );
-        }
+    if let Some(ns) = ns
+        && !is_dns1123_label(ns)
+    {
+        errors.push(
+            at(path, "sourceNamespace"),
+            format!("sourceNamespace match `{ns}` is invalid"),
+        );
     }
 }
 
@@ -182,13 +182,13 @@ pub(crate) fn check_destination(errors: &mut FieldErrors, path: &str, d: &Destin
     } else {
         errors.check(host, wildcard_domain(&d.host));
     }
-    if let Some(subset) = &d.subset {
-        if !is_dns1123_label(subset) {
-            errors.push(
-                at(path, "subset"),
-                format!("subset name `{subset}` is not a DNS-1123 label"),
-            );
-        }
+    if let Some(subset) = &d.subset
+        && !is_dns1123_label(subset)
+    {
+        errors.push(
+            at(path, "subset"),
+            format!("subset name `{subset}` is not a DNS-1123 label"),
+        );
     }
     if let Some(p) = &d.port {
         errors.check(at(path, "port.number"), port(p.number));

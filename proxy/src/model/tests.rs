@@ -153,3 +153,51 @@ fn pattern_matches_whole_values_only() {
     assert!(!p.is_full_match("abc"));
     assert!(!p.is_full_match("xab"));
 }
+
+#[test]
+fn inherit_balancer_state_keeps_in_flight_counts_of_surviving_endpoints() {
+    use std::sync::atomic::Ordering;
+    let cfg = |addrs: &[&str]| pb::ProxyConfig {
+        clusters: vec![pb::Cluster {
+            name: "c".to_owned(),
+            endpoints: addrs
+                .iter()
+                .map(|a| pb::Endpoint {
+                    address: (*a).to_owned(),
+                    port: 80,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let old = ProxyConfig::try_from(&cfg(&["10.0.0.1", "10.0.0.2"])).unwrap();
+    old.clusters[0].endpoints[1]
+        .in_flight
+        .store(7, Ordering::Relaxed);
+    let mut new = ProxyConfig::try_from(&cfg(&["10.0.0.2", "10.0.0.3"])).unwrap();
+    new.inherit_balancer_state(&old);
+    assert_eq!(
+        new.clusters[0].endpoints[0]
+            .in_flight
+            .load(Ordering::Relaxed),
+        7
+    );
+    assert_eq!(
+        new.clusters[0].endpoints[1]
+            .in_flight
+            .load(Ordering::Relaxed),
+        0
+    );
+    // Shared, so requests started on the old config still decrement the new count.
+    old.clusters[0].endpoints[1]
+        .in_flight
+        .fetch_sub(1, Ordering::Relaxed);
+    assert_eq!(
+        new.clusters[0].endpoints[0]
+            .in_flight
+            .load(Ordering::Relaxed),
+        6
+    );
+}

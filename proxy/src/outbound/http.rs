@@ -16,8 +16,11 @@ use crate::balance::{HashInput, pick_endpoint, pick_weighted};
 use crate::body::{self, Body, Counted};
 use crate::http_util::{authority_of, is_grpc, local_reply, shape_for_upstream, strip_hop_by_hop};
 use crate::matching::{Matched, RequestView, host_of, port_of, select_vhost};
+use crate::metrics::Metrics;
 use crate::metrics::ServiceLabels;
-use crate::model::{Action, Route, Running, Text, WeightedCluster, WorkloadMeta};
+use crate::model::{
+    Action, Cluster, Protocol, Route, Running, Text, WeightedCluster, WorkloadMeta,
+};
 use crate::report::{InFlight, Report};
 use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
 use crate::state::Shared;
@@ -44,6 +47,51 @@ fn service_labels(fqdn: &Text) -> ServiceLabels {
     }
 }
 
+/// Per-request inputs of metrics reporting, shared by every outcome.
+struct Reporting<'a> {
+    metrics: &'a Arc<Metrics>,
+    me: &'a WorkloadMeta,
+    protocol: &'a Text,
+    start: Instant,
+    request_bytes: Arc<AtomicU64>,
+}
+
+impl Reporting<'_> {
+    /// A report for a request to `service`, answered by `destination`.
+    fn report(&self, service: &ServiceLabels, destination: &WorkloadMeta) -> Report {
+        let m = self.metrics;
+        let labels = m.request_labels(
+            &m.words.source,
+            self.me,
+            destination,
+            service,
+            self.protocol,
+            0,
+            &m.words.unknown,
+            &m.words.no_flags,
+            &m.words.unknown,
+        );
+        Report::new(
+            Arc::clone(m),
+            labels,
+            self.start,
+            Arc::clone(&self.request_bytes),
+        )
+    }
+
+    /// Records and returns a reply the proxy generated about `service`.
+    fn reply(
+        &self,
+        service: &ServiceLabels,
+        status: StatusCode,
+        msg: &str,
+        flag: &Text,
+    ) -> Response<Body> {
+        self.report(service, &WorkloadMeta::default())
+            .local(local_reply(status, msg), flag)
+    }
+}
+
 /// Handles one request from the local application.
 pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
@@ -62,39 +110,28 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
             "sluice-proxy: request has no authority (Host)",
         );
     };
-    let m = Arc::clone(&shared.metrics);
-    let protocol = if is_grpc(req.headers()) {
-        &m.words.grpc
-    } else {
-        &m.words.http
+    let m = &shared.metrics;
+    let rep = Reporting {
+        metrics: m,
+        me: shared.self_meta(Some(&running)),
+        protocol: if is_grpc(req.headers()) {
+            &m.words.grpc
+        } else {
+            &m.words.http
+        },
+        start,
+        request_bytes: Arc::new(AtomicU64::new(0)),
     };
-    let me = shared.self_meta(Some(&running));
     let host = host_of(&authority);
     let port = port_of(&authority)
         .or(ctx.orig_dst.map(|d| d.port()))
         .unwrap_or(80);
-    let request_bytes = Arc::new(AtomicU64::new(0));
-    let unknown = WorkloadMeta::default();
-    let report_for = |service: &ServiceLabels, dest: &WorkloadMeta| {
-        let labels = m.request_labels(
-            &m.words.source,
-            me,
-            dest,
-            service,
-            protocol,
-            0,
-            &m.words.unknown,
-            &m.words.no_flags,
-            &m.words.unknown,
-        );
-        Report::new(Arc::clone(&m), labels, start, Arc::clone(&request_bytes))
-    };
-    let cfg = &running.config;
-    let Some(vh) = select_vhost(cfg, &host, port) else {
-        let report = report_for(&service_labels(&Text::from(host.as_ref())), &unknown);
+    let Some(vh) = select_vhost(&running.config, &host, port) else {
+        let service = service_labels(&Text::from(host.as_ref()));
         let msg = format!("sluice-proxy: no virtual host for {host}:{port}");
-        return report.local(local_reply(StatusCode::NOT_FOUND, &msg), &m.words.nr);
+        return rep.reply(&service, StatusCode::NOT_FOUND, &msg, &m.words.nr);
     };
+    let vh_service = service_labels(&vh.service);
     let scheme = req.uri().scheme_str().unwrap_or("http");
     let view = RequestView {
         method: req.method().as_str(),
@@ -105,20 +142,18 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
         headers: req.headers(),
     };
     let Some((_, route, matched)) = vh.route_for(&view) else {
-        let report = report_for(&service_labels(&vh.service), &unknown);
         let msg = format!("sluice-proxy: no route of {} matched", vh.name);
-        return report.local(local_reply(StatusCode::NOT_FOUND, &msg), &m.words.nr);
+        return rep.reply(&vh_service, StatusCode::NOT_FOUND, &msg, &m.words.nr);
     };
     match &route.action {
         Action::DirectResponse { status, body } => {
-            let report = report_for(&service_labels(&vh.service), &unknown);
             let mut resp = Response::new(body::full(body.clone()));
             *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             route.response_headers.apply(resp.headers_mut());
+            let report = rep.report(&vh_service, &WorkloadMeta::default());
             report.local(resp, &m.words.no_flags)
         }
         Action::Redirect(r) => {
-            let report = report_for(&service_labels(&vh.service), &unknown);
             let location = redirect_location(r, scheme, &authority, view.path, view.query);
             let mut resp = Response::new(body::empty());
             *resp.status_mut() =
@@ -127,127 +162,144 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
                 resp.headers_mut().insert(header::LOCATION, v);
             }
             route.response_headers.apply(resp.headers_mut());
+            let report = rep.report(&vh_service, &WorkloadMeta::default());
             report.local(resp, &m.words.no_flags)
         }
         Action::Forward(dests) => {
             let Some(dest) = pick_weighted(dests) else {
-                let report = report_for(&service_labels(&vh.service), &unknown);
-                return report.local(
-                    local_reply(StatusCode::SERVICE_UNAVAILABLE, "route has no destination"),
+                let msg = "sluice-proxy: route has no destination";
+                return rep.reply(
+                    &vh_service,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    msg,
                     &m.words.nr,
                 );
             };
-            let Some(cluster) = cfg.cluster(&dest.cluster) else {
-                let report = report_for(&service_labels(&vh.service), &unknown);
+            let Some(cluster) = running.config.cluster(&dest.cluster) else {
                 let msg = format!("sluice-proxy: cluster {} not found", dest.cluster);
-                return report.local(
-                    local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg),
+                return rep.reply(
+                    &vh_service,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &msg,
                     &m.words.nc,
                 );
             };
-            let service = ServiceLabels {
-                service: cluster.service.clone(),
-                name: cluster.service_name.clone(),
-                namespace: cluster.service_namespace.clone(),
-            };
-            let input = HashInput {
-                headers: req.headers(),
-                source_ip: ctx.peer.ip(),
-                query: req.uri().query(),
-            };
-            let Some(choice) = pick_endpoint(cluster, &input) else {
-                let report = report_for(&service, &unknown);
-                let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
-                return report.local(
-                    local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg),
-                    &m.words.uh,
-                );
-            };
-            let ep = &cluster.endpoints[choice.index];
-            let report = report_for(&service, &ep.workload);
-            let h2 = ep.sidecar
-                || cluster.protocol.is_h2()
-                || (cluster.protocol == crate::model::Protocol::Unspecified
-                    && req.version() == Version::HTTP_2);
-            let app = SocketAddr::new(ep.address, ep.port);
-            let target = if ep.sidecar {
-                Target {
-                    connect: SocketAddr::new(ep.address, ep.inbound_port),
-                    announce: Some(app),
-                }
-            } else {
-                Target {
-                    connect: app,
-                    announce: None,
-                }
-            };
-            let upstream_req = match build_request(
-                req,
+            let forwarding = Forwarding {
                 route,
                 matched,
                 dest,
-                &authority,
-                h2,
-                ep.sidecar.then_some(me),
-            ) {
-                Ok(r) => r.map(|b| body::boxed(Counted::new(b, Arc::clone(&request_bytes)))),
-                Err(e) => {
-                    let msg = format!("sluice-proxy: {e}");
-                    return report.local(
-                        local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg),
-                        &m.words.no_flags,
-                    );
-                }
+                cluster,
+                authority: &authority,
             };
-            let guard = InFlight::start(&ep.in_flight);
-            let shared2 = Arc::clone(&shared);
-            let send = async move {
-                if h2 {
-                    shared2
-                        .pools
-                        .send_h2(target, upstream_req)
-                        .await
-                        .map(|r| r.map(body::boxed))
-                } else {
-                    shared2.pools.send_h1(target, upstream_req).await
-                }
-            };
-            let result = if route.timeout_ms > 0 {
-                match tokio::time::timeout(Duration::from_millis(route.timeout_ms), send).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let resp =
-                            local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
-                        return report.local(resp, &m.words.ut);
-                    }
-                }
-            } else {
-                send.await
-            };
-            match result {
-                Ok(mut resp) => {
-                    strip_hop_by_hop(resp.headers_mut());
-                    route.response_headers.apply(resp.headers_mut());
-                    dest.response_headers.apply(resp.headers_mut());
-                    if let Some(cookie) = choice
-                        .set_cookie
-                        .and_then(|c| HeaderValue::from_str(&c).ok())
-                    {
-                        resp.headers_mut().append(header::SET_COOKIE, cookie);
-                    }
-                    report.streamed(resp, Some(guard))
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "upstream request failed");
-                    let flag = if e.is_connect_failure() {
-                        &m.words.uf
-                    } else {
-                        &m.words.uc
-                    };
-                    let msg = format!("sluice-proxy: {e}");
-                    report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag)
-                }
+            forward(&shared, ctx, req, forwarding, &rep).await
+        }
+    }
+}
+
+/// The route decision a forwarded request carries out.
+struct Forwarding<'a> {
+    route: &'a Route,
+    matched: Matched,
+    dest: &'a WeightedCluster,
+    cluster: &'a Cluster,
+    authority: &'a str,
+}
+
+/// Picks an endpoint of the chosen cluster and exchanges the request with it.
+async fn forward(
+    shared: &Shared,
+    ctx: ConnCtx,
+    req: Request<Incoming>,
+    f: Forwarding<'_>,
+    rep: &Reporting<'_>,
+) -> Response<Body> {
+    let words = &rep.metrics.words;
+    let cluster = f.cluster;
+    let service = ServiceLabels {
+        service: cluster.service.clone(),
+        name: cluster.service_name.clone(),
+        namespace: cluster.service_namespace.clone(),
+    };
+    let input = HashInput {
+        headers: req.headers(),
+        source_ip: ctx.peer.ip(),
+        query: req.uri().query(),
+    };
+    let picked = pick_endpoint(cluster, &input)
+        .and_then(|c| cluster.endpoints.get(c.index).map(|ep| (c, ep)));
+    let Some((choice, ep)) = picked else {
+        let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
+        return rep.reply(&service, StatusCode::SERVICE_UNAVAILABLE, &msg, &words.uh);
+    };
+    let report = rep.report(&service, &ep.workload);
+    // Peer sidecars always take h2c; others get the cluster's (or the caller's) protocol.
+    let h2 = ep.sidecar
+        || cluster.protocol.is_h2()
+        || (cluster.protocol == Protocol::Unspecified && req.version() == Version::HTTP_2);
+    let app = SocketAddr::new(ep.address, ep.port);
+    let target = if ep.sidecar {
+        Target {
+            connect: SocketAddr::new(ep.address, ep.inbound_port),
+            announce: Some(app),
+        }
+    } else {
+        Target {
+            connect: app,
+            announce: None,
+        }
+    };
+    let identity = ep.sidecar.then_some(rep.me);
+    let upstream_req = match build_request(req, &f, h2, identity) {
+        Ok(r) => r.map(|b| body::boxed(Counted::new(b, Arc::clone(&rep.request_bytes)))),
+        Err(e) => {
+            let msg = format!("sluice-proxy: {e}");
+            let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg);
+            return report.local(resp, &words.no_flags);
+        }
+    };
+    let guard = InFlight::start(&ep.in_flight);
+    let send = async {
+        if h2 {
+            let resp = shared.pools.send_h2(target, upstream_req).await;
+            resp.map(|r| r.map(body::boxed))
+        } else {
+            shared.pools.send_h1(target, upstream_req).await
+        }
+    };
+    let result = if f.route.timeout_ms > 0 {
+        let limit = Duration::from_millis(f.route.timeout_ms);
+        match tokio::time::timeout(limit, send).await {
+            Ok(r) => r,
+            Err(_) => {
+                let resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                return report.local(resp, &words.ut);
             }
+        }
+    } else {
+        send.await
+    };
+    match result {
+        Ok(mut resp) => {
+            strip_hop_by_hop(resp.headers_mut());
+            f.route.response_headers.apply(resp.headers_mut());
+            f.dest.response_headers.apply(resp.headers_mut());
+            if let Some(cookie) = choice
+                .set_cookie
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+            {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            report.streamed(resp, Some(guard))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "upstream request failed");
+            let flag = if e.is_connect_failure() {
+                &words.uf
+            } else {
+                &words.uc
+            };
+            let msg = format!("sluice-proxy: {e}");
+            report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag)
         }
     }
 }
@@ -259,21 +311,19 @@ struct BuildError(#[from] crate::http_util::BadTarget);
 
 fn build_request(
     req: Request<Incoming>,
-    route: &Route,
-    matched: Matched,
-    dest: &WeightedCluster,
-    authority: &str,
+    f: &Forwarding<'_>,
     h2: bool,
     identity: Option<&WorkloadMeta>,
 ) -> Result<Request<Incoming>, BuildError> {
     let (mut parts, body) = req.into_parts();
-    let path = rewritten_path(route, matched, parts.uri.path());
+    let path = rewritten_path(f.route, f.matched, parts.uri.path());
     let pq = path_and_query(&path, parts.uri.query());
-    let authority = route
+    let authority = f
+        .route
         .rewrite
         .authority
         .as_deref()
-        .unwrap_or(authority)
+        .unwrap_or(f.authority)
         .to_owned();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
@@ -306,8 +356,8 @@ fn build_request(
             }
         }
     }
-    route.request_headers.apply(headers);
-    dest.request_headers.apply(headers);
+    f.route.request_headers.apply(headers);
+    f.dest.request_headers.apply(headers);
     shape_for_upstream(&mut parts, h2, &authority, &pq)?;
     Ok(Request::from_parts(parts, body))
 }

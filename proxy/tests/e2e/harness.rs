@@ -203,6 +203,15 @@ impl Proxy {
         SocketAddr::new(self.ip, 15090)
     }
 
+    /// Sends SIGTERM to the process.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -314,7 +323,7 @@ pub async fn send_h2(addr: SocketAddr, req: Request<Full<Bytes>>) -> anyhow::Res
 /// A backend HTTP server (HTTP/1.1 and h2c) describing each request it gets:
 /// headers `x-backend` (its name), `x-seen-path`, `x-seen-host`, and a body of
 /// `name: value` lines of the request headers. `/grpc` answers with trailers
-/// `grpc-status: 0`; `/status/<code>` answers that code.
+/// `grpc-status: 0`; `/status/<code>` answers that code; `/delay/<ms>` waits first.
 pub async fn backend(addr: SocketAddr, name: &'static str) -> tokio::task::JoinHandle<()> {
     let listener = TcpListener::bind(addr).await.expect("bind backend");
     tokio::spawn(async move {
@@ -365,6 +374,12 @@ async fn describe(name: &'static str, req: Request<Incoming>) -> Response<TestBo
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     text.push_str(&format!("body-bytes: {}\n", req_body.len()));
+    if let Some(ms) = path
+        .strip_prefix("/delay/")
+        .and_then(|d| d.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let status = path
         .strip_prefix("/status/")
         .and_then(|c| c.parse::<u16>().ok())

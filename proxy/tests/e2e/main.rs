@@ -3,6 +3,7 @@
 
 mod admin;
 mod harness;
+mod lifecycle;
 mod mesh;
 mod routing;
 mod stream;

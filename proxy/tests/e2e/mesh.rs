@@ -167,7 +167,21 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
             "identity headers must be stripped: {}",
             got.body
         );
+        let xfcc = "x-forwarded-client-cert: By=spiffe://cluster.local/ns/default/sa/reviews;\
+                    URI=spiffe://cluster.local/ns/default/sa/productpage";
+        assert!(got.body.contains(xfcc), "{}", got.body);
     }
+
+    // A caller without a sidecar reaches the inbound directly: port from Host, source unknown.
+    let mut forged = get("/direct", "reviews:9080");
+    forged.headers_mut().insert(
+        "x-forwarded-client-cert",
+        "URI=spiffe://evil".parse().unwrap(),
+    );
+    let direct = send(server.inbound(), forged).await.unwrap();
+    assert_eq!(direct.status, 200);
+    assert_eq!(direct.header("x-backend"), "reviews-app");
+    assert!(!direct.body.contains("evil"), "{}", direct.body);
 
     // gRPC-style call: h2 from the client, trailers all the way back.
     let grpc = http::Request::builder()
@@ -235,6 +249,12 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
         ("response_code", "200"),
     ];
     eventually(&server, "istio_requests_total", &destination, 3.0).await;
+    let unknown = [
+        ("reporter", "destination"),
+        ("source_workload", "unknown"),
+        ("response_code", "200"),
+    ];
+    eventually(&server, "istio_requests_total", &unknown, 1.0).await;
     let grpc_labels = [
         ("reporter", "destination"),
         ("request_protocol", "grpc"),
@@ -262,4 +282,81 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
         4.0,
     )
     .await;
+}
+
+#[tokio::test]
+async fn mesh_concurrent_requests_share_pooled_connections_without_errors() {
+    const NET2: u8 = 22;
+    let app: SocketAddr = format!("127.0.{NET2}.2:9080").parse().unwrap();
+    backend(app, "reviews-app").await;
+    let client_ctl = Controller::start(format!("127.0.{NET2}.250:15010").parse().unwrap()).await;
+    let server_ctl = Controller::start(format!("127.0.{NET2}.251:15010").parse().unwrap()).await;
+    let client = Proxy::start(
+        &format!("127.0.{NET2}.1"),
+        client_ctl.addr,
+        "productpage-v1",
+        &[],
+    )
+    .await;
+    let server = Proxy::start(
+        &format!("127.0.{NET2}.2"),
+        server_ctl.addr,
+        "reviews-v1",
+        &[],
+    )
+    .await;
+    let ep = pb::Endpoint {
+        sidecar: true,
+        ..endpoint(app, "reviews-v1", "v1")
+    };
+    client_ctl.publish(
+        "1",
+        pb::ProxyConfig {
+            virtual_hosts: vec![vhost(
+                "reviews",
+                9080,
+                vec![forward(vec![], &[(&cname("reviews", 9080, ""), 1)])],
+            )],
+            clusters: vec![cluster("reviews", 9080, "", vec![ep])],
+            ..Default::default()
+        },
+    );
+    server_ctl.publish("1", server_config());
+    assert_eq!(client_ctl.reply("1").await, Reply::Ack);
+    assert_eq!(server_ctl.reply("1").await, Reply::Ack);
+    let out = client.outbound();
+    let workers: Vec<_> = (0..32)
+        .map(|w| {
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    let got = send(out, get(&format!("/w{w}/r{i}"), "reviews:9080"))
+                        .await
+                        .unwrap();
+                    assert_eq!(got.status, 200, "{}", got.body);
+                    assert_eq!(got.header("x-seen-path"), format!("/w{w}/r{i}"));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    eventually(
+        &server,
+        "istio_requests_total",
+        &[("reporter", "destination"), ("response_code", "200")],
+        640.0,
+    )
+    .await;
+    // Multiplexed: far fewer sidecar-to-sidecar connections than requests.
+    let accepted = server
+        .metric(
+            "sluice_connections_accepted_total",
+            &[("listener", "inbound")],
+        )
+        .await;
+    assert!(
+        accepted <= 4.0,
+        "inbound accepted {accepted} connections for 640 requests"
+    );
 }

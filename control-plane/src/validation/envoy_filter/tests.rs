@@ -52,7 +52,9 @@ fn local_rate_limit_seed_filter_is_read() {
 
 #[test]
 fn local_rate_limit_camel_case_and_defaults_are_read() {
-    let f = filter(&bucket("tokenBucket: {maxTokens: '5', fillInterval: 0.5s}, filterEnabled: {defaultValue: {numerator: 50}}"));
+    let f = filter(&bucket(
+        "tokenBucket: {maxTokens: '5', fillInterval: 0.5s}, filterEnabled: {defaultValue: {numerator: 50}}",
+    ));
     let limit = local_rate_limit(&f).unwrap().unwrap();
     assert_eq!(limit.max_tokens, 5);
     assert_eq!(limit.tokens_per_fill, 1);
@@ -69,7 +71,10 @@ fn local_rate_limit_typed_struct_is_read() {
          value: {{token_bucket: {{max_tokens: 3, tokens_per_fill: 3, fill_interval: 60s}}}}}}}}}}}}"
     ));
     let limit = local_rate_limit(&f).unwrap().unwrap();
-    assert_eq!((limit.context, limit.max_tokens, limit.fill_interval), (PatchContext::Any, 3, Duration::from_secs(60)));
+    assert_eq!(
+        (limit.context, limit.max_tokens, limit.fill_interval),
+        (PatchContext::Any, 3, Duration::from_secs(60))
+    );
 }
 
 #[test]
@@ -83,7 +88,9 @@ fn local_rate_limit_other_apply_to_is_unsupported() {
 
 #[test]
 fn local_rate_limit_other_filter_is_unsupported() {
-    let f = filter("{applyTo: HTTP_FILTER, patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.lua}}}");
+    let f = filter(
+        "{applyTo: HTTP_FILTER, patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.lua}}}",
+    );
     assert_eq!(
         local_rate_limit(&f).unwrap_err().to_string(),
         "spec.configPatches[0]: unsupported EnvoyFilter patch: filter `envoy.filters.http.lua` (only envoy.filters.http.local_ratelimit is supported)"
@@ -92,7 +99,9 @@ fn local_rate_limit_other_filter_is_unsupported() {
 
 #[test]
 fn local_rate_limit_merge_operation_is_unsupported() {
-    let f = filter("{applyTo: HTTP_FILTER, patch: {operation: MERGE, value: {name: envoy.filters.http.local_ratelimit}}}");
+    let f = filter(
+        "{applyTo: HTTP_FILTER, patch: {operation: MERGE, value: {name: envoy.filters.http.local_ratelimit}}}",
+    );
     assert_eq!(
         local_rate_limit(&f).unwrap_err().to_string(),
         "spec.configPatches[0]: unsupported EnvoyFilter patch: operation MERGE (only filter insertion is supported)"
@@ -101,7 +110,9 @@ fn local_rate_limit_merge_operation_is_unsupported() {
 
 #[test]
 fn local_rate_limit_gateway_context_is_unsupported() {
-    let f = filter("{applyTo: HTTP_FILTER, match: {context: GATEWAY}, patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.local_ratelimit}}}");
+    let f = filter(
+        "{applyTo: HTTP_FILTER, match: {context: GATEWAY}, patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.local_ratelimit}}}",
+    );
     assert_eq!(
         local_rate_limit(&f).unwrap_err().to_string(),
         "spec.configPatches[0]: unsupported EnvoyFilter patch: match.context GATEWAY"
@@ -128,7 +139,9 @@ fn local_rate_limit_zero_tokens_are_refused() {
 
 #[test]
 fn local_rate_limit_fast_fill_interval_is_refused() {
-    let f = filter(&bucket("token_bucket: {max_tokens: 1, fill_interval: 10ms}"));
+    let f = filter(&bucket(
+        "token_bucket: {max_tokens: 1, fill_interval: 10ms}",
+    ));
     assert_eq!(
         local_rate_limit(&f).unwrap_err().to_string(),
         "spec.configPatches[0].patch.value.typed_config.token_bucket.fill_interval: fill_interval must be >= 50ms"
@@ -137,24 +150,36 @@ fn local_rate_limit_fast_fill_interval_is_refused() {
 
 #[test]
 fn local_rate_limit_wrong_type_url_is_refused() {
-    let f = filter("{applyTo: HTTP_FILTER, patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.local_ratelimit, typed_config: {'@type': x.y.Z}}}}");
+    let f = filter(
+        "{applyTo: HTTP_FILTER, patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.local_ratelimit, typed_config: {'@type': x.y.Z}}}}",
+    );
     assert_eq!(
         local_rate_limit(&f).unwrap_err().to_string(),
-        format!("spec.configPatches[0].patch.value.typed_config.@type: unsupported EnvoyFilter patch: type `x.y.Z` (expected {CONFIG_TYPE})")
+        format!(
+            "spec.configPatches[0].patch.value.typed_config.@type: unsupported EnvoyFilter patch: type `x.y.Z` (expected {CONFIG_TYPE})"
+        )
     );
 }
 
 #[test]
 fn envoy_filter_validation_reports_each_unsupported_patch() {
-    let yaml = filter_yaml(&format!("{}\n  - {{applyTo: LISTENER}}", bucket("token_bucket: {max_tokens: 1, fill_interval: 1s}")));
+    let yaml = filter_yaml(&format!(
+        "{}\n  - {{applyTo: LISTENER}}",
+        bucket("token_bucket: {max_tokens: 1, fill_interval: 1s}")
+    ));
     assert_eq!(
         problems(&yaml),
-        ["EnvoyFilter default/f: spec.configPatches[1]: unsupported EnvoyFilter patch: applyTo LISTENER (only HTTP_FILTER is supported)"]
+        [
+            "EnvoyFilter default/f: spec.configPatches[1]: unsupported EnvoyFilter patch: applyTo LISTENER (only HTTP_FILTER is supported)"
+        ]
     );
 }
 
 #[test]
 fn envoy_filter_without_patches_is_refused() {
     let yaml = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\nspec: {}\n";
-    assert_eq!(problems(yaml), ["EnvoyFilter default/f: spec.configPatches: at least one config patch is required"]);
+    assert_eq!(
+        problems(yaml),
+        ["EnvoyFilter default/f: spec.configPatches: at least one config patch is required"]
+    );
 }

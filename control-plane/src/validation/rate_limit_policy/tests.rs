@@ -30,7 +30,9 @@ fn rate_limit_policy_zero_tokens_are_refused() {
 fn rate_limit_policy_bad_fill_interval_is_refused() {
     assert_eq!(
         rlp("{maxTokens: 1, tokensPerFill: 1, fillInterval: soon}"),
-        ["RateLimitPolicy default/l: spec.fillInterval: invalid duration `soon` (expected e.g. 1.5s, 100ms, 1m, 1h)"]
+        [
+            "RateLimitPolicy default/l: spec.fillInterval: invalid duration `soon` (expected e.g. 1.5s, 100ms, 1m, 1h)"
+        ]
     );
     assert_eq!(
         rlp("{maxTokens: 1, tokensPerFill: 1}"),
@@ -40,15 +42,24 @@ fn rate_limit_policy_bad_fill_interval_is_refused() {
 
 #[test]
 fn rate_limit_policy_bad_match_regex_is_refused() {
-    let lines = rlp("{maxTokens: 1, tokensPerFill: 1, fillInterval: 1s, match: [{headers: {x-user: {regex: '['}}}]}");
+    let lines = rlp(
+        "{maxTokens: 1, tokensPerFill: 1, fillInterval: 1s, match: [{headers: {x-user: {regex: '['}}}]}",
+    );
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("RateLimitPolicy default/l: spec.match[0].headers.x-user.regex: invalid regex"), "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "RateLimitPolicy default/l: spec.match[0].headers.x-user.regex: invalid regex"
+        ),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn rate_limit_policy_empty_match_is_refused() {
     assert_eq!(
         rlp("{maxTokens: 1, tokensPerFill: 1, fillInterval: 1s, match: [{}]}"),
-        ["RateLimitPolicy default/l: spec.match[0]: match must set at least one of uri, method or headers"]
+        [
+            "RateLimitPolicy default/l: spec.match[0]: match must set at least one of uri, method or headers"
+        ]
     );
 }

@@ -13,14 +13,20 @@ fn ap(spec: &str) -> Vec<String> {
 }
 
 fn ap_one(spec: &str, expected: &str) {
-    assert_eq!(ap(spec), [format!("AuthorizationPolicy default/a: {expected}")], "spec: {spec}");
+    assert_eq!(
+        ap(spec),
+        [format!("AuthorizationPolicy default/a: {expected}")],
+        "spec: {spec}"
+    );
 }
 
 #[test]
 fn peer_authentication_unknown_mode_is_refused() {
     assert_eq!(
         pa("{mtls: {mode: REQUIRED}}"),
-        ["PeerAuthentication default/p: spec.mtls.mode: unknown value `REQUIRED` (expected one of UNSET, DISABLE, PERMISSIVE, STRICT)"]
+        [
+            "PeerAuthentication default/p: spec.mtls.mode: unknown value `REQUIRED` (expected one of UNSET, DISABLE, PERMISSIVE, STRICT)"
+        ]
     );
 }
 
@@ -28,22 +34,32 @@ fn peer_authentication_unknown_mode_is_refused() {
 fn peer_authentication_port_level_needs_selector() {
     assert_eq!(
         pa("{mtls: {mode: STRICT}, portLevelMtls: {8080: {mode: DISABLE}}}"),
-        ["PeerAuthentication default/p: spec.portLevelMtls: portLevelMtls requires a workload selector with labels"]
+        [
+            "PeerAuthentication default/p: spec.portLevelMtls: portLevelMtls requires a workload selector with labels"
+        ]
     );
-    assert!(pa("{selector: {matchLabels: {app: a}}, portLevelMtls: {8080: {mode: DISABLE}}}").is_empty());
+    assert!(
+        pa("{selector: {matchLabels: {app: a}}, portLevelMtls: {8080: {mode: DISABLE}}}")
+            .is_empty()
+    );
 }
 
 #[test]
 fn peer_authentication_port_level_bad_port_is_refused() {
     assert_eq!(
         pa("{selector: {matchLabels: {app: a}}, portLevelMtls: {0: {mode: DISABLE}}}"),
-        ["PeerAuthentication default/p: spec.portLevelMtls.0: port number 0 must be in the range 1..65535"]
+        [
+            "PeerAuthentication default/p: spec.portLevelMtls.0: port number 0 must be in the range 1..65535"
+        ]
     );
 }
 
 #[test]
 fn authorization_policy_unknown_action_is_refused() {
-    ap_one("{action: BLOCK}", "spec.action: unknown value `BLOCK` (expected one of ALLOW, DENY, AUDIT, CUSTOM)");
+    ap_one(
+        "{action: BLOCK}",
+        "spec.action: unknown value `BLOCK` (expected one of ALLOW, DENY, AUDIT, CUSTOM)",
+    );
 }
 
 #[test]
@@ -55,17 +71,28 @@ fn authorization_policy_allow_nothing_is_valid() {
 fn authorization_policy_deny_without_rules_is_refused() {
     let lines = ap("{action: DENY}");
     assert_eq!(lines.len(), 1);
-    assert!(lines[0].starts_with("AuthorizationPolicy default/a: spec.rules: DENY action without `rules` is meaningless"), "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "AuthorizationPolicy default/a: spec.rules: DENY action without `rules` is meaningless"
+        ),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn authorization_policy_custom_needs_provider() {
-    ap_one("{action: CUSTOM, rules: [{}]}", "spec.provider.name: `provider.name` must not be empty");
+    ap_one(
+        "{action: CUSTOM, rules: [{}]}",
+        "spec.provider.name: `provider.name` must not be empty",
+    );
 }
 
 #[test]
 fn authorization_policy_provider_without_custom_is_refused() {
-    ap_one("{action: ALLOW, provider: {name: ext}}", "spec.provider: `provider` must not be with non CUSTOM action, found ALLOW");
+    ap_one(
+        "{action: ALLOW, provider: {name: ext}}",
+        "spec.provider: `provider` must not be with non CUSTOM action, found ALLOW",
+    );
 }
 
 #[test]
@@ -78,12 +105,18 @@ fn authorization_policy_custom_with_principals_is_refused() {
 
 #[test]
 fn authorization_policy_empty_source_is_refused() {
-    ap_one("{rules: [{from: [{source: {}}]}]}", "spec.rules[0].from[0].source: `from.source` must not be empty");
+    ap_one(
+        "{rules: [{from: [{source: {}}]}]}",
+        "spec.rules[0].from[0].source: `from.source` must not be empty",
+    );
 }
 
 #[test]
 fn authorization_policy_empty_operation_is_refused() {
-    ap_one("{rules: [{to: [{operation: {}}]}]}", "spec.rules[0].to[0].operation: `to.operation` must not be empty");
+    ap_one(
+        "{rules: [{to: [{operation: {}}]}]}",
+        "spec.rules[0].to[0].operation: `to.operation` must not be empty",
+    );
 }
 
 #[test]
@@ -96,7 +129,10 @@ fn authorization_policy_bad_ip_block_is_refused() {
 
 #[test]
 fn authorization_policy_bad_port_is_refused() {
-    ap_one("{rules: [{to: [{operation: {ports: ['http']}}]}]}", "spec.rules[0].to[0].operation.ports[0]: `http` is not a port number");
+    ap_one(
+        "{rules: [{to: [{operation: {ports: ['http']}}]}]}",
+        "spec.rules[0].to[0].operation.ports[0]: `http` is not a port number",
+    );
 }
 
 #[test]
@@ -117,7 +153,10 @@ fn authorization_policy_condition_without_values_is_refused() {
 
 #[test]
 fn authorization_policy_unknown_condition_key_is_refused() {
-    ap_one("{rules: [{when: [{key: request.colour, values: [red]}]}]}", "spec.rules[0].when[0].key: unknown attribute `request.colour`");
+    ap_one(
+        "{rules: [{when: [{key: request.colour, values: [red]}]}]}",
+        "spec.rules[0].when[0].key: unknown attribute `request.colour`",
+    );
 }
 
 #[test]
@@ -125,5 +164,24 @@ fn authorization_policy_selector_and_target_ref_are_exclusive() {
     ap_one(
         "{selector: {matchLabels: {app: a}}, targetRef: {kind: Service, name: s}}",
         "spec: only one of selector, targetRef or targetRefs can be set",
+    );
+}
+
+#[test]
+fn authorization_policy_target_ref_kind_and_namespace_are_checked() {
+    assert_eq!(
+        ap("{targetRef: {kind: Deployment, name: d, namespace: other}}"),
+        [
+            "AuthorizationPolicy default/a: spec.targetRef.namespace: targetRef namespace must not be set; cross namespace referencing is not supported",
+            "AuthorizationPolicy default/a: spec.targetRef: targetRef must be to a Service, ServiceEntry, Gateway or GatewayClass but was /Deployment",
+        ]
+    );
+}
+
+#[test]
+fn authorization_policy_empty_value_is_refused() {
+    ap_one(
+        "{rules: [{to: [{operation: {methods: ['']}}]}]}",
+        "spec.rules[0].to[0].operation.methods[0]: empty value is not allowed",
     );
 }

@@ -7,7 +7,11 @@ fn se(spec: &str) -> Vec<String> {
 }
 
 fn one(spec: &str, expected: &str) {
-    assert_eq!(se(spec), [format!("ServiceEntry default/s: {expected}")], "spec: {spec}");
+    assert_eq!(
+        se(spec),
+        [format!("ServiceEntry default/s: {expected}")],
+        "spec: {spec}"
+    );
 }
 
 fn we(spec: &str) -> Vec<String> {
@@ -25,12 +29,18 @@ fn service_entry_static_endpoints_are_valid() {
 
 #[test]
 fn service_entry_without_hosts_is_refused() {
-    one(&format!("{{{PORTS}}}"), "spec.hosts: service entry must have at least one host");
+    one(
+        &format!("{{{PORTS}}}"),
+        "spec.hosts: service entry must have at least one host",
+    );
 }
 
 #[test]
 fn service_entry_wildcard_host_is_refused() {
-    one(&format!("{{hosts: ['*'], {PORTS}}}"), "spec.hosts[0]: invalid host *");
+    one(
+        &format!("{{hosts: ['*'], {PORTS}}}"),
+        "spec.hosts[0]: invalid host *",
+    );
 }
 
 #[test]
@@ -51,7 +61,10 @@ fn service_entry_unknown_location_is_refused() {
 
 #[test]
 fn service_entry_unknown_protocol_is_refused() {
-    one("{hosts: [a.b], ports: [{number: 80, name: p, protocol: GOPHER}]}", "spec.ports[0].protocol: unsupported protocol `GOPHER`");
+    one(
+        "{hosts: [a.b], ports: [{number: 80, name: p, protocol: GOPHER}]}",
+        "spec.ports[0].protocol: unsupported protocol `GOPHER`",
+    );
 }
 
 #[test]
@@ -64,13 +77,18 @@ fn service_entry_duplicate_port_is_refused() {
 
 #[test]
 fn service_entry_port_zero_is_refused() {
-    one("{hosts: [a.b], ports: [{number: 0, name: a}]}", "spec.ports[0].number: port number 0 must be in the range 1..65535");
+    one(
+        "{hosts: [a.b], ports: [{number: 0, name: a}]}",
+        "spec.ports[0].number: port number 0 must be in the range 1..65535",
+    );
 }
 
 #[test]
 fn service_entry_static_endpoint_must_be_ip() {
     one(
-        &format!("{{hosts: [a.b], {PORTS}, resolution: STATIC, endpoints: [{{address: db.example.com}}]}}"),
+        &format!(
+            "{{hosts: [a.b], {PORTS}, resolution: STATIC, endpoints: [{{address: db.example.com}}]}}"
+        ),
         "spec.endpoints[0].address: endpoint address `db.example.com` is not a valid IP address",
     );
 }
@@ -78,7 +96,9 @@ fn service_entry_static_endpoint_must_be_ip() {
 #[test]
 fn service_entry_endpoint_port_must_be_declared() {
     one(
-        &format!("{{hosts: [a.b], {PORTS}, resolution: STATIC, endpoints: [{{address: 10.0.0.1, ports: {{grpc: 9090}}}}]}}"),
+        &format!(
+            "{{hosts: [a.b], {PORTS}, resolution: STATIC, endpoints: [{{address: 10.0.0.1, ports: {{grpc: 9090}}}}]}}"
+        ),
         "spec.endpoints[0].ports.grpc: endpoint port `grpc` is not defined by the service entry",
     );
 }
@@ -93,8 +113,15 @@ fn service_entry_endpoints_with_resolution_none_are_refused() {
 
 #[test]
 fn service_entry_selector_and_endpoints_are_exclusive() {
-    let lines = se(&format!("{{hosts: [a.b], {PORTS}, resolution: STATIC, workloadSelector: {{labels: {{app: a}}}}, endpoints: [{{address: 10.0.0.1}}]}}"));
-    assert_eq!(lines, ["ServiceEntry default/s: spec: only one of workloadSelector or endpoints is allowed in service entry"]);
+    let lines = se(&format!(
+        "{{hosts: [a.b], {PORTS}, resolution: STATIC, workloadSelector: {{labels: {{app: a}}}}, endpoints: [{{address: 10.0.0.1}}]}}"
+    ));
+    assert_eq!(
+        lines,
+        [
+            "ServiceEntry default/s: spec: only one of workloadSelector or endpoints is allowed in service entry"
+        ]
+    );
 }
 
 #[test]
@@ -123,26 +150,55 @@ fn service_entry_multiple_hosts_with_tcp_are_refused() {
 
 #[test]
 fn workload_entry_without_address_is_refused() {
-    assert_eq!(we("{labels: {app: a}}"), ["WorkloadEntry default/w: spec.address: address is required"]);
+    assert_eq!(
+        we("{labels: {app: a}}"),
+        ["WorkloadEntry default/w: spec.address: address is required"]
+    );
 }
 
 #[test]
 fn workload_entry_port_out_of_range_is_refused() {
     assert_eq!(
         we("{address: 127.0.0.5, ports: {http: 70000}}"),
-        ["WorkloadEntry default/w: spec.ports.http: port number 70000 must be in the range 1..65535"]
+        [
+            "WorkloadEntry default/w: spec.ports.http: port number 70000 must be in the range 1..65535"
+        ]
     );
 }
 
 #[test]
 fn workload_entry_dns_address_is_valid() {
-    assert!(we("{address: vm1.example.com, ports: {http: 8080}, serviceAccount: vm-sa}").is_empty());
+    assert!(
+        we("{address: vm1.example.com, ports: {http: 8080}, serviceAccount: vm-sa}").is_empty()
+    );
 }
 
 #[test]
 fn workload_entry_unix_socket_with_ports_is_refused() {
     assert_eq!(
         we("{address: 'unix:///var/run/app.sock', ports: {http: 80}}"),
-        ["WorkloadEntry default/w: spec.ports: unix endpoint unix:///var/run/app.sock must not include ports"]
+        [
+            "WorkloadEntry default/w: spec.ports: unix endpoint unix:///var/run/app.sock must not include ports"
+        ]
+    );
+}
+
+#[test]
+fn service_entry_dns_round_robin_allows_one_endpoint() {
+    one(
+        &format!(
+            "{{hosts: [a.b], {PORTS}, resolution: DNS_ROUND_ROBIN, endpoints: [{{address: x.a.b}}, {{address: y.a.b}}]}}"
+        ),
+        "spec.endpoints: there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN",
+    );
+}
+
+#[test]
+fn workload_entry_relative_unix_socket_is_refused() {
+    assert_eq!(
+        we("{address: 'unix://run/app.sock'}"),
+        [
+            "WorkloadEntry default/w: spec.address: unix address must be an absolute path or an abstract socket (@name)"
+        ]
     );
 }

@@ -14,7 +14,10 @@ fn one(spec: &str, expected: &str) {
 
 #[test]
 fn virtual_service_minimal_route_is_valid() {
-    assert_eq!(vs("{hosts: [r], http: [{route: [{destination: {host: r}}]}]}"), Vec::<String>::new());
+    assert_eq!(
+        vs("{hosts: [r], http: [{route: [{destination: {host: r}}]}]}"),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -53,7 +56,9 @@ fn virtual_service_wildcard_host_for_gateway_is_valid() {
 
 #[test]
 fn virtual_service_leading_wildcard_is_valid_inner_wildcard_is_refused() {
-    assert!(vs("{hosts: ['*.example.com'], http: [{route: [{destination: {host: r}}]}]}").is_empty());
+    assert!(
+        vs("{hosts: ['*.example.com'], http: [{route: [{destination: {host: r}}]}]}").is_empty()
+    );
     one(
         "{hosts: ['api.*.com'], http: [{route: [{destination: {host: r}}]}]}",
         "spec.hosts[0]: domain name `api.*.com` invalid (label `*` invalid)",
@@ -70,7 +75,10 @@ fn virtual_service_malformed_host_is_refused() {
 
 #[test]
 fn virtual_service_without_routes_is_refused() {
-    one("{hosts: [r]}", "spec: http, tcp or tls must be provided in virtual service");
+    one(
+        "{hosts: [r]}",
+        "spec: http, tcp or tls must be provided in virtual service",
+    );
 }
 
 #[test]
@@ -123,7 +131,10 @@ fn virtual_service_destination_port_out_of_range_is_refused() {
 
 #[test]
 fn virtual_service_tcp_route_without_destinations_is_refused() {
-    one("{hosts: [r], tcp: [{match: [{port: 5432}]}]}", "spec.tcp[0].route: TCP route is required");
+    one(
+        "{hosts: [r], tcp: [{match: [{port: 5432}]}]}",
+        "spec.tcp[0].route: TCP route is required",
+    );
 }
 
 #[test]

@@ -1,0 +1,121 @@
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use sluice_api::config as pb;
+
+use super::*;
+use crate::config::Identity;
+
+fn snapshot(version: &str, cluster_port: u32) -> Snapshot {
+    Snapshot {
+        version: version.to_owned(),
+        config: Some(pb::ProxyConfig {
+            clusters: vec![pb::Cluster {
+                name: "c".to_owned(),
+                port: cluster_port,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap_and_jitter_stays_within_half() {
+    let mut b = BACKOFF_MIN;
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        seen.push(b);
+        b = next_backoff(b);
+    }
+    assert_eq!(seen[..4], [100, 200, 400, 800].map(Duration::from_millis));
+    assert_eq!(b, BACKOFF_MAX);
+    for _ in 0..100 {
+        let j = jittered(Duration::from_secs(2));
+        assert!(
+            j >= Duration::from_secs(1) && j <= Duration::from_secs(2),
+            "{j:?}"
+        );
+    }
+}
+
+#[test]
+fn apply_acks_valid_and_nacks_invalid_keeping_the_last_good_config() {
+    let (tx, rx) = watch::channel(None);
+    let metrics = Metrics::new();
+    let ack = apply(&snapshot("1", 80), &tx, &metrics);
+    assert!(
+        matches!(ack.kind, Some(proxy_message::Kind::Ack(Ack { ref version })) if version == "1")
+    );
+    let nack = apply(&snapshot("2", 99_999), &tx, &metrics);
+    match nack.kind {
+        Some(proxy_message::Kind::Nack(n)) => {
+            assert_eq!(n.version, "2");
+            assert_eq!(n.error, "cluster c: port 99999 out of range");
+        }
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+    assert_eq!(
+        rx.borrow().as_ref().map(|r| r.version.clone()),
+        Some("1".to_owned())
+    );
+    let text = metrics.encode();
+    assert!(
+        text.contains("sluice_config_updates_total{outcome=\"nack\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_config_version_info{version=\"1\"} 1"),
+        "{text}"
+    );
+}
+
+fn settings(controller: &str) -> Settings {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let addr = SocketAddr::new(ip, 0);
+    Settings {
+        controller: controller.to_owned(),
+        identity: Identity {
+            id: "t".to_owned(),
+            workload: "t".to_owned(),
+            namespace: "default".to_owned(),
+            service_account: "t".to_owned(),
+            labels: Default::default(),
+            trust_domain: "cluster.local".to_owned(),
+            ip,
+        },
+        outbound: addr,
+        inbound: addr,
+        admin: addr,
+        health: addr,
+        stats: addr,
+        connect_timeout: Duration::from_secs(1),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_keeps_retrying_an_absent_controller_until_shutdown() {
+    // Bind then drop a listener so the port is closed: every connect is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (tx, rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new());
+    let task = tokio::spawn(run(
+        settings(&format!("http://127.0.0.1:{port}")),
+        tx,
+        Arc::clone(&metrics),
+        stop_rx,
+    ));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!task.is_finished(), "the stream loop gave up");
+    assert!(rx.borrow().is_none());
+    assert_eq!(metrics.config_connected.get(), 0);
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
