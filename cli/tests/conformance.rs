@@ -96,7 +96,7 @@ fn conformance_run_typo_field_is_an_error_naming_file_and_field() {
 #[test]
 fn conformance_run_duplicate_names_is_an_error() {
     let dir = tempfile_dir();
-    let doc = "name: twice\nsource: x\nworkloads: [{service: a}]\n";
+    let doc = "name: twice\nsource: https://x\nworkloads: [{service: a}]\n";
     std::fs::write(dir.join("a.yaml"), doc).unwrap();
     std::fs::write(dir.join("b.yaml"), doc).unwrap();
     let out = sluicectl(&[dir.to_str().unwrap()]);

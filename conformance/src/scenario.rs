@@ -364,9 +364,28 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, LoadError> {
     if scenario.workloads.is_empty() {
         return Err(invalid("no workloads".into()));
     }
+    if !scenario.source.starts_with("https://") && !scenario.source.starts_with("http://") {
+        return Err(invalid(format!(
+            "source must be the URL of the document the scenario follows, got {:?}",
+            scenario.source
+        )));
+    }
     for (i, step) in scenario.steps.iter().enumerate() {
         step.resolve()
             .map_err(|m| invalid(format!("steps[{i}]: {m}")))?;
+        if let Some(r) = &step.request {
+            if !r.url.starts_with("http://") && !r.url.starts_with("tcp://") {
+                return Err(invalid(format!(
+                    "steps[{i}].request.url must start with http:// or tcp://, got {:?}",
+                    r.url
+                )));
+            }
+            if r.count == 0 {
+                return Err(invalid(format!(
+                    "steps[{i}].request.count must be at least 1"
+                )));
+            }
+        }
     }
     Ok(scenario)
 }

@@ -162,3 +162,81 @@ impl<B: HttpBody, F: FnOnce(End)> Drop for Finishing<B, F> {
         self.done(complete);
     }
 }
+
+/// Copies a body's data (up to a cap) while passing it through, and hands the
+/// copy over when the body ends; a body over the cap (or failing) yields no copy.
+pub struct Tee<B> {
+    inner: B,
+    copy: Option<bytes::BytesMut>,
+    cap: usize,
+    done: Option<tokio::sync::oneshot::Sender<Bytes>>,
+}
+
+impl<B> Tee<B> {
+    /// Wraps `inner`; the receiver gets the whole body if it stays within `cap` bytes.
+    pub fn new(inner: B, cap: usize) -> (Self, tokio::sync::oneshot::Receiver<Bytes>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tee = Tee {
+            inner,
+            copy: Some(bytes::BytesMut::new()),
+            cap,
+            done: Some(tx),
+        };
+        (tee, rx)
+    }
+
+    fn finish(&mut self) {
+        if let (Some(copy), Some(done)) = (self.copy.take(), self.done.take()) {
+            // The receiver may be gone (mirror dropped); nothing to do then.
+            let _ = done.send(copy.freeze());
+        }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Tee<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let cap = self.cap;
+                    let fits = self
+                        .copy
+                        .as_ref()
+                        .is_some_and(|c| c.len() + data.len() <= cap);
+                    match self.copy.as_mut() {
+                        Some(c) if fits => c.extend_from_slice(data),
+                        _ => {
+                            self.copy = None;
+                            self.done = None;
+                        }
+                    }
+                }
+                if self.inner.is_end_stream() {
+                    self.finish();
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Err(_))) => {
+                self.copy = None;
+                self.done = None;
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

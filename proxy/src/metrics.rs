@@ -138,6 +138,10 @@ pub struct Words {
     pub uc: Text,
     pub ut: Text,
     pub nc: Text,
+    /// Fault injection: delayed, aborted, both.
+    pub di: Text,
+    pub fi: Text,
+    pub di_fi: Text,
 }
 
 /// Every metric the proxy exports.
@@ -260,6 +264,9 @@ impl Metrics {
                 uc: "UC".into(),
                 ut: "UT".into(),
                 nc: "NC".into(),
+                di: "DI".into(),
+                fi: "FI".into(),
+                di_fi: "DI,FI".into(),
             },
             requests,
             duration,

@@ -1,7 +1,9 @@
 //! The outbound listener (:15001): detects HTTP vs TCP on each connection and
 //! routes it by authority (explicit proxy) or original destination (transparent).
 
+mod fault;
 mod http;
+mod mirror;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -53,6 +53,12 @@ impl Report {
         }
     }
 
+    /// Sets the response flags reported for a response that streams from upstream.
+    pub fn with_flags(mut self, flags: &Text) -> Self {
+        self.labels.response_flags = flags.clone();
+        self
+    }
+
     /// Records a reply the proxy generated itself.
     pub fn local(mut self, resp: Response<Body>, flags: &Text) -> Response<Body> {
         self.labels.response_code = resp.status().as_u16();

@@ -33,7 +33,7 @@ fn target_workload_resolves_short_and_long_names() {
 #[test]
 fn load_all_duplicate_names_is_error() {
     let dir = tempfile::tempdir().unwrap();
-    let doc = "name: same\nsource: x\nworkloads: [{service: a}]\n";
+    let doc = "name: same\nsource: https://x\nworkloads: [{service: a}]\n";
     std::fs::write(dir.path().join("a.yaml"), doc).unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     std::fs::write(dir.path().join("sub/b.yml"), doc).unwrap();
@@ -49,7 +49,7 @@ fn load_all_filter_without_match_is_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("a.yaml"),
-        "name: one\nsource: x\nworkloads: [{service: a}]\n",
+        "name: one\nsource: https://x\nworkloads: [{service: a}]\n",
     )
     .unwrap();
     assert_eq!(

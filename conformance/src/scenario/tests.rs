@@ -81,9 +81,22 @@ fn parse_expect_without_request_is_rejected() {
 }
 
 #[test]
+fn parse_source_not_url_or_bad_request_url_is_rejected() {
+    let bad = GOOD.replace("source: https://", "source: ");
+    let err = parse(&bad, Path::new("s.yaml")).unwrap_err().to_string();
+    assert!(err.contains("source must be the URL"), "{err}");
+    let bad = GOOD.replace("url: \"http://reviews", "url: \"reviews");
+    let err = parse(&bad, Path::new("u.yaml")).unwrap_err().to_string();
+    assert!(err.contains("steps[0].request.url"), "{err}");
+}
+
+#[test]
 fn parse_no_workloads_is_rejected() {
-    let err = parse("name: a\nsource: b\nworkloads: []\n", Path::new("w.yaml"))
-        .unwrap_err()
-        .to_string();
+    let err = parse(
+        "name: a\nsource: https://b\nworkloads: []\n",
+        Path::new("w.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no workloads"), "{err}");
 }

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::ConnCtx;
+use super::mirror::{self, Template};
+use super::{ConnCtx, fault};
 use crate::balance::{HashInput, pick_endpoint, pick_weighted};
-use crate::body::{self, Body, Counted};
+use crate::body::{self, Body, Counted, Tee};
 use crate::http_util::{authority_of, is_grpc, local_reply, shape_for_upstream, strip_hop_by_hop};
 use crate::matching::{Matched, RequestView, host_of, port_of, select_vhost};
 use crate::metrics::Metrics;
@@ -185,6 +187,7 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
                 );
             };
             let forwarding = Forwarding {
+                running: &running,
                 route,
                 matched,
                 dest,
@@ -198,6 +201,7 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
 
 /// The route decision a forwarded request carries out.
 struct Forwarding<'a> {
+    running: &'a Arc<Running>,
     route: &'a Route,
     matched: Matched,
     dest: &'a WeightedCluster,
@@ -207,7 +211,7 @@ struct Forwarding<'a> {
 
 /// Picks an endpoint of the chosen cluster and exchanges the request with it.
 async fn forward(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     ctx: ConnCtx,
     req: Request<Incoming>,
     f: Forwarding<'_>,
@@ -220,6 +224,23 @@ async fn forward(
         name: cluster.service_name.clone(),
         namespace: cluster.service_namespace.clone(),
     };
+    let mut flags = &words.no_flags;
+    if let Some(fault) = &f.route.fault {
+        let injected = fault::decide(fault);
+        if injected.delayed {
+            fault::delay(fault).await;
+            flags = &words.di;
+        }
+        if let Some(abort) = &injected.abort {
+            let flag = if injected.delayed {
+                &words.di_fi
+            } else {
+                &words.fi
+            };
+            let report = rep.report(&service, &WorkloadMeta::default());
+            return report.local(fault::abort_response(abort), flag);
+        }
+    }
     let input = HashInput {
         headers: req.headers(),
         source_ip: ctx.peer.ip(),
@@ -231,7 +252,7 @@ async fn forward(
         let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
         return rep.reply(&service, StatusCode::SERVICE_UNAVAILABLE, &msg, &words.uh);
     };
-    let report = rep.report(&service, &ep.workload);
+    let report = rep.report(&service, &ep.workload).with_flags(flags);
     // Peer sidecars always take h2c; others get the cluster's (or the caller's) protocol.
     let h2 = ep.sidecar
         || cluster.protocol.is_h2()
@@ -249,13 +270,41 @@ async fn forward(
         }
     };
     let identity = ep.sidecar.then_some(rep.me);
-    let upstream_req = match build_request(req, &f, h2, identity) {
-        Ok(r) => r.map(|b| body::boxed(Counted::new(b, Arc::clone(&rep.request_bytes)))),
+    let mirrors = mirror::chosen(&f.route.mirrors);
+    let built = build_request(req, &f, h2, identity, !mirrors.is_empty());
+    let (upstream_req, template) = match built {
+        Ok((r, t)) => {
+            let counted = r.map(|b| body::boxed(Counted::new(b, Arc::clone(&rep.request_bytes))));
+            (counted, t)
+        }
         Err(e) => {
             let msg = format!("sluice-proxy: {e}");
             let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg);
             return report.local(resp, &words.no_flags);
         }
+    };
+    let upstream_req = match template {
+        Some(template) => {
+            let (parts, b) = upstream_req.into_parts();
+            // Mirrors get a copy of the body once the primary has streamed it.
+            let (b, copy) = if b.is_end_stream() {
+                (b, None)
+            } else {
+                let (tee, rx) = Tee::new(b, mirror::BODY_CAP);
+                (body::boxed(tee), Some(rx))
+            };
+            let running = Arc::clone(f.running);
+            mirror::spawn(
+                Arc::clone(shared),
+                running,
+                mirrors,
+                template,
+                copy,
+                ctx.peer.ip(),
+            );
+            Request::from_parts(parts, b)
+        }
+        None => upstream_req,
     };
     let guard = InFlight::start(&ep.in_flight);
     let send = async {
@@ -304,6 +353,33 @@ async fn forward(
     }
 }
 
+/// Replaces the caller-identity headers: set from `identity` (requests to a peer
+/// sidecar), removed otherwise so an app cannot forge them.
+pub(super) fn set_identity(headers: &mut http::HeaderMap, identity: Option<&WorkloadMeta>) {
+    for name in [
+        &SOURCE_WORKLOAD,
+        &SOURCE_NAMESPACE,
+        &SOURCE_APP,
+        &SOURCE_VERSION,
+        &SOURCE_PRINCIPAL,
+    ] {
+        headers.remove(name);
+    }
+    let Some(me) = identity else { return };
+    let fields = [
+        (SOURCE_WORKLOAD, &me.workload),
+        (SOURCE_NAMESPACE, &me.namespace),
+        (SOURCE_APP, &me.app),
+        (SOURCE_VERSION, &me.version),
+        (SOURCE_PRINCIPAL, &me.principal),
+    ];
+    for (name, value) in fields {
+        if let Ok(v) = HeaderValue::from_str(value.as_str()) {
+            headers.insert(name, v);
+        }
+    }
+}
+
 /// Why the upstream request could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
@@ -314,7 +390,8 @@ fn build_request(
     f: &Forwarding<'_>,
     h2: bool,
     identity: Option<&WorkloadMeta>,
-) -> Result<Request<Incoming>, BuildError> {
+    mirrored: bool,
+) -> Result<(Request<Incoming>, Option<Template>), BuildError> {
     let (mut parts, body) = req.into_parts();
     let path = rewritten_path(f.route, f.matched, parts.uri.path());
     let pq = path_and_query(&path, parts.uri.query());
@@ -333,33 +410,17 @@ fn build_request(
     if !headers.contains_key(&REQUEST_ID) {
         headers.insert(REQUEST_ID, crate::http_util::request_id());
     }
-    for name in [
-        &SOURCE_WORKLOAD,
-        &SOURCE_NAMESPACE,
-        &SOURCE_APP,
-        &SOURCE_VERSION,
-        &SOURCE_PRINCIPAL,
-    ] {
-        headers.remove(name);
-    }
-    if let Some(me) = identity {
-        let fields = [
-            (SOURCE_WORKLOAD, &me.workload),
-            (SOURCE_NAMESPACE, &me.namespace),
-            (SOURCE_APP, &me.app),
-            (SOURCE_VERSION, &me.version),
-            (SOURCE_PRINCIPAL, &me.principal),
-        ];
-        for (name, value) in fields {
-            if let Ok(v) = HeaderValue::from_str(value.as_str()) {
-                headers.insert(name, v);
-            }
-        }
-    }
+    set_identity(headers, identity);
     f.route.request_headers.apply(headers);
     f.dest.request_headers.apply(headers);
+    let template = mirrored.then(|| Template {
+        method: parts.method.clone(),
+        headers: parts.headers.clone(),
+        authority: authority.clone(),
+        path_and_query: pq.clone(),
+    });
     shape_for_upstream(&mut parts, h2, &authority, &pq)?;
-    Ok(Request::from_parts(parts, body))
+    Ok((Request::from_parts(parts, body), template))
 }
 
 /// `CONNECT host:port`: connect to the named TCP service, answer 200 and relay bytes.

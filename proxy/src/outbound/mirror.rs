@@ -1,0 +1,151 @@
+//! Traffic mirroring (Istio `HTTPRoute.mirror`): fire-and-forget copies of a
+//! request to other clusters, host suffixed `-shadow`; their responses are dropped.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{HeaderMap, Method, Request};
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+
+use crate::balance::{HashInput, pick_endpoint};
+use crate::body;
+use crate::http_util::shape_for_upstream;
+use crate::model::{Mirror, Protocol, Running, WorkloadMeta};
+use crate::state::Shared;
+use crate::upstream::Target;
+
+/// Largest request body copied to mirrors; larger requests are not mirrored.
+pub const BODY_CAP: usize = 1024 * 1024;
+/// How long a mirrored exchange may take before it is abandoned.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether an event with probability `percent` (0–100) happens now.
+pub fn hit(percent: f64) -> bool {
+    percent >= 100.0 || (percent > 0.0 && fastrand::f64() * 100.0 < percent)
+}
+
+/// The mirrors a request goes to, chosen by their percentages.
+pub fn chosen(mirrors: &[Mirror]) -> Vec<String> {
+    mirrors
+        .iter()
+        .filter(|m| hit(m.percent))
+        .map(|m| m.cluster.clone())
+        .collect()
+}
+
+/// The parts of the forwarded request a mirror copy is made from.
+pub struct Template {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub authority: String,
+    pub path_and_query: String,
+}
+
+/// `reviews:9080` → `reviews-shadow:9080`, as Envoy names shadow traffic.
+pub fn shadow_authority(authority: &str) -> String {
+    let host = crate::model::strip_port(authority);
+    format!("{host}-shadow{}", &authority[host.len()..])
+}
+
+/// Sends `template` to every cluster in `clusters` once the request body is known.
+pub fn spawn(
+    shared: Arc<Shared>,
+    running: Arc<Running>,
+    clusters: Vec<String>,
+    template: Template,
+    body: Option<oneshot::Receiver<Bytes>>,
+    source_ip: IpAddr,
+) {
+    tokio::spawn(async move {
+        let bytes = match body {
+            None => Bytes::new(),
+            Some(rx) => match rx.await {
+                Ok(b) => b,
+                // Over the cap, failed or never finished: no copy to send.
+                Err(_) => return,
+            },
+        };
+        for name in clusters {
+            let sent = tokio::time::timeout(
+                MIRROR_TIMEOUT,
+                send_one(
+                    &shared,
+                    &running,
+                    &name,
+                    &template,
+                    bytes.clone(),
+                    source_ip,
+                ),
+            )
+            .await;
+            if !matches!(sent, Ok(true)) {
+                tracing::debug!(cluster = %name, "mirrored request not delivered");
+            }
+        }
+    });
+}
+
+async fn send_one(
+    shared: &Shared,
+    running: &Running,
+    name: &str,
+    template: &Template,
+    bytes: Bytes,
+    source_ip: IpAddr,
+) -> bool {
+    let Some(cluster) = running.config.cluster(name) else {
+        return false;
+    };
+    let input = HashInput {
+        headers: &template.headers,
+        source_ip,
+        query: None,
+    };
+    let Some(ep) = pick_endpoint(cluster, &input).and_then(|c| cluster.endpoints.get(c.index))
+    else {
+        return false;
+    };
+    let h2 = ep.sidecar || cluster.protocol.is_h2() || cluster.protocol == Protocol::Grpc;
+    let len = HeaderValue::from(bytes.len());
+    let mut req = Request::new(body::full(bytes));
+    *req.method_mut() = template.method.clone();
+    *req.headers_mut() = template.headers.clone();
+    let me = shared.self_meta(Some(running));
+    super::http::set_identity(req.headers_mut(), ep.sidecar.then_some(me as &WorkloadMeta));
+    req.headers_mut().insert(http::header::CONTENT_LENGTH, len);
+    let (mut parts, body) = req.into_parts();
+    let authority = shadow_authority(&template.authority);
+    if shape_for_upstream(&mut parts, h2, &authority, &template.path_and_query).is_err() {
+        return false;
+    }
+    let req = Request::from_parts(parts, body);
+    let app = SocketAddr::new(ep.address, ep.port);
+    let target = match ep.sidecar {
+        true => Target {
+            connect: SocketAddr::new(ep.address, ep.inbound_port),
+            announce: Some(app),
+        },
+        false => Target {
+            connect: app,
+            announce: None,
+        },
+    };
+    let resp = if h2 {
+        shared
+            .pools
+            .send_h2(target, req)
+            .await
+            .map(|r| r.map(body::boxed))
+    } else {
+        shared.pools.send_h1(target, req).await
+    };
+    match resp {
+        // Read the answer to the end so the connection can be reused.
+        Ok(r) => r.into_body().collect().await.is_ok(),
+        Err(_) => false,
+    }
+}
