@@ -253,6 +253,9 @@ fn action(
                 "request_headers": route.request_headers.summary,
                 "response_headers": route.response_headers.summary,
                 "timeout_ms": route.timeout_ms,
+                "fault": route.fault,
+                "mirrors": route.mirrors,
+                "retries": route.retries,
             }})
         }
     }

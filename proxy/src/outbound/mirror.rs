@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::balance::{HashInput, pick_endpoint};
 use crate::body;
 use crate::http_util::shape_for_upstream;
-use crate::model::{Mirror, Protocol, Running, WorkloadMeta};
+use crate::model::{Mirror, Protocol, Running};
 use crate::state::Shared;
 use crate::upstream::Target;
 
@@ -115,7 +115,7 @@ async fn send_one(
     *req.method_mut() = template.method.clone();
     *req.headers_mut() = template.headers.clone();
     let me = shared.self_meta(Some(running));
-    super::http::set_identity(req.headers_mut(), ep.sidecar.then_some(me as &WorkloadMeta));
+    super::http::set_identity(req.headers_mut(), ep.sidecar.then_some(me));
     req.headers_mut().insert(http::header::CONTENT_LENGTH, len);
     let (mut parts, body) = req.into_parts();
     let authority = shadow_authority(&template.authority);

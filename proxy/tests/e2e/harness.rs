@@ -325,15 +325,53 @@ pub async fn send_h2(addr: SocketAddr, req: Request<Full<Bytes>>) -> anyhow::Res
 /// `name: value` lines of the request headers. `/grpc` answers with trailers
 /// `grpc-status: 0`; `/status/<code>` answers that code; `/delay/<ms>` waits first.
 pub async fn backend(addr: SocketAddr, name: &'static str) -> tokio::task::JoinHandle<()> {
+    serve_backend(addr, name, None).await
+}
+
+/// Requests a recording backend saw: `host path body-bytes` per request.
+pub type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A `backend` that also records every request it answers.
+pub async fn recording_backend(addr: SocketAddr, name: &'static str) -> Seen {
+    let seen = Seen::default();
+    serve_backend(addr, name, Some(Arc::clone(&seen))).await;
+    seen
+}
+
+async fn serve_backend(
+    addr: SocketAddr,
+    name: &'static str,
+    seen: Option<Seen>,
+) -> tokio::task::JoinHandle<()> {
     let listener = TcpListener::bind(addr).await.expect("bind backend");
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let seen = seen.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                    Ok::<_, std::convert::Infallible>(describe(name, req).await)
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let resp = describe(name, req).await;
+                        if let Some(seen) = seen {
+                            let h = resp.headers();
+                            let get = |k: &str| {
+                                h.get(k)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_owned()
+                            };
+                            seen.lock().unwrap().push(format!(
+                                "{} {} {}",
+                                get("x-seen-host"),
+                                get("x-seen-path"),
+                                get("x-seen-body-bytes")
+                            ));
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -407,6 +445,7 @@ async fn describe(name: &'static str, req: Request<Incoming>) -> Response<TestBo
         host.parse().unwrap_or_else(|_| "?".parse().unwrap()),
     );
     h.insert("x-seen-version", version.parse().unwrap());
+    h.insert("x-seen-body-bytes", req_body.len().into());
     if path.starts_with("/grpc") {
         h.insert("content-type", "application/grpc".parse().unwrap());
     }

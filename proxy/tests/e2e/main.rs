@@ -5,5 +5,6 @@ mod admin;
 mod harness;
 mod lifecycle;
 mod mesh;
+mod resilience;
 mod routing;
 mod stream;
