@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 /// Label Istio sets on endpoints that run a sidecar (auto mTLS).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
+/// Label naming the workload an instance belongs to (Istio's
+/// `service.istio.io/workload-name`); else the WorkloadEntry's own name.
+pub const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
+
 /// Kubernetes cluster DNS suffix.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
 
@@ -214,7 +218,11 @@ fn endpoint(spec: &WorkloadEntrySpec, namespace: &str, workload: &str) -> Option
             .clone()
             .unwrap_or_else(|| "default".into()),
         namespace: namespace.to_owned(),
-        workload: workload.to_owned(),
+        workload: spec
+            .labels
+            .get(WORKLOAD_NAME_LABEL)
+            .cloned()
+            .unwrap_or_else(|| workload.to_owned()),
         ports: spec.ports.clone(),
         weight: spec.weight.filter(|w| *w > 0).unwrap_or(1),
     })

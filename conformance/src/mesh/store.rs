@@ -120,7 +120,8 @@ pub fn workloads_yaml(workloads: &[Workload], instances: &[InstanceDoc<'_>]) -> 
         out.push_str(&format!(
             "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
              metadata: {{name: {s}-{v}-{n}, namespace: {ns}}}\nspec:\n  address: \"{ip}\"\n  \
-             labels: {{app: {s}, version: \"{v}\", security.istio.io/tlsMode: istio}}\n  \
+             labels: {{app: {s}, version: \"{v}\", security.istio.io/tlsMode: istio, \
+             service.istio.io/workload-name: {s}-{v}}}\n  \
              serviceAccount: {sa}\n",
             s = w.service,
             v = i.version,
