@@ -195,21 +195,41 @@ pub(crate) fn tcp_routes(
 }
 
 fn applies_http(view: &View<'_>, m: &HttpMatchRequest, port: u32) -> bool {
-    m.port.is_none_or(|p| p == port)
-        && labels_match(&m.source_labels, &view.proxy.labels)
-        && m.source_namespace
-            .as_deref()
-            .is_none_or(|ns| ns == view.proxy.namespace)
-        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+    applies_to_proxy(
+        view,
+        m.port,
+        &m.source_labels,
+        m.source_namespace.as_deref(),
+        &m.gateways,
+        port,
+    )
 }
 
 fn applies_l4(view: &View<'_>, m: &L4MatchAttributes, port: u32) -> bool {
-    m.port.is_none_or(|p| p == port)
-        && labels_match(&m.source_labels, &view.proxy.labels)
-        && m.source_namespace
-            .as_deref()
-            .is_none_or(|ns| ns == view.proxy.namespace)
-        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+    applies_to_proxy(
+        view,
+        m.port,
+        &m.source_labels,
+        m.source_namespace.as_deref(),
+        &m.gateways,
+        port,
+    )
+}
+
+/// The match conditions the controller settles per proxy: port, source
+/// labels, source namespace and gateways (only `mesh` binds sidecars).
+fn applies_to_proxy(
+    view: &View<'_>,
+    match_port: Option<u32>,
+    source_labels: &std::collections::BTreeMap<String, String>,
+    source_namespace: Option<&str>,
+    gateways: &[String],
+    port: u32,
+) -> bool {
+    match_port.is_none_or(|p| p == port)
+        && labels_match(source_labels, &view.proxy.labels)
+        && source_namespace.is_none_or(|ns| ns == view.proxy.namespace)
+        && (gateways.is_empty() || gateways.iter().any(|g| g == "mesh"))
 }
 
 fn route_match(m: &HttpMatchRequest) -> pb::RouteMatch {
