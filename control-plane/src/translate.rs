@@ -331,7 +331,10 @@ fn inbound(view: &View<'_>) -> pb::Inbound {
         }
     }
     ports.sort_by(|a, b| (a.target_port, &a.service).cmp(&(b.target_port, &b.service)));
-    pb::Inbound { ports }
+    pb::Inbound {
+        ports,
+        ..Default::default()
+    }
 }
 
 /// Expands a host written in an object of `namespace`: short names (no dot)

@@ -362,7 +362,7 @@ pub struct DirectResponse {
     #[prost(bytes = "vec", tag = "2")]
     pub body: ::prost::alloc::vec::Vec<u8>,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RetryPolicy {
     #[prost(uint32, tag = "1")]
     pub attempts: u32,
@@ -378,6 +378,21 @@ pub struct RetryPolicy {
     /// Whether this is Istio's default policy (no retries field in the route).
     #[prost(bool, tag = "6")]
     pub is_default: bool,
+    /// Caps retries at a share of live traffic (Linkerd-style); unset = no budget.
+    #[prost(message, optional, tag = "7")]
+    pub budget: ::core::option::Option<RetryBudget>,
+    /// First backoff interval; 0 = 25 ms (Envoy's default). Backoff doubles per
+    /// retry with full jitter, capped at 10x the base.
+    #[prost(uint64, tag = "8")]
+    pub backoff_base_ms: u64,
+}
+/// Retries allowed = percent% of requests over the last 10 s + min_retries_per_second.
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct RetryBudget {
+    #[prost(double, tag = "1")]
+    pub percent: f64,
+    #[prost(uint32, tag = "2")]
+    pub min_retries_per_second: u32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Fault {
@@ -444,6 +459,129 @@ pub struct Cluster {
     /// short name, metrics destination_service_name
     #[prost(string, tag = "10")]
     pub service_name: ::prost::alloc::string::String,
+    /// DestinationRule connectionPool in force for this cluster (subset and port
+    /// level already merged by the controller). Unset = Istio's defaults.
+    #[prost(message, optional, tag = "11")]
+    pub connection_pool: ::core::option::Option<ConnectionPool>,
+    /// DestinationRule outlierDetection in force; unset = no ejection.
+    #[prost(message, optional, tag = "12")]
+    pub outlier_detection: ::core::option::Option<OutlierDetection>,
+}
+/// Connection limits. Every 0 means "Istio's default" as noted per field.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConnectionPool {
+    /// tcp.maxConnections; 0 = unlimited (Envoy 2^32-1).
+    #[prost(uint32, tag = "1")]
+    pub max_connections: u32,
+    /// tcp.connectTimeout; 0 = 10 s.
+    #[prost(uint64, tag = "2")]
+    pub connect_timeout_ms: u64,
+    #[prost(message, optional, tag = "3")]
+    pub tcp_keepalive: ::core::option::Option<TcpKeepalive>,
+    /// tcp.maxConnectionDuration; 0 = unlimited.
+    #[prost(uint64, tag = "4")]
+    pub max_connection_duration_ms: u64,
+    /// http.http1MaxPendingRequests: requests queued waiting for a connection; 0 = unlimited.
+    #[prost(uint32, tag = "5")]
+    pub http1_max_pending_requests: u32,
+    /// http.http2MaxRequests: concurrent requests to the cluster; 0 = unlimited.
+    #[prost(uint32, tag = "6")]
+    pub http2_max_requests: u32,
+    /// http.maxRequestsPerConnection; 0 = unlimited.
+    #[prost(uint32, tag = "7")]
+    pub max_requests_per_connection: u32,
+    /// http.maxRetries: concurrent retries to the cluster; 0 = unlimited.
+    #[prost(uint32, tag = "8")]
+    pub max_retries: u32,
+    /// http.idleTimeout (or tcp.idleTimeout); 0 = 1 h.
+    #[prost(uint64, tag = "9")]
+    pub idle_timeout_ms: u64,
+    #[prost(enumeration = "connection_pool::H2UpgradePolicy", tag = "10")]
+    pub h2_upgrade_policy: i32,
+    /// Use the downstream request's protocol upstream.
+    #[prost(bool, tag = "11")]
+    pub use_client_protocol: bool,
+    /// http.maxConcurrentStreams per HTTP/2 connection; 0 = unlimited.
+    #[prost(uint32, tag = "12")]
+    pub max_concurrent_streams: u32,
+}
+/// Nested message and enum types in `ConnectionPool`.
+pub mod connection_pool {
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum H2UpgradePolicy {
+        Default = 0,
+        DoNotUpgrade = 1,
+        Upgrade = 2,
+    }
+    impl H2UpgradePolicy {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Default => "DEFAULT",
+                Self::DoNotUpgrade => "DO_NOT_UPGRADE",
+                Self::Upgrade => "UPGRADE",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "DEFAULT" => Some(Self::Default),
+                "DO_NOT_UPGRADE" => Some(Self::DoNotUpgrade),
+                "UPGRADE" => Some(Self::Upgrade),
+                _ => None,
+            }
+        }
+    }
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TcpKeepalive {
+    #[prost(uint32, tag = "1")]
+    pub probes: u32,
+    #[prost(uint64, tag = "2")]
+    pub time_ms: u64,
+    #[prost(uint64, tag = "3")]
+    pub interval_ms: u64,
+}
+/// Passive health checking, with Istio's defaults already applied by the
+/// controller: every field here is the value in force.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OutlierDetection {
+    /// 0 disables ejection on consecutive 5xx.
+    #[prost(uint32, tag = "1")]
+    pub consecutive_5xx_errors: u32,
+    /// 0 disables ejection on consecutive 502/503/504.
+    #[prost(uint32, tag = "2")]
+    pub consecutive_gateway_errors: u32,
+    #[prost(uint64, tag = "3")]
+    pub interval_ms: u64,
+    /// Ejection time = base x times this endpoint was ejected.
+    #[prost(uint64, tag = "4")]
+    pub base_ejection_time_ms: u64,
+    /// At most this share of endpoints ejected (at least one may always be).
+    #[prost(uint32, tag = "5")]
+    pub max_ejection_percent: u32,
+    /// Panic threshold: below this share of healthy endpoints, balance over all; 0 = never.
+    #[prost(uint32, tag = "6")]
+    pub min_health_percent: u32,
+    #[prost(bool, tag = "7")]
+    pub split_external_local_origin_errors: bool,
+    /// With the split: consecutive local-origin failures (connect errors, resets) that eject.
+    #[prost(uint32, tag = "8")]
+    pub consecutive_local_origin_failures: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct LoadBalancer {
@@ -590,6 +728,43 @@ pub struct TcpRoute {
 pub struct Inbound {
     #[prost(message, repeated, tag = "1")]
     pub ports: ::prost::alloc::vec::Vec<InboundPort>,
+    /// Token buckets applied to requests arriving for this workload, in order;
+    /// a request is refused (429, flag RL) by the first limit whose bucket is empty.
+    #[prost(message, repeated, tag = "2")]
+    pub rate_limits: ::prost::alloc::vec::Vec<RateLimit>,
+}
+/// A token bucket (Envoy local_ratelimit / Sluice RateLimitPolicy).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RateLimit {
+    /// "<namespace>/<kind>/<name>", for metrics and /config_dump.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub max_tokens: u32,
+    #[prost(uint32, tag = "3")]
+    pub tokens_per_fill: u32,
+    #[prost(uint64, tag = "4")]
+    pub fill_interval_ms: u64,
+    /// Requests the limit applies to: any of these; empty = every request.
+    #[prost(message, repeated, tag = "5")]
+    pub matches: ::prost::alloc::vec::Vec<RouteMatch>,
+    /// Share (0-100) of requests checked against the bucket (filter_enabled).
+    #[prost(double, tag = "6")]
+    pub enabled_percent: f64,
+    /// Share (0-100) of checked requests refused when the bucket is empty
+    /// (filter_enforced); the rest are only counted.
+    #[prost(double, tag = "7")]
+    pub enforced_percent: f64,
+    /// Callers the limit applies to, by SPIFFE principal without "spiffe://"
+    /// ("cluster.local/ns/default/sa/frontend"); each gets its own bucket.
+    /// "*" = every caller, each its own bucket. Empty = all callers share one bucket.
+    #[prost(string, repeated, tag = "8")]
+    pub source_principals: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, tag = "9")]
+    pub stat_prefix: ::prost::alloc::string::String,
+    /// Only requests to these application ports; empty = all.
+    #[prost(uint32, repeated, tag = "10")]
+    pub ports: ::prost::alloc::vec::Vec<u32>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct InboundPort {

@@ -144,6 +144,7 @@ fn build(
         authority: String::new(),
         service_namespace: service.namespace.clone(),
         service_name: service.short_name.clone(),
+        ..Default::default()
     }
 }
 

@@ -40,6 +40,7 @@ fn default_retries() -> pb::RetryPolicy {
         retry_remote_localities: false,
         retry_ignore_previous_hosts: true,
         is_default: true,
+        ..Default::default()
     }
 }
 
@@ -97,6 +98,7 @@ pub(crate) fn routes(
                     retry_remote_localities: r.retry_remote_localities.unwrap_or(false),
                     retry_ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
                     is_default: false,
+                    ..Default::default()
                 },
             }),
             fault: rule.fault.as_ref().map(|f| {
