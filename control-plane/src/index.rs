@@ -2,6 +2,7 @@
 //! reasons, and the service catalog derived from them. One immutable value per
 //! revision; translation reads it without locks.
 
+use crate::mesh_config::MeshConfig;
 use crate::metrics::ControllerMetrics;
 use crate::resource::{Resource, ResourceKey, parse_documents};
 use crate::services::ServiceCatalog;
@@ -37,13 +38,21 @@ pub struct MeshIndex {
     pub rejected: Vec<Rejection>,
     /// Services and endpoints derived from the resources.
     pub catalog: ServiceCatalog,
+    /// Mesh-wide settings in force.
+    pub mesh: Arc<MeshConfig>,
     fingerprint: BTreeMap<ResourceKey, String>,
 }
 
 impl MeshIndex {
     /// An empty index at revision 0.
     pub fn empty() -> Self {
-        Self::build(0, Instant::now(), BTreeMap::new(), Vec::new())
+        Self::build(
+            0,
+            Instant::now(),
+            BTreeMap::new(),
+            Vec::new(),
+            Arc::default(),
+        )
     }
 
     fn build(
@@ -51,6 +60,7 @@ impl MeshIndex {
         changed_at: Instant,
         resources: BTreeMap<ResourceKey, Arc<Resource>>,
         rejected: Vec<Rejection>,
+        mesh: Arc<MeshConfig>,
     ) -> Self {
         let fingerprint = resources
             .iter()
@@ -63,6 +73,7 @@ impl MeshIndex {
             resources,
             rejected,
             catalog,
+            mesh,
             fingerprint,
         }
     }
@@ -73,7 +84,13 @@ impl MeshIndex {
             .into_iter()
             .map(|r| (r.key(), Arc::new(r)))
             .collect();
-        Self::build(revision, Instant::now(), resources, Vec::new())
+        Self::build(
+            revision,
+            Instant::now(),
+            resources,
+            Vec::new(),
+            Arc::default(),
+        )
     }
 
     /// `Some(self)` when it differs from `previous` in accepted resources or rejections.
@@ -98,6 +115,7 @@ fn fingerprint(resource: &Resource) -> String {
 /// Turns file contents into indexes, keeping the last good version of every
 /// object whose new version is refused (nothing valid is ever lost to a typo).
 pub struct Intake {
+    mesh: Arc<MeshConfig>,
     revision: u64,
     accepted: BTreeMap<ResourceKey, (String, Arc<Resource>)>,
     fingerprint: BTreeMap<ResourceKey, String>,
@@ -110,9 +128,15 @@ impl Default for Intake {
 }
 
 impl Intake {
-    /// Starts with nothing accepted.
+    /// Starts with nothing accepted and the default mesh settings.
     pub fn new() -> Self {
+        Self::with_mesh(MeshConfig::default())
+    }
+
+    /// Starts with nothing accepted and the given mesh settings.
+    pub fn with_mesh(mesh: MeshConfig) -> Self {
         Self {
+            mesh: Arc::new(mesh),
             revision: 0,
             accepted: BTreeMap::new(),
             fingerprint: BTreeMap::new(),
@@ -209,6 +233,12 @@ impl Intake {
             .iter()
             .map(|(k, (_, r))| (k.clone(), r.clone()))
             .collect();
-        MeshIndex::build(self.revision.max(1), seen, resources, rejected)
+        MeshIndex::build(
+            self.revision.max(1),
+            seen,
+            resources,
+            rejected,
+            self.mesh.clone(),
+        )
     }
 }

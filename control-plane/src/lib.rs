@@ -6,6 +6,7 @@ pub mod admin;
 pub mod config_dir;
 pub mod crd;
 pub mod index;
+pub mod mesh_config;
 pub mod metrics;
 pub mod resource;
 pub mod server;

@@ -6,6 +6,7 @@ use clap::Parser;
 use sluice_control_plane::admin::{self, AdminState};
 use sluice_control_plane::config_dir::ConfigDir;
 use sluice_control_plane::index::Intake;
+use sluice_control_plane::mesh_config::MeshConfig;
 use sluice_control_plane::metrics::ControllerMetrics;
 use sluice_control_plane::server::ConfigServer;
 use sluice_control_plane::sync::SyncRegistry;
@@ -30,6 +31,15 @@ struct Args {
     /// How long the folder must be quiet before a change is published.
     #[arg(long, env = "SLUICE_DEBOUNCE_MS", default_value_t = 100)]
     debounce_ms: u64,
+    /// Namespace whose policies (EnvoyFilter, PeerAuthentication, ...) apply mesh-wide.
+    #[arg(long, env = "SLUICE_ROOT_NAMESPACE", default_value = "istio-system")]
+    root_namespace: String,
+    /// Retry budget: retries allowed as a share (%) of recent requests.
+    #[arg(long, env = "SLUICE_RETRY_BUDGET_PERCENT", default_value_t = 20.0)]
+    retry_budget_percent: f64,
+    /// Retry budget: retries always allowed per second on top of the share.
+    #[arg(long, env = "SLUICE_RETRY_BUDGET_MIN_PER_SECOND", default_value_t = 10)]
+    retry_budget_min_per_second: u32,
 }
 
 #[tokio::main]
@@ -55,7 +65,16 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_millis(args.debounce_ms),
         metrics.clone(),
     );
-    let mut intake = Intake::new();
+    anyhow::ensure!(
+        (0.0..=100.0).contains(&args.retry_budget_percent),
+        "--retry-budget-percent {}: must be from 0 to 100",
+        args.retry_budget_percent
+    );
+    let mut intake = Intake::with_mesh(MeshConfig {
+        root_namespace: args.root_namespace.clone(),
+        retry_budget_percent: args.retry_budget_percent,
+        retry_budget_min_per_second: args.retry_budget_min_per_second,
+    });
     let first = dir.load(&mut intake);
     tracing::info!(
         revision = first.revision,

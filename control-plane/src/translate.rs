@@ -4,6 +4,8 @@
 mod cluster;
 mod host;
 mod http;
+mod policy;
+mod rate_limit;
 #[cfg(test)]
 mod tests;
 
@@ -333,7 +335,7 @@ fn inbound(view: &View<'_>) -> pb::Inbound {
     ports.sort_by(|a, b| (a.target_port, &a.service).cmp(&(b.target_port, &b.service)));
     pb::Inbound {
         ports,
-        ..Default::default()
+        rate_limits: rate_limit::inbound_rate_limits(view),
     }
 }
 

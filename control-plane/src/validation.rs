@@ -86,7 +86,10 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
     let mut errors = FieldErrors::new();
     check_metadata(&mut errors, resource);
     match resource {
-        Resource::VirtualService(r) => r.spec.validate(&mut errors),
+        Resource::VirtualService(r) => {
+            r.spec.validate(&mut errors);
+            check_retry_budget_annotations(&mut errors, r.metadata.annotations.as_ref());
+        }
         Resource::DestinationRule(r) => r.spec.validate(&mut errors),
         Resource::ServiceEntry(r) => r.spec.validate(&mut errors),
         Resource::WorkloadEntry(r) => r.spec.validate(&mut errors),
@@ -96,6 +99,36 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::RateLimitPolicy(r) => r.spec.validate(&mut errors),
     }
     errors.into_vec()
+}
+
+/// Sluice's retry-budget annotations on a VirtualService must parse.
+fn check_retry_budget_annotations(
+    errors: &mut FieldErrors,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) {
+    use crate::mesh_config::{RETRY_BUDGET_MIN_ANNOTATION, RETRY_BUDGET_PERCENT_ANNOTATION};
+    let Some(annotations) = annotations else {
+        return;
+    };
+    if let Some(v) = annotations.get(RETRY_BUDGET_PERCENT_ANNOTATION)
+        && !v
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|p| (0.0..=100.0).contains(&p))
+    {
+        errors.push(
+            format!("metadata.annotations[{RETRY_BUDGET_PERCENT_ANNOTATION}]"),
+            format!("`{v}` must be a number from 0 to 100"),
+        );
+    }
+    if let Some(v) = annotations.get(RETRY_BUDGET_MIN_ANNOTATION)
+        && v.trim().parse::<u32>().is_err()
+    {
+        errors.push(
+            format!("metadata.annotations[{RETRY_BUDGET_MIN_ANNOTATION}]"),
+            format!("`{v}` must be a whole number of retries per second"),
+        );
+    }
 }
 
 /// Names as the API server requires them: a lowercase DNS-1123 subdomain

@@ -1,7 +1,7 @@
 //! Clusters: one per (service, port, subset), with the DestinationRule's
 //! subsets and load-balancer settings applied.
 
-use super::{View, canonical, fqdn, namespace_of, protocol};
+use super::{View, canonical, fqdn, namespace_of, policy, protocol};
 use crate::crd::{DestinationRule, LoadBalancerSettings, TrafficPolicy};
 use crate::services::{Service, ServicePort, labels_match};
 use sluice_api::config as pb;
@@ -128,11 +128,25 @@ fn build(
             }
         })
         .collect();
-    let policy = effective_policy(
-        dr.and_then(|d| d.spec.traffic_policy.as_ref()),
-        subset_def.and_then(|s| s.traffic_policy.as_ref()),
+    let top = dr.and_then(|d| d.spec.traffic_policy.as_ref());
+    let sub = subset_def.and_then(|s| s.traffic_policy.as_ref());
+    let policy = effective_policy(top, sub, port.number);
+    let connection_pool = policy::pick(
+        top,
+        sub,
         port.number,
-    );
+        |p| p.connection_pool.as_ref(),
+        |p| p.connection_pool.as_ref(),
+    )
+    .map(|cp| policy::connection_pool(&cp));
+    let outlier_detection = policy::pick(
+        top,
+        sub,
+        port.number,
+        |p| p.outlier_detection.as_ref(),
+        |p| p.outlier_detection.as_ref(),
+    )
+    .map(|od| policy::outlier_detection(&od));
     pb::Cluster {
         name,
         service: service.fqdn.clone(),
@@ -144,7 +158,8 @@ fn build(
         authority: String::new(),
         service_namespace: service.namespace.clone(),
         service_name: service.short_name.clone(),
-        ..Default::default()
+        connection_pool,
+        outlier_detection,
     }
 }
 
@@ -154,14 +169,13 @@ fn effective_policy(
     subset: Option<&TrafficPolicy>,
     port: u32,
 ) -> Option<LoadBalancerSettings> {
-    let level = |p: &TrafficPolicy| -> Option<LoadBalancerSettings> {
-        p.port_level_settings
-            .iter()
-            .find(|pl| pl.port.as_ref().is_some_and(|s| s.number == port))
-            .and_then(|pl| pl.load_balancer.clone())
-            .or_else(|| p.load_balancer.clone())
-    };
-    subset.and_then(level).or_else(|| top.and_then(level))
+    policy::pick(
+        top,
+        subset,
+        port,
+        |p| p.load_balancer.as_ref(),
+        |p| p.load_balancer.as_ref(),
+    )
 }
 
 fn load_balancer(lb: Option<&LoadBalancerSettings>) -> pb::LoadBalancer {

@@ -24,8 +24,36 @@ pub(crate) fn default_route(
                 ..Default::default()
             }],
         })),
-        retries: Some(default_retries()),
+        retries: Some(pb::RetryPolicy {
+            budget: Some(pb::RetryBudget {
+                percent: view.index.mesh.retry_budget_percent,
+                min_retries_per_second: view.index.mesh.retry_budget_min_per_second,
+            }),
+            ..default_retries()
+        }),
         ..Default::default()
+    }
+}
+
+/// The retry budget of a VirtualService's routes: the mesh default unless
+/// the VirtualService's annotations override it.
+fn retry_budget(view: &View<'_>, vs: &VirtualService) -> pb::RetryBudget {
+    let annotation = |key: &str| {
+        vs.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .map(|v| v.trim().to_owned())
+    };
+    let mesh = &view.index.mesh;
+    pb::RetryBudget {
+        percent: annotation(crate::mesh_config::RETRY_BUDGET_PERCENT_ANNOTATION)
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|p| (0.0..=100.0).contains(p))
+            .unwrap_or(mesh.retry_budget_percent),
+        min_retries_per_second: annotation(crate::mesh_config::RETRY_BUDGET_MIN_ANNOTATION)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(mesh.retry_budget_min_per_second),
     }
 }
 
@@ -40,7 +68,8 @@ fn default_retries() -> pb::RetryPolicy {
         retry_remote_localities: false,
         retry_ignore_previous_hosts: true,
         is_default: true,
-        ..Default::default()
+        budget: None,
+        backoff_base_ms: 25,
     }
 }
 
@@ -54,6 +83,7 @@ pub(crate) fn routes(
 ) -> Vec<pb::Route> {
     let ns = namespace_of(&vs.metadata);
     let name = vs.metadata.name.as_deref().unwrap_or_default();
+    let budget = retry_budget(view, vs);
     let mut out = Vec::new();
     for (i, rule) in vs.spec.http.iter().enumerate() {
         // Matches whose source or port conditions exclude this proxy are
@@ -88,7 +118,10 @@ pub(crate) fn routes(
             response_headers: header_ops(rule.headers.as_ref(), false),
             timeout_ms: rule.timeout.as_deref().and_then(millis).unwrap_or(0),
             retries: Some(match &rule.retries {
-                None => default_retries(),
+                None => pb::RetryPolicy {
+                    budget: Some(budget),
+                    ..default_retries()
+                },
                 Some(r) => pb::RetryPolicy {
                     attempts: u32::try_from(r.attempts).unwrap_or(0),
                     per_try_timeout_ms: r.per_try_timeout.as_deref().and_then(millis).unwrap_or(0),
@@ -98,7 +131,8 @@ pub(crate) fn routes(
                     retry_remote_localities: r.retry_remote_localities.unwrap_or(false),
                     retry_ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
                     is_default: false,
-                    ..Default::default()
+                    budget: Some(budget),
+                    backoff_base_ms: 25,
                 },
             }),
             fault: rule.fault.as_ref().map(|f| {
@@ -261,7 +295,7 @@ fn route_match(m: &HttpMatchRequest) -> pb::RouteMatch {
 }
 
 /// Istio's StringMatch; `{}` (nothing set) means "present".
-fn string_match(m: &StringMatch) -> pb::StringMatch {
+pub(crate) fn string_match(m: &StringMatch) -> pb::StringMatch {
     use pb::string_match::Kind;
     let kind = if let Some(v) = &m.exact {
         Kind::Exact(v.clone())

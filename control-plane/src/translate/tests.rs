@@ -278,3 +278,180 @@ spec:
         .expect("rewrite");
     assert_eq!(rw.uri_regex.expect("regex").substitution, "/api/${1}?x=$$");
 }
+
+const SEED: &str = include_str!("../../../../shared/seed-mesh.yaml");
+
+fn seed_index() -> MeshIndex {
+    let orders = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: orders, namespace: default}
+spec:
+  hosts: [orders.default.svc.cluster.local]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: orders}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: orders-v1-0, namespace: default}
+spec: {address: 127.0.9.5, labels: {app: orders, version: v1}, serviceAccount: orders}
+"#;
+    index(&format!("{orders}\n---\n{SEED}"))
+}
+
+#[test]
+fn translate_seed_destination_rule_outlier_and_pool_in_force() {
+    let config = translate(&seed_index(), &proxy("default", &[]));
+    let v1 = config
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|9080|v1|reviews.default.svc.cluster.local")
+        .expect("v1 cluster");
+    let od = v1.outlier_detection.as_ref().expect("outlier detection");
+    // Deprecated consecutiveErrors counts gateway errors only and turns the 5xx rule off.
+    assert_eq!(od.consecutive_gateway_errors, 5);
+    assert_eq!(od.consecutive_5xx_errors, 0);
+    assert_eq!(od.interval_ms, 30_000);
+    assert_eq!(od.base_ejection_time_ms, 30_000);
+    assert_eq!(od.max_ejection_percent, 50);
+    assert_eq!(od.min_health_percent, 50);
+    let cp = v1.connection_pool.as_ref().expect("connection pool");
+    assert_eq!(
+        (
+            cp.max_connections,
+            cp.http1_max_pending_requests,
+            cp.http2_max_requests
+        ),
+        (100, 50, 100)
+    );
+    assert_eq!((cp.max_requests_per_connection, cp.max_retries), (2, 3));
+    let lb = v1.load_balancer.as_ref().expect("lb");
+    assert_eq!(lb.simple, pb::load_balancer::Simple::LeastRequest as i32);
+}
+
+#[test]
+fn translate_outlier_defaults_follow_istio() {
+    let text = MESH.replace(
+        "  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n",
+        "  trafficPolicy: {outlierDetection: {baseEjectionTime: 1s}}\n",
+    );
+    let resources = parse_documents(&text, "default")
+        .into_iter()
+        .map(|r| r.expect("parses"));
+    let config = translate(
+        &MeshIndex::from_resources(1, resources),
+        &proxy("default", &[]),
+    );
+    let c = config
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|9080||reviews.default.svc.cluster.local")
+        .expect("cluster");
+    let od = c.outlier_detection.as_ref().expect("outlier");
+    assert_eq!(od.consecutive_5xx_errors, 5);
+    assert_eq!(od.consecutive_gateway_errors, 0);
+    assert_eq!(od.interval_ms, 10_000);
+    assert_eq!(od.base_ejection_time_ms, 1_000);
+    assert_eq!(od.max_ejection_percent, 10);
+    assert_eq!(od.min_health_percent, 0);
+}
+
+#[test]
+fn translate_seed_orders_retries_timeout_and_budget() {
+    let config = translate(&seed_index(), &proxy("default", &[]));
+    let vh = config
+        .virtual_hosts
+        .iter()
+        .find(|v| v.service == "orders.default.svc.cluster.local")
+        .expect("orders vhost");
+    let route = &vh.routes[0];
+    assert_eq!(route.timeout_ms, 10_000);
+    let r = route.retries.as_ref().expect("retries");
+    assert_eq!((r.attempts, r.per_try_timeout_ms), (3, 2_000));
+    assert_eq!(r.retry_on, "5xx,reset,connect-failure,refused-stream");
+    assert!(!r.is_default && r.retry_ignore_previous_hosts);
+    let budget = r.budget.as_ref().expect("budget");
+    assert_eq!((budget.percent, budget.min_retries_per_second), (20.0, 10));
+    assert_eq!(r.backoff_base_ms, 25);
+}
+
+#[test]
+fn translate_seed_envoy_filter_limits_orders_inbound_only() {
+    let idx = seed_index();
+    let mut orders = proxy("default", &[("app", "orders")]);
+    orders.ips = vec!["127.0.9.5".parse().expect("ip")];
+    let limits = translate(&idx, &orders)
+        .inbound
+        .expect("inbound")
+        .rate_limits;
+    assert_eq!(limits.len(), 1);
+    let l = &limits[0];
+    assert_eq!(l.name, "default/EnvoyFilter/rate-limit-filter");
+    assert_eq!(
+        (l.max_tokens, l.tokens_per_fill, l.fill_interval_ms),
+        (100, 10, 1_000)
+    );
+    assert_eq!((l.enabled_percent, l.enforced_percent), (100.0, 100.0));
+    let other = translate(&idx, &proxy("default", &[("app", "reviews")]));
+    assert!(other.inbound.expect("inbound").rate_limits.is_empty());
+}
+
+#[test]
+fn translate_rate_limit_policy_with_match_and_principals() {
+    let rl = r#"
+apiVersion: sluice.io/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: reviews-api}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  maxTokens: 5
+  tokensPerFill: 1
+  fillInterval: 2s
+  match: [{uri: {prefix: /api}, method: {exact: POST}}]
+  sourcePrincipals: ["spiffe://cluster.local/ns/default/sa/frontend"]
+"#;
+    let limits = translate(&index(rl), &proxy("default", &[("app", "reviews")]))
+        .inbound
+        .expect("inbound")
+        .rate_limits;
+    assert_eq!(limits.len(), 1);
+    let l = &limits[0];
+    assert_eq!(
+        (l.max_tokens, l.tokens_per_fill, l.fill_interval_ms),
+        (5, 1, 2_000)
+    );
+    assert_eq!(
+        l.source_principals,
+        vec!["cluster.local/ns/default/sa/frontend"]
+    );
+    assert_eq!(
+        l.matches[0].uri.as_ref().and_then(|u| u.kind.clone()),
+        Some(pb::string_match::Kind::Prefix("/api".into()))
+    );
+    let elsewhere = translate(&index(rl), &proxy("other", &[("app", "reviews")]));
+    assert!(elsewhere.inbound.expect("inbound").rate_limits.is_empty());
+}
+
+#[test]
+fn translate_retry_budget_annotation_overrides_mesh_default() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  annotations: {retry.sluice.io/budget-percent: "5", retry.sluice.io/budget-min-retries-per-second: "1"}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 2, retryOn: 5xx}
+"#;
+    let config = translate(&index(vs), &proxy("default", &[]));
+    let b = reviews_host(&config).routes[0]
+        .retries
+        .as_ref()
+        .and_then(|r| r.budget.clone())
+        .expect("budget");
+    assert_eq!((b.percent, b.min_retries_per_second), (5.0, 1));
+}

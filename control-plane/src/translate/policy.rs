@@ -1,0 +1,101 @@
+//! DestinationRule traffic policy → cluster connection pool and outlier
+//! detection, with Istio's defaults and precedence applied here so the proxy
+//! receives the values in force.
+
+use crate::crd::parse_duration;
+use crate::crd::{ConnectionPoolSettings, OutlierDetection, TrafficPolicy};
+use sluice_api::config as pb;
+
+/// Picks a policy field with Istio's precedence: subset port-level, subset,
+/// top-level port-level, top-level.
+pub(crate) fn pick<T: Clone>(
+    top: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+    port: u32,
+    field: impl Fn(&TrafficPolicy) -> Option<&T>,
+    port_field: impl Fn(&crate::crd::PortTrafficPolicy) -> Option<&T>,
+) -> Option<T> {
+    let level = |p: &TrafficPolicy| -> Option<T> {
+        p.port_level_settings
+            .iter()
+            .find(|pl| pl.port.as_ref().is_some_and(|s| s.number == port))
+            .and_then(&port_field)
+            .or_else(|| field(p))
+            .cloned()
+    };
+    subset.and_then(level).or_else(|| top.and_then(level))
+}
+
+fn ms(d: Option<&String>) -> u64 {
+    d.and_then(|s| parse_duration(s).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn count(v: Option<i32>) -> u32 {
+    v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
+}
+
+/// Istio's `connectionPool` → the proxy's limits (0 = Istio's default).
+pub(crate) fn connection_pool(cp: &ConnectionPoolSettings) -> pb::ConnectionPool {
+    let tcp = cp.tcp.clone().unwrap_or_default();
+    let http = cp.http.clone().unwrap_or_default();
+    let idle = http.idle_timeout.as_ref().or(tcp.idle_timeout.as_ref());
+    pb::ConnectionPool {
+        max_connections: count(tcp.max_connections),
+        connect_timeout_ms: ms(tcp.connect_timeout.as_ref()),
+        tcp_keepalive: tcp.tcp_keepalive.as_ref().map(|k| pb::TcpKeepalive {
+            probes: k.probes.unwrap_or(0),
+            time_ms: ms(k.time.as_ref()),
+            interval_ms: ms(k.interval.as_ref()),
+        }),
+        max_connection_duration_ms: ms(tcp.max_connection_duration.as_ref()),
+        http1_max_pending_requests: count(http.http1_max_pending_requests),
+        http2_max_requests: count(http.http2_max_requests),
+        max_requests_per_connection: count(http.max_requests_per_connection),
+        max_retries: count(http.max_retries),
+        idle_timeout_ms: ms(idle),
+        h2_upgrade_policy: match http.h2_upgrade_policy.as_deref() {
+            Some("UPGRADE") => pb::connection_pool::H2UpgradePolicy::Upgrade,
+            Some("DO_NOT_UPGRADE") => pb::connection_pool::H2UpgradePolicy::DoNotUpgrade,
+            _ => pb::connection_pool::H2UpgradePolicy::Default,
+        } as i32,
+        use_client_protocol: http.use_client_protocol.unwrap_or(false),
+        max_concurrent_streams: count(http.max_concurrent_streams),
+    }
+}
+
+/// Istio's `outlierDetection` → the values in force, as Istio programs Envoy:
+/// `consecutive5xxErrors` defaults to 5 (0 disables); the deprecated
+/// `consecutiveErrors` counts gateway errors only and turns the 5xx rule off
+/// unless `consecutive5xxErrors` is also given; interval 10 s, base ejection
+/// time 30 s, max ejection 10 %, and panic mode off (min health 0 %).
+pub(crate) fn outlier_detection(od: &OutlierDetection) -> pb::OutlierDetection {
+    let legacy = od
+        .consecutive_errors
+        .filter(|v| *v > 0)
+        .map(|v| v.unsigned_abs());
+    let consecutive_5xx_errors = match (od.consecutive_5xx_errors, legacy) {
+        (Some(v), _) => v,
+        (None, Some(_)) => 0,
+        (None, None) => 5,
+    };
+    let consecutive_gateway_errors = od.consecutive_gateway_errors.or(legacy).unwrap_or(0);
+    let or = |v: u64, default: u64| if v == 0 { default } else { v };
+    pb::OutlierDetection {
+        consecutive_5xx_errors,
+        consecutive_gateway_errors,
+        interval_ms: or(ms(od.interval.as_ref()), 10_000),
+        base_ejection_time_ms: or(ms(od.base_ejection_time.as_ref()), 30_000),
+        max_ejection_percent: od
+            .max_ejection_percent
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(10),
+        min_health_percent: od
+            .min_health_percent
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        split_external_local_origin_errors: od.split_external_local_origin_errors.unwrap_or(false),
+        consecutive_local_origin_failures: od.consecutive_local_origin_failures.unwrap_or(5),
+    }
+}
