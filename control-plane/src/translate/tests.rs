@@ -451,7 +451,7 @@ spec:
     let b = reviews_host(&config).routes[0]
         .retries
         .as_ref()
-        .and_then(|r| r.budget.clone())
+        .and_then(|r| r.budget)
         .expect("budget");
     assert_eq!((b.percent, b.min_retries_per_second), (5.0, 1));
 }
