@@ -2,7 +2,7 @@
 //! the controller and the admission webhook do, one line per problem.
 
 use sluice_control_plane::resource::parse_documents;
-use sluice_control_plane::validation::{Problem, validate};
+use sluice_control_plane::validation::{Problem, validate, warnings};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,6 +22,7 @@ pub struct Args {
 struct Tally {
     objects: usize,
     problems: usize,
+    warnings: usize,
     unreadable: usize,
 }
 
@@ -49,12 +50,17 @@ pub fn run(args: Args) -> ExitCode {
     let _ = out.flush();
     let files = args.files.len();
     eprintln!(
-        "analyzed {} object{} in {files} file{}: {} problem{}{}",
+        "analyzed {} object{} in {files} file{}: {} problem{}{}{}",
         tally.objects,
         plural(tally.objects),
         plural(files),
         tally.problems,
         plural(tally.problems),
+        if tally.warnings > 0 {
+            format!(", {} warning{}", tally.warnings, plural(tally.warnings))
+        } else {
+            String::new()
+        },
         if tally.unreadable > 0 {
             format!(
                 ", {} unreadable file{}",
@@ -90,6 +96,7 @@ fn read(file: &Path) -> (String, std::io::Result<String>) {
 /// Report lines (without the file name) for one file's contents.
 fn analyze_text(text: &str, tally: &mut Tally) -> Vec<String> {
     let mut lines = Vec::new();
+    let mut warned = Vec::new();
     for doc in parse_documents(text, DEFAULT_NAMESPACE) {
         tally.objects += 1;
         match doc {
@@ -99,9 +106,14 @@ fn analyze_text(text: &str, tally: &mut Tally) -> Vec<String> {
                 for problem in validate(&resource) {
                     lines.push(Problem(&key, &problem).to_string());
                 }
+                for warning in warnings(&resource) {
+                    warned.push(format!("warning: {}", Problem(&key, &warning)));
+                }
             }
         }
     }
     tally.problems += lines.len();
+    tally.warnings += warned.len();
+    lines.extend(warned);
     lines
 }

@@ -10,9 +10,11 @@ mod rate_limit_policy;
 mod security;
 mod service_entry;
 mod virtual_service;
+mod warnings;
 
 pub use duration::parse_duration;
 pub use envoy_filter::{LocalRateLimit, PatchContext, local_rate_limit, local_rate_limits};
+pub use warnings::warnings;
 
 use crate::resource::{Resource, ResourceKey};
 use std::fmt;

@@ -49,3 +49,57 @@ fn validate_bad_object_name_is_refused() {
         ]
     );
 }
+
+fn warning_lines(yaml: &str) -> Vec<String> {
+    parse_documents(yaml, "default")
+        .into_iter()
+        .map(|r| r.expect("parses"))
+        .flat_map(|r| {
+            let key = r.key();
+            warnings(&r)
+                .into_iter()
+                .map(move |w| Problem(&key, &w).to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn warnings_fault_without_percentage_and_deprecated_fields() {
+    let lines = warning_lines(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [r]
+  http:
+  - fault: {delay: {fixedDelay: 1s}, abort: {httpStatus: 500, percent: 10}}
+    mirror: {host: r}
+    mirrorPercent: 5
+    route: [{destination: {host: r}}]
+"#,
+    );
+    assert_eq!(
+        lines,
+        [
+            "VirtualService default/r: spec.http[0].mirrorPercent: deprecated: use mirrorPercentage",
+            "VirtualService default/r: spec.http[0].fault.delay: no percentage set: no request will be delayed",
+            "VirtualService default/r: spec.http[0].fault.abort.percent: deprecated: use percentage",
+        ]
+    );
+}
+
+#[test]
+fn warnings_none_for_current_fields() {
+    let lines = warning_lines(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: r
+  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}, loadBalancer: {simple: LEAST_REQUEST}}
+"#,
+    );
+    assert!(lines.is_empty(), "{lines:?}");
+}

@@ -101,6 +101,7 @@ fn server_config() -> pb::ProxyConfig {
                 inbound_port(9090, pb::Protocol::Grpc, "greeter"),
                 inbound_port(3306, pb::Protocol::Tcp, "mysql"),
             ],
+            rate_limits: vec![],
         }),
         self_: Some(pb::WorkloadMeta {
             workload: "reviews-v1".to_owned(),

@@ -1,0 +1,286 @@
+//! Starts the backend (fortio server) and each target in front of it: nothing (direct), a
+//! Sluice sidecar pair with its controller, an HAProxy pair, an nginx pair. Every child is
+//! pinned with `taskset` and killed when dropped.
+use anyhow::{Context as _, bail};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// Where the benchmark's loopback addresses are.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    /// `127.A.B.0/24` base octets.
+    pub a: u8,
+    /// Second octet pair.
+    pub b: u8,
+}
+
+impl Addrs {
+    /// `127.A.B.host`.
+    pub fn ip(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.a, self.b, host)
+    }
+    /// The controller.
+    pub fn controller(&self) -> Ipv4Addr {
+        self.ip(1)
+    }
+    /// The Sluice client sidecar.
+    pub fn sluice_client(&self) -> Ipv4Addr {
+        self.ip(2)
+    }
+    /// The backend workload: fortio server and the Sluice server sidecar.
+    pub fn server(&self) -> Ipv4Addr {
+        self.ip(3)
+    }
+}
+
+/// Service name of the backend in the mesh.
+pub const SERVICE_HOST: &str = "fortio.bench.svc.cluster.local";
+/// fortio server's HTTP port.
+pub const HTTP_PORT: u16 = 8080;
+/// fortio server's gRPC port.
+pub const GRPC_PORT: u16 = 8079;
+/// Peers' h2c front port.
+pub const H2_PORT: u16 = 8082;
+
+/// A child process pinned to a core.
+pub struct Pinned {
+    /// What it is.
+    pub label: String,
+    /// Its pid (taskset execs the program, so this is the program's).
+    pub pid: u32,
+    child: Child,
+}
+
+impl Pinned {
+    /// Starts `taskset -c core bin args`, output to `log`.
+    pub fn spawn(label: &str, core: u32, bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let child = Command::new("taskset")
+            .arg("-c")
+            .arg(core.to_string())
+            .arg(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let pid = child.id().context("child has no pid")?;
+        Ok(Self { label: label.into(), pid, child })
+    }
+
+    /// Fails when the process has exited.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited: {status}", self.label);
+        }
+        Ok(())
+    }
+
+    /// Kills and reaps.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub async fn wait_listening(addr: SocketAddr, procs: &mut [Pinned]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for p in procs.iter_mut() {
+            p.check()?;
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{addr} not listening within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The fortio echo server on the backend address.
+pub async fn fortio_server(fortio: &Path, addrs: Addrs, core: u32, dir: &Path) -> anyhow::Result<Pinned> {
+    let s = addrs.server();
+    let args: Vec<String> = [
+        "server",
+        "-http-port",
+        &format!("{s}:{HTTP_PORT}"),
+        "-grpc-port",
+        &format!("{s}:{GRPC_PORT}"),
+        "-redirect-port",
+        "disabled",
+        "-h2",
+        "-loglevel",
+        "warning",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let mut p = vec![Pinned::spawn("fortio server", core, fortio, &args, &dir.join("fortio-server.log"))?];
+    wait_listening(SocketAddr::new(s.into(), HTTP_PORT), &mut p).await?;
+    wait_listening(SocketAddr::new(s.into(), GRPC_PORT), &mut p).await?;
+    p.pop().context("fortio server")
+}
+
+/// The mesh config: the backend as a ServiceEntry with one WorkloadEntry (mesh mTLS label, as
+/// the conformance mesh writes it), with HTTP and gRPC ports.
+pub fn mesh_yaml(addrs: Addrs) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+         metadata: {{name: fortio, namespace: bench}}\nspec:\n  hosts: [{SERVICE_HOST}]\n  \
+         location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  \
+         - {{number: {HTTP_PORT}, name: http-{HTTP_PORT}, protocol: HTTP, targetPort: {HTTP_PORT}}}\n  \
+         - {{number: {GRPC_PORT}, name: grpc-{GRPC_PORT}, protocol: GRPC, targetPort: {GRPC_PORT}}}\n  \
+         workloadSelector: {{labels: {{app: fortio}}}}\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+         metadata: {{name: fortio-v1-0, namespace: bench}}\nspec:\n  address: \"{ip}\"\n  \
+         labels: {{app: fortio, version: v1, security.istio.io/tlsMode: istio, \
+         service.istio.io/workload-name: fortio-v1}}\n  serviceAccount: fortio\n",
+        ip = addrs.server()
+    )
+}
+
+/// Binaries and directories a target needs.
+pub struct Env {
+    /// Directory with `sluice-controller` and `sluice-proxy`.
+    pub bin_dir: PathBuf,
+    /// Scratch directory (configs, logs).
+    pub dir: PathBuf,
+    /// Core the proxies run on.
+    pub proxy_core: u32,
+    /// Core the controller runs on (off the measured proxy core).
+    pub other_core: u32,
+}
+
+fn sidecar_args(addrs: Addrs, ip: Ipv4Addr, name: &str, app: &str) -> Vec<String> {
+    [
+        "--controller".to_string(),
+        format!("http://{}:15010", addrs.controller()),
+        "--ip".into(),
+        ip.to_string(),
+        "--id".into(),
+        format!("{name}.bench"),
+        "--workload".into(),
+        app.to_string(),
+        "--namespace".into(),
+        "bench".into(),
+        "--service-account".into(),
+        app.to_string(),
+        "--label".into(),
+        format!("app={app}"),
+        "--label".into(),
+        "version=v1".into(),
+    ]
+    .to_vec()
+}
+
+/// Controller + client sidecar + server sidecar; returns (controller, [client, server]).
+pub async fn sluice(env: &Env, addrs: Addrs) -> anyhow::Result<(Pinned, Vec<Pinned>)> {
+    let cfg = env.dir.join("sluice-config");
+    std::fs::create_dir_all(&cfg)?;
+    std::fs::write(cfg.join("00-mesh.yaml"), mesh_yaml(addrs))?;
+    let c = addrs.controller();
+    let controller = Pinned::spawn(
+        "sluice-controller",
+        env.other_core,
+        &env.bin_dir.join("sluice-controller"),
+        &[
+            "--config-dir".into(),
+            cfg.display().to_string(),
+            "--listen".into(),
+            format!("{c}:15010"),
+            "--metrics-listen".into(),
+            format!("{c}:15014"),
+        ],
+        &env.dir.join("sluice-controller.log"),
+    )?;
+    let proxy = env.bin_dir.join("sluice-proxy");
+    let client = Pinned::spawn(
+        "sluice-proxy client",
+        env.proxy_core,
+        &proxy,
+        &sidecar_args(addrs, addrs.sluice_client(), "loadgen-v1-0", "loadgen"),
+        &env.dir.join("sluice-proxy-client.log"),
+    )?;
+    let server = Pinned::spawn(
+        "sluice-proxy server",
+        env.proxy_core,
+        &proxy,
+        &sidecar_args(addrs, addrs.server(), "fortio-v1-0", "fortio"),
+        &env.dir.join("sluice-proxy-server.log"),
+    )?;
+    let mut procs = vec![client, server];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for ip in [addrs.sluice_client(), addrs.server()] {
+        loop {
+            for p in procs.iter_mut() {
+                p.check()?;
+            }
+            let ready = sluice_conformance::client::http_get(SocketAddr::new(ip.into(), 15021), "/healthz/ready")
+                .await
+                .is_ok_and(|r| r.status == 200);
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("sidecar on {ip} not ready within 30 s; see {}", env.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok((controller, procs))
+}
+
+/// A peer pair (`haproxy` or `nginx`): client-side proxy on `client_ip`, server-side on
+/// `server_ip`, the latter forwarding to the fortio server.
+pub async fn peer_pair(
+    env: &Env,
+    addrs: Addrs,
+    kind: &str,
+    client_ip: Ipv4Addr,
+    server_ip: Ipv4Addr,
+    template: &str,
+) -> anyhow::Result<Vec<Pinned>> {
+    let mut procs = Vec::new();
+    for (role, listen, upstream, h2_up) in [
+        ("server", server_ip, addrs.server(), HTTP_PORT),
+        ("client", client_ip, server_ip, if kind == "haproxy" { H2_PORT } else { HTTP_PORT }),
+    ] {
+        let run_dir = env.dir.join(format!("{kind}-{role}"));
+        std::fs::create_dir_all(&run_dir)?;
+        let text = template
+            .replace("{{LISTEN_IP}}", &listen.to_string())
+            .replace("{{UPSTREAM_IP}}", &upstream.to_string())
+            .replace("{{H2_UPSTREAM_PORT}}", &h2_up.to_string())
+            .replace("{{RUN_DIR}}", &run_dir.display().to_string());
+        let cfg = run_dir.join(if kind == "haproxy" { "haproxy.cfg" } else { "nginx.conf" });
+        std::fs::write(&cfg, text)?;
+        let (bin, args): (&str, Vec<String>) = if kind == "haproxy" {
+            ("haproxy", vec!["-db".into(), "-f".into(), cfg.display().to_string()])
+        } else {
+            ("nginx", vec!["-c".into(), cfg.display().to_string(), "-e".into(), run_dir.join("error.log").display().to_string()])
+        };
+        let bin = which(bin)?;
+        procs.push(Pinned::spawn(&format!("{kind} {role}"), env.proxy_core, &bin, &args, &run_dir.join("stdout.log"))?);
+        wait_listening(SocketAddr::new(listen.into(), HTTP_PORT), &mut procs).await?;
+    }
+    // Client first, server second, as for Sluice.
+    procs.reverse();
+    Ok(procs)
+}
+
+/// Finds an executable on `$PATH` (and the sbin directories Debian installs servers in).
+pub fn which(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} not installed (bench/run installs it with apt-get)"))
+}

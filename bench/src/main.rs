@@ -1,0 +1,4 @@
+//! `sluice-bench`: side-by-side benchmarks of the Sluice data plane and controller.
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,52 @@
+//! CPU time and memory of a process from `/proc/<pid>/stat` and `/proc/<pid>/status`.
+
+#[cfg(test)]
+mod tests;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times; Linux fixes USER_HZ at 100 for
+/// userspace on every architecture we run on.
+const TICKS_PER_S: f64 = 100.0;
+
+/// utime + stime of `pid` and all its threads, seconds; `None` if the process is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_cpu(&text)
+}
+
+/// Parses utime+stime from a `/proc/<pid>/stat` line. The command name (field 2) may hold
+/// spaces and parentheses, so fields are counted after its last `)`.
+pub fn parse_stat_cpu(text: &str) -> Option<f64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15 (1-based).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_S)
+}
+
+/// Memory of a process, MB.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Memory {
+    /// VmRSS: resident now.
+    pub rss_mb: f64,
+    /// VmHWM: peak resident.
+    pub hwm_mb: f64,
+}
+
+/// VmRSS and VmHWM of `pid`; `None` if the process is gone.
+pub fn memory(pid: u32) -> Option<Memory> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_memory(&text)
+}
+
+/// Parses VmRSS and VmHWM (kB) from `/proc/<pid>/status`.
+pub fn parse_status_memory(text: &str) -> Option<Memory> {
+    let kb = |key: &str| -> Option<f64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    };
+    Some(Memory {
+        rss_mb: kb("VmRSS:")? / 1024.0,
+        hwm_mb: kb("VmHWM:")? / 1024.0,
+    })
+}

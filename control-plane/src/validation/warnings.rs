@@ -1,0 +1,97 @@
+//! Warnings: valid configuration that still deserves a word, as Istio's
+//! analyzers give (deprecated fields, settings that do nothing).
+
+use super::FieldError;
+use crate::crd::{HttpFaultInjection, TrafficPolicy};
+use crate::resource::Resource;
+
+/// Warnings for `resource`; it stays valid whatever they say.
+pub fn warnings(resource: &Resource) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    match resource {
+        Resource::DestinationRule(dr) => {
+            if let Some(p) = &dr.spec.traffic_policy {
+                policy(&mut out, "spec.trafficPolicy", p);
+            }
+            for (i, s) in dr.spec.subsets.iter().enumerate() {
+                if let Some(p) = &s.traffic_policy {
+                    policy(&mut out, &format!("spec.subsets[{i}].trafficPolicy"), p);
+                }
+            }
+        }
+        Resource::VirtualService(vs) => {
+            for (i, r) in vs.spec.http.iter().enumerate() {
+                let path = format!("spec.http[{i}]");
+                if r.mirror_percent.is_some() {
+                    out.push(FieldError::new(
+                        format!("{path}.mirrorPercent"),
+                        "deprecated: use mirrorPercentage",
+                    ));
+                }
+                if let Some(f) = &r.fault {
+                    fault(&mut out, &format!("{path}.fault"), f);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn policy(out: &mut Vec<FieldError>, path: &str, p: &TrafficPolicy) {
+    let mut one = |path: String, p: &TrafficPolicy| {
+        if let Some(od) = &p.outlier_detection
+            && od.consecutive_errors.is_some()
+        {
+            out.push(FieldError::new(
+                format!("{path}.outlierDetection.consecutiveErrors"),
+                "deprecated: counts only gateway errors (502, 503, 504), as \
+                 consecutiveGatewayErrors does; use consecutiveGatewayErrors or consecutive5xxErrors",
+            ));
+        }
+        if p.load_balancer.as_ref().and_then(|lb| lb.simple.as_deref()) == Some("LEAST_CONN") {
+            out.push(FieldError::new(
+                format!("{path}.loadBalancer.simple"),
+                "deprecated: LEAST_CONN is an alias of LEAST_REQUEST",
+            ));
+        }
+    };
+    one(path.to_owned(), p);
+    for (i, pl) in p.port_level_settings.iter().enumerate() {
+        let as_policy = TrafficPolicy {
+            load_balancer: pl.load_balancer.clone(),
+            outlier_detection: pl.outlier_detection.clone(),
+            ..TrafficPolicy::default()
+        };
+        one(format!("{path}.portLevelSettings[{i}]"), &as_policy);
+    }
+}
+
+fn fault(out: &mut Vec<FieldError>, path: &str, f: &HttpFaultInjection) {
+    if let Some(d) = &f.delay {
+        if d.percent.is_some() {
+            out.push(FieldError::new(
+                format!("{path}.delay.percent"),
+                "deprecated: use percentage",
+            ));
+        } else if d.percentage.is_none() {
+            out.push(FieldError::new(
+                format!("{path}.delay"),
+                "no percentage set: no request will be delayed",
+            ));
+        }
+    }
+    if let Some(a) = &f.abort {
+        if a.percent.is_some() {
+            out.push(FieldError::new(
+                format!("{path}.abort.percent"),
+                "deprecated: use percentage",
+            ));
+        } else if a.percentage.is_none() {
+            out.push(FieldError::new(
+                format!("{path}.abort"),
+                "no percentage set: no request will be aborted",
+            ));
+        }
+    }
+}
