@@ -1,21 +1,26 @@
 //! `sluicectl demo`: a local mesh (controller, echo workloads, sidecars on
 //! loopback) running `examples/`, with live traffic shown per route and version.
 
+mod check;
+mod counters;
+mod live;
 mod table;
 
 use bytes::Bytes;
-use sluice_conformance::client::{self, Call, Via};
+use sluice_conformance::client::{Call, Via};
 use sluice_conformance::mesh::{LocalMesh, MeshOptions};
 use sluice_conformance::scenario::{Protocol, Workload};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use table::{Expectation, Stats};
+use std::time::Duration;
 
 /// The example configuration, built in so the demo runs from any folder.
-const EXAMPLE: &str = include_str!("../../examples/reviews-routing.yaml");
+const EXAMPLES: [&str; 2] = [
+    include_str!("../../examples/reviews-routing.yaml"),
+    include_str!("../../examples/orders-resilience.yaml"),
+];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,7 +31,7 @@ pub struct Args {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Requests per second in live mode.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 80)]
     pub rate: u32,
     /// Where binaries are (default: next to sluicectl).
     #[arg(long)]
@@ -34,41 +39,57 @@ pub struct Args {
 }
 
 /// A kind of request the demo sends, and what the YAML says should happen to it.
-struct TrafficClass {
-    name: &'static str,
-    headers: &'static [(&'static str, &'static str)],
-    /// Share of all requests.
-    weight: u32,
-    expect: &'static [(&'static str, f64)],
+pub(crate) struct TrafficClass {
+    pub name: &'static str,
+    pub url: &'static str,
+    pub headers: &'static [(&'static str, &'static str)],
+    /// Share of all requests in live mode.
+    pub weight: u32,
+    /// Expected share per answering version (routing checks).
+    pub expect: &'static [(&'static str, f64)],
 }
 
-const CLASSES: &[TrafficClass] = &[
+pub(crate) const REVIEWS: &str = "http://reviews:9080/reviews/1";
+pub(crate) const ORDERS: &str = "http://orders:8080/orders/1";
+
+pub(crate) const CLASSES: &[TrafficClass] = &[
     TrafficClass {
         name: "mobile (user-agent ~ Mobile)",
+        url: REVIEWS,
         headers: &[("user-agent", "Mozilla/5.0 (iPhone) Mobile/15E148")],
         weight: 2,
         expect: &[("mobile", 1.0)],
     },
     TrafficClass {
         name: "beta (cookie beta=true)",
+        url: REVIEWS,
         headers: &[("cookie", "session=42;beta=true")],
         weight: 2,
         expect: &[("v2", 1.0)],
     },
     TrafficClass {
         name: "everyone else (90/10 canary)",
+        url: REVIEWS,
         headers: &[("user-agent", "curl/8.0")],
         weight: 6,
         expect: &[("v1", 0.9), ("v2", 0.1)],
     },
+    TrafficClass {
+        name: "orders (retries, 100+10/s bucket)",
+        url: ORDERS,
+        headers: &[],
+        weight: 5,
+        expect: &[("v1", 1.0)],
+    },
 ];
 
+/// The demo's workloads: productpage calls reviews (four versions) and orders.
 fn workloads() -> Vec<Workload> {
-    let w = |service: &str, versions: &[(&str, u32)]| Workload {
+    let w = |service: &str, port: u16, versions: &[(&str, u32)]| Workload {
         service: service.into(),
         namespace: "default".into(),
         service_account: None,
-        port: 9080,
+        port,
         protocol: Protocol::Http,
         versions: versions
             .iter()
@@ -76,14 +97,15 @@ fn workloads() -> Vec<Workload> {
             .collect::<BTreeMap<_, _>>(),
     };
     vec![
-        w("productpage", &[("v1", 1)]),
-        w("reviews", &[("v1", 2), ("v2", 1), ("mobile", 1)]),
+        w("productpage", 9080, &[("v1", 1)]),
+        w("reviews", 9080, &[("v1", 2), ("v2", 1), ("mobile", 1)]),
+        w("orders", 8080, &[("v1", 2)]),
     ]
 }
 
 fn config_text(args: &Args) -> anyhow::Result<String> {
     let Some(dir) = &args.config else {
-        return Ok(EXAMPLE.to_owned());
+        return Ok(EXAMPLES.join("\n---\n"));
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -125,37 +147,36 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&work)?;
     let mut opts = MeshOptions::new(work.clone());
     opts.bin_dir = args.bin_dir.clone();
+    let workloads = workloads();
+    let instances: u32 = workloads.iter().flat_map(|w| w.versions.values()).sum();
     eprintln!(
-        "starting controller, 5 echo workloads and their sidecars on loopback (logs: {})",
+        "starting a controller, {instances} echo workloads and their sidecars on loopback (logs: {})",
         work.display()
     );
-    let mesh = LocalMesh::start(&workloads(), &config, opts).await?;
-    let client = mesh
-        .instances()
-        .iter()
-        .find(|i| i.service == "productpage")
-        .map(|i| i.outbound_addr())
-        .ok_or_else(|| anyhow::anyhow!("productpage instance missing"))?;
-    let admin = mesh
-        .instances()
-        .iter()
-        .find(|i| i.service == "productpage")
-        .map(|i| i.admin_addr())
-        .ok_or_else(|| anyhow::anyhow!("productpage instance missing"))?;
+    let mesh = LocalMesh::start(&workloads, &config, opts).await?;
     let result = if args.check {
-        check(client, admin).await
+        check::run(&mesh).await
     } else {
-        live(client, args.rate).await
+        live::run(&mesh, args.rate).await
     };
     mesh.shutdown().await;
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-fn call(via: std::net::SocketAddr, class: &TrafficClass) -> Call {
+/// The productpage sidecar: where the demo's requests enter the mesh.
+pub(crate) fn client(mesh: &LocalMesh) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    mesh.instances()
+        .iter()
+        .find(|i| i.service == "productpage")
+        .map(|i| (i.outbound_addr(), i.admin_addr()))
+        .ok_or_else(|| anyhow::anyhow!("productpage instance missing"))
+}
+
+pub(crate) fn call(via: SocketAddr, class: &TrafficClass) -> Call {
     Call {
         via: Via::Outbound(via),
-        url: "http://reviews:9080/reviews/1".into(),
+        url: class.url.into(),
         method: "GET".into(),
         headers: class
             .headers
@@ -164,110 +185,6 @@ fn call(via: std::net::SocketAddr, class: &TrafficClass) -> Call {
             .collect(),
         body: Bytes::new(),
         h2: false,
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(15),
     }
-}
-
-/// Sends a fixed number of each class, prints the table, checks it against the YAML.
-async fn check(client: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<bool> {
-    let stats: Vec<Stats> = CLASSES.iter().map(|c| Stats::new(c.name)).collect();
-    let stats = Arc::new(Mutex::new(stats));
-    for (i, class) in CLASSES.iter().enumerate() {
-        let n = class.weight as usize * 60;
-        let mut tasks = Vec::new();
-        for worker in 0..4 {
-            let stats = stats.clone();
-            let call = call(client, class);
-            tasks.push(tokio::spawn(async move {
-                for _ in (worker..n).step_by(4) {
-                    let outcome = client::send(&call).await;
-                    if let Ok(mut s) = stats.lock() {
-                        s[i].record(&outcome);
-                    }
-                }
-            }));
-        }
-        for t in tasks {
-            t.await?;
-        }
-    }
-    let mut all_ok = true;
-    {
-        let stats = stats.lock().map_err(|_| anyhow::anyhow!("stats lock"))?;
-        println!("{}", table::render(&stats, None));
-        for (class, s) in CLASSES.iter().zip(stats.iter()) {
-            let expect = Expectation {
-                shares: class.expect,
-                tolerance: 0.05,
-            };
-            match s.check(&expect) {
-                Ok(()) => println!("PASS {}", class.name),
-                Err(why) => {
-                    all_ok = false;
-                    println!("FAIL {}: {why}", class.name);
-                }
-            }
-        }
-    }
-    let why = client::http_get(
-        admin,
-        "/debug/route?host=reviews:9080&path=/reviews/1&header=cookie:beta%3Dtrue",
-    )
-    .await;
-    if let Ok(plain) = why {
-        println!("\nWhy a beta request goes to v2 (productpage sidecar /debug/route):");
-        println!("{}", String::from_utf8_lossy(&plain.body));
-    }
-    Ok(all_ok)
-}
-
-/// Drives traffic until Ctrl-C, redrawing the table every second.
-async fn live(client: std::net::SocketAddr, rate: u32) -> anyhow::Result<bool> {
-    let stats: Vec<Stats> = CLASSES.iter().map(|c| Stats::new(c.name)).collect();
-    let stats = Arc::new(Mutex::new(stats));
-    let total_weight: u32 = CLASSES.iter().map(|c| c.weight).sum();
-    let started = Instant::now();
-    let driver = {
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
-            let mut n: u64 = 0;
-            loop {
-                tick.tick().await;
-                let slot = u32::try_from(n % u64::from(total_weight)).unwrap_or(0);
-                n += 1;
-                let mut acc = 0;
-                let Some(i) = CLASSES.iter().position(|c| {
-                    acc += c.weight;
-                    slot < acc
-                }) else {
-                    continue;
-                };
-                let call = call(client, &CLASSES[i]);
-                let stats = stats.clone();
-                tokio::spawn(async move {
-                    let outcome = client::send(&call).await;
-                    if let Ok(mut s) = stats.lock() {
-                        s[i].record(&outcome);
-                    }
-                });
-            }
-        })
-    };
-    let mut redraw = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = redraw.tick() => {
-                if let Ok(s) = stats.lock() {
-                    // Clear the screen and home the cursor, then draw.
-                    print!("\x1b[2J\x1b[H{}", table::render(&s, Some(started.elapsed())));
-                    println!("\nproductpage --(sidecar)--> reviews  ·  YAML: examples/reviews-routing.yaml  ·  Ctrl-C to stop");
-                }
-            }
-        }
-    }
-    driver.abort();
-    Ok(true)
 }

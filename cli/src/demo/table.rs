@@ -12,7 +12,7 @@ pub struct Expectation<'a> {
     pub tolerance: f64,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct PerVersion {
     count: u64,
     latencies_ms: Vec<f64>,
@@ -21,6 +21,7 @@ struct PerVersion {
 }
 
 /// Results of one traffic class.
+#[derive(Clone)]
 pub struct Stats {
     name: &'static str,
     versions: BTreeMap<String, PerVersion>,

@@ -1,0 +1,181 @@
+//! `demo --check`: plays each behaviour the example YAML asks for once and
+//! compares what happened with what the YAML says.
+
+use super::table::{Expectation, Stats, render};
+use super::{CLASSES, call, client, counters};
+use sluice_conformance::client::{self, Call, Outcome};
+use sluice_conformance::mesh::LocalMesh;
+
+/// Sends `n` copies of `call`, `concurrency` at a time, and returns the outcomes in order of completion.
+async fn send_many(call: &Call, n: usize, concurrency: usize) -> Vec<Outcome> {
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for _ in (worker..n).step_by(concurrency) {
+                out.push(client::send(&call).await);
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(mut part) = t.await {
+            all.append(&mut part);
+        }
+    }
+    all
+}
+
+fn verdict(ok: &mut bool, name: &str, result: Result<String, String>) {
+    match result {
+        Ok(detail) => println!("PASS {name}: {detail}"),
+        Err(why) => {
+            *ok = false;
+            println!("FAIL {name}: {why}");
+        }
+    }
+}
+
+fn status_count(outcomes: &[Outcome], status: u16) -> usize {
+    outcomes.iter().filter(|o| o.status == Some(status)).count()
+}
+
+/// Runs every check; `Ok(true)` when all passed.
+pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
+    let (outbound, admin) = client(mesh)?;
+    let mut ok = true;
+
+    // 1. Routing: shares per request class.
+    let mut stats = Vec::new();
+    for class in CLASSES.iter().filter(|c| c.url == super::REVIEWS) {
+        let mut s = Stats::new(class.name);
+        for o in send_many(&call(outbound, class), class.weight as usize * 60, 4).await {
+            s.record(&o);
+        }
+        stats.push((class, s));
+    }
+    let table: Vec<Stats> = stats.iter().map(|(_, s)| s.clone()).collect();
+    println!("{}", render(&table, None));
+    for (class, s) in &stats {
+        let expect = Expectation {
+            shares: class.expect,
+            tolerance: 0.05,
+        };
+        verdict(
+            &mut ok,
+            &format!("routing: {}", class.name),
+            s.check(&expect)
+                .map(|()| "shares as the VirtualService says".into()),
+        );
+    }
+
+    // 2. Outlier detection: reviews-v1-0 starts failing with 503; after 5
+    //    consecutive gateway errors (the seed's consecutiveErrors) it is ejected.
+    let before = counters::read(mesh).await;
+    let failing = mesh.select("reviews", Some("v1"), Some(&[0]));
+    for &n in &failing {
+        mesh.behave(n, Some(503), 0).await?;
+    }
+    let everyone = &CLASSES[2];
+    let outcomes = send_many(&call(outbound, everyone), 240, 2).await;
+    let after = counters::read(mesh).await;
+    let errors = status_count(&outcomes, 503);
+    let late_errors = outcomes
+        .iter()
+        .skip(outcomes.len() / 2)
+        .filter(|o| o.status != Some(200))
+        .count();
+    let ejections = after.ejections - before.ejections;
+    verdict(
+        &mut ok,
+        "outlier detection: a failing reviews v1 instance is ejected",
+        if (1..=12).contains(&errors) && late_errors == 0 && ejections >= 1.0 {
+            Ok(format!(
+                "{errors} answers of 503 before ejection, then none; {ejections:.0} ejection(s)"
+            ))
+        } else {
+            Err(format!(
+                "503 answers {errors} (want 1..=12), non-200 in the second half {late_errors} (want 0), ejections {ejections:.0} (want >= 1)"
+            ))
+        },
+    );
+    for &n in &failing {
+        mesh.behave(n, None, 0).await?;
+    }
+
+    // 3. Retries: orders-v1-0 answers 503; the orders VirtualService retries
+    //    5xx on another instance, so callers see only 200s.
+    let orders = &CLASSES[3];
+    let failing = mesh.select("orders", Some("v1"), Some(&[0]));
+    for &n in &failing {
+        mesh.behave(n, Some(503), 0).await?;
+    }
+    let before = counters::read(mesh).await;
+    let outcomes = send_many(&call(outbound, orders), 40, 2).await;
+    let after = counters::read(mesh).await;
+    let retries = after.retries - before.retries;
+    let ok200 = status_count(&outcomes, 200);
+    verdict(
+        &mut ok,
+        "retries: 5xx from one orders instance are retried on the other",
+        if ok200 == outcomes.len() && retries >= 1.0 {
+            Ok(format!(
+                "{ok200}/{} answered 200 after {retries:.0} retries",
+                outcomes.len()
+            ))
+        } else {
+            Err(format!(
+                "{ok200}/{} answered 200 (want all), retries {retries:.0} (want >= 1)",
+                outcomes.len()
+            ))
+        },
+    );
+    for &n in &failing {
+        mesh.behave(n, None, 0).await?;
+    }
+
+    // 4. Token bucket: a burst well over 2 x 100 tokens meets 429s.
+    let before = counters::read(mesh).await;
+    let outcomes = send_many(&call(outbound, orders), 400, 8).await;
+    let after = counters::read(mesh).await;
+    let limited = status_count(&outcomes, 429);
+    let admitted = status_count(&outcomes, 200);
+    let other = outcomes.len() - limited - admitted;
+    let with_headers = outcomes
+        .iter()
+        .filter(|o| o.status == Some(429))
+        .filter(|o| o.headers.contains_key("x-ratelimit-limit"))
+        .count();
+    verdict(
+        &mut ok,
+        "rate limit: the EnvoyFilter token bucket answers 429 past its burst",
+        if limited >= 40
+            && admitted >= 150
+            && other == 0
+            && with_headers == limited
+            && after.rate_limited - before.rate_limited >= limited as f64
+        {
+            Ok(format!(
+                "{admitted} admitted, {limited} refused with 429 and x-ratelimit-* headers"
+            ))
+        } else {
+            Err(format!(
+                "{admitted} admitted (want >= 150), {limited} got 429 (want >= 40, all with x-ratelimit-limit: {with_headers}), {other} other answers (want 0), limited metric +{:.0}",
+                after.rate_limited - before.rate_limited
+            ))
+        },
+    );
+
+    let why = client::http_get(
+        admin,
+        "/debug/route?host=reviews:9080&path=/reviews/1&header=cookie:beta%3Dtrue",
+    )
+    .await;
+    if let Ok(plain) = why {
+        println!("\nWhy a beta request goes to v2 (productpage sidecar /debug/route):");
+        println!("{}", String::from_utf8_lossy(&plain.body));
+    }
+    Ok(ok)
+}
