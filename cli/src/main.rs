@@ -4,6 +4,7 @@
 mod analyze;
 mod conformance;
 mod demo;
+mod proxy_status;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     Conformance(conformance::Command),
     /// Start a local demo mesh and show its traffic live.
     Demo(demo::Args),
+    /// Show every connected proxy and whether it runs the latest configuration.
+    ProxyStatus(proxy_status::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,5 +46,6 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::Conformance(cmd) => conformance::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::ProxyStatus(args) => proxy_status::run(args),
     }
 }
