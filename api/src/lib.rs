@@ -7,3 +7,9 @@ pub mod config {
     #![allow(clippy::all, missing_docs)]
     include!("gen/sluice.config.v1.rs");
 }
+
+/// `sluice.ca.v1`: workload certificate signing.
+pub mod ca {
+    #![allow(clippy::all, missing_docs)]
+    include!("gen/sluice.ca.v1.rs");
+}

@@ -1,0 +1,103 @@
+//! `sluice.ca.v1.CertificateService`: signs a CSR for the caller's own identity.
+
+use super::{BootstrapTokens, CertificateAuthority, DEFAULT_WORKLOAD_TTL, SpiffeId};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use sluice_api::ca::certificate_service_server::CertificateService;
+use sluice_api::ca::{CertificateRequest, CertificateResponse};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// Outcome labels of certificate requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CsrLabels {
+    /// `issued`, `unauthenticated`, `denied` or `invalid`.
+    pub outcome: &'static str,
+}
+
+/// Serves certificate requests.
+#[derive(Clone)]
+pub struct CertificateServer {
+    ca: Arc<CertificateAuthority>,
+    tokens: Arc<BootstrapTokens>,
+    default_ttl: Duration,
+    requests: Family<CsrLabels, Counter>,
+}
+
+impl CertificateServer {
+    /// Creates the service; `requests` counts outcomes (`sluice_csr_requests_total`).
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        tokens: Arc<BootstrapTokens>,
+        requests: Family<CsrLabels, Counter>,
+    ) -> Self {
+        Self {
+            ca,
+            tokens,
+            default_ttl: DEFAULT_WORKLOAD_TTL,
+            requests,
+        }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.requests.get_or_create(&CsrLabels { outcome }).inc();
+    }
+
+    /// Who the caller proved to be from its bearer token.
+    fn caller<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+        let (ns, sa) = self
+            .tokens
+            .verify(token)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        Ok(SpiffeId::new(self.ca.trust_domain(), &ns, &sa))
+    }
+}
+
+#[tonic::async_trait]
+impl CertificateService for CertificateServer {
+    async fn create_certificate(
+        &self,
+        request: Request<CertificateRequest>,
+    ) -> Result<Response<CertificateResponse>, Status> {
+        let caller = match self.caller(&request) {
+            Ok(c) => c,
+            Err(status) => {
+                self.count("unauthenticated");
+                return Err(status);
+            }
+        };
+        let req = request.into_inner();
+        let ttl = u64::try_from(req.validity_seconds)
+            .ok()
+            .filter(|s| *s > 0)
+            .map_or(self.default_ttl, Duration::from_secs);
+        match self.ca.sign_workload(&req.csr, &caller, ttl) {
+            Ok(issued) => {
+                self.count("issued");
+                tracing::info!(identity = %caller, "issued a workload certificate");
+                Ok(Response::new(CertificateResponse {
+                    cert_chain: issued.chain,
+                    trust_bundle: issued.trust_bundle,
+                }))
+            }
+            Err(e @ super::CaError::WrongIdentity { .. }) => {
+                self.count("denied");
+                tracing::warn!(caller = %caller, "refused a CSR: {e}");
+                Err(Status::permission_denied(e.to_string()))
+            }
+            Err(e) => {
+                self.count("invalid");
+                Err(Status::invalid_argument(e.to_string()))
+            }
+        }
+    }
+}
