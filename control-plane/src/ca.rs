@@ -3,10 +3,10 @@
 //! certificates carrying SPIFFE identities.
 
 mod identity;
-mod service;
-mod token;
+pub mod service;
 #[cfg(test)]
 mod tests;
+mod token;
 
 pub use identity::{InvalidSpiffeId, SpiffeId};
 pub use service::CertificateServer;
@@ -14,8 +14,7 @@ pub use token::{BootstrapTokens, InvalidToken};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,7 +39,9 @@ pub enum CaError {
         source: std::io::Error,
     },
     /// A plug-in CA folder misses files.
-    #[error("{dir}: a plug-in CA needs ca-cert.pem, ca-key.pem, root-cert.pem and cert-chain.pem; missing {missing}")]
+    #[error(
+        "{dir}: a plug-in CA needs ca-cert.pem, ca-key.pem, root-cert.pem and cert-chain.pem; missing {missing}"
+    )]
     IncompletePlugin {
         /// The folder.
         dir: PathBuf,
@@ -151,7 +152,12 @@ impl CertificateAuthority {
     /// Istio's plug-in layout: `ca-cert.pem` signs, `ca-key.pem` is its key,
     /// `cert-chain.pem` is its chain, `root-cert.pem` the root(s) to trust.
     fn load_plugin(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
-        for missing in ["ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"] {
+        for missing in [
+            "ca-cert.pem",
+            "ca-key.pem",
+            "root-cert.pem",
+            "cert-chain.pem",
+        ] {
             if !dir.join(missing).is_file() {
                 return Err(CaError::IncompletePlugin {
                     dir: dir.to_owned(),
@@ -200,10 +206,12 @@ impl CertificateAuthority {
         params.not_before = now - time::Duration::minutes(5);
         params.not_after = now + ROOT_TTL;
         params.serial_number = Some(random_serial());
-        let cert = params.self_signed(&key).map_err(|source| CaError::Material {
-            what: "root certificate".into(),
-            source,
-        })?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|source| CaError::Material {
+                what: "root certificate".into(),
+                source,
+            })?;
         let cert_pem = cert.pem();
         write_private(&key_path, &key.serialize_pem())?;
         write_private(&cert_path, &cert_pem)?;
@@ -337,7 +345,9 @@ impl CertificateAuthority {
         params.not_before = now - time::Duration::minutes(1);
         params.not_after = now + DEFAULT_WORKLOAD_TTL * 30;
         params.serial_number = Some(random_serial());
-        let cert = params.signed_by(&key, &self.issuer).map_err(CaError::Sign)?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(CaError::Sign)?;
         let mut chain = vec![cert.pem()];
         chain.extend(self.intermediates.iter().cloned());
         Ok((chain, key.serialize_pem()))

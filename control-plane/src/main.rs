@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use sluice_control_plane::admin::{self, AdminState};
+use sluice_control_plane::ca::{BootstrapTokens, CertificateAuthority, CertificateServer};
 use sluice_control_plane::config_dir::ConfigDir;
 use sluice_control_plane::index::Intake;
 use sluice_control_plane::mesh_config::MeshConfig;
@@ -40,6 +41,23 @@ struct Args {
     /// Retry budget: retries always allowed per second on top of the share.
     #[arg(long, env = "SLUICE_RETRY_BUDGET_MIN_PER_SECOND", default_value_t = 10)]
     retry_budget_min_per_second: u32,
+    /// Address of the TLS listener: config stream and certificate signing
+    /// (default: the --listen address with port 15012).
+    #[arg(long, env = "SLUICE_SECURE_LISTEN")]
+    secure_listen: Option<SocketAddr>,
+    /// Where the controller keeps its CA root and bootstrap secret
+    /// (default: `.sluice` inside --config-dir, which is never read as config).
+    #[arg(long, env = "SLUICE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// A plug-in CA in Istio's layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
+    #[arg(long, env = "SLUICE_CA_DIR")]
+    ca_dir: Option<PathBuf>,
+    /// Trust domain of workload identities.
+    #[arg(long, env = "SLUICE_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Print the bootstrap token of NAMESPACE/SERVICE_ACCOUNT and exit (local mode).
+    #[arg(long, value_name = "NAMESPACE/SERVICE_ACCOUNT")]
+    print_token: Option<String>,
 }
 
 #[tokio::main]
@@ -51,11 +69,37 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let secure_listen = *args
+        .secure_listen
+        .get_or_insert_with(|| SocketAddr::new(args.listen.ip(), 15012));
     anyhow::ensure!(
         args.config_dir.is_dir(),
         "--config-dir {}: not a folder",
         args.config_dir.display()
+    );
+
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| args.config_dir.join(".sluice"));
+    let tokens =
+        Arc::new(BootstrapTokens::load_or_create(&state_dir).context("bootstrap token secret")?);
+    if let Some(who) = &args.print_token {
+        let (ns, sa) = who
+            .split_once('/')
+            .filter(|(ns, sa)| !ns.is_empty() && !sa.is_empty())
+            .with_context(|| format!("--print-token {who}: expected NAMESPACE/SERVICE_ACCOUNT"))?;
+        println!("{}", tokens.issue(ns, sa));
+        return Ok(());
+    }
+    let ca = Arc::new(
+        CertificateAuthority::load_or_create(
+            &state_dir,
+            args.ca_dir.as_deref(),
+            &args.trust_domain,
+        )
+        .context("certificate authority")?,
     );
 
     let metrics = Arc::new(ControllerMetrics::new());
@@ -101,10 +145,17 @@ async fn main() -> anyhow::Result<()> {
     let grpc = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
-    tracing::info!(config = %args.listen, metrics = %args.metrics_listen, "serving");
+    tracing::info!(config = %args.listen, secure = %secure_listen, metrics = %args.metrics_listen, "serving");
+    let config_server = ConfigServer::new(rx, registry, metrics.clone());
     let service = sluice_api::config::config_discovery_server::ConfigDiscoveryServer::new(
-        ConfigServer::new(rx, registry, metrics),
+        config_server.clone(),
     );
+    let secure = secure_server(secure_listen, &ca, tokens, config_server, &metrics).await?;
+    tokio::spawn(async move {
+        if let Err(e) = secure.await {
+            tracing::error!("secure listener stopped: {e}");
+        }
+    });
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -123,4 +174,43 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("config server")?;
     Ok(())
+}
+
+/// The TLS listener: config stream and certificate signing, served with a
+/// certificate the mesh CA issues to the controller itself.
+async fn secure_server(
+    addr: SocketAddr,
+    ca: &Arc<CertificateAuthority>,
+    tokens: Arc<BootstrapTokens>,
+    config: ConfigServer,
+    metrics: &Arc<ControllerMetrics>,
+) -> anyhow::Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>> + use<>>
+{
+    use tonic::transport::{Identity, ServerTlsConfig};
+    let names = [
+        "sluice-controller",
+        "sluice-controller.istio-system.svc",
+        "localhost",
+    ]
+    .map(String::from);
+    let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    if !addr.ip().is_unspecified() {
+        ips.push(addr.ip());
+    }
+    let (chain, key) = ca
+        .sign_server(&names, &ips)
+        .context("controller serving certificate")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --secure-listen {addr}"))?;
+    let csr = CertificateServer::new(ca.clone(), tokens, metrics.csr_requests.clone());
+    let server = tonic::transport::Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(chain.concat(), key)))
+        .context("TLS settings")?
+        .add_service(
+            sluice_api::config::config_discovery_server::ConfigDiscoveryServer::new(config),
+        )
+        .add_service(sluice_api::ca::certificate_service_server::CertificateServiceServer::new(csr))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    Ok(server)
 }

@@ -42,6 +42,8 @@ pub struct ControllerMetrics {
     pub objects: Family<KindLabels, Gauge>,
     /// Objects or documents refused by validation.
     pub rejected: Gauge,
+    /// Certificate requests by outcome.
+    pub csr_requests: Family<crate::ca::service::CsrLabels, Counter>,
 }
 
 impl Default for ControllerMetrics {
@@ -104,8 +106,15 @@ impl ControllerMetrics {
             "Configuration objects or documents refused by validation",
             rejected.clone(),
         );
+        let csr_requests = Family::<crate::ca::service::CsrLabels, Counter>::default();
+        registry.register(
+            "sluice_csr_requests",
+            "Workload certificate requests by outcome (issued, denied, unauthenticated, invalid)",
+            csr_requests.clone(),
+        );
         Self {
             registry,
+            csr_requests,
             convergence,
             pushes,
             push_bytes,

@@ -40,6 +40,7 @@ struct Controller {
     child: Child,
     grpc: SocketAddr,
     admin: SocketAddr,
+    secure: SocketAddr,
 }
 
 impl Drop for Controller {
@@ -57,6 +58,7 @@ fn free_addr() -> SocketAddr {
 async fn start(dir: &Path) -> Controller {
     let grpc = free_addr();
     let admin = free_addr();
+    let secure = free_addr();
     let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
         .arg("--config-dir")
         .arg(dir)
@@ -66,10 +68,17 @@ async fn start(dir: &Path) -> Controller {
         .arg(admin.to_string())
         .arg("--debounce-ms")
         .arg("20")
+        .arg("--secure-listen")
+        .arg(secure.to_string())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn controller");
-    let c = Controller { child, grpc, admin };
+    let c = Controller {
+        child,
+        grpc,
+        admin,
+        secure,
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(c.grpc).is_ok() {
             return c;
@@ -290,4 +299,164 @@ async fn controller_refuses_stream_without_hello() {
         .expect_err("refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("hello"), "{}", err.message());
+}
+
+fn csr_for(uri: &str) -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        uri.to_string().try_into().expect("uri"),
+    )];
+    params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
+}
+
+async fn secure_channel(c: &Controller, dir: &Path) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let root = std::fs::read_to_string(dir.join(".sluice/ca/root-cert.pem")).expect("root kept");
+    Endpoint::from_shared(format!("https://{}", c.secure))
+        .expect("endpoint")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(root))
+                .domain_name("sluice-controller"),
+        )
+        .expect("tls")
+        .connect()
+        .await
+        .expect("TLS connect to the controller")
+}
+
+fn token(dir: &Path, who: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
+        .arg("--config-dir")
+        .arg(dir)
+        .arg("--print-token")
+        .arg(who)
+        .output()
+        .expect("print token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn with_bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    req
+}
+
+#[tokio::test]
+async fn controller_signs_csr_for_token_identity_only() {
+    use sluice_api::ca::CertificateRequest;
+    use sluice_api::ca::certificate_service_client::CertificateServiceClient;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path()).await;
+    let mut client = CertificateServiceClient::new(secure_channel(&c, dir.path()).await);
+    let reviews = token(dir.path(), "default/reviews");
+    let me = "spiffe://cluster.local/ns/default/sa/reviews";
+
+    let issued = client
+        .create_certificate(with_bearer(
+            CertificateRequest {
+                csr: csr_for(me),
+                validity_seconds: 3600,
+            },
+            &reviews,
+        ))
+        .await
+        .expect("issued")
+        .into_inner();
+    assert_eq!(issued.cert_chain.len(), 1);
+    assert_eq!(issued.trust_bundle.len(), 1);
+    let leaf = pem::parse(&issued.cert_chain[0]).expect("pem");
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.contents()).expect("x509 certificate");
+    let sans = cert
+        .subject_alternative_name()
+        .expect("san")
+        .expect("present");
+    assert!(
+        sans.value
+            .general_names
+            .iter()
+            .any(|g| matches!(g, x509_parser::extensions::GeneralName::URI(u) if *u == me)),
+        "{sans:?}"
+    );
+
+    // A CSR for somebody else's identity is refused.
+    let other = client
+        .create_certificate(with_bearer(
+            CertificateRequest {
+                csr: csr_for("spiffe://cluster.local/ns/default/sa/frontend"),
+                validity_seconds: 0,
+            },
+            &reviews,
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(other.code(), tonic::Code::PermissionDenied);
+    // No token, or a forged one: unauthenticated.
+    let anonymous = client
+        .create_certificate(tonic::Request::new(CertificateRequest {
+            csr: csr_for(me),
+            validity_seconds: 0,
+        }))
+        .await
+        .expect_err("refused");
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    let forged = reviews.replace("reviews", "frontend");
+    let forged = client
+        .create_certificate(with_bearer(
+            CertificateRequest {
+                csr: csr_for("spiffe://cluster.local/ns/default/sa/frontend"),
+                validity_seconds: 0,
+            },
+            &forged,
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(forged.code(), tonic::Code::Unauthenticated);
+    let metrics = wait_for(c.admin, "/metrics", |b| {
+        b.contains("sluice_csr_requests_total{outcome=\"issued\"} 1")
+    })
+    .await;
+    assert!(
+        metrics.contains("sluice_csr_requests_total{outcome=\"denied\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn controller_serves_config_stream_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("00-workloads.yaml"), WORKLOADS).expect("write");
+    let c = start(dir.path()).await;
+    let mut client = ConfigDiscoveryClient::new(secure_channel(&c, dir.path()).await);
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(ProxyMessage {
+        kind: Some(proxy_message::Kind::Hello(Node {
+            id: "p.default".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("hello");
+    let mut stream = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let first = stream.message().await.expect("ok").expect("snapshot");
+    assert_eq!(first.version, "1");
 }

@@ -15,7 +15,9 @@ pub struct SpiffeId {
 
 /// A string that is not an Istio SPIFFE identity.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not a SPIFFE identity of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+#[error(
+    "{0:?} is not a SPIFFE identity of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+)]
 pub struct InvalidSpiffeId(pub String);
 
 impl SpiffeId {
@@ -34,9 +36,7 @@ impl SpiffeId {
         let rest = s.strip_prefix("spiffe://").ok_or_else(bad)?;
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
-            [td, "ns", ns, "sa", sa]
-                if !td.is_empty() && !ns.is_empty() && !sa.is_empty() =>
-            {
+            [td, "ns", ns, "sa", sa] if !td.is_empty() && !ns.is_empty() && !sa.is_empty() => {
                 Ok(Self::new(td, ns, sa))
             }
             _ => Err(bad()),

@@ -6,7 +6,11 @@ fn csr_for(uri: &str, alg: &'static rcgen::SignatureAlgorithm) -> String {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.subject_alt_names = vec![SanType::URI(uri.to_string().try_into().expect("uri"))];
-    params.serialize_request(&key).expect("csr").pem().expect("pem")
+    params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
 }
 
 fn der(pem_text: &str) -> Vec<u8> {
@@ -40,8 +44,10 @@ fn issued_by(child_der: &[u8], parent_der: &[u8]) -> bool {
 fn root_created_once_kept_and_key_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tmp");
-    let first = CertificateAuthority::load_or_create(dir.path(), None, "cluster.local").expect("ca");
-    let again = CertificateAuthority::load_or_create(dir.path(), None, "cluster.local").expect("ca");
+    let first =
+        CertificateAuthority::load_or_create(dir.path(), None, "cluster.local").expect("ca");
+    let again =
+        CertificateAuthority::load_or_create(dir.path(), None, "cluster.local").expect("ca");
     assert_eq!(first.roots(), again.roots());
     let mode = std::fs::metadata(dir.path().join("ca/root-key.pem"))
         .expect("key file")
@@ -61,7 +67,10 @@ fn sign_workload_csr_for_own_identity_issues_spiffe_cert() {
         .expect("signed");
     assert_eq!(issued.chain.len(), 1);
     let leaf = der(&issued.chain[0]);
-    assert_eq!(uri_sans(&leaf), ["spiffe://cluster.local/ns/default/sa/reviews"]);
+    assert_eq!(
+        uri_sans(&leaf),
+        ["spiffe://cluster.local/ns/default/sa/reviews"]
+    );
     assert!(issued_by(&leaf, &der(&issued.trust_bundle[0])));
     let (_, cert) = X509Certificate::from_der(&leaf).expect("x509");
     let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
@@ -96,7 +105,11 @@ fn sign_workload_wrong_key_type_or_garbage_refused() {
         Err(CaError::BadCsr(_))
     ));
     assert!(matches!(
-        ca.sign_workload("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", &me, DEFAULT_WORKLOAD_TTL),
+        ca.sign_workload(
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            &me,
+            DEFAULT_WORKLOAD_TTL
+        ),
         Err(CaError::BadCsr(_))
     ));
 }
@@ -115,7 +128,9 @@ fn plugin_ca_signs_with_intermediate_and_trusts_root() {
     inter.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     inter.key_usages = vec![KeyUsagePurpose::KeyCertSign];
     let root_issuer = Issuer::new(root.clone(), &root_key);
-    let inter_cert = inter.signed_by(&inter_key, &root_issuer).expect("intermediate");
+    let inter_cert = inter
+        .signed_by(&inter_key, &root_issuer)
+        .expect("intermediate");
     let p = dir.path();
     std::fs::write(p.join("ca-cert.pem"), inter_cert.pem()).expect("w");
     std::fs::write(p.join("ca-key.pem"), inter_key.serialize_pem()).expect("w");
@@ -129,10 +144,15 @@ fn plugin_ca_signs_with_intermediate_and_trusts_root() {
         .expect("plug-in ca");
     let me = SpiffeId::new("cluster.local", "prod", "orders");
     let csr = csr_for(&me.to_string(), &rcgen::PKCS_ECDSA_P256_SHA256);
-    let issued = ca.sign_workload(&csr, &me, DEFAULT_WORKLOAD_TTL).expect("signed");
+    let issued = ca
+        .sign_workload(&csr, &me, DEFAULT_WORKLOAD_TTL)
+        .expect("signed");
     assert_eq!(issued.chain.len(), 2, "leaf + intermediate, root left out");
     assert!(issued_by(&der(&issued.chain[0]), &der(&issued.chain[1])));
-    assert!(issued_by(&der(&issued.chain[1]), &der(&issued.trust_bundle[0])));
+    assert!(issued_by(
+        &der(&issued.chain[1]),
+        &der(&issued.trust_bundle[0])
+    ));
 }
 
 #[test]
@@ -161,8 +181,15 @@ fn tokens_prove_exactly_their_identity() {
 fn spiffe_id_round_trips_and_rejects_other_forms() {
     let id = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/frontend").expect("parses");
     assert_eq!(id, SpiffeId::new("cluster.local", "default", "frontend"));
-    assert_eq!(id.to_string(), "spiffe://cluster.local/ns/default/sa/frontend");
-    for bad in ["cluster.local/ns/default/sa/x", "spiffe://td/ns//sa/x", "spiffe://td/sa/x/ns/y"] {
+    assert_eq!(
+        id.to_string(),
+        "spiffe://cluster.local/ns/default/sa/frontend"
+    );
+    for bad in [
+        "cluster.local/ns/default/sa/x",
+        "spiffe://td/ns//sa/x",
+        "spiffe://td/sa/x/ns/y",
+    ] {
         assert!(SpiffeId::parse(bad).is_err(), "{bad}");
     }
 }

@@ -58,7 +58,10 @@ impl BootstrapTokens {
 
     /// The token of `namespace`/`service_account`.
     pub fn issue(&self, namespace: &str, service_account: &str) -> String {
-        let tag = hmac::sign(&self.key, format!("{namespace}/{service_account}").as_bytes());
+        let tag = hmac::sign(
+            &self.key,
+            format!("{namespace}/{service_account}").as_bytes(),
+        );
         let mac: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         format!("{PREFIX}.{namespace}.{service_account}.{mac}")
     }
@@ -83,7 +86,7 @@ impl BootstrapTokens {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
