@@ -6,6 +6,7 @@ mod host;
 mod http;
 mod policy;
 mod rate_limit;
+mod security;
 #[cfg(test)]
 mod tests;
 

@@ -784,6 +784,148 @@ pub struct InboundPort {
     #[prost(string, tag = "6")]
     pub service_namespace: ::prost::alloc::string::String,
 }
+/// Inbound security of one workload, resolved by the controller from
+/// PeerAuthentication (mesh, namespace, workload levels with Istio's
+/// precedence) and the AuthorizationPolicies that select the workload.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct InboundSecurity {
+    /// Mode for every port not listed in port_mtls.
+    #[prost(enumeration = "MtlsMode", tag = "1")]
+    pub mtls: i32,
+    /// Per application (target) port, from a workload PeerAuthentication's portLevelMtls.
+    #[prost(map = "uint32, enumeration(MtlsMode)", tag = "2")]
+    pub port_mtls: ::std::collections::HashMap<u32, i32>,
+    /// Policies that apply, in order: root namespace first, then the workload's.
+    #[prost(message, repeated, tag = "3")]
+    pub policies: ::prost::alloc::vec::Vec<AuthorizationPolicy>,
+    /// "<namespace>/<name>" of the PeerAuthentications that decided the mode.
+    #[prost(string, repeated, tag = "4")]
+    pub mtls_sources: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AuthorizationPolicy {
+    /// "<namespace>/<name>".
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(enumeration = "authorization_policy::Action", tag = "2")]
+    pub action: i32,
+    /// The policy matches a request when any rule matches; no rules never match
+    /// (so an ALLOW policy with no rules denies everything).
+    #[prost(message, repeated, tag = "3")]
+    pub rules: ::prost::alloc::vec::Vec<AuthorizationRule>,
+}
+/// Nested message and enum types in `AuthorizationPolicy`.
+pub mod authorization_policy {
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Action {
+        Allow = 0,
+        Deny = 1,
+        Audit = 2,
+    }
+    impl Action {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Allow => "ALLOW",
+                Self::Deny => "DENY",
+                Self::Audit => "AUDIT",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "ALLOW" => Some(Self::Allow),
+                "DENY" => Some(Self::Deny),
+                "AUDIT" => Some(Self::Audit),
+                _ => None,
+            }
+        }
+    }
+}
+/// from, to and when must all match; within from/to any entry may match.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AuthorizationRule {
+    /// Empty = any source.
+    #[prost(message, repeated, tag = "1")]
+    pub from: ::prost::alloc::vec::Vec<PeerMatch>,
+    /// Empty = any operation.
+    #[prost(message, repeated, tag = "2")]
+    pub to: ::prost::alloc::vec::Vec<OperationMatch>,
+    /// All must hold.
+    #[prost(message, repeated, tag = "3")]
+    pub when: ::prost::alloc::vec::Vec<ConditionMatch>,
+}
+/// Set fields must all match; within a field any value may match, and no
+/// value of a not_ field may match. Values use Istio's matching: exact,
+/// "prefix*", "*suffix", or "*" for presence. Principals are written without
+/// "spiffe://" ("cluster.local/ns/default/sa/frontend").
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PeerMatch {
+    #[prost(string, repeated, tag = "1")]
+    pub principals: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "2")]
+    pub not_principals: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "3")]
+    pub namespaces: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "4")]
+    pub not_namespaces: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "5")]
+    pub ip_blocks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "6")]
+    pub not_ip_blocks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "7")]
+    pub remote_ip_blocks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "8")]
+    pub not_remote_ip_blocks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// JWT identities: never present until request authentication exists.
+    #[prost(string, repeated, tag = "9")]
+    pub request_principals: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "10")]
+    pub not_request_principals: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OperationMatch {
+    #[prost(string, repeated, tag = "1")]
+    pub hosts: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "2")]
+    pub not_hosts: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(uint32, repeated, tag = "3")]
+    pub ports: ::prost::alloc::vec::Vec<u32>,
+    #[prost(uint32, repeated, tag = "4")]
+    pub not_ports: ::prost::alloc::vec::Vec<u32>,
+    #[prost(string, repeated, tag = "5")]
+    pub methods: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "6")]
+    pub not_methods: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "7")]
+    pub paths: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "8")]
+    pub not_paths: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// An Istio condition, e.g. key "request.headers\[x-api-key\]", values \["*"\].
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConditionMatch {
+    #[prost(string, tag = "1")]
+    pub key: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "3")]
+    pub not_values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Protocol {
@@ -816,6 +958,38 @@ impl Protocol {
             "HTTP2" => Some(Self::Http2),
             "GRPC" => Some(Self::Grpc),
             "TCP" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum MtlsMode {
+    /// TLS and plaintext accepted on the same port, told apart by peeking.
+    Permissive = 0,
+    /// Only mutual TLS from a mesh identity.
+    Strict = 1,
+    /// Plaintext only.
+    Disable = 2,
+}
+impl MtlsMode {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Permissive => "PERMISSIVE",
+            Self::Strict => "STRICT",
+            Self::Disable => "DISABLE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "PERMISSIVE" => Some(Self::Permissive),
+            "STRICT" => Some(Self::Strict),
+            "DISABLE" => Some(Self::Disable),
             _ => None,
         }
     }

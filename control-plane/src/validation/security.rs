@@ -78,6 +78,12 @@ impl Validate for AuthorizationPolicySpec {
         check_enum(errors, at(spec, "action"), self.action.as_deref(), ACTIONS);
         let action = self.action.as_deref().unwrap_or("ALLOW");
         if action == "CUSTOM" {
+            // Sluice has no external authorizers yet; refusing the policy keeps
+            // it from silently allowing (or denying) what it should not.
+            errors.push(
+                at(spec, "action"),
+                "CUSTOM is not supported by Sluice (no external authorization providers); use ALLOW, DENY or AUDIT",
+            );
             if self.rules.is_empty() {
                 errors.push(
                     at(spec, "rules"),

@@ -12,6 +12,8 @@ fn ap(spec: &str) -> Vec<String> {
     ))
 }
 
+const CUSTOM: &str = "spec.action: CUSTOM is not supported by Sluice (no external authorization providers); use ALLOW, DENY or AUDIT";
+
 fn ap_one(spec: &str, expected: &str) {
     assert_eq!(
         ap(spec),
@@ -81,9 +83,21 @@ fn authorization_policy_deny_without_rules_is_refused() {
 
 #[test]
 fn authorization_policy_custom_needs_provider() {
+    assert_eq!(
+        ap("{action: CUSTOM, rules: [{}]}"),
+        [
+            format!("AuthorizationPolicy default/a: {CUSTOM}"),
+            "AuthorizationPolicy default/a: spec.provider.name: `provider.name` must not be empty"
+                .to_string(),
+        ]
+    );
+}
+
+#[test]
+fn authorization_policy_custom_is_unsupported() {
     ap_one(
-        "{action: CUSTOM, rules: [{}]}",
-        "spec.provider.name: `provider.name` must not be empty",
+        "{action: CUSTOM, provider: {name: ext}, rules: [{}]}",
+        CUSTOM,
     );
 }
 
@@ -97,9 +111,12 @@ fn authorization_policy_provider_without_custom_is_refused() {
 
 #[test]
 fn authorization_policy_custom_with_principals_is_refused() {
-    ap_one(
-        "{action: CUSTOM, provider: {name: ext}, rules: [{from: [{source: {principals: [a]}}]}]}",
-        "spec.rules[0].from[0].source.principals: principals is currently not supported with CUSTOM action",
+    assert_eq!(
+        ap("{action: CUSTOM, provider: {name: ext}, rules: [{from: [{source: {principals: [a]}}]}]}"),
+        [
+            format!("AuthorizationPolicy default/a: {CUSTOM}"),
+            "AuthorizationPolicy default/a: spec.rules[0].from[0].source.principals: principals is currently not supported with CUSTOM action".to_string(),
+        ]
     );
 }
 
