@@ -11,6 +11,10 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 
+mod replay;
+
+pub use replay::Replay;
+
 /// Boxed error of any body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -14,9 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::body::{self, Body, Counted};
 use crate::detect::{self, Detected};
 use crate::http_util::{authority_of, is_grpc, local_reply, shape_for_upstream, strip_hop_by_hop};
-use crate::matching::port_of;
+use crate::matching::{RequestView, port_of};
 use crate::metrics::ServiceLabels;
 use crate::model::{InboundPort, Protocol, ProxyConfig, Text, WorkloadMeta};
+use crate::rate_limit::{self, Gate};
 use crate::report::Report;
 use crate::rewrite::path_and_query;
 use crate::state::Shared;
@@ -245,6 +246,34 @@ async fn handle(shared: Arc<Shared>, ctx: InboundCtx, req: Request<Incoming>) ->
         );
         return report.local(resp, &m.words.nr);
     };
+    let mut shown_limit = None;
+    if let Some(r) = running
+        .as_ref()
+        .filter(|r| !r.config.rate_limits.is_empty())
+    {
+        let view = RequestView {
+            method: parts.method.as_str(),
+            scheme: parts.uri.scheme_str().unwrap_or("http"),
+            authority: authority.as_deref().unwrap_or(""),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+        };
+        let principal = source.principal.as_str();
+        let limits = &r.config.rate_limits;
+        match rate_limit::gate(limits, Some(target_port), &view, principal, &m.resilience) {
+            Gate::Refuse(limit, d) => {
+                return report.local(rate_limit::refused(limit, d), &m.words.rl);
+            }
+            Gate::Pass(shown) => {
+                shown_limit = shown.map(|(limit, d)| {
+                    let mut headers = HeaderMap::new();
+                    limit.headers(d, &mut headers);
+                    headers
+                });
+            }
+        }
+    }
     let h2 = app_protocol.is_h2() || (app_protocol == Protocol::Unspecified && grpc);
     let app = SocketAddr::new(shared.settings.identity.ip, target_port);
     let authority = authority.unwrap_or_else(|| app.to_string());
@@ -274,7 +303,10 @@ async fn handle(shared: Arc<Shared>, ctx: InboundCtx, req: Request<Incoming>) ->
     match result {
         Ok(mut resp) => {
             strip_hop_by_hop(resp.headers_mut());
-            report.streamed(resp, None)
+            if let Some(headers) = shown_limit {
+                resp.headers_mut().extend(headers);
+            }
+            report.streamed(resp, ())
         }
         Err(e) => {
             tracing::debug!(error = %e, "local app request failed");

@@ -5,6 +5,7 @@
 mod admin;
 mod balance;
 mod body;
+mod circuit;
 mod config;
 mod detect;
 mod http_util;
@@ -14,11 +15,16 @@ mod matching;
 mod metrics;
 mod model;
 mod outbound;
+mod outlier;
 mod proxy_protocol;
+mod rate_limit;
 mod report;
+mod retry;
+mod retry_budget;
 mod rewrite;
 mod state;
 mod tcp;
+mod token_bucket;
 mod upstream;
 mod xds;
 

@@ -10,6 +10,10 @@ use prometheus_client::registry::Registry;
 
 use crate::model::{Text, WorkloadMeta};
 
+mod resilience;
+
+pub use resilience::{ResilienceMetrics, RetryOutcome};
+
 impl EncodeLabelValue for Text {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         std::fmt::Write::write_str(encoder, self.as_str())
@@ -138,6 +142,10 @@ pub struct Words {
     pub uc: Text,
     pub ut: Text,
     pub nc: Text,
+    /// Overflow (circuit breaking), retries exhausted, rate limited.
+    pub uo: Text,
+    pub urx: Text,
+    pub rl: Text,
     /// Fault injection: delayed, aborted, both.
     pub di: Text,
     pub fi: Text,
@@ -161,6 +169,7 @@ pub struct Metrics {
     config_version: Family<VersionLabels, Gauge>,
     pub connections_accepted: Family<ListenerLabels, Counter>,
     pub connections_active: Family<ListenerLabels, Gauge>,
+    pub resilience: ResilienceMetrics,
 }
 
 impl Default for Metrics {
@@ -247,8 +256,10 @@ impl Metrics {
             "Open connections per listener",
             connections_active.clone(),
         );
+        let resilience = ResilienceMetrics::register(&mut registry);
         Metrics {
             registry,
+            resilience,
             words: Words {
                 unknown: "unknown".into(),
                 source: "source".into(),
@@ -264,6 +275,9 @@ impl Metrics {
                 uc: "UC".into(),
                 ut: "UT".into(),
                 nc: "NC".into(),
+                uo: "UO".into(),
+                urx: "URX".into(),
+                rl: "RL".into(),
                 di: "DI".into(),
                 fi: "FI".into(),
                 di_fi: "DI,FI".into(),

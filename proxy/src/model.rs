@@ -13,6 +13,12 @@ use std::sync::atomic::AtomicUsize;
 
 use serde::{Serialize, Serializer};
 
+use crate::circuit::{CircuitBreaker, Limits};
+use crate::outlier::{EndpointHealth, OutlierDetector};
+use crate::rate_limit::RateLimit;
+use crate::retry::RetryOn;
+use crate::retry_budget::RetryBudget;
+
 pub use convert::strip_port;
 
 /// A cheaply clonable, immutable string (metrics labels, names).
@@ -129,6 +135,7 @@ pub struct ProxyConfig {
     pub clusters: Vec<Cluster>,
     pub tcp_services: Vec<TcpService>,
     pub inbound: Vec<InboundPort>,
+    pub rate_limits: Vec<RateLimit>,
     #[serde(rename = "self")]
     pub self_meta: Option<WorkloadMeta>,
     #[serde(skip)]
@@ -154,11 +161,27 @@ impl ProxyConfig {
             };
             let rr = old.round_robin.load(Ordering::Relaxed);
             cluster.round_robin.store(rr, Ordering::Relaxed);
+            // Requests in flight on the old config still hold the old limits' units.
+            if cluster.pool.limits == old.pool.limits {
+                cluster.circuit = Arc::clone(&old.circuit);
+            }
             for ep in &mut cluster.endpoints {
                 let same = |o: &&Endpoint| o.address == ep.address && o.port == ep.port;
                 if let Some(o) = old.endpoints.iter().find(same) {
                     ep.in_flight = Arc::clone(&o.in_flight);
+                    ep.health = Arc::clone(&o.health);
                 }
+            }
+        }
+        for (i, limit) in self.rate_limits.iter_mut().enumerate() {
+            // Same position first: names can repeat within one EnvoyFilter.
+            let old = prev
+                .rate_limits
+                .get(i)
+                .filter(|o| o.name == limit.name)
+                .or_else(|| prev.rate_limits.iter().find(|o| o.name == limit.name));
+            if let Some(old) = old {
+                limit.inherit(old);
             }
         }
     }
@@ -324,15 +347,22 @@ pub struct Redirect {
     pub status: u16,
 }
 
-/// Retry policy (carried for the resilience layer).
+/// A route's retry policy.
 #[derive(Clone, Debug, Serialize)]
 pub struct RetryPolicy {
+    /// Retries after the first try.
     pub attempts: u32,
     pub per_try_timeout_ms: u64,
     pub retry_on: String,
+    pub on: RetryOn,
     pub retry_remote_localities: bool,
     pub retry_ignore_previous_hosts: bool,
     pub is_default: bool,
+    pub backoff_base_ms: u64,
+    /// `(percent, min_retries_per_second)` of the budget, for `/config_dump`.
+    pub budget_config: Option<(f64, u32)>,
+    #[serde(skip)]
+    pub budget: Option<Arc<RetryBudget>>,
 }
 
 /// Fault injection (carried for the resilience layer).
@@ -397,8 +427,28 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     pub service_namespace: Text,
     pub service_name: Text,
+    pub pool: PoolSettings,
+    pub outlier: Option<OutlierDetector>,
+    #[serde(skip)]
+    pub circuit: Arc<CircuitBreaker>,
     #[serde(skip)]
     pub round_robin: AtomicUsize,
+}
+
+/// DestinationRule `connectionPool` in force for a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PoolSettings {
+    pub limits: Limits,
+    /// 0 = the proxy's `--connect-timeout`.
+    pub connect_timeout_ms: u64,
+    /// 0 = unlimited.
+    pub max_requests_per_connection: u32,
+    /// 0 = 1 h.
+    pub idle_timeout_ms: u64,
+    /// 0 = unlimited.
+    pub max_connection_duration_ms: u64,
+    /// `(probes, time_ms, interval_ms)`.
+    pub tcp_keepalive: Option<(u32, u64, u64)>,
 }
 
 /// One upstream instance.
@@ -414,6 +464,9 @@ pub struct Endpoint {
     /// Requests in flight, for least-request balancing.
     #[serde(skip)]
     pub in_flight: Arc<AtomicUsize>,
+    /// Outlier detection state, kept across config pushes.
+    #[serde(skip)]
+    pub health: Arc<EndpointHealth>,
 }
 
 /// An outbound TCP service.

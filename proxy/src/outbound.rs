@@ -1,6 +1,7 @@
 //! The outbound listener (:15001): detects HTTP vs TCP on each connection and
 //! routes it by authority (explicit proxy) or original destination (transparent).
 
+mod attempts;
 mod fault;
 mod http;
 mod mirror;
@@ -75,8 +76,9 @@ async fn transparent_tcp(shared: Arc<Shared>, stream: TcpStream, ctx: ConnCtx) {
         return;
     };
     match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {
-        Ok((upstream, labels)) => {
-            crate::tcp::relay(&shared.metrics, &labels, stream, upstream).await
+        Ok(up) => {
+            let _slot = up.slot;
+            crate::tcp::relay(&shared.metrics, &up.labels, stream, up.stream).await
         }
         Err(e) => tracing::debug!(%dst, error = %e, "tcp connection not proxied"),
     }

@@ -115,6 +115,7 @@ impl EndpointHealth {
     }
 
     /// How many times the endpoint has been ejected (decayed by healthy intervals).
+    #[cfg(test)]
     pub fn times_ejected(&self) -> u32 {
         self.times_ejected.load(Ordering::Relaxed)
     }
@@ -207,7 +208,11 @@ impl OutlierDetector {
     }
 
     /// Whether the pool is below the panic threshold (then ejections are ignored).
-    pub fn panicking<'a>(&self, pool: impl Iterator<Item = &'a EndpointHealth>, now: Instant) -> bool {
+    pub fn panicking<'a>(
+        &self,
+        pool: impl Iterator<Item = &'a EndpointHealth>,
+        now: Instant,
+    ) -> bool {
         if self.config.min_health_percent == 0 {
             return false;
         }

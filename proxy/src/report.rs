@@ -71,7 +71,11 @@ impl Report {
     }
 
     /// Records an upstream response when its body ends; `guard` lives as long.
-    pub fn streamed(mut self, resp: Response<Body>, guard: Option<InFlight>) -> Response<Body> {
+    pub fn streamed<G: Send + Unpin + 'static>(
+        mut self,
+        resp: Response<Body>,
+        guard: G,
+    ) -> Response<Body> {
         self.labels.response_code = resp.status().as_u16();
         if let Some(s) = resp
             .headers()

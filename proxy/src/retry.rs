@@ -69,7 +69,7 @@ impl RetryOn {
     /// Whether a failure without an answer is retried.
     pub fn retries_failure(&self, failure: Failure) -> bool {
         match failure {
-            Failure::ConnectFailure => self.any_5xx || self.gateway_error || self.connect_failure,
+            Failure::Connect => self.any_5xx || self.gateway_error || self.connect_failure,
             Failure::RefusedStream => self.any_5xx || self.refused_stream || self.reset,
             Failure::Reset => self.any_5xx || self.gateway_error || self.reset,
             Failure::PerTryTimeout => self.any_5xx || self.gateway_error || self.reset,
@@ -80,7 +80,7 @@ impl RetryOn {
 /// A failed attempt that produced no upstream answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
-    ConnectFailure,
+    Connect,
     RefusedStream,
     Reset,
     PerTryTimeout,

@@ -6,8 +6,6 @@
 mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 /// Seconds of history the budget looks at.
@@ -109,7 +107,8 @@ impl RetryBudget {
     }
 
     /// The window the budget looks at.
-    pub fn window() -> Duration {
-        Duration::from_secs(WINDOW_SECS)
+    #[cfg(test)]
+    pub fn window() -> std::time::Duration {
+        std::time::Duration::from_secs(WINDOW_SECS)
     }
 }

@@ -43,6 +43,16 @@ pub enum TcpRouteError {
     NoEndpoint(String),
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamError),
+    #[error("cluster {0} is at its max_connections")]
+    Overflow(String),
+}
+
+/// A connected upstream of a TCP service.
+pub struct TcpUpstream {
+    pub stream: tokio::net::TcpStream,
+    pub labels: TcpLabels,
+    /// The cluster's connection slot, held while the connection lives.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Connects to an endpoint of the service's first route; returns the stream and
@@ -52,7 +62,7 @@ pub async fn connect_service(
     running: &Running,
     svc: &TcpService,
     client: SocketAddr,
-) -> Result<(tokio::net::TcpStream, TcpLabels), TcpRouteError> {
+) -> Result<TcpUpstream, TcpRouteError> {
     let cfg = &running.config;
     let route = svc
         .routes
@@ -63,6 +73,11 @@ pub async fn connect_service(
     let cluster = cfg
         .cluster(&dest.cluster)
         .ok_or_else(|| TcpRouteError::NoCluster(dest.cluster.clone()))?;
+    let slot = cluster.circuit.try_connection().map_err(|o| {
+        let m = &shared.metrics.resilience;
+        m.overflow(&cluster.name, o.kind());
+        TcpRouteError::Overflow(cluster.name.clone())
+    })?;
     let empty = http::HeaderMap::new();
     let input = HashInput {
         headers: &empty,
@@ -84,7 +99,11 @@ pub async fn connect_service(
             announce: None,
         }
     };
-    let stream = upstream::connect(target, client, shared.settings.connect_timeout).await?;
+    let timeout = match cluster.pool.connect_timeout_ms {
+        0 => shared.settings.connect_timeout,
+        ms => std::time::Duration::from_millis(ms),
+    };
+    let stream = upstream::connect(target, client, timeout).await?;
     let m = &shared.metrics;
     let service = ServiceLabels {
         service: cluster.service.clone(),
@@ -98,7 +117,11 @@ pub async fn connect_service(
         &service,
         &m.words.unknown,
     );
-    Ok((stream, labels))
+    Ok(TcpUpstream {
+        stream,
+        labels,
+        slot,
+    })
 }
 
 /// Relays bytes both ways until both sides close, reporting Istio TCP metrics.

@@ -63,16 +63,6 @@ impl TokenBucket {
         }
     }
 
-    /// The bucket's capacity.
-    pub fn max_tokens(&self) -> u32 {
-        self.max_tokens
-    }
-
-    /// The fill interval.
-    pub fn fill_interval(&self) -> Duration {
-        self.fill_interval
-    }
-
     /// Takes one token if there is one, as of now.
     pub fn acquire(&self) -> Decision {
         self.acquire_at(Instant::now())
@@ -80,18 +70,18 @@ impl TokenBucket {
 
     /// Takes one token if there is one, as of `now`.
     pub fn acquire_at(&self, now: Instant) -> Decision {
-        let elapsed = now.saturating_duration_since(self.start);
-        let interval = self.fill_interval.as_nanos().max(1);
-        let ticks = elapsed.as_nanos() / interval;
+        // u64 nanoseconds cover 584 years and avoid slow 128-bit division.
+        let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
+        let interval = (self.fill_interval.as_nanos() as u64).max(1);
         // Wrapping is fine: only the difference to the stored tick matters.
-        let tick = ticks as u32;
-        let into_tick = elapsed.as_nanos() % interval;
-        let reset = Duration::from_nanos((interval - into_tick).min(u128::from(u64::MAX)) as u64);
+        let tick = (elapsed / interval) as u32;
+        let reset = Duration::from_nanos(interval - elapsed % interval);
         let mut current = self.state.load(Ordering::Acquire);
         loop {
             let (last, tokens) = unpack(current);
             let fills = u64::from(tick.wrapping_sub(last));
-            let refilled = u64::from(tokens) + fills.saturating_mul(u64::from(self.tokens_per_fill));
+            let refilled =
+                u64::from(tokens) + fills.saturating_mul(u64::from(self.tokens_per_fill));
             let available = refilled.min(u64::from(self.max_tokens)) as u32;
             let (allowed, left) = match available.checked_sub(1) {
                 Some(left) => (true, left),

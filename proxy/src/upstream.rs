@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::client::conn::{http1, http2};
@@ -60,11 +61,64 @@ pub struct Target {
     pub announce: Option<SocketAddr>,
 }
 
+/// Per-cluster connection settings (DestinationRule `connectionPool`); `None`/0 = defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnSettings {
+    pub connect_timeout: Option<Duration>,
+    /// Requests a connection carries before it is retired; 0 = unlimited.
+    pub max_requests_per_connection: u32,
+    /// Idle HTTP/1 connections older than this are not reused (default 1 h).
+    pub idle_timeout: Option<Duration>,
+    /// Connections older than this take no new requests.
+    pub max_connection_duration: Option<Duration>,
+    /// TCP keepalive `(probes, time, interval)`.
+    pub keepalive: Option<(u32, Duration, Duration)>,
+}
+
+/// Istio's default idle timeout of upstream connections.
+const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+
+impl ConnSettings {
+    fn still_usable(&self, created: Instant, uses: u32) -> bool {
+        let young = self
+            .max_connection_duration
+            .is_none_or(|max| created.elapsed() < max);
+        let fresh =
+            self.max_requests_per_connection == 0 || uses < self.max_requests_per_connection;
+        young && fresh
+    }
+}
+
+fn set_keepalive(stream: &TcpStream, (probes, time, interval): (u32, Duration, Duration)) {
+    let mut ka = socket2::TcpKeepalive::new();
+    if !time.is_zero() {
+        ka = ka.with_time(time);
+    }
+    if !interval.is_zero() {
+        ka = ka.with_interval(interval);
+    }
+    if probes > 0 {
+        ka = ka.with_retries(probes);
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "setting TCP keepalive failed");
+    }
+}
+
 /// Opens a TCP connection to `target`, writing a PROXY header when asked.
 pub async fn connect(
     target: Target,
     source: SocketAddr,
     timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    connect_with(target, source, timeout, None).await
+}
+
+async fn connect_with(
+    target: Target,
+    source: SocketAddr,
+    timeout: Duration,
+    keepalive: Option<(u32, Duration, Duration)>,
 ) -> Result<TcpStream, UpstreamError> {
     let addr = target.connect;
     let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -73,6 +127,9 @@ pub async fn connect(
         Err(_) => return Err(UpstreamError::ConnectTimeout(addr)),
     };
     let _ = stream.set_nodelay(true);
+    if let Some(ka) = keepalive {
+        set_keepalive(&stream, ka);
+    }
     if let Some(dst) = target.announce {
         let header = proxy_protocol::encode(source, dst);
         stream
@@ -83,25 +140,44 @@ pub async fn connect(
     Ok(stream)
 }
 
+/// A shared h2 connection with its age and the streams it has carried.
+struct H2Conn {
+    sender: http2::SendRequest<Body>,
+    created: Instant,
+    streams: Arc<AtomicU32>,
+}
+
 /// One shared h2 connection per target, and a lock held while (re)connecting.
 #[derive(Default)]
 struct H2Slot {
-    sender: Mutex<Option<http2::SendRequest<Body>>>,
+    conn: Mutex<Option<H2Conn>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl H2Slot {
-    fn live(&self) -> Option<http2::SendRequest<Body>> {
-        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
-        sender.as_ref().filter(|s| !s.is_closed()).cloned()
+    /// The live connection, unless it is closed or retired by `settings`;
+    /// a retired one keeps serving its streams and closes when they end.
+    fn live(&self, settings: &ConnSettings) -> Option<http2::SendRequest<Body>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let c = conn.as_ref()?;
+        let uses = c.streams.fetch_add(1, Ordering::Relaxed);
+        (!c.sender.is_closed() && settings.still_usable(c.created, uses)).then(|| c.sender.clone())
     }
 }
 
-type H1Idle = HashMap<Target, Vec<http1::SendRequest<Body>>>;
+/// An idle HTTP/1 connection.
+struct H1Idle {
+    sender: http1::SendRequest<Body>,
+    created: Instant,
+    since: Instant,
+    uses: u32,
+}
+
+type H1Pool = HashMap<Target, Vec<H1Idle>>;
 
 /// Pools of upstream HTTP connections.
 pub struct Pools {
-    h1: Arc<Mutex<H1Idle>>,
+    h1: Arc<Mutex<H1Pool>>,
     h2: Mutex<HashMap<Target, Arc<H2Slot>>>,
     connect_timeout: Duration,
     /// Source announced in PROXY headers of pooled connections (they carry many clients).
@@ -126,8 +202,19 @@ impl Pools {
         target: Target,
         req: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        self.send_h2_with(target, req, &ConnSettings::default())
+            .await
+    }
+
+    /// `send_h2` with a cluster's connection settings.
+    pub async fn send_h2_with(
+        &self,
+        target: Target,
+        req: Request<Body>,
+        settings: &ConnSettings,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         let addr = target.connect;
-        let mut sender = self.h2_sender(target).await?;
+        let mut sender = self.h2_sender(target, settings).await?;
         sender
             .ready()
             .await
@@ -140,20 +227,25 @@ impl Pools {
 
     /// The live shared connection to `target`, connecting once when there is none:
     /// concurrent first requests wait for one handshake instead of racing their own.
-    async fn h2_sender(&self, target: Target) -> Result<http2::SendRequest<Body>, UpstreamError> {
+    async fn h2_sender(
+        &self,
+        target: Target,
+        settings: &ConnSettings,
+    ) -> Result<http2::SendRequest<Body>, UpstreamError> {
         let slot = {
             let mut pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(pool.entry(target).or_default())
         };
-        if let Some(s) = slot.live() {
+        if let Some(s) = slot.live(settings) {
             return Ok(s);
         }
         let _connecting = slot.connecting.lock().await;
-        if let Some(s) = slot.live() {
+        if let Some(s) = slot.live(settings) {
             return Ok(s);
         }
         let addr = target.connect;
-        let stream = connect(target, self.source, self.connect_timeout).await?;
+        let timeout = settings.connect_timeout.unwrap_or(self.connect_timeout);
+        let stream = connect_with(target, self.source, timeout, settings.keepalive).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -165,7 +257,11 @@ impl Pools {
                 tracing::debug!(%addr, error = %e, "h2 upstream connection ended");
             }
         });
-        *slot.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        *slot.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(H2Conn {
+            sender: sender.clone(),
+            created: Instant::now(),
+            streams: Arc::new(AtomicU32::new(1)),
+        });
         Ok(sender)
     }
 
@@ -176,15 +272,26 @@ impl Pools {
         target: Target,
         req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
+        self.send_h1_with(target, req, &ConnSettings::default())
+            .await
+    }
+
+    /// `send_h1` with a cluster's connection settings.
+    pub async fn send_h1_with(
+        &self,
+        target: Target,
+        req: Request<Body>,
+        settings: &ConnSettings,
+    ) -> Result<Response<Body>, UpstreamError> {
         let addr = target.connect;
-        let idle = self.take_idle(target);
-        let (mut sender, req) = match idle {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.recycle(target, sender, resp)),
+        let idle = self.take_idle(target, settings);
+        let (mut conn, req) = match idle {
+            Some(mut conn) => match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.recycle(target, conn, resp, *settings)),
                 // The idle connection was closed under us before the request went out:
                 // the request is intact, so it can go on a fresh connection.
                 Err(mut e) => match e.take_message() {
-                    Some(req) => (self.new_h1(target).await?, req),
+                    Some(req) => (self.new_h1(target, settings).await?, req),
                     None => {
                         return Err(UpstreamError::Request {
                             addr,
@@ -193,29 +300,40 @@ impl Pools {
                     }
                 },
             },
-            None => (self.new_h1(target).await?, req),
+            None => (self.new_h1(target, settings).await?, req),
         };
-        let resp = sender
+        let resp = conn
+            .sender
             .send_request(req)
             .await
             .map_err(|source| UpstreamError::Request { addr, source })?;
-        Ok(self.recycle(target, sender, resp))
+        Ok(self.recycle(target, conn, resp, *settings))
     }
 
-    fn take_idle(&self, target: Target) -> Option<http1::SendRequest<Body>> {
+    fn take_idle(&self, target: Target, settings: &ConnSettings) -> Option<H1Idle> {
+        let idle_limit = settings.idle_timeout.unwrap_or(DEFAULT_IDLE);
         let mut pool = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let list = pool.get_mut(&target)?;
-        while let Some(s) = list.pop() {
-            if s.is_ready() {
-                return Some(s);
+        while let Some(c) = list.pop() {
+            // Dropping a stale connection closes it.
+            if c.sender.is_ready()
+                && c.since.elapsed() < idle_limit
+                && settings.still_usable(c.created, c.uses)
+            {
+                return Some(c);
             }
         }
         None
     }
 
-    async fn new_h1(&self, target: Target) -> Result<http1::SendRequest<Body>, UpstreamError> {
+    async fn new_h1(
+        &self,
+        target: Target,
+        settings: &ConnSettings,
+    ) -> Result<H1Idle, UpstreamError> {
         let addr = target.connect;
-        let stream = connect(target, self.source, self.connect_timeout).await?;
+        let timeout = settings.connect_timeout.unwrap_or(self.connect_timeout);
+        let stream = connect_with(target, self.source, timeout, settings.keepalive).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -225,26 +343,37 @@ impl Pools {
                 tracing::debug!(%addr, error = %e, "http/1 upstream connection ended");
             }
         });
-        Ok(sender)
+        let now = Instant::now();
+        Ok(H1Idle {
+            sender,
+            created: now,
+            since: now,
+            uses: 0,
+        })
     }
 
     fn recycle(
         &self,
         target: Target,
-        sender: http1::SendRequest<Body>,
+        mut conn: H1Idle,
         resp: Response<hyper::body::Incoming>,
+        settings: ConnSettings,
     ) -> Response<Body> {
         let pool = Arc::clone(&self.h1);
+        conn.uses += 1;
         resp.map(move |incoming| {
             body::boxed(crate::body::Finishing::new(
                 incoming,
                 move |end: crate::body::End| {
-                    // Only a fully read response leaves the connection reusable.
-                    if end.complete && !sender.is_closed() {
+                    // Only a fully read response leaves the connection reusable;
+                    // one past its request or age limit is dropped, which closes it.
+                    let usable = settings.still_usable(conn.created, conn.uses);
+                    if end.complete && !conn.sender.is_closed() && usable {
+                        conn.since = Instant::now();
                         let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
                         let list = pool.entry(target).or_default();
                         if list.len() < MAX_IDLE_PER_KEY {
-                            list.push(sender);
+                            list.push(conn);
                         }
                     }
                 },

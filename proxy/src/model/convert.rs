@@ -10,6 +10,8 @@ use sluice_api::config as pb;
 
 use super::*;
 
+mod resilience;
+
 /// A snapshot item the proxy cannot apply, named by where it sits.
 #[derive(Debug, thiserror::Error)]
 #[error("{item}: {problem}")]
@@ -45,6 +47,10 @@ pub enum Problem {
     DuplicateCluster,
     #[error("snapshot has no config")]
     NoConfig,
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
+    #[error("{what} {value} is not a percentage (0-100)")]
+    BadPercent { what: &'static str, value: f64 },
 }
 
 fn invalid(item: impl Into<String>, problem: impl Into<Problem>) -> InvalidConfig {
@@ -335,14 +341,11 @@ fn route(item: &str, r: &pb::Route) -> Result<Route, InvalidConfig> {
         request_headers: header_ops(&format!("{item} request headers"), &r.request_headers)?,
         response_headers: header_ops(&format!("{item} response headers"), &r.response_headers)?,
         timeout_ms: r.timeout_ms,
-        retries: r.retries.as_ref().map(|p| RetryPolicy {
-            attempts: p.attempts,
-            per_try_timeout_ms: p.per_try_timeout_ms,
-            retry_on: p.retry_on.clone(),
-            retry_remote_localities: p.retry_remote_localities,
-            retry_ignore_previous_hosts: p.retry_ignore_previous_hosts,
-            is_default: p.is_default,
-        }),
+        retries: r
+            .retries
+            .as_ref()
+            .map(|p| resilience::retry_policy(&format!("{item} retries"), p))
+            .transpose()?,
         fault: r.fault.as_ref().map(|f| Fault {
             delay_ms: f.delay_ms,
             delay_percent: f.delay_percent,
@@ -463,9 +466,11 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
                     .collect::<BTreeMap<_, _>>(),
                 weight: e.weight,
                 in_flight: Arc::new(AtomicUsize::new(0)),
+                health: Arc::default(),
             })
         })
         .collect::<Result<_, _>>()?;
+    let pool = resilience::pool(&c.connection_pool);
     Ok(Cluster {
         name: c.name.clone(),
         service: c.service.as_str().into(),
@@ -476,6 +481,9 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
         endpoints,
         service_namespace: c.service_namespace.as_str().into(),
         service_name: c.service_name.as_str().into(),
+        pool: pool.clone(),
+        outlier: resilience::outlier(&item, &c.outlier_detection)?,
+        circuit: Arc::new(crate::circuit::CircuitBreaker::new(pool.limits.clone())),
         round_robin: AtomicUsize::new(0),
     })
 }
@@ -559,6 +567,10 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
                 .map(|i| i.ports.iter().map(inbound_port).collect::<Result<_, _>>())
                 .transpose()?
                 .unwrap_or_default(),
+            rate_limits: match &c.inbound {
+                Some(i) => resilience::rate_limits(&i.rate_limits)?,
+                None => Vec::new(),
+            },
             self_meta: c.self_.as_ref().map(WorkloadMeta::from),
             cluster_index,
         })

@@ -1,32 +1,30 @@
 //! Outbound HTTP: virtual host and route selection, then the route's action
 //! (forward with rewrite, header ops and load balancing; redirect; direct response).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::attempts::{self, Ending, Exchange, HashKeys, Source};
 use super::mirror::{self, Template};
 use super::{ConnCtx, fault};
-use crate::balance::{HashInput, pick_endpoint, pick_weighted};
-use crate::body::{self, Body, Counted, Tee};
-use crate::http_util::{authority_of, is_grpc, local_reply, shape_for_upstream, strip_hop_by_hop};
+use crate::balance::pick_weighted;
+use crate::body::{self, Body, Counted, Replay, Tee};
+use crate::http_util::{authority_of, is_grpc, local_reply, strip_hop_by_hop};
 use crate::matching::{Matched, RequestView, host_of, port_of, select_vhost};
 use crate::metrics::Metrics;
 use crate::metrics::ServiceLabels;
-use crate::model::{
-    Action, Cluster, Protocol, Route, Running, Text, WeightedCluster, WorkloadMeta,
-};
-use crate::report::{InFlight, Report};
+use crate::model::{Action, Cluster, Route, Running, Text, WeightedCluster, WorkloadMeta};
+use crate::report::Report;
+use crate::retry::Failure;
 use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
 use crate::state::Shared;
-use crate::upstream::Target;
 
 /// Headers carrying the caller's identity to the peer sidecar (until mTLS).
 pub const SOURCE_WORKLOAD: HeaderName = HeaderName::from_static("x-sluice-source-workload");
@@ -241,56 +239,21 @@ async fn forward(
             return report.local(fault::abort_response(abort), flag);
         }
     }
-    let input = HashInput {
-        headers: req.headers(),
+    let hash = HashKeys {
+        headers: req.headers().clone(),
         source_ip: ctx.peer.ip(),
-        query: req.uri().query(),
+        query: req.uri().query().map(str::to_owned),
     };
-    let picked = pick_endpoint(cluster, &input)
-        .and_then(|c| cluster.endpoints.get(c.index).map(|ep| (c, ep)));
-    let Some((choice, ep)) = picked else {
-        let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
-        return rep.reply(&service, StatusCode::SERVICE_UNAVAILABLE, &msg, &words.uh);
-    };
-    let report = rep.report(&service, &ep.workload).with_flags(flags);
-    // Peer sidecars always take h2c; others get the cluster's (or the caller's) protocol.
-    let h2 = ep.sidecar
-        || cluster.protocol.is_h2()
-        || (cluster.protocol == Protocol::Unspecified && req.version() == Version::HTTP_2);
-    let app = SocketAddr::new(ep.address, ep.port);
-    let target = if ep.sidecar {
-        Target {
-            connect: SocketAddr::new(ep.address, ep.inbound_port),
-            announce: Some(app),
-        }
-    } else {
-        Target {
-            connect: app,
-            announce: None,
-        }
-    };
-    let identity = ep.sidecar.then_some(rep.me);
     let mirrors = mirror::chosen(&f.route.mirrors);
-    let built = build_request(req, &f, h2, identity, !mirrors.is_empty());
-    let (upstream_req, template) = match built {
-        Ok((r, t)) => {
-            let counted = r.map(|b| body::boxed(Counted::new(b, Arc::clone(&rep.request_bytes))));
-            (counted, t)
-        }
-        Err(e) => {
-            let msg = format!("sluice-proxy: {e}");
-            let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg);
-            return report.local(resp, &words.no_flags);
-        }
-    };
-    let upstream_req = match template {
+    let (parts, body, template) = build_request(req, &f, !mirrors.is_empty());
+    let body = body::boxed(Counted::new(body, Arc::clone(&rep.request_bytes)));
+    let body = match template {
         Some(template) => {
-            let (parts, b) = upstream_req.into_parts();
             // Mirrors get a copy of the body once the primary has streamed it.
-            let (b, copy) = if b.is_end_stream() {
-                (b, None)
+            let (b, copy) = if body.is_end_stream() {
+                (body, None)
             } else {
-                let (tee, rx) = Tee::new(b, mirror::BODY_CAP);
+                let (tee, rx) = Tee::new(body, mirror::BODY_CAP);
                 (body::boxed(tee), Some(rx))
             };
             let running = Arc::clone(f.running);
@@ -302,54 +265,109 @@ async fn forward(
                 copy,
                 ctx.peer.ip(),
             );
-            Request::from_parts(parts, b)
+            b
         }
-        None => upstream_req,
+        None => body,
     };
-    let guard = InFlight::start(&ep.in_flight);
-    let send = async {
-        if h2 {
-            let resp = shared.pools.send_h2(target, upstream_req).await;
-            resp.map(|r| r.map(body::boxed))
-        } else {
-            shared.pools.send_h1(target, upstream_req).await
-        }
+    let policy = f.route.retries.as_ref().filter(|p| p.attempts > 0);
+    let source = if policy.is_some() {
+        Source::Replay(Replay::new(body))
+    } else {
+        Source::Once(Some(body))
     };
-    let result = if f.route.timeout_ms > 0 {
+    let (authority, path_and_query) = upstream_target(&parts, &f);
+    let exchange = Exchange {
+        shared,
+        cluster,
+        policy,
+        parts,
+        authority,
+        path_and_query,
+        me: rep.me,
+        hash,
+    };
+    let ending = if f.route.timeout_ms > 0 {
+        // The route timeout covers every attempt and backoff, until response headers.
         let limit = Duration::from_millis(f.route.timeout_ms);
-        match tokio::time::timeout(limit, send).await {
-            Ok(r) => r,
+        match tokio::time::timeout(limit, exchange.run(source)).await {
+            Ok(e) => e,
             Err(_) => {
                 let resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
-                return report.local(resp, &words.ut);
+                let report = rep.report(&service, &WorkloadMeta::default());
+                return report.local(resp, &join_flags(flags, &words.ut));
             }
         }
     } else {
-        send.await
+        exchange.run(source).await
     };
-    match result {
-        Ok(mut resp) => {
+    let destination = |i: usize| cluster.endpoints.get(i).map(|e| &e.workload);
+    match ending {
+        Ending::Answer {
+            mut resp,
+            endpoint,
+            hold,
+            set_cookie,
+            exhausted,
+        } => {
+            let dest = destination(endpoint).cloned().unwrap_or_default();
+            let flags = if exhausted {
+                join_flags(flags, &words.urx)
+            } else {
+                flags.clone()
+            };
+            let report = rep.report(&service, &dest).with_flags(&flags);
             strip_hop_by_hop(resp.headers_mut());
             f.route.response_headers.apply(resp.headers_mut());
             f.dest.response_headers.apply(resp.headers_mut());
-            if let Some(cookie) = choice
-                .set_cookie
-                .and_then(|c| HeaderValue::from_str(&c).ok())
-            {
+            if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
-            report.streamed(resp, Some(guard))
+            report.streamed(resp, hold)
         }
-        Err(e) => {
-            tracing::debug!(error = %e, "upstream request failed");
-            let flag = if e.is_connect_failure() {
-                &words.uf
-            } else {
-                &words.uc
+        Ending::Failed {
+            failure,
+            message,
+            endpoint,
+            exhausted,
+        } => {
+            let dest = destination(endpoint).cloned().unwrap_or_default();
+            let report = rep.report(&service, &dest);
+            let (status, flag) = match failure {
+                Failure::Connect => (StatusCode::SERVICE_UNAVAILABLE, &words.uf),
+                Failure::PerTryTimeout => (StatusCode::GATEWAY_TIMEOUT, &words.ut),
+                Failure::Reset | Failure::RefusedStream => {
+                    (StatusCode::SERVICE_UNAVAILABLE, &words.uc)
+                }
             };
-            let msg = format!("sluice-proxy: {e}");
-            report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag)
+            let mut flag = join_flags(flags, flag);
+            if exhausted {
+                flag = join_flags(&flag, &words.urx);
+            }
+            report.local(local_reply(status, &message), &flag)
         }
+        Ending::Overflow => {
+            let report = rep.report(&service, &WorkloadMeta::default());
+            report.local(attempts::overloaded(), &join_flags(flags, &words.uo))
+        }
+        Ending::NoHealthy => {
+            let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
+            rep.reply(&service, StatusCode::SERVICE_UNAVAILABLE, &msg, &words.uh)
+        }
+        Ending::Bad(msg) => {
+            let report = rep.report(&service, &WorkloadMeta::default());
+            let msg = format!("sluice-proxy: {msg}");
+            let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg);
+            report.local(resp, &words.no_flags)
+        }
+    }
+}
+
+/// `a,b`, or just the one that is not "-".
+fn join_flags(a: &Text, b: &Text) -> Text {
+    match (a.as_str(), b.as_str()) {
+        ("-", _) => b.clone(),
+        (_, "-") => a.clone(),
+        (x, y) => Text::from(format!("{x},{y}")),
     }
 }
 
@@ -380,19 +398,39 @@ pub(super) fn set_identity(headers: &mut http::HeaderMap, identity: Option<&Work
     }
 }
 
-/// Why the upstream request could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-struct BuildError(#[from] crate::http_util::BadTarget);
-
+/// The request after rewrites and header ops, before protocol shaping and
+/// identity headers (those depend on the endpoint each attempt goes to).
 fn build_request(
     req: Request<Incoming>,
     f: &Forwarding<'_>,
-    h2: bool,
-    identity: Option<&WorkloadMeta>,
     mirrored: bool,
-) -> Result<(Request<Incoming>, Option<Template>), BuildError> {
+) -> (http::request::Parts, Incoming, Option<Template>) {
     let (mut parts, body) = req.into_parts();
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(&FORWARDED_PROTO) {
+        headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&REQUEST_ID) {
+        headers.insert(REQUEST_ID, crate::http_util::request_id());
+    }
+    set_identity(headers, None);
+    f.route.request_headers.apply(headers);
+    f.dest.request_headers.apply(headers);
+    let template = mirrored.then(|| {
+        let (authority, path_and_query) = upstream_target(&parts, f);
+        Template {
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+            authority,
+            path_and_query,
+        }
+    });
+    (parts, body, template)
+}
+
+/// The authority and path the upstream sees, after the route's rewrites.
+fn upstream_target(parts: &http::request::Parts, f: &Forwarding<'_>) -> (String, String) {
     let path = rewritten_path(f.route, f.matched, parts.uri.path());
     let pq = path_and_query(&path, parts.uri.query());
     let authority = f
@@ -402,25 +440,7 @@ fn build_request(
         .as_deref()
         .unwrap_or(f.authority)
         .to_owned();
-    let headers = &mut parts.headers;
-    strip_hop_by_hop(headers);
-    if !headers.contains_key(&FORWARDED_PROTO) {
-        headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if !headers.contains_key(&REQUEST_ID) {
-        headers.insert(REQUEST_ID, crate::http_util::request_id());
-    }
-    set_identity(headers, identity);
-    f.route.request_headers.apply(headers);
-    f.dest.request_headers.apply(headers);
-    let template = mirrored.then(|| Template {
-        method: parts.method.clone(),
-        headers: parts.headers.clone(),
-        authority: authority.clone(),
-        path_and_query: pq.clone(),
-    });
-    shape_for_upstream(&mut parts, h2, &authority, &pq)?;
-    Ok((Request::from_parts(parts, body), template))
+    (authority, pq)
 }
 
 /// `CONNECT host:port`: connect to the named TCP service, answer 200 and relay bytes.
@@ -447,18 +467,19 @@ async fn connect_tunnel(
         let msg = format!("sluice-proxy: no tcp service for {host}:{port}");
         return local_reply(StatusCode::NOT_FOUND, &msg);
     };
-    let (upstream, labels) =
-        match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("sluice-proxy: {e}");
-                return local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg);
-            }
-        };
+    let up = match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("sluice-proxy: {e}");
+            return local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg);
+        }
+    };
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                crate::tcp::relay(&shared.metrics, &labels, TokioIo::new(upgraded), upstream).await
+                let _slot = up.slot;
+                let io = TokioIo::new(upgraded);
+                crate::tcp::relay(&shared.metrics, &up.labels, io, up.stream).await
             }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }

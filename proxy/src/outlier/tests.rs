@@ -60,7 +60,10 @@ async fn detector_ejection_time_grows_with_times_ejected() {
     }
     assert_eq!(eps[0].times_ejected(), 2);
     tokio::time::advance(Duration::from_secs(59)).await;
-    assert!(eps[0].is_ejected_at(Instant::now()), "second ejection lasts 2 x base");
+    assert!(
+        eps[0].is_ejected_at(Instant::now()),
+        "second ejection lasts 2 x base"
+    );
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(!eps[0].is_ejected_at(Instant::now()));
 }

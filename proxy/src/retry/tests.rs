@@ -4,10 +4,12 @@ use super::*;
 
 #[test]
 fn retry_on_default_istio_policy_skips_503() {
-    let on = RetryOn::parse("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes");
+    let on = RetryOn::parse(
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+    );
     assert!(!on.retries_status(503, None));
     assert!(on.retries_status(200, Some(14)));
-    assert!(on.retries_failure(Failure::ConnectFailure));
+    assert!(on.retries_failure(Failure::Connect));
     assert!(!on.retries_failure(Failure::Reset));
 }
 
@@ -31,7 +33,9 @@ fn retry_on_numeric_codes_and_4xx() {
 #[test]
 fn backoff_ceiling_doubles_then_caps_at_ten_times_base() {
     let base = Duration::from_millis(10);
-    let got: Vec<_> = (1..=5).map(|n| backoff_ceiling(base, n).as_millis()).collect();
+    let got: Vec<_> = (1..=5)
+        .map(|n| backoff_ceiling(base, n).as_millis())
+        .collect();
     assert_eq!(got, vec![10, 30, 70, 100, 100]);
     assert_eq!(backoff_ceiling(Duration::ZERO, 1), DEFAULT_BACKOFF_BASE);
 }

@@ -48,7 +48,12 @@ async fn bucket_long_idle_caps_at_max_tokens() {
 #[tokio::test]
 async fn bucket_contended_threads_hand_out_exactly_max_tokens() {
     let start = Instant::now();
-    let b = Arc::new(TokenBucket::new_at(1000, 1, Duration::from_secs(3600), start));
+    let b = Arc::new(TokenBucket::new_at(
+        1000,
+        1,
+        Duration::from_secs(3600),
+        start,
+    ));
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let b = Arc::clone(&b);

@@ -5,6 +5,7 @@ mod admin;
 mod harness;
 mod lifecycle;
 mod mesh;
+mod policies;
 mod resilience;
 mod routing;
 mod stream;

@@ -36,15 +36,28 @@ fn client_config() -> pb::ProxyConfig {
     grpc_cluster.protocol = pb::Protocol::Grpc as i32;
     let mut tcp_cluster = cluster("mysql", 3306, "", vec![sidecar_endpoint(3306)]);
     tcp_cluster.protocol = pb::Protocol::Tcp as i32;
+    let mut virtual_hosts = vec![
+        vhost(
+            "reviews",
+            9080,
+            vec![forward(vec![], &[(&cname("reviews", 9080, "v1"), 1)])],
+        ),
+        grpc_vh,
+    ];
+    // Every route carries Istio's default retry policy, as the controller sends it,
+    // so peer traffic goes through the replayable-body path.
+    for route in virtual_hosts.iter_mut().flat_map(|v| v.routes.iter_mut()) {
+        route.retries = Some(pb::RetryPolicy {
+            attempts: 2,
+            retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                .to_owned(),
+            retry_ignore_previous_hosts: true,
+            is_default: true,
+            ..Default::default()
+        });
+    }
     pb::ProxyConfig {
-        virtual_hosts: vec![
-            vhost(
-                "reviews",
-                9080,
-                vec![forward(vec![], &[(&cname("reviews", 9080, "v1"), 1)])],
-            ),
-            grpc_vh,
-        ],
+        virtual_hosts,
         clusters: vec![
             cluster("reviews", 9080, "v1", vec![sidecar_endpoint(9080)]),
             grpc_cluster,

@@ -1,0 +1,141 @@
+//! Circuit breaking for one cluster (DestinationRule `connectionPool`):
+//! connection slots, requests waiting for one, concurrent requests and
+//! concurrent retries. Overflow is answered at once (503, flag `UO`).
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The limits; 0 = unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Requests on the wire at once, one per (HTTP/1-style) connection.
+    pub max_connections: u32,
+    /// Requests waiting for a connection slot.
+    pub max_pending: u32,
+    /// Concurrent requests (http2MaxRequests).
+    pub max_requests: u32,
+    /// Concurrent retries.
+    pub max_retries: u32,
+}
+
+/// Which limit overflowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// A TCP connection past `max_connections`.
+    Connections,
+    Requests,
+    Pending,
+    Retries,
+}
+
+impl Overflow {
+    /// The `kind` metric label.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Overflow::Connections => "max_connections",
+            Overflow::Requests => "max_requests",
+            Overflow::Pending => "pending",
+            Overflow::Retries => "retries",
+        }
+    }
+}
+
+/// Counters shared by every request to a cluster.
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    /// The configured limits.
+    pub limits: Limits,
+    slots: Option<Arc<Semaphore>>,
+    pending: Arc<AtomicU32>,
+    requests: Arc<AtomicU32>,
+    retries: Arc<AtomicU32>,
+}
+
+/// Decrements a counter when dropped.
+#[derive(Debug)]
+pub struct Held(Arc<AtomicU32>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Takes one unit of `counter` unless it is at `max` (0 = no limit).
+fn take(counter: &Arc<AtomicU32>, max: u32) -> Option<Held> {
+    let before = counter.fetch_add(1, Ordering::AcqRel);
+    let held = Held(Arc::clone(counter));
+    (max == 0 || before < max).then_some(held)
+}
+
+/// A request's place in the cluster: released when dropped.
+#[derive(Debug)]
+pub struct Admission {
+    _request: Held,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl CircuitBreaker {
+    /// A breaker with `limits` and nothing in flight.
+    pub fn new(limits: Limits) -> Self {
+        let slots = (limits.max_connections > 0)
+            .then(|| Arc::new(Semaphore::new(limits.max_connections as usize)));
+        CircuitBreaker {
+            limits,
+            slots,
+            pending: Arc::default(),
+            requests: Arc::default(),
+            retries: Arc::default(),
+        }
+    }
+
+    /// Admits a request, waiting for a connection slot when the pending queue has room.
+    pub async fn admit(&self) -> Result<Admission, Overflow> {
+        let request = take(&self.requests, self.limits.max_requests).ok_or(Overflow::Requests)?;
+        let Some(slots) = &self.slots else {
+            return Ok(Admission {
+                _request: request,
+                _slot: None,
+            });
+        };
+        if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+            return Ok(Admission {
+                _request: request,
+                _slot: Some(slot),
+            });
+        }
+        let _pending = take(&self.pending, self.limits.max_pending).ok_or(Overflow::Pending)?;
+        // The semaphore is never closed, so this only fails if it were.
+        let slot = Arc::clone(slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| Overflow::Pending)?;
+        Ok(Admission {
+            _request: request,
+            _slot: Some(slot),
+        })
+    }
+
+    /// Takes a connection slot for a TCP connection at once (TCP has no pending queue);
+    /// `None` when connections are unlimited.
+    pub fn try_connection(&self) -> Result<Option<OwnedSemaphorePermit>, Overflow> {
+        match &self.slots {
+            None => Ok(None),
+            Some(slots) => Arc::clone(slots)
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| Overflow::Connections),
+        }
+    }
+
+    /// Takes a concurrent-retry unit, if `max_retries` allows one more.
+    pub fn try_retry(&self) -> Result<Held, Overflow> {
+        take(&self.retries, self.limits.max_retries).ok_or(Overflow::Retries)
+    }
+}

@@ -1,0 +1,148 @@
+//! Conversions of the resilience settings: retry policies and budgets,
+//! connection pools, outlier detection and inbound rate limits.
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use sluice_api::config as pb;
+
+use super::{InvalidConfig, Problem, invalid, port, route_match};
+use crate::circuit::Limits;
+use crate::model::{PoolSettings, RetryPolicy, Text};
+use crate::outlier::{OutlierConfig, OutlierDetector};
+use crate::rate_limit::{Callers, RateLimit};
+use crate::retry::RetryOn;
+use crate::retry_budget::RetryBudget;
+
+fn percent(item: &str, what: &'static str, value: f64) -> Result<f64, InvalidConfig> {
+    if (0.0..=100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(item, Problem::BadPercent { what, value }))
+    }
+}
+
+pub(super) fn retry_policy(item: &str, p: &pb::RetryPolicy) -> Result<RetryPolicy, InvalidConfig> {
+    let budget_config = p
+        .budget
+        .as_ref()
+        .map(|b| {
+            Ok::<_, InvalidConfig>((
+                percent(item, "budget percent", b.percent)?,
+                b.min_retries_per_second,
+            ))
+        })
+        .transpose()?;
+    Ok(RetryPolicy {
+        attempts: p.attempts,
+        per_try_timeout_ms: p.per_try_timeout_ms,
+        retry_on: p.retry_on.clone(),
+        on: RetryOn::parse(&p.retry_on),
+        retry_remote_localities: p.retry_remote_localities,
+        retry_ignore_previous_hosts: p.retry_ignore_previous_hosts,
+        is_default: p.is_default,
+        backoff_base_ms: p.backoff_base_ms,
+        budget: budget_config.map(|(pct, min)| std::sync::Arc::new(RetryBudget::new(pct, min))),
+        budget_config,
+    })
+}
+
+pub(super) fn pool(p: &Option<pb::ConnectionPool>) -> PoolSettings {
+    let Some(p) = p else {
+        return PoolSettings::default();
+    };
+    PoolSettings {
+        limits: Limits {
+            max_connections: p.max_connections,
+            max_pending: p.http1_max_pending_requests,
+            max_requests: p.http2_max_requests,
+            max_retries: p.max_retries,
+        },
+        connect_timeout_ms: p.connect_timeout_ms,
+        max_requests_per_connection: p.max_requests_per_connection,
+        idle_timeout_ms: p.idle_timeout_ms,
+        max_connection_duration_ms: p.max_connection_duration_ms,
+        tcp_keepalive: p
+            .tcp_keepalive
+            .as_ref()
+            .map(|k| (k.probes, k.time_ms, k.interval_ms)),
+    }
+}
+
+pub(super) fn outlier(
+    item: &str,
+    o: &Option<pb::OutlierDetection>,
+) -> Result<Option<OutlierDetector>, InvalidConfig> {
+    let Some(o) = o else { return Ok(None) };
+    let item = format!("{item} outlier detection");
+    for (what, value) in [
+        ("max_ejection_percent", o.max_ejection_percent),
+        ("min_health_percent", o.min_health_percent),
+    ] {
+        if value > 100 {
+            let value = f64::from(value);
+            return Err(invalid(item, Problem::BadPercent { what, value }));
+        }
+    }
+    if o.interval_ms == 0 {
+        return Err(invalid(item, Problem::Zero("interval_ms")));
+    }
+    Ok(Some(OutlierDetector::new(OutlierConfig {
+        consecutive_5xx: o.consecutive_5xx_errors,
+        consecutive_gateway: o.consecutive_gateway_errors,
+        interval: Duration::from_millis(o.interval_ms),
+        base_ejection: Duration::from_millis(o.base_ejection_time_ms),
+        max_ejection_percent: o.max_ejection_percent,
+        min_health_percent: o.min_health_percent,
+        split_local_origin: o.split_external_local_origin_errors,
+        consecutive_local: o.consecutive_local_origin_failures,
+    })))
+}
+
+fn rate_limit(r: &pb::RateLimit) -> Result<RateLimit, InvalidConfig> {
+    let item = format!("rate limit {}", r.name);
+    for (what, value) in [
+        ("max_tokens", u64::from(r.max_tokens)),
+        ("tokens_per_fill", u64::from(r.tokens_per_fill)),
+        ("fill_interval_ms", r.fill_interval_ms),
+    ] {
+        if value == 0 {
+            return Err(invalid(item, Problem::Zero(what)));
+        }
+    }
+    let matches = r
+        .matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| route_match(&format!("{item} match[{i}]"), m))
+        .collect::<Result<_, _>>()?;
+    let callers = if r.source_principals.is_empty() {
+        Callers::Shared
+    } else if r.source_principals.iter().any(|p| p == "*") {
+        Callers::Each
+    } else {
+        let bare = |p: &String| p.strip_prefix("spiffe://").unwrap_or(p).to_owned();
+        Callers::Listed(r.source_principals.iter().map(bare).collect())
+    };
+    Ok(RateLimit::new(
+        Text::from(r.name.as_str()),
+        r.max_tokens,
+        r.tokens_per_fill,
+        r.fill_interval_ms,
+        matches,
+        percent(&item, "enabled_percent", r.enabled_percent)?,
+        percent(&item, "enforced_percent", r.enforced_percent)?,
+        callers,
+        r.ports
+            .iter()
+            .map(|p| port(&item, *p))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+pub(super) fn rate_limits(list: &[pb::RateLimit]) -> Result<Vec<RateLimit>, InvalidConfig> {
+    // Names may repeat (one EnvoyFilter can hold several limits).
+    list.iter().map(rate_limit).collect()
+}

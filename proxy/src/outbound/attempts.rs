@@ -1,0 +1,428 @@
+//! The upstream exchange of a forwarded request: endpoint choice (skipping
+//! ejected and, when asked, already tried endpoints), circuit breaking,
+//! per-try timeouts, retries with backoff and budgets, outlier bookkeeping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use super::http::set_identity;
+use crate::balance::{Choice, HashInput, pick_endpoint};
+use crate::body::{self, Body, Replay};
+use crate::circuit::{Admission, Held};
+use crate::http_util::shape_for_upstream;
+use crate::metrics::RetryOutcome;
+use crate::model::{Cluster, PoolSettings, Protocol, RetryPolicy, WorkloadMeta};
+use crate::outlier::Outcome;
+use crate::report::InFlight;
+use crate::retry::{self, Failure};
+use crate::state::Shared;
+use crate::upstream::{ConnSettings, Target, UpstreamError};
+
+/// Where the request body of each attempt comes from.
+pub(super) enum Source {
+    /// Sent at most once (no retry policy, or nothing to replay).
+    Once(Option<Body>),
+    /// Kept for retries up to `body::REPLAY_CAP`.
+    Replay(Replay),
+}
+
+impl Source {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Source::Once(b) => b.take(),
+            Source::Replay(r) => r.replayable().then(|| r.reader()),
+        }
+    }
+}
+
+/// One forwarded request's upstream exchange.
+pub(super) struct Exchange<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub cluster: &'a Cluster,
+    pub policy: Option<&'a RetryPolicy>,
+    /// The request after rewrites and header ops, not yet shaped for a protocol.
+    pub parts: Parts,
+    pub authority: String,
+    pub path_and_query: String,
+    pub me: &'a WorkloadMeta,
+    pub hash: HashKeys,
+}
+
+/// What hashing load balancers look at, owned.
+pub(super) struct HashKeys {
+    pub headers: http::HeaderMap,
+    pub source_ip: std::net::IpAddr,
+    pub query: Option<String>,
+}
+
+/// Lives as long as the response: in-flight count, pool admission, retry unit.
+pub(super) struct Hold {
+    _in_flight: InFlight,
+    _admission: Admission,
+    _retry: Option<Held>,
+}
+
+/// How the exchange ended.
+pub(super) enum Ending {
+    /// The upstream answered (possibly after retries).
+    Answer {
+        resp: Response<Body>,
+        endpoint: usize,
+        hold: Hold,
+        set_cookie: Option<String>,
+        exhausted: bool,
+    },
+    /// No answer: connect failure, reset or per-try timeout.
+    Failed {
+        failure: Failure,
+        message: String,
+        endpoint: usize,
+        exhausted: bool,
+    },
+    /// A pool limit overflowed (503 `UO`).
+    Overflow,
+    /// No endpoint to send to (503 `UH`).
+    NoHealthy,
+    /// The request could not be built for this endpoint.
+    Bad(String),
+}
+
+enum Attempt {
+    Answer(Response<Body>, Hold),
+    Failed(Failure, String),
+}
+
+fn ms(v: u64) -> Option<Duration> {
+    (v > 0).then(|| Duration::from_millis(v))
+}
+
+/// The connection settings of a cluster's pool.
+fn conn_settings(p: &PoolSettings) -> ConnSettings {
+    ConnSettings {
+        connect_timeout: ms(p.connect_timeout_ms),
+        max_requests_per_connection: p.max_requests_per_connection,
+        idle_timeout: ms(p.idle_timeout_ms),
+        max_connection_duration: ms(p.max_connection_duration_ms),
+        keepalive: p.tcp_keepalive.map(|(probes, time, interval)| {
+            (
+                probes,
+                Duration::from_millis(time),
+                Duration::from_millis(interval),
+            )
+        }),
+    }
+}
+
+fn clone_parts(p: &Parts) -> Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = p.method.clone();
+    parts.uri = p.uri.clone();
+    parts.version = p.version;
+    parts.headers = p.headers.clone();
+    parts
+}
+
+fn classify(e: &UpstreamError) -> Failure {
+    if e.is_connect_failure() {
+        return Failure::Connect;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return Failure::RefusedStream;
+        }
+        source = err.source();
+    }
+    Failure::Reset
+}
+
+fn grpc_status(resp: &Response<Body>) -> Option<u8> {
+    resp.headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+impl Exchange<'_> {
+    fn retry_on(&self) -> Option<&crate::retry::RetryOn> {
+        self.policy.map(|p| &p.on)
+    }
+
+    /// Picks an endpoint, steering away from ejected ones and (for retries that
+    /// ask for it) from ones already tried, when any other is left.
+    fn choose(&self, tried: &[usize]) -> Option<Choice> {
+        let cluster = self.cluster;
+        let now = Instant::now();
+        let mut ejecting = false;
+        if let Some(detector) = &cluster.outlier {
+            for ep in &cluster.endpoints {
+                if ep.health.return_if_due(now) {
+                    self.shared.metrics.resilience.returned(&cluster.name);
+                }
+            }
+            let pool = cluster.endpoints.iter().map(|e| &*e.health);
+            ejecting = !detector.panicking(pool, now);
+        }
+        let input = HashInput {
+            headers: &self.hash.headers,
+            source_ip: self.hash.source_ip,
+            query: self.hash.query.as_deref(),
+        };
+        let first = pick_endpoint(cluster, &input)?;
+        let avoid_tried = self.policy.is_some_and(|p| p.retry_ignore_previous_hosts);
+        let ejected = |i: usize| {
+            ejecting
+                && cluster
+                    .endpoints
+                    .get(i)
+                    .is_some_and(|e| e.health.is_ejected_at(now))
+        };
+        let fresh = |i: &usize| !(avoid_tried && tried.contains(i));
+        if !ejected(first.index) && fresh(&first.index) {
+            return Some(first);
+        }
+        let healthy: Vec<usize> = (0..cluster.endpoints.len())
+            .filter(|i| !ejected(*i))
+            .collect();
+        let untried: Vec<usize> = healthy.iter().copied().filter(fresh).collect();
+        let pool = if untried.is_empty() { healthy } else { untried };
+        if pool.is_empty() {
+            return None;
+        }
+        // The less loaded of two random candidates, as least-request does.
+        let load = |i: usize| {
+            cluster.endpoints.get(i).map_or(usize::MAX, |e| {
+                e.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+            })
+        };
+        let a = pool[fastrand::usize(0..pool.len())];
+        let b = pool[fastrand::usize(0..pool.len())];
+        Some(Choice {
+            index: if load(b) < load(a) { b } else { a },
+            set_cookie: first.set_cookie,
+        })
+    }
+
+    fn record(&self, endpoint: usize, outcome: Outcome) {
+        let cluster = self.cluster;
+        let (Some(detector), Some(ep)) = (&cluster.outlier, cluster.endpoints.get(endpoint)) else {
+            return;
+        };
+        let pool = cluster.endpoints.iter().map(|e| &*e.health);
+        if detector.record(&ep.health, outcome, pool, Instant::now()) {
+            tracing::info!(cluster = %cluster.name, endpoint = %SocketAddr::new(ep.address, ep.port), "outlier ejected");
+            self.shared.metrics.resilience.ejected(&cluster.name);
+        }
+    }
+
+    async fn attempt(
+        &self,
+        endpoint: usize,
+        body: Body,
+        admission: Admission,
+        retry_unit: Option<Held>,
+    ) -> Result<Attempt, String> {
+        let cluster = self.cluster;
+        let ep = cluster
+            .endpoints
+            .get(endpoint)
+            .ok_or_else(|| "endpoint vanished".to_owned())?;
+        // Peer sidecars always take h2c; others get the cluster's (or the caller's) protocol.
+        let h2 = ep.sidecar
+            || cluster.protocol.is_h2()
+            || (cluster.protocol == Protocol::Unspecified
+                && self.parts.version == http::Version::HTTP_2);
+        let app = SocketAddr::new(ep.address, ep.port);
+        let target = if ep.sidecar {
+            Target {
+                connect: SocketAddr::new(ep.address, ep.inbound_port),
+                announce: Some(app),
+            }
+        } else {
+            Target {
+                connect: app,
+                announce: None,
+            }
+        };
+        let mut parts = clone_parts(&self.parts);
+        set_identity(&mut parts.headers, ep.sidecar.then_some(self.me));
+        shape_for_upstream(&mut parts, h2, &self.authority, &self.path_and_query)
+            .map_err(|e| e.to_string())?;
+        let req = Request::from_parts(parts, body);
+        let in_flight = InFlight::start(&ep.in_flight);
+        let pools = &self.shared.pools;
+        let settings = conn_settings(&cluster.pool);
+        let send = async {
+            if h2 {
+                let resp = pools.send_h2_with(target, req, &settings).await;
+                resp.map(|r| r.map(body::boxed))
+            } else {
+                pools.send_h1_with(target, req, &settings).await
+            }
+        };
+        let per_try = self.policy.map_or(0, |p| p.per_try_timeout_ms);
+        let result = if per_try > 0 {
+            match tokio::time::timeout(Duration::from_millis(per_try), send).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.record(endpoint, Outcome::LocalFailure);
+                    let msg = "upstream per-try timeout".to_owned();
+                    return Ok(Attempt::Failed(Failure::PerTryTimeout, msg));
+                }
+            }
+        } else {
+            send.await
+        };
+        Ok(match result {
+            Ok(resp) => {
+                self.record(endpoint, Outcome::Status(resp.status().as_u16()));
+                let hold = Hold {
+                    _in_flight: in_flight,
+                    _admission: admission,
+                    _retry: retry_unit,
+                };
+                Attempt::Answer(resp, hold)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "upstream request failed");
+                self.record(endpoint, Outcome::LocalFailure);
+                Attempt::Failed(classify(&e), format!("sluice-proxy: {e}"))
+            }
+        })
+    }
+
+    /// Whether the attempt's result is one the policy retries.
+    fn retriable(&self, attempt: &Attempt) -> bool {
+        let Some(on) = self.retry_on() else {
+            return false;
+        };
+        match attempt {
+            Attempt::Answer(resp, _) => {
+                on.retries_status(resp.status().as_u16(), grpc_status(resp))
+            }
+            Attempt::Failed(f, _) => on.retries_failure(*f),
+        }
+    }
+
+    /// Whether one more retry may go out; counts why not.
+    fn may_retry(&self, retries: u32, source: &Source) -> Result<Held, RetryOutcome> {
+        let Some(policy) = self.policy else {
+            return Err(RetryOutcome::Exhausted);
+        };
+        if retries >= policy.attempts {
+            return Err(RetryOutcome::Exhausted);
+        }
+        let replayable = match source {
+            Source::Replay(r) => r.replayable(),
+            Source::Once(_) => false,
+        };
+        if !replayable {
+            return Err(RetryOutcome::Failure);
+        }
+        let m = &self.shared.metrics.resilience;
+        let unit = self.cluster.circuit.try_retry().map_err(|o| {
+            m.overflow(&self.cluster.name, o.kind());
+            RetryOutcome::Failure
+        })?;
+        if let Some(budget) = &policy.budget
+            && !budget.try_retry()
+        {
+            m.budget_exhausted(&self.cluster.name);
+            return Err(RetryOutcome::Failure);
+        }
+        Ok(unit)
+    }
+
+    /// Runs attempts, with request bodies from `source`, until one is not retried.
+    pub(super) async fn run(self, mut source: Source) -> Ending {
+        if let Some(budget) = self.policy.and_then(|p| p.budget.as_ref()) {
+            budget.record_request();
+        }
+        let metrics = &self.shared.metrics.resilience;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut retries = 0u32;
+        let mut retry_unit = None;
+        loop {
+            let Some(choice) = self.choose(&tried) else {
+                return Ending::NoHealthy;
+            };
+            let admission = match self.cluster.circuit.admit().await {
+                Ok(a) => a,
+                Err(o) => {
+                    metrics.overflow(&self.cluster.name, o.kind());
+                    if retries > 0 {
+                        metrics.retried(&self.cluster.name, RetryOutcome::Failure);
+                    }
+                    return Ending::Overflow;
+                }
+            };
+            let Some(body) = source.take() else {
+                return Ending::Bad("request body can no longer be sent".to_owned());
+            };
+            let endpoint = choice.index;
+            tried.push(endpoint);
+            let attempt = match self
+                .attempt(endpoint, body, admission, retry_unit.take())
+                .await
+            {
+                Ok(a) => a,
+                Err(msg) => return Ending::Bad(msg),
+            };
+            let verdict = if self.retriable(&attempt) {
+                self.may_retry(retries, &source)
+            } else {
+                Err(RetryOutcome::Success)
+            };
+            match verdict {
+                Ok(unit) => {
+                    drop(attempt);
+                    retries += 1;
+                    retry_unit = Some(unit);
+                    let base = self.policy.map_or(0, |p| p.backoff_base_ms);
+                    tokio::time::sleep(retry::backoff(Duration::from_millis(base), retries)).await;
+                }
+                Err(outcome) => {
+                    if retries > 0 {
+                        metrics.retried(&self.cluster.name, outcome);
+                    }
+                    let exhausted = retries > 0 && outcome == RetryOutcome::Exhausted;
+                    return match attempt {
+                        Attempt::Answer(resp, hold) => Ending::Answer {
+                            resp,
+                            endpoint,
+                            hold,
+                            set_cookie: choice.set_cookie,
+                            exhausted,
+                        },
+                        Attempt::Failed(failure, message) => Ending::Failed {
+                            failure,
+                            message,
+                            endpoint,
+                            exhausted,
+                        },
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The overload reply (Envoy's circuit-breaker answer).
+pub(super) fn overloaded() -> Response<Body> {
+    let mut resp = crate::http_util::local_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    );
+    resp.headers_mut().insert(
+        http::HeaderName::from_static("x-envoy-overloaded"),
+        http::HeaderValue::from_static("true"),
+    );
+    resp
+}

@@ -1,0 +1,108 @@
+use http::HeaderMap;
+
+use super::*;
+use crate::model::StringMatch;
+
+fn view<'a>(path: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
+    RequestView {
+        method: "GET",
+        scheme: "http",
+        authority: "reviews:9080",
+        path,
+        query: None,
+        headers,
+    }
+}
+
+fn limit(callers: Callers, matches: Vec<RouteMatch>, ports: Vec<u16>) -> RateLimit {
+    RateLimit::new(
+        "default/RateLimitPolicy/r".into(),
+        2,
+        1,
+        60_000,
+        matches,
+        100.0,
+        100.0,
+        callers,
+        ports,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_shared_bucket_refuses_after_burst() {
+    let metrics = crate::metrics::Metrics::new();
+    let limits = vec![limit(Callers::Shared, vec![], vec![])];
+    let h = HeaderMap::new();
+    for _ in 0..2 {
+        assert!(matches!(
+            gate(
+                &limits,
+                Some(9080),
+                &view("/", &h),
+                "a",
+                &metrics.resilience
+            ),
+            Gate::Pass(Some(_))
+        ));
+    }
+    let Gate::Refuse(l, d) = gate(
+        &limits,
+        Some(9080),
+        &view("/", &h),
+        "b",
+        &metrics.resilience,
+    ) else {
+        panic!("third request passed");
+    };
+    let resp = refused(l, d);
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "2, 2;w=60");
+    assert_eq!(resp.headers()["x-ratelimit-reset"], "60");
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_each_caller_gets_its_own_bucket() {
+    let metrics = crate::metrics::Metrics::new();
+    let limits = vec![limit(Callers::Each, vec![], vec![])];
+    let h = HeaderMap::new();
+    let go = |p| gate(&limits, None, &view("/", &h), p, &metrics.resilience);
+    assert!(matches!(go("spiffe://td/ns/a/sa/x"), Gate::Pass(_)));
+    assert!(matches!(go("td/ns/a/sa/x"), Gate::Pass(_)));
+    assert!(
+        matches!(go("td/ns/a/sa/x"), Gate::Refuse(..)),
+        "same caller, spiffe:// or not"
+    );
+    assert!(matches!(go("td/ns/b/sa/y"), Gate::Pass(Some(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_outside_ports_matches_or_callers_does_not_apply() {
+    let m = RouteMatch {
+        uri: Some(StringMatch::Prefix("/api".into())),
+        ..RouteMatch::default()
+    };
+    let listed = Callers::Listed(vec!["td/ns/a/sa/x".into()]);
+    let l = limit(listed, vec![m], vec![9080]);
+    let h = HeaderMap::new();
+    assert!(!l.covers(Some(9080), &view("/other", &h), "td/ns/a/sa/x"));
+    assert!(!l.covers(Some(9090), &view("/api", &h), "td/ns/a/sa/x"));
+    assert!(!l.covers(Some(9080), &view("/api", &h), "td/ns/b/sa/y"));
+    assert!(l.covers(Some(9080), &view("/api/v1", &h), "spiffe://td/ns/a/sa/x"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_not_enforced_is_shadow_only() {
+    let metrics = crate::metrics::Metrics::new();
+    let mut l = limit(Callers::Shared, vec![], vec![]);
+    l.enforced_percent = 0.0;
+    let limits = vec![l];
+    let h = HeaderMap::new();
+    for _ in 0..5 {
+        assert!(matches!(
+            gate(&limits, None, &view("/", &h), "", &metrics.resilience),
+            Gate::Pass(_)
+        ));
+    }
+    assert!(metrics.encode().contains("decision=\"shadow\""));
+}
