@@ -72,7 +72,9 @@ pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
     }
 
     // 2. Outlier detection: reviews-v1-0 starts failing with 503; after 5
-    //    consecutive gateway errors (the seed's consecutiveErrors) it is ejected.
+    //    consecutive gateway errors (the seed's consecutiveErrors) it is
+    //    ejected. Istio's default retry policy retries those 503s on the other
+    //    v1 instance, so callers should hardly notice.
     let before = counters::read(mesh).await;
     let failing = mesh.select("reviews", Some("v1"), Some(&[0]));
     for &n in &failing {
@@ -91,13 +93,13 @@ pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
     verdict(
         &mut ok,
         "outlier detection: a failing reviews v1 instance is ejected",
-        if (1..=12).contains(&errors) && late_errors == 0 && ejections >= 1.0 {
+        if errors <= 2 && late_errors == 0 && ejections >= 1.0 {
             Ok(format!(
-                "{errors} answers of 503 before ejection, then none; {ejections:.0} ejection(s)"
+                "{ejections:.0} ejection(s); callers saw {errors} answers of 503 (default retries covered the rest)"
             ))
         } else {
             Err(format!(
-                "503 answers {errors} (want 1..=12), non-200 in the second half {late_errors} (want 0), ejections {ejections:.0} (want >= 1)"
+                "503 answers {errors} (want <= 2), non-200 in the second half {late_errors} (want 0), ejections {ejections:.0} (want >= 1)"
             ))
         },
     );
@@ -138,8 +140,12 @@ pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
 
     // 4. Token bucket: a burst well over 2 x 100 tokens meets 429s.
     let before = counters::read(mesh).await;
+    let started = std::time::Instant::now();
     let outcomes = send_many(&call(outbound, orders), 400, 8).await;
+    let elapsed = started.elapsed().as_secs_f64();
     let after = counters::read(mesh).await;
+    // Two sidecars, each a bucket of 100 refilled with 10 per second.
+    let most = 200.0 + 20.0 * (elapsed + 1.0);
     let limited = status_count(&outcomes, 429);
     let admitted = status_count(&outcomes, 200);
     let other = outcomes.len() - limited - admitted;
@@ -152,17 +158,18 @@ pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
         &mut ok,
         "rate limit: the EnvoyFilter token bucket answers 429 past its burst",
         if limited >= 40
-            && admitted >= 150
+            && admitted >= 50
+            && (admitted as f64) <= most
             && other == 0
             && with_headers == limited
             && after.rate_limited - before.rate_limited >= limited as f64
         {
             Ok(format!(
-                "{admitted} admitted, {limited} refused with 429 and x-ratelimit-* headers"
+                "{admitted} admitted (at most {most:.0} possible), {limited} refused with 429 and x-ratelimit-* headers"
             ))
         } else {
             Err(format!(
-                "{admitted} admitted (want >= 150), {limited} got 429 (want >= 40, all with x-ratelimit-limit: {with_headers}), {other} other answers (want 0), limited metric +{:.0}",
+                "{admitted} admitted (want 50..={most:.0}), {limited} got 429 (want >= 40, all with x-ratelimit-limit: {with_headers}), {other} other answers (want 0), limited metric +{:.0}",
                 after.rate_limited - before.rate_limited
             ))
         },

@@ -57,14 +57,19 @@ fn retry_budget(view: &View<'_>, vs: &VirtualService) -> pb::RetryBudget {
     }
 }
 
-/// Istio's retry policy for routes that set none: 2 attempts on
-/// connect-failure, refused-stream, unavailable, cancelled, retriable-status-codes.
+/// What Istio retries when a route names no `retryOn`: its default policy
+/// (pilot's `retry.DefaultPolicy`) lists `retriable-status-codes` with 503 as
+/// the retriable code, so a 503 answer is retried.
+const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,503";
+
+/// Istio's retry policy for routes that set none: 2 retries on
+/// [`DEFAULT_RETRY_ON`], preferring hosts not tried yet.
 fn default_retries() -> pb::RetryPolicy {
     pb::RetryPolicy {
         attempts: 2,
         per_try_timeout_ms: 0,
-        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-            .into(),
+        retry_on: DEFAULT_RETRY_ON.into(),
         retry_remote_localities: false,
         retry_ignore_previous_hosts: true,
         is_default: true,
@@ -125,9 +130,11 @@ pub(crate) fn routes(
                 Some(r) => pb::RetryPolicy {
                     attempts: u32::try_from(r.attempts).unwrap_or(0),
                     per_try_timeout_ms: r.per_try_timeout.as_deref().and_then(millis).unwrap_or(0),
-                    retry_on: r.retry_on.clone().unwrap_or_else(|| {
-                        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes".into()
-                    }),
+                    retry_on: r
+                        .retry_on
+                        .clone()
+                        .filter(|r| !r.trim().is_empty())
+                        .unwrap_or_else(|| DEFAULT_RETRY_ON.into()),
                     retry_remote_localities: r.retry_remote_localities.unwrap_or(false),
                     retry_ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
                     is_default: false,
@@ -137,9 +144,7 @@ pub(crate) fn routes(
             }),
             fault: rule.fault.as_ref().map(|f| {
                 let pct = |p: Option<&crate::crd::Percent>, legacy: Option<i32>| {
-                    p.map(|p| p.value)
-                        .or(legacy.map(f64::from))
-                        .unwrap_or(0.0)
+                    p.map(|p| p.value).or(legacy.map(f64::from)).unwrap_or(0.0)
                 };
                 pb::Fault {
                     delay_ms: f

@@ -455,3 +455,39 @@ spec:
         .expect("budget");
     assert_eq!((b.percent, b.min_retries_per_second), (5.0, 1));
 }
+
+#[test]
+fn translate_default_retry_policy_retries_503_like_istio() {
+    let config = translate(&index(""), &proxy("default", &[]));
+    let r = reviews_host(&config).routes[0]
+        .retries
+        .clone()
+        .expect("retries");
+    assert!(r.is_default);
+    assert_eq!(r.attempts, 2);
+    assert_eq!(
+        r.retry_on,
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,503"
+    );
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 4}
+"#;
+    let config = translate(&index(vs), &proxy("default", &[]));
+    let r = reviews_host(&config).routes[0]
+        .retries
+        .clone()
+        .expect("retries");
+    assert_eq!((r.attempts, r.is_default), (4, false));
+    assert!(
+        r.retry_on.ends_with("retriable-status-codes,503"),
+        "{}",
+        r.retry_on
+    );
+}
