@@ -346,6 +346,13 @@ impl Exchange<'_> {
             budget.record_request();
         }
         let metrics = &self.shared.metrics.resilience;
+        // Counts the request as retried even when the route timeout drops
+        // this future between attempts.
+        let mut record = RetryRecord {
+            metrics,
+            cluster: &self.cluster.name,
+            retried: false,
+        };
         let mut tried: Vec<usize> = Vec::new();
         let mut retries = 0u32;
         let mut retry_unit = None;
@@ -357,9 +364,7 @@ impl Exchange<'_> {
                 Ok(a) => a,
                 Err(o) => {
                     metrics.overflow(&self.cluster.name, o.kind());
-                    if retries > 0 {
-                        metrics.retried(&self.cluster.name, RetryOutcome::Failure);
-                    }
+                    record.finish(RetryOutcome::Failure);
                     return Ending::Overflow;
                 }
             };
@@ -384,14 +389,13 @@ impl Exchange<'_> {
                 Ok(unit) => {
                     drop(attempt);
                     retries += 1;
+                    record.retried = true;
                     retry_unit = Some(unit);
                     let base = self.policy.map_or(0, |p| p.backoff_base_ms);
                     tokio::time::sleep(retry::backoff(Duration::from_millis(base), retries)).await;
                 }
                 Err(outcome) => {
-                    if retries > 0 {
-                        metrics.retried(&self.cluster.name, outcome);
-                    }
+                    record.finish(outcome);
                     let exhausted = retries > 0 && outcome == RetryOutcome::Exhausted;
                     return match attempt {
                         Attempt::Answer(resp, hold) => Ending::Answer {
@@ -411,6 +415,28 @@ impl Exchange<'_> {
                 }
             }
         }
+    }
+}
+
+/// Counts a retried request once, however its exchange ends.
+struct RetryRecord<'a> {
+    metrics: &'a crate::metrics::ResilienceMetrics,
+    cluster: &'a str,
+    retried: bool,
+}
+
+impl RetryRecord<'_> {
+    fn finish(&mut self, outcome: RetryOutcome) {
+        if std::mem::take(&mut self.retried) {
+            self.metrics.retried(self.cluster, outcome);
+        }
+    }
+}
+
+impl Drop for RetryRecord<'_> {
+    fn drop(&mut self) {
+        // Dropped mid-way: the route timeout stopped the retries.
+        self.finish(RetryOutcome::Failure);
     }
 }
 
