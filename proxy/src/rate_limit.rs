@@ -186,10 +186,10 @@ impl RateLimit {
         })
     }
 
-    /// `x-ratelimit-*` headers (draft-03) for `d`.
+    /// `x-ratelimit-*` headers for `d`, as Envoy's local rate limit sends
+    /// them: the bucket size, the tokens left, and seconds until the next fill.
     pub fn headers(&self, d: Decision, headers: &mut http::HeaderMap) {
-        let window = self.fill_interval_ms.div_ceil(1000).max(1);
-        let limit = format!("{}, {};w={}", self.max_tokens, self.max_tokens, window);
+        let limit = self.max_tokens.to_string();
         let reset = d.reset.as_millis().div_ceil(1000) as u64;
         let pairs = [
             ("x-ratelimit-limit", limit),
@@ -242,5 +242,10 @@ pub fn refused(limit: &RateLimit, d: Decision) -> http::Response<crate::body::Bo
     let mut resp = http::Response::new(crate::body::full("local_rate_limited"));
     *resp.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
     limit.headers(d, resp.headers_mut());
+    // Envoy marks every answer its rate limiters refused.
+    resp.headers_mut().insert(
+        "x-envoy-ratelimited",
+        http::HeaderValue::from_static("true"),
+    );
     resp
 }
