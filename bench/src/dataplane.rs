@@ -48,7 +48,11 @@ pub struct Scenario {
 /// The points of a run: Istio's published setting (HTTP/1.1, 1 KB, 1,000 rps) at 4, 16 and
 /// 64 connections, maximum rate, then HTTP/2 and gRPC.
 pub fn scenarios(quick: bool) -> Vec<Scenario> {
-    let s = |protocol, connections, qps| Scenario { protocol, connections, qps };
+    let s = |protocol, connections, qps| Scenario {
+        protocol,
+        connections,
+        qps,
+    };
     let mut v = vec![
         s("http1", 4, 1000.0),
         s("http1", 16, 1000.0),
@@ -75,6 +79,7 @@ struct Route {
 }
 
 fn routes(addrs: Addrs) -> Vec<Route> {
+    let (haproxy, nginx) = (version("haproxy"), version("nginx"));
     let s = addrs.server();
     let c = addrs.sluice_client();
     let peer = |name: &'static str, ip: std::net::Ipv4Addr, label: String| Route {
@@ -105,16 +110,49 @@ fn routes(addrs: Addrs) -> Vec<Route> {
                 format!("{SERVICE_HOST}:{GRPC_PORT}"),
             )),
         },
-        peer("haproxy", addrs.ip(4), format!("haproxy pair (plaintext, {})", version("haproxy"))),
-        peer("nginx", addrs.ip(6), format!("nginx pair (plaintext; h2 front, HTTP/1.1 upstream; {})", version("nginx"))),
+        peer(
+            "haproxy",
+            addrs.ip(4),
+            format!("haproxy pair (plaintext, {haproxy})"),
+        ),
+        peer(
+            "nginx",
+            addrs.ip(6),
+            format!("nginx pair (plaintext; h2 front, HTTP/1.1 upstream; {nginx})"),
+        ),
+        peer(
+            "haproxy-tls",
+            addrs.ip(8),
+            format!("haproxy pair (TLS 1.3 between, {haproxy})"),
+        ),
+        peer(
+            "nginx-tls",
+            addrs.ip(10),
+            format!("nginx pair (TLS 1.3 between; h2 front, HTTP/1.1 upstream; {nginx})"),
+        ),
     ]
 }
 
 fn version(bin: &str) -> String {
-    let out = targets::which(bin).ok().and_then(|b| std::process::Command::new(b).arg("-v").output().ok());
+    let out = targets::which(bin)
+        .ok()
+        .and_then(|b| std::process::Command::new(b).arg("-v").output().ok());
     out.map(|o| {
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        text.lines().next().unwrap_or(bin).trim().to_string()
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // "HAProxy version 2.6.12-1 2026/10/17 - https://…" → "HAProxy version 2.6.12-1".
+        let first = text.lines().next().unwrap_or(bin);
+        first
+            .split(" - ")
+            .next()
+            .unwrap_or(first)
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     })
     .unwrap_or_else(|| bin.into())
 }
@@ -128,7 +166,8 @@ pub async fn run(opts: &Opts, addrs: Addrs) -> anyhow::Result<Vec<Point>> {
         proxy_core: opts.proxy_core,
         other_core: opts.load_core,
     };
-    let server = targets::fortio_server(&opts.fortio, addrs, opts.load_core, &opts.work_dir).await?;
+    let server =
+        targets::fortio_server(&opts.fortio, addrs, opts.load_core, &opts.work_dir).await?;
     let mut points = Vec::new();
     for route in routes(addrs) {
         if !opts.only.is_empty() && !opts.only.iter().any(|o| o == route.name) {
@@ -149,8 +188,16 @@ pub async fn run(opts: &Opts, addrs: Addrs) -> anyhow::Result<Vec<Point>> {
             let point = measure(opts, &route, sc, &procs).await;
             eprintln!(
                 "   {} c={} qps={} → got {:.0} p50 {:.3} p99 {:.3} ms cpu/1k {:?} rss {:?} errors {} {}",
-                sc.protocol, sc.connections, sc.qps, point.qps_got, point.p50_ms, point.p99_ms,
-                point.cpu_s_per_1k_req, point.rss_mb, point.errors, point.skipped.as_deref().unwrap_or("")
+                sc.protocol,
+                sc.connections,
+                sc.qps,
+                point.qps_got,
+                point.p50_ms,
+                point.p99_ms,
+                point.cpu_s_per_1k_req,
+                point.rss_mb,
+                point.errors,
+                point.skipped.as_deref().unwrap_or("")
             );
             points.push(point);
         }
@@ -165,17 +212,42 @@ pub async fn run(opts: &Opts, addrs: Addrs) -> anyhow::Result<Vec<Point>> {
     Ok(points)
 }
 
-async fn start(env: &Env, addrs: Addrs, route: &Route, opts: &Opts) -> anyhow::Result<(Option<Pinned>, Vec<Pinned>)> {
+async fn start(
+    env: &Env,
+    addrs: Addrs,
+    route: &Route,
+    opts: &Opts,
+) -> anyhow::Result<(Option<Pinned>, Vec<Pinned>)> {
     let template = |name: &str| {
-        std::fs::read_to_string(opts.peers_dir.join(name)).with_context(|| format!("read bench/peers/{name}"))
+        std::fs::read_to_string(opts.peers_dir.join(name))
+            .with_context(|| format!("read bench/peers/{name}"))
     };
     Ok(match route.name {
         "sluice" => {
             let (c, p) = targets::sluice(env, addrs).await?;
             (Some(c), p)
         }
-        "haproxy" => (None, targets::peer_pair(env, addrs, "haproxy", addrs.ip(4), addrs.ip(5), &template("haproxy.cfg")?).await?),
-        "nginx" => (None, targets::peer_pair(env, addrs, "nginx", addrs.ip(6), addrs.ip(7), &template("nginx.conf")?).await?),
+        "haproxy" | "nginx" | "haproxy-tls" | "nginx-tls" => {
+            let tls = route.name.ends_with("-tls");
+            let kind = route.name.trim_end_matches("-tls");
+            // Each pair has its own two addresses: .4/.5, .6/.7, .8/.9, .10/.11.
+            let first = match route.name {
+                "haproxy" => 4,
+                "nginx" => 6,
+                "haproxy-tls" => 8,
+                _ => 10,
+            };
+            let file = if kind == "haproxy" {
+                "haproxy.cfg"
+            } else {
+                "nginx.conf"
+            };
+            let pair = (addrs.ip(first), addrs.ip(first + 1));
+            (
+                None,
+                targets::peer_pair(env, addrs, kind, pair, &template(file)?, tls).await?,
+            )
+        }
         _ => (None, Vec::new()),
     })
 }
@@ -244,7 +316,11 @@ fn fortio_args(route: &Route, sc: Scenario, seconds: u32, json: &std::path::Path
 }
 
 /// One fortio invocation; `Err` carries fortio's output when it failed.
-async fn fortio_once(opts: &Opts, args: &[String], json: &std::path::Path) -> anyhow::Result<FortioRun> {
+async fn fortio_once(
+    opts: &Opts,
+    args: &[String],
+    json: &std::path::Path,
+) -> anyhow::Result<FortioRun> {
     let _ = std::fs::remove_file(json);
     let out = tokio::process::Command::new("taskset")
         .arg("-c")
@@ -263,7 +339,10 @@ async fn fortio_once(opts: &Opts, args: &[String], json: &std::path::Path) -> an
 }
 
 async fn measure(opts: &Opts, route: &Route, sc: Scenario, procs: &[Pinned]) -> Point {
-    let tag = format!("{}-{}-c{}-q{}", route.name, sc.protocol, sc.connections, sc.qps);
+    let tag = format!(
+        "{}-{}-c{}-q{}",
+        route.name, sc.protocol, sc.connections, sc.qps
+    );
     let json = opts.work_dir.join(format!("{tag}.json"));
     // Warm-up: opens the pools and lets the allocator settle, not measured.
     let warm = fortio_args(route, sc, 2, &json);
@@ -292,7 +371,10 @@ async fn measure(opts: &Opts, route: &Route, sc: Scenario, procs: &[Pinned]) -> 
         runs.push(run);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mem: Vec<procstat::Memory> = procs.iter().filter_map(|p| procstat::memory(p.pid)).collect();
+    let mem: Vec<procstat::Memory> = procs
+        .iter()
+        .filter_map(|p| procstat::memory(p.pid))
+        .collect();
     let col = |f: fn(&FortioRun) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
     let p99s = col(|r| r.p_ms[2]);
     let qps = col(|r| r.qps);

@@ -148,5 +148,9 @@ pub fn median(values: &[f64]) -> f64 {
 pub fn spread(values: &[f64]) -> (f64, f64) {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if min.is_finite() { (min, max) } else { (0.0, 0.0) }
+    if min.is_finite() {
+        (min, max)
+    } else {
+        (0.0, 0.0)
+    }
 }

@@ -56,8 +56,15 @@ pub struct Pinned {
 
 impl Pinned {
     /// Starts `taskset -c core bin args`, output to `log`.
-    pub fn spawn(label: &str, core: u32, bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
-        let file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    pub fn spawn(
+        label: &str,
+        core: u32,
+        bin: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let file =
+            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let child = Command::new("taskset")
             .arg("-c")
             .arg(core.to_string())
@@ -70,7 +77,11 @@ impl Pinned {
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
         let pid = child.id().context("child has no pid")?;
-        Ok(Self { label: label.into(), pid, child })
+        Ok(Self {
+            label: label.into(),
+            pid,
+            child,
+        })
     }
 
     /// Fails when the process has exited.
@@ -105,7 +116,12 @@ pub async fn wait_listening(addr: SocketAddr, procs: &mut [Pinned]) -> anyhow::R
 }
 
 /// The fortio echo server on the backend address.
-pub async fn fortio_server(fortio: &Path, addrs: Addrs, core: u32, dir: &Path) -> anyhow::Result<Pinned> {
+pub async fn fortio_server(
+    fortio: &Path,
+    addrs: Addrs,
+    core: u32,
+    dir: &Path,
+) -> anyhow::Result<Pinned> {
     let s = addrs.server();
     let args: Vec<String> = [
         "server",
@@ -122,7 +138,13 @@ pub async fn fortio_server(fortio: &Path, addrs: Addrs, core: u32, dir: &Path) -
     .iter()
     .map(|x| x.to_string())
     .collect();
-    let mut p = vec![Pinned::spawn("fortio server", core, fortio, &args, &dir.join("fortio-server.log"))?];
+    let mut p = vec![Pinned::spawn(
+        "fortio server",
+        core,
+        fortio,
+        &args,
+        &dir.join("fortio-server.log"),
+    )?];
     wait_listening(SocketAddr::new(s.into(), HTTP_PORT), &mut p).await?;
     wait_listening(SocketAddr::new(s.into(), GRPC_PORT), &mut p).await?;
     p.pop().context("fortio server")
@@ -222,14 +244,20 @@ pub async fn sluice(env: &Env, addrs: Addrs) -> anyhow::Result<(Pinned, Vec<Pinn
             for p in procs.iter_mut() {
                 p.check()?;
             }
-            let ready = sluice_conformance::client::http_get(SocketAddr::new(ip.into(), 15021), "/healthz/ready")
-                .await
-                .is_ok_and(|r| r.status == 200);
+            let ready = sluice_conformance::client::http_get(
+                SocketAddr::new(ip.into(), 15021),
+                "/healthz/ready",
+            )
+            .await
+            .is_ok_and(|r| r.status == 200);
             if ready {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("sidecar on {ip} not ready within 30 s; see {}", env.dir.display());
+                bail!(
+                    "sidecar on {ip} not ready within 30 s; see {}",
+                    env.dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -237,37 +265,118 @@ pub async fn sluice(env: &Env, addrs: Addrs) -> anyhow::Result<(Pinned, Vec<Pinn
     Ok((controller, procs))
 }
 
+/// A self-signed certificate for the TLS hop of the peer pairs: (cert, key, cert+key PEM).
+pub fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let (cert, key, pem) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("both.pem"),
+    );
+    if !pem.exists() {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+            ])
+            .args(["-subj", "/CN=fortio.bench.svc.cluster.local", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .context("run openssl")?;
+        if !out.status.success() {
+            bail!(
+                "openssl req failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let both = std::fs::read_to_string(&cert)? + &std::fs::read_to_string(&key)?;
+        std::fs::write(&pem, both)?;
+    }
+    Ok((cert, key, pem))
+}
+
 /// A peer pair (`haproxy` or `nginx`): client-side proxy on `client_ip`, server-side on
-/// `server_ip`, the latter forwarding to the fortio server.
+/// `server_ip`, the latter forwarding to the fortio server; `tls` puts TLS 1.3 on the hop
+/// between the two.
 pub async fn peer_pair(
     env: &Env,
     addrs: Addrs,
     kind: &str,
-    client_ip: Ipv4Addr,
-    server_ip: Ipv4Addr,
+    (client_ip, server_ip): (Ipv4Addr, Ipv4Addr),
     template: &str,
+    tls: bool,
 ) -> anyhow::Result<Vec<Pinned>> {
+    let (cert, key, pem) = self_signed(&env.dir)?;
     let mut procs = Vec::new();
+    let haproxy = kind == "haproxy";
     for (role, listen, upstream, h2_up) in [
         ("server", server_ip, addrs.server(), HTTP_PORT),
-        ("client", client_ip, server_ip, if kind == "haproxy" { H2_PORT } else { HTTP_PORT }),
+        (
+            "client",
+            client_ip,
+            server_ip,
+            if haproxy { H2_PORT } else { HTTP_PORT },
+        ),
     ] {
-        let run_dir = env.dir.join(format!("{kind}-{role}"));
+        let server_tls = tls && role == "server";
+        let client_tls = tls && role == "client";
+        let run_dir = env
+            .dir
+            .join(format!("{kind}{}-{role}", if tls { "-tls" } else { "" }));
         std::fs::create_dir_all(&run_dir)?;
         let text = template
             .replace("{{LISTEN_IP}}", &listen.to_string())
             .replace("{{UPSTREAM_IP}}", &upstream.to_string())
             .replace("{{H2_UPSTREAM_PORT}}", &h2_up.to_string())
-            .replace("{{RUN_DIR}}", &run_dir.display().to_string());
-        let cfg = run_dir.join(if kind == "haproxy" { "haproxy.cfg" } else { "nginx.conf" });
+            .replace("{{RUN_DIR}}", &run_dir.display().to_string())
+            .replace(
+                "{{BIND_TLS}}",
+                &if server_tls {
+                    format!("ssl crt {}", pem.display())
+                } else {
+                    String::new()
+                },
+            )
+            .replace(
+                "{{UP_TLS}}",
+                if client_tls { "ssl verify none" } else { "" },
+            )
+            .replace("{{LISTEN_TLS}}", if server_tls { "ssl" } else { "" })
+            .replace("{{UP_SCHEME}}", if client_tls { "https" } else { "http" })
+            .replace("{{GRPC_SCHEME}}", if client_tls { "grpcs" } else { "grpc" })
+            .replace("{{CERT}}", &cert.display().to_string())
+            .replace("{{KEY}}", &key.display().to_string());
+        let cfg = run_dir.join(if haproxy { "haproxy.cfg" } else { "nginx.conf" });
         std::fs::write(&cfg, text)?;
-        let (bin, args): (&str, Vec<String>) = if kind == "haproxy" {
-            ("haproxy", vec!["-db".into(), "-f".into(), cfg.display().to_string()])
+        let (bin, args): (&str, Vec<String>) = if haproxy {
+            (
+                "haproxy",
+                vec!["-db".into(), "-f".into(), cfg.display().to_string()],
+            )
         } else {
-            ("nginx", vec!["-c".into(), cfg.display().to_string(), "-e".into(), run_dir.join("error.log").display().to_string()])
+            let err = run_dir.join("error.log").display().to_string();
+            (
+                "nginx",
+                vec!["-c".into(), cfg.display().to_string(), "-e".into(), err],
+            )
         };
         let bin = which(bin)?;
-        procs.push(Pinned::spawn(&format!("{kind} {role}"), env.proxy_core, &bin, &args, &run_dir.join("stdout.log"))?);
+        let label = format!("{kind} {role}");
+        procs.push(Pinned::spawn(
+            &label,
+            env.proxy_core,
+            &bin,
+            &args,
+            &run_dir.join("stdout.log"),
+        )?);
         wait_listening(SocketAddr::new(listen.into(), HTTP_PORT), &mut procs).await?;
     }
     // Client first, server second, as for Sluice.

@@ -2,7 +2,8 @@ use super::*;
 
 #[test]
 fn parse_stat_cpu_name_with_spaces_sums_utime_and_stime() {
-    let line = "1234 (tokio (rt) w) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 3 0 100 0 0";
+    let line =
+        "1234 (tokio (rt) w) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 3 0 100 0 0";
     assert_eq!(parse_stat_cpu(line), Some(3.0));
 }
 
@@ -16,7 +17,10 @@ fn parse_status_memory_reads_rss_and_hwm_in_mb() {
     let text = "Name:\tx\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
     assert_eq!(
         parse_status_memory(text),
-        Some(Memory { rss_mb: 10.0, hwm_mb: 20.0 })
+        Some(Memory {
+            rss_mb: 10.0,
+            hwm_mb: 20.0
+        })
     );
 }
 

@@ -1,0 +1,106 @@
+//! Simulated proxies: each opens its own gRPC connection and config stream with its own node
+//! identity, ACKs every snapshot at once and records when each version arrived.
+use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
+use sluice_api::config::{Ack, Node, ProxyMessage, proxy_message::Kind};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// What one simulated proxy has received.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// (version, arrival, encoded bytes) of every snapshot, in order.
+    pub snapshots: Vec<(u64, Instant, usize)>,
+    /// Why the stream last ended, if it did.
+    pub ended: Option<String>,
+    /// How many times the stream ended or failed to open.
+    pub reconnects: usize,
+}
+
+impl Seen {
+    /// Latest version received (0 before the first snapshot).
+    pub fn latest(&self) -> u64 {
+        self.snapshots.last().map_or(0, |s| s.0)
+    }
+    /// First arrival of a version above `v`.
+    pub fn first_above(&self, v: u64) -> Option<(Instant, usize)> {
+        self.snapshots.iter().find(|s| s.0 > v).map(|s| (s.1, s.2))
+    }
+}
+
+/// Shared record of every simulated proxy.
+pub type Board = Arc<Vec<Mutex<Seen>>>;
+
+/// A fresh board for `n` proxies.
+pub fn board(n: usize) -> Board {
+    Arc::new((0..n).map(|_| Mutex::new(Seen::default())).collect())
+}
+
+fn lock(board: &Board, i: usize) -> Option<std::sync::MutexGuard<'_, Seen>> {
+    board
+        .get(i)
+        .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Runs proxy `i` until aborted: like a real sidecar it reconnects after a failed connect or a
+/// closed stream (200 ms apart), so a full accept backlog during a rollout only delays it.
+pub async fn proxy(i: usize, url: String, services: usize, board: Board) {
+    loop {
+        let why = match stream(i, url.clone(), services, &board).await {
+            Ok(()) => "stream closed by the controller".to_string(),
+            Err(e) => e.to_string(),
+        };
+        if let Some(mut s) = lock(&board, i) {
+            s.ended = Some(why);
+            s.reconnects += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn stream(
+    i: usize,
+    url: String,
+    services: usize,
+    board: &Board,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use prost::Message as _;
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
+    let mut client = ConfigDiscoveryClient::new(channel).max_decoding_message_size(512 << 20);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let svc = i % services.max(1);
+    let node = Node {
+        id: format!("sim-{i:05}.scale"),
+        workload: format!("sim-{i:05}"),
+        namespace: "scale".into(),
+        service_account: format!("svc-{svc:04}"),
+        labels: [("app".to_string(), format!("sim-{i:05}"))]
+            .into_iter()
+            .collect(),
+        ips: vec![format!("10.250.{}.{}", i / 250, i % 250 + 1)],
+        proxy_version: "sluice-bench".into(),
+        trust_domain: "cluster.local".into(),
+    };
+    tx.send(ProxyMessage {
+        kind: Some(Kind::Hello(node)),
+    })
+    .await?;
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    while let Some(snap) = inbound.message().await? {
+        let at = Instant::now();
+        let bytes = snap.encoded_len();
+        let version = snap.version.parse::<u64>().unwrap_or(0);
+        tx.send(ProxyMessage {
+            kind: Some(Kind::Ack(Ack {
+                version: snap.version,
+            })),
+        })
+        .await?;
+        if let Some(mut s) = lock(board, i) {
+            s.snapshots.push((version, at, bytes));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+use super::*;
+use sluice_conformance::mesh::store::parse_docs;
+
+#[test]
+fn percentile_nearest_rank() {
+    let v: Vec<f64> = (1..=100).map(f64::from).collect();
+    assert_eq!(percentile(&v, 50.0), 50.0);
+    assert_eq!(percentile(&v, 99.0), 99.0);
+    assert_eq!(percentile(&v, 100.0), 100.0);
+    assert_eq!(percentile(&[], 99.0), 0.0);
+}
+
+#[test]
+fn service_yaml_has_one_service_entry_and_its_workload_entries() {
+    let docs = parse_docs(&service_yaml(7, 10, None)).unwrap();
+    assert_eq!(docs.len(), 11);
+    assert_eq!(docs[0].0.kind, "ServiceEntry");
+    assert_eq!(docs[0].0.name, "svc-0007");
+    assert!(docs[1..].iter().all(|(k, _)| k.kind == "WorkloadEntry"));
+}
+
+#[test]
+fn service_yaml_moved_endpoint_changes_only_its_address() {
+    let base = service_yaml(3, 10, None);
+    let moved = service_yaml(3, 10, Some((4, 9)));
+    let diff: Vec<(&str, &str)> = base
+        .lines()
+        .zip(moved.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(diff.len(), 1, "{diff:?}");
+    assert!(diff[0].1.contains("address: \"10.9."), "{diff:?}");
+}
+
+#[test]
+fn vs_yaml_differs_per_generation() {
+    let (a, b) = (vs_yaml(1), vs_yaml(2));
+    assert_ne!(a, b);
+    assert_eq!(parse_docs(&a).unwrap()[0].0.kind, "VirtualService");
+}
