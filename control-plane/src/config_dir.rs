@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
+/// Longest wait for a quiet folder, in debounce periods.
+const MAX_DEBOUNCE_ROUNDS: u32 = 10;
+
 /// What identifies one version of a file without reading it.
 type Stamp = (SystemTime, u64);
 
@@ -54,9 +57,11 @@ impl ConfigDir {
                 continue;
             }
             let seen = Instant::now();
-            // Debounce: editors and `kubectl`-like writers touch several files in a row.
+            // Debounce: editors and `kubectl`-like writers touch several files
+            // in a row. Under constant churn the folder is never quiet, so a
+            // change waits at most MAX_DEBOUNCE_ROUNDS debounce periods.
             let mut settled = now;
-            loop {
+            for _ in 0..MAX_DEBOUNCE_ROUNDS {
                 tokio::time::sleep(self.debounce).await;
                 let again = stamps(&self.root);
                 if again == settled {
