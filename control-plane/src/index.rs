@@ -40,6 +40,8 @@ pub struct MeshIndex {
     pub catalog: ServiceCatalog,
     /// Mesh-wide settings in force.
     pub mesh: Arc<MeshConfig>,
+    /// Outbound translations of this revision, shared by proxies alike.
+    pub outbound_cache: crate::translate::OutboundCache,
     fingerprint: BTreeMap<ResourceKey, String>,
 }
 
@@ -74,6 +76,7 @@ impl MeshIndex {
             rejected,
             catalog,
             mesh,
+            outbound_cache: Default::default(),
             fingerprint,
         }
     }

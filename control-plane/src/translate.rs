@@ -4,6 +4,7 @@
 mod cluster;
 mod host;
 mod http;
+mod outbound;
 mod policy;
 mod rate_limit;
 mod security;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub use host::resolve_host;
+pub use outbound::OutboundCache;
 
 /// The identity a proxy announced in its hello.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,65 +229,24 @@ pub fn binds_to_mesh(gateways: &[String]) -> bool {
     gateways.is_empty() || gateways.iter().any(|g| g == "mesh")
 }
 
-/// Builds the complete configuration of one proxy.
+/// Builds the complete configuration of one proxy. The outbound part is
+/// shared by every proxy with the same namespace, labels and trust domain,
+/// so it is built once per revision for each such group.
 pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
     let view = View::new(index, proxy);
-    let mut clusters = cluster::Clusters::default();
-    let mut virtual_hosts = Vec::new();
-    let mut tcp_services = Vec::new();
-    for service in &view.services {
-        let vs = host::virtual_service_for(&view, service);
-        for port in &service.ports {
-            let domains = host::domains(service, port.number, &proxy.namespace);
-            if port.protocol.is_http() {
-                let routes = match vs {
-                    Some(vs) => http::routes(&view, vs, service, port, &mut clusters),
-                    None => vec![http::default_route(&view, service, port, &mut clusters)],
-                };
-                virtual_hosts.push(pb::VirtualHost {
-                    name: format!("{}:{}", service.fqdn, port.number),
-                    port: port.number,
-                    domains,
-                    routes,
-                    service: service.fqdn.clone(),
-                    protocol: protocol(port.protocol) as i32,
-                });
-            } else {
-                let routes = match vs {
-                    Some(vs) => http::tcp_routes(&view, vs, service, port, &mut clusters),
-                    None => Vec::new(),
-                };
-                let routes = if routes.is_empty() {
-                    vec![pb::TcpRoute {
-                        virtual_service: String::new(),
-                        rule_index: 0,
-                        forward: Some(pb::WeightedClusters {
-                            clusters: vec![pb::WeightedCluster {
-                                cluster: clusters.get(&view, service, port, None),
-                                weight: 100,
-                                ..Default::default()
-                            }],
-                        }),
-                    }]
-                } else {
-                    routes
-                };
-                tcp_services.push(pb::TcpService {
-                    name: format!("{}:{}", service.fqdn, port.number),
-                    port: port.number,
-                    addresses: service.addresses.clone(),
-                    routes,
-                    service: service.fqdn.clone(),
-                    domains,
-                });
-            }
-        }
-    }
+    let shared = index.outbound_cache.get_or_build(
+        (
+            proxy.namespace.clone(),
+            proxy.labels.clone(),
+            proxy.trust_domain.clone(),
+        ),
+        || outbound::build(&view),
+    );
     let (app, version) = canonical(&proxy.labels, &proxy.workload);
     pb::ProxyConfig {
-        virtual_hosts,
-        clusters: clusters.into_vec(),
-        tcp_services,
+        virtual_hosts: shared.virtual_hosts.clone(),
+        clusters: shared.clusters.clone(),
+        tcp_services: shared.tcp_services.clone(),
         inbound: Some(inbound(&view)),
         self_: Some(pb::WorkloadMeta {
             workload: proxy.workload.clone(),

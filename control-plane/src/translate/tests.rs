@@ -491,3 +491,23 @@ spec:
         r.retry_on
     );
 }
+
+#[test]
+fn translate_outbound_built_once_per_group_of_alike_proxies() {
+    let idx = index("");
+    let a = translate(&idx, &proxy("default", &[("app", "ratings")]));
+    let mut twin = proxy("default", &[("app", "ratings")]);
+    twin.id = "twin".into();
+    twin.ips = vec!["127.0.9.1".parse().expect("ip")];
+    let b = translate(&idx, &twin);
+    assert_eq!(a.virtual_hosts, b.virtual_hosts);
+    assert_eq!(a.clusters, b.clusters);
+    assert_ne!(a.inbound, b.inbound, "inbound stays per proxy");
+    assert_eq!(idx.outbound_cache.len(), 1);
+    let other = translate(&idx, &proxy("other", &[("app", "ratings")]));
+    assert_eq!(idx.outbound_cache.len(), 2);
+    assert_ne!(
+        a.virtual_hosts, other.virtual_hosts,
+        "short names differ by namespace"
+    );
+}
