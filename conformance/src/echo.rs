@@ -41,6 +41,8 @@ pub struct Behaviour {
     status: AtomicU32,
     /// Delay before answering, in milliseconds.
     delay_ms: AtomicU64,
+    /// gRPC status (plus one) to answer every gRPC request with; 0 = normal.
+    grpc_status: AtomicU32,
 }
 
 impl Behaviour {
@@ -57,6 +59,18 @@ impl Behaviour {
             0 => None,
             s => u16::try_from(s).ok(),
         }
+    }
+
+    /// Sets the gRPC status every gRPC request is answered with (`None` = normal answers).
+    pub fn set_grpc_status(&self, code: Option<u32>) {
+        // Stored plus one so that 0 can mean "normal" while OK (0) stays expressible.
+        let stored = code.map_or(0, |c| c.saturating_add(1));
+        self.grpc_status.store(stored, Ordering::Relaxed);
+    }
+
+    /// The forced gRPC status, if any.
+    pub fn grpc_status(&self) -> Option<u32> {
+        self.grpc_status.load(Ordering::Relaxed).checked_sub(1)
     }
 
     /// The delay before answering.

@@ -41,6 +41,30 @@ pub fn check(expect: &Expect, outcomes: &[Outcome]) -> Result<(), String> {
             }
         }
     }
+    for (status, headers) in &expect.status_headers {
+        let with_status: Vec<(usize, &Outcome)> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.status.is_some_and(|s| s.to_string() == *status))
+            .collect();
+        if with_status.is_empty() {
+            return Err(format!(
+                "no response with status {status}, expected some carrying {headers:?} (n={n})"
+            ));
+        }
+        for (name, value) in headers {
+            for (i, o) in &with_status {
+                let found = o.headers.get(name.as_str()).and_then(|v| v.to_str().ok());
+                if found != Some(value.as_str()) {
+                    return Err(format!(
+                        "response {i} (status {status}): header {name} is {}, expected {value:?}{}",
+                        found.map_or_else(|| "missing".to_string(), |f| format!("{f:?}")),
+                        describe(o)
+                    ));
+                }
+            }
+        }
+    }
     if let Some(want) = expect.instances {
         let distinct: BTreeSet<String> = outcomes.iter().filter_map(Outcome::instance).collect();
         if distinct.len() != want {

@@ -499,10 +499,23 @@ impl LocalMesh {
         status: Option<u16>,
         delay_ms: u64,
     ) -> Result<(), MeshError> {
+        self.behave_with(n, status, None, delay_ms).await
+    }
+
+    /// Like [`LocalMesh::behave`], also forcing the gRPC status of gRPC answers.
+    pub async fn behave_with(
+        &self,
+        n: usize,
+        status: Option<u16>,
+        grpc_status: Option<u32>,
+        delay_ms: u64,
+    ) -> Result<(), MeshError> {
         let Some(i) = self.instances.get(n) else {
             return Ok(());
         };
-        let body = serde_json::json!({"status": status, "delayMs": delay_ms}).to_string();
+        let body =
+            serde_json::json!({"status": status, "grpcStatus": grpc_status, "delayMs": delay_ms})
+                .to_string();
         let err = |why: String| MeshError::Behave {
             instance: i.id(),
             why,

@@ -275,6 +275,10 @@ pub struct Expect {
     /// Headers every response must carry with these values.
     #[serde(default, deserialize_with = "string_map")]
     pub headers: BTreeMap<String, String>,
+    /// Headers every response with the given status must carry; at least one such response must
+    /// arrive (for mixed outcomes, e.g. only the 503s of an overflow carry `x-envoy-overloaded`).
+    #[serde(default, deserialize_with = "status_string_maps")]
+    pub status_headers: BTreeMap<String, BTreeMap<String, String>>,
     /// How many distinct echo instances answered.
     #[serde(default)]
     pub instances: Option<usize>,
@@ -310,6 +314,9 @@ pub struct Behave {
     /// Delay before answering.
     #[serde(default)]
     pub delay_ms: u64,
+    /// gRPC status to answer gRPC requests with (trailers-only); absent = normal again.
+    #[serde(default)]
+    pub grpc_status: Option<u32>,
 }
 
 /// Selects echo instances (for `kill` and `start`).
@@ -432,6 +439,20 @@ fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
         .map(|(k, v)| match (scalar_text(k), scalar_text(v)) {
             (Some(k), Some(v)) => Ok((k, v)),
             _ => Err(serde::de::Error::custom("keys and values must be scalars")),
+        })
+        .collect()
+}
+
+fn status_string_maps<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, D::Error> {
+    let raw = serde_yaml::Mapping::deserialize(d)?;
+    raw.iter()
+        .map(|(k, v)| {
+            let key = scalar_text(k)
+                .ok_or_else(|| serde::de::Error::custom("keys must be status codes"))?;
+            let headers = string_map(v.clone()).map_err(serde::de::Error::custom)?;
+            Ok((key, headers))
         })
         .collect()
 }

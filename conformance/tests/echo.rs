@@ -186,3 +186,33 @@ async fn client_host_header_overrides_url_authority() {
         assert!(body["headers"].get("x-test").is_some());
     }
 }
+
+#[tokio::test]
+async fn echo_behave_grpc_status_answers_trailers_only_then_resets() {
+    let (_child, app, control) = start_echo("grpc").await;
+    let mut c = call(
+        Via::Inbound(app),
+        "http://reviews:50051/helloworld.Greeter/SayHello",
+    );
+    c.h2 = true;
+    c.method = "POST".into();
+    c.headers
+        .push(("content-type".into(), "application/grpc".into()));
+    c.body = Bytes::from_static(&[0, 0, 0, 0, 0]);
+    let r = client::http_post_json(control, "/behave", r#"{"grpcStatus": 14}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let o = client::send(&c).await;
+    assert_eq!(o.status, Some(200));
+    assert_eq!(o.headers["grpc-status"], "14");
+    assert_eq!(o.version(), Some("v2"));
+    assert!(o.body.is_empty());
+    client::http_post_json(control, "/behave", r#"{"grpcStatus": null}"#.into())
+        .await
+        .unwrap();
+    let o = client::send(&c).await;
+    assert_eq!(o.status, Some(200));
+    assert!(o.headers.get("grpc-status").is_none());
+    assert_eq!(&o.body[..], &[0, 0, 0, 0, 0]);
+}

@@ -21,6 +21,9 @@ pub struct BehaveRequest {
     /// Delay before answering.
     #[serde(default)]
     pub delay_ms: u64,
+    /// gRPC status to answer gRPC requests with (trailers-only); `null` = normal answers.
+    #[serde(default)]
+    pub grpc_status: Option<u32>,
 }
 
 /// Serves the control API forever.
@@ -56,6 +59,7 @@ async fn handle(req: http::Request<hyper::body::Incoming>, echo: &Echo) -> Respo
         let b = BehaveRequest {
             status: echo.behaviour.status(),
             delay_ms: u64::try_from(echo.behaviour.delay().as_millis()).unwrap_or(u64::MAX),
+            grpc_status: echo.behaviour.grpc_status(),
         };
         serde_json::to_string(&b).unwrap_or_default()
     };
@@ -69,6 +73,7 @@ async fn handle(req: http::Request<hyper::body::Incoming>, echo: &Echo) -> Respo
             match serde_json::from_slice::<BehaveRequest>(&body) {
                 Ok(b) => {
                     echo.behaviour.set(b.status, b.delay_ms);
+                    echo.behaviour.set_grpc_status(b.grpc_status);
                     reply(StatusCode::OK, current(echo))
                 }
                 Err(e) => reply(StatusCode::BAD_REQUEST, e.to_string()),

@@ -165,7 +165,10 @@ async fn answer(req: http::Request<Incoming>, echo: &Echo, peer: SocketAddr) -> 
         tokio::time::sleep(delay).await;
     }
     let mut resp = if is_grpc(&seen.headers) {
-        grpc(&seen)
+        match echo.behaviour.grpc_status() {
+            Some(code) => grpc_error(code),
+            None => grpc(&seen),
+        }
     } else {
         route(&seen, echo).await
     };
@@ -252,6 +255,18 @@ fn grpc(seen: &Seen) -> Response<Body> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
+    r
+}
+
+/// A trailers-only gRPC answer carrying `code` (what servers send for an error with no message).
+fn grpc_error(code: u32) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()).boxed());
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code));
     r
 }
 

@@ -27,3 +27,15 @@ fn behaviour_set_and_reset() {
     b.set(None, 0);
     assert_eq!(b.status(), None);
 }
+
+#[test]
+fn behaviour_grpc_status_keeps_ok_distinct_from_normal() {
+    let b = Behaviour::default();
+    assert_eq!(b.grpc_status(), None);
+    b.set_grpc_status(Some(14));
+    assert_eq!(b.grpc_status(), Some(14));
+    b.set_grpc_status(Some(0));
+    assert_eq!(b.grpc_status(), Some(0));
+    b.set_grpc_status(None);
+    assert_eq!(b.grpc_status(), None);
+}

@@ -71,3 +71,23 @@ fn check_instances_headers_body_latency() {
     assert!(check(&expect("{maxLatencyMs: 10, minLatencyMs: 1}"), &o).is_ok());
     assert!(check(&expect("{minLatencyMs: 100}"), &o).is_err());
 }
+
+#[test]
+fn check_status_headers_only_responses_with_that_status() {
+    let mut o = split(3, 0);
+    let mut overflow = outcome(Some(503), None, "", 1);
+    overflow
+        .headers
+        .insert("x-envoy-overloaded", "true".parse().unwrap());
+    o.push(overflow);
+    let e = expect("{statusHeaders: {503: {x-envoy-overloaded: 'true'}}}");
+    assert!(check(&e, &o).is_ok());
+    o.push(outcome(Some(503), None, "", 1));
+    let err = check(&e, &o).unwrap_err();
+    assert!(
+        err.starts_with("response 4 (status 503): header x-envoy-overloaded is missing"),
+        "{err}"
+    );
+    let err = check(&e, &split(3, 0)).unwrap_err();
+    assert!(err.starts_with("no response with status 503"), "{err}");
+}

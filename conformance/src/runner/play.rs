@@ -56,7 +56,7 @@ async fn play_step(
                 b.instances.as_deref(),
             )?;
             for n in selected {
-                mesh.behave(n, b.status, b.delay_ms)
+                mesh.behave_with(n, b.status, b.grpc_status, b.delay_ms)
                     .await
                     .map_err(|e| e.to_string())?;
             }

@@ -100,3 +100,30 @@ fn parse_no_workloads_is_rejected() {
     .to_string();
     assert!(err.contains("no workloads"), "{err}");
 }
+
+#[test]
+fn parse_status_headers_and_grpc_behave() {
+    let text = GOOD
+        .replace(
+            "      tolerance: 0.1",
+            "      tolerance: 0.1\n      statusHeaders: {503: {x-envoy-overloaded: \"true\"}}",
+        )
+        .replace("status: 503}", "grpcStatus: 14}");
+    let s = parse(&text, Path::new("x.yaml")).unwrap();
+    let steps = s.resolved_steps().unwrap();
+    let Step::Request(call) = &steps[0] else {
+        panic!("not a request: {:?}", steps[0]);
+    };
+    assert_eq!(call.1.status_headers["503"]["x-envoy-overloaded"], "true");
+    assert!(matches!(
+        steps[1],
+        Step::Behave(Behave {
+            status: None,
+            grpc_status: Some(14),
+            ..
+        })
+    ));
+    let bad = text.replace("statusHeaders: {503: {", "statusHeaders: {503: [{");
+    let bad = bad.replace("\"true\"}}", "\"true\"}]}");
+    assert!(parse(&bad, Path::new("b.yaml")).is_err());
+}

@@ -57,11 +57,12 @@ fn retry_budget(view: &View<'_>, vs: &VirtualService) -> pb::RetryBudget {
     }
 }
 
-/// What Istio retries when a route names no `retryOn`: its default policy
-/// (pilot's `retry.DefaultPolicy`) lists `retriable-status-codes` with 503 as
-/// the retriable code, so a 503 answer is retried.
+/// What Istio retries when a route names no `retryOn`. Since Istio 1.24
+/// (`EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY`, on by default) 503 is no longer
+/// a retriable status: retrying it is unsafe for requests that are not
+/// idempotent.
 const DEFAULT_RETRY_ON: &str =
-    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,503";
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
 /// Istio's retry policy for routes that set none: 2 retries on
 /// [`DEFAULT_RETRY_ON`], preferring hosts not tried yet.

@@ -457,7 +457,7 @@ spec:
 }
 
 #[test]
-fn translate_default_retry_policy_retries_503_like_istio() {
+fn translate_default_retry_policy_leaves_503_alone_like_istio_1_24() {
     let config = translate(&index(""), &proxy("default", &[]));
     let r = reviews_host(&config).routes[0]
         .retries
@@ -467,7 +467,7 @@ fn translate_default_retry_policy_retries_503_like_istio() {
     assert_eq!(r.attempts, 2);
     assert_eq!(
         r.retry_on,
-        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,503"
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
     );
     let vs = r#"
 apiVersion: networking.istio.io/v1
@@ -486,7 +486,7 @@ spec:
         .expect("retries");
     assert_eq!((r.attempts, r.is_default), (4, false));
     assert!(
-        r.retry_on.ends_with("retriable-status-codes,503"),
+        r.retry_on.ends_with("retriable-status-codes"),
         "{}",
         r.retry_on
     );
