@@ -42,6 +42,10 @@ pub struct MeshIndex {
     pub mesh: Arc<MeshConfig>,
     /// Outbound translations of this revision, shared by proxies alike.
     pub outbound_cache: crate::translate::OutboundCache,
+    /// Label keys that some object selects proxies by (VirtualService
+    /// `sourceLabels`, DestinationRule `workloadSelector`): the only labels
+    /// that can change a proxy's outbound config.
+    pub selecting_label_keys: BTreeSet<String>,
     fingerprint: BTreeMap<ResourceKey, String>,
 }
 
@@ -69,6 +73,7 @@ impl MeshIndex {
             .map(|(k, r)| (k.clone(), fingerprint(r)))
             .collect();
         let catalog = ServiceCatalog::build(resources.values().map(|r| r.as_ref()));
+        let selecting_label_keys = selecting_label_keys(resources.values().map(|r| r.as_ref()));
         Self {
             revision,
             changed_at,
@@ -77,6 +82,7 @@ impl MeshIndex {
             catalog,
             mesh,
             outbound_cache: Default::default(),
+            selecting_label_keys,
             fingerprint,
         }
     }
@@ -109,6 +115,31 @@ impl MeshIndex {
             .filter(move |(k, _)| k.kind == kind)
             .map(|(_, r)| r.as_ref())
     }
+}
+
+/// Every label key that a VirtualService match or a DestinationRule
+/// selector of `resources` looks at.
+fn selecting_label_keys<'a>(resources: impl Iterator<Item = &'a Resource>) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for r in resources {
+        match r {
+            Resource::VirtualService(vs) => {
+                let http = vs.spec.http.iter().flat_map(|h| &h.match_);
+                keys.extend(http.flat_map(|m| m.source_labels.keys().cloned()));
+                let tcp = vs.spec.tcp.iter().flat_map(|t| &t.match_);
+                keys.extend(tcp.flat_map(|m| m.source_labels.keys().cloned()));
+                let tls = vs.spec.tls.iter().flat_map(|t| &t.match_);
+                keys.extend(tls.flat_map(|m| m.source_labels.keys().cloned()));
+            }
+            Resource::DestinationRule(dr) => {
+                if let Some(sel) = &dr.spec.workload_selector {
+                    keys.extend(sel.match_labels.keys().cloned());
+                }
+            }
+            _ => {}
+        }
+    }
+    keys
 }
 
 fn fingerprint(resource: &Resource) -> String {

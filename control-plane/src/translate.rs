@@ -230,14 +230,20 @@ pub fn binds_to_mesh(gateways: &[String]) -> bool {
 }
 
 /// Builds the complete configuration of one proxy. The outbound part is
-/// shared by every proxy with the same namespace, labels and trust domain,
-/// so it is built once per revision for each such group.
+/// shared by every proxy with the same namespace, trust domain and values of
+/// the labels some object selects by, so it is built once per revision for
+/// each such group.
 pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
     let view = View::new(index, proxy);
     let shared = index.outbound_cache.get_or_build(
         (
             proxy.namespace.clone(),
-            proxy.labels.clone(),
+            proxy
+                .labels
+                .iter()
+                .filter(|(k, _)| index.selecting_label_keys.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             proxy.trust_domain.clone(),
         ),
         || outbound::build(&view),

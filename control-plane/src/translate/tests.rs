@@ -511,3 +511,29 @@ fn translate_outbound_built_once_per_group_of_alike_proxies() {
         "short names differ by namespace"
     );
 }
+
+#[test]
+fn translate_outbound_groups_only_by_labels_objects_select_on() {
+    let idx = index("");
+    translate(&idx, &proxy("default", &[("app", "a")]));
+    translate(&idx, &proxy("default", &[("app", "b")]));
+    assert_eq!(idx.outbound_cache.len(), 1, "nothing selects by app");
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {app: a}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    let idx = index(vs);
+    let a = translate(&idx, &proxy("default", &[("app", "a"), ("pod", "1")]));
+    let a2 = translate(&idx, &proxy("default", &[("app", "a"), ("pod", "2")]));
+    let b = translate(&idx, &proxy("default", &[("app", "b")]));
+    assert_eq!(idx.outbound_cache.len(), 2);
+    assert_eq!(a.virtual_hosts, a2.virtual_hosts);
+    assert_ne!(a.virtual_hosts, b.virtual_hosts);
+}
