@@ -103,3 +103,27 @@ spec:
     );
     assert!(lines.is_empty(), "{lines:?}");
 }
+
+#[test]
+fn retry_budget_annotations_bad_values_name_the_annotation() {
+    let lines = problems(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: r
+  annotations: {retry.sluice.io/budget-percent: "150", retry.sluice.io/budget-min-retries-per-second: "lots"}
+spec:
+  hosts: [r]
+  http:
+  - route: [{destination: {host: r}}]
+"#,
+    );
+    assert_eq!(
+        lines,
+        [
+            "VirtualService default/r: metadata.annotations[retry.sluice.io/budget-percent]: `150` must be a number from 0 to 100",
+            "VirtualService default/r: metadata.annotations[retry.sluice.io/budget-min-retries-per-second]: `lots` must be a whole number of retries per second",
+        ]
+    );
+}
