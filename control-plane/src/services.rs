@@ -120,6 +120,8 @@ pub struct Service {
     pub export_to: Vec<String>,
     /// Whether the host is a wildcard (`*.example.com`).
     pub wildcard: bool,
+    /// ServiceEntry `subjectAltNames`: identities its servers present.
+    pub subject_alt_names: Vec<String>,
 }
 
 impl Service {
@@ -197,6 +199,7 @@ impl ServiceCatalog {
                     ports: ports.clone(),
                     endpoints: endpoints.clone(),
                     export_to: se.spec.export_to.clone(),
+                    subject_alt_names: se.spec.subject_alt_names.clone(),
                 });
             }
         }

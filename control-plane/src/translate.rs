@@ -304,6 +304,7 @@ fn inbound(view: &View<'_>) -> pb::Inbound {
     pb::Inbound {
         ports,
         rate_limits: rate_limit::inbound_rate_limits(view),
+        security: Some(security::inbound_security(view)),
     }
 }
 

@@ -57,6 +57,20 @@ pub struct Flags {
     /// Upstream connect timeout in milliseconds.
     #[arg(long, env = "SLUICE_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
+    /// Certificate service (the controller's TLS port), e.g. `https://127.0.0.1:15012`.
+    /// Unset: the proxy runs without a workload certificate (no mTLS).
+    #[arg(long, env = "SLUICE_CA_ADDRESS")]
+    pub ca_address: Option<String>,
+    /// PEM root(s) that sign the controller's serving certificate.
+    #[arg(long, env = "SLUICE_CA_ROOT")]
+    pub ca_root: Option<std::path::PathBuf>,
+    /// File holding the token that proves the workload's identity to the CA
+    /// (a bootstrap token in local mode, a ServiceAccount token in Kubernetes).
+    #[arg(long, env = "SLUICE_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Requested workload certificate lifetime in seconds (0 = the CA's default).
+    #[arg(long, env = "SLUICE_CERT_TTL_S", default_value_t = 0)]
+    pub cert_ttl_s: u64,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -98,6 +112,18 @@ pub struct Settings {
     pub health: SocketAddr,
     pub stats: SocketAddr,
     pub connect_timeout: Duration,
+    /// Where the workload certificate comes from; `None` = no mTLS.
+    pub ca: Option<CaSettings>,
+}
+
+/// How to reach the certificate service.
+#[derive(Clone, Debug)]
+pub struct CaSettings {
+    pub address: String,
+    pub root: Option<std::path::PathBuf>,
+    pub token_file: Option<std::path::PathBuf>,
+    /// Requested lifetime; zero = the CA's default.
+    pub ttl: Duration,
 }
 
 impl From<Flags> for Settings {
@@ -116,6 +142,12 @@ impl From<Flags> for Settings {
             health: SocketAddr::new(f.ip, f.health_port),
             stats: SocketAddr::new(f.ip, f.stats_port),
             connect_timeout: Duration::from_millis(f.connect_timeout_ms),
+            ca: f.ca_address.map(|address| CaSettings {
+                address,
+                root: f.ca_root,
+                token_file: f.token_file,
+                ttl: Duration::from_secs(f.cert_ttl_s),
+            }),
             identity: Identity {
                 id: f.id,
                 workload: f.workload,

@@ -3,12 +3,14 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod authz;
 mod balance;
 mod body;
 mod circuit;
 mod config;
 mod detect;
 mod http_util;
+mod identity;
 mod inbound;
 mod listener;
 mod matching;
@@ -64,9 +66,11 @@ async fn main() -> anyhow::Result<()> {
     let (config_tx, config_rx) = watch::channel(None);
     let (quit_tx, quit_rx) = watch::channel(false);
     let quit_tx = Arc::new(quit_tx);
+    let (credentials_tx, credentials_rx) = watch::channel(None);
     let shared = Arc::new(Shared::new(
         settings.clone(),
         config_rx,
+        credentials_rx,
         Arc::clone(&metrics),
         quit_rx.clone(),
     ));
@@ -79,6 +83,12 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(id = %settings.identity.id, outbound = %settings.outbound, inbound = %settings.inbound, "sluice-proxy listening");
 
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(identity::run(
+        settings.clone(),
+        credentials_tx,
+        Arc::clone(&metrics),
+        quit_rx.clone(),
+    ));
     tasks.spawn(xds::run(
         settings.clone(),
         config_tx,

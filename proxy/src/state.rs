@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::identity::CredentialsRx;
 use crate::metrics::Metrics;
 use crate::model::{Running, Text, WorkloadMeta};
 use crate::upstream::Pools;
@@ -18,6 +19,8 @@ pub type ConfigRx = watch::Receiver<Option<Arc<Running>>>;
 pub struct Shared {
     pub settings: Settings,
     pub config: ConfigRx,
+    /// This workload's certificate and the mesh trust bundle, when it has one.
+    pub credentials: CredentialsRx,
     pub metrics: Arc<Metrics>,
     /// Connections to other workloads (peer sidecars and external services).
     pub pools: Pools,
@@ -33,6 +36,7 @@ impl Shared {
     pub fn new(
         settings: Settings,
         config: ConfigRx,
+        credentials: CredentialsRx,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -66,6 +70,7 @@ impl Shared {
             app_pools: Pools::new(settings.connect_timeout, source),
             settings,
             config,
+            credentials,
             metrics,
             flag_meta,
             shutdown,

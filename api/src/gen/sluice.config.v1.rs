@@ -466,6 +466,91 @@ pub struct Cluster {
     /// DestinationRule outlierDetection in force; unset = no ejection.
     #[prost(message, optional, tag = "12")]
     pub outlier_detection: ::core::option::Option<OutlierDetection>,
+    /// How connections to the endpoints are secured (DestinationRule trafficPolicy.tls
+    /// in force, subset and port level merged). Unset = AUTO.
+    #[prost(message, optional, tag = "13")]
+    pub tls: ::core::option::Option<UpstreamTls>,
+}
+/// Client-side TLS towards a cluster's endpoints.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UpstreamTls {
+    #[prost(enumeration = "upstream_tls::Mode", tag = "1")]
+    pub mode: i32,
+    /// Identities the server may present. AUTO / ISTIO_MUTUAL: SPIFFE principals
+    /// without "spiffe://" ("cluster.local/ns/default/sa/reviews"), the service
+    /// accounts the controller knows the service runs as, or DestinationRule
+    /// subjectAltNames when set. SIMPLE / MUTUAL: DNS or URI SANs. Empty with
+    /// ISTIO_MUTUAL: any identity the mesh trust bundle vouches for.
+    #[prost(string, repeated, tag = "2")]
+    pub subject_alt_names: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// SNI sent in the ClientHello; "" = the service host (SIMPLE / MUTUAL) or none.
+    #[prost(string, tag = "3")]
+    pub sni: ::prost::alloc::string::String,
+    /// SIMPLE / MUTUAL: PEM files on the proxy's file system. An empty CA file
+    /// means the system roots are not available here, so verification fails
+    /// unless insecure_skip_verify is set.
+    #[prost(string, tag = "4")]
+    pub ca_certificates: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub client_certificate: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub private_key: ::prost::alloc::string::String,
+    #[prost(bool, tag = "7")]
+    pub insecure_skip_verify: bool,
+}
+/// Nested message and enum types in `UpstreamTls`.
+pub mod upstream_tls {
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Mode {
+        /// Istio's auto mTLS: ISTIO_MUTUAL to endpoints with a sidecar (when the
+        /// proxy holds a workload certificate), plaintext to the others.
+        Auto = 0,
+        /// Plaintext, even to endpoints with a sidecar.
+        Disable = 1,
+        /// Mutual TLS with the proxy's workload certificate to every endpoint.
+        IstioMutual = 2,
+        /// TLS origination with server verification (destinations outside the mesh).
+        Simple = 3,
+        /// TLS origination with a client certificate from files.
+        Mutual = 4,
+    }
+    impl Mode {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Auto => "AUTO",
+                Self::Disable => "DISABLE",
+                Self::IstioMutual => "ISTIO_MUTUAL",
+                Self::Simple => "SIMPLE",
+                Self::Mutual => "MUTUAL",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "AUTO" => Some(Self::Auto),
+                "DISABLE" => Some(Self::Disable),
+                "ISTIO_MUTUAL" => Some(Self::IstioMutual),
+                "SIMPLE" => Some(Self::Simple),
+                "MUTUAL" => Some(Self::Mutual),
+                _ => None,
+            }
+        }
+    }
 }
 /// Connection limits. Every 0 means "Istio's default" as noted per field.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -732,6 +817,10 @@ pub struct Inbound {
     /// a request is refused (429, flag RL) by the first limit whose bucket is empty.
     #[prost(message, repeated, tag = "2")]
     pub rate_limits: ::prost::alloc::vec::Vec<RateLimit>,
+    /// PeerAuthentication mode and AuthorizationPolicies in force for this
+    /// workload. Unset = PERMISSIVE on every port and no policies.
+    #[prost(message, optional, tag = "3")]
+    pub security: ::core::option::Option<InboundSecurity>,
 }
 /// A token bucket (Envoy local_ratelimit / Sluice RateLimitPolicy).
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -147,6 +147,14 @@ fn build(
         |p| p.outlier_detection.as_ref(),
     )
     .map(|od| policy::outlier_detection(&od));
+    let tls = policy::pick(
+        top,
+        sub,
+        port.number,
+        |p| p.tls.as_ref(),
+        |p| p.tls.as_ref(),
+    );
+    let tls = upstream_tls(tls.as_ref(), service, &view.proxy.trust_domain);
     pb::Cluster {
         name,
         service: service.fqdn.clone(),
@@ -160,6 +168,62 @@ fn build(
         service_name: service.short_name.clone(),
         connection_pool,
         outlier_detection,
+        tls: Some(tls),
+    }
+}
+
+/// DestinationRule `tls` in force → the client TLS of a cluster. Without a
+/// `tls` (or `mode` unset) Istio's auto mTLS applies. The identities a mesh
+/// server may present are the service accounts its endpoints run as (or the
+/// ServiceEntry's `subjectAltNames`), unless the rule lists its own.
+fn upstream_tls(
+    tls: Option<&crate::crd::ClientTlsSettings>,
+    service: &crate::services::Service,
+    trust_domain: &str,
+) -> pb::UpstreamTls {
+    use pb::upstream_tls::Mode;
+    let mode = match tls.and_then(|t| t.mode.as_deref()) {
+        Some("DISABLE") => Mode::Disable,
+        Some("ISTIO_MUTUAL") => Mode::IstioMutual,
+        Some("SIMPLE") => Mode::Simple,
+        Some("MUTUAL") => Mode::Mutual,
+        _ => Mode::Auto,
+    };
+    let listed = tls.map(|t| t.subject_alt_names.clone()).unwrap_or_default();
+    let subject_alt_names = if !listed.is_empty() {
+        listed
+            .iter()
+            .map(|s| s.trim_start_matches("spiffe://").to_owned())
+            .collect()
+    } else if matches!(mode, Mode::Auto | Mode::IstioMutual) {
+        let mut names: Vec<String> = if service.subject_alt_names.is_empty() {
+            service
+                .endpoints
+                .iter()
+                .map(|e| format!("{trust_domain}/ns/{}/sa/{}", e.namespace, e.service_account))
+                .collect()
+        } else {
+            service
+                .subject_alt_names
+                .iter()
+                .map(|s| s.trim_start_matches("spiffe://").to_owned())
+                .collect()
+        };
+        names.sort();
+        names.dedup();
+        names
+    } else {
+        service.subject_alt_names.clone()
+    };
+    let file = |f: Option<&String>| f.cloned().unwrap_or_default();
+    pb::UpstreamTls {
+        mode: mode as i32,
+        subject_alt_names,
+        sni: file(tls.and_then(|t| t.sni.as_ref())),
+        ca_certificates: file(tls.and_then(|t| t.ca_certificates.as_ref())),
+        client_certificate: file(tls.and_then(|t| t.client_certificate.as_ref())),
+        private_key: file(tls.and_then(|t| t.private_key.as_ref())),
+        insecure_skip_verify: tls.and_then(|t| t.insecure_skip_verify).unwrap_or(false),
     }
 }
 

@@ -1,7 +1,5 @@
 //! PeerAuthentication and AuthorizationPolicy → a workload's inbound
 //! security, with Istio's scoping and precedence resolved here.
-// Sent to proxies once they enforce it (the mTLS work); tested here already.
-#![allow(dead_code)]
 
 use super::{View, namespace_of};
 use crate::crd::authorization_policy::{Condition, Operation, Rule, Source};

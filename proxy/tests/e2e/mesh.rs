@@ -115,6 +115,7 @@ fn server_config() -> pb::ProxyConfig {
                 inbound_port(3306, pb::Protocol::Tcp, "mysql"),
             ],
             rate_limits: vec![],
+            security: None,
         }),
         self_: Some(pb::WorkloadMeta {
             workload: "reviews-v1".to_owned(),

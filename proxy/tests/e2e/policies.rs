@@ -415,6 +415,7 @@ fn inbound_config(net: u8, limit: pb::RateLimit) -> pb::ProxyConfig {
                 service_namespace: "default".to_owned(),
             }],
             rate_limits: vec![limit],
+            security: None,
         }),
         clusters: vec![cluster(
             "reviews",

@@ -21,6 +21,7 @@ fn with_limits(rate_limits: Vec<pb::RateLimit>) -> pb::ProxyConfig {
         inbound: Some(pb::Inbound {
             ports: vec![],
             rate_limits,
+            security: None,
         }),
         ..Default::default()
     }
