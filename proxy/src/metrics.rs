@@ -11,8 +11,10 @@ use prometheus_client::registry::Registry;
 use crate::model::{Text, WorkloadMeta};
 
 mod resilience;
+mod security;
 
 pub use resilience::{ResilienceMetrics, RetryOutcome};
+pub use security::{SecurityMetrics, Side};
 
 impl EncodeLabelValue for Text {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -170,6 +172,7 @@ pub struct Metrics {
     pub connections_accepted: Family<ListenerLabels, Counter>,
     pub connections_active: Family<ListenerLabels, Gauge>,
     pub resilience: ResilienceMetrics,
+    pub security: SecurityMetrics,
 }
 
 impl Default for Metrics {
@@ -257,9 +260,11 @@ impl Metrics {
             connections_active.clone(),
         );
         let resilience = ResilienceMetrics::register(&mut registry);
+        let security = SecurityMetrics::register(&mut registry);
         Metrics {
             registry,
             resilience,
+            security,
             words: Words {
                 unknown: "unknown".into(),
                 source: "source".into(),

@@ -1,0 +1,104 @@
+//! `sluice_*` metrics of the security layer: the workload certificate, TLS
+//! handshakes and authorization decisions.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::model::Text;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    direction: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthzLabels {
+    policy: Text,
+    decision: &'static str,
+}
+
+/// Which side of a connection the proxy is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Accepted on the inbound listener.
+    Inbound,
+    /// Opened towards an upstream.
+    Outbound,
+}
+
+/// The security metrics.
+#[derive(Default)]
+pub struct SecurityMetrics {
+    expiry: Gauge,
+    renewals: Family<OutcomeLabels, Counter>,
+    handshakes: Family<HandshakeLabels, Counter>,
+    authz: Family<AuthzLabels, Counter>,
+}
+
+impl SecurityMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = SecurityMetrics::default();
+        registry.register(
+            "sluice_certificate_expiration_timestamp_seconds",
+            "When the workload certificate expires (Unix time); 0 without one",
+            m.expiry.clone(),
+        );
+        registry.register(
+            "sluice_certificate_requests",
+            "Workload certificate requests to the CA, by outcome",
+            m.renewals.clone(),
+        );
+        registry.register(
+            "sluice_tls_handshakes",
+            "TLS handshakes by side and outcome (success, failure, plaintext_refused, no_certificate)",
+            m.handshakes.clone(),
+        );
+        registry.register(
+            "sluice_authorization_decisions",
+            "AuthorizationPolicy decisions (allow, deny, audit) by deciding policy",
+            m.authz.clone(),
+        );
+        m
+    }
+
+    /// Records the current certificate's expiry (Unix seconds).
+    pub fn certificate_expiry(&self, unix_seconds: i64) {
+        self.expiry.set(unix_seconds);
+    }
+
+    /// Counts a certificate request (`success` or `failure`).
+    pub fn certificate_request(&self, outcome: &'static str) {
+        self.renewals
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts a handshake, or a connection refused before one.
+    pub fn handshake(&self, side: Side, outcome: &'static str) {
+        let direction = match side {
+            Side::Inbound => "inbound",
+            Side::Outbound => "outbound",
+        };
+        self.handshakes
+            .get_or_create(&HandshakeLabels { direction, outcome })
+            .inc();
+    }
+
+    /// Counts an authorization decision; `policy` "" when none decided.
+    pub fn authorization(&self, policy: &str, decision: &'static str) {
+        let policy = Text::from(if policy.is_empty() { "none" } else { policy });
+        self.authz
+            .get_or_create(&AuthzLabels { policy, decision })
+            .inc();
+    }
+}
