@@ -68,6 +68,11 @@ pub struct Flags {
     /// (a bootstrap token in local mode, a ServiceAccount token in Kubernetes).
     #[arg(long, env = "SLUICE_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// Folder with mounted credentials instead of a certificate service:
+    /// `cert-chain.pem` (leaf first), `key.pem` (PKCS#8) and `root-cert.pem`
+    /// (one or more roots); re-read when the files change.
+    #[arg(long, env = "SLUICE_CREDENTIALS_DIR", conflicts_with = "ca_address")]
+    pub credentials_dir: Option<std::path::PathBuf>,
     /// Requested workload certificate lifetime in seconds (0 = the CA's default).
     #[arg(long, env = "SLUICE_CERT_TTL_S", default_value_t = 0)]
     pub cert_ttl_s: u64,
@@ -112,8 +117,11 @@ pub struct Settings {
     pub health: SocketAddr,
     pub stats: SocketAddr,
     pub connect_timeout: Duration,
-    /// Where the workload certificate comes from; `None` = no mTLS.
+    /// Where the workload certificate comes from; `None` (and no
+    /// `credentials_dir`) = no mTLS.
     pub ca: Option<CaSettings>,
+    /// Mounted credentials, used instead of a certificate service.
+    pub credentials_dir: Option<std::path::PathBuf>,
 }
 
 /// How to reach the certificate service.
@@ -148,6 +156,7 @@ impl From<Flags> for Settings {
                 token_file: f.token_file,
                 ttl: Duration::from_secs(f.cert_ttl_s),
             }),
+            credentials_dir: f.credentials_dir,
             identity: Identity {
                 id: f.id,
                 workload: f.workload,

@@ -42,7 +42,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = (&tx, &metrics);
-    if settings.ca.is_none() {
+    if settings.ca.is_none() && settings.credentials_dir.is_none() {
         return;
     }
     // Filled in by the certificate work.

@@ -90,6 +90,7 @@ fn settings(controller: &str) -> Settings {
         stats: addr,
         connect_timeout: Duration::from_secs(1),
         ca: None,
+        credentials_dir: None,
     }
 }
 
