@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 pub mod addr;
 pub mod bins;
 pub mod process;
+pub mod security;
 pub mod store;
 pub mod sync;
 
@@ -81,6 +82,9 @@ pub struct MeshOptions {
     /// After a change, how long to wait for the controller's revision to grow before assuming
     /// the change had no effect.
     pub change_grace: Duration,
+    /// Whether sidecars get workload certificates from the controller's CA
+    /// (and so talk mTLS to each other).
+    pub mtls: bool,
 }
 
 impl MeshOptions {
@@ -92,6 +96,7 @@ impl MeshOptions {
             start_timeout: Duration::from_secs(20),
             converge_timeout: Duration::from_secs(10),
             change_grace: Duration::from_secs(3),
+            mtls: true,
         }
     }
 }
@@ -205,6 +210,11 @@ impl LocalMesh {
         store::write_atomic(&config_dir, "10-config.yaml", &store.render()?)?;
 
         let cip = block.ip(1);
+        let tokens = if opts.mtls {
+            security::issue_tokens(&controller_bin, &config_dir, &opts.work_dir, workloads).await?
+        } else {
+            security::TokenFiles::new()
+        };
         let controller = Proc::spawn(
             "sluice-controller".into(),
             &controller_bin,
@@ -220,6 +230,10 @@ impl LocalMesh {
             ],
             &log_dir.join("controller.log"),
         )?;
+        let root = config_dir.join(".sluice").join("ca").join("root-cert.pem");
+        if opts.mtls {
+            security::wait_for_root(&root, opts.start_timeout).await?;
+        }
         let mut instances = Vec::new();
         for d in &docs {
             let w = d.workload;
@@ -246,27 +260,40 @@ impl LocalMesh {
                 &echo_args,
                 &log_dir.join(format!("echo-{name}.{}.log", w.namespace)),
             )?;
+            let mut sidecar_args: Vec<String> = Vec::new();
+            if let Some(token) = tokens.get(&(w.namespace.clone(), w.service_account().to_owned()))
+            {
+                sidecar_args.extend([
+                    "--ca-address".into(),
+                    format!("https://{cip}:15012"),
+                    "--ca-root".into(),
+                    root.display().to_string(),
+                    "--token-file".into(),
+                    token.display().to_string(),
+                ]);
+            }
+            sidecar_args.extend([
+                "--controller".into(),
+                format!("http://{cip}:{CONTROLLER_PORT}"),
+                "--ip".into(),
+                d.ip.to_string(),
+                "--id".into(),
+                format!("{name}.{}", w.namespace),
+                "--workload".into(),
+                format!("{}-{}", w.service, d.version),
+                "--namespace".into(),
+                w.namespace.clone(),
+                "--service-account".into(),
+                w.service_account().into(),
+                "--label".into(),
+                format!("app={}", w.service),
+                "--label".into(),
+                format!("version={}", d.version),
+            ]);
             let sidecar = Proc::spawn(
                 format!("sluice-proxy {name}"),
                 &proxy_bin,
-                &[
-                    "--controller".into(),
-                    format!("http://{cip}:{CONTROLLER_PORT}"),
-                    "--ip".into(),
-                    d.ip.to_string(),
-                    "--id".into(),
-                    format!("{name}.{}", w.namespace),
-                    "--workload".into(),
-                    format!("{}-{}", w.service, d.version),
-                    "--namespace".into(),
-                    w.namespace.clone(),
-                    "--service-account".into(),
-                    w.service_account().into(),
-                    "--label".into(),
-                    format!("app={}", w.service),
-                    "--label".into(),
-                    format!("version={}", d.version),
-                ],
+                &sidecar_args,
                 &log_dir.join(format!("proxy-{name}.{}.log", w.namespace)),
             )?;
             instances.push(Instance {

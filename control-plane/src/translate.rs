@@ -156,6 +156,8 @@ pub(crate) struct View<'a> {
     pub services: Vec<&'a Service>,
     pub virtual_services: Vec<&'a VirtualService>,
     pub destination_rules: Vec<&'a DestinationRule>,
+    /// Every PeerAuthentication, oldest first.
+    pub peer_authentications: Vec<&'a crate::crd::PeerAuthentication>,
 }
 
 impl<'a> View<'a> {
@@ -207,6 +209,7 @@ impl<'a> View<'a> {
             services,
             virtual_services,
             destination_rules,
+            peer_authentications: security::peer_authentications(index),
         }
     }
 

@@ -779,6 +779,11 @@ pub struct Endpoint {
     >,
     #[prost(uint32, tag = "7")]
     pub weight: u32,
+    /// The workload's PeerAuthentication turns mTLS off for this port, so auto
+    /// mTLS talks plaintext to it even though it has a sidecar (Istio's
+    /// per-endpoint tlsMode).
+    #[prost(bool, tag = "8")]
+    pub mtls_disabled: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TcpService {

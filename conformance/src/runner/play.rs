@@ -21,6 +21,7 @@ pub async fn play(
     let steps = scenario.resolved_steps()?;
     let mut opts = MeshOptions::new(work_dir.to_path_buf());
     opts.bin_dir = bin_dir;
+    opts.mtls = scenario.mtls;
     let mut mesh = LocalMesh::start(&scenario.workloads, &scenario.config, opts)
         .await
         .map_err(|e| format!("mesh start: {e}"))?;

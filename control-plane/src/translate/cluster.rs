@@ -107,9 +107,22 @@ fn build(
         })
         .map(|e| {
             let (app, version) = canonical(&e.labels, &e.workload);
+            let target_port = e.target_port(port);
+            // Istio's per-endpoint tlsMode: a workload whose PeerAuthentication
+            // disables mTLS on this port gets plaintext from auto mTLS.
+            let mtls_disabled = e.has_sidecar()
+                && super::security::peer_modes(
+                    &view.peer_authentications,
+                    &view.index.mesh.root_namespace,
+                    &e.namespace,
+                    &e.labels,
+                )
+                .for_port(target_port)
+                    == pb::MtlsMode::Disable;
             pb::Endpoint {
+                mtls_disabled,
                 address: e.address.clone(),
-                port: e.target_port(port),
+                port: target_port,
                 sidecar: e.has_sidecar(),
                 inbound_port: 15006,
                 workload: Some(pb::WorkloadMeta {
@@ -291,3 +304,6 @@ fn load_balancer(lb: Option<&LoadBalancerSettings>) -> pb::LoadBalancer {
         consistent_hash,
     }
 }
+
+#[cfg(test)]
+mod tests;

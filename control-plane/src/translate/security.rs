@@ -45,70 +45,117 @@ fn by_age<T: kube::Resource>(items: &mut [&T]) {
     });
 }
 
-/// The inbound security of the proxy in `view`.
-pub(crate) fn inbound_security(view: &View<'_>) -> pb::InboundSecurity {
-    let proxy = view.proxy;
-    let root = view.index.mesh.root_namespace.as_str();
-    let mut mesh_level = Vec::new();
-    let mut namespace_level = Vec::new();
-    let mut workload_level = Vec::new();
-    let mut authz: Vec<&AuthorizationPolicy> = Vec::new();
-    for r in view.index.resources.values() {
-        match r.as_ref() {
-            Resource::PeerAuthentication(pa) => {
-                let ns = namespace_of(&pa.metadata);
-                match (&pa.spec.selector, ns) {
-                    (None, ns) if ns == root => mesh_level.push(pa),
-                    (None, ns) if ns == proxy.namespace => namespace_level.push(pa),
-                    (Some(sel), ns)
-                        if ns == proxy.namespace
-                            && labels_match(&sel.match_labels, &proxy.labels) =>
-                    {
-                        workload_level.push(pa)
-                    }
-                    _ => {}
-                }
-            }
-            Resource::AuthorizationPolicy(ap) => {
-                let ns = namespace_of(&ap.metadata);
-                // targetRef(s) attach policies to gateways and waypoints, not sidecars.
-                let for_sidecars = ap.spec.target_ref.is_none() && ap.spec.target_refs.is_empty();
-                if for_sidecars
-                    && (ns == root || ns == proxy.namespace)
-                    && selects(ap.spec.selector.as_ref(), &proxy.labels)
-                {
-                    authz.push(ap);
-                }
-            }
-            _ => {}
-        }
+/// Every PeerAuthentication, oldest first (Istio breaks ties by age).
+pub(crate) fn peer_authentications(index: &crate::index::MeshIndex) -> Vec<&PeerAuthentication> {
+    let mut all: Vec<&PeerAuthentication> = index
+        .resources
+        .values()
+        .filter_map(|r| match r.as_ref() {
+            Resource::PeerAuthentication(pa) => Some(pa),
+            _ => None,
+        })
+        .collect();
+    by_age(&mut all);
+    all
+}
+
+/// A workload's mutual TLS modes as PeerAuthentication decides them.
+pub(crate) struct PeerModes {
+    /// Mode of every port not in `ports`.
+    pub mode: pb::MtlsMode,
+    /// Per target port (a workload policy's `portLevelMtls`).
+    pub ports: std::collections::HashMap<u32, pb::MtlsMode>,
+    /// The policies that decided, `<namespace>/<name>`.
+    pub sources: Vec<String>,
+}
+
+impl PeerModes {
+    /// The mode of a target port.
+    pub fn for_port(&self, port: u32) -> pb::MtlsMode {
+        self.ports.get(&port).copied().unwrap_or(self.mode)
     }
-    for level in [&mut mesh_level, &mut namespace_level, &mut workload_level] {
-        by_age(level);
+}
+
+/// Istio's precedence: the workload's own policy (selector) over its
+/// namespace's over the mesh's (root namespace, no selector); UNSET inherits
+/// from the level above; the oldest policy of a level wins; PERMISSIVE when
+/// nothing decides. `portLevelMtls` counts only in a workload policy.
+pub(crate) fn peer_modes(
+    pas: &[&PeerAuthentication],
+    root: &str,
+    namespace: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> PeerModes {
+    let mut mesh_level = None;
+    let mut namespace_level = None;
+    let mut workload_level = None;
+    for pa in pas {
+        let ns = namespace_of(&pa.metadata);
+        let slot = match &pa.spec.selector {
+            None if ns == root => &mut mesh_level,
+            None if ns == namespace => &mut namespace_level,
+            Some(sel) if ns == namespace && labels_match(&sel.match_labels, labels) => {
+                &mut workload_level
+            }
+            _ => continue,
+        };
+        // `pas` is oldest first: keep the first of each level.
+        slot.get_or_insert(*pa);
     }
-    let mut mtls = pb::MtlsMode::Permissive;
+    let mut mode_now = pb::MtlsMode::Permissive;
     let mut sources = Vec::new();
-    let chosen: [Option<&&PeerAuthentication>; 3] = [
-        mesh_level.first(),
-        namespace_level.first(),
-        workload_level.first(),
-    ];
-    for pa in chosen.into_iter().flatten() {
+    for pa in [mesh_level, namespace_level, workload_level]
+        .into_iter()
+        .flatten()
+    {
         if let Some(m) = mode(pa.spec.mtls.as_ref()) {
-            mtls = m;
+            mode_now = m;
             sources.push(name(&pa.metadata));
         }
     }
-    let port_mtls = workload_level
-        .first()
+    let ports = workload_level
         .map(|pa| {
             pa.spec
                 .port_level_mtls
                 .iter()
-                .map(|(port, m)| (port.0, mode(Some(m)).unwrap_or(mtls) as i32))
+                .map(|(port, m)| (port.0, mode(Some(m)).unwrap_or(mode_now)))
                 .collect()
         })
         .unwrap_or_default();
+    PeerModes {
+        mode: mode_now,
+        ports,
+        sources,
+    }
+}
+
+/// The inbound security of the proxy in `view`.
+pub(crate) fn inbound_security(view: &View<'_>) -> pb::InboundSecurity {
+    let proxy = view.proxy;
+    let root = view.index.mesh.root_namespace.as_str();
+    let modes = peer_modes(
+        &view.peer_authentications,
+        root,
+        &proxy.namespace,
+        &proxy.labels,
+    );
+    let mut authz: Vec<&AuthorizationPolicy> = view
+        .index
+        .resources
+        .values()
+        .filter_map(|r| match r.as_ref() {
+            Resource::AuthorizationPolicy(ap) => Some(ap),
+            _ => None,
+        })
+        .filter(|ap| {
+            let ns = namespace_of(&ap.metadata);
+            // targetRef(s) attach policies to gateways and waypoints, not sidecars.
+            let for_sidecars = ap.spec.target_ref.is_none() && ap.spec.target_refs.is_empty();
+            for_sidecars
+                && (ns == root || ns == proxy.namespace)
+                && selects(ap.spec.selector.as_ref(), &proxy.labels)
+        })
+        .collect();
     // Root namespace policies first, then the workload's own; oldest first within each.
     authz.sort_by_key(|ap| {
         (
@@ -118,13 +165,13 @@ pub(crate) fn inbound_security(view: &View<'_>) -> pb::InboundSecurity {
         )
     });
     pb::InboundSecurity {
-        mtls: mtls as i32,
-        port_mtls,
+        mtls: modes.mode as i32,
+        port_mtls: modes.ports.iter().map(|(p, m)| (*p, *m as i32)).collect(),
         policies: authz
             .into_iter()
             .map(|ap| policy(ap, &proxy.trust_domain))
             .collect(),
-        mtls_sources: sources,
+        mtls_sources: modes.sources,
     }
 }
 

@@ -1,0 +1,196 @@
+use crate::index::MeshIndex;
+use crate::resource::parse_documents;
+use crate::translate::{ProxyIdentity, translate};
+use pb::upstream_tls::Mode;
+use sluice_api::config as pb;
+
+const MESH: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1-0, namespace: default}
+spec: {address: 127.0.9.1, labels: {app: reviews, version: v1, security.istio.io/tlsMode: istio}, serviceAccount: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2-0, namespace: default}
+spec: {address: 127.0.9.2, labels: {app: reviews, version: v2, security.istio.io/tlsMode: istio}, serviceAccount: reviews-v2}
+"#;
+
+fn config(extra: &str) -> pb::ProxyConfig {
+    let text = format!("{MESH}\n---\n{extra}");
+    let resources = parse_documents(&text, "default")
+        .into_iter()
+        .map(|r| r.expect("test YAML parses"));
+    let index = MeshIndex::from_resources(1, resources);
+    let proxy = ProxyIdentity {
+        id: "p".into(),
+        workload: "productpage-v1".into(),
+        namespace: "default".into(),
+        service_account: "productpage".into(),
+        labels: Default::default(),
+        ips: vec!["127.0.9.9".parse().expect("ip")],
+        trust_domain: "cluster.local".into(),
+    };
+    translate(&index, &proxy)
+}
+
+fn cluster<'a>(c: &'a pb::ProxyConfig, name: &str) -> &'a pb::Cluster {
+    c.clusters
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+fn tls(c: &pb::Cluster) -> &pb::UpstreamTls {
+    c.tls.as_ref().expect("tls always set")
+}
+
+const ALL: &str = "outbound|9080||reviews.default.svc.cluster.local";
+
+#[test]
+fn cluster_tls_without_rule_is_auto_with_service_accounts_of_endpoints() {
+    let c = config("");
+    let t = tls(cluster(&c, ALL));
+    assert_eq!(t.mode(), Mode::Auto);
+    assert_eq!(
+        t.subject_alt_names,
+        [
+            "cluster.local/ns/default/sa/reviews",
+            "cluster.local/ns/default/sa/reviews-v2"
+        ]
+    );
+}
+
+#[test]
+fn cluster_tls_subset_level_overrides_top_level_mode() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
+"#,
+    );
+    assert_eq!(
+        tls(cluster(
+            &c,
+            "outbound|9080|v1|reviews.default.svc.cluster.local"
+        ))
+        .mode(),
+        Mode::IstioMutual
+    );
+    assert_eq!(
+        tls(cluster(
+            &c,
+            "outbound|9080|v2|reviews.default.svc.cluster.local"
+        ))
+        .mode(),
+        Mode::Disable
+    );
+}
+
+#[test]
+fn cluster_tls_listed_subject_alt_names_replace_service_accounts() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL, subjectAltNames: ["spiffe://cluster.local/ns/default/sa/other"]}
+"#,
+    );
+    assert_eq!(
+        tls(cluster(&c, ALL)).subject_alt_names,
+        ["cluster.local/ns/default/sa/other"]
+    );
+}
+
+#[test]
+fn cluster_tls_simple_origination_keeps_files_and_sni() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 9080}
+      tls: {mode: SIMPLE, caCertificates: /etc/ca.pem, sni: reviews.example.com}
+"#,
+    );
+    let t = tls(cluster(&c, ALL));
+    assert_eq!(t.mode(), Mode::Simple);
+    assert_eq!(t.ca_certificates, "/etc/ca.pem");
+    assert_eq!(t.sni, "reviews.example.com");
+}
+
+#[test]
+fn endpoint_mtls_disabled_follows_workload_port_level_peer_authentication() {
+    let c = config(
+        r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: v2, namespace: default}
+spec:
+  selector: {matchLabels: {version: v2}}
+  portLevelMtls:
+    9080: {mode: DISABLE}
+"#,
+    );
+    let disabled: Vec<(&str, bool)> = cluster(&c, ALL)
+        .endpoints
+        .iter()
+        .map(|e| (e.address.as_str(), e.mtls_disabled))
+        .collect();
+    assert_eq!(disabled, [("127.0.9.1", false), ("127.0.9.2", true)]);
+}
+
+#[test]
+fn endpoint_mtls_disabled_by_namespace_policy() {
+    let c = config(
+        r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: DISABLE}}
+"#,
+    );
+    assert!(cluster(&c, ALL).endpoints.iter().all(|e| e.mtls_disabled));
+}
