@@ -545,6 +545,7 @@ pub fn endpoint(addr: SocketAddr, workload: &str, version: &str) -> pb::Endpoint
         }),
         labels: HashMap::from([("version".to_owned(), version.to_owned())]),
         weight: 1,
+        mtls_disabled: false,
     }
 }
 
