@@ -211,6 +211,23 @@ fn non_empty_values(errors: &mut FieldErrors, path: &str, field: &str, values: &
     }
 }
 
+/// Istio matches values exactly, by prefix (`abc*`), by suffix (`*abc`) or
+/// by presence (`*`); a `*` anywhere else, or white space, would silently be
+/// compared literally, so it is refused as malformed.
+fn wildcard_values(errors: &mut FieldErrors, path: &str, field: &str, values: &[String]) {
+    for (i, v) in values.iter().enumerate() {
+        let inner = v.trim_start_matches('*').trim_end_matches('*');
+        if v.len() > 1 && (inner.contains('*') || v.starts_with('*') && v.ends_with('*')) {
+            errors.push(
+                item(path, field, i),
+                format!("`{v}`: `*` is allowed only as the whole value, a prefix or a suffix"),
+            );
+        } else if v.chars().any(char::is_whitespace) {
+            errors.push(item(path, field, i), format!("`{v}` contains white space"));
+        }
+    }
+}
+
 fn check_source(errors: &mut FieldErrors, path: &str, s: &Source, custom: bool) {
     let identity = [
         ("principals", &s.principals),
@@ -241,6 +258,7 @@ fn check_source(errors: &mut FieldErrors, path: &str, s: &Source, custom: bool) 
     }
     for (field, values) in identity {
         non_empty_values(errors, path, field, values);
+        wildcard_values(errors, path, field, values);
         if custom && !values.is_empty() {
             errors.push(
                 at(path, field),
@@ -284,6 +302,9 @@ fn check_operation(errors: &mut FieldErrors, path: &str, op: &Operation) {
     }
     for (field, values) in fields {
         non_empty_values(errors, path, field, values);
+        if !matches!(field, "paths" | "notPaths") {
+            wildcard_values(errors, path, field, values);
+        }
     }
     for (field, values) in [("ports", &op.ports), ("notPorts", &op.not_ports)] {
         for (i, v) in values.iter().enumerate() {

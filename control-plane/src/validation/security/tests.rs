@@ -202,3 +202,27 @@ fn authorization_policy_empty_value_is_refused() {
         "spec.rules[0].to[0].operation.methods[0]: empty value is not allowed",
     );
 }
+
+#[test]
+fn authorization_policy_wildcard_in_the_middle_of_a_principal_is_refused() {
+    ap_one(
+        "{rules: [{from: [{source: {principals: [\"cluster.local/ns/*/sa/x\"]}}]}]}",
+        "spec.rules[0].from[0].source.principals[0]: `cluster.local/ns/*/sa/x`: `*` is allowed only as the whole value, a prefix or a suffix",
+    );
+}
+
+#[test]
+fn authorization_policy_prefix_suffix_and_presence_values_are_accepted() {
+    assert!(
+        ap("{rules: [{from: [{source: {principals: [\"*\", \"cluster.local/*\", \"*/sa/x\"], namespaces: [\"team-*\"]}}], to: [{operation: {hosts: [\"*.example.com\"], methods: [\"GET\"]}}]}]}")
+            .is_empty()
+    );
+}
+
+#[test]
+fn authorization_policy_white_space_in_a_namespace_is_refused() {
+    ap_one(
+        "{rules: [{from: [{source: {namespaces: [\"my ns\"]}}]}]}",
+        "spec.rules[0].from[0].source.namespaces[0]: `my ns` contains white space",
+    );
+}
