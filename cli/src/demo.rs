@@ -17,9 +17,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// The example configuration, built in so the demo runs from any folder.
-const EXAMPLES: [&str; 2] = [
+const EXAMPLES: [&str; 3] = [
     include_str!("../../examples/reviews-routing.yaml"),
     include_str!("../../examples/orders-resilience.yaml"),
+    include_str!("../../examples/security.yaml"),
 ];
 
 #[derive(clap::Args)]
@@ -77,18 +78,29 @@ pub(crate) const CLASSES: &[TrafficClass] = &[
     TrafficClass {
         name: "orders (retries, 100+10/s bucket)",
         url: ORDERS,
-        headers: &[],
+        headers: &[("x-api-key", "demo-key")],
         weight: 5,
         expect: &[("v1", 1.0)],
     },
+    TrafficClass {
+        name: "orders without x-api-key (403)",
+        url: ORDERS,
+        headers: &[],
+        weight: 1,
+        expect: &[("none", 1.0)],
+    },
 ];
+
+/// The identity productpage runs as (the seed's AuthorizationPolicy admits it).
+pub(crate) const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
 
 /// The demo's workloads: productpage calls reviews (four versions) and orders.
 fn workloads() -> Vec<Workload> {
     let w = |service: &str, port: u16, versions: &[(&str, u32)]| Workload {
         service: service.into(),
         namespace: "default".into(),
-        service_account: None,
+        // productpage plays the seed's `frontend` caller.
+        service_account: (service == "productpage").then(|| "frontend".to_owned()),
         port,
         protocol: Protocol::Http,
         versions: versions

@@ -73,7 +73,39 @@ pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
         );
     }
 
-    // 2. Outlier detection: reviews-v1-0 starts failing with 503; after 5
+    // 2. Mutual TLS: every reviews answer was served to productpage's
+    //    identity, proven by its certificate; a caller without a sidecar
+    //    (plaintext, straight to a reviews inbound) is refused under STRICT.
+    let without_peer: u64 = table.iter().map(|s| s.without_peer(super::FRONTEND)).sum();
+    let answered: usize = stats.iter().map(|(c, _)| c.weight as usize * 60).sum();
+    let reviews_inbound = mesh
+        .instances()
+        .iter()
+        .find(|i| i.service == "reviews")
+        .map(|i| i.inbound_addr())
+        .ok_or_else(|| anyhow::anyhow!("reviews instance missing"))?;
+    let plaintext = client::send(&Call {
+        via: sluice_conformance::client::Via::Inbound(reviews_inbound),
+        ..call(outbound, &CLASSES[2])
+    })
+    .await;
+    verdict(
+        &mut ok,
+        "mTLS: reviews sees productpage as spiffe://cluster.local/ns/default/sa/frontend; plaintext refused",
+        if without_peer == 0 && plaintext.status.is_none() {
+            Ok(format!(
+                "{answered} answers over mutual TLS; a plaintext request got no response ({})",
+                plaintext.error.as_deref().unwrap_or("closed")
+            ))
+        } else {
+            Err(format!(
+                "{without_peer} answers without that peer identity (want 0); plaintext request status {:?} (want none)",
+                plaintext.status
+            ))
+        },
+    );
+
+    // 3. Outlier detection: reviews-v1-0 starts failing with 503; after 5
     //    consecutive gateway errors (the seed's consecutiveErrors) it is
     //    ejected. Istio's default retry policy does not retry 503 (since
     //    1.24), so callers see those few answers, then none.
@@ -109,7 +141,7 @@ pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
         mesh.behave(n, None, 0).await?;
     }
 
-    // 3. Retries: orders-v1-0 answers 503; the orders VirtualService retries
+    // 4. Retries: orders-v1-0 answers 503; the orders VirtualService retries
     //    5xx on another instance, so callers see only 200s.
     let orders = &CLASSES[3];
     let failing = mesh.select("orders", Some("v1"), Some(&[0]));
@@ -140,7 +172,33 @@ pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
         mesh.behave(n, None, 0).await?;
     }
 
-    // 4. Token bucket: a burst well over 2 x 100 tokens meets 429s.
+    // 5. Authorization: the seed's policy refuses an orders call without
+    //    x-api-key with 403 before it reaches the app (or the token bucket).
+    let denied_class = &CLASSES[4];
+    let outcomes = send_many(&call(outbound, denied_class), 10, 2).await;
+    let denied = outcomes
+        .iter()
+        .filter(|o| o.status == Some(403))
+        .filter(|o| o.version().is_none())
+        .filter(|o| o.body.starts_with(b"RBAC: access denied"))
+        .count();
+    verdict(
+        &mut ok,
+        "authorization: orders without x-api-key gets 403 RBAC: access denied",
+        if denied == outcomes.len() {
+            Ok(format!(
+                "{denied}/{} denied by default/orders-policy",
+                outcomes.len()
+            ))
+        } else {
+            Err(format!(
+                "{denied}/{} answered 403 `RBAC: access denied` without reaching orders",
+                outcomes.len()
+            ))
+        },
+    );
+
+    // 6. Token bucket: a burst well over 2 x 100 tokens meets 429s.
     let before = counters::read(mesh).await;
     let started = std::time::Instant::now();
     let outcomes = send_many(&call(outbound, orders), 400, 8).await;

@@ -65,7 +65,7 @@ pub async fn run(mesh: &LocalMesh, rate: u32) -> anyhow::Result<bool> {
                     println!(
                         "\nchaos: reviews-v1-0 and orders-v1-0 answer 503 (ejected by outlier detection / retried on the other instance)"
                     );
-                    println!("productpage --(sidecar)--> reviews, orders  ·  YAML: examples/  ·  Ctrl-C to stop");
+                    println!("productpage (sa frontend) --(sidecar)== mTLS ==(sidecar)--> reviews, orders  ·  STRICT + orders-policy (x-api-key)  ·  YAML: examples/  ·  Ctrl-C to stop");
                 }
             }
         }

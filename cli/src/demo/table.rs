@@ -18,6 +18,8 @@ struct PerVersion {
     latencies_ms: Vec<f64>,
     codes: BTreeMap<String, u64>,
     recent: VecDeque<Instant>,
+    /// Caller identity the answering app saw (x-echo-peer-principal) last.
+    peer: Option<String>,
 }
 
 /// Results of one traffic class.
@@ -47,6 +49,11 @@ impl Stats {
             .map(|s| s.to_string())
             .unwrap_or_else(|| "error".into());
         let v = self.versions.entry(version).or_default();
+        v.peer = outcome
+            .headers
+            .get("x-echo-peer-principal")
+            .and_then(|p| p.to_str().ok())
+            .map(str::to_owned);
         v.count += 1;
         v.latencies_ms.push(outcome.latency.as_secs_f64() * 1000.0);
         *v.codes.entry(code).or_default() += 1;
@@ -69,6 +76,15 @@ impl Stats {
         } else {
             n as f64 / self.total as f64
         }
+    }
+
+    /// Answers whose app did not see `principal` as the mTLS caller.
+    pub fn without_peer(&self, principal: &str) -> u64 {
+        self.versions
+            .values()
+            .filter(|v| v.peer.as_deref() != Some(principal))
+            .map(|v| v.count)
+            .sum()
     }
 
     /// `Ok` when every expected share holds within the tolerance and every answer was a 200.
@@ -124,8 +140,14 @@ pub fn render(stats: &[Stats], elapsed: Option<Duration>) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<32} {:<8} {:>7} {:>8} {:>8} {:>8}  STATUS CODES",
-        "ROUTE (request class)", "VERSION", "SHARE", "RATE/s", "P50 ms", "P99 ms"
+        "{:<32} {:<8} {:>7} {:>8} {:>8} {:>8}  {:<22} STATUS CODES",
+        "ROUTE (request class)",
+        "VERSION",
+        "SHARE",
+        "RATE/s",
+        "P50 ms",
+        "P99 ms",
+        "mTLS PEER (seen by app)"
     );
     for s in stats {
         let mut first = true;
@@ -134,15 +156,20 @@ pub fn render(stats: &[Stats], elapsed: Option<Duration>) -> String {
             lat.sort_by(f64::total_cmp);
             let codes: Vec<String> = v.codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
             let rate = v.recent.len() as f64 / RATE_WINDOW.as_secs_f64();
+            // Only the service-account part fits; the trust domain is the mesh's.
+            let peer = v.peer.as_deref().map_or("-".to_owned(), |p| {
+                p.split_once("/ns/").map_or(p, |(_, rest)| rest).to_owned()
+            });
             let _ = writeln!(
                 out,
-                "{:<32} {:<8} {:>6.1}% {:>8.1} {:>8.2} {:>8.2}  {}",
+                "{:<32} {:<8} {:>6.1}% {:>8.1} {:>8.2} {:>8.2}  {:<22} {}",
                 if first { s.name } else { "" },
                 version,
                 s.share(version) * 100.0,
                 rate,
                 percentile(&lat, 0.50),
                 percentile(&lat, 0.99),
+                peer,
                 codes.join(" ")
             );
             first = false;
