@@ -156,23 +156,37 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!("secure listener stopped: {e}");
         }
     });
-    let shutdown = async {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
         }
-    };
-    tonic::transport::Server::builder()
+        let _ = stop_tx.send(true);
+    });
+    let mut stopping = stop_rx.clone();
+    let serve = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(service)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),
-            shutdown,
-        )
-        .await
-        .context("config server")?;
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            },
+        );
+    // Config streams never end on their own: a graceful shutdown would wait
+    // for every proxy to hang up. Give them a moment, then exit; proxies
+    // keep their config and reconnect to the next controller.
+    let mut stopped = stop_rx;
+    tokio::select! {
+        r = serve => r.context("config server")?,
+        _ = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } => tracing::info!("config streams still open 2 s after the stop signal; exiting"),
+    }
     Ok(())
 }
 
