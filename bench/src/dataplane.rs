@@ -101,7 +101,18 @@ fn routes(addrs: Addrs) -> Vec<Route> {
         },
         Route {
             name: "sluice",
-            label: "sluice pair (plaintext, mTLS pending)".into(),
+            label: "sluice pair (mTLS, h2 between sidecars)".into(),
+            http: format!("http://{c}:15001/echo"),
+            h2: format!("http://{c}:15001/echo"),
+            grpc: format!("{c}:15001"),
+            host: Some((
+                format!("{SERVICE_HOST}:{HTTP_PORT}"),
+                format!("{SERVICE_HOST}:{GRPC_PORT}"),
+            )),
+        },
+        Route {
+            name: "sluice-plain",
+            label: "sluice pair (no certificates: plaintext h2 between sidecars)".into(),
             http: format!("http://{c}:15001/echo"),
             h2: format!("http://{c}:15001/echo"),
             grpc: format!("{c}:15001"),
@@ -223,8 +234,8 @@ async fn start(
             .with_context(|| format!("read bench/peers/{name}"))
     };
     Ok(match route.name {
-        "sluice" => {
-            let (c, p) = targets::sluice(env, addrs).await?;
+        "sluice" | "sluice-plain" => {
+            let (c, p) = targets::sluice(env, addrs, route.name == "sluice").await?;
             (Some(c), p)
         }
         "haproxy" | "nginx" | "haproxy-tls" | "nginx-tls" => {

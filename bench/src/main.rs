@@ -53,7 +53,7 @@ enum Cmd {
         /// Core fortio (load and server) and the controller are pinned to.
         #[arg(long, default_value_t = 0)]
         load_core: u32,
-        /// Only these targets (direct, sluice, haproxy, nginx); repeatable.
+        /// Only these targets (direct, sluice, sluice-plain, haproxy, nginx, haproxy-tls, nginx-tls); repeatable.
         #[arg(long)]
         only: Vec<String>,
     },

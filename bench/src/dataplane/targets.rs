@@ -202,10 +202,39 @@ fn sidecar_args(addrs: Addrs, ip: Ipv4Addr, name: &str, app: &str) -> Vec<String
     .to_vec()
 }
 
+/// A bootstrap token for `bench/<account>`, from the controller binary.
+fn token(env: &Env, cfg: &std::path::Path, account: &str) -> anyhow::Result<std::path::PathBuf> {
+    let out = std::process::Command::new(env.bin_dir.join("sluice-controller"))
+        .arg("--config-dir")
+        .arg(cfg)
+        .arg("--print-token")
+        .arg(format!("bench/{account}"))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "--print-token bench/{account}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = env.dir.join(format!("{account}.token"));
+    std::fs::write(&path, String::from_utf8_lossy(&out.stdout).trim())?;
+    Ok(path)
+}
+
 /// Controller + client sidecar + server sidecar; returns (controller, [client, server]).
-pub async fn sluice(env: &Env, addrs: Addrs) -> anyhow::Result<(Pinned, Vec<Pinned>)> {
-    let cfg = env.dir.join("sluice-config");
+/// With `mtls` the sidecars get workload certificates from the controller and
+/// talk mutual TLS (auto mTLS); without, they have no certificate and talk plaintext.
+pub async fn sluice(env: &Env, addrs: Addrs, mtls: bool) -> anyhow::Result<(Pinned, Vec<Pinned>)> {
+    let cfg = env.dir.join(if mtls {
+        "sluice-config"
+    } else {
+        "sluice-plain-config"
+    });
     std::fs::create_dir_all(&cfg)?;
+    let tokens = if mtls {
+        Some((token(env, &cfg, "loadgen")?, token(env, &cfg, "fortio")?))
+    } else {
+        None
+    };
     std::fs::write(cfg.join("00-mesh.yaml"), mesh_yaml(addrs))?;
     let c = addrs.controller();
     let controller = Pinned::spawn(
@@ -222,19 +251,44 @@ pub async fn sluice(env: &Env, addrs: Addrs) -> anyhow::Result<(Pinned, Vec<Pinn
         ],
         &env.dir.join("sluice-controller.log"),
     )?;
+    let root = cfg.join(".sluice/ca/root-cert.pem");
+    let mut client_args = sidecar_args(addrs, addrs.sluice_client(), "loadgen-v1-0", "loadgen");
+    let mut server_args = sidecar_args(addrs, addrs.server(), "fortio-v1-0", "fortio");
+    if let Some((client_token, server_token)) = &tokens {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !root.is_file() {
+            if Instant::now() > deadline {
+                bail!("the controller did not create {}", root.display());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (args, token) in [
+            (&mut client_args, client_token),
+            (&mut server_args, server_token),
+        ] {
+            args.extend([
+                "--ca-address".into(),
+                format!("https://{c}:15012"),
+                "--ca-root".into(),
+                root.display().to_string(),
+                "--token-file".into(),
+                token.display().to_string(),
+            ]);
+        }
+    }
     let proxy = env.bin_dir.join("sluice-proxy");
     let client = Pinned::spawn(
         "sluice-proxy client",
         env.proxy_core,
         &proxy,
-        &sidecar_args(addrs, addrs.sluice_client(), "loadgen-v1-0", "loadgen"),
+        &client_args,
         &env.dir.join("sluice-proxy-client.log"),
     )?;
     let server = Pinned::spawn(
         "sluice-proxy server",
         env.proxy_core,
         &proxy,
-        &sidecar_args(addrs, addrs.server(), "fortio-v1-0", "fortio"),
+        &server_args,
         &env.dir.join("sluice-proxy-server.log"),
     )?;
     let mut procs = vec![client, server];
