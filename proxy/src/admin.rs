@@ -64,6 +64,17 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 }
 
 fn ready(shared: &Shared) -> Response<Body> {
+    // With a certificate source configured, serving before the first
+    // certificate would talk plaintext to peers that require mTLS (Envoy
+    // likewise waits for its SDS secrets before it is ready).
+    let wants_certificate =
+        shared.settings.ca.is_some() || shared.settings.credentials_dir.is_some();
+    if wants_certificate && !shared.tls.has_credentials() {
+        return local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no workload certificate yet",
+        );
+    }
     match shared.current() {
         Some(r) => local_reply(
             StatusCode::OK,

@@ -2,9 +2,18 @@
 //! port and Istio AuthorizationPolicy evaluation (DENY before ALLOW; with an
 //! ALLOW policy present, a request no ALLOW policy matches is denied).
 
+mod compile;
+mod matcher;
+mod rule;
+#[cfg(test)]
+mod tests;
+
 use std::net::IpAddr;
 
 use sluice_api::config as pb;
+
+use compile::{Action, Policy};
+use rule::Attrs;
 
 /// Why a policy could not be used; names the policy, rule and field.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +75,10 @@ pub struct Verdict {
 pub struct InboundPolicy {
     default_mode: MtlsMode,
     port_modes: Vec<(u16, MtlsMode)>,
-    policies: Vec<pb::AuthorizationPolicy>,
+    /// Split by action, each in the controller's order (root namespace first).
+    deny: Vec<Policy>,
+    allow: Vec<Policy>,
+    audit: Vec<Policy>,
 }
 
 impl Default for InboundPolicy {
@@ -74,7 +86,9 @@ impl Default for InboundPolicy {
         InboundPolicy {
             default_mode: MtlsMode::Permissive,
             port_modes: Vec::new(),
-            policies: Vec::new(),
+            deny: Vec::new(),
+            allow: Vec::new(),
+            audit: Vec::new(),
         }
     }
 }
@@ -87,18 +101,42 @@ fn mode(m: i32) -> MtlsMode {
     }
 }
 
+impl Policy {
+    /// A policy matches when any rule does; no rules never match. On TCP an
+    /// ALLOW rule using HTTP-only fields is dropped, while DENY and AUDIT
+    /// rules just skip those fields ("Authorization policy for TCP traffic",
+    /// https://istio.io/latest/docs/tasks/security/authorization/authz-tcp/:
+    /// "Istio ignores the invalid ALLOW rule"; a DENY rule with HTTP-only
+    /// fields "denies all the traffic to the tcp ports" it otherwise covers).
+    fn matches(&self, a: &Attrs<'_>) -> bool {
+        let tcp_allow = a.req.is_none() && self.action == Action::Allow;
+        self.rules
+            .iter()
+            .any(|r| !(tcp_allow && r.http_only) && r.matches(a))
+    }
+}
+
 impl InboundPolicy {
     /// Compiles the controller's view; refuses what it cannot evaluate.
     pub fn compile(security: &pb::InboundSecurity) -> Result<Self, AuthzError> {
-        Ok(InboundPolicy {
+        let mut out = InboundPolicy {
             default_mode: mode(security.mtls),
             port_modes: security
                 .port_mtls
                 .iter()
                 .filter_map(|(p, m)| u16::try_from(*p).ok().map(|p| (p, mode(*m))))
                 .collect(),
-            policies: security.policies.clone(),
-        })
+            ..InboundPolicy::default()
+        };
+        for p in &security.policies {
+            let p = compile::policy(p)?;
+            match p.action {
+                Action::Deny => out.deny.push(p),
+                Action::Allow => out.allow.push(p),
+                Action::Audit => out.audit.push(p),
+            }
+        }
+        Ok(out)
     }
 
     /// The mTLS mode of an application port.
@@ -111,24 +149,53 @@ impl InboundPolicy {
 
     /// Whether any authorization policy applies.
     pub fn has_policies(&self) -> bool {
-        !self.policies.is_empty()
+        !(self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty())
     }
 
-    /// Evaluates an HTTP request. (Skeleton: replaced by the authorization work.)
-    pub fn check_http(&self, _conn: &Connection<'_>, _req: &Request<'_>) -> Verdict {
-        Verdict {
-            allowed: true,
-            policy: None,
-            audit: None,
+    /// Evaluates an HTTP request.
+    pub fn check_http(&self, conn: &Connection<'_>, req: &Request<'_>) -> Verdict {
+        self.check(&Attrs::new(conn, Some(req)))
+    }
+
+    /// Evaluates a TCP connection: HTTP-only fields are absent (see `Policy::matches`).
+    pub fn check_tcp(&self, conn: &Connection<'_>) -> Verdict {
+        self.check(&Attrs::new(conn, None))
+    }
+
+    /// Istio's order: a matching DENY denies; else with no ALLOW policy the
+    /// request is allowed; else some ALLOW must match. AUDIT only reports.
+    fn check(&self, a: &Attrs<'_>) -> Verdict {
+        if !self.has_policies() {
+            return Verdict {
+                allowed: true,
+                policy: None,
+                audit: None,
+            };
         }
-    }
-
-    /// Evaluates a TCP connection. (Skeleton: replaced by the authorization work.)
-    pub fn check_tcp(&self, _conn: &Connection<'_>) -> Verdict {
+        let audit = self
+            .audit
+            .iter()
+            .find(|p| p.matches(a))
+            .map(|p| p.name.clone());
+        if let Some(p) = self.deny.iter().find(|p| p.matches(a)) {
+            return Verdict {
+                allowed: false,
+                policy: Some(p.name.clone()),
+                audit,
+            };
+        }
+        if self.allow.is_empty() {
+            return Verdict {
+                allowed: true,
+                policy: None,
+                audit,
+            };
+        }
+        let allow = self.allow.iter().find(|p| p.matches(a));
         Verdict {
-            allowed: true,
-            policy: None,
-            audit: None,
+            allowed: allow.is_some(),
+            policy: allow.map(|p| p.name.clone()),
+            audit,
         }
     }
 }

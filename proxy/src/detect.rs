@@ -24,6 +24,8 @@ pub enum Detected {
     Other,
     /// A PROXY protocol v2 header comes first.
     ProxyV2,
+    /// A TLS handshake record (ClientHello).
+    Tls,
 }
 
 const METHODS: [&[u8]; 9] = [
@@ -46,6 +48,11 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     let sig = &crate::proxy_protocol::SIGNATURE[..];
     if let Some(d) = prefix_verdict(buf, sig, Detected::ProxyV2) {
         return d;
+    }
+    match crate::tls::is_client_hello(buf) {
+        Some(true) => return Some(Detected::Tls),
+        None => return None,
+        Some(false) => {}
     }
     if let Some(d) = prefix_verdict(buf, H2_PREFACE, Detected::Http2) {
         return d;

@@ -26,6 +26,7 @@ mod retry_budget;
 mod rewrite;
 mod state;
 mod tcp;
+mod tls;
 mod token_bucket;
 mod upstream;
 mod xds;

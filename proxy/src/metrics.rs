@@ -136,6 +136,8 @@ pub struct Words {
     pub tcp: Text,
     pub no_flags: Text,
     pub none: Text,
+    /// `connection_security_policy` of mTLS connections.
+    pub mutual_tls: Text,
     /// Response flags (Envoy's): no route, no healthy upstream, upstream
     /// connect failure, upstream reset, upstream timeout, no cluster.
     pub nr: Text,
@@ -274,6 +276,7 @@ impl Metrics {
                 tcp: "tcp".into(),
                 no_flags: "-".into(),
                 none: "none".into(),
+                mutual_tls: "mutual_tls".into(),
                 nr: "NR".into(),
                 uh: "UH".into(),
                 uf: "UF".into(),

@@ -138,6 +138,9 @@ pub struct ProxyConfig {
     pub rate_limits: Vec<RateLimit>,
     #[serde(rename = "self")]
     pub self_meta: Option<WorkloadMeta>,
+    /// PeerAuthentication modes and AuthorizationPolicies of the inbound side.
+    #[serde(skip)]
+    pub security: crate::authz::InboundPolicy,
     #[serde(skip)]
     pub cluster_index: HashMap<String, usize>,
 }
@@ -429,10 +432,42 @@ pub struct Cluster {
     pub service_name: Text,
     pub pool: PoolSettings,
     pub outlier: Option<OutlierDetector>,
+    /// How connections to the endpoints are secured.
+    pub tls: ClusterTls,
     #[serde(skip)]
     pub circuit: Arc<CircuitBreaker>,
     #[serde(skip)]
     pub round_robin: AtomicUsize,
+}
+
+/// Client-side TLS mode of a cluster (DestinationRule `trafficPolicy.tls`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsMode {
+    /// Mesh mTLS to endpoints with a sidecar when this proxy has a certificate.
+    #[default]
+    Auto,
+    Disable,
+    IstioMutual,
+    Simple,
+    Mutual,
+}
+
+/// A cluster's client-side TLS settings.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClusterTls {
+    pub mode: TlsMode,
+    /// Server identities accepted (SPIFFE ids without "spiffe://", or DNS/URI
+    /// SANs for SIMPLE / MUTUAL); empty = any the roots vouch for.
+    #[serde(serialize_with = "shared_list")]
+    pub subject_alt_names: Arc<[String]>,
+    /// SIMPLE / MUTUAL origination, prepared once per config.
+    #[serde(skip)]
+    pub origination: Option<Arc<crate::tls::Origination>>,
+}
+
+fn shared_list<S: Serializer>(list: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter())
 }
 
 /// DestinationRule `connectionPool` in force for a cluster.
@@ -457,6 +492,8 @@ pub struct Endpoint {
     pub address: IpAddr,
     pub port: u16,
     pub sidecar: bool,
+    /// The workload's PeerAuthentication disables mTLS here: auto mTLS stays plaintext.
+    pub mtls_disabled: bool,
     pub inbound_port: u16,
     pub workload: WorkloadMeta,
     pub labels: std::collections::BTreeMap<String, String>,

@@ -59,7 +59,10 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             })
             .await;
         }
-        Detected::Other | Detected::ProxyV2 => transparent_tcp(shared, stream, ctx).await,
+        // TLS from the app is opaque bytes to the proxy.
+        Detected::Other | Detected::ProxyV2 | Detected::Tls => {
+            transparent_tcp(shared, stream, ctx).await
+        }
     }
 }
 

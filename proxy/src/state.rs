@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::identity::CredentialsRx;
 use crate::metrics::Metrics;
 use crate::model::{Running, Text, WorkloadMeta};
+use crate::tls::MeshTls;
 use crate::upstream::Pools;
 
 /// The running config as the readers see it; `None` until the first snapshot.
@@ -19,8 +20,9 @@ pub type ConfigRx = watch::Receiver<Option<Arc<Running>>>;
 pub struct Shared {
     pub settings: Settings,
     pub config: ConfigRx,
-    /// This workload's certificate and the mesh trust bundle, when it has one.
-    pub credentials: CredentialsRx,
+    /// Mutual TLS with this workload's certificate and the mesh trust bundle
+    /// (both directions), read from the credentials watch per handshake.
+    pub tls: Arc<MeshTls>,
     pub metrics: Arc<Metrics>,
     /// Connections to other workloads (peer sidecars and external services).
     pub pools: Pools,
@@ -65,12 +67,13 @@ impl Shared {
             cluster: "Kubernetes".into(),
         };
         let source = SocketAddr::new(id.ip, 0);
+        let tls = Arc::new(MeshTls::new(credentials, Arc::clone(&metrics)));
         Shared {
-            pools: Pools::new(settings.connect_timeout, source),
-            app_pools: Pools::new(settings.connect_timeout, source),
+            pools: Pools::new(settings.connect_timeout, source, Some(Arc::clone(&tls))),
+            app_pools: Pools::new(settings.connect_timeout, source, None),
             settings,
             config,
-            credentials,
+            tls,
             metrics,
             flag_meta,
             shutdown,

@@ -11,6 +11,7 @@ use crate::matching::domains_match;
 use crate::metrics::{Metrics, ServiceLabels, TcpLabels};
 use crate::model::{ProxyConfig, Running, TcpService};
 use crate::state::Shared;
+use crate::tls::Alpn;
 use crate::upstream::{self, Target};
 
 /// The TCP service for an original destination: address-specific entries first.
@@ -49,7 +50,7 @@ pub enum TcpRouteError {
 
 /// A connected upstream of a TCP service.
 pub struct TcpUpstream {
-    pub stream: tokio::net::TcpStream,
+    pub stream: crate::tls::Stream,
     pub labels: TcpLabels,
     /// The cluster's connection slot, held while the connection lives.
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -87,23 +88,12 @@ pub async fn connect_service(
     let ep = pick_endpoint(cluster, &input)
         .and_then(|c| cluster.endpoints.get(c.index))
         .ok_or_else(|| TcpRouteError::NoEndpoint(cluster.name.clone()))?;
-    let app = SocketAddr::new(ep.address, ep.port);
-    let target = if ep.sidecar {
-        Target {
-            connect: SocketAddr::new(ep.address, ep.inbound_port),
-            announce: Some(app),
-        }
-    } else {
-        Target {
-            connect: app,
-            announce: None,
-        }
-    };
+    let target = Target::endpoint(cluster, ep, shared.tls.has_credentials(), Alpn::Tcp);
     let timeout = match cluster.pool.connect_timeout_ms {
         0 => shared.settings.connect_timeout,
         ms => std::time::Duration::from_millis(ms),
     };
-    let stream = upstream::connect(target, client, timeout).await?;
+    let stream = upstream::connect(&target, client, timeout, Some(&shared.tls)).await?;
     let m = &shared.metrics;
     let service = ServiceLabels {
         service: cluster.service.clone(),

@@ -2,6 +2,9 @@
 //! header), pooled HTTP/1.1 keep-alive connections and shared, multiplexed h2c
 //! connections per (address, announced destination).
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,7 +18,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::{self, Body};
+use crate::model::{Cluster, Endpoint, TlsMode};
 use crate::proxy_protocol;
+use crate::tls::{Alpn, MeshTls, Security, Stream, TlsError};
 
 /// Idle HTTP/1.1 connections kept per upstream.
 const MAX_IDLE_PER_KEY: usize = 64;
@@ -40,6 +45,8 @@ pub enum UpstreamError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("TLS to {addr}: {source}")]
+    Tls { addr: SocketAddr, source: TlsError },
 }
 
 impl UpstreamError {
@@ -47,18 +54,70 @@ impl UpstreamError {
     pub fn is_connect_failure(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout(_)
+            UpstreamError::Connect { .. }
+                | UpstreamError::ConnectTimeout(_)
+                | UpstreamError::Tls { .. }
         )
     }
 }
 
-/// Where a connection goes.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+/// Where a connection goes and how it is secured (the pool key).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Target {
     /// Address to connect to.
     pub connect: SocketAddr,
     /// When set, a PROXY v2 header announcing this destination is written first.
     pub announce: Option<SocketAddr>,
+    /// TLS on top of the TCP connection (after the PROXY header).
+    pub security: Security,
+}
+
+impl Target {
+    /// A plaintext connection straight to `addr`.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Target {
+            connect: addr,
+            announce: None,
+            security: Security::Plain,
+        }
+    }
+
+    /// The connection to `ep` of `cluster`: through the peer sidecar's inbound
+    /// (PROXY header) when it has one, secured as the cluster's TLS mode says.
+    pub fn endpoint(cluster: &Cluster, ep: &Endpoint, has_credentials: bool, alpn: Alpn) -> Self {
+        let app = SocketAddr::new(ep.address, ep.port);
+        let mesh = || Security::Mesh {
+            sans: Arc::clone(&cluster.tls.subject_alt_names),
+            alpn,
+        };
+        let security = match cluster.tls.mode {
+            TlsMode::Auto if ep.sidecar && !ep.mtls_disabled && has_credentials => mesh(),
+            TlsMode::Auto | TlsMode::Disable => Security::Plain,
+            TlsMode::IstioMutual => mesh(),
+            TlsMode::Simple | TlsMode::Mutual => match &cluster.tls.origination {
+                Some(o) => Security::Originate(Arc::clone(o)),
+                None => Security::Plain,
+            },
+        };
+        if ep.sidecar {
+            Target {
+                connect: SocketAddr::new(ep.address, ep.inbound_port),
+                announce: Some(app),
+                security,
+            }
+        } else {
+            Target {
+                connect: app,
+                announce: None,
+                security,
+            }
+        }
+    }
+
+    /// Whether HTTP on this connection must be HTTP/1.1 (TLS origination offers only that).
+    pub fn forces_h1(&self) -> bool {
+        matches!(self.security, Security::Originate(_))
+    }
 }
 
 /// Per-cluster connection settings (DestinationRule `connectionPool`); `None`/0 = defaults.
@@ -105,21 +164,24 @@ fn set_keepalive(stream: &TcpStream, (probes, time, interval): (u32, Duration, D
     }
 }
 
-/// Opens a TCP connection to `target`, writing a PROXY header when asked.
+/// Opens a connection to `target`: TCP, the PROXY header when asked, then TLS
+/// when its security says so (mesh mTLS needs `tls`).
 pub async fn connect(
-    target: Target,
+    target: &Target,
     source: SocketAddr,
     timeout: Duration,
-) -> Result<TcpStream, UpstreamError> {
-    connect_with(target, source, timeout, None).await
+    tls: Option<&MeshTls>,
+) -> Result<Stream, UpstreamError> {
+    connect_with(target, source, timeout, None, tls).await
 }
 
 async fn connect_with(
-    target: Target,
+    target: &Target,
     source: SocketAddr,
     timeout: Duration,
     keepalive: Option<(u32, Duration, Duration)>,
-) -> Result<TcpStream, UpstreamError> {
+    tls: Option<&MeshTls>,
+) -> Result<Stream, UpstreamError> {
     let addr = target.connect;
     let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
@@ -137,7 +199,24 @@ async fn connect_with(
             .await
             .map_err(|source| UpstreamError::Connect { addr, source })?;
     }
-    Ok(stream)
+    match &target.security {
+        Security::Plain => Ok(Stream::Plain(stream)),
+        Security::Mesh { sans, alpn } => {
+            let tls = tls.ok_or(UpstreamError::Tls {
+                addr,
+                source: TlsError::NoCredentials,
+            })?;
+            let server = target.announce.unwrap_or(addr).ip();
+            tls.connect(stream, server, sans, *alpn)
+                .await
+                .map(|(s, _)| s)
+                .map_err(|source| UpstreamError::Tls { addr, source })
+        }
+        Security::Originate(o) => o.connect(stream).await.map_err(|e| UpstreamError::Tls {
+            addr,
+            source: e.into(),
+        }),
+    }
 }
 
 /// A shared h2 connection with its age and the streams it has carried.
@@ -182,16 +261,19 @@ pub struct Pools {
     connect_timeout: Duration,
     /// Source announced in PROXY headers of pooled connections (they carry many clients).
     source: SocketAddr,
+    /// Mesh mTLS of this proxy; `None` for pools that only reach the local app.
+    tls: Option<Arc<MeshTls>>,
 }
 
 impl Pools {
     /// Empty pools.
-    pub fn new(connect_timeout: Duration, source: SocketAddr) -> Self {
+    pub fn new(connect_timeout: Duration, source: SocketAddr, tls: Option<Arc<MeshTls>>) -> Self {
         Pools {
             h1: Arc::default(),
             h2: Mutex::default(),
             connect_timeout,
             source,
+            tls,
         }
     }
 
@@ -234,7 +316,7 @@ impl Pools {
     ) -> Result<http2::SendRequest<Body>, UpstreamError> {
         let slot = {
             let mut pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(pool.entry(target).or_default())
+            Arc::clone(pool.entry(target.clone()).or_default())
         };
         if let Some(s) = slot.live(settings) {
             return Ok(s);
@@ -245,7 +327,8 @@ impl Pools {
         }
         let addr = target.connect;
         let timeout = settings.connect_timeout.unwrap_or(self.connect_timeout);
-        let stream = connect_with(target, self.source, timeout, settings.keepalive).await?;
+        let tls = self.tls.as_deref();
+        let stream = connect_with(&target, self.source, timeout, settings.keepalive, tls).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -284,14 +367,14 @@ impl Pools {
         settings: &ConnSettings,
     ) -> Result<Response<Body>, UpstreamError> {
         let addr = target.connect;
-        let idle = self.take_idle(target, settings);
+        let idle = self.take_idle(&target, settings);
         let (mut conn, req) = match idle {
             Some(mut conn) => match conn.sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.recycle(target, conn, resp, *settings)),
                 // The idle connection was closed under us before the request went out:
                 // the request is intact, so it can go on a fresh connection.
                 Err(mut e) => match e.take_message() {
-                    Some(req) => (self.new_h1(target, settings).await?, req),
+                    Some(req) => (self.new_h1(&target, settings).await?, req),
                     None => {
                         return Err(UpstreamError::Request {
                             addr,
@@ -300,7 +383,7 @@ impl Pools {
                     }
                 },
             },
-            None => (self.new_h1(target, settings).await?, req),
+            None => (self.new_h1(&target, settings).await?, req),
         };
         let resp = conn
             .sender
@@ -310,10 +393,10 @@ impl Pools {
         Ok(self.recycle(target, conn, resp, *settings))
     }
 
-    fn take_idle(&self, target: Target, settings: &ConnSettings) -> Option<H1Idle> {
+    fn take_idle(&self, target: &Target, settings: &ConnSettings) -> Option<H1Idle> {
         let idle_limit = settings.idle_timeout.unwrap_or(DEFAULT_IDLE);
         let mut pool = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-        let list = pool.get_mut(&target)?;
+        let list = pool.get_mut(target)?;
         while let Some(c) = list.pop() {
             // Dropping a stale connection closes it.
             if c.sender.is_ready()
@@ -328,12 +411,13 @@ impl Pools {
 
     async fn new_h1(
         &self,
-        target: Target,
+        target: &Target,
         settings: &ConnSettings,
     ) -> Result<H1Idle, UpstreamError> {
         let addr = target.connect;
         let timeout = settings.connect_timeout.unwrap_or(self.connect_timeout);
-        let stream = connect_with(target, self.source, timeout, settings.keepalive).await?;
+        let tls = self.tls.as_deref();
+        let stream = connect_with(target, self.source, timeout, settings.keepalive, tls).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

@@ -23,7 +23,9 @@ fn classify_recognises_protocols_and_waits_on_prefixes() {
     assert_eq!(classify(b"GE"), None);
     assert_eq!(classify(b"PRI * HT"), None);
     assert_eq!(classify(b""), None);
-    assert_eq!(classify(b"\x16\x03\x01"), Some(Detected::Other));
+    assert_eq!(classify(b"\x16\x03\x01"), Some(Detected::Tls));
+    assert_eq!(classify(b"\x16"), None);
+    assert_eq!(classify(b"\x16\x01"), Some(Detected::Other));
     assert_eq!(classify(b"GETX"), Some(Detected::Other));
 }
 

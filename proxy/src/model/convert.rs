@@ -11,6 +11,7 @@ use sluice_api::config as pb;
 use super::*;
 
 mod resilience;
+mod security;
 
 /// A snapshot item the proxy cannot apply, named by where it sits.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,10 @@ pub enum Problem {
     Zero(&'static str),
     #[error("{what} {value} is not a percentage (0-100)")]
     BadPercent { what: &'static str, value: f64 },
+    #[error("{0} is required")]
+    Required(&'static str),
+    #[error(transparent)]
+    Authz(#[from] crate::authz::AuthzError),
 }
 
 fn invalid(item: impl Into<String>, problem: impl Into<Problem>) -> InvalidConfig {
@@ -449,6 +454,7 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
                 address: address(&item, &e.address)?,
                 port: port(&item, e.port)?,
                 sidecar: e.sidecar,
+                mtls_disabled: e.mtls_disabled,
                 inbound_port: if e.inbound_port == 0 {
                     15006
                 } else {
@@ -483,6 +489,7 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
         service_name: c.service_name.as_str().into(),
         pool: pool.clone(),
         outlier: resilience::outlier(&item, &c.outlier_detection)?,
+        tls: security::cluster_tls(&item, &c.service, &c.tls)?,
         circuit: Arc::new(crate::circuit::CircuitBreaker::new(pool.limits.clone())),
         round_robin: AtomicUsize::new(0),
     })
@@ -515,18 +522,6 @@ fn tcp_service(t: &pb::TcpService) -> Result<TcpService, InvalidConfig> {
             .collect::<Result<_, InvalidConfig>>()?,
         service: t.service.as_str().into(),
         domains: domains(&t.domains),
-    })
-}
-
-fn inbound_port(p: &pb::InboundPort) -> Result<InboundPort, InvalidConfig> {
-    let item = format!("inbound port {}", p.target_port);
-    Ok(InboundPort {
-        target_port: port(&item, p.target_port)?,
-        service_port: port(&item, p.service_port)?,
-        protocol: protocol(&item, p.protocol)?,
-        service: p.service.as_str().into(),
-        service_name: p.service_name.as_str().into(),
-        service_namespace: p.service_namespace.as_str().into(),
     })
 }
 
@@ -564,7 +559,12 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
             inbound: c
                 .inbound
                 .as_ref()
-                .map(|i| i.ports.iter().map(inbound_port).collect::<Result<_, _>>())
+                .map(|i| {
+                    i.ports
+                        .iter()
+                        .map(security::inbound_port)
+                        .collect::<Result<_, _>>()
+                })
                 .transpose()?
                 .unwrap_or_default(),
             rate_limits: match &c.inbound {
@@ -572,6 +572,7 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
                 None => Vec::new(),
             },
             self_meta: c.self_.as_ref().map(WorkloadMeta::from),
+            security: security::inbound_security(&c.inbound)?,
             cluster_index,
         })
     }

@@ -201,3 +201,77 @@ fn inherit_balancer_state_keeps_in_flight_counts_of_surviving_endpoints() {
         6
     );
 }
+
+fn with_tls(tls: pb::UpstreamTls) -> pb::ProxyConfig {
+    pb::ProxyConfig {
+        clusters: vec![pb::Cluster {
+            name: "outbound|9080||reviews".to_owned(),
+            service: "reviews.default.svc.cluster.local".to_owned(),
+            port: 9080,
+            tls: Some(tls),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn cluster_tls_unknown_mode_or_mutual_without_key_is_invalid_naming_cluster() {
+    let unknown = with_tls(pb::UpstreamTls {
+        mode: 42,
+        ..Default::default()
+    });
+    let err = ProxyConfig::try_from(&unknown).unwrap_err().to_string();
+    assert!(err.contains("cluster outbound|9080||reviews tls"), "{err}");
+    let mutual = with_tls(pb::UpstreamTls {
+        mode: pb::upstream_tls::Mode::Mutual as i32,
+        client_certificate: "/c.pem".to_owned(),
+        ..Default::default()
+    });
+    let err = ProxyConfig::try_from(&mutual).unwrap_err().to_string();
+    assert!(err.contains("private_key"), "{err}");
+}
+
+#[test]
+fn cluster_tls_simple_defaults_sni_to_service_host() {
+    let simple = with_tls(pb::UpstreamTls {
+        mode: pb::upstream_tls::Mode::Simple as i32,
+        subject_alt_names: vec!["api.example.com".to_owned()],
+        ..Default::default()
+    });
+    let cfg = ProxyConfig::try_from(&simple).unwrap();
+    let tls = &cfg.clusters[0].tls;
+    assert_eq!(tls.mode, TlsMode::Simple);
+    let o = tls.origination.as_ref().unwrap();
+    assert_eq!(o.sni, "reviews.default.svc.cluster.local");
+    assert_eq!(o.sans, ["api.example.com"]);
+}
+
+#[test]
+fn inbound_security_bad_policy_is_invalid() {
+    let cfg = pb::ProxyConfig {
+        inbound: Some(pb::Inbound {
+            security: Some(pb::InboundSecurity {
+                policies: vec![pb::AuthorizationPolicy {
+                    name: "default/bad".to_owned(),
+                    rules: vec![pb::AuthorizationRule {
+                        from: vec![pb::PeerMatch {
+                            ip_blocks: vec!["not-an-ip".to_owned()],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let err = ProxyConfig::try_from(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("inbound security") && err.contains("default/bad"),
+        "{err}"
+    );
+}

@@ -21,6 +21,7 @@ use crate::outlier::Outcome;
 use crate::report::InFlight;
 use crate::retry::{self, Failure};
 use crate::state::Shared;
+use crate::tls::Alpn;
 use crate::upstream::{ConnSettings, Target, UpstreamError};
 
 /// Where the request body of each attempt comes from.
@@ -234,23 +235,15 @@ impl Exchange<'_> {
             .endpoints
             .get(endpoint)
             .ok_or_else(|| "endpoint vanished".to_owned())?;
-        // Peer sidecars always take h2c; others get the cluster's (or the caller's) protocol.
-        let h2 = ep.sidecar
-            || cluster.protocol.is_h2()
-            || (cluster.protocol == Protocol::Unspecified
-                && self.parts.version == http::Version::HTTP_2);
-        let app = SocketAddr::new(ep.address, ep.port);
-        let target = if ep.sidecar {
-            Target {
-                connect: SocketAddr::new(ep.address, ep.inbound_port),
-                announce: Some(app),
-            }
-        } else {
-            Target {
-                connect: app,
-                announce: None,
-            }
-        };
+        let has_credentials = self.shared.tls.has_credentials();
+        let target = Target::endpoint(cluster, ep, has_credentials, Alpn::H2);
+        // Peer sidecars always take h2; others get the cluster's (or the caller's)
+        // protocol, except TLS origination, which offers only HTTP/1.1.
+        let h2 = !target.forces_h1()
+            && (ep.sidecar
+                || cluster.protocol.is_h2()
+                || (cluster.protocol == Protocol::Unspecified
+                    && self.parts.version == http::Version::HTTP_2));
         let mut parts = clone_parts(&self.parts);
         set_identity(&mut parts.headers, ep.sidecar.then_some(self.me));
         shape_for_upstream(&mut parts, h2, &self.authority, &self.path_and_query)

@@ -26,11 +26,13 @@ use crate::retry::Failure;
 use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
 use crate::state::Shared;
 
-/// Headers carrying the caller's identity to the peer sidecar (until mTLS).
+/// Headers carrying the caller's workload metadata to the peer sidecar (metric
+/// labels only; identity comes from the mTLS certificate).
 pub const SOURCE_WORKLOAD: HeaderName = HeaderName::from_static("x-sluice-source-workload");
 pub const SOURCE_NAMESPACE: HeaderName = HeaderName::from_static("x-sluice-source-namespace");
 pub const SOURCE_APP: HeaderName = HeaderName::from_static("x-sluice-source-app");
 pub const SOURCE_VERSION: HeaderName = HeaderName::from_static("x-sluice-source-version");
+/// No longer sent (the peer ignores it); removed from what the app sends.
 pub const SOURCE_PRINCIPAL: HeaderName = HeaderName::from_static("x-sluice-source-principal");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -389,7 +391,6 @@ pub(super) fn set_identity(headers: &mut http::HeaderMap, identity: Option<&Work
         (SOURCE_NAMESPACE, &me.namespace),
         (SOURCE_APP, &me.app),
         (SOURCE_VERSION, &me.version),
-        (SOURCE_PRINCIPAL, &me.principal),
     ];
     for (name, value) in fields {
         if let Ok(v) = HeaderValue::from_str(value.as_str()) {

@@ -1,7 +1,7 @@
 //! Traffic mirroring (Istio `HTTPRoute.mirror`): fire-and-forget copies of a
 //! request to other clusters, host suffixed `-shadow`; their responses are dropped.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use crate::body;
 use crate::http_util::shape_for_upstream;
 use crate::model::{Mirror, Protocol, Running};
 use crate::state::Shared;
+use crate::tls::Alpn;
 use crate::upstream::Target;
 
 /// Largest request body copied to mirrors; larger requests are not mirrored.
@@ -109,7 +110,9 @@ async fn send_one(
     else {
         return false;
     };
-    let h2 = ep.sidecar || cluster.protocol.is_h2() || cluster.protocol == Protocol::Grpc;
+    let target = Target::endpoint(cluster, ep, shared.tls.has_credentials(), Alpn::H2);
+    let h2 = !target.forces_h1()
+        && (ep.sidecar || cluster.protocol.is_h2() || cluster.protocol == Protocol::Grpc);
     let len = HeaderValue::from(bytes.len());
     let mut req = Request::new(body::full(bytes));
     *req.method_mut() = template.method.clone();
@@ -123,17 +126,6 @@ async fn send_one(
         return false;
     }
     let req = Request::from_parts(parts, body);
-    let app = SocketAddr::new(ep.address, ep.port);
-    let target = match ep.sidecar {
-        true => Target {
-            connect: SocketAddr::new(ep.address, ep.inbound_port),
-            announce: Some(app),
-        },
-        false => Target {
-            connect: app,
-            announce: None,
-        },
-    };
     let resp = if h2 {
         shared
             .pools

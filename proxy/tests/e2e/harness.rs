@@ -158,6 +158,17 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy binary on `ip` against `controller`, waiting until its admin port is up.
     pub async fn start(ip: &str, controller: SocketAddr, workload: &str, labels: &[&str]) -> Self {
+        Self::start_with(ip, controller, workload, labels, &[]).await
+    }
+
+    /// `start` with extra command-line arguments (e.g. `--credentials-dir`).
+    pub async fn start_with(
+        ip: &str,
+        controller: SocketAddr,
+        workload: &str,
+        labels: &[&str],
+        extra: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-proxy"));
         cmd.args(["--controller", &format!("http://{controller}"), "--ip", ip])
             .args([
@@ -173,6 +184,7 @@ impl Proxy {
         for l in labels {
             cmd.args(["--label", l]);
         }
+        cmd.args(extra);
         let child = cmd.spawn().expect("spawn sluice-proxy");
         let proxy = Proxy {
             ip: ip.parse().expect("ip"),

@@ -1,0 +1,244 @@
+//! Inbound HTTP requests: caller identity (from the mTLS peer certificate
+//! only), `x-forwarded-client-cert`, authorization, rate limits, and the
+//! request to the local application.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{InboundCtx, authorized, find_port, port_service, sole_port};
+use crate::authz::{self, MtlsMode};
+use crate::body::{self, Body, Counted};
+use crate::http_util::{authority_of, is_grpc, local_reply, shape_for_upstream, strip_hop_by_hop};
+use crate::matching::{RequestView, port_of};
+use crate::metrics::Side;
+use crate::model::{Protocol, Text, WorkloadMeta};
+use crate::rate_limit::{self, Gate};
+use crate::report::Report;
+use crate::rewrite::path_and_query;
+use crate::state::Shared;
+use crate::tls::Peer;
+use crate::upstream::Target;
+
+/// Metadata the peer sidecar sends about its workload (metric labels only).
+const SOURCE_HEADERS: [&str; 4] = [
+    "x-sluice-source-workload",
+    "x-sluice-source-namespace",
+    "x-sluice-source-app",
+    "x-sluice-source-version",
+];
+/// Never trusted: the caller's identity comes from its certificate.
+const SOURCE_PRINCIPAL: &str = "x-sluice-source-principal";
+
+const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
+
+/// Envoy's RBAC denial body.
+const RBAC_DENIED: &str = "RBAC: access denied";
+
+/// Takes the caller metadata headers out of the request; the principal is the
+/// mTLS peer identity, whatever the headers claim.
+fn take_source(headers: &mut HeaderMap, own_cluster: &Text, peer: Option<&Peer>) -> WorkloadMeta {
+    headers.remove(SOURCE_PRINCIPAL);
+    let mut take = |name: &str| -> Text {
+        let v = headers
+            .remove(name)
+            .and_then(|v| v.to_str().ok().map(Text::from));
+        v.unwrap_or_default()
+    };
+    let mut meta = WorkloadMeta {
+        workload: take(SOURCE_HEADERS[0]),
+        namespace: take(SOURCE_HEADERS[1]),
+        app: take(SOURCE_HEADERS[2]),
+        version: take(SOURCE_HEADERS[3]),
+        principal: peer
+            .map(|p| Text::from(p.spiffe_id.as_str()))
+            .unwrap_or_default(),
+        cluster: Text::default(),
+    };
+    if !meta.workload.as_str().is_empty() {
+        // Callers with a sidecar are in this mesh's cluster.
+        meta.cluster = own_cluster.clone();
+    }
+    meta
+}
+
+/// Replaces any caller-supplied `x-forwarded-client-cert`: set (Istio's form)
+/// only for mTLS callers, from their verified certificate.
+fn set_client_cert_header(headers: &mut HeaderMap, peer: Option<&Peer>) {
+    headers.remove(XFCC);
+    let Some(p) = peer else { return };
+    let value = format!(
+        "By={};Hash={};Subject=\"\";URI={}",
+        p.own_id, p.cert_hash, p.spiffe_id
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(XFCC, v);
+    }
+}
+
+/// Envoy's answer to a request an authorization policy denies.
+fn rbac_denied() -> Response<Body> {
+    let mut resp = Response::new(body::full(RBAC_DENIED));
+    *resp.status_mut() = StatusCode::FORBIDDEN;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+/// Handles one request for the local application.
+pub(super) async fn handle(
+    shared: Arc<Shared>,
+    ctx: InboundCtx,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let start = Instant::now();
+    let running = shared.current();
+    let (mut parts, body) = req.into_parts();
+    let authority = authority_of(&parts.uri, &parts.headers).map(str::to_owned);
+    let port = running.as_ref().and_then(|r| {
+        let cfg = &r.config;
+        ctx.dst_port
+            .and_then(|p| find_port(cfg, p))
+            .or_else(|| {
+                authority
+                    .as_deref()
+                    .and_then(port_of)
+                    .and_then(|p| find_port(cfg, p))
+            })
+            .or_else(|| sole_port(cfg))
+    });
+    let m = Arc::clone(&shared.metrics);
+    let me = shared.self_meta(running.as_deref());
+    let peer = ctx.peer.as_deref();
+    let source = take_source(&mut parts.headers, &me.cluster, peer);
+    set_client_cert_header(&mut parts.headers, peer);
+    let grpc = is_grpc(&parts.headers);
+    let protocol = if grpc { &m.words.grpc } else { &m.words.http };
+    let service = port.map(port_service).unwrap_or_default();
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    let labels = m.request_labels(
+        &m.words.destination,
+        &source,
+        me,
+        &service,
+        protocol,
+        0,
+        &m.words.unknown,
+        &m.words.no_flags,
+        ctx.security_label(&m.words),
+    );
+    let report = Report::new(Arc::clone(&m), labels, start, Arc::clone(&request_bytes));
+    let Some((target_port, app_protocol)) = port
+        .map(|p| (p.target_port, p.protocol))
+        .or(ctx.dst_port.map(|p| (p, Protocol::Unspecified)))
+    else {
+        let resp = local_reply(
+            StatusCode::NOT_FOUND,
+            "sluice-proxy: no inbound port for this request",
+        );
+        return report.local(resp, &m.words.nr);
+    };
+    if let Some(r) = &running {
+        let policy = &r.config.security;
+        // The port may have become STRICT after this plaintext connection was
+        // accepted; the connection is being drained, and no request on it may
+        // pass meanwhile.
+        if ctx.peer.is_none() && policy.mode_for(target_port) == MtlsMode::Strict {
+            shared
+                .metrics
+                .security
+                .handshake(Side::Inbound, "plaintext_refused");
+            let resp = local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sluice-proxy: this port requires mutual TLS (PeerAuthentication STRICT)",
+            );
+            return report.local(resp, &m.words.no_flags);
+        }
+        let request = authz::Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            host: authority.as_deref().unwrap_or(""),
+            headers: &parts.headers,
+        };
+        let verdict = policy.check_http(&ctx.authz_connection(target_port), &request);
+        if !authorized(&shared, policy.has_policies(), &verdict) {
+            return report.local(rbac_denied(), &m.words.no_flags);
+        }
+    }
+    let mut shown_limit = None;
+    if let Some(r) = running
+        .as_ref()
+        .filter(|r| !r.config.rate_limits.is_empty())
+    {
+        let view = RequestView {
+            method: parts.method.as_str(),
+            scheme: parts.uri.scheme_str().unwrap_or("http"),
+            authority: authority.as_deref().unwrap_or(""),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+        };
+        let principal = source.principal.as_str();
+        let limits = &r.config.rate_limits;
+        match rate_limit::gate(limits, Some(target_port), &view, principal, &m.resilience) {
+            Gate::Refuse(limit, d) => {
+                return report.local(rate_limit::refused(limit, d), &m.words.rl);
+            }
+            Gate::Pass(shown) => {
+                shown_limit = shown.map(|(limit, d)| {
+                    let mut headers = HeaderMap::new();
+                    limit.headers(d, &mut headers);
+                    headers
+                });
+            }
+        }
+    }
+    let h2 = app_protocol.is_h2() || (app_protocol == Protocol::Unspecified && grpc);
+    let app = SocketAddr::new(shared.settings.identity.ip, target_port);
+    let authority = authority.unwrap_or_else(|| app.to_string());
+    strip_hop_by_hop(&mut parts.headers);
+    let pq = path_and_query(parts.uri.path(), parts.uri.query());
+    if let Err(e) = shape_for_upstream(&mut parts, h2, &authority, &pq) {
+        let msg = format!("sluice-proxy: {e}");
+        return report.local(
+            local_reply(StatusCode::BAD_REQUEST, &msg),
+            &m.words.no_flags,
+        );
+    }
+    let req = Request::from_parts(parts, body::boxed(Counted::new(body, request_bytes)));
+    let target = Target::plain(app);
+    let result = if h2 {
+        shared
+            .app_pools
+            .send_h2(target, req)
+            .await
+            .map(|r| r.map(body::boxed))
+    } else {
+        shared.app_pools.send_h1(target, req).await
+    };
+    match result {
+        Ok(mut resp) => {
+            strip_hop_by_hop(resp.headers_mut());
+            if let Some(headers) = shown_limit {
+                resp.headers_mut().extend(headers);
+            }
+            report.streamed(resp, ())
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "local app request failed");
+            let flag = if e.is_connect_failure() {
+                &m.words.uf
+            } else {
+                &m.words.uc
+            };
+            let msg = format!("sluice-proxy: {e}");
+            report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag)
+        }
+    }
+}

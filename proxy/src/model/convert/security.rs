@@ -1,0 +1,87 @@
+//! Conversion of the inbound side (ports, PeerAuthentication modes,
+//! AuthorizationPolicies) and of a cluster's client-side TLS.
+
+use std::sync::Arc;
+
+use sluice_api::config as pb;
+
+use super::{InvalidConfig, Problem, invalid, port, protocol};
+use crate::authz::InboundPolicy;
+use crate::model::{ClusterTls, InboundPort, TlsMode};
+use crate::tls::Origination;
+
+/// A cluster's `tls`; unset = AUTO.
+pub(super) fn cluster_tls(
+    item: &str,
+    service: &str,
+    t: &Option<pb::UpstreamTls>,
+) -> Result<ClusterTls, InvalidConfig> {
+    let Some(t) = t else {
+        return Ok(ClusterTls::default());
+    };
+    let mode = match pb::upstream_tls::Mode::try_from(t.mode) {
+        Ok(pb::upstream_tls::Mode::Auto) => TlsMode::Auto,
+        Ok(pb::upstream_tls::Mode::Disable) => TlsMode::Disable,
+        Ok(pb::upstream_tls::Mode::IstioMutual) => TlsMode::IstioMutual,
+        Ok(pb::upstream_tls::Mode::Simple) => TlsMode::Simple,
+        Ok(pb::upstream_tls::Mode::Mutual) => TlsMode::Mutual,
+        Err(_) => {
+            return Err(invalid(
+                format!("{item} tls"),
+                Problem::UnknownEnum {
+                    what: "tls mode",
+                    value: t.mode,
+                },
+            ));
+        }
+    };
+    let origination = match mode {
+        TlsMode::Simple | TlsMode::Mutual => {
+            if mode == TlsMode::Mutual
+                && (t.client_certificate.is_empty() || t.private_key.is_empty())
+            {
+                return Err(invalid(
+                    format!("{item} tls"),
+                    Problem::Required("client_certificate and private_key with MUTUAL"),
+                ));
+            }
+            let sni = if t.sni.is_empty() { service } else { &t.sni };
+            Some(Arc::new(Origination {
+                sni: sni.to_owned(),
+                sans: t.subject_alt_names.clone(),
+                ca_certificates: t.ca_certificates.clone(),
+                client_certificate: t.client_certificate.clone(),
+                private_key: t.private_key.clone(),
+                insecure_skip_verify: t.insecure_skip_verify,
+            }))
+        }
+        _ => None,
+    };
+    Ok(ClusterTls {
+        mode,
+        subject_alt_names: t.subject_alt_names.clone().into(),
+        origination,
+    })
+}
+
+/// The inbound security of the workload; unset = PERMISSIVE and no policies.
+pub(super) fn inbound_security(
+    inbound: &Option<pb::Inbound>,
+) -> Result<InboundPolicy, InvalidConfig> {
+    match inbound.as_ref().and_then(|i| i.security.as_ref()) {
+        Some(s) => InboundPolicy::compile(s).map_err(|e| invalid("inbound security", e)),
+        None => Ok(InboundPolicy::default()),
+    }
+}
+
+pub(super) fn inbound_port(p: &pb::InboundPort) -> Result<InboundPort, InvalidConfig> {
+    let item = format!("inbound port {}", p.target_port);
+    Ok(InboundPort {
+        target_port: port(&item, p.target_port)?,
+        service_port: port(&item, p.service_port)?,
+        protocol: protocol(&item, p.protocol)?,
+        service: p.service.as_str().into(),
+        service_name: p.service_name.as_str().into(),
+        service_namespace: p.service_namespace.as_str().into(),
+    })
+}
