@@ -163,6 +163,16 @@ fn check_rule(errors: &mut FieldErrors, path: &str, rule: &Rule, custom: bool) {
                 .any(|pre| c.key.starts_with(pre) && (!pre.ends_with('[') || c.key.ends_with(']')));
         if !known {
             errors.push(at(&p, "key"), format!("unknown attribute `{}`", c.key));
+        } else if c.key.starts_with("experimental.envoy.filters.") {
+            // Envoy filter metadata does not exist in Sluice's sidecar; a
+            // policy using it could never be enforced as written.
+            errors.push(
+                at(&p, "key"),
+                format!(
+                    "`{}` is not supported by Sluice (no Envoy filter metadata)",
+                    c.key
+                ),
+            );
         }
         if custom
             && (matches!(

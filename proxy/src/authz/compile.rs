@@ -272,6 +272,24 @@ fn condition(cx: &Ctx<'_>, at: &str, c: &pb::ConditionMatch) -> Result<Condition
         "destination.ip" => Condition::Ip(IpKey::Destination, ips()?),
         "source.namespace" => Condition::Str(StrKey::Namespace, strings()?),
         "source.principal" => Condition::Str(StrKey::Principal, strings()?),
+        // `<namespace>/<account>` names the principal in any trust domain.
+        "source.serviceAccount" => {
+            let as_principal = |v: &[String]| -> Vec<String> {
+                v.iter()
+                    .map(|a| match a.split_once('/') {
+                        Some((ns, sa)) => format!("*/ns/{ns}/sa/{sa}"),
+                        None => a.clone(),
+                    })
+                    .collect()
+            };
+            let field = cx.string_field(
+                &values,
+                &not_values,
+                &as_principal(&c.values),
+                &as_principal(&c.not_values),
+            )?;
+            Condition::Str(StrKey::Principal, field)
+        }
         "connection.sni" => Condition::Str(StrKey::Sni, strings()?),
         "destination.port" => Condition::Port(Field {
             any: cx.port_strings(&values, &c.values)?,

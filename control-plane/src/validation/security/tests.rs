@@ -226,3 +226,11 @@ fn authorization_policy_white_space_in_a_namespace_is_refused() {
         "spec.rules[0].from[0].source.namespaces[0]: `my ns` contains white space",
     );
 }
+
+#[test]
+fn authorization_policy_envoy_filter_metadata_condition_is_refused() {
+    ap_one(
+        "{rules: [{when: [{key: \"experimental.envoy.filters.network.mysql_proxy[db.table]\", values: [\"[update]\"]}]}]}",
+        "spec.rules[0].when[0].key: `experimental.envoy.filters.network.mysql_proxy[db.table]` is not supported by Sluice (no Envoy filter metadata)",
+    );
+}
