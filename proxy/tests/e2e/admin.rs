@@ -163,3 +163,51 @@ async fn admin_malformed_traffic_is_refused_without_crashing() {
         "proxy did not exit"
     );
 }
+
+#[tokio::test]
+async fn admin_port_answers_only_on_127_0_0_1_when_the_workload_ip_is_not_loopback() {
+    // A wildcard workload address is not loopback: every listener binds it
+    // except admin (config_dump, quitquitquit), which must stay on 127.0.0.1.
+    // Unusual ports keep this proxy clear of the others in this suite.
+    let ctl = Controller::start("127.0.43.1:15010".parse().unwrap()).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
+        .args(["--controller", &format!("http://{}", ctl.addr)])
+        .args([
+            "--ip",
+            "0.0.0.0",
+            "--id",
+            "wild-0.default",
+            "--workload",
+            "wild",
+        ])
+        .args(["--outbound-port", "25101", "--inbound-port", "25106"])
+        .args(["--admin-port", "25100", "--health-port", "25121"])
+        .args(["--stats-port", "25190"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sluice-proxy");
+    let stats_elsewhere: std::net::SocketAddr = "127.0.43.7:25190".parse().unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if TcpStream::connect(stats_elsewhere).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "stats listener on the wildcard address never came up");
+    let admin_local = send(
+        "127.0.0.1:25100".parse().unwrap(),
+        get("/config_dump", "admin"),
+    )
+    .await
+    .expect("admin answers on 127.0.0.1");
+    assert_eq!(admin_local.status, 200);
+    assert!(
+        TcpStream::connect("127.0.43.7:25100").await.is_err(),
+        "admin must not listen on any other address"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
