@@ -177,7 +177,7 @@ async fn handle_conn(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAdd
         // not outlive that change (Envoy drains connections of a replaced
         // filter chain): it is shut down gracefully when the mode flips.
         let shutdown = if ctx.peer.is_none() {
-            strict_drain(&shared, target_port)
+            strict_drain(&shared, target_port, true)
         } else {
             shared.shutdown.clone()
         };
@@ -194,9 +194,14 @@ async fn handle_conn(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAdd
     relay_tcp(shared, stream, target_port, ctx).await;
 }
 
-/// A shutdown signal for one plaintext connection: the proxy's own, or the
-/// config making `port` STRICT. The watcher ends with the connection.
-fn strict_drain(shared: &Arc<Shared>, port: Option<u16>) -> watch::Receiver<bool> {
+/// A stop signal for one plaintext connection: the config making `port`
+/// STRICT, or (with `on_shutdown`) the proxy's own shutdown. The watcher ends
+/// with the connection.
+fn strict_drain(
+    shared: &Arc<Shared>,
+    port: Option<u16>,
+    on_shutdown: bool,
+) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     let mut config = shared.config.clone();
     let mut global = shared.shutdown.clone();
@@ -207,7 +212,8 @@ fn strict_drain(shared: &Arc<Shared>, port: Option<u16>) -> watch::Receiver<bool
                 .borrow_and_update()
                 .as_ref()
                 .is_some_and(|r| r.config.security.mode_for(port) == MtlsMode::Strict);
-            if strict || *global.borrow_and_update() {
+            let shutting_down = *global.borrow_and_update() && on_shutdown;
+            if strict || shutting_down {
                 let _ = tx.send(true);
                 return;
             }
@@ -271,7 +277,28 @@ async fn relay_tcp(shared: Arc<Shared>, stream: Stream, target_port: u16, ctx: I
     };
     let security = ctx.security_label(&m.words);
     let labels = m.tcp_labels(&m.words.destination, &source, me, &service, security);
-    crate::tcp::relay(&shared.metrics, &labels, stream, upstream).await;
+    if ctx.peer.is_some() {
+        crate::tcp::relay(&shared.metrics, &labels, stream, upstream).await;
+        return;
+    }
+    // A plaintext connection ends when its port becomes STRICT, as Envoy
+    // closes connections of a replaced filter chain.
+    let mut drain = strict_drain(&shared, Some(target_port), false);
+    let stop = async {
+        if drain.wait_for(|stop| *stop).await.is_err() {
+            // The watcher is gone (the proxy is stopping): nothing to enforce.
+            std::future::pending::<()>().await;
+        }
+        shared
+            .metrics
+            .security
+            .handshake(Side::Inbound, "plaintext_refused");
+        tracing::debug!(
+            port = target_port,
+            "plaintext TCP connection closed: port is now STRICT"
+        );
+    };
+    crate::tcp::relay_until(&shared.metrics, &labels, stream, upstream, stop).await;
 }
 
 fn port_service(p: &InboundPort) -> ServiceLabels {

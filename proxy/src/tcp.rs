@@ -115,13 +115,32 @@ pub async fn connect_service(
 }
 
 /// Relays bytes both ways until both sides close, reporting Istio TCP metrics.
-pub async fn relay<A, B>(metrics: &Arc<Metrics>, labels: &TcpLabels, mut client: A, mut upstream: B)
+pub async fn relay<A, B>(metrics: &Arc<Metrics>, labels: &TcpLabels, client: A, upstream: B)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    relay_until(metrics, labels, client, upstream, std::future::pending()).await;
+}
+
+/// [`relay`], cut short when `stop` completes (the connection is closed; the
+/// bytes relayed so far are not counted, the close is).
+pub async fn relay_until<A, B>(
+    metrics: &Arc<Metrics>,
+    labels: &TcpLabels,
+    mut client: A,
+    mut upstream: B,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     metrics.tcp_opened.get_or_create(labels).inc();
-    let (received, sent) = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let copied = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r,
+        () = stop => Ok((0, 0)),
+    };
+    let (received, sent) = match copied {
         Ok(counts) => counts,
         Err(e) => {
             tracing::debug!(error = %e, "tcp relay ended with an error");

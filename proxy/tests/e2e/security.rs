@@ -525,3 +525,73 @@ async fn security_deny_policy_answers_403_and_bad_policy_is_nacked() {
         .unwrap();
     assert_eq!(still_denied.status, 403);
 }
+
+/// A PROXY protocol v2 header (TCP over IPv4) announcing `src` → `dst`.
+fn proxy_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
+        panic!("IPv4 only")
+    };
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&s.ip().octets());
+    h.extend_from_slice(&d.ip().octets());
+    h.extend_from_slice(&s.port().to_be_bytes());
+    h.extend_from_slice(&d.port().to_be_bytes());
+    h
+}
+
+#[tokio::test]
+async fn security_open_plaintext_tcp_connection_is_closed_when_port_turns_strict() {
+    let net = 85;
+    let m = mesh(
+        net,
+        client_config(net, None),
+        server_config(pb::MtlsMode::Permissive, vec![]),
+    )
+    .await;
+    // A plaintext caller without a sidecar, straight to the inbound's TCP port.
+    let mut s = TcpStream::connect(m.server.inbound()).await.unwrap();
+    s.write_all(&proxy_v2(addr(net, 9, 40000), addr(net, 2, 3306)))
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("mysql-app\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    s.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    s.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+
+    m.server_ctl
+        .publish("2", server_config(pb::MtlsMode::Strict, vec![]));
+    assert_eq!(m.server_ctl.reply("2").await, Reply::Ack);
+    // The open connection is cut; nothing more is relayed.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = s.write_all(b"pong").await;
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "plaintext TCP connection still open under STRICT"
+    );
+    eventually(
+        &m.server,
+        "sluice_tls_handshakes_total",
+        &[("direction", "inbound"), ("outcome", "plaintext_refused")],
+        1.0,
+    )
+    .await;
+}
