@@ -68,6 +68,17 @@ pub struct Verdict {
     pub policy: Option<String>,
     /// The first AUDIT policy that matched, if any.
     pub audit: Option<String>,
+    /// What the dry-run policies (`istio.io/dry-run`) would have decided;
+    /// `None` when there are none. Never enforced.
+    pub dry_run: Option<DryRun>,
+}
+
+/// The decision of the dry-run policies alone, evaluated like enforced ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DryRun {
+    pub allowed: bool,
+    /// The dry-run policy that decided, as in [`Verdict::policy`].
+    pub policy: Option<String>,
 }
 
 /// A workload's compiled inbound security.
@@ -79,6 +90,9 @@ pub struct InboundPolicy {
     deny: Vec<Policy>,
     allow: Vec<Policy>,
     audit: Vec<Policy>,
+    /// Dry-run DENY and ALLOW policies: evaluated on their own, never enforced.
+    dry_deny: Vec<Policy>,
+    dry_allow: Vec<Policy>,
 }
 
 impl Default for InboundPolicy {
@@ -89,6 +103,8 @@ impl Default for InboundPolicy {
             deny: Vec::new(),
             allow: Vec::new(),
             audit: Vec::new(),
+            dry_deny: Vec::new(),
+            dry_allow: Vec::new(),
         }
     }
 }
@@ -129,11 +145,15 @@ impl InboundPolicy {
             ..InboundPolicy::default()
         };
         for p in &security.policies {
+            let dry_run = p.dry_run;
             let p = compile::policy(p)?;
-            match p.action {
-                Action::Deny => out.deny.push(p),
-                Action::Allow => out.allow.push(p),
-                Action::Audit => out.audit.push(p),
+            match (p.action, dry_run) {
+                (Action::Deny, false) => out.deny.push(p),
+                (Action::Allow, false) => out.allow.push(p),
+                (Action::Deny, true) => out.dry_deny.push(p),
+                (Action::Allow, true) => out.dry_allow.push(p),
+                // AUDIT never enforces anything; dry-run changes nothing.
+                (Action::Audit, _) => out.audit.push(p),
             }
         }
         Ok(out)
@@ -147,9 +167,13 @@ impl InboundPolicy {
             .map_or(self.default_mode, |(_, m)| *m)
     }
 
-    /// Whether any authorization policy applies.
+    /// Whether any authorization policy applies (dry-run ones included).
     pub fn has_policies(&self) -> bool {
-        !(self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty())
+        !(self.deny.is_empty()
+            && self.allow.is_empty()
+            && self.audit.is_empty()
+            && self.dry_deny.is_empty()
+            && self.dry_allow.is_empty())
     }
 
     /// Evaluates an HTTP request.
@@ -164,12 +188,14 @@ impl InboundPolicy {
 
     /// Istio's order: a matching DENY denies; else with no ALLOW policy the
     /// request is allowed; else some ALLOW must match. AUDIT only reports.
+    /// Dry-run policies get the same evaluation on their own.
     fn check(&self, a: &Attrs<'_>) -> Verdict {
         if !self.has_policies() {
             return Verdict {
                 allowed: true,
                 policy: None,
                 audit: None,
+                dry_run: None,
             };
         }
         let audit = self
@@ -177,25 +203,28 @@ impl InboundPolicy {
             .iter()
             .find(|p| p.matches(a))
             .map(|p| p.name.clone());
-        if let Some(p) = self.deny.iter().find(|p| p.matches(a)) {
-            return Verdict {
-                allowed: false,
-                policy: Some(p.name.clone()),
-                audit,
-            };
-        }
-        if self.allow.is_empty() {
-            return Verdict {
-                allowed: true,
-                policy: None,
-                audit,
-            };
-        }
-        let allow = self.allow.iter().find(|p| p.matches(a));
+        let dry_run = (!self.dry_deny.is_empty() || !self.dry_allow.is_empty()).then(|| {
+            let (allowed, policy) = decide(&self.dry_deny, &self.dry_allow, a);
+            DryRun { allowed, policy }
+        });
+        let (allowed, policy) = decide(&self.deny, &self.allow, a);
         Verdict {
-            allowed: allow.is_some(),
-            policy: allow.map(|p| p.name.clone()),
+            allowed,
+            policy,
             audit,
+            dry_run,
         }
     }
+}
+
+/// DENY before ALLOW over one set of policies: (allowed, deciding policy).
+fn decide(deny: &[Policy], allow: &[Policy], a: &Attrs<'_>) -> (bool, Option<String>) {
+    if let Some(p) = deny.iter().find(|p| p.matches(a)) {
+        return (false, Some(p.name.clone()));
+    }
+    if allow.is_empty() {
+        return (true, None);
+    }
+    let hit = allow.iter().find(|p| p.matches(a));
+    (hit.is_some(), hit.map(|p| p.name.clone()))
 }

@@ -236,6 +236,17 @@ fn authorized(shared: &Shared, has_policies: bool, verdict: &authz::Verdict) -> 
         if let Some(audit) = &verdict.audit {
             m.authorization(audit, "audit");
         }
+        if let Some(dry) = &verdict.dry_run {
+            let policy = dry.policy.as_deref().unwrap_or("");
+            m.authorization(
+                policy,
+                if dry.allowed {
+                    "dry_run_allow"
+                } else {
+                    "dry_run_deny"
+                },
+            );
+        }
     }
     verdict.allowed
 }

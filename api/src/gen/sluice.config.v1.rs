@@ -907,6 +907,10 @@ pub struct AuthorizationPolicy {
     /// (so an ALLOW policy with no rules denies everything).
     #[prost(message, repeated, tag = "3")]
     pub rules: ::prost::alloc::vec::Vec<AuthorizationRule>,
+    /// Annotation `istio.io/dry-run: "true"`: evaluated and reported, never
+    /// enforced (Envoy's shadow rules).
+    #[prost(bool, tag = "4")]
+    pub dry_run: bool,
 }
 /// Nested message and enum types in `AuthorizationPolicy`.
 pub mod authorization_policy {

@@ -181,9 +181,16 @@ fn policy(ap: &AuthorizationPolicy, trust_domain: &str) -> pb::AuthorizationPoli
         Some("AUDIT") => pb::authorization_policy::Action::Audit,
         _ => pb::authorization_policy::Action::Allow,
     };
+    let dry_run = ap
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("istio.io/dry-run"))
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     pb::AuthorizationPolicy {
         name: name(&ap.metadata),
         action: action as i32,
+        dry_run,
         rules: ap
             .spec
             .rules

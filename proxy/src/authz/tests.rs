@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue};
 use sluice_api::config as pb;
 use sluice_api::config::authorization_policy::Action as PbAction;
 
-use super::{Connection, InboundPolicy, Request, Verdict};
+use super::{Connection, DryRun, InboundPolicy, Request, Verdict};
 
 pub(super) const FRONTEND: &str = "cluster.local/ns/default/sa/frontend";
 
@@ -69,6 +69,7 @@ pub(super) fn policy(
         name: name.to_owned(),
         action: action as i32,
         rules,
+        dry_run: false,
     }
 }
 
@@ -148,7 +149,8 @@ fn no_policies_any_request_allowed_without_attribution() {
         Verdict {
             allowed: true,
             policy: None,
-            audit: None
+            audit: None,
+            dry_run: None,
         }
     );
     assert!(p.check_tcp(&plaintext()).allowed);
@@ -458,5 +460,42 @@ fn seed_orders_policy_frontend_with_key_allowed_others_denied() {
     assert!(
         !p.check_tcp(&mtls()).allowed,
         "TCP: the rule uses HTTP-only fields"
+    );
+}
+
+#[test]
+fn dry_run_deny_matching_reported_but_request_allowed() {
+    let mut shadow = deny(vec![allow_all()]);
+    shadow.name = "default/dry".to_owned();
+    shadow.dry_run = true;
+    let p = compile(vec![shadow]);
+    assert!(p.has_policies());
+    let v = http(&p, &plaintext(), &call("GET", "/"));
+    assert!(v.allowed);
+    assert_eq!(v.policy, None);
+    assert_eq!(
+        v.dry_run,
+        Some(DryRun {
+            allowed: false,
+            policy: Some("default/dry".to_owned())
+        })
+    );
+}
+
+#[test]
+fn dry_run_allow_unmatched_would_deny_without_touching_enforced_allow() {
+    let mut shadow = policy("default/dry-allow", PbAction::Allow, vec![]);
+    shadow.dry_run = true;
+    let enforced = policy("default/allow", PbAction::Allow, vec![allow_all()]);
+    let p = compile(vec![shadow, enforced]);
+    let v = http(&p, &plaintext(), &call("GET", "/"));
+    assert!(v.allowed);
+    assert_eq!(v.policy.as_deref(), Some("default/allow"));
+    assert_eq!(
+        v.dry_run,
+        Some(DryRun {
+            allowed: false,
+            policy: None
+        })
     );
 }

@@ -65,7 +65,7 @@ impl SecurityMetrics {
         );
         registry.register(
             "sluice_authorization_decisions",
-            "AuthorizationPolicy decisions (allow, deny, audit) by deciding policy",
+            "AuthorizationPolicy decisions (allow, deny, audit, dry_run_allow, dry_run_deny) by deciding policy",
             m.authz.clone(),
         );
         m

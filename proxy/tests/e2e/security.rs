@@ -315,6 +315,7 @@ async fn security_permissive_accepts_plaintext_and_mtls_and_allow_policy_uses_ce
     let allow = pb::AuthorizationPolicy {
         name: "default/only-productpage".to_owned(),
         action: pb::authorization_policy::Action::Allow as i32,
+        dry_run: false,
         rules: vec![pb::AuthorizationRule {
             from: vec![pb::PeerMatch {
                 principals: vec!["cluster.local/ns/default/sa/productpage".to_owned()],
@@ -426,6 +427,7 @@ async fn security_deny_policy_answers_403_and_bad_policy_is_nacked() {
     let deny = pb::AuthorizationPolicy {
         name: "default/no-admin".to_owned(),
         action: pb::authorization_policy::Action::Deny as i32,
+        dry_run: false,
         rules: vec![pb::AuthorizationRule {
             to: vec![pb::OperationMatch {
                 paths: vec!["/admin*".to_owned()],
@@ -437,6 +439,7 @@ async fn security_deny_policy_answers_403_and_bad_policy_is_nacked() {
     let no_mysql = pb::AuthorizationPolicy {
         name: "default/no-mysql".to_owned(),
         action: pb::authorization_policy::Action::Deny as i32,
+        dry_run: false,
         rules: vec![pb::AuthorizationRule {
             to: vec![pb::OperationMatch {
                 ports: vec![3306],
@@ -502,6 +505,7 @@ async fn security_deny_policy_answers_403_and_bad_policy_is_nacked() {
     let bad = pb::AuthorizationPolicy {
         name: "default/bad".to_owned(),
         action: pb::authorization_policy::Action::Allow as i32,
+        dry_run: false,
         rules: vec![pb::AuthorizationRule {
             from: vec![pb::PeerMatch {
                 ip_blocks: vec!["not-an-ip".to_owned()],

@@ -140,3 +140,34 @@ spec: {}
     assert_eq!(from.principals, ["cluster.local/ns/default/sa/bad"]);
     assert_eq!(from.not_principals, ["cluster.local/ns/x/sa/y"]);
 }
+
+#[test]
+fn authorization_policy_dry_run_annotation_marks_the_policy() {
+    let idx = index(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: shadow
+  namespace: default
+  annotations: {"istio.io/dry-run": "true"}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {methods: ["DELETE"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: real, namespace: default}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {methods: ["PATCH"]}}]}]
+"#,
+    );
+    let s = security(&idx, &proxy("default", &[]));
+    let flags: Vec<(&str, bool)> = s
+        .policies
+        .iter()
+        .map(|p| (p.name.as_str(), p.dry_run))
+        .collect();
+    assert_eq!(flags, [("default/real", false), ("default/shadow", true)]);
+}
