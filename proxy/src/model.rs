@@ -464,6 +464,16 @@ pub struct ClusterTls {
     /// SIMPLE / MUTUAL origination, prepared once per config.
     #[serde(skip)]
     pub origination: Option<Arc<crate::tls::Origination>>,
+    /// SNI sent to peer sidecars (Istio's `outbound_.<port>_.<subset>_.<host>`).
+    #[serde(serialize_with = "shared_str")]
+    pub mesh_sni: Option<Arc<str>>,
+}
+
+fn shared_str<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&**v),
+        None => s.serialize_none(),
+    }
 }
 
 fn shared_list<S: Serializer>(list: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {

@@ -84,7 +84,12 @@ pub enum Security {
     Plain,
     /// Mesh mTLS with the workload certificate; the server must be one of
     /// `sans` (SPIFFE ids without "spiffe://"; empty = any mesh identity).
-    Mesh { sans: Arc<[String]>, alpn: Alpn },
+    Mesh {
+        sans: Arc<[String]>,
+        alpn: Alpn,
+        /// SNI to send; `None` sends none.
+        sni: Option<Arc<str>>,
+    },
     /// TLS origination to a server outside the mesh (SIMPLE / MUTUAL).
     Originate(Arc<Origination>),
 }
@@ -208,8 +213,9 @@ impl MeshTls {
         server: IpAddr,
         sans: &[String],
         alpn: Alpn,
+        sni: Option<&str>,
     ) -> Result<(Stream, Peer), TlsError> {
-        let result = self.connect_inner(stream, server, sans, alpn).await;
+        let result = self.connect_inner(stream, server, sans, alpn, sni).await;
         let outcome = match &result {
             Ok(_) => "success",
             Err(TlsError::NoCredentials) => "no_certificate",
@@ -225,6 +231,7 @@ impl MeshTls {
         server: IpAddr,
         sans: &[String],
         alpn: Alpn,
+        sni: Option<&str>,
     ) -> Result<(Stream, Peer), TlsError> {
         let built = self.current()?;
         let verifier = verify::SpiffeServerVerifier::new(
@@ -240,8 +247,11 @@ impl MeshTls {
             .with_client_cert_resolver(Arc::new(FixedClientCert(Arc::clone(&built.key))));
         config.alpn_protocols = vec![alpn.bytes().to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        // An IP server name sends no SNI: identity is checked by SAN, not by name.
-        let name = ServerName::IpAddress(server.into());
+        // Identity is checked by SPIFFE SAN, never by name: the name only
+        // carries Istio's SNI (`connection.sni`); an IP sends none.
+        let name = sni
+            .and_then(|s| ServerName::try_from(s.to_owned()).ok())
+            .unwrap_or(ServerName::IpAddress(server.into()));
         let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
             .await
             .map_err(|_| TlsError::Timeout)?

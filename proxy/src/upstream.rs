@@ -89,6 +89,7 @@ impl Target {
         let mesh = || Security::Mesh {
             sans: Arc::clone(&cluster.tls.subject_alt_names),
             alpn,
+            sni: cluster.tls.mesh_sni.clone(),
         };
         let security = match cluster.tls.mode {
             TlsMode::Auto if ep.sidecar && !ep.mtls_disabled && has_credentials => mesh(),
@@ -201,13 +202,13 @@ async fn connect_with(
     }
     match &target.security {
         Security::Plain => Ok(Stream::Plain(stream)),
-        Security::Mesh { sans, alpn } => {
+        Security::Mesh { sans, alpn, sni } => {
             let tls = tls.ok_or(UpstreamError::Tls {
                 addr,
                 source: TlsError::NoCredentials,
             })?;
             let server = target.announce.unwrap_or(addr).ip();
-            tls.connect(stream, server, sans, *alpn)
+            tls.connect(stream, server, sans, *alpn, sni.as_deref())
                 .await
                 .map(|(s, _)| s)
                 .map_err(|source| UpstreamError::Tls { addr, source })

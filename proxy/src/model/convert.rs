@@ -489,7 +489,7 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
         service_name: c.service_name.as_str().into(),
         pool: pool.clone(),
         outlier: resilience::outlier(&item, &c.outlier_detection)?,
-        tls: security::cluster_tls(&item, &c.service, &c.tls)?,
+        tls: security::cluster_tls(&item, c)?,
         circuit: Arc::new(crate::circuit::CircuitBreaker::new(pool.limits.clone())),
         round_robin: AtomicUsize::new(0),
     })

@@ -105,6 +105,18 @@ async fn handshake(
     Result<(Stream, Peer), TlsError>,
     Result<(Stream, Peer), TlsError>,
 ) {
+    handshake_sni(server, client, sans, None).await
+}
+
+async fn handshake_sni(
+    server: Arc<MeshTls>,
+    client: &MeshTls,
+    sans: &[String],
+    sni: Option<&str>,
+) -> (
+    Result<(Stream, Peer), TlsError>,
+    Result<(Stream, Peer), TlsError>,
+) {
     let listener = TcpListener::bind(SocketAddr::new(LOCAL, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = tokio::spawn(async move {
@@ -112,7 +124,7 @@ async fn handshake(
         server.accept(s).await
     });
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let client_side = client.connect(tcp, LOCAL, sans, Alpn::H2).await;
+    let client_side = client.connect(tcp, LOCAL, sans, Alpn::H2, sni).await;
     let server_side = accepted.await.unwrap();
     (server_side, client_side)
 }
@@ -284,7 +296,7 @@ async fn connect_without_credentials_fails_before_any_handshake() {
     let tcp = TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
-    let r = client.connect(tcp, LOCAL, &[], Alpn::Tcp).await;
+    let r = client.connect(tcp, LOCAL, &[], Alpn::Tcp, None).await;
     assert!(matches!(r, Err(TlsError::NoCredentials)));
 }
 
@@ -304,7 +316,7 @@ async fn sniff_real_client_hello_is_tls_and_plaintext_is_http() {
     let listener = TcpListener::bind(SocketAddr::new(LOCAL, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let hello = tokio::spawn(async move { client.connect(tcp, LOCAL, &[], Alpn::H2).await });
+    let hello = tokio::spawn(async move { client.connect(tcp, LOCAL, &[], Alpn::H2, None).await });
     let (s, _) = listener.accept().await.unwrap();
     assert_eq!(
         detect::sniff(&s, Duration::from_secs(2)).await,
@@ -328,4 +340,18 @@ fn spiffe_id_reads_uri_san_and_ignores_certs_without_one() {
     let (cert, _) = leaf(&root, SERVER, None);
     assert_eq!(spiffe_id(&cert).as_deref(), Some(SERVER));
     assert_eq!(spiffe_id(&root.der), None);
+}
+
+#[tokio::test]
+async fn handshake_istio_sni_reaches_the_server_and_ip_sends_none() {
+    let root = ca("root");
+    let (server, _stx, _) = mesh(Some(creds(SERVER, &root, &[&root])));
+    let server = Arc::new(server);
+    let (client, _ctx, _) = mesh(Some(creds(CLIENT, &root, &[&root])));
+    let sni = "outbound_.9080_.v1_.reviews.default.svc.cluster.local";
+    let (s, c) = handshake_sni(Arc::clone(&server), &client, &[], Some(sni)).await;
+    assert!(c.is_ok());
+    assert_eq!(s.unwrap().1.sni.as_deref(), Some(sni));
+    let (s, _) = handshake_sni(server, &client, &[], None).await;
+    assert_eq!(s.unwrap().1.sni, None);
 }

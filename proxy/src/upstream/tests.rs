@@ -55,9 +55,11 @@ fn endpoint_auto_uses_mtls_only_to_sidecars_with_credentials() {
     assert_eq!(t.connect, "10.0.0.7:15006".parse().unwrap());
     assert_eq!(t.announce, Some("10.0.0.7:9080".parse().unwrap()));
     match &t.security {
-        Security::Mesh { sans, alpn } => {
+        Security::Mesh { sans, alpn, sni } => {
             assert_eq!(&sans[..], ["cluster.local/ns/default/sa/reviews"]);
             assert_eq!(*alpn, Alpn::H2);
+            let sni = sni.as_deref().unwrap_or_default();
+            assert!(sni.starts_with("outbound_.9080_._."), "{sni}");
         }
         other => panic!("{other:?}"),
     }

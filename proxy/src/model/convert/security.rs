@@ -10,14 +10,27 @@ use crate::authz::InboundPolicy;
 use crate::model::{ClusterTls, InboundPort, TlsMode};
 use crate::tls::Origination;
 
+/// The SNI a client sidecar sends to a peer sidecar, in Istio's form
+/// (`outbound_.<port>_.<subset>_.<host>`, `outbound_.9080_._.reviews...`
+/// without a subset), so `connection.sni`
+/// conditions match as they do under Istio. `None` when it is not a valid
+/// DNS name (the handshake then sends no SNI).
+fn mesh_sni(port: u32, subset: &str, service: &str) -> Option<Arc<str>> {
+    let name = format!("outbound_.{port}_.{subset}_.{service}");
+    rustls::pki_types::ServerName::try_from(name.as_str())
+        .is_ok()
+        .then(|| name.into())
+}
+
 /// A cluster's `tls`; unset = AUTO.
-pub(super) fn cluster_tls(
-    item: &str,
-    service: &str,
-    t: &Option<pb::UpstreamTls>,
-) -> Result<ClusterTls, InvalidConfig> {
-    let Some(t) = t else {
-        return Ok(ClusterTls::default());
+pub(super) fn cluster_tls(item: &str, c: &pb::Cluster) -> Result<ClusterTls, InvalidConfig> {
+    let service = c.service.as_str();
+    let mesh_sni = mesh_sni(c.port, &c.subset, service);
+    let Some(t) = &c.tls else {
+        return Ok(ClusterTls {
+            mesh_sni,
+            ..ClusterTls::default()
+        });
     };
     let mode = match pb::upstream_tls::Mode::try_from(t.mode) {
         Ok(pb::upstream_tls::Mode::Auto) => TlsMode::Auto,
@@ -61,6 +74,7 @@ pub(super) fn cluster_tls(
         mode,
         subject_alt_names: t.subject_alt_names.clone().into(),
         origination,
+        mesh_sni,
     })
 }
 
