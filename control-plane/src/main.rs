@@ -6,7 +6,8 @@ use clap::Parser;
 use sluice_control_plane::admin::{self, AdminState};
 use sluice_control_plane::ca::{BootstrapTokens, CertificateAuthority, CertificateServer};
 use sluice_control_plane::config_dir::ConfigDir;
-use sluice_control_plane::index::Intake;
+use sluice_control_plane::index::{Intake, MeshIndex};
+use sluice_control_plane::kube_source::{self, KubeSource};
 use sluice_control_plane::mesh_config::MeshConfig;
 use sluice_control_plane::metrics::ControllerMetrics;
 use sluice_control_plane::server::ConfigServer;
@@ -19,17 +20,25 @@ use std::time::Duration;
 /// Command line of the controller.
 #[derive(Parser, Debug)]
 #[command(name = "sluice-controller", version, about = "Sluice control plane")]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config_dir", "kubeconfig", "kubernetes"])))]
 struct Args {
     /// Read configuration from this folder of YAML (local mode).
     #[arg(long, env = "SLUICE_CONFIG_DIR")]
-    config_dir: PathBuf,
+    config_dir: Option<PathBuf>,
+    /// Read configuration from the Kubernetes API server this kubeconfig names.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Read configuration from Kubernetes, configured as kubectl or an
+    /// in-cluster pod would be ($KUBECONFIG, ~/.kube/config, service account).
+    #[arg(long)]
+    kubernetes: bool,
     /// Address of the plaintext config stream.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:15010")]
     listen: SocketAddr,
     /// Address of /metrics and /debug endpoints.
     #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:15014")]
     metrics_listen: SocketAddr,
-    /// How long the folder must be quiet before a change is published.
+    /// How long the folder (or API server) must be quiet before a change is published.
     #[arg(long, env = "SLUICE_DEBOUNCE_MS", default_value_t = 100)]
     debounce_ms: u64,
     /// Namespace whose policies (EnvoyFilter, PeerAuthentication, ...) apply mesh-wide.
@@ -46,7 +55,8 @@ struct Args {
     #[arg(long, env = "SLUICE_SECURE_LISTEN")]
     secure_listen: Option<SocketAddr>,
     /// Where the controller keeps its CA root and bootstrap secret
-    /// (default: `.sluice` inside --config-dir, which is never read as config).
+    /// (default: `.sluice` inside --config-dir, which is never read as config;
+    /// in Kubernetes mode `.sluice` in the working folder).
     #[arg(long, env = "SLUICE_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// A plug-in CA in Istio's layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
@@ -73,16 +83,16 @@ async fn main() -> anyhow::Result<()> {
     let secure_listen = *args
         .secure_listen
         .get_or_insert_with(|| SocketAddr::new(args.listen.ip(), 15012));
-    anyhow::ensure!(
-        args.config_dir.is_dir(),
-        "--config-dir {}: not a folder",
-        args.config_dir.display()
-    );
+    if let Some(dir) = &args.config_dir {
+        anyhow::ensure!(dir.is_dir(), "--config-dir {}: not a folder", dir.display());
+    }
 
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| args.config_dir.join(".sluice"));
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
+        args.config_dir
+            .as_deref()
+            .unwrap_or(std::path::Path::new("."))
+            .join(".sluice")
+    });
     let tokens =
         Arc::new(BootstrapTokens::load_or_create(&state_dir).context("bootstrap token secret")?);
     if let Some(who) = &args.print_token {
@@ -104,11 +114,6 @@ async fn main() -> anyhow::Result<()> {
 
     let metrics = Arc::new(ControllerMetrics::new());
     let registry = Arc::new(SyncRegistry::default());
-    let dir = ConfigDir::new(
-        args.config_dir.clone(),
-        Duration::from_millis(args.debounce_ms),
-        metrics.clone(),
-    );
     anyhow::ensure!(
         (0.0..=100.0).contains(&args.retry_budget_percent),
         "--retry-budget-percent {}: must be from 0 to 100",
@@ -119,16 +124,28 @@ async fn main() -> anyhow::Result<()> {
         retry_budget_percent: args.retry_budget_percent,
         retry_budget_min_per_second: args.retry_budget_min_per_second,
     });
-    let first = dir.load(&mut intake);
-    tracing::info!(
-        revision = first.revision,
-        objects = first.resources.len(),
-        rejected = first.rejected.len(),
-        "configuration loaded from {}",
-        args.config_dir.display()
-    );
-    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
-    tokio::spawn(dir.run(intake, tx));
+    let debounce = Duration::from_millis(args.debounce_ms);
+    let rx = match &args.config_dir {
+        Some(config_dir) => {
+            let dir = ConfigDir::new(config_dir.clone(), debounce, metrics.clone());
+            let first = dir.load(&mut intake);
+            log_first(&first, &config_dir.display().to_string());
+            let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+            tokio::spawn(dir.run(intake, tx));
+            rx
+        }
+        None => {
+            let client = kube_source::connect(args.kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            let mut source = KubeSource::start(client, debounce, metrics.clone());
+            let first = source.load(&mut intake).await;
+            log_first(&first, "the Kubernetes API server");
+            let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+            tokio::spawn(source.run(intake, tx));
+            rx
+        }
+    };
 
     let admin_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
@@ -188,6 +205,15 @@ async fn main() -> anyhow::Result<()> {
         } => tracing::info!("config streams still open 2 s after the stop signal; exiting"),
     }
     Ok(())
+}
+
+fn log_first(first: &MeshIndex, from: &str) {
+    tracing::info!(
+        revision = first.revision,
+        objects = first.resources.len(),
+        rejected = first.rejected.len(),
+        "configuration loaded from {from}"
+    );
 }
 
 /// The TLS listener: config stream and certificate signing, served with a

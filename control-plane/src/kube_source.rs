@@ -1,0 +1,206 @@
+//! Kubernetes mode: reads Istio objects, Services, EndpointSlices and Pods
+//! from the API server instead of a folder, and reports every Istio
+//! object's verdict in its `status`.
+//!
+//! The watched objects are rendered as one YAML document per object into the
+//! same `files` map `--config-dir` mode reads, so parsing, validation, keeping
+//! the last good version and revisions are the same code in both modes.
+
+use crate::index::{Intake, MeshIndex, Rejection};
+use crate::metrics::ControllerMetrics;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub mod catalog;
+pub mod status;
+pub mod watch;
+
+use catalog::{file_key, istio_document, service_entry, slices_by_service};
+use status::{StatusWriter, Verdict};
+use watch::Watched;
+
+/// Longest wait for a quiet API server, in debounce periods.
+const MAX_DEBOUNCE_ROUNDS: u32 = 10;
+
+/// File contents by name, as `Intake::ingest` takes them.
+type Files = BTreeMap<String, Result<String, String>>;
+
+/// Why the API server cannot be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The kubeconfig file cannot be read or parsed.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        source: kube::config::KubeconfigError,
+    },
+    /// No in-cluster or default configuration was found.
+    #[error("Kubernetes client configuration: {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    /// The client could not be built (TLS, proxy settings).
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client from a kubeconfig file, or (`None`) inferred the way `kubectl`
+/// and in-cluster pods do: `$KUBECONFIG`, `~/.kube/config`, the service account.
+pub async fn connect(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let err = |source| KubeError::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            };
+            let file = kube::config::Kubeconfig::read_from(path).map_err(err)?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(err)?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Watches the API server and publishes a new [`MeshIndex`] on every change.
+pub struct KubeSource {
+    watched: Watched,
+    statuses: StatusWriter,
+    debounce: Duration,
+    metrics: Arc<ControllerMetrics>,
+    last_files: Option<Files>,
+}
+
+impl KubeSource {
+    /// Starts watching through `client`.
+    pub fn start(
+        client: kube::Client,
+        debounce: Duration,
+        metrics: Arc<ControllerMetrics>,
+    ) -> Self {
+        Self {
+            watched: Watched::start(&client),
+            statuses: StatusWriter::new(client),
+            debounce,
+            metrics,
+            last_files: None,
+        }
+    }
+
+    /// Waits for the first full list of every kind, builds the first index
+    /// and writes the statuses it implies.
+    pub async fn load(&mut self, intake: &mut Intake) -> MeshIndex {
+        self.watched.wait_synced(Duration::from_secs(10)).await;
+        let files = self.files();
+        self.last_files = Some(files.clone());
+        let index = intake.ingest(files, Instant::now(), &self.metrics);
+        self.write_statuses(&index.rejected).await;
+        index
+    }
+
+    /// Publishes each changed index until `tx` is closed.
+    pub async fn run(mut self, mut intake: Intake, tx: tokio::sync::watch::Sender<Arc<MeshIndex>>) {
+        let changes = self.watched.changes.clone();
+        loop {
+            changes.notified().await;
+            if tx.is_closed() {
+                return;
+            }
+            let seen = Instant::now();
+            // Debounce: `kubectl apply -f` of a folder is many writes in a
+            // row. Under constant churn, publish after MAX_DEBOUNCE_ROUNDS.
+            for _ in 0..MAX_DEBOUNCE_ROUNDS {
+                if tokio::time::timeout(self.debounce, changes.notified())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let files = self.files();
+            // Status writes (ours included) come back as watch events
+            // without changing any document: nothing to ingest then.
+            if self.last_files.as_ref() != Some(&files) {
+                self.last_files = Some(files.clone());
+                let index = intake.ingest(files, seen, &self.metrics);
+                let changed = {
+                    let current = tx.borrow();
+                    index.changed_from(&current)
+                };
+                if let Some(index) = changed {
+                    tracing::info!(revision = index.revision, "configuration changed");
+                    let _ = tx.send(Arc::new(index));
+                }
+            }
+            let rejected = tx.borrow().rejected.clone();
+            self.write_statuses(&rejected).await;
+        }
+    }
+
+    /// Every watched object as a document.
+    fn files(&self) -> Files {
+        let mut files = Files::new();
+        for (ar, store) in &self.watched.istio {
+            for object in store.state() {
+                let (Some(ns), Some(name)) = (&object.metadata.namespace, &object.metadata.name)
+                else {
+                    continue;
+                };
+                files.insert(file_key(&ar.kind, ns, name), istio_document(&object));
+            }
+        }
+        let pods = self.watched.pods.state();
+        let pod_index: catalog::PodIndex<'_> = pods
+            .iter()
+            .filter_map(|p| {
+                let m = &p.metadata;
+                Some(((m.namespace.as_deref()?, m.name.as_deref()?), p.as_ref()))
+            })
+            .collect();
+        let slices = self.watched.slices.state();
+        let by_service = slices_by_service(&slices);
+        for svc in self.watched.services.state() {
+            let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
+                continue;
+            };
+            let own = by_service
+                .get(&(ns.clone(), name.clone()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if let Some(doc) = service_entry(&svc, own, &pod_index) {
+                let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string());
+                files.insert(file_key("Service", ns, name), text);
+            }
+        }
+        files
+    }
+
+    /// Brings every Istio object's `Accepted` condition in line with `rejected`.
+    async fn write_statuses(&mut self, rejected: &[Rejection]) {
+        let mut by_file: BTreeMap<&str, Vec<&Rejection>> = BTreeMap::new();
+        for r in rejected {
+            by_file.entry(r.file.as_str()).or_default().push(r);
+        }
+        let mut present = HashSet::new();
+        for (ar, store) in &self.watched.istio {
+            for object in store.state() {
+                let (Some(ns), Some(name)) = (&object.metadata.namespace, &object.metadata.name)
+                else {
+                    continue;
+                };
+                present.insert((format!("{}/{ns}", ar.kind), name.clone()));
+                let file = file_key(&ar.kind, ns, name);
+                let own = by_file.get(file.as_str()).into_iter().flatten().copied();
+                let verdict = Verdict::from_rejections(own, object.metadata.generation);
+                self.statuses.reconcile(ar, &object, verdict).await;
+            }
+        }
+        self.statuses.retain(|k| present.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,303 @@
+use super::catalog::{
+    PodIndex, istio_document, port_protocol, service_entry, slices_by_service, workload_name,
+};
+use super::status::Verdict;
+use super::watch::istio_resources;
+use crate::index::{Intake, Rejection};
+use crate::metrics::ControllerMetrics;
+use crate::resource::kind_info;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::DynamicObject;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn service() -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {
+            "clusterIP": "10.96.0.20",
+            "clusterIPs": ["10.96.0.20"],
+            "selector": {"app": "reviews"},
+            "ports": [
+                {"name": "http-web", "port": 9080, "targetPort": 8080, "protocol": "TCP"},
+                {"name": "api", "port": 9090, "targetPort": "grpc-port", "appProtocol": "grpc"},
+                {"name": "metrics", "port": 9100, "targetPort": 9100},
+                {"name": "dns", "port": 53, "protocol": "UDP"}
+            ]
+        }
+    }))
+    .unwrap()
+}
+
+fn slice(ready: Option<bool>, address: &str, pod: &str) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("reviews-{pod}"), "namespace": "shop",
+                     "labels": {"kubernetes.io/service-name": "reviews"}},
+        "addressType": "IPv4",
+        "ports": [
+            {"name": "http-web", "port": 8080, "protocol": "TCP"},
+            {"name": "api", "port": 7070, "protocol": "TCP"},
+            {"name": "dns", "port": 53, "protocol": "UDP"}
+        ],
+        "endpoints": [{
+            "addresses": [address],
+            "conditions": {"ready": ready},
+            "targetRef": {"kind": "Pod", "namespace": "shop", "name": pod}
+        }]
+    }))
+    .unwrap()
+}
+
+fn pod(name: &str, sidecar: bool) -> Pod {
+    let mut containers = vec![json!({"name": "app"})];
+    if sidecar {
+        containers.push(json!({"name": "sluice-proxy"}));
+    }
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": name, "namespace": "shop",
+            "labels": {"app": "reviews", "version": "v2", "pod-template-hash": "5d8f9c"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "reviews-v2-5d8f9c", "uid": "u", "controller": true}]
+        },
+        "spec": {"serviceAccountName": "bookinfo-reviews", "containers": containers}
+    }))
+    .unwrap()
+}
+
+fn render(slices: &[EndpointSlice], pods: &[Pod]) -> serde_json::Value {
+    let index: PodIndex<'_> = pods
+        .iter()
+        .map(|p| {
+            let m = &p.metadata;
+            (
+                (m.namespace.as_deref().unwrap(), m.name.as_deref().unwrap()),
+                p,
+            )
+        })
+        .collect();
+    let refs: Vec<&EndpointSlice> = slices.iter().collect();
+    service_entry(&service(), &refs, &index).expect("rendered")
+}
+
+#[test]
+fn service_entry_service_with_ready_pod_has_host_ports_and_endpoint() {
+    let se = render(&[slice(Some(true), "10.0.0.7", "p1")], &[pod("p1", true)]);
+    assert_eq!(se["kind"], "ServiceEntry");
+    assert_eq!(
+        se["metadata"],
+        json!({"name": "reviews.svc", "namespace": "shop"})
+    );
+    let spec = &se["spec"];
+    assert_eq!(spec["hosts"], json!(["reviews.shop.svc.cluster.local"]));
+    assert_eq!(spec["addresses"], json!(["10.96.0.20"]));
+    assert_eq!(spec["resolution"], "STATIC");
+    assert_eq!(spec["location"], "MESH_INTERNAL");
+    assert_eq!(
+        spec["ports"],
+        json!([
+            {"number": 9080, "name": "http-web", "protocol": "HTTP", "targetPort": 8080},
+            {"number": 9090, "name": "api", "protocol": "GRPC"},
+            {"number": 9100, "name": "metrics", "targetPort": 9100}
+        ])
+    );
+    let ep = &spec["endpoints"][0];
+    assert_eq!(ep["address"], "10.0.0.7");
+    assert_eq!(ep["ports"], json!({"api": 7070, "http-web": 8080}));
+    assert_eq!(ep["serviceAccount"], "bookinfo-reviews");
+    assert_eq!(ep["labels"]["version"], "v2");
+    assert_eq!(ep["labels"]["security.istio.io/tlsMode"], "istio");
+    assert_eq!(ep["labels"]["service.istio.io/workload-name"], "reviews-v2");
+}
+
+#[test]
+fn service_entry_pod_without_sidecar_has_no_tls_mode_label() {
+    let se = render(&[slice(None, "10.0.0.8", "p2")], &[pod("p2", false)]);
+    let labels = &se["spec"]["endpoints"][0]["labels"];
+    assert_eq!(labels["app"], "reviews");
+    assert!(
+        labels.get("security.istio.io/tlsMode").is_none(),
+        "{labels}"
+    );
+}
+
+#[test]
+fn service_entry_unready_endpoint_is_left_out() {
+    let se = render(
+        &[
+            slice(Some(false), "10.0.0.9", "p3"),
+            slice(Some(true), "10.0.0.7", "p1"),
+        ],
+        &[pod("p1", true), pod("p3", true)],
+    );
+    let endpoints = se["spec"]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["address"], "10.0.0.7");
+}
+
+#[test]
+fn service_entry_external_name_is_not_rendered() {
+    let mut svc = service();
+    svc.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
+    assert!(service_entry(&svc, &[], &BTreeMap::new()).is_none());
+}
+
+#[test]
+fn service_entry_headless_has_no_addresses_and_unnamed_port_gets_a_name() {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}
+    }))
+    .unwrap();
+    let se = service_entry(&svc, &[], &BTreeMap::new()).unwrap();
+    assert!(se["spec"].get("addresses").is_none());
+    assert!(se["spec"].get("endpoints").is_none());
+    assert_eq!(
+        se["spec"]["ports"],
+        json!([{"number": 5432, "name": "port-5432"}])
+    );
+}
+
+#[test]
+fn port_protocol_app_protocol_wins_over_name() {
+    assert_eq!(
+        port_protocol(Some("kubernetes.io/h2c"), "tcp-x"),
+        Some("HTTP2")
+    );
+    assert_eq!(port_protocol(Some("grpc"), "http"), Some("GRPC"));
+    assert_eq!(port_protocol(Some("custom"), "http2-x"), Some("HTTP2"));
+    assert_eq!(port_protocol(None, "redis"), Some("REDIS"));
+    assert_eq!(port_protocol(None, "httpx"), None);
+    assert_eq!(port_protocol(None, "web"), None);
+}
+
+#[test]
+fn workload_name_without_owner_is_the_pod_name() {
+    let mut p = pod("solo", false);
+    p.metadata.owner_references = None;
+    assert_eq!(workload_name(&p.metadata).as_deref(), Some("solo"));
+}
+
+#[test]
+fn service_entry_rendered_document_feeds_the_catalog() {
+    let slices = vec![Arc::new(slice(Some(true), "10.0.0.7", "p1"))];
+    let by_service = slices_by_service(&slices);
+    let refs = &by_service[&("shop".to_string(), "reviews".to_string())];
+    let pods = [pod("p1", true)];
+    let index: PodIndex<'_> = [(("shop", "p1"), &pods[0])].into_iter().collect();
+    let se = service_entry(&service(), refs, &index).unwrap();
+    let files = BTreeMap::from([(
+        "k8s/Service/shop/reviews".to_string(),
+        Ok(serde_yaml::to_string(&se).unwrap()),
+    )]);
+    let mesh = Intake::new().ingest(files, Instant::now(), &ControllerMetrics::new());
+    assert!(mesh.rejected.is_empty(), "{:?}", mesh.rejected);
+    let svc = &mesh.catalog.services["reviews.shop.svc.cluster.local"];
+    assert_eq!(svc.short_name, "reviews");
+    let ep = &svc.endpoints[0];
+    assert!(ep.has_sidecar());
+    assert_eq!(ep.service_account, "bookinfo-reviews");
+    assert_eq!(ep.workload, "reviews-v2");
+    assert_eq!(ep.target_port(svc.port(9080).unwrap()), 8080);
+    assert_eq!(ep.target_port(svc.port(9090).unwrap()), 7070);
+}
+
+fn dynamic(spec: serde_json::Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {
+            "name": "reviews", "namespace": "shop", "generation": 3, "uid": "abc",
+            "resourceVersion": "42",
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "a"}
+        },
+        "spec": spec,
+        "status": {"conditions": []}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn istio_document_keeps_spec_and_identity_and_drops_status() {
+    let text = istio_document(&dynamic(json!({"hosts": ["reviews"]}))).unwrap();
+    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(doc["spec"], json!({"hosts": ["reviews"]}));
+    assert_eq!(doc["metadata"]["generation"], 3);
+    assert_eq!(doc["metadata"]["annotations"], json!({"team": "a"}));
+    assert!(doc.get("status").is_none());
+    assert!(doc["metadata"].get("resourceVersion").is_none());
+}
+
+#[test]
+fn istio_document_invalid_weight_is_rejected_with_field_path() {
+    let spec = json!({"hosts": ["reviews"], "http": [{"route": [
+        {"destination": {"host": "reviews"}, "weight": -1}]}]});
+    let text = istio_document(&dynamic(spec)).unwrap();
+    let key = "k8s/VirtualService/shop/reviews".to_string();
+    let files = BTreeMap::from([(key.clone(), Ok(text))]);
+    let mesh = Intake::new().ingest(files, Instant::now(), &ControllerMetrics::new());
+    let verdict = Verdict::from_rejections(mesh.rejected.iter().filter(|r| r.file == key), Some(3));
+    assert!(!verdict.accepted);
+    let message = verdict.message.unwrap();
+    assert!(
+        message.contains("spec.http[0].route[0].weight"),
+        "{message}"
+    );
+}
+
+#[test]
+fn verdict_patch_keeps_transition_time_until_status_flips() {
+    let ar = &istio_resources()[0];
+    let ok = Verdict::from_rejections(std::iter::empty(), Some(2));
+    let patch = ok.patch(ar, "reviews", None, "2026-01-01T00:00:00Z");
+    assert_eq!(patch["apiVersion"], "networking.istio.io/v1");
+    assert_eq!(patch["kind"], "VirtualService");
+    let status = patch["status"].clone();
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["conditions"][0]["reason"], "Accepted");
+    assert!(ok.is_current(Some(&status)));
+
+    let again = ok.patch(ar, "reviews", Some(&status), "2026-02-02T00:00:00Z");
+    assert_eq!(
+        again["status"]["conditions"][0]["lastTransitionTime"],
+        "2026-01-01T00:00:00Z"
+    );
+    let bad = Verdict::from_rejections(
+        [Rejection {
+            file: "f".into(),
+            object: None,
+            message: "spec.hosts: required".into(),
+        }]
+        .iter(),
+        Some(2),
+    );
+    assert!(!bad.is_current(Some(&status)));
+    let flipped = bad.patch(ar, "reviews", Some(&status), "2026-02-02T00:00:00Z");
+    let cond = &flipped["status"]["conditions"][0];
+    assert_eq!(cond["status"], "False");
+    assert_eq!(cond["reason"], "Invalid");
+    assert_eq!(cond["message"], "spec.hosts: required");
+    assert_eq!(cond["lastTransitionTime"], "2026-02-02T00:00:00Z");
+}
+
+#[test]
+fn istio_resources_are_watched_at_the_storage_version() {
+    for ar in istio_resources() {
+        let info = kind_info(&ar.kind).expect("known kind");
+        assert_eq!(ar.group, info.group);
+        assert_eq!(ar.version, info.versions[0], "{}", ar.kind);
+    }
+}
+
+#[test]
+fn verdict_older_generation_is_not_current() {
+    let ar = &istio_resources()[0];
+    let v2 = Verdict::from_rejections(std::iter::empty(), Some(2));
+    let status = v2.patch(ar, "reviews", None, "2026-01-01T00:00:00Z")["status"].clone();
+    let v3 = Verdict::from_rejections(std::iter::empty(), Some(3));
+    assert!(!v3.is_current(Some(&status)));
+    assert!(!v3.is_current(None));
+}

@@ -1,0 +1,170 @@
+//! One reflector (watch + local cache) per kind, each waking the source's
+//! loop on every change.
+
+use crate::crd::{
+    AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
+    ServiceEntry, VirtualService, WorkloadEntry,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The API resource of every Istio/Sluice kind, at the version its CRD stores.
+pub fn istio_resources() -> Vec<ApiResource> {
+    vec![
+        ApiResource::erase::<VirtualService>(&()),
+        ApiResource::erase::<DestinationRule>(&()),
+        ApiResource::erase::<ServiceEntry>(&()),
+        ApiResource::erase::<WorkloadEntry>(&()),
+        ApiResource::erase::<EnvoyFilter>(&()),
+        ApiResource::erase::<PeerAuthentication>(&()),
+        ApiResource::erase::<AuthorizationPolicy>(&()),
+        ApiResource::erase::<RateLimitPolicy>(&()),
+    ]
+}
+
+/// Caches of everything the controller reads from the API server.
+pub struct Watched {
+    /// Istio/Sluice objects, one store per kind.
+    pub istio: Vec<(ApiResource, Store<DynamicObject>)>,
+    /// Kubernetes Services.
+    pub services: Store<Service>,
+    /// EndpointSlices.
+    pub slices: Store<EndpointSlice>,
+    /// Pods.
+    pub pods: Store<Pod>,
+    /// Woken on every change of any cache.
+    pub changes: Arc<Notify>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Watched {
+    /// Starts every watch; the caches fill in the background.
+    pub fn start(client: &kube::Client) -> Self {
+        let changes = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        let mut istio = Vec::new();
+        for ar in istio_resources() {
+            let writer = Writer::<DynamicObject>::new(ar.clone());
+            let store = writer.as_reader();
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            tasks.push(spawn(ar.kind.clone(), api, writer, changes.clone()));
+            istio.push((ar, store));
+        }
+        let (services, writer) = reflector::store();
+        tasks.push(spawn(
+            "Service".into(),
+            Api::all(client.clone()),
+            writer,
+            changes.clone(),
+        ));
+        let (slices, writer) = reflector::store();
+        tasks.push(spawn(
+            "EndpointSlice".into(),
+            Api::all(client.clone()),
+            writer,
+            changes.clone(),
+        ));
+        let (pods, writer) = reflector::store();
+        tasks.push(spawn(
+            "Pod".into(),
+            Api::all(client.clone()),
+            writer,
+            changes.clone(),
+        ));
+        Self {
+            istio,
+            services,
+            slices,
+            pods,
+            changes,
+            tasks,
+        }
+    }
+
+    /// Waits until every cache holds a full list, naming the kinds still
+    /// missing every `every` (a kind whose CRD is not installed never syncs).
+    pub async fn wait_synced(&self, every: Duration) {
+        loop {
+            let mut missing = Vec::new();
+            for (ar, store) in &self.istio {
+                if !ready(store, every).await {
+                    missing.push(ar.kind.clone());
+                }
+            }
+            if !ready(&self.services, every).await {
+                missing.push("Service".into());
+            }
+            if !ready(&self.slices, every).await {
+                missing.push("EndpointSlice".into());
+            }
+            if !ready(&self.pods, every).await {
+                missing.push("Pod".into());
+            }
+            if missing.is_empty() {
+                return;
+            }
+            tracing::warn!(
+                "waiting for the API server's lists of {} (are the CRDs in crds/ installed, and may the controller list them?)",
+                missing.join(", ")
+            );
+        }
+    }
+}
+
+async fn ready<K>(store: &Store<K>, wait: Duration) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(
+        tokio::time::timeout(wait, store.wait_until_ready()).await,
+        Ok(Ok(()))
+    )
+}
+
+fn spawn<K>(
+    kind: String,
+    api: Api<K>,
+    writer: Writer<K>,
+    changes: Arc<Notify>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        // Managed fields are most of an object's size and never read here.
+        let events = watcher(api, watcher::Config::default())
+            .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+            .default_backoff();
+        let stream = reflector::reflector(writer, events);
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changes.notify_one(),
+                Err(e) => tracing::warn!(%kind, "watch failed (retrying): {e}"),
+            }
+        }
+    })
+}

@@ -1,0 +1,454 @@
+//! The real controller binary in Kubernetes mode against a real API server
+//! (etcd + kube-apiserver + kube-controller-manager from `sluice-testenv`):
+//! statuses written back, rejections listed, Services and Pods turned into
+//! endpoints a proxy receives over the real gRPC stream.
+
+use serde_json::Value;
+use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
+use sluice_api::config::{Ack, Node, ProxyMessage, Snapshot, proxy_message};
+use sluice_testenv::TestEnv;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const ISTIO_KINDS: &str = "virtualservices.networking.istio.io,destinationrules.networking.istio.io,\
+serviceentries.networking.istio.io,workloadentries.networking.istio.io,\
+envoyfilters.networking.istio.io,peerauthentications.security.istio.io,\
+authorizationpolicies.security.istio.io,ratelimitpolicies.sluice.io";
+
+const BROKEN: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}, weight: -1}]
+"#;
+
+/// Namespace of the Service/Pod part; the Node exists only so the
+/// EndpointSlice controller accepts the Pod scheduled on it.
+const WORKLOAD: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: k8s-endpoints}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: sluice-test-node}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ratings, namespace: k8s-endpoints}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: k8s-endpoints}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ratings-1
+  namespace: k8s-endpoints
+  labels: {app: ratings, version: v1}
+spec:
+  nodeName: sluice-test-node
+  serviceAccountName: ratings
+  containers:
+  - {name: app, image: example.invalid/ratings}
+  - {name: sluice-proxy, image: example.invalid/sluice-proxy}
+"#;
+
+/// Not loopback: EndpointSlice validation refuses 127.0.0.0/8, so the
+/// EndpointSlice controller would leave the Pod out.
+const POD_STATUS: &str = r#"{"status": {"phase": "Running", "podIP": "10.250.0.7",
+ "podIPs": [{"ip": "10.250.0.7"}],
+ "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}}"#;
+
+struct Controller {
+    child: Child,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Controller {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+}
+
+async fn start_controller(kubeconfig: &Path) -> Controller {
+    let state = tempfile::tempdir().expect("tempdir");
+    let log = state.path().join("controller.log");
+    let (grpc, admin, secure) = (free_addr(), free_addr(), free_addr());
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--listen", &grpc.to_string()])
+        .args(["--metrics-listen", &admin.to_string()])
+        .args(["--secure-listen", &secure.to_string()])
+        .arg("--state-dir")
+        .arg(state.path().join("state"))
+        .args(["--debounce-ms", "50"])
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn controller");
+    let c = Controller {
+        child,
+        grpc,
+        admin,
+        log,
+        _state: state,
+    };
+    // The controller serves only once every watched list has arrived.
+    for _ in 0..600 {
+        if std::net::TcpStream::connect(c.grpc).is_ok() {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("controller did not listen on {grpc}; log:\n{}", c.log());
+}
+
+async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
+    env.kubectl_run(args)
+        .await
+        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+}
+
+/// Polls `check` (which returns why it is not satisfied yet) for up to 30 s.
+async fn eventually<F, Fut>(c: &Controller, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(why) if Instant::now() > deadline => {
+                panic!("{what}: {why}\ncontroller log:\n{}", c.log())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn accepted_condition(item: &Value) -> Option<&Value> {
+    item["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Accepted")
+}
+
+async fn get_admin(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_in_kubernetes_mode_writes_status_and_serves_endpoints() {
+    let env = TestEnv::shared().await.expect("test environment");
+    let crds = workspace().join("crds");
+    kubectl(env, &["apply", "-f", crds.to_str().expect("utf-8 path")]).await;
+    kubectl(
+        env,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ],
+    )
+    .await;
+    env.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n")
+        .await
+        .expect("namespace production");
+    let c = start_controller(&env.kubeconfig).await;
+
+    // The seed mesh: every object is accepted, at its current generation.
+    let seed = workspace().join("../shared/seed-mesh.yaml");
+    kubectl(env, &["apply", "-f", seed.to_str().expect("utf-8 path")]).await;
+    let seed_count = std::fs::read_to_string(&seed)
+        .expect("seed mesh")
+        .lines()
+        .filter(|l| l.starts_with("kind:"))
+        .count();
+    eventually(&c, "every seed object Accepted=True", || async {
+        let list = kubectl(env, &["get", ISTIO_KINDS, "-A", "-o", "json"]).await;
+        let list: Value = serde_json::from_str(&list).map_err(|e| e.to_string())?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        if items.len() < seed_count {
+            return Err(format!("{} of {seed_count} objects", items.len()));
+        }
+        for item in &items {
+            let name = &item["metadata"]["name"];
+            let cond = accepted_condition(item).ok_or(format!("{name}: no Accepted"))?;
+            let generation = &item["metadata"]["generation"];
+            if cond["status"] != "True"
+                || cond["reason"] != "Accepted"
+                || item["status"]["observedGeneration"] != *generation
+                || cond["lastTransitionTime"].as_str().is_none()
+            {
+                return Err(format!("{name}: {}", item["status"]));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let managers = kubectl(
+        env,
+        &[
+            "get",
+            "virtualservice",
+            "reviews",
+            "-n",
+            "default",
+            "--show-managed-fields",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let managers: Value = serde_json::from_str(&managers).expect("json");
+    assert!(
+        managers["metadata"]["managedFields"]
+            .as_array()
+            .expect("managedFields")
+            .iter()
+            .any(|m| m["manager"] == "sluice-controller"
+                && m["subresource"] == "status"
+                && m["operation"] == "Apply"),
+        "{managers}"
+    );
+
+    // A VirtualService the schema admits but Sluice refuses.
+    env.apply(BROKEN)
+        .await
+        .expect("apply broken VirtualService");
+    eventually(&c, "broken VirtualService Accepted=False", || async {
+        let vs = kubectl(
+            env,
+            &[
+                "get",
+                "virtualservice",
+                "broken",
+                "-n",
+                "default",
+                "-o",
+                "json",
+            ],
+        )
+        .await;
+        let vs: Value = serde_json::from_str(&vs).map_err(|e| e.to_string())?;
+        let cond = accepted_condition(&vs).ok_or("no Accepted condition")?;
+        let message = cond["message"].as_str().unwrap_or_default();
+        (cond["status"] == "False"
+            && cond["reason"] == "Invalid"
+            && message.contains("spec.http[0].route[0].weight"))
+        .then_some(())
+        .ok_or_else(|| vs["status"].to_string())
+    })
+    .await;
+    let configz: Value =
+        serde_json::from_str(&get_admin(c.admin, "/debug/configz").await).expect("configz json");
+    let rejected = configz["rejected"].as_array().expect("rejected list");
+    assert!(
+        rejected
+            .iter()
+            .any(|r| r["object"] == "VirtualService default/broken"
+                && r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("spec.http[0].route[0].weight"))),
+        "{configz}"
+    );
+    let accepted = configz["accepted"].as_array().expect("accepted list");
+    assert!(
+        accepted.contains(&Value::from("PeerAuthentication production/default")),
+        "{configz}"
+    );
+
+    // Fixed: the condition flips back, for the new generation.
+    env.apply(&BROKEN.replace("weight: -1", "weight: 100"))
+        .await
+        .expect("apply fixed VirtualService");
+    eventually(&c, "fixed VirtualService Accepted=True", || async {
+        let vs = kubectl(
+            env,
+            &[
+                "get",
+                "virtualservice",
+                "broken",
+                "-n",
+                "default",
+                "-o",
+                "json",
+            ],
+        )
+        .await;
+        let vs: Value = serde_json::from_str(&vs).map_err(|e| e.to_string())?;
+        let cond = accepted_condition(&vs).ok_or("no Accepted condition")?;
+        (cond["status"] == "True"
+            && cond.get("message").is_none()
+            && vs["status"]["observedGeneration"] == 2)
+            .then_some(())
+            .ok_or_else(|| vs["status"].to_string())
+    })
+    .await;
+
+    // A Service and a ready Pod behind it reach a proxy as an endpoint.
+    env.apply(WORKLOAD).await.expect("apply Service and Pod");
+    kubectl(
+        env,
+        &[
+            "patch",
+            "pod",
+            "ratings-1",
+            "-n",
+            "k8s-endpoints",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            POD_STATUS,
+        ],
+    )
+    .await;
+    let mut proxy = connect_proxy(c.grpc).await;
+    let cluster_name = "outbound|9080||ratings.k8s-endpoints.svc.cluster.local";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Ok(snapshot) = tokio::time::timeout_at(deadline.into(), proxy.next()).await else {
+            let state = env
+                .kubectl_run(&[
+                    "get",
+                    "pods,endpointslices",
+                    "-n",
+                    "k8s-endpoints",
+                    "-o",
+                    "yaml",
+                ])
+                .await;
+            panic!(
+                "no snapshot with the ratings endpoint; cluster state:\n{state:?}\nlog:\n{}",
+                c.log()
+            );
+        };
+        proxy.ack(&snapshot.version).await;
+        let config = snapshot.config.expect("config");
+        let Some(cluster) = config.clusters.iter().find(|cl| cl.name == cluster_name) else {
+            continue;
+        };
+        let Some(ep) = cluster.endpoints.first() else {
+            continue;
+        };
+        assert_eq!(ep.address, "10.250.0.7");
+        assert_eq!(ep.port, 8080);
+        assert!(ep.sidecar, "sluice-proxy container means a sidecar");
+        let workload = ep.workload.as_ref().expect("workload");
+        assert_eq!(
+            workload.principal,
+            "spiffe://cluster.local/ns/k8s-endpoints/sa/ratings"
+        );
+        assert_eq!(ep.labels.get("version").map(String::as_str), Some("v1"));
+        break;
+    }
+}
+
+struct Proxy {
+    tx: mpsc::Sender<ProxyMessage>,
+    snapshots: tonic::Streaming<Snapshot>,
+}
+
+impl Proxy {
+    async fn next(&mut self) -> Snapshot {
+        self.snapshots
+            .message()
+            .await
+            .expect("stream ok")
+            .expect("a snapshot")
+    }
+
+    async fn ack(&self, version: &str) {
+        let ack = proxy_message::Kind::Ack(Ack {
+            version: version.into(),
+        });
+        let _ = self.tx.send(ProxyMessage { kind: Some(ack) }).await;
+    }
+}
+
+async fn connect_proxy(addr: SocketAddr) -> Proxy {
+    let mut client = ConfigDiscoveryClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let (tx, rx) = mpsc::channel(8);
+    let hello = proxy_message::Kind::Hello(Node {
+        id: "productpage-v1-0.k8s-endpoints".into(),
+        workload: "productpage-v1".into(),
+        namespace: "k8s-endpoints".into(),
+        service_account: "productpage".into(),
+        ips: vec!["127.0.50.9".into()],
+        ..Default::default()
+    });
+    tx.send(ProxyMessage { kind: Some(hello) })
+        .await
+        .expect("hello");
+    let snapshots = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    Proxy { tx, snapshots }
+}
+
+#[test]
+fn controller_refuses_config_dir_and_kubeconfig_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("--kubeconfig")
+        .arg(dir.path().join("kubeconfig"))
+        .output()
+        .expect("run controller");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
