@@ -7,6 +7,7 @@ pub mod ca;
 pub mod config_dir;
 pub mod crd;
 pub mod index;
+pub mod inject;
 pub mod kube_source;
 pub mod mesh_config;
 pub mod metrics;
