@@ -33,6 +33,11 @@ pub async fn run(
 ) {
     let metrics = Arc::clone(&shared.metrics);
     let shutdown = shared.shutdown.clone();
+    let probes = Arc::new(if surface == Surface::Health {
+        crate::app_probe::AppProbes::from_env()
+    } else {
+        crate::app_probe::AppProbes::default()
+    });
     let name = match surface {
         Surface::Admin => "admin",
         Surface::Health => "health",
@@ -41,12 +46,23 @@ pub async fn run(
     listener::accept_loop(listener, name, metrics, shutdown, move |stream, _peer| {
         let shared = Arc::clone(&shared);
         let quit = Arc::clone(&quit);
+        let probes = Arc::clone(&probes);
         async move {
             let shutdown = shared.shutdown.clone();
             listener::serve_http(stream, shutdown, move |req| {
                 let shared = Arc::clone(&shared);
                 let quit = Arc::clone(&quit);
-                async move { route(&shared, surface, &quit, req) }
+                let probes = Arc::clone(&probes);
+                async move {
+                    let path = req.uri().path();
+                    if surface == Surface::Health && path.starts_with(crate::app_probe::PREFIX) {
+                        let app_ip = shared.settings.app_ip;
+                        if let Some(resp) = probes.answer(path, app_ip).await {
+                            return resp;
+                        }
+                    }
+                    route(&shared, surface, &quit, req)
+                }
             })
             .await;
         }

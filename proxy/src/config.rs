@@ -9,7 +9,12 @@ use clap::Parser;
 
 /// Flags of `sluice-proxy`.
 #[derive(Debug, Parser)]
-#[command(name = "sluice-proxy", about = "Sluice sidecar proxy", version)]
+#[command(
+    name = "sluice-proxy",
+    about = "Sluice sidecar proxy",
+    version,
+    after_help = "Transparent capture: `sluice-proxy init --help` (programs iptables, then exits)."
+)]
 pub struct Flags {
     /// Controller config-stream address.
     #[arg(
@@ -18,9 +23,20 @@ pub struct Flags {
         default_value = "http://127.0.0.1:15010"
     )]
     pub controller: String,
-    /// Workload IP; every listener binds here and the local app listens here.
+    /// Workload IP: the pod's address, how the controller recognises this
+    /// workload; listeners bind here unless `--bind-ip` says otherwise.
     #[arg(long, env = "SLUICE_IP", default_value = "127.0.0.1")]
     pub ip: IpAddr,
+    /// Address the listeners bind; default `--ip`. With iptables capture
+    /// (`sluice-proxy init`) it is `0.0.0.0`, since redirected connections
+    /// arrive on 127.0.0.1.
+    #[arg(long, env = "SLUICE_BIND_IP")]
+    pub bind_ip: Option<IpAddr>,
+    /// Address the inbound side dials the application on; default `--ip`.
+    /// With iptables capture it is `127.0.0.1`, so the proxy's own
+    /// connections to the app are not redirected back to it.
+    #[arg(long, env = "SLUICE_APP_IP")]
+    pub app_ip: Option<IpAddr>,
     /// Unique proxy id, e.g. `reviews-v1-0.default`.
     #[arg(long, env = "SLUICE_ID")]
     pub id: String,
@@ -117,6 +133,8 @@ pub struct Settings {
     pub health: SocketAddr,
     pub stats: SocketAddr,
     pub connect_timeout: Duration,
+    /// Where the local application is dialled.
+    pub app_ip: IpAddr,
     /// Where the workload certificate comes from; `None` (and no
     /// `credentials_dir`) = no mTLS.
     pub ca: Option<CaSettings>,
@@ -136,19 +154,21 @@ pub struct CaSettings {
 
 impl From<Flags> for Settings {
     fn from(f: Flags) -> Self {
-        // Admin must stay local: bind the workload IP only when that is loopback.
-        let admin_ip = if f.ip.is_loopback() {
-            f.ip
+        let bind = f.bind_ip.unwrap_or(f.ip);
+        // Admin must stay local: bind the listen address only when that is loopback.
+        let admin_ip = if bind.is_loopback() {
+            bind
         } else {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         };
         Settings {
             controller: f.controller,
-            outbound: SocketAddr::new(f.ip, f.outbound_port),
-            inbound: SocketAddr::new(f.ip, f.inbound_port),
+            outbound: SocketAddr::new(bind, f.outbound_port),
+            inbound: SocketAddr::new(bind, f.inbound_port),
             admin: SocketAddr::new(admin_ip, f.admin_port),
-            health: SocketAddr::new(f.ip, f.health_port),
-            stats: SocketAddr::new(f.ip, f.stats_port),
+            health: SocketAddr::new(bind, f.health_port),
+            stats: SocketAddr::new(bind, f.stats_port),
+            app_ip: f.app_ip.unwrap_or(f.ip),
             connect_timeout: Duration::from_millis(f.connect_timeout_ms),
             ca: f.ca_address.map(|address| CaSettings {
                 address,

@@ -261,7 +261,7 @@ async fn relay_tcp(shared: Arc<Shared>, stream: Stream, target_port: u16, ctx: I
             return;
         }
     }
-    let app = SocketAddr::new(shared.settings.identity.ip, target_port);
+    let app = SocketAddr::new(shared.settings.app_ip, target_port);
     let target = Target::plain(app);
     let timeout = shared.settings.connect_timeout;
     let upstream = match crate::upstream::connect(&target, app, timeout, None).await {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod app_probe;
 mod authz;
 mod balance;
 mod body;
@@ -12,6 +13,7 @@ mod detect;
 mod http_util;
 mod identity;
 mod inbound;
+mod init;
 mod listener;
 mod matching;
 mod metrics;
@@ -62,6 +64,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `sluice-proxy init ...` programs iptables and exits; everything else is the sidecar.
+    if let Some(args) = init::invocation() {
+        return Ok(init::run(args)?);
+    }
     let settings = Settings::from(Flags::parse());
     let metrics = Arc::new(Metrics::new());
     let (config_tx, config_rx) = watch::channel(None);

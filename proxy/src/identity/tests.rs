@@ -69,6 +69,7 @@ fn settings(ca: Option<CaSettings>, credentials_dir: Option<PathBuf>) -> Setting
         health: local(0),
         stats: local(0),
         connect_timeout: Duration::from_secs(1),
+        app_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         ca,
         credentials_dir,
     }

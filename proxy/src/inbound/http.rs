@@ -200,7 +200,7 @@ pub(super) async fn handle(
         }
     }
     let h2 = app_protocol.is_h2() || (app_protocol == Protocol::Unspecified && grpc);
-    let app = SocketAddr::new(shared.settings.identity.ip, target_port);
+    let app = SocketAddr::new(shared.settings.app_ip, target_port);
     let authority = authority.unwrap_or_else(|| app.to_string());
     strip_hop_by_hop(&mut parts.headers);
     let pq = path_and_query(parts.uri.path(), parts.uri.query());

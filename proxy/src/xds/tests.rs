@@ -89,6 +89,7 @@ fn settings(controller: &str) -> Settings {
         health: addr,
         stats: addr,
         connect_timeout: Duration::from_secs(1),
+        app_ip: ip,
         ca: None,
         credentials_dir: None,
     }

@@ -211,3 +211,51 @@ async fn admin_port_answers_only_on_127_0_0_1_when_the_workload_ip_is_not_loopba
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn admin_app_probes_are_forwarded_to_the_app_over_plaintext() {
+    // Injection rewrites kubelet's HTTP probes to the health port; the proxy
+    // asks the app itself, so probes work under STRICT mTLS.
+    let app: std::net::SocketAddr = "127.0.44.2:9080".parse().unwrap();
+    backend(app, "v1").await;
+    let ctl = Controller::start("127.0.44.250:15010".parse().unwrap()).await;
+    let probes = r#"{"/app-health/web/readyz": {"httpGet": {"path": "/status/200", "port": 9080}},
+                     "/app-health/web/livez": {"httpGet": {"path": "/x", "port": 9081}}}"#;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
+        .args(["--controller", &format!("http://{}", ctl.addr)])
+        .args([
+            "--ip",
+            "127.0.44.2",
+            "--id",
+            "web-0.default",
+            "--workload",
+            "web",
+        ])
+        .env("SLUICE_APP_PROBES", probes)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sluice-proxy");
+    let health: std::net::SocketAddr = "127.0.44.2:15021".parse().unwrap();
+    let mut ready = None;
+    for _ in 0..200 {
+        if let Ok(r) = send(health, get("/app-health/web/readyz", "probe")).await {
+            ready = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let ready = ready.expect("health port never answered");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    // Nothing listens on 9081: the probe fails as kubelet would see it.
+    let live = send(health, get("/app-health/web/livez", "probe"))
+        .await
+        .unwrap();
+    assert_eq!(live.status, 503, "{}", live.body);
+    let unknown = send(health, get("/app-health/other/livez", "probe"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status, 404);
+    let _ = child.kill();
+    let _ = child.wait();
+}

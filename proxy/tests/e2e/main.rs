@@ -2,6 +2,7 @@
 //! backends, over real loopback sockets (one 127.0.<net>.0/24 per test).
 
 mod admin;
+mod capture;
 mod harness;
 mod lifecycle;
 mod mesh;
