@@ -4,6 +4,7 @@
 mod analyze;
 mod conformance;
 mod demo;
+mod inject;
 mod proxy_status;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Command {
     Conformance(conformance::Command),
     /// Start a local demo mesh and show its traffic live.
     Demo(demo::Args),
+    /// Add the sluice-proxy sidecar to the pod templates of Kubernetes YAML, as the webhook would.
+    Inject(inject::Args),
     /// Show every connected proxy and whether it runs the latest configuration.
     ProxyStatus(proxy_status::Args),
 }
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::Conformance(cmd) => conformance::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Inject(args) => inject::run(args),
         Command::ProxyStatus(args) => proxy_status::run(args),
     }
 }

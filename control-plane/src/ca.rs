@@ -3,6 +3,7 @@
 //! certificates carrying SPIFFE identities.
 
 mod identity;
+pub mod secret;
 pub mod service;
 #[cfg(test)]
 mod tests;

@@ -1,14 +1,55 @@
 //! Sidecar injection: what the mutating webhook and `sluicectl inject` do to
 //! a pod, in one pure function so both give byte-identical results.
-//! (Skeleton: the injection work fills in the body.)
+//!
+//! Follows Istio's injection: namespace label opt-in, pod annotation opt-out,
+//! an iptables init container (its argument contract is documented in
+//! [`capture`]), the proxy as a Kubernetes native sidecar, HTTP probe rewrite
+//! (recorded for the proxy as described in [`probes`]) and Istio's labels.
+
+pub mod capture;
+pub mod probes;
+pub mod sidecar;
+
+#[cfg(test)]
+mod tests;
 
 use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The label that opts a namespace in.
 pub const NAMESPACE_LABEL: &str = "sluice-injection";
+/// Istio's namespace label, honoured too so Istio namespaces carry over.
+pub const ISTIO_NAMESPACE_LABEL: &str = "istio-injection";
 /// The pod annotation that opts a pod out (`"false"`).
 pub const INJECT_ANNOTATION: &str = "sidecar.sluice.io/inject";
+/// Istio's opt-out annotation (also read as a label, as Istio does).
+pub const ISTIO_INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
+/// Records what was injected; its presence makes injection a no-op.
+pub const STATUS_ANNOTATION: &str = "sidecar.sluice.io/status";
+/// `"false"` keeps the app's HTTP probes as they are.
+pub const REWRITE_PROBES_ANNOTATION: &str = "sidecar.sluice.io/rewriteAppHTTPProbers";
+/// Istio's spelling of [`REWRITE_PROBES_ANNOTATION`].
+pub const ISTIO_REWRITE_PROBES_ANNOTATION: &str = "sidecar.istio.io/rewriteAppHTTPProbers";
+/// Label telling peers this workload speaks mTLS (Istio's name, so policies carry over).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// Istio's canonical service name label.
+pub const CANONICAL_NAME_LABEL: &str = "service.istio.io/canonical-name";
+/// Istio's canonical revision label.
+pub const CANONICAL_REVISION_LABEL: &str = "service.istio.io/canonical-revision";
+
+/// Labels that controllers stamp on each pod; they identify the pod rather
+/// than the workload, and leaving them out of `SLUICE_LABELS` keeps the
+/// webhook's output equal to `sluicectl inject`'s on the template.
+const PER_POD_LABELS: [&str; 7] = [
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "batch.kubernetes.io/controller-uid",
+    "controller-uid",
+];
 
 /// Everything injection needs to know about the mesh (Helm values in a cluster).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,13 +58,16 @@ pub struct InjectConfig {
     pub proxy_image: String,
     /// Controller config stream address, e.g. `sluice-controller.sluice-system.svc:15010`.
     pub controller: String,
-    /// Certificate service address, e.g. `https://sluice-controller.sluice-system.svc:15012`.
+    /// Certificate service address, e.g. `https://sluice-controller.sluice-system.svc:15012`;
+    /// empty = no certificate (no mTLS).
     pub ca_address: String,
+    /// SPIFFE trust domain of workload identities.
     pub trust_domain: String,
     /// UID the proxy runs as; iptables lets its traffic through unredirected.
     pub proxy_uid: i64,
-    /// Resource requests/limits of the sidecar container, e.g. `{"cpu": "50m", "memory": "32Mi"}`.
+    /// Resource requests of the sidecar container, e.g. `{"cpu": "50m", "memory": "32Mi"}`.
     pub requests: BTreeMap<String, String>,
+    /// Resource limits of the sidecar container.
     pub limits: BTreeMap<String, String>,
 }
 
@@ -50,17 +94,228 @@ pub enum InjectError {
     /// An annotation has a value injection cannot use; names it.
     #[error("annotation {annotation}: {reason}")]
     Annotation { annotation: String, reason: String },
+    /// The pod has no `spec` to put the sidecar in.
+    #[error("pod has no spec")]
+    MissingSpec,
+}
+
+/// What [`STATUS_ANNOTATION`] records (JSON, fields in this order).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status<'a> {
+    init_containers: [&'a str; 2],
+    containers: [&'a str; 0],
+    volumes: [&'a str; 2],
+    image: &'a str,
 }
 
 /// Whether a pod in a namespace with `namespace_labels` gets a sidecar.
+///
+/// Istio's default policy: the namespace label decides, the pod can only
+/// opt out; `hostNetwork` pods never get one (capture would hit the node).
 pub fn wants_sidecar(namespace_labels: &BTreeMap<String, String>, pod: &Pod) -> bool {
-    let _ = (namespace_labels, pod);
-    false
+    let enabled = namespace_labels
+        .get(NAMESPACE_LABEL)
+        .or_else(|| namespace_labels.get(ISTIO_NAMESPACE_LABEL))
+        .is_some_and(|v| v == "enabled");
+    enabled && !opted_out(pod)
+}
+
+/// Whether the pod refuses a sidecar whoever asks: `hostNetwork`, or an
+/// inject annotation (or Istio's label) saying false.
+pub fn opted_out(pod: &Pod) -> bool {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let annotations = pod.metadata.annotations.as_ref();
+    let labels = pod.metadata.labels.as_ref();
+    // The first of these that is set decides: Sluice's spelling wins.
+    let choice = [
+        annotations.and_then(|a| a.get(INJECT_ANNOTATION)),
+        labels.and_then(|l| l.get(INJECT_ANNOTATION)),
+        annotations.and_then(|a| a.get(ISTIO_INJECT_ANNOTATION)),
+        labels.and_then(|l| l.get(ISTIO_INJECT_ANNOTATION)),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    host_network || choice.is_some_and(|v| is_false(v))
+}
+
+/// Whether injection already happened (status annotation or proxy container present).
+pub fn is_injected(pod: &Pod) -> bool {
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(STATUS_ANNOTATION));
+    let spec = pod.spec.as_ref();
+    let has_proxy = spec
+        .into_iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .any(|c| c.name == sidecar::PROXY_NAME);
+    annotated || has_proxy
 }
 
 /// The pod with the sidecar, its init container and rewritten probes; a pod
 /// that already has the sidecar comes back unchanged.
 pub fn inject(pod: &Pod, cfg: &InjectConfig) -> Result<Pod, InjectError> {
-    let _ = cfg;
-    Ok(pod.clone())
+    inject_workload(pod, &workload_name(pod), cfg)
+}
+
+/// [`inject`] for a pod of the workload `workload` (e.g. a Deployment's pod
+/// template, which has no name or owner to derive it from).
+pub fn inject_workload(pod: &Pod, workload: &str, cfg: &InjectConfig) -> Result<Pod, InjectError> {
+    if is_injected(pod) {
+        return Ok(pod.clone());
+    }
+    // Validate every annotation before changing anything.
+    let capture = capture::Capture::from_pod(pod, cfg.proxy_uid)?;
+    let mut pod = pod.clone();
+    let rewrite = !annotation_is_false(&pod, REWRITE_PROBES_ANNOTATION)
+        && !annotation_is_false(&pod, ISTIO_REWRITE_PROBES_ANNOTATION);
+
+    let labels = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
+    let name = canonical(
+        labels,
+        CANONICAL_NAME_LABEL,
+        ["app.kubernetes.io/name", "app"],
+    )
+    .unwrap_or_else(|| workload.to_owned());
+    let revision = canonical(
+        labels,
+        CANONICAL_REVISION_LABEL,
+        ["app.kubernetes.io/version", "version"],
+    )
+    .unwrap_or_else(|| "latest".to_owned());
+    labels.insert(CANONICAL_NAME_LABEL.to_owned(), name);
+    labels.insert(CANONICAL_REVISION_LABEL.to_owned(), revision);
+    labels.insert(TLS_MODE_LABEL.to_owned(), "istio".to_owned());
+    let reported: BTreeMap<String, String> = labels
+        .iter()
+        .filter(|(k, _)| !PER_POD_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+
+    let spec = pod.spec.as_mut().ok_or(InjectError::MissingSpec)?;
+    let mut app_probes = probes::AppProbes::new();
+    if rewrite {
+        for container in &mut spec.containers {
+            probes::rewrite(container, &mut app_probes);
+        }
+    }
+    let app_probes = if app_probes.is_empty() {
+        None
+    } else {
+        // A map of strings to JSON values always serialises.
+        serde_json::to_string(&app_probes).ok()
+    };
+    let proxy = sidecar::proxy_container(
+        cfg,
+        &sidecar::Workload {
+            name: workload,
+            labels: &reported,
+            app_probes,
+        },
+    );
+    // Init containers run in order: capture first, then the proxy, so the
+    // pod's own init containers already reach the mesh through it.
+    let init = spec.init_containers.get_or_insert_with(Vec::new);
+    init.splice(0..0, [sidecar::init_container(cfg, &capture), proxy]);
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .extend(sidecar::volumes());
+
+    let status = Status {
+        init_containers: [sidecar::INIT_NAME, sidecar::PROXY_NAME],
+        containers: [],
+        volumes: [sidecar::TOKEN_VOLUME, sidecar::CA_ROOT_VOLUME],
+        image: &cfg.proxy_image,
+    };
+    // Plain strings and arrays always serialise.
+    let status = serde_json::to_string(&status).unwrap_or_default();
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(STATUS_ANNOTATION.to_owned(), status);
+    // Point annotation-driven Prometheus scrapes at the proxy's metrics, as
+    // Istio does; an app that already asks to be scraped keeps its settings.
+    if !annotations.contains_key("prometheus.io/scrape") {
+        for (key, value) in [
+            ("prometheus.io/scrape", "true".to_owned()),
+            ("prometheus.io/port", capture::STATS_PORT.to_string()),
+            ("prometheus.io/path", "/stats/prometheus".to_owned()),
+        ] {
+            annotations.insert(key.to_owned(), value);
+        }
+    }
+    Ok(pod)
+}
+
+/// The workload a pod belongs to, as Istio names it: the owning
+/// ReplicaSet's Deployment, the owning Job's CronJob, the owner, or the pod.
+pub fn workload_name(pod: &Pod) -> String {
+    let meta = &pod.metadata;
+    let owner = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| meta.owner_references.iter().flatten().next());
+    if let Some(owner) = owner {
+        let hash = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-template-hash"));
+        return match (owner.kind.as_str(), hash) {
+            ("ReplicaSet", Some(hash)) => owner
+                .name
+                .strip_suffix(hash.as_str())
+                .and_then(|n| n.strip_suffix('-'))
+                .unwrap_or(&owner.name)
+                .to_owned(),
+            ("Job", _) => cron_job_name(&owner.name).unwrap_or(&owner.name).to_owned(),
+            _ => owner.name.clone(),
+        };
+    }
+    if let Some(name) = meta.name.as_deref().filter(|n| !n.is_empty()) {
+        return name.to_owned();
+    }
+    meta.generate_name
+        .as_deref()
+        .map(|n| n.trim_end_matches('-').to_owned())
+        .unwrap_or_default()
+}
+
+/// A CronJob names its Jobs `<cronjob>-<scheduled minutes>` (8 to 10 digits).
+fn cron_job_name(job: &str) -> Option<&str> {
+    let (base, suffix) = job.rsplit_once('-')?;
+    (!base.is_empty()
+        && (8..=10).contains(&suffix.len())
+        && suffix.bytes().all(|b| b.is_ascii_digit()))
+    .then_some(base)
+}
+
+/// The label `key` if set, else the first of `fallbacks` that is.
+fn canonical<const N: usize>(
+    labels: &BTreeMap<String, String>,
+    key: &str,
+    fallbacks: [&str; N],
+) -> Option<String> {
+    std::iter::once(key)
+        .chain(fallbacks)
+        .find_map(|k| labels.get(k).filter(|v| !v.is_empty()).cloned())
+}
+
+fn annotation_is_false(pod: &Pod, key: &str) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .is_some_and(|v| is_false(v))
+}
+
+/// Go's `strconv.ParseBool` false spellings, as Istio reads these values.
+fn is_false(value: &str) -> bool {
+    matches!(value.trim(), "false" | "False" | "FALSE" | "f" | "F" | "0")
 }

@@ -17,3 +17,4 @@ pub mod services;
 pub mod sync;
 pub mod translate;
 pub mod validation;
+pub mod webhook;

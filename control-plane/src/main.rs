@@ -7,11 +7,13 @@ use sluice_control_plane::admin::{self, AdminState};
 use sluice_control_plane::ca::{BootstrapTokens, CertificateAuthority, CertificateServer};
 use sluice_control_plane::config_dir::ConfigDir;
 use sluice_control_plane::index::{Intake, MeshIndex};
+use sluice_control_plane::inject::InjectConfig;
 use sluice_control_plane::kube_source::{self, KubeSource};
 use sluice_control_plane::mesh_config::MeshConfig;
 use sluice_control_plane::metrics::ControllerMetrics;
 use sluice_control_plane::server::ConfigServer;
 use sluice_control_plane::sync::SyncRegistry;
+use sluice_control_plane::webhook::{self, WebhookOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,9 +64,44 @@ struct Args {
     /// A plug-in CA in Istio's layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
     #[arg(long, env = "SLUICE_CA_DIR")]
     ca_dir: Option<PathBuf>,
+    /// Kubernetes mode: keep the mesh root in this Secret (`NAMESPACE/NAME`),
+    /// so every replica signs with the same root; created on first start.
+    #[arg(
+        long,
+        env = "SLUICE_CA_SECRET",
+        value_name = "NAMESPACE/NAME",
+        conflicts_with = "ca_dir"
+    )]
+    ca_secret: Option<String>,
     /// Trust domain of workload identities.
     #[arg(long, env = "SLUICE_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
+    /// Address of the HTTPS admission webhooks (/validate, /inject); `:PORT`
+    /// means every interface. Default `:15017` in Kubernetes mode; `off` disables.
+    #[arg(long, env = "SLUICE_WEBHOOK_LISTEN")]
+    webhook_listen: Option<String>,
+    /// DNS names in the webhook's serving certificate (the controller's Service).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sluice-controller.sluice-system.svc,sluice-controller.sluice-system,sluice-controller"
+    )]
+    webhook_dns_names: Vec<String>,
+    /// ValidatingWebhookConfiguration whose webhooks get the mesh root as caBundle.
+    #[arg(long, default_value = "sluice-validator")]
+    validating_webhook_config: String,
+    /// MutatingWebhookConfiguration whose webhooks get the mesh root as caBundle.
+    #[arg(long, default_value = "sluice-sidecar-injector")]
+    mutating_webhook_config: String,
+    /// Image of the injected sidecar (and its init container).
+    #[arg(long, env = "SLUICE_PROXY_IMAGE")]
+    proxy_image: Option<String>,
+    /// Config stream address injected sidecars connect to.
+    #[arg(long)]
+    injected_controller_address: Option<String>,
+    /// Certificate service address injected sidecars use (empty: no mTLS).
+    #[arg(long)]
+    injected_ca_address: Option<String>,
     /// Print the bootstrap token of NAMESPACE/SERVICE_ACCOUNT and exit (local mode).
     #[arg(long, value_name = "NAMESPACE/SERVICE_ACCOUNT")]
     print_token: Option<String>,
@@ -85,6 +122,10 @@ async fn main() -> anyhow::Result<()> {
         .get_or_insert_with(|| SocketAddr::new(args.listen.ip(), 15012));
     if let Some(dir) = &args.config_dir {
         anyhow::ensure!(dir.is_dir(), "--config-dir {}: not a folder", dir.display());
+        anyhow::ensure!(
+            args.webhook_listen.as_deref().is_none_or(|l| l == "off"),
+            "--webhook-listen needs Kubernetes mode (--kubeconfig or --kubernetes)"
+        );
     }
 
     let state_dir = args.state_dir.clone().unwrap_or_else(|| {
@@ -102,6 +143,18 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("--print-token {who}: expected NAMESPACE/SERVICE_ACCOUNT"))?;
         println!("{}", tokens.issue(ns, sa));
         return Ok(());
+    }
+    if let Some(secret) = &args.ca_secret {
+        anyhow::ensure!(
+            args.config_dir.is_none(),
+            "--ca-secret needs Kubernetes mode (--kubeconfig or --kubernetes)"
+        );
+        let client = kube_source::connect(args.kubeconfig.as_deref())
+            .await
+            .context("connecting to the Kubernetes API server")?;
+        sluice_control_plane::ca::secret::sync_root(client, secret, &state_dir, &args.trust_domain)
+            .await
+            .context("mesh root Secret")?;
     }
     let ca = Arc::new(
         CertificateAuthority::load_or_create(
@@ -138,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
             let client = kube_source::connect(args.kubeconfig.as_deref())
                 .await
                 .context("connecting to the Kubernetes API server")?;
+            start_webhooks(&args, client.clone(), &ca, &metrics).await?;
             let mut source = KubeSource::start(client, debounce, metrics.clone());
             let first = source.load(&mut intake).await;
             log_first(&first, "the Kubernetes API server");
@@ -214,6 +268,65 @@ fn log_first(first: &MeshIndex, from: &str) {
         rejected = first.rejected.len(),
         "configuration loaded from {from}"
     );
+}
+
+/// Starts the admission webhooks (Kubernetes mode). A failure to bind the
+/// default address is logged and skipped, so a second controller on one host
+/// (tests, a local run beside a cluster one) still starts; an address given
+/// explicitly must work.
+async fn start_webhooks(
+    args: &Args,
+    client: kube::Client,
+    ca: &Arc<CertificateAuthority>,
+    metrics: &Arc<ControllerMetrics>,
+) -> anyhow::Result<()> {
+    let explicit = args.webhook_listen.is_some();
+    let listen = args.webhook_listen.as_deref().unwrap_or(":15017");
+    if listen == "off" {
+        return Ok(());
+    }
+    let addr: SocketAddr = match listen.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}").parse(),
+        None => listen.parse(),
+    }
+    .with_context(|| format!("--webhook-listen {listen}: expected HOST:PORT, :PORT or off"))?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if !explicit => {
+            tracing::error!("admission webhooks off: binding {addr}: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("binding --webhook-listen {addr}")),
+    };
+    let mut inject = InjectConfig {
+        trust_domain: args.trust_domain.clone(),
+        ..InjectConfig::default()
+    };
+    if let Some(image) = &args.proxy_image {
+        inject.proxy_image.clone_from(image);
+    }
+    if let Some(controller) = &args.injected_controller_address {
+        inject.controller.clone_from(controller);
+    }
+    if let Some(ca_address) = &args.injected_ca_address {
+        inject.ca_address.clone_from(ca_address);
+    }
+    let mut dns = args.webhook_dns_names.clone();
+    dns.push("localhost".into());
+    let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    if !addr.ip().is_unspecified() && !ips.contains(&addr.ip()) {
+        ips.push(addr.ip());
+    }
+    let options = WebhookOptions {
+        names: webhook::tls::Names { dns, ips },
+        validating_config: args.validating_webhook_config.clone(),
+        mutating_config: args.mutating_webhook_config.clone(),
+        inject,
+    };
+    webhook::start(listener, client, ca.clone(), metrics.clone(), options)
+        .context("admission webhooks")?;
+    tracing::info!(%addr, "serving admission webhooks");
+    Ok(())
 }
 
 /// The TLS listener: config stream and certificate signing, served with a

@@ -44,6 +44,8 @@ pub struct ControllerMetrics {
     pub rejected: Gauge,
     /// Certificate requests by outcome.
     pub csr_requests: Family<crate::ca::service::CsrLabels, Counter>,
+    /// Admission webhook requests by webhook and outcome.
+    pub webhook_requests: Family<crate::webhook::WebhookLabels, Counter>,
 }
 
 impl Default for ControllerMetrics {
@@ -112,9 +114,16 @@ impl ControllerMetrics {
             "Workload certificate requests by outcome (issued, denied, unauthenticated, invalid)",
             csr_requests.clone(),
         );
+        let webhook_requests = Family::<crate::webhook::WebhookLabels, Counter>::default();
+        registry.register(
+            "sluice_webhook_requests",
+            "Admission webhook requests by webhook (validate, inject) and outcome (allowed, denied, error)",
+            webhook_requests.clone(),
+        );
         Self {
             registry,
             csr_requests,
+            webhook_requests,
             convergence,
             pushes,
             push_bytes,

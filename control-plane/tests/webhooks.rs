@@ -1,0 +1,442 @@
+//! The real controller's admission webhooks called by a real API server
+//! (etcd + kube-apiserver + kube-controller-manager from `sluice-testenv`):
+//! the controller patches the mesh root into the webhook configurations,
+//! then `kubectl apply` of an invalid VirtualService is refused with the
+//! field-named message and pods in an opted-in namespace go through `/inject`.
+
+use base64::Engine;
+use serde_json::Value;
+use sluice_control_plane::inject::{InjectConfig, inject};
+use sluice_testenv::TestEnv;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROXY_IMAGE: &str = "example.invalid/sluice-proxy:webhook-test";
+
+const INVALID_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-bad, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}, weight: -1}]
+"#;
+
+const DEPRECATED_DR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-lb, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}
+"#;
+
+const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ratings-1, labels: {app: ratings}}
+spec:
+  containers:
+  - name: app
+    image: example.invalid/ratings
+    ports: [{containerPort: 8080}]
+"#;
+
+struct Controller {
+    child: Child,
+    admin: SocketAddr,
+    log: PathBuf,
+    state: tempfile::TempDir,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Controller {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+}
+
+async fn start_controller(kubeconfig: &Path, webhook: SocketAddr) -> Controller {
+    let state = tempfile::tempdir().expect("tempdir");
+    let log = state.path().join("controller.log");
+    let (grpc, admin, secure) = (free_addr(), free_addr(), free_addr());
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--listen", &grpc.to_string()])
+        .args(["--metrics-listen", &admin.to_string()])
+        .args(["--secure-listen", &secure.to_string()])
+        .args(["--webhook-listen", &webhook.to_string()])
+        .args(["--proxy-image", PROXY_IMAGE])
+        .arg("--state-dir")
+        .arg(state.path().join("state"))
+        .args(["--debounce-ms", "50"])
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn controller");
+    let c = Controller {
+        child,
+        admin,
+        log,
+        state,
+    };
+    for _ in 0..600 {
+        if std::net::TcpStream::connect(webhook).is_ok()
+            && std::net::TcpStream::connect(grpc).is_ok()
+        {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("controller did not listen on {webhook}; log:\n{}", c.log());
+}
+
+async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
+    env.kubectl_run(args)
+        .await
+        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+}
+
+/// `kubectl apply -f -`: whether it succeeded, and its stderr (warnings, errors).
+async fn apply(env: &TestEnv, manifest: &str) -> (bool, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(manifest.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("kubectl output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `check` (which returns why it is not satisfied yet) for up to 30 s.
+async fn eventually<F, Fut>(c: &Controller, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(why) if Instant::now() > deadline => {
+                panic!("{what}: {why}\ncontroller log:\n{}", c.log())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+fn counter(metrics: &str, webhook: &str, outcome: &str) -> u64 {
+    let series =
+        format!("sluice_webhook_requests_total{{webhook=\"{webhook}\",outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn webhook_configs(port: u16) -> String {
+    format!(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: sluice-validator}}
+webhooks:
+- name: validation.sluice.io
+  clientConfig: {{url: "https://127.0.0.1:{port}/validate"}}
+  rules:
+  - apiGroups: [networking.istio.io, security.istio.io, sluice.io]
+    apiVersions: ["*"]
+    operations: [CREATE, UPDATE]
+    resources: ["*"]
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 10
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {{name: sluice-sidecar-injector}}
+webhooks:
+- name: sidecar-injector.sluice.io
+  clientConfig: {{url: "https://127.0.0.1:{port}/inject"}}
+  rules:
+  - apiGroups: [""]
+    apiVersions: [v1]
+    operations: [CREATE]
+    resources: [pods]
+  namespaceSelector: {{matchLabels: {{sluice-injection: enabled}}}}
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 10
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
+    let env = TestEnv::shared().await.expect("test environment");
+    let crds = workspace().join("crds");
+    kubectl(env, &["apply", "-f", crds.to_str().expect("utf-8 path")]).await;
+    kubectl(
+        env,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ],
+    )
+    .await;
+    let webhook = free_addr();
+    let c = start_controller(&env.kubeconfig, webhook).await;
+
+    // Created without caBundle; the controller fills in the mesh root.
+    let (ok, stderr) = apply(env, &webhook_configs(webhook.port())).await;
+    assert!(ok, "{stderr}");
+    let root = std::fs::read_to_string(c.state.path().join("state/ca/root-cert.pem"))
+        .expect("mesh root written by the controller");
+    let expected = base64::engine::general_purpose::STANDARD.encode(&root);
+    for kind in [
+        "validatingwebhookconfiguration/sluice-validator",
+        "mutatingwebhookconfiguration/sluice-sidecar-injector",
+    ] {
+        eventually(&c, &format!("{kind} caBundle patched"), || async {
+            let out = kubectl(
+                env,
+                &[
+                    "get",
+                    kind,
+                    "-o",
+                    "jsonpath={.webhooks[*].clientConfig.caBundle}",
+                ],
+            )
+            .await;
+            (out.trim() == expected)
+                .then_some(())
+                .ok_or_else(|| format!("caBundle is `{}`", out.trim()))
+        })
+        .await;
+    }
+
+    // A reset caBundle (an upgrade re-applying the manifest) is put back.
+    kubectl(
+        env,
+        &[
+            "patch",
+            "validatingwebhookconfiguration",
+            "sluice-validator",
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}]"#,
+        ],
+    )
+    .await;
+    eventually(&c, "caBundle patched again after removal", || async {
+        let out = kubectl(
+            env,
+            &[
+                "get",
+                "validatingwebhookconfiguration/sluice-validator",
+                "-o",
+                "jsonpath={.webhooks[*].clientConfig.caBundle}",
+            ],
+        )
+        .await;
+        (out.trim() == expected)
+            .then_some(())
+            .ok_or_else(|| format!("caBundle is `{}`", out.trim()))
+    })
+    .await;
+
+    // The API server reloads webhook configurations asynchronously: until it
+    // trusts the new caBundle, calls fail with a TLS error instead.
+    eventually(
+        &c,
+        "invalid VirtualService refused by /validate",
+        || async {
+            let (ok, stderr) = apply(env, INVALID_VS).await;
+            (!ok && stderr.contains(
+                "VirtualService default/reviews-bad: spec.http[0].route[0].weight: must be >= 0",
+            ))
+            .then_some(())
+            .ok_or(stderr)
+        },
+    )
+    .await;
+    let missing = env
+        .kubectl_run(&["get", "virtualservice", "reviews-bad", "-n", "default"])
+        .await;
+    assert!(missing.is_err(), "refused object was stored: {missing:?}");
+
+    let (ok, stderr) = apply(env, &INVALID_VS.replace("weight: -1", "weight: 100")).await;
+    assert!(ok, "valid VirtualService refused: {stderr}");
+    let (ok, stderr) = apply(env, DEPRECATED_DR).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("Warning: DestinationRule default/ratings-lb: spec.trafficPolicy.loadBalancer.simple: deprecated"),
+        "{stderr}"
+    );
+
+    env.create_namespace("production")
+        .await
+        .expect("namespace production");
+    let seed =
+        std::fs::read_to_string(workspace().join("../shared/seed-mesh.yaml")).expect("seed mesh");
+    let (ok, stderr) = apply(env, &seed).await;
+    assert!(ok, "seed mesh refused: {stderr}");
+
+    // A pod in an opted-in namespace goes through /inject.
+    env.create_namespace("inject-demo")
+        .await
+        .expect("namespace inject-demo");
+    kubectl(
+        env,
+        &[
+            "label",
+            "namespace",
+            "inject-demo",
+            "sluice-injection=enabled",
+        ],
+    )
+    .await;
+    let before = counter(&metrics(c.admin).await, "inject", "allowed");
+    let (ok, stderr) = apply(
+        env,
+        &POD.replace(
+            "{name: ratings-1,",
+            "{name: ratings-1, namespace: inject-demo,",
+        ),
+    )
+    .await;
+    assert!(ok, "pod refused: {stderr}");
+    let after = counter(&metrics(c.admin).await, "inject", "allowed");
+    assert_eq!(after, before + 1, "{}", metrics(c.admin).await);
+    let stored: Value = serde_json::from_str(
+        &kubectl(
+            env,
+            &["get", "pod", "ratings-1", "-n", "inject-demo", "-o", "json"],
+        )
+        .await,
+    )
+    .expect("pod json");
+
+    // What injection adds to this pod decides what the API server must hold.
+    let mut sent: k8s_openapi::api::core::v1::Pod = serde_yaml::from_str(POD).expect("pod yaml");
+    sent.metadata.namespace = Some("inject-demo".into());
+    let cfg = InjectConfig {
+        proxy_image: PROXY_IMAGE.into(),
+        ..InjectConfig::default()
+    };
+    let injected = inject(&sent, &cfg).expect("inject");
+    let names = |p: &k8s_openapi::api::core::v1::Pod| -> Vec<String> {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .map(|cs| cs.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    let stored_inits: Vec<String> = stored["spec"]["initContainers"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!("init containers after admission: {stored_inits:?}");
+    assert_eq!(stored_inits, names(&injected), "{stored}");
+    if names(&injected).iter().any(|n| n == "sluice-proxy") {
+        let proxy = stored["spec"]["initContainers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "sluice-proxy"))
+            .expect("sluice-proxy init container");
+        assert_eq!(proxy["image"], PROXY_IMAGE, "{stored}");
+    }
+
+    // Outside opted-in namespaces the API server never calls /inject.
+    let (ok, stderr) = apply(
+        env,
+        &POD.replace("{name: ratings-1,", "{name: ratings-1, namespace: default,"),
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let plain: Value = serde_json::from_str(
+        &kubectl(
+            env,
+            &["get", "pod", "ratings-1", "-n", "default", "-o", "json"],
+        )
+        .await,
+    )
+    .expect("pod json");
+    assert!(plain["spec"].get("initContainers").is_none(), "{plain}");
+    assert_eq!(counter(&metrics(c.admin).await, "inject", "allowed"), after);
+}
+
+#[test]
+fn controller_refuses_webhook_listen_in_config_dir_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .args(["--webhook-listen", "127.0.0.1:0"])
+        .args(["--listen", &free_addr().to_string()])
+        .args(["--metrics-listen", &free_addr().to_string()])
+        .args(["--secure-listen", &free_addr().to_string()])
+        .output()
+        .expect("run controller");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--webhook-listen needs Kubernetes mode"),
+        "{stderr}"
+    );
+}
