@@ -58,6 +58,11 @@ pub async fn run(
                     if surface == Surface::Health && path.starts_with(crate::app_probe::PREFIX) {
                         let app_ip = shared.settings.app_ip;
                         if let Some(resp) = probes.answer(path, app_ip).await {
+                            let labels = crate::metrics::AppProbeLabels {
+                                path: path.to_owned(),
+                                code: resp.status().as_u16(),
+                            };
+                            shared.metrics.app_probes.get_or_create(&labels).inc();
                             return resp;
                         }
                     }

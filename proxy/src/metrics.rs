@@ -175,6 +175,15 @@ pub struct Metrics {
     pub connections_active: Family<ListenerLabels, Gauge>,
     pub resilience: ResilienceMetrics,
     pub security: SecurityMetrics,
+    /// Kubelet probes forwarded to the app (`/app-health/...`), by path and answer.
+    pub app_probes: Family<AppProbeLabels, Counter>,
+}
+
+/// Labels of `sluice_app_probes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppProbeLabels {
+    pub path: String,
+    pub code: u16,
 }
 
 impl Default for Metrics {
@@ -263,10 +272,17 @@ impl Metrics {
         );
         let resilience = ResilienceMetrics::register(&mut registry);
         let security = SecurityMetrics::register(&mut registry);
+        let app_probes = Family::default();
+        registry.register(
+            "sluice_app_probes",
+            "Kubelet probes forwarded to the application, by rewritten path and status code",
+            app_probes.clone(),
+        );
         Metrics {
             registry,
             resilience,
             security,
+            app_probes,
             words: Words {
                 unknown: "unknown".into(),
                 source: "source".into(),
