@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 pub mod addr;
 pub mod bins;
+mod controller;
 pub mod process;
 pub mod security;
 pub mod store;
@@ -172,7 +173,10 @@ impl Instance {
 /// A running local mesh. Dropping it kills every process.
 pub struct LocalMesh {
     block: AddrBlock,
-    controller: Proc,
+    /// `None` while stopped on purpose (`kill_controller`).
+    controller: Option<Proc>,
+    controller_bin: PathBuf,
+    controller_args: Vec<String>,
     instances: Vec<Instance>,
     store: ConfigStore,
     config_dir: PathBuf,
@@ -215,19 +219,20 @@ impl LocalMesh {
         } else {
             security::TokenFiles::new()
         };
+        let controller_args: Vec<String> = vec![
+            "--config-dir".into(),
+            config_dir.display().to_string(),
+            "--listen".into(),
+            format!("{cip}:{CONTROLLER_PORT}"),
+            "--metrics-listen".into(),
+            format!("{cip}:{CONTROLLER_METRICS_PORT}"),
+            "--debounce-ms".into(),
+            "50".into(),
+        ];
         let controller = Proc::spawn(
             "sluice-controller".into(),
             &controller_bin,
-            &[
-                "--config-dir".into(),
-                config_dir.display().to_string(),
-                "--listen".into(),
-                format!("{cip}:{CONTROLLER_PORT}"),
-                "--metrics-listen".into(),
-                format!("{cip}:{CONTROLLER_METRICS_PORT}"),
-                "--debounce-ms".into(),
-                "50".into(),
-            ],
+            &controller_args,
             &log_dir.join("controller.log"),
         )?;
         let root = config_dir.join(".sluice").join("ca").join("root-cert.pem");
@@ -311,7 +316,9 @@ impl LocalMesh {
         }
         let mut mesh = Self {
             block,
-            controller,
+            controller: Some(controller),
+            controller_bin: controller_bin.clone(),
+            controller_args,
             instances,
             store,
             config_dir,
@@ -434,7 +441,7 @@ impl LocalMesh {
     }
 
     fn check_alive(&mut self) -> Result<(), MeshError> {
-        if let Some(why) = self.controller.exited() {
+        if let Some(why) = self.controller.as_mut().and_then(Proc::exited) {
             return Err(MeshError::Died(why));
         }
         for i in &mut self.instances {
@@ -554,17 +561,6 @@ impl LocalMesh {
             return Err(err(format!("status {}", resp.status)));
         }
         Ok(())
-    }
-
-    /// Kills every process and waits for them to exit.
-    pub async fn shutdown(self) {
-        for i in self.instances {
-            if let Some(e) = i.echo {
-                e.kill().await;
-            }
-            i.sidecar.kill().await;
-        }
-        self.controller.kill().await;
     }
 }
 
