@@ -2,6 +2,7 @@
 //! user-supplied CA in Istio's plug-in layout) that signs workload
 //! certificates carrying SPIFFE identities.
 
+pub mod authn;
 mod identity;
 pub mod secret;
 pub mod service;
@@ -9,6 +10,7 @@ pub mod service;
 mod tests;
 mod token;
 
+pub use authn::{Authenticator, AuthnError};
 pub use identity::{InvalidSpiffeId, SpiffeId};
 pub use service::CertificateServer;
 pub use token::{BootstrapTokens, InvalidToken};

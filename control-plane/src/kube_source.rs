@@ -75,15 +75,18 @@ pub struct KubeSource {
 }
 
 impl KubeSource {
-    /// Starts watching through `client`.
+    /// Starts watching through `client`; statuses are written only while
+    /// `leader` says true (see [`crate::leader`]).
     pub fn start(
         client: kube::Client,
         debounce: Duration,
         metrics: Arc<ControllerMetrics>,
+        leader: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let writes = metrics.status_writes.clone();
         Self {
             watched: Watched::start(&client),
-            statuses: StatusWriter::new(client),
+            statuses: StatusWriter::new(client, leader, writes),
             debounce,
             metrics,
             last_files: None,
@@ -101,13 +104,40 @@ impl KubeSource {
         index
     }
 
-    /// Publishes each changed index until `tx` is closed.
+    /// Publishes each changed index until `tx` is closed. On becoming
+    /// leader, writes the statuses of the current index at once, so none is
+    /// left stale by a replica that went away.
     pub async fn run(mut self, mut intake: Intake, tx: tokio::sync::watch::Sender<Arc<MeshIndex>>) {
         let changes = self.watched.changes.clone();
+        let mut leader = Some(self.statuses.leadership());
         loop {
-            changes.notified().await;
+            let leadership = tokio::select! {
+                _ = changes.notified() => None,
+                changed = async {
+                    match leader.as_mut() {
+                        Some(l) => l.changed().await.map(|()| *l.borrow_and_update()),
+                        None => std::future::pending().await,
+                    }
+                } => match changed {
+                    Ok(leading) => Some(leading),
+                    // The elector is gone (shutting down, or election off):
+                    // leadership stays as it last was.
+                    Err(_) => {
+                        leader = None;
+                        continue;
+                    }
+                },
+            };
             if tx.is_closed() {
                 return;
+            }
+            match leadership {
+                // New leader: take the same path as a change, so objects
+                // changed meanwhile are judged before their status is
+                // written, and every status is written even if none changed.
+                Some(true) => self.statuses.forget_all(),
+                Some(false) => continue,
+                None => {}
             }
             let seen = Instant::now();
             // Debounce: `kubectl apply -f` of a folder is many writes in a

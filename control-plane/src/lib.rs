@@ -9,6 +9,7 @@ pub mod crd;
 pub mod index;
 pub mod inject;
 pub mod kube_source;
+pub mod leader;
 pub mod mesh_config;
 pub mod metrics;
 pub mod resource;

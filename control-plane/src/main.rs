@@ -4,11 +4,14 @@
 use anyhow::Context;
 use clap::Parser;
 use sluice_control_plane::admin::{self, AdminState};
-use sluice_control_plane::ca::{BootstrapTokens, CertificateAuthority, CertificateServer};
+use sluice_control_plane::ca::{
+    Authenticator, BootstrapTokens, CertificateAuthority, CertificateServer,
+};
 use sluice_control_plane::config_dir::ConfigDir;
 use sluice_control_plane::index::{Intake, MeshIndex};
 use sluice_control_plane::inject::InjectConfig;
 use sluice_control_plane::kube_source::{self, KubeSource};
+use sluice_control_plane::leader::{self, LeaderConfig, LeaderElector};
 use sluice_control_plane::mesh_config::MeshConfig;
 use sluice_control_plane::metrics::ControllerMetrics;
 use sluice_control_plane::server::ConfigServer;
@@ -93,6 +96,19 @@ struct Args {
     /// MutatingWebhookConfiguration whose webhooks get the mesh root as caBundle.
     #[arg(long, default_value = "sluice-sidecar-injector")]
     mutating_webhook_config: String,
+    /// Kubernetes mode: only the holder of a Lease writes statuses
+    /// (`--leader-election=false`: this replica always writes).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader election Lease.
+    #[arg(long, env = "SLUICE_LEADER_ELECTION_NAMESPACE", default_value = leader::DEFAULT_NAMESPACE)]
+    leader_election_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(long, default_value = leader::DEFAULT_LEASE_NAME)]
+    leader_election_id: String,
+    /// How long a leader's claim lasts without renewal (renewed every third of it).
+    #[arg(long, default_value_t = leader::DEFAULT_LEASE_SECONDS)]
+    leader_election_lease_seconds: u32,
     /// Image of the injected sidecar (and its init container).
     #[arg(long, env = "SLUICE_PROXY_IMAGE")]
     proxy_image: Option<String>,
@@ -105,6 +121,15 @@ struct Args {
     /// Print the bootstrap token of NAMESPACE/SERVICE_ACCOUNT and exit (local mode).
     #[arg(long, value_name = "NAMESPACE/SERVICE_ACCOUNT")]
     print_token: Option<String>,
+    /// Kubernetes mode: audiences a ServiceAccount token must carry for the
+    /// certificate service (checked with TokenReview).
+    #[arg(
+        long,
+        env = "SLUICE_TOKEN_AUDIENCES",
+        value_delimiter = ',',
+        default_value = "sluice"
+    )]
+    token_audiences: Vec<String>,
 }
 
 #[tokio::main]
@@ -144,6 +169,8 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", tokens.issue(ns, sa));
         return Ok(());
     }
+    // Bootstrap tokens work in both modes; Kubernetes mode adds TokenReview below.
+    let mut authn = Authenticator::bootstrap(tokens);
     if let Some(secret) = &args.ca_secret {
         anyhow::ensure!(
             args.config_dir.is_none(),
@@ -178,6 +205,8 @@ async fn main() -> anyhow::Result<()> {
         retry_budget_min_per_second: args.retry_budget_min_per_second,
     });
     let debounce = Duration::from_millis(args.debounce_ms);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut elector_task = None;
     let rx = match &args.config_dir {
         Some(config_dir) => {
             let dir = ConfigDir::new(config_dir.clone(), debounce, metrics.clone());
@@ -192,7 +221,21 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("connecting to the Kubernetes API server")?;
             start_webhooks(&args, client.clone(), &ca, &metrics).await?;
-            let mut source = KubeSource::start(client, debounce, metrics.clone());
+            authn = authn.with_token_review(client.clone(), args.token_audiences.clone());
+            let leader = if args.leader_election {
+                let config = LeaderConfig::new(
+                    args.leader_election_namespace.clone(),
+                    args.leader_election_id.clone(),
+                    args.leader_election_lease_seconds,
+                );
+                let (elector, leader) =
+                    LeaderElector::new(client.clone(), config, metrics.leader.clone());
+                elector_task = Some(tokio::spawn(elector.run(stop_rx.clone())));
+                leader
+            } else {
+                leader::always_leader(&metrics.leader)
+            };
+            let mut source = KubeSource::start(client, debounce, metrics.clone(), leader);
             let first = source.load(&mut intake).await;
             log_first(&first, "the Kubernetes API server");
             let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
@@ -221,13 +264,12 @@ async fn main() -> anyhow::Result<()> {
     let service = sluice_api::config::config_discovery_server::ConfigDiscoveryServer::new(
         config_server.clone(),
     );
-    let secure = secure_server(secure_listen, &ca, tokens, config_server, &metrics).await?;
+    let secure = secure_server(secure_listen, &ca, authn, config_server, &metrics).await?;
     tokio::spawn(async move {
         if let Err(e) = secure.await {
             tracing::error!("secure listener stopped: {e}");
         }
     });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -257,6 +299,10 @@ async fn main() -> anyhow::Result<()> {
             let _ = stopped.wait_for(|s| *s).await;
             tokio::time::sleep(Duration::from_secs(2)).await;
         } => tracing::info!("config streams still open 2 s after the stop signal; exiting"),
+    }
+    // Releasing the Lease lets the other replica write statuses at once.
+    if let Some(task) = elector_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     Ok(())
 }
@@ -334,7 +380,7 @@ async fn start_webhooks(
 async fn secure_server(
     addr: SocketAddr,
     ca: &Arc<CertificateAuthority>,
-    tokens: Arc<BootstrapTokens>,
+    authn: Authenticator,
     config: ConfigServer,
     metrics: &Arc<ControllerMetrics>,
 ) -> anyhow::Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>> + use<>>
@@ -356,7 +402,7 @@ async fn secure_server(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding --secure-listen {addr}"))?;
-    let csr = CertificateServer::new(ca.clone(), tokens, metrics.csr_requests.clone());
+    let csr = CertificateServer::new(ca.clone(), authn, metrics.csr_requests.clone());
     let server = tonic::transport::Server::builder()
         .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(chain.concat(), key)))
         .context("TLS settings")?

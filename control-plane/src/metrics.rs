@@ -46,6 +46,10 @@ pub struct ControllerMetrics {
     pub csr_requests: Family<crate::ca::service::CsrLabels, Counter>,
     /// Admission webhook requests by webhook and outcome.
     pub webhook_requests: Family<crate::webhook::WebhookLabels, Counter>,
+    /// 1 while this replica holds the status-writer Lease.
+    pub leader: Gauge,
+    /// Status subresource writes by this replica.
+    pub status_writes: Counter,
 }
 
 impl Default for ControllerMetrics {
@@ -120,8 +124,22 @@ impl ControllerMetrics {
             "Admission webhook requests by webhook (validate, inject) and outcome (allowed, denied, error)",
             webhook_requests.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "sluice_leader",
+            "1 while this replica holds the Lease that lets it write statuses",
+            leader.clone(),
+        );
+        let status_writes = Counter::default();
+        registry.register(
+            "sluice_status_writes",
+            "Status subresource writes made by this replica",
+            status_writes.clone(),
+        );
         Self {
             registry,
+            leader,
+            status_writes,
             csr_requests,
             webhook_requests,
             convergence,

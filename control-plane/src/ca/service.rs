@@ -1,6 +1,6 @@
 //! `sluice.ca.v1.CertificateService`: signs a CSR for the caller's own identity.
 
-use super::{BootstrapTokens, CertificateAuthority, DEFAULT_WORKLOAD_TTL, SpiffeId};
+use super::{Authenticator, CertificateAuthority, DEFAULT_WORKLOAD_TTL, SpiffeId};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sluice_api::ca::certificate_service_server::CertificateService;
@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 /// Outcome labels of certificate requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct CsrLabels {
-    /// `issued`, `unauthenticated`, `denied` or `invalid`.
+    /// `issued`, `unauthenticated`, `unavailable`, `denied` or `invalid`.
     pub outcome: &'static str,
 }
 
@@ -20,21 +20,22 @@ pub struct CsrLabels {
 #[derive(Clone)]
 pub struct CertificateServer {
     ca: Arc<CertificateAuthority>,
-    tokens: Arc<BootstrapTokens>,
+    authn: Authenticator,
     default_ttl: Duration,
     requests: Family<CsrLabels, Counter>,
 }
 
 impl CertificateServer {
-    /// Creates the service; `requests` counts outcomes (`sluice_csr_requests_total`).
+    /// Creates the service; `authn` checks callers' tokens, `requests`
+    /// counts outcomes (`sluice_csr_requests_total`).
     pub fn new(
         ca: Arc<CertificateAuthority>,
-        tokens: Arc<BootstrapTokens>,
+        authn: Authenticator,
         requests: Family<CsrLabels, Counter>,
     ) -> Self {
         Self {
             ca,
-            tokens,
+            authn,
             default_ttl: DEFAULT_WORKLOAD_TTL,
             requests,
         }
@@ -44,20 +45,26 @@ impl CertificateServer {
         self.requests.get_or_create(&CsrLabels { outcome }).inc();
     }
 
-    /// Who the caller proved to be from its bearer token.
-    fn caller<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
+    /// Who the caller proved to be from its bearer token; the error carries
+    /// the outcome label to count.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<SpiffeId, (&'static str, Status)> {
+        let unauthenticated = |why: &str| ("unauthenticated", Status::unauthenticated(why));
         let header = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
+            .ok_or_else(|| unauthenticated("missing authorization: Bearer <token>"))?;
         let token = header
             .strip_prefix("Bearer ")
-            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-        let (ns, sa) = self
-            .tokens
-            .verify(token)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+            .ok_or_else(|| unauthenticated("authorization must be `Bearer <token>`"))?;
+        let (ns, sa) = self.authn.authenticate(token).await.map_err(|e| {
+            if e.is_unavailable() {
+                ("unavailable", Status::unavailable(e.to_string()))
+            } else {
+                tracing::info!("refused a certificate request: {e}");
+                unauthenticated(&e.to_string())
+            }
+        })?;
         Ok(SpiffeId::new(self.ca.trust_domain(), &ns, &sa))
     }
 }
@@ -68,10 +75,10 @@ impl CertificateService for CertificateServer {
         &self,
         request: Request<CertificateRequest>,
     ) -> Result<Response<CertificateResponse>, Status> {
-        let caller = match self.caller(&request) {
+        let caller = match self.caller(&request).await {
             Ok(c) => c,
-            Err(status) => {
-                self.count("unauthenticated");
+            Err((outcome, status)) => {
+                self.count(outcome);
                 return Err(status);
             }
         };

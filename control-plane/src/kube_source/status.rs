@@ -1,11 +1,14 @@
 //! The `Accepted` condition of every Istio/Sluice object, written with
-//! server-side apply on the status subresource only when it changed.
+//! server-side apply on the status subresource only when it changed, and
+//! only by the replica holding the leader Lease.
 
 use crate::crd::status::CONDITION_ACCEPTED;
 use crate::index::Rejection;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use tokio::sync::watch;
 
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "sluice-controller";
@@ -117,19 +120,44 @@ pub fn rfc3339_now() -> String {
 pub struct StatusWriter {
     client: kube::Client,
     written: HashMap<(String, String), (Option<String>, Verdict)>,
+    leader: watch::Receiver<bool>,
+    writes: Counter,
 }
 
 impl StatusWriter {
-    /// A writer using `client`.
-    pub fn new(client: kube::Client) -> Self {
+    /// A writer using `client` that writes only while `leader` says true,
+    /// counting its writes in `writes`.
+    pub fn new(client: kube::Client, leader: watch::Receiver<bool>, writes: Counter) -> Self {
         Self {
             client,
             written: HashMap::new(),
+            leader,
+            writes,
         }
     }
 
+    /// Whether this replica may write statuses now.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// A receiver of leadership changes (the one this writer obeys).
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leader.clone()
+    }
+
+    /// Forgets every remembered write: after a leadership change another
+    /// replica may have written since, so only the objects themselves count.
+    pub fn forget_all(&mut self) {
+        self.written.clear();
+    }
+
     /// Brings the status of `object` to `verdict` if it says something else.
+    /// Does nothing on a replica that does not hold the Lease.
     pub async fn reconcile(&mut self, ar: &ApiResource, object: &DynamicObject, verdict: Verdict) {
+        if !self.is_leader() {
+            return;
+        }
         let status = object.data.get("status");
         if verdict.is_current(status) {
             return;
@@ -148,6 +176,7 @@ impl StatusWriter {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match api.patch_status(name, &params, &Patch::Apply(patch)).await {
             Ok(_) => {
+                self.writes.inc();
                 self.written.insert(key, (version, verdict));
             }
             Err(e) => {
