@@ -4,16 +4,12 @@
 
 use std::sync::Arc;
 
-use rustls::SignatureScheme;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
-use x509_parser::extensions::GeneralName;
 
+use super::verify::{Names, ServerVerifier};
 use super::{HANDSHAKE_TIMEOUT, Stream};
 
 /// Why a TLS origination failed.
@@ -71,12 +67,14 @@ impl Origination {
         if roots.is_empty() && !self.insecure_skip_verify {
             return Err(OriginationError::NoCa);
         }
-        let verifier = OriginVerifier {
-            roots: Arc::new(roots),
-            sans: self.sans.clone(),
-            skip: self.insecure_skip_verify,
-            provider: Arc::clone(&provider),
-        };
+        let verifier = ServerVerifier::with_names(
+            Arc::new(roots),
+            Names::Origin {
+                sans: self.sans.clone(),
+                skip: self.insecure_skip_verify,
+            },
+            Arc::clone(&provider),
+        );
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(OriginationError::Config)?
@@ -111,103 +109,5 @@ impl Origination {
             .map_err(|_| OriginationError::Timeout)?
             .map_err(OriginationError::Handshake)?;
         Ok(Stream::Client(Box::new(tls)))
-    }
-}
-
-/// DNS names and URIs a certificate is issued for.
-fn subject_names(der: &CertificateDer<'_>) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
-            GeneralName::URI(u) => Some((*u).to_owned()),
-            _ => None,
-        })
-        .collect()
-}
-
-#[derive(Debug)]
-struct OriginVerifier {
-    roots: Arc<RootCertStore>,
-    sans: Vec<String>,
-    skip: bool,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for OriginVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        if self.skip {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        if self.sans.is_empty() {
-            return rustls::client::verify_server_name(&cert, server_name)
-                .map(|()| ServerCertVerified::assertion());
-        }
-        let names = subject_names(end_entity);
-        let ok = self
-            .sans
-            .iter()
-            .any(|want| names.iter().any(|n| n.eq_ignore_ascii_case(want)));
-        if ok {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(Error::InvalidCertificate(CertificateError::NotValidForName))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
