@@ -125,3 +125,6 @@ fn write_local(
     write_private(&dir.join(KEY), &key)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
