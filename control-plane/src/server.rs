@@ -129,6 +129,7 @@ async fn push_loop(
         if last_sent != Some(current.revision) {
             let snapshot = Snapshot {
                 version: current.revision.to_string(),
+                delta: None,
                 config: Some(translate(&current, &who)),
             };
             metrics.pushes.inc();

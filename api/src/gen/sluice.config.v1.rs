@@ -56,14 +56,51 @@ pub struct Nack {
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
-/// A complete configuration for one proxy. Each snapshot replaces the previous one.
+/// A configuration for one proxy: complete (`config`), or the changes to the
+/// one the proxy last ACKed (`delta`). Exactly one of the two is set.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Snapshot {
     /// Opaque, monotonically increasing per controller, e.g. "42".
     #[prost(string, tag = "1")]
     pub version: ::prost::alloc::string::String,
+    /// The complete configuration; replaces the previous one.
     #[prost(message, optional, tag = "2")]
     pub config: ::core::option::Option<ProxyConfig>,
+    /// Only what changed since `delta.base_version`.
+    #[prost(message, optional, tag = "3")]
+    pub delta: ::core::option::Option<ConfigDelta>,
+}
+/// Changes to a configuration, keyed by the `name` of each entry. The proxy
+/// applies them to the configuration of `base_version`; the result must equal
+/// the complete configuration of the new version (entries stay ordered by
+/// name, as the controller orders complete configurations). A proxy whose
+/// applied version is not `base_version` NACKs the delta, and the controller
+/// answers a NACK with a complete configuration.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ConfigDelta {
+    /// The version the delta applies to: the last one this proxy ACKed.
+    #[prost(string, tag = "1")]
+    pub base_version: ::prost::alloc::string::String,
+    /// Added or replaced entries (same name = replaced).
+    #[prost(message, repeated, tag = "2")]
+    pub virtual_hosts: ::prost::alloc::vec::Vec<VirtualHost>,
+    #[prost(message, repeated, tag = "3")]
+    pub clusters: ::prost::alloc::vec::Vec<Cluster>,
+    #[prost(message, repeated, tag = "4")]
+    pub tcp_services: ::prost::alloc::vec::Vec<TcpService>,
+    /// Names of removed entries.
+    #[prost(string, repeated, tag = "5")]
+    pub removed_virtual_hosts: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "6")]
+    pub removed_clusters: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "7")]
+    pub removed_tcp_services: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Replaces the inbound side when set.
+    #[prost(message, optional, tag = "8")]
+    pub inbound: ::core::option::Option<Inbound>,
+    /// Replaces the proxy's own metadata when set.
+    #[prost(message, optional, tag = "9")]
+    pub self_: ::core::option::Option<WorkloadMeta>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProxyConfig {

@@ -129,6 +129,7 @@ fn convert_bad_endpoint_address_and_duplicate_cluster_are_rejected() {
 fn convert_snapshot_without_config_is_rejected() {
     let snap = pb::Snapshot {
         version: "7".to_owned(),
+        delta: None,
         config: None,
     };
     assert_eq!(

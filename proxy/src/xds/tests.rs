@@ -8,6 +8,7 @@ use crate::config::Identity;
 fn snapshot(version: &str, cluster_port: u32) -> Snapshot {
     Snapshot {
         version: version.to_owned(),
+        delta: None,
         config: Some(pb::ProxyConfig {
             clusters: vec![pb::Cluster {
                 name: "c".to_owned(),

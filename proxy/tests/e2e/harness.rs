@@ -102,6 +102,7 @@ impl Controller {
     pub fn publish(&self, version: &str, config: pb::ProxyConfig) {
         self.snapshots.send_replace(Some(Snapshot {
             version: version.to_owned(),
+            delta: None,
             config: Some(config),
         }));
     }

@@ -139,6 +139,7 @@ fn retry_policy_parses_conditions_and_budget() {
     };
     let snapshot = pb::Snapshot {
         version: "1".to_owned(),
+        delta: None,
         config: Some(pb::ProxyConfig {
             virtual_hosts: vec![pb::VirtualHost {
                 name: "v".to_owned(),
