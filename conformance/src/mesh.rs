@@ -86,6 +86,8 @@ pub struct MeshOptions {
     /// Whether sidecars get workload certificates from the controller's CA
     /// (and so talk mTLS to each other).
     pub mtls: bool,
+    /// Extra flags for every sidecar (e.g. `--cert-ttl-s 4` to force rotations).
+    pub sidecar_args: Vec<String>,
 }
 
 impl MeshOptions {
@@ -98,6 +100,7 @@ impl MeshOptions {
             converge_timeout: Duration::from_secs(10),
             change_grace: Duration::from_secs(3),
             mtls: true,
+            sidecar_args: Vec::new(),
         }
     }
 }
@@ -121,6 +124,7 @@ pub struct Instance {
     pub ip: Ipv4Addr,
     echo_args: Vec<String>,
     echo: Option<Proc>,
+    sidecar_args: Vec<String>,
     sidecar: Proc,
 }
 
@@ -182,6 +186,7 @@ pub struct LocalMesh {
     config_dir: PathBuf,
     log_dir: PathBuf,
     echo_bin: PathBuf,
+    proxy_bin: PathBuf,
     opts: MeshOptions,
 }
 
@@ -295,6 +300,7 @@ impl LocalMesh {
                 "--label".into(),
                 format!("version={}", d.version),
             ]);
+            sidecar_args.extend(opts.sidecar_args.iter().cloned());
             let sidecar = Proc::spawn(
                 format!("sluice-proxy {name}"),
                 &proxy_bin,
@@ -311,6 +317,7 @@ impl LocalMesh {
                 ip: d.ip,
                 echo_args,
                 echo: Some(echo),
+                sidecar_args,
                 sidecar,
             });
         }
@@ -324,6 +331,7 @@ impl LocalMesh {
             config_dir,
             log_dir,
             echo_bin,
+            proxy_bin,
             opts,
         };
         mesh.wait_started().await?;
@@ -524,6 +532,46 @@ impl LocalMesh {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+
+    /// Kills instance `n`'s sidecar as a crash would (SIGKILL), starts it again with the
+    /// same flags and waits until it is ready (certificate and config received) again.
+    pub async fn restart_sidecar(&mut self, n: usize) -> Result<(), MeshError> {
+        let Some(i) = self.instances.get_mut(n) else {
+            return Ok(());
+        };
+        let name = i.workload_name();
+        let log = self
+            .log_dir
+            .join(format!("proxy-{name}.{}.restarted.log", i.namespace));
+        // The old one must be gone first: the new one binds the same addresses.
+        i.sidecar.stop().await;
+        i.sidecar = Proc::spawn(
+            format!("sluice-proxy {name}"),
+            &self.proxy_bin,
+            &i.sidecar_args,
+            &log,
+        )?;
+        let deadline = Instant::now() + self.opts.start_timeout;
+        loop {
+            if let Some(why) = self.instances[n].sidecar.exited() {
+                return Err(MeshError::Died(why));
+            }
+            let ready = crate::client::http_get(self.instances[n].ready_addr(), "/healthz/ready")
+                .await
+                .is_ok_and(|r| r.status == 200);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(MeshError::Timeout(format!(
+                    "{name} sidecar not ready within {:?} after a restart; see {}",
+                    self.opts.start_timeout,
+                    log.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sets how instance `n`'s echo answers: a forced status (`None` = normal) and a delay.

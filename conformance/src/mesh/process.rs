@@ -62,6 +62,11 @@ impl Proc {
 
     /// Kills the process and reaps it.
     pub async fn kill(mut self) {
+        self.stop().await;
+    }
+
+    /// Kills the process and reaps it, keeping the handle (for a restart in place).
+    pub async fn stop(&mut self) {
         let _ = self.child.kill().await;
     }
 }
