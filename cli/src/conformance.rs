@@ -24,6 +24,13 @@ pub enum Command {
         /// Keep the logs and config of passing scenarios too.
         #[arg(long)]
         keep_logs: bool,
+        /// Run against a Kubernetes API server instead of config folders: workloads are
+        /// registered as Services and Pods (the runner plays kubelet, so use a test API server
+        /// without nodes, e.g. `sluice-testenv`), config goes in with `kubectl apply`, and the
+        /// controller runs with `--kubeconfig`. Repeat for several API servers: one scenario
+        /// at a time runs on each.
+        #[arg(long)]
+        kubeconfig: Vec<PathBuf>,
     },
 }
 
@@ -34,12 +41,14 @@ pub fn run(cmd: Command) -> ExitCode {
         bin_dir,
         filter,
         keep_logs,
+        kubeconfig,
     } = cmd;
     let opts = RunOptions {
         parallel,
         bin_dir,
         filter,
         keep_logs,
+        kubeconfigs: kubeconfig,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

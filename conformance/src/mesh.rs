@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub mod addr;
 pub mod bins;
 mod controller;
+pub mod faults;
+pub mod kube;
 pub mod process;
 pub mod security;
 pub mod store;
@@ -88,6 +90,9 @@ pub struct MeshOptions {
     pub mtls: bool,
     /// Extra flags for every sidecar (e.g. `--cert-ttl-s 4` to force rotations).
     pub sidecar_args: Vec<String>,
+    /// Register the workloads in this Kubernetes API server and run the controller against
+    /// it (`--kubeconfig`), instead of a config folder.
+    pub kube: Option<kube::Kube>,
 }
 
 impl MeshOptions {
@@ -101,6 +106,7 @@ impl MeshOptions {
             change_grace: Duration::from_secs(3),
             mtls: true,
             sidecar_args: Vec::new(),
+            kube: None,
         }
     }
 }
@@ -207,40 +213,74 @@ impl LocalMesh {
             what: format!("create {}", config_dir.display()),
             source,
         })?;
-        let block = AddrBlock::reserve()?;
+        let block = match &opts.kube {
+            Some(_) => AddrBlock::reserve_routable()?,
+            None => AddrBlock::reserve()?,
+        };
         let docs = instance_docs(workloads, &block)?;
         let mut store = ConfigStore::default();
         store.apply(config_yaml)?;
-        store::write_atomic(
-            &config_dir,
-            "00-workloads.yaml",
-            &store::workloads_yaml(workloads, &docs),
-        )?;
-        store::write_atomic(&config_dir, "10-config.yaml", &store.render()?)?;
-
         let cip = block.ip(1);
-        let tokens = if opts.mtls {
-            security::issue_tokens(&controller_bin, &config_dir, &opts.work_dir, workloads).await?
-        } else {
-            security::TokenFiles::new()
-        };
-        let controller_args: Vec<String> = vec![
-            "--config-dir".into(),
-            config_dir.display().to_string(),
+        let mut controller_args: Vec<String> = vec![
             "--listen".into(),
             format!("{cip}:{CONTROLLER_PORT}"),
             "--metrics-listen".into(),
             format!("{cip}:{CONTROLLER_METRICS_PORT}"),
+            "--secure-listen".into(),
+            format!("{cip}:15012"),
             "--debounce-ms".into(),
             "50".into(),
         ];
+        let (state_dir, tokens) = match &opts.kube {
+            None => {
+                store::write_atomic(
+                    &config_dir,
+                    "00-workloads.yaml",
+                    &store::workloads_yaml(workloads, &docs),
+                )?;
+                store::write_atomic(&config_dir, "10-config.yaml", &store.render()?)?;
+                let tokens = if opts.mtls {
+                    security::issue_tokens(&controller_bin, &config_dir, &opts.work_dir, workloads)
+                        .await?
+                } else {
+                    security::TokenFiles::new()
+                };
+                controller_args.extend(["--config-dir".into(), config_dir.display().to_string()]);
+                (config_dir.join(".sluice"), tokens)
+            }
+            Some(k) => {
+                k.clean().await?;
+                k.register(workloads, &docs, config_yaml).await?;
+                let tokens = if opts.mtls {
+                    k.tokens(workloads, &opts.work_dir.join("tokens")).await?
+                } else {
+                    security::TokenFiles::new()
+                };
+                let state_dir = opts.work_dir.join("state");
+                controller_args.extend([
+                    "--kubeconfig".into(),
+                    k.kubeconfig().display().to_string(),
+                    "--state-dir".into(),
+                    state_dir.display().to_string(),
+                    "--webhook-listen".into(),
+                    "off".into(),
+                    // Each mesh its own Lease, so it never waits for the previous scenario's
+                    // (killed) controller's claim to expire before writing statuses.
+                    "--leader-election-namespace".into(),
+                    "default".into(),
+                    "--leader-election-id".into(),
+                    format!("sluice-conformance-{}", cip.to_string().replace('.', "-")),
+                ]);
+                (state_dir, tokens)
+            }
+        };
         let controller = Proc::spawn(
             "sluice-controller".into(),
             &controller_bin,
             &controller_args,
             &log_dir.join("controller.log"),
         )?;
-        let root = config_dir.join(".sluice").join("ca").join("root-cert.pem");
+        let root = state_dir.join("ca").join("root-cert.pem");
         if opts.mtls {
             security::wait_for_root(&root, opts.start_timeout).await?;
         }
@@ -300,6 +340,11 @@ impl LocalMesh {
                 "--label".into(),
                 format!("version={}", d.version),
             ]);
+            if opts.kube.is_some() {
+                // With a non-loopback address the admin listener binds 127.0.0.1 (as in a pod's
+                // own network namespace); here every sidecar shares one host.
+                sidecar_args.extend(["--admin-port".into(), "0".into()]);
+            }
             sidecar_args.extend(opts.sidecar_args.iter().cloned());
             let sidecar = Proc::spawn(
                 format!("sluice-proxy {name}"),
@@ -383,22 +428,34 @@ impl LocalMesh {
     /// Applies documents (`kubectl apply` semantics) and waits for convergence.
     pub async fn apply(&mut self, yaml: &str) -> Result<(), MeshError> {
         self.store.apply(yaml)?;
-        self.commit().await
+        let before = self.revision().await;
+        match &self.opts.kube {
+            Some(k) => k.apply(yaml).await?,
+            None => self.write_store()?,
+        }
+        self.wait_converged(before).await
     }
 
     /// Deletes documents and waits for convergence.
     pub async fn delete(&mut self, yaml: &str) -> Result<(), MeshError> {
         self.store.delete(yaml)?;
-        self.commit().await
+        let before = self.revision().await;
+        match &self.opts.kube {
+            Some(k) => k.delete(yaml).await?,
+            None => self.write_store()?,
+        }
+        self.wait_converged(before).await
     }
 
-    async fn commit(&mut self) -> Result<(), MeshError> {
-        let before = sync::fetch(self.controller_metrics_addr())
+    async fn revision(&self) -> Option<u64> {
+        sync::fetch(self.controller_metrics_addr())
             .await
             .ok()
-            .map(|s| s.revision);
-        store::write_atomic(&self.config_dir, "10-config.yaml", &self.store.render()?)?;
-        self.wait_converged(before).await
+            .map(|s| s.revision)
+    }
+
+    fn write_store(&self) -> Result<(), MeshError> {
+        store::write_atomic(&self.config_dir, "10-config.yaml", &self.store.render()?)
     }
 
     /// Waits until the controller's revision grew past `before` and every proxy acked it; if the

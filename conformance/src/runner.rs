@@ -1,5 +1,6 @@
 //! Loads scenario files, runs each against its own local mesh (several at once) and collects
 //! `PASS`/`FAIL` results.
+use crate::mesh::kube::Kube;
 use crate::scenario::{self, LoadError, Scenario};
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ pub struct RunOptions {
     pub filter: Option<String>,
     /// Keep logs of passing scenarios too.
     pub keep_logs: bool,
+    /// Run against these Kubernetes API servers instead of config folders: one lane per
+    /// kubeconfig, scenarios one at a time in each lane (they share namespaces).
+    pub kubeconfigs: Vec<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -32,6 +36,7 @@ impl Default for RunOptions {
             bin_dir: None,
             filter: None,
             keep_logs: false,
+            kubeconfigs: Vec::new(),
         }
     }
 }
@@ -184,28 +189,70 @@ pub async fn run_paths(
     Ok(run_scenarios(&scenarios, opts, on_result).await)
 }
 
-/// Runs scenarios, `opts.parallel` at a time; results come back in the given order.
+/// Runs scenarios, `opts.parallel` at a time (or one per Kubernetes lane); results come back
+/// in the given order.
 pub async fn run_scenarios(
     scenarios: &[Scenario],
     opts: &RunOptions,
     on_result: &mut dyn FnMut(&ScenarioResult),
 ) -> Summary {
-    let mut stream = futures::stream::iter(scenarios.iter().map(|s| run_one(s, opts)))
-        .buffered(opts.parallel.max(1));
     let mut summary = Summary::default();
-    while let Some(result) = stream.next().await {
-        on_result(&result);
-        summary.results.push(result);
+    if opts.kubeconfigs.is_empty() {
+        let mut stream = futures::stream::iter(scenarios.iter().map(|s| run_one(s, opts, None)))
+            .buffered(opts.parallel.max(1));
+        while let Some(result) = stream.next().await {
+            on_result(&result);
+            summary.results.push(result);
+        }
+        return summary;
     }
+    // Each lane takes the next scenario when its previous one ends.
+    let queue = std::sync::Mutex::new(scenarios.iter());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let lanes: Vec<_> = opts
+        .kubeconfigs
+        .iter()
+        .map(|kc| {
+            let (queue, tx) = (&queue, tx.clone());
+            let kube = Kube::new(kc.clone());
+            async move {
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.next());
+                    let Some(s) = next else { break };
+                    let _ = tx.send(run_one(s, opts, Some(kube.clone())).await);
+                }
+            }
+        })
+        .collect();
+    drop(tx);
+    let all = futures::future::join_all(lanes);
+    tokio::pin!(all);
+    let mut done = false;
+    loop {
+        tokio::select! {
+            _ = &mut all, if !done => done = true,
+            r = rx.recv() => match r {
+                Some(result) => {
+                    on_result(&result);
+                    summary.results.push(result);
+                }
+                None => break,
+            },
+        }
+    }
+    let order: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+    summary
+        .results
+        .sort_by_key(|r| order.iter().position(|n| *n == r.name));
     summary
 }
 
 /// Runs one scenario in a fresh work dir (removed when it passes, unless `keep_logs`).
-pub async fn run_one(scenario: &Scenario, opts: &RunOptions) -> ScenarioResult {
+pub async fn run_one(scenario: &Scenario, opts: &RunOptions, kube: Option<Kube>) -> ScenarioResult {
     let start = Instant::now();
     let work_dir = work_dir_for(&scenario.name);
     let outcome = match std::fs::create_dir_all(&work_dir) {
-        Ok(()) => play(scenario, &work_dir, opts.bin_dir.clone()).await,
+        Ok(()) => play(scenario, &work_dir, opts.bin_dir.clone(), kube).await,
         Err(e) => Err(format!("create {}: {e}", work_dir.display())),
     };
     let keep = outcome.is_err() || opts.keep_logs;

@@ -42,6 +42,11 @@ impl LocalMesh {
     /// Applies documents to the config folder without waiting for any
     /// controller (it may be down); `wait_converged(None)` waits later.
     pub fn write_config(&mut self, yaml: &str) -> Result<(), MeshError> {
+        if self.opts.kube.is_some() {
+            return Err(MeshError::Config(
+                "write_config needs a config-folder mesh (this one reads Kubernetes)".into(),
+            ));
+        }
         self.store.apply(yaml)?;
         store::write_atomic(&self.config_dir, "10-config.yaml", &self.store.render()?)
     }

@@ -1,5 +1,6 @@
 //! Plays one scenario's steps against a fresh local mesh.
 use crate::client::{self, Call, Outcome, Via};
+use crate::mesh::kube::Kube;
 use crate::mesh::{LocalMesh, MeshOptions};
 use crate::scenario::{Request, Scenario, Step, Workload};
 use crate::{expect, metrics};
@@ -17,11 +18,17 @@ pub async fn play(
     scenario: &Scenario,
     work_dir: &Path,
     bin_dir: Option<PathBuf>,
+    kube: Option<Kube>,
 ) -> Result<(), String> {
     let steps = scenario.resolved_steps()?;
     let mut opts = MeshOptions::new(work_dir.to_path_buf());
     opts.bin_dir = bin_dir;
     opts.mtls = scenario.mtls;
+    if kube.is_some() {
+        // Registering pods and waiting for EndpointSlices adds a few seconds.
+        opts.start_timeout = Duration::from_secs(40);
+    }
+    opts.kube = kube;
     let mut mesh = LocalMesh::start(&scenario.workloads, &scenario.config, opts)
         .await
         .map_err(|e| format!("mesh start: {e}"))?;
