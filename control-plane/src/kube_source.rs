@@ -8,7 +8,8 @@
 
 use crate::index::{Intake, MeshIndex, Rejection};
 use crate::metrics::ControllerMetrics;
-use std::collections::{BTreeMap, HashSet};
+use crate::sync::SyncRegistry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,11 +19,13 @@ pub mod status;
 pub mod watch;
 
 use catalog::{file_key, istio_document, service_entry, slices_by_service};
-use status::{StatusWriter, Verdict};
+use status::{Reconciled, StatusWriter, Verdict};
 use watch::Watched;
 
 /// Longest wait for a quiet API server, in debounce periods.
 const MAX_DEBOUNCE_ROUNDS: u32 = 10;
+/// How often `Reconciled` is re-judged (ACKs arrive without watch events).
+const RECONCILED_RECHECK: Duration = Duration::from_secs(1);
 
 /// File contents by name, as `Intake::ingest` takes them.
 type Files = BTreeMap<String, Result<String, String>>;
@@ -72,6 +75,10 @@ pub struct KubeSource {
     debounce: Duration,
     metrics: Arc<ControllerMetrics>,
     last_files: Option<Files>,
+    sync: Option<Arc<SyncRegistry>>,
+    /// Per object (file key): the generation last seen and the first index
+    /// revision that included it, which `Reconciled` waits for.
+    since: HashMap<String, (Option<i64>, u64)>,
 }
 
 impl KubeSource {
@@ -90,7 +97,16 @@ impl KubeSource {
             debounce,
             metrics,
             last_files: None,
+            sync: None,
+            since: HashMap::new(),
         }
+    }
+
+    /// Also writes each object's `Reconciled` condition: whether every proxy
+    /// connected to `registry` applied it (re-checked every second).
+    pub fn with_sync(mut self, registry: Arc<SyncRegistry>) -> Self {
+        self.sync = Some(registry);
+        self
     }
 
     /// Waits for the first full list of every kind, builds the first index
@@ -100,7 +116,7 @@ impl KubeSource {
         let files = self.files();
         self.last_files = Some(files.clone());
         let index = intake.ingest(files, Instant::now(), &self.metrics);
-        self.write_statuses(&index.rejected).await;
+        self.write_statuses(&index.rejected, index.revision).await;
         index
     }
 
@@ -110,9 +126,23 @@ impl KubeSource {
     pub async fn run(mut self, mut intake: Intake, tx: tokio::sync::watch::Sender<Arc<MeshIndex>>) {
         let changes = self.watched.changes.clone();
         let mut leader = Some(self.statuses.leadership());
+        let mut recheck = tokio::time::interval(RECONCILED_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let leadership = tokio::select! {
                 _ = changes.notified() => None,
+                // Proxies ACK without any watch event: re-judge `Reconciled`.
+                _ = recheck.tick(), if self.sync.is_some() => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    let (rejected, revision) = {
+                        let current = tx.borrow();
+                        (current.rejected.clone(), current.revision)
+                    };
+                    self.write_statuses(&rejected, revision).await;
+                    continue;
+                }
                 changed = async {
                     match leader.as_mut() {
                         Some(l) => l.changed().await.map(|()| *l.borrow_and_update()),
@@ -165,8 +195,11 @@ impl KubeSource {
                     let _ = tx.send(Arc::new(index));
                 }
             }
-            let rejected = tx.borrow().rejected.clone();
-            self.write_statuses(&rejected).await;
+            let (rejected, revision) = {
+                let current = tx.borrow();
+                (current.rejected.clone(), current.revision)
+            };
+            self.write_statuses(&rejected, revision).await;
         }
     }
 
@@ -208,13 +241,17 @@ impl KubeSource {
         files
     }
 
-    /// Brings every Istio object's `Accepted` condition in line with `rejected`.
-    async fn write_statuses(&mut self, rejected: &[Rejection]) {
+    /// Brings every Istio object's `Accepted` condition in line with
+    /// `rejected`, and its `Reconciled` condition with what the proxies
+    /// applied; `revision` is the index revision now published.
+    async fn write_statuses(&mut self, rejected: &[Rejection], revision: u64) {
         let mut by_file: BTreeMap<&str, Vec<&Rejection>> = BTreeMap::new();
         for r in rejected {
             by_file.entry(r.file.as_str()).or_default().push(r);
         }
+        let view = self.sync.as_ref().map(|s| s.view(revision));
         let mut present = HashSet::new();
+        let mut files = HashSet::new();
         for (ar, store) in &self.watched.istio {
             for object in store.state() {
                 let (Some(ns), Some(name)) = (&object.metadata.namespace, &object.metadata.name)
@@ -224,11 +261,25 @@ impl KubeSource {
                 present.insert((format!("{}/{ns}", ar.kind), name.clone()));
                 let file = file_key(&ar.kind, ns, name);
                 let own = by_file.get(file.as_str()).into_iter().flatten().copied();
-                let verdict = Verdict::from_rejections(own, object.metadata.generation);
+                let generation = object.metadata.generation;
+                let mut verdict = Verdict::from_rejections(own, generation);
+                let since = self
+                    .since
+                    .entry(file.clone())
+                    .or_insert((generation, revision));
+                if since.0 != generation {
+                    *since = (generation, revision);
+                }
+                if let Some(view) = &view {
+                    verdict.reconciled =
+                        Some(Reconciled::judge(verdict.accepted, since.1, view));
+                }
+                files.insert(file);
                 self.statuses.reconcile(ar, &object, verdict).await;
             }
         }
         self.statuses.retain(|k| present.contains(k));
+        self.since.retain(|k, _| files.contains(k));
     }
 }
 

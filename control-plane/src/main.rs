@@ -235,7 +235,8 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 leader::always_leader(&metrics.leader)
             };
-            let mut source = KubeSource::start(client, debounce, metrics.clone(), leader);
+            let mut source = KubeSource::start(client, debounce, metrics.clone(), leader)
+                .with_sync(registry.clone());
             let first = source.load(&mut intake).await;
             log_first(&first, "the Kubernetes API server");
             let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));

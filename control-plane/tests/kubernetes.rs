@@ -372,8 +372,13 @@ async fn controller_in_kubernetes_mode_writes_status_and_serves_endpoints() {
             );
         };
         proxy.ack(&snapshot.version).await;
-        let config = snapshot.config.expect("config");
-        let Some(cluster) = config.clusters.iter().find(|cl| cl.name == cluster_name) else {
+        // After an ACK, changes come as deltas: either way the cluster is listed.
+        let clusters = match (snapshot.config, snapshot.delta) {
+            (Some(config), _) => config.clusters,
+            (None, Some(delta)) => delta.clusters,
+            (None, None) => panic!("snapshot {} without config or delta", snapshot.version),
+        };
+        let Some(cluster) = clusters.iter().find(|cl| cl.name == cluster_name) else {
             continue;
         };
         let Some(ep) = cluster.endpoints.first() else {
@@ -390,6 +395,67 @@ async fn controller_in_kubernetes_mode_writes_status_and_serves_endpoints() {
         assert_eq!(ep.labels.get("version").map(String::as_str), Some("v1"));
         break;
     }
+
+    // Reconciled: a change is Pending until the connected proxy applies it,
+    // names the proxy when it refuses it, and is True once it applied it.
+    let reconciled = |want: &'static str, reason: &'static str| {
+        let env = env;
+        move || async move {
+            let vs = kubectl(
+                env,
+                &["get", "virtualservice", "reviews", "-n", "default", "-o", "json"],
+            )
+            .await;
+            let vs: Value = serde_json::from_str(&vs).map_err(|e| e.to_string())?;
+            let cond = vs["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Reconciled"))
+                .ok_or("no Reconciled condition")?;
+            (cond["status"] == want
+                && cond["reason"] == reason
+                && cond["observedGeneration"] == vs["metadata"]["generation"])
+                .then_some(())
+                .ok_or_else(|| vs["status"].to_string())
+        }
+    };
+    kubectl(
+        env,
+        &[
+            "patch",
+            "virtualservice",
+            "reviews",
+            "-n",
+            "default",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/spec/http/0/timeout","value":"7s"}]"#,
+        ],
+    )
+    .await;
+    eventually(&c, "changed VirtualService Reconciled=False Pending", || {
+        reconciled("False", "Pending")()
+    })
+    .await;
+    // Pending means the change is published; the newest snapshot carries it.
+    let mut pending = None;
+    while let Ok(s) = tokio::time::timeout(Duration::from_secs(1), proxy.next()).await {
+        pending = Some(s);
+    }
+    let pending = pending.expect("the change reaches the proxy");
+    let nack = proxy_message::Kind::Nack(sluice_api::config::Nack {
+        version: pending.version.clone(),
+        error: "test: refused on purpose".into(),
+    });
+    let _ = proxy.tx.send(ProxyMessage { kind: Some(nack) }).await;
+    eventually(&c, "refused change Reconciled=False Rejected", || {
+        reconciled("False", "Rejected")()
+    })
+    .await;
+    proxy.ack(&pending.version).await;
+    eventually(&c, "applied change Reconciled=True", || {
+        reconciled("True", "Reconciled")()
+    })
+    .await;
 }
 
 struct Proxy {

@@ -1,9 +1,10 @@
-//! The `Accepted` condition of every Istio/Sluice object, written with
-//! server-side apply on the status subresource only when it changed, and
-//! only by the replica holding the leader Lease.
+//! The `Accepted` and `Reconciled` conditions of every Istio/Sluice object,
+//! written with server-side apply on the status subresource only when they
+//! changed, and only by the replica holding the leader Lease.
 
-use crate::crd::status::CONDITION_ACCEPTED;
+use crate::crd::status::{CONDITION_ACCEPTED, CONDITION_RECONCILED};
 use crate::index::Rejection;
+use crate::sync::SyncView;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
@@ -22,6 +23,81 @@ pub struct Verdict {
     pub message: Option<String>,
     /// `metadata.generation` judged.
     pub generation: Option<i64>,
+    /// Whether the proxies run it; `None` when the controller does not
+    /// track proxies (the condition is then left alone).
+    pub reconciled: Option<Reconciled>,
+}
+
+/// What the `Reconciled` condition says: whether every connected proxy has
+/// applied a configuration revision that includes the object as it is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconciled {
+    /// `True` when every connected proxy applied it.
+    pub done: bool,
+    /// `Reconciled`, `Pending`, `Rejected` or `NotAccepted`.
+    pub reason: &'static str,
+    /// Who is missing, or which proxy refused it and why.
+    pub message: String,
+}
+
+impl Reconciled {
+    /// Judges an object that entered the index at revision `since` against
+    /// what each connected proxy acknowledged or refused.
+    pub fn judge(accepted: bool, since: u64, view: &SyncView) -> Self {
+        if !accepted {
+            return Self {
+                done: false,
+                reason: "NotAccepted",
+                message: "not sent to any proxy: the object was not accepted".into(),
+            };
+        }
+        let num = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<u64>().ok());
+        let total = view.proxies.len();
+        let mut applied = 0usize;
+        let mut refused = Vec::new();
+        for p in &view.proxies {
+            if num(&p.version_acked).is_some_and(|v| v >= since) {
+                applied += 1;
+            } else if let Some(n) = &p.last_nack
+                && n.version.parse::<u64>().is_ok_and(|v| v >= since)
+            {
+                refused.push((p, n));
+            }
+        }
+        if let Some((p, n)) = refused.first() {
+            let more = match refused.len() - 1 {
+                0 => String::new(),
+                k => format!(" (and {k} more)"),
+            };
+            return Self {
+                done: false,
+                reason: "Rejected",
+                message: format!(
+                    "proxy {} refused revision {}: {}{more}",
+                    p.id, n.version, n.error
+                ),
+            };
+        }
+        if applied == total {
+            return Self {
+                done: true,
+                reason: "Reconciled",
+                message: format!("every connected proxy applied revision {since} or later"),
+            };
+        }
+        Self {
+            done: false,
+            reason: "Pending",
+            message: format!(
+                "{} of {total} connected proxies have not applied revision {since} yet",
+                total - applied
+            ),
+        }
+    }
+
+    fn status(&self) -> &'static str {
+        if self.done { "True" } else { "False" }
+    }
 }
 
 impl Verdict {
@@ -35,6 +111,7 @@ impl Verdict {
             accepted: messages.is_empty(),
             message: (!messages.is_empty()).then(|| messages.join("; ")),
             generation,
+            reconciled: None,
         }
     }
 
@@ -51,38 +128,65 @@ impl Verdict {
         let Some(status) = status else {
             return false;
         };
-        let Some(cond) = accepted_condition(status) else {
+        let Some(cond) = condition(status, CONDITION_ACCEPTED) else {
             return false;
         };
         let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let reconciled_current = match &self.reconciled {
+            None => true,
+            Some(r) => condition(status, CONDITION_RECONCILED).is_some_and(|c| {
+                c.get("observedGeneration").and_then(Value::as_i64) == self.generation
+                    && text(c, "status").as_deref() == Some(r.status())
+                    && text(c, "reason").as_deref() == Some(r.reason)
+                    && text(c, "message").as_deref() == Some(r.message.as_str())
+            }),
+        };
         status.get("observedGeneration").and_then(Value::as_i64) == self.generation
             && cond.get("observedGeneration").and_then(Value::as_i64) == self.generation
             && text(cond, "status").as_deref() == Some(self.status())
             && text(cond, "reason").as_deref() == Some(self.reason())
             && text(cond, "message") == self.message
+            && reconciled_current
     }
 
     /// The apply patch for the status subresource. `lastTransitionTime`
     /// stays as it was unless the condition's status flips.
     pub fn patch(&self, ar: &ApiResource, name: &str, status: Option<&Value>, now: &str) -> Value {
-        let previous = status.and_then(accepted_condition);
-        let since = previous
-            .filter(|c| c.get("status").and_then(Value::as_str) == Some(self.status()))
-            .and_then(|c| c.get("lastTransitionTime").and_then(Value::as_str))
-            .unwrap_or(now);
-        let mut condition = json!({
+        let since = |type_: &str, new_status: &str| {
+            status
+                .and_then(|s| condition(s, type_))
+                .filter(|c| c.get("status").and_then(Value::as_str) == Some(new_status))
+                .and_then(|c| c.get("lastTransitionTime").and_then(Value::as_str))
+                .unwrap_or(now)
+                .to_owned()
+        };
+        let mut accepted = json!({
             "type": CONDITION_ACCEPTED,
             "status": self.status(),
             "reason": self.reason(),
-            "lastTransitionTime": since,
+            "lastTransitionTime": since(CONDITION_ACCEPTED, self.status()),
         });
         if let Some(m) = &self.message {
-            condition["message"] = json!(m);
+            accepted["message"] = json!(m);
         }
-        let mut status = json!({"conditions": [condition]});
+        let mut conditions = vec![accepted];
+        if let Some(r) = &self.reconciled {
+            conditions.push(json!({
+                "type": CONDITION_RECONCILED,
+                "status": r.status(),
+                "reason": r.reason,
+                "message": r.message,
+                "lastTransitionTime": since(CONDITION_RECONCILED, r.status()),
+            }));
+        }
+        if let Some(g) = self.generation {
+            for c in &mut conditions {
+                c["observedGeneration"] = json!(g);
+            }
+        }
+        let mut status = json!({"conditions": conditions});
         if let Some(g) = self.generation {
             status["observedGeneration"] = json!(g);
-            status["conditions"][0]["observedGeneration"] = json!(g);
         }
         json!({
             "apiVersion": ar.api_version,
@@ -93,12 +197,12 @@ impl Verdict {
     }
 }
 
-fn accepted_condition(status: &Value) -> Option<&Value> {
+fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
     status
         .get("conditions")?
         .as_array()?
         .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(CONDITION_ACCEPTED))
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
 }
 
 /// RFC 3339 UTC time, second precision (what `metav1.Time` holds).

@@ -1,7 +1,7 @@
 use super::catalog::{
     PodIndex, istio_document, port_protocol, service_entry, slices_by_service, workload_name,
 };
-use super::status::Verdict;
+use super::status::{Reconciled, Verdict};
 use super::watch::istio_resources;
 use crate::index::{Intake, Rejection};
 use crate::metrics::ControllerMetrics;
@@ -300,4 +300,61 @@ fn verdict_older_generation_is_not_current() {
     let v3 = Verdict::from_rejections(std::iter::empty(), Some(3));
     assert!(!v3.is_current(Some(&status)));
     assert!(!v3.is_current(None));
+}
+
+fn registry_with(ids: &[&str]) -> (crate::sync::SyncRegistry, Vec<u64>) {
+    let registry = crate::sync::SyncRegistry::default();
+    let conns = ids
+        .iter()
+        .map(|id| {
+            let node = sluice_api::config::Node {
+                id: (*id).to_owned(),
+                workload: "w".into(),
+                namespace: "default".into(),
+                service_account: "sa".into(),
+                ..Default::default()
+            };
+            let who = crate::translate::ProxyIdentity::try_from(node).expect("identity");
+            registry.connect(&who)
+        })
+        .collect();
+    (registry, conns)
+}
+
+#[test]
+fn reconciled_without_proxies_is_true_and_rejected_objects_never_are() {
+    let (registry, _) = registry_with(&[]);
+    let view = registry.view(5);
+    let r = Reconciled::judge(true, 5, &view);
+    assert!(r.done);
+    assert_eq!(r.reason, "Reconciled");
+    let r = Reconciled::judge(false, 5, &view);
+    assert!(!r.done);
+    assert_eq!(r.reason, "NotAccepted");
+}
+
+#[test]
+fn reconciled_waits_for_every_proxy_then_names_a_refusal() {
+    let (registry, conns) = registry_with(&["a.default", "b.default"]);
+    registry.acked(conns[0], "7");
+    registry.acked(conns[1], "6");
+    let pending = Reconciled::judge(true, 7, &registry.view(7));
+    assert!(!pending.done);
+    assert_eq!(pending.reason, "Pending");
+    assert!(pending.message.contains("1 of 2"), "{}", pending.message);
+
+    registry.nacked(conns[1], "7", "bad route");
+    let refused = Reconciled::judge(true, 7, &registry.view(7));
+    assert_eq!(refused.reason, "Rejected");
+    assert!(
+        refused.message.contains("b.default") && refused.message.contains("bad route"),
+        "{}",
+        refused.message
+    );
+    // A refusal of an older revision says nothing about this object.
+    assert_eq!(Reconciled::judge(true, 8, &registry.view(8)).reason, "Pending");
+
+    registry.acked(conns[1], "8");
+    let done = Reconciled::judge(true, 7, &registry.view(8));
+    assert!(done.done, "{done:?}");
 }
