@@ -52,7 +52,13 @@ pub enum KubeError {
 /// A client from a kubeconfig file, or (`None`) inferred the way `kubectl`
 /// and in-cluster pods do: `$KUBECONFIG`, `~/.kube/config`, the service account.
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError> {
-    let config = match kubeconfig {
+    Ok(kube::Client::try_from(client_config(kubeconfig).await?)?)
+}
+
+/// The client configuration [`connect`] uses, for callers that adjust it
+/// (e.g. no retries for a one-shot command).
+pub async fn client_config(kubeconfig: Option<&Path>) -> Result<kube::Config, KubeError> {
+    Ok(match kubeconfig {
         Some(path) => {
             let err = |source| KubeError::Kubeconfig {
                 path: path.display().to_string(),
@@ -64,8 +70,7 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeErro
                 .map_err(err)?
         }
         None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
 }
 
 /// Watches the API server and publishes a new [`MeshIndex`] on every change.
@@ -271,8 +276,7 @@ impl KubeSource {
                     *since = (generation, revision);
                 }
                 if let Some(view) = &view {
-                    verdict.reconciled =
-                        Some(Reconciled::judge(verdict.accepted, since.1, view));
+                    verdict.reconciled = Some(Reconciled::judge(verdict.accepted, since.1, view));
                 }
                 files.insert(file);
                 self.statuses.reconcile(ar, &object, verdict).await;

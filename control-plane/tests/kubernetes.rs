@@ -399,11 +399,18 @@ async fn controller_in_kubernetes_mode_writes_status_and_serves_endpoints() {
     // Reconciled: a change is Pending until the connected proxy applies it,
     // names the proxy when it refuses it, and is True once it applied it.
     let reconciled = |want: &'static str, reason: &'static str| {
-        let env = env;
         move || async move {
             let vs = kubectl(
                 env,
-                &["get", "virtualservice", "reviews", "-n", "default", "-o", "json"],
+                &[
+                    "get",
+                    "virtualservice",
+                    "reviews",
+                    "-n",
+                    "default",
+                    "-o",
+                    "json",
+                ],
             )
             .await;
             let vs: Value = serde_json::from_str(&vs).map_err(|e| e.to_string())?;
@@ -432,9 +439,11 @@ async fn controller_in_kubernetes_mode_writes_status_and_serves_endpoints() {
         ],
     )
     .await;
-    eventually(&c, "changed VirtualService Reconciled=False Pending", || {
-        reconciled("False", "Pending")()
-    })
+    eventually(
+        &c,
+        "changed VirtualService Reconciled=False Pending",
+        || reconciled("False", "Pending")(),
+    )
     .await;
     // Pending means the change is published; the newest snapshot carries it.
     let mut pending = None;

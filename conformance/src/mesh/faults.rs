@@ -4,6 +4,9 @@
 use super::{CONTROLLER_PORT, ECHO_CONTROL_PORT, LocalMesh};
 use std::path::Path;
 
+#[cfg(test)]
+mod tests;
+
 /// Resident memory and open file descriptors of one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStats {
