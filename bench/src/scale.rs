@@ -100,6 +100,9 @@ pub struct ScaleResult {
     pub controller_rss_mb: f64,
     /// Controller VmHWM at the end, MB.
     pub controller_peak_rss_mb: f64,
+    /// Snapshots the simulated proxies refused (deltas that did not apply), all phases.
+    #[serde(default)]
+    pub sim_nacks: usize,
 }
 
 /// Percentile (nearest rank) of unsorted values; 0 when empty.
@@ -204,12 +207,17 @@ async fn push_bytes(metrics: SocketAddr) -> Option<f64> {
         .await
         .ok()?;
     let text = String::from_utf8_lossy(&r.body).to_string();
-    text.lines()
-        .find(|l| {
-            l.starts_with("sluice_config_push_bytes")
-                && !l.starts_with("sluice_config_push_bytes_created")
-        })
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+    // One line per kind (full, delta); their sum is every byte pushed.
+    let lines = text.lines().filter(|l| {
+        l.starts_with("sluice_config_push_bytes")
+            && !l.starts_with("sluice_config_push_bytes_created")
+    });
+    let mut total = None;
+    for l in lines {
+        let v: f64 = l.split_whitespace().last()?.parse().ok()?;
+        total = Some(total.unwrap_or(0.0) + v);
+    }
+    total
 }
 
 /// Runs the scale benchmark on loopback address `ip`.
@@ -393,6 +401,7 @@ pub async fn run(opts: &Opts, ip: Ipv4Addr) -> anyhow::Result<ScaleResult> {
     for m in board.iter() {
         let s = m.lock().unwrap_or_else(|e| e.into_inner());
         res.reconnects += s.reconnects;
+        res.sim_nacks += s.nacks;
         if s.ended.is_some() {
             res.last_failure = s.ended.clone();
         }

@@ -25,8 +25,10 @@ use sync::Syncz;
 
 /// Port of the echo's control listener on each instance address.
 pub const ECHO_CONTROL_PORT: u16 = 15999;
-/// Controller config stream port.
+/// Controller plaintext config stream port.
 pub const CONTROLLER_PORT: u16 = 15010;
+/// Controller TLS port: certificates and the authenticated config stream.
+pub const CONTROLLER_SECURE_PORT: u16 = 15012;
 /// Controller metrics/debug port.
 pub const CONTROLLER_METRICS_PORT: u16 = 15014;
 
@@ -227,7 +229,7 @@ impl LocalMesh {
             "--metrics-listen".into(),
             format!("{cip}:{CONTROLLER_METRICS_PORT}"),
             "--secure-listen".into(),
-            format!("{cip}:15012"),
+            format!("{cip}:{CONTROLLER_SECURE_PORT}"),
             "--debounce-ms".into(),
             "50".into(),
         ];
@@ -311,20 +313,26 @@ impl LocalMesh {
                 &log_dir.join(format!("echo-{name}.{}.log", w.namespace)),
             )?;
             let mut sidecar_args: Vec<String> = Vec::new();
-            if let Some(token) = tokens.get(&(w.namespace.clone(), w.service_account().to_owned()))
-            {
-                sidecar_args.extend([
-                    "--ca-address".into(),
-                    format!("https://{cip}:15012"),
-                    "--ca-root".into(),
-                    root.display().to_string(),
-                    "--token-file".into(),
-                    token.display().to_string(),
-                ]);
-            }
+            // With a token the sidecar uses the TLS port for both certificates and config,
+            // proving its identity on each, as in a cluster; without one, plaintext config.
+            let controller_url =
+                match tokens.get(&(w.namespace.clone(), w.service_account().to_owned())) {
+                    Some(token) => {
+                        sidecar_args.extend([
+                            "--ca-address".into(),
+                            format!("https://{cip}:{CONTROLLER_SECURE_PORT}"),
+                            "--ca-root".into(),
+                            root.display().to_string(),
+                            "--token-file".into(),
+                            token.display().to_string(),
+                        ]);
+                        format!("https://{cip}:{CONTROLLER_SECURE_PORT}")
+                    }
+                    None => format!("http://{cip}:{CONTROLLER_PORT}"),
+                };
             sidecar_args.extend([
                 "--controller".into(),
-                format!("http://{cip}:{CONTROLLER_PORT}"),
+                controller_url,
                 "--ip".into(),
                 d.ip.to_string(),
                 "--id".into(),

@@ -56,7 +56,8 @@ const PER_POD_LABELS: [&str; 7] = [
 pub struct InjectConfig {
     /// Image of `sluice-proxy` (runs the sidecar and `sluice-proxy init`).
     pub proxy_image: String,
-    /// Controller config stream address, e.g. `sluice-controller.sluice-system.svc:15010`.
+    /// Controller config stream address, e.g. `https://sluice-controller.sluice-system.svc:15012`
+    /// (TLS, the sidecar proves itself with its projected token); a bare `host:port` is plaintext.
     pub controller: String,
     /// Certificate service address, e.g. `https://sluice-controller.sluice-system.svc:15012`;
     /// empty = no certificate (no mTLS).
@@ -75,7 +76,7 @@ impl Default for InjectConfig {
     fn default() -> Self {
         InjectConfig {
             proxy_image: "ghcr.io/sluice-mesh/sluice-proxy:0.1.0".to_owned(),
-            controller: "sluice-controller.sluice-system.svc:15010".to_owned(),
+            controller: "https://sluice-controller.sluice-system.svc:15012".to_owned(),
             ca_address: "https://sluice-controller.sluice-system.svc:15012".to_owned(),
             trust_domain: "cluster.local".to_owned(),
             proxy_uid: 1337,

@@ -37,9 +37,11 @@ struct Args {
     /// in-cluster pod would be ($KUBECONFIG, ~/.kube/config, service account).
     #[arg(long)]
     kubernetes: bool,
-    /// Address of the plaintext config stream.
-    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:15010")]
-    listen: SocketAddr,
+    /// Address of the plaintext, unauthenticated config stream. Default
+    /// 127.0.0.1:15010 with --config-dir; off in Kubernetes mode unless given,
+    /// where proxies use the TLS listener with their token.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    listen: Option<SocketAddr>,
     /// Address of /metrics and /debug endpoints.
     #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "127.0.0.1:15014")]
     metrics_listen: SocketAddr,
@@ -83,7 +85,8 @@ struct Args {
     /// means every interface. Default `:15017` in Kubernetes mode; `off` disables.
     #[arg(long, env = "SLUICE_WEBHOOK_LISTEN")]
     webhook_listen: Option<String>,
-    /// DNS names in the webhook's serving certificate (the controller's Service).
+    /// DNS names of the controller's Service: in the serving certificates of
+    /// the webhooks and of the TLS listener (config stream, certificates).
     #[arg(
         long,
         value_delimiter = ',',
@@ -142,9 +145,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut args = Args::parse();
+    // Local mode keeps its plaintext default; in a cluster an unauthenticated
+    // port would hand any pod every proxy's config, so it must be asked for.
+    let listen = match (args.listen, &args.config_dir) {
+        (Some(addr), _) => Some(addr),
+        (None, Some(_)) => Some(SocketAddr::from(([127, 0, 0, 1], 15010))),
+        (None, None) => None,
+    };
+    let listen_ip = listen.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |l| l.ip());
     let secure_listen = *args
         .secure_listen
-        .get_or_insert_with(|| SocketAddr::new(args.listen.ip(), 15012));
+        .get_or_insert_with(|| SocketAddr::new(listen_ip, 15012));
     if let Some(dir) = &args.config_dir {
         anyhow::ensure!(dir.is_dir(), "--config-dir {}: not a folder", dir.display());
         anyhow::ensure!(
@@ -257,15 +268,28 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
 
-    let grpc = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding --listen {}", args.listen))?;
-    tracing::info!(config = %args.listen, secure = %secure_listen, metrics = %args.metrics_listen, "serving");
+    let grpc = match listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --listen {addr}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(plaintext = ?listen, secure = %secure_listen, metrics = %args.metrics_listen, "serving");
     let config_server = ConfigServer::new(rx, registry, metrics.clone());
-    let service = sluice_api::config::config_discovery_server::ConfigDiscoveryServer::new(
-        config_server.clone(),
-    );
-    let secure = secure_server(secure_listen, &ca, authn, config_server, &metrics).await?;
+    let mut dns_names = args.webhook_dns_names.clone();
+    // The Service name of earlier releases, kept so their proxies still verify.
+    dns_names.push("sluice-controller.istio-system.svc".into());
+    let secure = secure_server(
+        secure_listen,
+        &dns_names,
+        &ca,
+        authn.clone(),
+        config_server.authenticated(authn),
+        &metrics,
+    )
+    .await?;
     tokio::spawn(async move {
         if let Err(e) = secure.await {
             tracing::error!("secure listener stopped: {e}");
@@ -281,15 +305,26 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let mut stopping = stop_rx.clone();
-    let serve = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
-            async move {
-                let _ = stopping.wait_for(|s| *s).await;
-            },
-        );
+    let serve = async move {
+        let Some(grpc) = grpc else {
+            // No plaintext listener: run until stopped.
+            let _ = stopping.wait_for(|s| *s).await;
+            return Ok(());
+        };
+        config_transport()
+            .add_service(
+                sluice_api::config::config_discovery_server::ConfigDiscoveryServer::new(
+                    config_server,
+                ),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                },
+            )
+            .await
+    };
     // Config streams never end on their own: a graceful shutdown would wait
     // for every proxy to hang up. Give them a moment, then exit; proxies
     // keep their config and reconnect to the next controller.
@@ -376,10 +411,21 @@ async fn start_webhooks(
     Ok(())
 }
 
-/// The TLS listener: config stream and certificate signing, served with a
-/// certificate the mesh CA issues to the controller itself.
+/// Server settings of both config listeners: keepalive and HTTP/2 windows
+/// large enough for a complete config in one flight.
+fn config_transport() -> tonic::transport::Server {
+    use sluice_control_plane::server::{CONNECTION_WINDOW, KEEPALIVE, STREAM_WINDOW};
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+}
+
+/// The TLS listener: config stream (token required) and certificate signing,
+/// served with a certificate the mesh CA issues to the controller itself.
 async fn secure_server(
     addr: SocketAddr,
+    dns_names: &[String],
     ca: &Arc<CertificateAuthority>,
     authn: Authenticator,
     config: ConfigServer,
@@ -387,14 +433,12 @@ async fn secure_server(
 ) -> anyhow::Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>> + use<>>
 {
     use tonic::transport::{Identity, ServerTlsConfig};
-    let names = [
-        "sluice-controller",
-        "sluice-controller.istio-system.svc",
-        "localhost",
-    ]
-    .map(String::from);
+    let mut names = dns_names.to_vec();
+    names.extend(["sluice-controller".to_owned(), "localhost".to_owned()]);
+    names.sort();
+    names.dedup();
     let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
-    if !addr.ip().is_unspecified() {
+    if !addr.ip().is_unspecified() && !ips.contains(&addr.ip()) {
         ips.push(addr.ip());
     }
     let (chain, key) = ca
@@ -404,7 +448,7 @@ async fn secure_server(
         .await
         .with_context(|| format!("binding --secure-listen {addr}"))?;
     let csr = CertificateServer::new(ca.clone(), authn, metrics.csr_requests.clone());
-    let server = tonic::transport::Server::builder()
+    let server = config_transport()
         .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(chain.concat(), key)))
         .context("TLS settings")?
         .add_service(

@@ -23,15 +23,32 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Label set of config pushes: what kind of snapshot was sent.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    /// `full` (a complete configuration) or `delta` (changes since the last ACK).
+    pub kind: &'static str,
+}
+
+/// Label set of refused config streams on the TLS listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamAuthLabels {
+    /// `unauthenticated` (no or bad token), `denied` (hello names another
+    /// identity) or `unavailable` (the token could not be checked).
+    pub reason: &'static str,
+}
+
 /// Everything the controller counts.
 pub struct ControllerMetrics {
     registry: Registry,
     /// Change seen → proxy ACKed, seconds.
     pub convergence: Histogram,
-    /// Snapshots sent to proxies.
-    pub pushes: Counter,
-    /// Bytes of snapshots sent.
-    pub push_bytes: Counter,
+    /// Snapshots sent to proxies, by kind.
+    pub pushes: Family<PushLabels, Counter>,
+    /// Encoded bytes of snapshots sent, by kind.
+    pub push_bytes: Family<PushLabels, Counter>,
+    /// Config streams refused on the TLS listener, by reason.
+    pub stream_auth_failures: Family<StreamAuthLabels, Counter>,
     /// ACK/NACK answers from proxies.
     pub responses: Family<OutcomeLabels, Counter>,
     /// Proxies with an open stream.
@@ -70,17 +87,23 @@ impl ControllerMetrics {
             "Time from a configuration change being seen to a proxy acknowledging it",
             convergence.clone(),
         );
-        let pushes = Counter::default();
+        let pushes = Family::<PushLabels, Counter>::default();
         registry.register(
             "sluice_config_pushes",
-            "Snapshots sent to proxies",
+            "Snapshots sent to proxies by kind (full or delta)",
             pushes.clone(),
         );
-        let push_bytes = Counter::default();
+        let push_bytes = Family::<PushLabels, Counter>::default();
         registry.register(
             "sluice_config_push_bytes",
-            "Encoded bytes of snapshots sent to proxies",
+            "Encoded bytes of snapshots sent to proxies by kind (full or delta)",
             push_bytes.clone(),
+        );
+        let stream_auth_failures = Family::<StreamAuthLabels, Counter>::default();
+        registry.register(
+            "sluice_config_stream_auth_failures",
+            "Config streams refused on the TLS listener by reason (unauthenticated, denied, unavailable)",
+            stream_auth_failures.clone(),
         );
         let responses = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -136,6 +159,11 @@ impl ControllerMetrics {
             "Status subresource writes made by this replica",
             status_writes.clone(),
         );
+        registry.register(
+            "sluice_kube_watch_restarts",
+            "Failed API server list or watch requests by kind (retried after a backoff; an expired watch relists at once)",
+            crate::kube_source::watch::restarts().clone(),
+        );
         Self {
             registry,
             leader,
@@ -145,6 +173,7 @@ impl ControllerMetrics {
             convergence,
             pushes,
             push_bytes,
+            stream_auth_failures,
             responses,
             connected,
             revision,

@@ -1,30 +1,52 @@
-//! The config stream (`sluice.config.v1.ConfigDiscovery`): a complete snapshot
-//! on connect, a new one per revision, ACK/NACK recorded per proxy.
+//! The config stream (`sluice.config.v1.ConfigDiscovery`): a complete config
+//! on connect and after a NACK, deltas after ACKs, state recorded per proxy.
+//! On the TLS listener the caller's bearer token must match its hello.
 
+pub mod delta;
+mod shared;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use crate::ca::Authenticator;
+use crate::ca::authn::bearer_token;
 use crate::index::MeshIndex;
-use crate::metrics::{ControllerMetrics, OutcomeLabels};
+use crate::metrics::{ControllerMetrics, StreamAuthLabels};
 use crate::sync::SyncRegistry;
-use crate::translate::{ProxyIdentity, translate};
+use crate::translate::ProxyIdentity;
 use futures::Stream;
-use prost::Message;
 use sluice_api::config::config_discovery_server::ConfigDiscovery;
 use sluice_api::config::{ProxyMessage, Snapshot, proxy_message};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Serves snapshots from the latest index.
+pub use shared::{ProxyView, Sharing};
+
+/// HTTP/2 receive windows for config streams (both ends). At h2's default
+/// 64 KiB a 228 KB complete config needs several round trips of
+/// WINDOW_UPDATEs; 1 MiB per stream lets it go in one flight.
+pub const STREAM_WINDOW: u32 = 1 << 20;
+/// Connection-level window: one config stream per connection, plus headroom.
+pub const CONNECTION_WINDOW: u32 = 2 << 20;
+/// Keepalive pings on config connections.
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Serves config streams from the latest index.
 #[derive(Clone)]
 pub struct ConfigServer {
     index: watch::Receiver<Arc<MeshIndex>>,
     registry: Arc<SyncRegistry>,
     metrics: Arc<ControllerMetrics>,
+    sharing: Arc<Sharing>,
+    authn: Option<Authenticator>,
 }
 
 impl ConfigServer {
-    /// Creates the service.
+    /// Creates the service; it accepts any caller until [`Self::authenticated`].
     pub fn new(
         index: watch::Receiver<Arc<MeshIndex>>,
         registry: Arc<SyncRegistry>,
@@ -34,6 +56,42 @@ impl ConfigServer {
             index,
             registry,
             metrics,
+            sharing: Arc::new(Sharing::default()),
+            authn: None,
+        }
+    }
+
+    /// The same service (sharing its state) requiring a bearer token whose
+    /// identity is the hello's namespace and service account.
+    pub fn authenticated(&self, authn: Authenticator) -> Self {
+        Self {
+            authn: Some(authn),
+            ..self.clone()
+        }
+    }
+
+    fn refuse(&self, reason: &'static str, status: Status) -> Status {
+        self.metrics
+            .stream_auth_failures
+            .get_or_create(&StreamAuthLabels { reason })
+            .inc();
+        tracing::info!(reason, "refused a config stream: {}", status.message());
+        status
+    }
+
+    /// The (namespace, service account) the caller's token proves, when required.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Option<(String, String)>, Status> {
+        let Some(authn) = &self.authn else {
+            return Ok(None);
+        };
+        let token = bearer_token(request.metadata())
+            .map_err(|why| self.refuse("unauthenticated", Status::unauthenticated(why)))?;
+        match authn.authenticate(token).await {
+            Ok(who) => Ok(Some(who)),
+            Err(e) if e.is_unavailable() => {
+                Err(self.refuse("unavailable", Status::unavailable(e.to_string())))
+            }
+            Err(e) => Err(self.refuse("unauthenticated", Status::unauthenticated(e.to_string()))),
         }
     }
 }
@@ -48,6 +106,7 @@ impl ConfigDiscovery for ConfigServer {
         &self,
         request: Request<Streaming<ProxyMessage>>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        let caller = self.caller(&request).await?;
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -59,92 +118,40 @@ impl ConfigDiscovery for ConfigServer {
         };
         let who = ProxyIdentity::try_from(node)
             .map_err(|e| Status::invalid_argument(format!("hello: {e}")))?;
+        if let Some((ns, sa)) = caller
+            && (who.namespace != ns || who.service_account != sa)
+        {
+            return Err(self.refuse(
+                "denied",
+                Status::permission_denied(format!(
+                    "hello names {}/{} but the token is for {ns}/{sa}",
+                    who.namespace, who.service_account
+                )),
+            ));
+        }
         tracing::info!(proxy = %who.id, "proxy connected");
         let conn = self.registry.connect(&who);
         self.metrics.connected.inc();
-
-        let (tx, rx) = mpsc::channel(2);
-        let push = tokio::spawn(push_loop(
-            who.clone(),
+        // One snapshot in flight per stream (see `stream`), so a small buffer.
+        let (tx, rx) = mpsc::channel(1);
+        let cx = stream::Context {
+            who,
             conn,
-            self.index.clone(),
+            index: self.index.clone(),
             tx,
-            self.registry.clone(),
-            self.metrics.clone(),
-        ));
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+            sharing: self.sharing.clone(),
+        };
         let registry = self.registry.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            loop {
-                match inbound.message().await {
-                    Ok(Some(msg)) => match msg.kind {
-                        Some(proxy_message::Kind::Ack(ack)) => {
-                            metrics
-                                .responses
-                                .get_or_create(&OutcomeLabels { outcome: "ack" })
-                                .inc();
-                            if let Some(took) = registry.acked(conn, &ack.version) {
-                                metrics.convergence.observe(took.as_secs_f64());
-                            }
-                        }
-                        Some(proxy_message::Kind::Nack(nack)) => {
-                            metrics
-                                .responses
-                                .get_or_create(&OutcomeLabels { outcome: "nack" })
-                                .inc();
-                            tracing::warn!(proxy = %who.id, version = %nack.version, "proxy rejected config: {}", nack.error);
-                            registry.nacked(conn, &nack.version, &nack.error);
-                        }
-                        Some(proxy_message::Kind::Hello(_)) | None => {
-                            tracing::debug!(proxy = %who.id, "ignoring repeated hello");
-                        }
-                    },
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(proxy = %who.id, "stream error: {e}");
-                        break;
-                    }
-                }
-            }
-            push.abort();
+            let id = cx.who.id.clone();
+            stream::run(cx, inbound).await;
             registry.disconnect(conn);
             metrics.connected.dec();
-            tracing::info!(proxy = %who.id, "proxy disconnected");
+            tracing::info!(proxy = %id, "proxy disconnected");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-async fn push_loop(
-    who: ProxyIdentity,
-    conn: u64,
-    mut index: watch::Receiver<Arc<MeshIndex>>,
-    tx: mpsc::Sender<Result<Snapshot, Status>>,
-    registry: Arc<SyncRegistry>,
-    metrics: Arc<ControllerMetrics>,
-) {
-    let mut last_sent: Option<u64> = None;
-    loop {
-        let current = index.borrow_and_update().clone();
-        if last_sent != Some(current.revision) {
-            let snapshot = Snapshot {
-                version: current.revision.to_string(),
-                delta: None,
-                config: Some(translate(&current, &who)),
-            };
-            metrics.pushes.inc();
-            metrics.push_bytes.inc_by(snapshot.encoded_len() as u64);
-            // The first snapshot of a stream is not a change being propagated.
-            let changed_at = last_sent.map(|_| current.changed_at);
-            registry.sent(conn, &snapshot.version, changed_at);
-            if tx.send(Ok(snapshot)).await.is_err() {
-                return;
-            }
-            last_sent = Some(current.revision);
-        }
-        tokio::select! {
-            changed = index.changed() => if changed.is_err() { return },
-            () = tx.closed() => return,
-        }
     }
 }

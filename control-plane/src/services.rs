@@ -136,6 +136,11 @@ impl Service {
 pub struct ServiceCatalog {
     /// Services in FQDN order; a host declared twice keeps its first declaration.
     pub services: BTreeMap<String, Service>,
+    /// Endpoint addresses → (service FQDN, index into its endpoints), built on
+    /// first use: every proxy's inbound side looks itself up here instead of
+    /// scanning (and parsing) every endpoint of the mesh.
+    by_address:
+        std::sync::OnceLock<std::collections::HashMap<std::net::IpAddr, Vec<(String, usize)>>>,
 }
 
 impl ServiceCatalog {
@@ -203,7 +208,33 @@ impl ServiceCatalog {
                 });
             }
         }
-        Self { services }
+        Self {
+            services,
+            by_address: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The endpoints at `ip`, as (service, endpoint) pairs in FQDN order.
+    pub fn endpoints_at(
+        &self,
+        ip: &std::net::IpAddr,
+    ) -> impl Iterator<Item = (&Service, &Endpoint)> {
+        let index = self.by_address.get_or_init(|| {
+            let mut map: std::collections::HashMap<std::net::IpAddr, Vec<(String, usize)>> =
+                std::collections::HashMap::new();
+            for (fqdn, service) in &self.services {
+                for (n, e) in service.endpoints.iter().enumerate() {
+                    if let Ok(addr) = e.address.parse::<std::net::IpAddr>() {
+                        map.entry(addr).or_default().push((fqdn.clone(), n));
+                    }
+                }
+            }
+            map
+        });
+        index.get(ip).into_iter().flatten().filter_map(|(fqdn, n)| {
+            let service = self.services.get(fqdn)?;
+            Some((service, service.endpoints.get(*n)?))
+        })
     }
 }
 

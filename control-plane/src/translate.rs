@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub use host::resolve_host;
+pub(crate) use outbound::Outbound;
 pub use outbound::OutboundCache;
 
 /// The identity a proxy announced in its hello.
@@ -213,6 +214,20 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Only what a proxy's own inbound side needs (no outbound services or
+    /// routes): built for every proxy, while the full view is built once per
+    /// group of alike proxies.
+    fn inbound_only(index: &'a MeshIndex, proxy: &'a ProxyIdentity) -> Self {
+        Self {
+            index,
+            proxy,
+            services: Vec::new(),
+            virtual_services: Vec::new(),
+            destination_rules: Vec::new(),
+            peer_authentications: security::peer_authentications(index),
+        }
+    }
+
     /// The service a (resolved) host names.
     pub fn service(&self, fqdn: &str) -> Option<&'a Service> {
         self.services.iter().copied().find(|s| s.fqdn == fqdn)
@@ -237,8 +252,28 @@ pub fn binds_to_mesh(gateways: &[String]) -> bool {
 /// the labels some object selects by, so it is built once per revision for
 /// each such group.
 pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
-    let view = View::new(index, proxy);
-    let shared = index.outbound_cache.get_or_build(
+    let parts = translate_parts(index, proxy);
+    pb::ProxyConfig {
+        virtual_hosts: parts.outbound.virtual_hosts.clone(),
+        clusters: parts.outbound.clusters.clone(),
+        tcp_services: parts.outbound.tcp_services.clone(),
+        inbound: Some(parts.inbound),
+        self_: Some(parts.self_),
+    }
+}
+
+/// One proxy's configuration before assembly: the outbound half as shared
+/// with alike proxies (the same `Arc` for the whole group), and its own parts.
+pub(crate) struct Parts {
+    pub outbound: std::sync::Arc<Outbound>,
+    pub inbound: pb::Inbound,
+    pub self_: pb::WorkloadMeta,
+}
+
+/// What `translate` assembles, without copying the shared outbound half.
+pub(crate) fn translate_parts(index: &MeshIndex, proxy: &ProxyIdentity) -> Parts {
+    let view = View::inbound_only(index, proxy);
+    let outbound = index.outbound_cache.get_or_build(
         (
             proxy.namespace.clone(),
             proxy
@@ -249,22 +284,20 @@ pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
                 .collect(),
             proxy.trust_domain.clone(),
         ),
-        || outbound::build(&view),
+        || outbound::build(&View::new(index, proxy)),
     );
     let (app, version) = canonical(&proxy.labels, &proxy.workload);
-    pb::ProxyConfig {
-        virtual_hosts: shared.virtual_hosts.clone(),
-        clusters: shared.clusters.clone(),
-        tcp_services: shared.tcp_services.clone(),
-        inbound: Some(inbound(&view)),
-        self_: Some(pb::WorkloadMeta {
+    Parts {
+        outbound,
+        inbound: inbound(&view),
+        self_: pb::WorkloadMeta {
             workload: proxy.workload.clone(),
             namespace: proxy.namespace.clone(),
             app,
             version,
             principal: proxy.principal(),
             cluster: "Kubernetes".into(),
-        }),
+        },
     }
 }
 
@@ -284,14 +317,18 @@ pub(crate) fn protocol(p: PortProtocol) -> pb::Protocol {
 fn inbound(view: &View<'_>) -> pb::Inbound {
     let proxy = view.proxy;
     let mut ports = Vec::new();
-    for service in view.index.catalog.services.values() {
-        let mine = service.endpoints.iter().find(|e| {
-            e.namespace == proxy.namespace
-                && e.address
-                    .parse::<IpAddr>()
-                    .is_ok_and(|ip| proxy.ips.contains(&ip))
-        });
-        let Some(endpoint) = mine else { continue };
+    // A service counts once, through its first endpoint at one of the
+    // proxy's addresses (in its namespace).
+    let mut seen = std::collections::BTreeSet::new();
+    let mine = proxy
+        .ips
+        .iter()
+        .flat_map(|ip| view.index.catalog.endpoints_at(ip))
+        .filter(|(_, e)| e.namespace == proxy.namespace);
+    for (service, endpoint) in mine {
+        if !seen.insert(service.fqdn.as_str()) {
+            continue;
+        }
         for port in &service.ports {
             ports.push(pb::InboundPort {
                 target_port: endpoint.target_port(port),

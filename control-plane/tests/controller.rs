@@ -2,7 +2,10 @@
 //! sockets by a gRPC client playing a proxy.
 
 use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
-use sluice_api::config::{Ack, Nack, Node, ProxyMessage, Snapshot, proxy_message};
+use sluice_api::config::{
+    Ack, Nack, Node, ProxyConfig, ProxyMessage, Snapshot, VirtualHost, proxy_message,
+};
+use sluice_control_plane::server::delta;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -91,6 +94,8 @@ async fn start(dir: &Path) -> Controller {
 struct FakeProxy {
     tx: mpsc::Sender<ProxyMessage>,
     snapshots: tonic::Streaming<Snapshot>,
+    /// The last config resolved (version, complete config): the base of deltas.
+    applied: Option<(String, ProxyConfig)>,
 }
 
 impl FakeProxy {
@@ -116,7 +121,29 @@ impl FakeProxy {
             .await
             .expect("stream")
             .into_inner();
-        Self { tx, snapshots }
+        Self {
+            tx,
+            snapshots,
+            applied: None,
+        }
+    }
+
+    /// The complete config `s` stands for, applying a delta to the last one.
+    fn resolve(&mut self, s: &Snapshot) -> ProxyConfig {
+        let config = match (&s.config, &s.delta) {
+            (Some(c), None) => c.clone(),
+            (None, Some(d)) => {
+                let (version, base) = self.applied.as_ref().expect("a base for the delta");
+                assert_eq!(&d.base_version, version, "delta against the last ACKed");
+                delta::apply(base, d).expect("delta applies")
+            }
+            other => panic!(
+                "snapshot {} must carry a config or a delta: {other:?}",
+                s.version
+            ),
+        };
+        self.applied = Some((s.version.clone(), config.clone()));
+        config
     }
 
     async fn next(&mut self) -> Snapshot {
@@ -151,8 +178,7 @@ impl FakeProxy {
     }
 }
 
-fn first_route_cluster(s: &Snapshot) -> String {
-    let config = s.config.as_ref().expect("config");
+fn first_route_cluster(config: &ProxyConfig) -> String {
     let vh = config
         .virtual_hosts
         .iter()
@@ -198,8 +224,10 @@ async fn controller_pushes_snapshots_and_tracks_acks() {
 
     let first = proxy.next().await;
     assert_eq!(first.version, "1");
+    assert!(first.delta.is_none(), "the first snapshot is complete");
+    let config = proxy.resolve(&first);
     assert_eq!(
-        first_route_cluster(&first),
+        first_route_cluster(&config),
         "outbound|9080||reviews.default.svc.cluster.local"
     );
     proxy.ack(&first.version).await;
@@ -208,12 +236,33 @@ async fn controller_pushes_snapshots_and_tracks_acks() {
     })
     .await;
 
-    // A new file is picked up and pushed as a new version.
+    // A new file is picked up and, after the ACK, sent as a delta: only the
+    // reviews virtual host and the clusters it now uses.
     std::fs::write(dir.path().join("10-vs.yaml"), VS_V1).expect("write");
     let second = proxy.next().await;
     assert_eq!(second.version, "2");
+    assert!(second.config.is_none(), "{second:?}");
+    let d = second.delta.as_ref().expect("a delta");
+    assert_eq!(d.base_version, "1");
+    let names = |v: &[VirtualHost]| v.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
     assert_eq!(
-        first_route_cluster(&second),
+        names(&d.virtual_hosts),
+        ["reviews.default.svc.cluster.local:9080"]
+    );
+    assert!(d.inbound.is_none() && d.self_.is_none(), "{d:?}");
+    // Only referenced clusters exist: the subset's replaces the default one.
+    let cluster_names: Vec<_> = d.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        cluster_names,
+        ["outbound|9080|v1|reviews.default.svc.cluster.local"]
+    );
+    assert_eq!(
+        d.removed_clusters,
+        ["outbound|9080||reviews.default.svc.cluster.local"]
+    );
+    let config = proxy.resolve(&second);
+    assert_eq!(
+        first_route_cluster(&config),
         "outbound|9080|v1|reviews.default.svc.cluster.local"
     );
     proxy.ack(&second.version).await;
@@ -223,18 +272,45 @@ async fn controller_pushes_snapshots_and_tracks_acks() {
     .await;
     assert!(metrics.contains("sluice_connected_proxies 1"), "{metrics}");
 
-    // A NACK is recorded with its reason.
+    // A NACK is recorded with its reason and answered with a complete config.
     std::fs::remove_file(dir.path().join("10-vs.yaml")).expect("rm");
     let third = proxy.next().await;
     assert_eq!(third.version, "3");
     assert_eq!(
-        first_route_cluster(&third),
-        "outbound|9080||reviews.default.svc.cluster.local"
+        third.delta.as_ref().map(|d| d.base_version.as_str()),
+        Some("2")
     );
     proxy.nack(&third.version, "route #0: bad regex").await;
+    let resent = proxy.next().await;
+    assert_eq!(resent.version, "3");
+    assert!(
+        resent.delta.is_none(),
+        "a NACK is answered with a complete config"
+    );
+    let config = proxy.resolve(&resent);
+    assert_eq!(
+        first_route_cluster(&config),
+        "outbound|9080||reviews.default.svc.cluster.local"
+    );
     let syncz = wait_for(c.admin, "/debug/syncz", |b| b.contains("bad regex")).await;
     assert!(syncz.contains("\"versionSent\": \"3\""), "{syncz}");
     assert!(syncz.contains("\"versionAcked\": \"2\""), "{syncz}");
+    // A refused complete config is not sent again until something changes.
+    proxy.nack(&resent.version, "still bad").await;
+    let again = tokio::time::timeout(Duration::from_millis(500), proxy.snapshots.message()).await;
+    assert!(
+        again.is_err(),
+        "no resend of a refused complete config: {again:?}"
+    );
+    let metrics = get(c.admin, "/metrics").await;
+    assert!(
+        metrics.contains("sluice_config_pushes_total{kind=\"full\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_config_pushes_total{kind=\"delta\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -246,7 +322,7 @@ async fn controller_keeps_last_good_object_when_new_version_invalid() {
     let mut proxy = FakeProxy::connect(&c, "p-1.default").await;
     let first = proxy.next().await;
     assert_eq!(
-        first_route_cluster(&first),
+        first_route_cluster(&proxy.resolve(&first)),
         "outbound|9080|v1|reviews.default.svc.cluster.local"
     );
     proxy.ack(&first.version).await;
@@ -434,29 +510,4 @@ async fn controller_signs_csr_for_token_identity_only() {
         metrics.contains("sluice_csr_requests_total{outcome=\"denied\"} 1"),
         "{metrics}"
     );
-}
-
-#[tokio::test]
-async fn controller_serves_config_stream_over_tls() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("00-workloads.yaml"), WORKLOADS).expect("write");
-    let c = start(dir.path()).await;
-    let mut client = ConfigDiscoveryClient::new(secure_channel(&c, dir.path()).await);
-    let (tx, rx) = mpsc::channel(1);
-    tx.send(ProxyMessage {
-        kind: Some(proxy_message::Kind::Hello(Node {
-            id: "p.default".into(),
-            namespace: "default".into(),
-            ..Default::default()
-        })),
-    })
-    .await
-    .expect("hello");
-    let mut stream = client
-        .stream(ReceiverStream::new(rx))
-        .await
-        .expect("stream")
-        .into_inner();
-    let first = stream.message().await.expect("ok").expect("snapshot");
-    assert_eq!(first.version, "1");
 }

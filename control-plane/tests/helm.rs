@@ -7,19 +7,16 @@
 
 use serde_json::Value;
 use sluice_testenv::TestEnv;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use support::{Controller, eventually, free_addr, kubectl, wait_crds_established, workspace};
+
+#[path = "support.rs"]
+mod support;
 
 const NS: &str = "sluice-system";
 const SA: &str = "system:serviceaccount:sluice-system:sluice-controller";
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-}
 
 fn helm_bin() -> PathBuf {
     let bin = std::env::var_os("SLUICE_K8S_BIN")
@@ -134,49 +131,8 @@ fn chart_crds_are_the_generated_ones() {
     }
 }
 
-struct Controller {
-    child: Child,
-    log: PathBuf,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-}
-
-async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
-    env.kubectl_run(args)
-        .await
-        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
-}
-
-async fn eventually<F, Fut>(c: &Controller, what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(why) if Instant::now() > deadline => panic!(
-                "{what}: {why}\ncontroller log:\n{}",
-                std::fs::read_to_string(&c.log).unwrap_or_default()
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
+/// How long the chart-installed objects and the controller may take.
+const LIMIT: Duration = Duration::from_secs(40);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_installs_and_controller_works_with_only_its_rbac() {
@@ -197,17 +153,7 @@ async fn chart_installs_and_controller_works_with_only_its_rbac() {
             "webhooks.failurePolicy=Ignore",
         ],
     );
-    kubectl(
-        &env,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    )
-    .await;
+    wait_crds_established(&env).await;
     kubectl(&env, &["create", "namespace", "production"]).await;
 
     // The chart's identity, nothing else.
@@ -226,30 +172,15 @@ async fn chart_installs_and_controller_works_with_only_its_rbac() {
         ),
     )
     .expect("kubeconfig");
-    let log = state.path().join("controller.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--listen", &free_addr().to_string()])
-        .args(["--metrics-listen", &free_addr().to_string()])
-        .args(["--secure-listen", &free_addr().to_string()])
-        .args(["--webhook-listen", &free_addr().to_string()])
-        .args(["--ca-secret", &format!("{NS}/sluice-ca")])
-        .arg("--state-dir")
-        .arg(state.path().join("state"))
-        .args(["--debounce-ms", "50"])
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn controller");
-    let c = Controller {
-        child,
-        log,
-        _state: state,
-    };
+    let webhook = free_addr().to_string();
+    let ca_secret = format!("{NS}/sluice-ca");
+    let c = Controller::spawn(
+        &kubeconfig,
+        &["--webhook-listen", &webhook, "--ca-secret", &ca_secret],
+    );
 
     // The mesh root is shared through the Secret the chart lets it create.
-    eventually(&c, "mesh root Secret", || async {
+    eventually(&[&c], "mesh root Secret", LIMIT, || async {
         let out = env
             .kubectl_run(&["get", "secret", "sluice-ca", "-n", NS, "-o", "json"])
             .await
@@ -264,7 +195,7 @@ async fn chart_installs_and_controller_works_with_only_its_rbac() {
     // Status on every seed object, written with the chart's RBAC.
     let seed = workspace().join("../shared/seed-mesh.yaml");
     kubectl(&env, &["apply", "-f", seed.to_str().expect("path")]).await;
-    eventually(&c, "seed objects Accepted", || async {
+    eventually(&[&c], "seed objects Accepted", LIMIT, || async {
         let out = env
             .kubectl_run(&[
                 "get",
@@ -294,7 +225,7 @@ async fn chart_installs_and_controller_works_with_only_its_rbac() {
     .await;
 
     // The webhook configurations the chart created get the mesh root as caBundle.
-    eventually(&c, "caBundle patched", || async {
+    eventually(&[&c], "caBundle patched", LIMIT, || async {
         for kind in [
             "validatingwebhookconfiguration/sluice-validator",
             "mutatingwebhookconfiguration/sluice-sidecar-injector",

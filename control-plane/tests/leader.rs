@@ -5,10 +5,13 @@
 
 use serde_json::Value;
 use sluice_testenv::TestEnv;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{Controller, eventually, install_crds};
+
+#[path = "support.rs"]
+mod support;
 
 const LEASE_NS: &str = "sluice-system";
 const NS: &str = "leader-test";
@@ -27,119 +30,32 @@ spec:
     )
 }
 
-struct Controller {
-    child: Child,
-    admin: SocketAddr,
-    log: PathBuf,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Controller {
-    /// The log without terminal colour codes.
-    fn log(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                // Skip `ESC [ ... m`.
-                for c in chars.by_ref() {
-                    if c == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    /// The `holderIdentity` this process campaigns with, from its log.
-    fn identity(&self) -> Option<String> {
-        let log = self.log();
-        let line = log
-            .lines()
-            .find(|l| l.contains("leader election started"))?;
-        let rest = line.split("identity=").nth(1)?;
-        Some(rest.split_whitespace().next()?.to_owned())
-    }
-
-    async fn metric(&self, name: &str) -> Option<f64> {
-        metric(self.admin, name).await
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
+/// The `holderIdentity` `c` campaigns with, from its log.
+fn identity(c: &Controller) -> Option<String> {
+    let log = c.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("leader election started"))?;
+    let rest = line.split("identity=").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_owned())
 }
 
 async fn start_controller(kubeconfig: &Path, lease: &str, seconds: u32) -> Controller {
-    let state = tempfile::tempdir().expect("tempdir");
-    let log = state.path().join("controller.log");
-    let (grpc, admin, secure) = (free_addr(), free_addr(), free_addr());
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--listen", &grpc.to_string()])
-        .args(["--metrics-listen", &admin.to_string()])
-        .args(["--secure-listen", &secure.to_string()])
-        .args(["--webhook-listen", "off"])
-        .args(["--leader-election-namespace", LEASE_NS])
-        .args(["--leader-election-id", lease])
-        .args(["--leader-election-lease-seconds", &seconds.to_string()])
-        .arg("--state-dir")
-        .arg(state.path().join("state"))
-        .args(["--debounce-ms", "50"])
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn controller");
-    let c = Controller {
-        child,
-        admin,
-        log,
-        _state: state,
-    };
-    for _ in 0..600 {
-        if std::net::TcpStream::connect(grpc).is_ok() {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("controller did not listen on {grpc}; log:\n{}", c.log());
-}
-
-async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
-    env.kubectl_run(args)
-        .await
-        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
-}
-
-async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    out.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    let seconds = seconds.to_string();
+    Controller::start(
+        kubeconfig,
+        &[
+            "--webhook-listen",
+            "off",
+            "--leader-election-namespace",
+            LEASE_NS,
+            "--leader-election-id",
+            lease,
+            "--leader-election-lease-seconds",
+            &seconds,
+        ],
+    )
+    .await
 }
 
 /// The Lease's `holderIdentity` (empty when free or absent).
@@ -157,28 +73,6 @@ async fn holder(env: &TestEnv, lease: &str) -> String {
     .unwrap_or_default()
 }
 
-/// Polls `check` (which says why it is not satisfied yet) until `limit`.
-async fn eventually<F, Fut>(logs: &[&Controller], what: &str, limit: Duration, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(why) if Instant::now() > deadline => {
-                let logs: Vec<String> = logs.iter().map(|c| c.log()).collect();
-                panic!(
-                    "{what}: {why}\ncontroller logs:\n{}",
-                    logs.join("\n-----\n")
-                )
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 /// Waits until exactly one of `cs` leads (Lease names it, its gauge is 1,
 /// the others' 0) and returns its position.
 async fn one_leader(env: &TestEnv, lease: &str, cs: &[&Controller], limit: Duration) -> usize {
@@ -188,7 +82,7 @@ async fn one_leader(env: &TestEnv, lease: &str, cs: &[&Controller], limit: Durat
         let mut leaders = Vec::new();
         for (i, c) in cs.iter().enumerate() {
             let gauge = c.metric("sluice_leader").await;
-            let named = c.identity().is_some_and(|id| id == holder);
+            let named = identity(c).is_some_and(|id| id == holder);
             match (gauge, named) {
                 (Some(1.0), true) => leaders.push(i),
                 (Some(0.0), false) => {}
@@ -228,19 +122,7 @@ async fn accepted_generation(env: &TestEnv) -> Result<(i64, i64), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_writes_status_and_a_replica_takes_over() {
     let env = TestEnv::shared().await.expect("test environment");
-    let crds = workspace().join("crds");
-    kubectl(env, &["apply", "-f", crds.to_str().expect("utf-8 path")]).await;
-    kubectl(
-        env,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    )
-    .await;
+    install_crds(env).await;
     env.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {LEASE_NS}}}\n---\n\
          apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"

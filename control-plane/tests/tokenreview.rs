@@ -5,89 +5,21 @@
 use sluice_api::ca::certificate_service_client::CertificateServiceClient;
 use sluice_api::ca::{CertificateRequest, CertificateResponse};
 use sluice_testenv::TestEnv;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
+use support::{Controller, install_crds, kubectl};
 use tonic::transport::Channel;
 
-struct Controller {
-    child: Child,
-    secure: SocketAddr,
-    admin: SocketAddr,
-    state: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+#[path = "support.rs"]
+mod support;
 
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Controller {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
+/// The controller, once its TLS listener (started with the first
+/// configuration) accepts connections.
 async fn start_controller(kubeconfig: &Path) -> Controller {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("controller.log");
-    let state = dir.path().join("state");
-    let (grpc, admin, secure) = (free_addr(), free_addr(), free_addr());
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--listen", &grpc.to_string()])
-        .args(["--metrics-listen", &admin.to_string()])
-        .args(["--secure-listen", &secure.to_string()])
-        .args(["--webhook-listen", "off"])
-        .arg("--state-dir")
-        .arg(&state)
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn controller");
-    let c = Controller {
-        child,
-        secure,
-        admin,
-        state,
-        log,
-        _dir: dir,
-    };
-    // The secure listener starts once the first configuration is loaded.
-    for _ in 0..600 {
-        if std::net::TcpStream::connect(c.secure).is_ok() {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("controller did not listen on {secure}; log:\n{}", c.log());
-}
-
-async fn secure_channel(c: &Controller) -> Channel {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-    let root = std::fs::read_to_string(c.state.join("ca/root-cert.pem")).expect("root kept");
-    Endpoint::from_shared(format!("https://{}", c.secure))
-        .expect("endpoint")
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(root))
-                .domain_name("sluice-controller"),
-        )
-        .expect("tls")
-        .connect()
-        .await
-        .expect("TLS connect to the controller")
+    let c = Controller::start(kubeconfig, &["--webhook-listen", "off"]).await;
+    c.wait_listening(c.secure).await;
+    c
 }
 
 fn csr_for(uri: &str) -> String {
@@ -137,15 +69,6 @@ fn uri_sans(pem_text: &str) -> Vec<String> {
         .collect()
 }
 
-async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
-    env.kubectl_run(args)
-        .await
-        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
-        .trim()
-        .to_owned()
-}
-
-/// A projected-style ServiceAccount token of `shop/<sa>` for `audience`.
 async fn sa_token(env: &TestEnv, sa: &str, audience: &str) -> String {
     kubectl(
         env,
@@ -154,36 +77,10 @@ async fn sa_token(env: &TestEnv, sa: &str, audience: &str) -> String {
     .await
 }
 
-async fn metrics(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect admin");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_signs_for_service_account_tokens_reviewed_by_api_server() {
     let env = TestEnv::shared().await.expect("test environment");
-    // The controller serves only once it has listed every Istio kind.
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    kubectl(env, &["apply", "-f", crds.to_str().expect("utf-8 path")]).await;
-    kubectl(
-        env,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    )
-    .await;
+    install_crds(env).await;
     env.apply(
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
          apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: reviews, namespace: shop}\n",
@@ -191,7 +88,7 @@ async fn controller_signs_for_service_account_tokens_reviewed_by_api_server() {
     .await
     .expect("namespace and service account");
     let c = start_controller(&env.kubeconfig).await;
-    let mut client = CertificateServiceClient::new(secure_channel(&c).await);
+    let mut client = CertificateServiceClient::new(c.secure_channel("sluice-controller").await);
     let me = "spiffe://cluster.local/ns/shop/sa/reviews";
     let token = sa_token(env, "reviews", "sluice").await;
 
@@ -295,7 +192,7 @@ async fn controller_signs_for_service_account_tokens_reviewed_by_api_server() {
         !log.contains(&token) && !log.contains(&details) && !log.contains(garbage),
         "{log}"
     );
-    let m = metrics(c.admin).await;
+    let m = c.admin_get("/metrics").await;
     for line in [
         "sluice_csr_requests_total{outcome=\"issued\"} 5",
         "sluice_csr_requests_total{outcome=\"denied\"} 1",

@@ -8,10 +8,15 @@ use base64::Engine;
 use serde_json::Value;
 use sluice_control_plane::inject::{InjectConfig, inject};
 use sluice_testenv::TestEnv;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{Controller, eventually, free_addr, install_crds, kubectl, workspace};
+
+#[path = "support.rs"]
+mod support;
+
+/// How long the controller and the API server may take to react.
+const LIMIT: Duration = Duration::from_secs(30);
 
 const PROXY_IMAGE: &str = "example.invalid/sluice-proxy:webhook-test";
 
@@ -45,79 +50,6 @@ spec:
     ports: [{containerPort: 8080}]
 "#;
 
-struct Controller {
-    child: Child,
-    admin: SocketAddr,
-    log: PathBuf,
-    state: tempfile::TempDir,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Controller {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-}
-
-async fn start_controller(kubeconfig: &Path, webhook: SocketAddr) -> Controller {
-    let state = tempfile::tempdir().expect("tempdir");
-    let log = state.path().join("controller.log");
-    let (grpc, admin, secure) = (free_addr(), free_addr(), free_addr());
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--listen", &grpc.to_string()])
-        .args(["--metrics-listen", &admin.to_string()])
-        .args(["--secure-listen", &secure.to_string()])
-        .args(["--webhook-listen", &webhook.to_string()])
-        .args(["--proxy-image", PROXY_IMAGE])
-        .arg("--state-dir")
-        .arg(state.path().join("state"))
-        .args(["--debounce-ms", "50"])
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn controller");
-    let c = Controller {
-        child,
-        admin,
-        log,
-        state,
-    };
-    for _ in 0..600 {
-        if std::net::TcpStream::connect(webhook).is_ok()
-            && std::net::TcpStream::connect(grpc).is_ok()
-        {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("controller did not listen on {webhook}; log:\n{}", c.log());
-}
-
-async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
-    env.kubectl_run(args)
-        .await
-        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
-}
-
 /// `kubectl apply -f -`: whether it succeeded, and its stderr (warnings, errors).
 async fn apply(env: &TestEnv, manifest: &str) -> (bool, String) {
     use tokio::io::AsyncWriteExt;
@@ -140,35 +72,22 @@ async fn apply(env: &TestEnv, manifest: &str) -> (bool, String) {
     )
 }
 
-/// Polls `check` (which returns why it is not satisfied yet) for up to 30 s.
-async fn eventually<F, Fut>(c: &Controller, what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(why) if Instant::now() > deadline => {
-                panic!("{what}: {why}\ncontroller log:\n{}", c.log())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-async fn metrics(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect admin");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
+/// Whether every webhook of `kind` (`<resource>/<name>`) has `expected`
+/// (base64 PEM) as its caBundle.
+async fn ca_bundle_is(env: &TestEnv, kind: &str, expected: &str) -> Result<(), String> {
+    let out = kubectl(
+        env,
+        &[
+            "get",
+            kind,
+            "-o",
+            "jsonpath={.webhooks[*].clientConfig.caBundle}",
+        ],
+    )
+    .await;
+    (out.trim() == expected)
+        .then_some(())
+        .ok_or_else(|| format!("caBundle is `{}`", out.trim()))
 }
 
 fn counter(metrics: &str, webhook: &str, outcome: &str) -> u64 {
@@ -223,46 +142,28 @@ webhooks:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
     let env = TestEnv::shared().await.expect("test environment");
-    let crds = workspace().join("crds");
-    kubectl(env, &["apply", "-f", crds.to_str().expect("utf-8 path")]).await;
-    kubectl(
-        env,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
+    install_crds(env).await;
+    let webhook = free_addr();
+    let listen = webhook.to_string();
+    let c = Controller::start(
+        &env.kubeconfig,
+        &["--webhook-listen", &listen, "--proxy-image", PROXY_IMAGE],
     )
     .await;
-    let webhook = free_addr();
-    let c = start_controller(&env.kubeconfig, webhook).await;
+    c.wait_listening(webhook).await;
 
     // Created without caBundle; the controller fills in the mesh root.
     let (ok, stderr) = apply(env, &webhook_configs(webhook.port())).await;
     assert!(ok, "{stderr}");
-    let root = std::fs::read_to_string(c.state.path().join("state/ca/root-cert.pem"))
+    let root = std::fs::read_to_string(c.state.join("ca/root-cert.pem"))
         .expect("mesh root written by the controller");
     let expected = base64::engine::general_purpose::STANDARD.encode(&root);
     for kind in [
         "validatingwebhookconfiguration/sluice-validator",
         "mutatingwebhookconfiguration/sluice-sidecar-injector",
     ] {
-        eventually(&c, &format!("{kind} caBundle patched"), || async {
-            let out = kubectl(
-                env,
-                &[
-                    "get",
-                    kind,
-                    "-o",
-                    "jsonpath={.webhooks[*].clientConfig.caBundle}",
-                ],
-            )
-            .await;
-            (out.trim() == expected)
-                .then_some(())
-                .ok_or_else(|| format!("caBundle is `{}`", out.trim()))
+        eventually(&[&c], &format!("{kind} caBundle patched"), LIMIT, || {
+            ca_bundle_is(env, kind, &expected)
         })
         .await;
     }
@@ -280,28 +181,21 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
         ],
     )
     .await;
-    eventually(&c, "caBundle patched again after removal", || async {
-        let out = kubectl(
+    eventually(&[&c], "caBundle patched again after removal", LIMIT, || {
+        ca_bundle_is(
             env,
-            &[
-                "get",
-                "validatingwebhookconfiguration/sluice-validator",
-                "-o",
-                "jsonpath={.webhooks[*].clientConfig.caBundle}",
-            ],
+            "validatingwebhookconfiguration/sluice-validator",
+            &expected,
         )
-        .await;
-        (out.trim() == expected)
-            .then_some(())
-            .ok_or_else(|| format!("caBundle is `{}`", out.trim()))
     })
     .await;
 
     // The API server reloads webhook configurations asynchronously: until it
     // trusts the new caBundle, calls fail with a TLS error instead.
     eventually(
-        &c,
+        &[&c],
         "invalid VirtualService refused by /validate",
+        LIMIT,
         || async {
             let (ok, stderr) = apply(env, INVALID_VS).await;
             (!ok && stderr.contains(
@@ -348,7 +242,7 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
         ],
     )
     .await;
-    let before = counter(&metrics(c.admin).await, "inject", "allowed");
+    let before = counter(&c.admin_get("/metrics").await, "inject", "allowed");
     let (ok, stderr) = apply(
         env,
         &POD.replace(
@@ -358,8 +252,8 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
     )
     .await;
     assert!(ok, "pod refused: {stderr}");
-    let after = counter(&metrics(c.admin).await, "inject", "allowed");
-    assert_eq!(after, before + 1, "{}", metrics(c.admin).await);
+    let after = counter(&c.admin_get("/metrics").await, "inject", "allowed");
+    assert_eq!(after, before + 1, "{}", c.admin_get("/metrics").await);
     let stored: Value = serde_json::from_str(
         &kubectl(
             env,
@@ -418,7 +312,10 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
     )
     .expect("pod json");
     assert!(plain["spec"].get("initContainers").is_none(), "{plain}");
-    assert_eq!(counter(&metrics(c.admin).await, "inject", "allowed"), after);
+    assert_eq!(
+        counter(&c.admin_get("/metrics").await, "inject", "allowed"),
+        after
+    );
 }
 
 #[test]

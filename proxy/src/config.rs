@@ -16,7 +16,8 @@ use clap::Parser;
     after_help = "Transparent capture: `sluice-proxy init --help` (programs iptables, then exits)."
 )]
 pub struct Flags {
-    /// Controller config-stream address.
+    /// Controller config-stream address: `http://` (plaintext, local mode)
+    /// or `https://` (verified against --ca-root, authenticated with --token-file).
     #[arg(
         long,
         env = "SLUICE_CONTROLLER",
@@ -77,11 +78,13 @@ pub struct Flags {
     /// Unset: the proxy runs without a workload certificate (no mTLS).
     #[arg(long, env = "SLUICE_CA_ADDRESS")]
     pub ca_address: Option<String>,
-    /// PEM root(s) that sign the controller's serving certificate.
+    /// PEM root(s) that sign the controller's serving certificate (for the
+    /// certificate service and an `https://` --controller).
     #[arg(long, env = "SLUICE_CA_ROOT")]
     pub ca_root: Option<std::path::PathBuf>,
     /// File holding the token that proves the workload's identity to the CA
-    /// (a bootstrap token in local mode, a ServiceAccount token in Kubernetes).
+    /// and an `https://` --controller (a bootstrap token in local mode, a
+    /// ServiceAccount token in Kubernetes); re-read at each connection.
     #[arg(long, env = "SLUICE_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
     /// Folder with mounted credentials instead of a certificate service:
@@ -140,6 +143,17 @@ pub struct Settings {
     pub ca: Option<CaSettings>,
     /// Mounted credentials, used instead of a certificate service.
     pub credentials_dir: Option<std::path::PathBuf>,
+    /// How an `https://` controller is verified and told who we are.
+    pub controller_auth: ControllerAuth,
+}
+
+/// Credentials for the config stream over TLS.
+#[derive(Clone, Debug, Default)]
+pub struct ControllerAuth {
+    /// PEM roots that sign the controller's serving certificate.
+    pub root: Option<std::path::PathBuf>,
+    /// Bearer token file, sent as `authorization: Bearer <token>`.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// How to reach the certificate service.
@@ -170,6 +184,10 @@ impl From<Flags> for Settings {
             stats: SocketAddr::new(bind, f.stats_port),
             app_ip: f.app_ip.unwrap_or(f.ip),
             connect_timeout: Duration::from_millis(f.connect_timeout_ms),
+            controller_auth: ControllerAuth {
+                root: f.ca_root.clone(),
+                token_file: f.token_file.clone(),
+            },
             ca: f.ca_address.map(|address| CaSettings {
                 address,
                 root: f.ca_root,

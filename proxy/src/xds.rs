@@ -1,21 +1,31 @@
-//! The config stream: connects to the controller, applies each snapshot
-//! atomically (ACK) or keeps the last good one (NACK), and reconnects forever
-//! with jittered exponential backoff while the last config keeps serving.
+//! The config stream: connects to the controller (over TLS with a bearer
+//! token for `https://`), turns each snapshot or delta into a complete config,
+//! applies it atomically (ACK) or keeps the last good one (NACK), and
+//! reconnects forever with jittered backoff while the last config keeps serving.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
-use sluice_api::config::{Ack, Nack, Node, ProxyMessage, Snapshot, proxy_message};
+use sluice_api::config::{Ack, Nack, Node, ProxyConfig, ProxyMessage, Snapshot, proxy_message};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Endpoint};
 
 use crate::config::{Identity, Settings};
 use crate::metrics::Metrics;
 use crate::model::Running;
 
+pub mod channel;
+pub mod delta;
 #[cfg(test)]
 mod tests;
+
+/// HTTP/2 receive window per stream: a complete config (a few hundred KB in
+/// a large mesh) arrives in one flight instead of 64 KiB round trips.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// HTTP/2 receive window of the connection (it carries one stream).
+const CONNECTION_WINDOW: u32 = 2 << 20;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -38,6 +48,8 @@ pub enum StreamError {
     Address(String),
     #[error("cannot connect to the controller: {0}")]
     Connect(#[source] tonic::transport::Error),
+    #[error(transparent)]
+    Channel(#[from] channel::ChannelError),
     #[error("config stream failed: {0}")]
     Status(#[from] tonic::Status),
     #[error("config stream closed by the controller")]
@@ -63,33 +75,98 @@ fn hello(id: &Identity) -> ProxyMessage {
     }
 }
 
-/// Applies `snapshot` to `config` when valid; returns the reply for the controller.
+/// Why a complete config does not convert (the model's own error type).
+type InvalidConfig = <Running as TryFrom<&'static Snapshot>>::Error;
+
+/// Why a snapshot was refused; the NACK carries this text.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The delta does not fit the config this stream applied last.
+    #[error(transparent)]
+    Delta(#[from] delta::DeltaError),
+    /// The (complete or rebuilt) config does not validate.
+    #[error(transparent)]
+    Invalid(#[from] InvalidConfig),
+    /// A snapshot must be one or the other.
+    #[error("snapshot {0} carries both a config and a delta")]
+    Both(String),
+}
+
+/// The last configuration applied on this stream: the base of the next delta.
+#[derive(Debug, Default)]
+pub struct Applied(Option<(String, ProxyConfig)>);
+
+impl Applied {
+    /// Version of the last applied configuration.
+    pub fn version(&self) -> Option<&str> {
+        self.0.as_ref().map(|(v, _)| v.as_str())
+    }
+}
+
+/// The complete configuration `snapshot` stands for, validated and converted.
+fn resolve(snapshot: Snapshot, last: &Applied) -> Result<(Running, ProxyConfig), Refused> {
+    let Snapshot {
+        version,
+        config,
+        delta,
+    } = snapshot;
+    let config = match (config, delta) {
+        (Some(_), Some(_)) => return Err(Refused::Both(version)),
+        (_, Some(d)) => match &last.0 {
+            Some((applied, base)) => Some(delta::apply(applied, base, &d)?),
+            None => {
+                return Err(delta::DeltaError::NoBase {
+                    base: d.base_version,
+                }
+                .into());
+            }
+        },
+        (config, None) => config,
+    };
+    let complete = Snapshot {
+        version,
+        config,
+        delta: None,
+    };
+    let running = Running::try_from(&complete)?;
+    // `try_from` refuses a snapshot without a config, so this is present.
+    Ok((running, complete.config.unwrap_or_default()))
+}
+
+/// Applies `snapshot` (complete, or a delta on `last`) to `config` when
+/// valid; returns the reply for the controller.
 pub fn apply(
-    snapshot: &Snapshot,
+    snapshot: Snapshot,
+    last: &mut Applied,
     config: &watch::Sender<Option<Arc<Running>>>,
     metrics: &Metrics,
 ) -> ProxyMessage {
-    match Running::try_from(snapshot) {
-        Ok(mut running) => {
+    let version = snapshot.version.clone();
+    let kind = if snapshot.delta.is_some() {
+        "delta"
+    } else {
+        "full"
+    };
+    match resolve(snapshot, last) {
+        Ok((mut running, complete)) => {
             if let Some(prev) = config.borrow().as_ref() {
                 running.config.inherit_balancer_state(&prev.config);
             }
             config.send_replace(Some(Arc::new(running)));
+            last.0 = Some((version.clone(), complete));
             metrics.config_outcome(true);
-            metrics.config_applied(&snapshot.version);
-            tracing::info!(version = %snapshot.version, "config applied");
+            metrics.config_applied(&version);
+            tracing::info!(%version, kind, "config applied");
             ProxyMessage {
-                kind: Some(proxy_message::Kind::Ack(Ack {
-                    version: snapshot.version.clone(),
-                })),
+                kind: Some(proxy_message::Kind::Ack(Ack { version })),
             }
         }
         Err(e) => {
             metrics.config_outcome(false);
-            tracing::warn!(version = %snapshot.version, error = %e, "config rejected");
+            tracing::warn!(%version, kind, error = %e, "config rejected");
             ProxyMessage {
                 kind: Some(proxy_message::Kind::Nack(Nack {
-                    version: snapshot.version.clone(),
+                    version,
                     error: e.to_string(),
                 })),
             }
@@ -135,25 +212,65 @@ async fn session(
     metrics: &Metrics,
     connected: &mut bool,
 ) -> Result<(), StreamError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(settings.controller.clone())
-        .map_err(|_| StreamError::Address(settings.controller.clone()))?
+    let (endpoint, token) = endpoint(settings).await?;
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let channel = endpoint.connect().await.map_err(StreamError::Connect)?;
+        .keep_alive_timeout(Duration::from_secs(10))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .connect()
+        .await
+        .map_err(StreamError::Connect)?;
     let mut client = ConfigDiscoveryClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
     // The receiver is alive (held below), so this cannot fail.
     let _ = tx.send(hello(&settings.identity)).await;
-    let mut snapshots = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", token);
+    }
+    let mut snapshots = client.stream(request).await?.into_inner();
     *connected = true;
     metrics.config_connected.set(1);
     tracing::info!(controller = %settings.controller, "config stream connected");
+    // A new stream starts with a complete config, so deltas never span streams.
+    let mut last = Applied::default();
     while let Some(snapshot) = snapshots.message().await? {
-        let reply = apply(&snapshot, config, metrics);
+        let reply = apply(snapshot, &mut last, config, metrics);
         if tx.send(reply).await.is_err() {
             return Err(StreamError::Closed);
         }
     }
     Err(StreamError::Closed)
+}
+
+/// The endpoint for `--controller` and, over TLS, the token to present.
+/// Both files are read per connection: roots and projected tokens rotate.
+async fn endpoint(
+    settings: &Settings,
+) -> Result<
+    (
+        Endpoint,
+        Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ),
+    StreamError,
+> {
+    let address = settings.controller.as_str();
+    if !address.starts_with("https://") {
+        let endpoint = Endpoint::from_shared(address.to_owned())
+            .map_err(|_| StreamError::Address(address.to_owned()))?;
+        return Ok((endpoint, None));
+    }
+    let auth = &settings.controller_auth;
+    let root = auth.root.as_deref().ok_or(channel::ChannelError::NoRoots {
+        address: address.to_owned(),
+    })?;
+    let pem = channel::read_pem(root).await?;
+    let endpoint = channel::tls_endpoint(address, vec![Certificate::from_pem(pem)])?;
+    let token = match &auth.token_file {
+        Some(path) => Some(channel::bearer(path).await?),
+        None => None,
+    };
+    Ok((endpoint, token))
 }

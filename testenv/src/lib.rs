@@ -7,6 +7,8 @@
 //! no kubelet: pods stay pending unless a test plays kubelet with
 //! [`TestEnv::ensure_node`] and [`TestEnv::set_pod_ready`]. Set
 //! `SLUICE_TESTENV_KEEP=1` to keep the working directory and its logs.
+//! Fault tests can restart the API server in place with
+//! [`TestEnv::restart_apiserver`] (on an environment of their own).
 //! A `kube` client can be built from [`TestEnv::kubeconfig`] (a file with a
 //! token and inline CA data).
 //!
@@ -25,6 +27,7 @@ mod fixtures;
 mod pki;
 mod probe;
 mod process;
+mod restart;
 mod start;
 
 use std::net::SocketAddr;

@@ -1,9 +1,10 @@
 //! Control-plane processes: started with their output in a log file, and
 //! ended (kill by PID, then reaped) when dropped — or, if the owner is never
 //! dropped (a `static` shared environment), when the test binary exits.
+//! A process can be killed and started again with the same command line.
 
-use std::ffi::OsStr;
-use std::fs::File;
+use std::ffi::{OsStr, OsString};
+use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -13,6 +14,8 @@ use crate::Error;
 /// A running child process with its log.
 pub(crate) struct Process {
     name: &'static str,
+    program: PathBuf,
+    args: Vec<OsString>,
     child: Child,
     log: PathBuf,
     /// Kills `child` if our process exits without dropping this.
@@ -20,7 +23,8 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// Starts `program` with `args`, stdout and stderr into `<dir>/<name>.log`.
+    /// Starts `program` with `args`, stdout and stderr appended to
+    /// `<dir>/<name>.log`.
     pub(crate) fn spawn<I, S>(
         name: &'static str,
         program: &Path,
@@ -32,28 +36,35 @@ impl Process {
         S: AsRef<OsStr>,
     {
         let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(Error::io(format!("cloning {}", log.display())))?;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(Error::io(format!("starting {}", program.display())))?;
-        let watchdog = Watchdog::spawn(
-            "kill -9 \"$1\" 2>/dev/null",
-            OsStr::new(&child.id().to_string()),
-        )
-        .ok();
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let (child, watchdog) = launch(program, &args, &log)?;
         Ok(Process {
             name,
+            program: program.to_path_buf(),
+            args,
             child,
             log,
             watchdog,
         })
+    }
+
+    /// Kills the process (SIGKILL, as a crash would) and reaps it; a no-op
+    /// when it has already exited.
+    pub(crate) fn kill(&mut self) {
+        // Same order as in drop: no watchdog may outlive a reaped PID.
+        drop(self.watchdog.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again with its first command line, appending to
+    /// the same log; kills the current one first if it still runs.
+    pub(crate) fn respawn(&mut self) -> Result<(), Error> {
+        self.kill();
+        let (child, watchdog) = launch(&self.program, &self.args, &self.log)?;
+        self.child = child;
+        self.watchdog = watchdog;
+        Ok(())
     }
 
     /// Fails if the process has exited.
@@ -72,13 +83,40 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // The watchdog goes first: were it to run its kill after we reaped
-        // the child, the PID could already belong to another process.
-        drop(self.watchdog.take());
-        // Already exited is fine: kill then fails, wait reaps.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+/// Spawns `program` with its output appended to `log` (a restarted process
+/// keeps the earlier run's lines), plus its watchdog.
+fn launch(
+    program: &Path,
+    args: &[OsString],
+    log: &Path,
+) -> Result<(Child, Option<Watchdog>), Error> {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(Error::io(format!("opening {}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(Error::io(format!("cloning {}", log.display())))?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(Error::io(format!("starting {}", program.display())))?;
+    // The watchdog goes first on kill: were it to run its kill after we
+    // reaped the child, the PID could already belong to another process.
+    let watchdog = Watchdog::spawn(
+        "kill -9 \"$1\" 2>/dev/null",
+        OsStr::new(&child.id().to_string()),
+    )
+    .ok();
+    Ok((child, watchdog))
 }
 
 /// A `sh` that runs `action` (with `$1` set) once its stdin closes, which

@@ -331,7 +331,7 @@ fn write(path: &Path, contents: &str) -> Result<(), Error> {
 }
 
 /// Polls `ready` until it holds, failing early when a process exits.
-async fn wait_for<F, Fut>(
+pub(crate) async fn wait_for<F, Fut>(
     what: &str,
     processes: &mut [&mut Process],
     mut ready: F,

@@ -1,7 +1,11 @@
 //! Simulated proxies: each opens its own gRPC connection and config stream with its own node
-//! identity, ACKs every snapshot at once and records when each version arrived.
+//! identity, turns every snapshot or delta into a complete config as `sluice-proxy` does, ACKs
+//! it (NACKs a delta that does not apply) and records when each version was applied.
 use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
-use sluice_api::config::{Ack, Node, ProxyMessage, proxy_message::Kind};
+use sluice_api::config::{
+    Ack, Nack, Node, ProxyConfig, ProxyMessage, Snapshot, proxy_message::Kind,
+};
+use sluice_control_plane::server::{CONNECTION_WINDOW, STREAM_WINDOW, delta};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -9,8 +13,10 @@ use tokio_stream::wrappers::ReceiverStream;
 /// What one simulated proxy has received.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
-    /// (version, arrival, encoded bytes) of every snapshot, in order.
+    /// (version, applied at, encoded bytes) of every applied snapshot, in order.
     pub snapshots: Vec<(u64, Instant, usize)>,
+    /// Snapshots refused (a delta whose base is not the applied version).
+    pub nacks: usize,
     /// Why the stream last ended, if it did.
     pub ended: Option<String>,
     /// How many times the stream ended or failed to open.
@@ -66,6 +72,8 @@ async fn stream(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     use prost::Message as _;
     let channel = tonic::transport::Endpoint::from_shared(url)?
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .connect()
         .await?;
     let mut client = ConfigDiscoveryClient::new(channel).max_decoding_message_size(512 << 20);
@@ -88,19 +96,56 @@ async fn stream(
     })
     .await?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut applied: Option<(String, ProxyConfig)> = None;
     while let Some(snap) = inbound.message().await? {
-        let at = Instant::now();
         let bytes = snap.encoded_len();
-        let version = snap.version.parse::<u64>().unwrap_or(0);
-        tx.send(ProxyMessage {
-            kind: Some(Kind::Ack(Ack {
-                version: snap.version,
-            })),
-        })
-        .await?;
-        if let Some(mut s) = lock(board, i) {
-            s.snapshots.push((version, at, bytes));
-        }
+        let version = snap.version.clone();
+        let reply = match resolve(snap, &mut applied) {
+            Ok(()) => {
+                let at = Instant::now();
+                if let Some(mut s) = lock(board, i) {
+                    s.snapshots
+                        .push((version.parse::<u64>().unwrap_or(0), at, bytes));
+                }
+                Kind::Ack(Ack { version })
+            }
+            Err(error) => {
+                if let Some(mut s) = lock(board, i) {
+                    s.nacks += 1;
+                }
+                Kind::Nack(Nack { version, error })
+            }
+        };
+        tx.send(ProxyMessage { kind: Some(reply) }).await?;
     }
     Ok(())
+}
+
+/// Turns the last applied (version, config) into the one `snap` stands for;
+/// on error the last applied config stays.
+pub(crate) fn resolve(
+    snap: Snapshot,
+    applied: &mut Option<(String, ProxyConfig)>,
+) -> Result<(), String> {
+    match (snap.config, snap.delta) {
+        (Some(config), None) => {
+            *applied = Some((snap.version, config));
+            Ok(())
+        }
+        (None, Some(d)) => {
+            let (version, config) = applied.as_mut().ok_or("delta before any config")?;
+            if d.base_version != *version {
+                return Err(format!(
+                    "delta base {} but applied {version}",
+                    d.base_version
+                ));
+            }
+            // In place: the simulator should cost what a proxy's stream does, not copy 2,000
+            // configs per change on the controller's cores.
+            delta::apply_in_place(config, &d).map_err(|e| e.to_string())?;
+            *version = snap.version;
+            Ok(())
+        }
+        _ => Err(format!("snapshot {} carries neither or both", snap.version)),
+    }
 }

@@ -96,6 +96,18 @@ impl Authenticator {
     }
 }
 
+/// The token of an `authorization: Bearer <token>` header (certificate
+/// requests and config streams); the error says what the caller got wrong.
+pub fn bearer_token(metadata: &tonic::metadata::MetadataMap) -> Result<&str, &'static str> {
+    let header = metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("missing authorization: Bearer <token>")?;
+    header
+        .strip_prefix("Bearer ")
+        .ok_or("authorization must be `Bearer <token>`")
+}
+
 /// Asks the API server about ServiceAccount tokens.
 pub struct TokenReviewer {
     client: kube::Client,

@@ -49,14 +49,7 @@ impl CertificateServer {
     /// the outcome label to count.
     async fn caller<T>(&self, request: &Request<T>) -> Result<SpiffeId, (&'static str, Status)> {
         let unauthenticated = |why: &str| ("unauthenticated", Status::unauthenticated(why));
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| unauthenticated("missing authorization: Bearer <token>"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| unauthenticated("authorization must be `Bearer <token>`"))?;
+        let token = super::authn::bearer_token(request.metadata()).map_err(unauthenticated)?;
         let (ns, sa) = self.authn.authenticate(token).await.map_err(|e| {
             if e.is_unavailable() {
                 ("unavailable", Status::unavailable(e.to_string()))

@@ -178,12 +178,17 @@ pub fn volumes() -> Vec<Volume> {
 }
 
 fn proxy_args(cfg: &InjectConfig) -> Vec<String> {
-    let mut args = vec!["--controller".to_owned(), with_scheme(&cfg.controller)];
+    let controller = with_scheme(&cfg.controller);
+    // Over TLS the config stream, like the certificate service, wants the
+    // controller's root and the workload's projected token.
+    let needs_credentials = controller.starts_with("https://") || !cfg.ca_address.is_empty();
+    let mut args = vec!["--controller".to_owned(), controller];
     // No certificate service configured = a mesh without mTLS.
     if !cfg.ca_address.is_empty() {
+        args.extend(["--ca-address".to_owned(), cfg.ca_address.clone()]);
+    }
+    if needs_credentials {
         args.extend([
-            "--ca-address".to_owned(),
-            cfg.ca_address.clone(),
             "--ca-root".to_owned(),
             format!("{CA_ROOT_DIR}/root-cert.pem"),
             "--token-file".to_owned(),

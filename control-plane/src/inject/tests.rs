@@ -165,7 +165,7 @@ fn inject_proxy_is_native_sidecar_after_init() {
     assert_eq!(proxy.image.as_deref(), Some(cfg.proxy_image.as_str()));
     assert_eq!(
         arg_after(proxy, "--controller"),
-        "http://sluice-controller.sluice-system.svc:15010"
+        "https://sluice-controller.sluice-system.svc:15012"
     );
     assert_eq!(arg_after(proxy, "--ca-address"), cfg.ca_address);
     assert_eq!(
@@ -520,18 +520,40 @@ spec: {containers: []}
 }
 
 #[test]
-fn inject_without_ca_address_omits_certificate_flags() {
+fn inject_without_ca_address_and_plaintext_controller_omits_certificate_flags() {
     let cfg = InjectConfig {
         ca_address: String::new(),
+        controller: "sluice-controller.sluice-system.svc:15010".to_owned(),
         ..InjectConfig::default()
     };
     let p = inject(&pod(WEB), &cfg).unwrap();
-    let args = init(&p, "sluice-proxy").args.clone().unwrap();
+    let proxy = init(&p, "sluice-proxy");
+    assert_eq!(
+        arg_after(proxy, "--controller"),
+        "http://sluice-controller.sluice-system.svc:15010"
+    );
+    let args = proxy.args.clone().unwrap();
     assert!(
         !args
             .iter()
             .any(|a| a.starts_with("--ca-") || a == "--token-file")
     );
+}
+
+#[test]
+fn inject_https_controller_without_ca_address_keeps_root_and_token() {
+    let cfg = InjectConfig {
+        ca_address: String::new(),
+        ..InjectConfig::default()
+    };
+    let p = inject(&pod(WEB), &cfg).unwrap();
+    let proxy = init(&p, "sluice-proxy");
+    assert!(arg_after(proxy, "--controller").starts_with("https://"));
+    assert_eq!(
+        arg_after(proxy, "--token-file"),
+        "/var/run/secrets/tokens/sluice-token"
+    );
+    assert!(!proxy.args.iter().flatten().any(|a| a == "--ca-address"));
 }
 
 #[test]

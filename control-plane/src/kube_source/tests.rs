@@ -352,7 +352,10 @@ fn reconciled_waits_for_every_proxy_then_names_a_refusal() {
         refused.message
     );
     // A refusal of an older revision says nothing about this object.
-    assert_eq!(Reconciled::judge(true, 8, &registry.view(8)).reason, "Pending");
+    assert_eq!(
+        Reconciled::judge(true, 8, &registry.view(8)).reason,
+        "Pending"
+    );
 
     registry.acked(conns[1], "8");
     let done = Reconciled::judge(true, 7, &registry.view(8));

@@ -1,19 +1,36 @@
 //! One reflector (watch + local cache) per kind, each waking the source's
-//! loop on every change.
+//! loop on every change, and retrying with a backoff when the API server
+//! is away (counted in `sluice_kube_watch_restarts_total{kind}`).
 
 use crate::crd::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
     ServiceEntry, VirtualService, WorkloadEntry,
 };
+use crate::metrics::KindLabels;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
-use std::sync::Arc;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// Failed list or watch requests by kind. Process-wide because the watches
+/// start where no [`crate::metrics::ControllerMetrics`] is at hand; the
+/// registry there exposes this same family.
+static RESTARTS: LazyLock<Family<KindLabels, Counter>> = LazyLock::new(Family::default);
+
+/// List or watch requests to the API server that failed, by kind; each is
+/// retried after a pause (0.8 s doubling to 30 s) or, for the first "too old
+/// resource version" in a row, relisted at once.
+pub fn restarts() -> &'static Family<KindLabels, Counter> {
+    &RESTARTS
+}
 
 /// The API resource of every Istio/Sluice kind, at the version its CRD stores.
 pub fn istio_resources() -> Vec<ApiResource> {
@@ -153,18 +170,79 @@ where
         + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    // Created up front so every kind shows 0 before its first failure.
+    let restarts = RESTARTS
+        .get_or_create(&KindLabels { kind: kind.clone() })
+        .clone();
     tokio::spawn(async move {
         // Managed fields are most of an object's size and never read here.
         let events = watcher(api, watcher::Config::default())
-            .modify(|o: &mut K| o.meta_mut().managed_fields = None)
-            .default_backoff();
+            .modify(|o: &mut K| o.meta_mut().managed_fields = None);
         let stream = reflector::reflector(writer, events);
         let mut stream = std::pin::pin!(stream);
+        // The watcher sends a request only when polled, so pausing between
+        // polls is the backoff.
+        let mut retry = Retry::new(watcher::DefaultBackoff::default());
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changes.notify_one(),
-                Err(e) => tracing::warn!(%kind, "watch failed (retrying): {e}"),
+                Ok(_) => {
+                    retry.succeeded();
+                    changes.notify_one();
+                }
+                Err(e) => {
+                    restarts.inc();
+                    let pause = retry.failed(&e);
+                    tracing::warn!(%kind, ?pause, "watch failed (retrying): {e}");
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
             }
         }
     })
 }
+
+/// When to send the next list or watch request after one failed.
+///
+/// Without a pause a watcher retries at once: while the API server is down
+/// each kind would spin, logging thousands of errors a second. The pauses
+/// are kube-rs' default (client-go's: 0.8 s doubling to 30 s, jittered),
+/// restarted by any success. The exception is the first "resource version
+/// too old" (410) in a row: a restarted API server answers every resumed
+/// watch with it, the watcher then relists, and pausing would only delay
+/// that relist by the step the outage left the backoff at (12 s and more).
+pub(crate) struct Retry<B> {
+    backoff: B,
+    expired_last: bool,
+}
+
+impl<B: Backoff> Retry<B> {
+    /// A policy pausing by `backoff`.
+    pub(crate) fn new(backoff: B) -> Self {
+        Self {
+            backoff,
+            expired_last: false,
+        }
+    }
+
+    /// A request succeeded: the next failure pauses by the first step.
+    pub(crate) fn succeeded(&mut self) {
+        self.backoff.reset();
+        self.expired_last = false;
+    }
+
+    /// The pause before the next request after `err` (`None`: none).
+    pub(crate) fn failed(&mut self, err: &watcher::Error) -> Option<Duration> {
+        let expired = matches!(err, watcher::Error::WatchError(status) if status.code == 410);
+        let relist_now = expired && !self.expired_last;
+        self.expired_last = expired;
+        if relist_now {
+            None
+        } else {
+            self.backoff.next()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -12,10 +12,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sluice_api::ca::CertificateRequest;
 use sluice_api::ca::certificate_service_client::CertificateServiceClient;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::Certificate;
 
 use super::{Credentials, IdentityError, parse};
 use crate::config::CaSettings;
+use crate::xds::channel::{self, ChannelError};
 
 /// Bounds one TCP + TLS connect, so a black-holed address fails into backoff.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,8 +27,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub(super) struct CaClient {
     address: String,
-    /// Name the controller's serving certificate must carry (host of the address).
-    domain: String,
     root_file: Option<PathBuf>,
     token_file: Option<PathBuf>,
     validity_seconds: i64,
@@ -43,19 +42,10 @@ impl CaClient {
         } else {
             format!("https://{}", ca.address)
         };
-        let bad = |reason: &str| IdentityError::Address {
-            address: ca.address.clone(),
-            reason: reason.to_owned(),
-        };
-        let uri: http::Uri = address.parse().map_err(|_| bad("not a URL"))?;
-        let host = uri.host().ok_or_else(|| bad("no host"))?;
-        let domain = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        // Checked now so a bad address fails at start, not at each request.
+        channel::domain_of(&address).map_err(from_channel)?;
         Ok(Self {
             address,
-            domain,
             root_file: ca.root.clone(),
             token_file: ca.token_file.clone(),
             validity_seconds: i64::try_from(ca.ttl.as_secs()).unwrap_or(i64::MAX),
@@ -113,20 +103,10 @@ impl CaClient {
     async fn authorization(
         &self,
     ) -> Result<Option<MetadataValue<tonic::metadata::Ascii>>, IdentityError> {
-        let Some(path) = &self.token_file else {
-            return Ok(None);
-        };
-        let token =
-            tokio::fs::read_to_string(path)
-                .await
-                .map_err(|source| IdentityError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-        let mut value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
-            .map_err(|_| IdentityError::Token { path: path.clone() })?;
-        value.set_sensitive(true);
-        Ok(Some(value))
+        match &self.token_file {
+            Some(path) => Ok(Some(channel::bearer(path).await.map_err(from_channel)?)),
+            None => Ok(None),
+        }
     }
 
     async fn endpoint(
@@ -136,12 +116,7 @@ impl CaClient {
         let mut anchors = Vec::new();
         if let Some(path) = &self.root_file {
             // Read per request: the file may be replaced when roots rotate.
-            let text = tokio::fs::read(path)
-                .await
-                .map_err(|source| IdentityError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+            let text = channel::read_pem(path).await.map_err(from_channel)?;
             let what = path.display().to_string();
             for der in parse::certificates(&what, &text)? {
                 anchors.push(to_pem(&der));
@@ -154,17 +129,8 @@ impl CaClient {
                 kind: "root certificate",
             });
         }
-        let tls = ClientTlsConfig::new()
-            .domain_name(self.domain.clone())
-            .ca_certificates(anchors);
-        let bad = |e: tonic::transport::Error| IdentityError::Address {
-            address: self.address.clone(),
-            reason: e.to_string(),
-        };
-        Endpoint::from_shared(self.address.clone())
-            .map_err(bad)?
-            .tls_config(tls)
-            .map_err(bad)?
+        channel::tls_endpoint(&self.address, anchors)
+            .map_err(from_channel)?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect()
@@ -211,6 +177,19 @@ impl CaClient {
         parse::verify_chain(&chain, &roots)?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         parse::assemble("certificate from the CA", chain, der, roots)
+    }
+}
+
+/// The certificate client's name for a shared channel failure.
+fn from_channel(e: ChannelError) -> IdentityError {
+    match e {
+        ChannelError::Read { path, source } => IdentityError::Read { path, source },
+        ChannelError::Token { path } => IdentityError::Token { path },
+        ChannelError::Address { address, reason } => IdentityError::Address { address, reason },
+        ChannelError::NoRoots { address } => IdentityError::Address {
+            address,
+            reason: "no roots to verify it".to_owned(),
+        },
     }
 }
 

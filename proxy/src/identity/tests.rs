@@ -72,6 +72,7 @@ fn settings(ca: Option<CaSettings>, credentials_dir: Option<PathBuf>) -> Setting
         app_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         ca,
         credentials_dir,
+        controller_auth: Default::default(),
     }
 }
 

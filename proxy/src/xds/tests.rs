@@ -43,11 +43,12 @@ fn backoff_doubles_up_to_the_cap_and_jitter_stays_within_half() {
 fn apply_acks_valid_and_nacks_invalid_keeping_the_last_good_config() {
     let (tx, rx) = watch::channel(None);
     let metrics = Metrics::new();
-    let ack = apply(&snapshot("1", 80), &tx, &metrics);
+    let mut last = Applied::default();
+    let ack = apply(snapshot("1", 80), &mut last, &tx, &metrics);
     assert!(
         matches!(ack.kind, Some(proxy_message::Kind::Ack(Ack { ref version })) if version == "1")
     );
-    let nack = apply(&snapshot("2", 99_999), &tx, &metrics);
+    let nack = apply(snapshot("2", 99_999), &mut last, &tx, &metrics);
     match nack.kind {
         Some(proxy_message::Kind::Nack(n)) => {
             assert_eq!(n.version, "2");
@@ -93,6 +94,7 @@ fn settings(controller: &str) -> Settings {
         app_ip: ip,
         ca: None,
         credentials_dir: None,
+        controller_auth: Default::default(),
     }
 }
 
@@ -122,4 +124,85 @@ async fn run_keeps_retrying_an_absent_controller_until_shutdown() {
         .await
         .unwrap()
         .unwrap();
+}
+
+fn delta(version: &str, base: &str, cluster_port: u32) -> Snapshot {
+    Snapshot {
+        version: version.to_owned(),
+        config: None,
+        delta: Some(pb::ConfigDelta {
+            base_version: base.to_owned(),
+            clusters: vec![pb::Cluster {
+                name: "c".to_owned(),
+                port: cluster_port,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+fn running_port(rx: &watch::Receiver<Option<Arc<Running>>>) -> (String, u16) {
+    let r = rx.borrow().clone().expect("a config");
+    let port = r.config.clusters.first().expect("cluster c").port;
+    (r.version.clone(), port)
+}
+
+#[test]
+fn apply_delta_on_its_base_acks_and_serves_the_merged_config() {
+    let (tx, rx) = watch::channel(None);
+    let metrics = Metrics::new();
+    let mut last = Applied::default();
+    apply(snapshot("1", 80), &mut last, &tx, &metrics);
+    let ack = apply(delta("2", "1", 81), &mut last, &tx, &metrics);
+    assert!(
+        matches!(ack.kind, Some(proxy_message::Kind::Ack(Ack { ref version })) if version == "2")
+    );
+    assert_eq!(running_port(&rx), ("2".to_owned(), 81));
+    assert_eq!(last.version(), Some("2"));
+}
+
+#[test]
+fn apply_delta_with_wrong_base_nacks_and_keeps_the_last_good_config() {
+    let (tx, rx) = watch::channel(None);
+    let metrics = Metrics::new();
+    let mut last = Applied::default();
+    apply(snapshot("1", 80), &mut last, &tx, &metrics);
+    let nack = apply(delta("3", "2", 99), &mut last, &tx, &metrics);
+    match nack.kind {
+        Some(proxy_message::Kind::Nack(n)) => {
+            assert_eq!(n.version, "3");
+            assert_eq!(n.error, "delta base 2 but applied 1");
+        }
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+    assert_eq!(running_port(&rx), ("1".to_owned(), 80));
+    // The base is still version 1: a delta on it applies.
+    apply(delta("4", "1", 82), &mut last, &tx, &metrics);
+    assert_eq!(running_port(&rx), ("4".to_owned(), 82));
+}
+
+#[test]
+fn apply_delta_that_makes_an_invalid_config_nacks_and_keeps_the_base() {
+    let (tx, rx) = watch::channel(None);
+    let metrics = Metrics::new();
+    let mut last = Applied::default();
+    apply(snapshot("1", 80), &mut last, &tx, &metrics);
+    let nack = apply(delta("2", "1", 99_999), &mut last, &tx, &metrics);
+    assert!(matches!(nack.kind, Some(proxy_message::Kind::Nack(_))));
+    assert_eq!(last.version(), Some("1"));
+    assert_eq!(running_port(&rx), ("1".to_owned(), 80));
+}
+
+#[test]
+fn apply_delta_before_any_config_nacks() {
+    let (tx, _rx) = watch::channel(None);
+    let mut last = Applied::default();
+    let nack = apply(delta("2", "1", 81), &mut last, &tx, &Metrics::new());
+    match nack.kind {
+        Some(proxy_message::Kind::Nack(n)) => {
+            assert_eq!(n.error, "delta base 1 but no configuration applied yet")
+        }
+        other => panic!("expected a NACK, got {other:?}"),
+    }
 }

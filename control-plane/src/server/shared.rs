@@ -1,0 +1,155 @@
+//! Per-revision sharing: proxies alike in what their outbound half depends
+//! on hold one `Arc` of it, and a delta between two shared halves is computed
+//! once however many proxies move from one to the other.
+
+use super::delta;
+use crate::index::MeshIndex;
+use crate::translate::{Outbound, ProxyIdentity, translate_parts};
+use sluice_api::config as pb;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// One proxy's complete configuration: a shared outbound half (virtual hosts,
+/// clusters and TCP services ordered by name, inbound and self unset) plus its own parts.
+#[derive(Clone, Debug)]
+pub struct ProxyView {
+    /// Shared with every alike proxy of the revision.
+    pub outbound: Arc<pb::ProxyConfig>,
+    /// This workload's inbound side.
+    pub inbound: Option<pb::Inbound>,
+    /// This workload's metadata.
+    pub self_: Option<pb::WorkloadMeta>,
+}
+
+impl ProxyView {
+    /// The complete configuration to send.
+    pub fn complete(&self) -> pb::ProxyConfig {
+        pb::ProxyConfig {
+            virtual_hosts: self.outbound.virtual_hosts.clone(),
+            clusters: self.outbound.clusters.clone(),
+            tcp_services: self.outbound.tcp_services.clone(),
+            inbound: self.inbound.clone(),
+            self_: self.self_.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Revision {
+    revision: u64,
+    /// Name-ordered copies of translation's shared halves, by the address of
+    /// the half (kept here too, so the address stays unique).
+    ordered: HashMap<usize, (Arc<Outbound>, Arc<pb::ProxyConfig>)>,
+    /// Addresses of the ordered copies.
+    members: HashSet<usize>,
+    /// By (old, new) address; the old `Arc` is kept so its address stays unique.
+    deltas: HashMap<(usize, usize), (Arc<pb::ProxyConfig>, Arc<pb::ConfigDelta>)>,
+}
+
+/// Shared halves and deltas of the newest revision seen.
+#[derive(Default)]
+pub struct Sharing(Mutex<Revision>);
+
+impl Sharing {
+    fn lock(&self) -> MutexGuard<'_, Revision> {
+        // Only plain maps behind it; a panic elsewhere leaves them usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration of `proxy` at `index`, its outbound half shared.
+    pub fn view(&self, index: &MeshIndex, proxy: &ProxyIdentity) -> ProxyView {
+        let parts = translate_parts(index, proxy);
+        let key = Arc::as_ptr(&parts.outbound) as usize;
+        let current = {
+            let mut shared = self.lock();
+            if shared.revision < index.revision {
+                *shared = Revision {
+                    revision: index.revision,
+                    ..Revision::default()
+                };
+            }
+            if let Some((_, hit)) = shared.ordered.get(&key) {
+                return ProxyView {
+                    outbound: hit.clone(),
+                    inbound: Some(parts.inbound),
+                    self_: Some(parts.self_),
+                };
+            }
+            shared.revision == index.revision
+        };
+        // First proxy of its group in this revision: order a copy by name.
+        let mut ordered = pb::ProxyConfig {
+            virtual_hosts: parts.outbound.virtual_hosts.clone(),
+            clusters: parts.outbound.clusters.clone(),
+            tcp_services: parts.outbound.tcp_services.clone(),
+            inbound: None,
+            self_: None,
+        };
+        delta::order_by_name(&mut ordered);
+        let mut outbound = Arc::new(ordered);
+        if current {
+            let mut shared = self.lock();
+            if shared.revision == index.revision {
+                let (_, kept) = shared
+                    .ordered
+                    .entry(key)
+                    .or_insert_with(|| (parts.outbound.clone(), outbound.clone()));
+                outbound = kept.clone();
+                shared.members.insert(Arc::as_ptr(&outbound) as usize);
+            }
+        }
+        ProxyView {
+            outbound,
+            inbound: Some(parts.inbound),
+            self_: Some(parts.self_),
+        }
+    }
+
+    /// Changes between two outbound halves, computed once per pair.
+    fn outbound_delta(
+        &self,
+        old: &Arc<pb::ProxyConfig>,
+        new: &Arc<pb::ProxyConfig>,
+    ) -> Arc<pb::ConfigDelta> {
+        let key = (Arc::as_ptr(old) as usize, Arc::as_ptr(new) as usize);
+        if let Some((_, hit)) = self.lock().deltas.get(&key) {
+            return hit.clone();
+        }
+        let computed = Arc::new(delta::diff(old, new));
+        let mut shared = self.lock();
+        // Only pairs whose new half belongs to the current revision are kept:
+        // they are the ones other proxies will ask for.
+        if shared.members.contains(&key.1) {
+            shared
+                .deltas
+                .entry(key)
+                .or_insert_with(|| (old.clone(), computed.clone()));
+        }
+        computed
+    }
+
+    /// The delta from `base` (last ACKed) to `next`, tagged with `base_version`.
+    pub fn delta(&self, base: &ProxyView, next: &ProxyView, base_version: &str) -> pb::ConfigDelta {
+        let mut d = if Arc::ptr_eq(&base.outbound, &next.outbound) {
+            pb::ConfigDelta::default()
+        } else {
+            self.outbound_delta(&base.outbound, &next.outbound)
+                .as_ref()
+                .clone()
+        };
+        d.base_version = base_version.to_owned();
+        if base.inbound != next.inbound {
+            d.inbound = Some(next.inbound.clone().unwrap_or_default());
+        }
+        if base.self_ != next.self_ {
+            d.self_ = Some(next.self_.clone().unwrap_or_default());
+        }
+        d
+    }
+
+    /// Pairs whose delta is cached, for tests.
+    #[cfg(test)]
+    pub(crate) fn cached_deltas(&self) -> Vec<(usize, usize)> {
+        self.lock().deltas.keys().copied().collect()
+    }
+}
