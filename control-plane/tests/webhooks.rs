@@ -50,6 +50,23 @@ spec:
     ports: [{containerPort: 8080}]
 "#;
 
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: details, namespace: inject-demo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: details}}
+  template:
+    metadata: {labels: {app: details, version: v1}}
+    spec:
+      containers:
+      - name: app
+        image: example.invalid/details
+        ports: [{containerPort: 9080}]
+        readinessProbe: {httpGet: {path: /health, port: 9080}}
+"#;
+
 /// `kubectl apply -f -`: whether it succeeded, and its stderr (warnings, errors).
 async fn apply(env: &TestEnv, manifest: &str) -> (bool, String) {
     use tokio::io::AsyncWriteExt;
@@ -295,6 +312,50 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
             .expect("sluice-proxy init container");
         assert_eq!(proxy["image"], PROXY_IMAGE, "{stored}");
     }
+
+    // A Deployment's pods, created by kube-controller-manager's ReplicaSet
+    // controller, are injected the same way: the native sidecar (an init
+    // container that keeps running) after the iptables init container.
+    let (ok, stderr) = apply(env, DEPLOYMENT).await;
+    assert!(ok, "deployment refused: {stderr}");
+    eventually(
+        &[&c],
+        "a pod of Deployment details injected",
+        Duration::from_secs(60),
+        || async {
+            let pods = kubectl(
+                env,
+                &[
+                    "get",
+                    "pods",
+                    "-n",
+                    "inject-demo",
+                    "-l",
+                    "app=details",
+                    "-o",
+                    "json",
+                ],
+            )
+            .await;
+            let pods: Value = serde_json::from_str(&pods).map_err(|e| e.to_string())?;
+            let pod = pods["items"].get(0).ok_or("no pod yet")?;
+            let owner = &pod["metadata"]["ownerReferences"][0]["kind"];
+            let inits = pod["spec"]["initContainers"]
+                .as_array()
+                .ok_or_else(|| format!("no init containers: {pod}"))?;
+            let names: Vec<&str> = inits.iter().filter_map(|c| c["name"].as_str()).collect();
+            let proxy = inits.iter().find(|c| c["name"] == "sluice-proxy");
+            (*owner == "ReplicaSet"
+                && names == ["sluice-init", "sluice-proxy"]
+                && proxy.is_some_and(|p| {
+                    p["restartPolicy"] == "Always" && p["startupProbe"].is_object()
+                }))
+            .then_some(())
+            .ok_or_else(|| format!("{names:?} owner {owner}: {pod}"))
+        },
+    )
+    .await;
+    let after = counter(&c.admin_get("/metrics").await, "inject", "allowed");
 
     // Outside opted-in namespaces the API server never calls /inject.
     let (ok, stderr) = apply(
