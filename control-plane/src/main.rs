@@ -312,11 +312,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         };
         config_transport()
-            .add_service(
-                sluice_api::config::config_discovery_server::ConfigDiscoveryServer::new(
-                    config_server,
-                ),
-            )
+            .add_service(config_server)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc),
                 async move {
@@ -451,9 +447,7 @@ async fn secure_server(
     let server = config_transport()
         .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(chain.concat(), key)))
         .context("TLS settings")?
-        .add_service(
-            sluice_api::config::config_discovery_server::ConfigDiscoveryServer::new(config),
-        )
+        .add_service(config)
         .add_service(sluice_api::ca::certificate_service_server::CertificateServiceServer::new(csr))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     Ok(server)

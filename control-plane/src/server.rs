@@ -1,8 +1,12 @@
 //! The config stream (`sluice.config.v1.ConfigDiscovery`): a complete config
 //! on connect and after a NACK, deltas after ACKs, state recorded per proxy.
 //! On the TLS listener the caller's bearer token must match its hello.
+//! Served by a hand-written gRPC service (see `grpc`) so that complete
+//! configs go out as shared pre-encoded bytes.
 
 pub mod delta;
+pub mod frame;
+mod grpc;
 mod shared;
 mod stream;
 #[cfg(test)]
@@ -14,15 +18,12 @@ use crate::index::MeshIndex;
 use crate::metrics::{ControllerMetrics, StreamAuthLabels};
 use crate::sync::SyncRegistry;
 use crate::translate::ProxyIdentity;
-use futures::Stream;
-use sluice_api::config::config_discovery_server::ConfigDiscovery;
-use sluice_api::config::{ProxyMessage, Snapshot, proxy_message};
-use std::pin::Pin;
+use frame::EncodedSnapshot;
+use sluice_api::config::{ProxyMessage, proxy_message};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 
 pub use shared::{ProxyView, Sharing};
 
@@ -96,16 +97,13 @@ impl ConfigServer {
     }
 }
 
-type SnapshotStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl ConfigDiscovery for ConfigServer {
-    type StreamStream = SnapshotStream;
-
-    async fn stream(
+impl ConfigServer {
+    /// Accepts a config stream: checks the caller and its hello, then starts
+    /// the task that feeds the returned channel with gRPC messages.
+    async fn open(
         &self,
         request: Request<Streaming<ProxyMessage>>,
-    ) -> Result<Response<SnapshotStream>, Status> {
+    ) -> Result<mpsc::Receiver<EncodedSnapshot>, Status> {
         let caller = self.caller(&request).await?;
         let mut inbound = request.into_inner();
         let first = inbound
@@ -152,6 +150,6 @@ impl ConfigDiscovery for ConfigServer {
             metrics.connected.dec();
             tracing::info!(proxy = %id, "proxy disconnected");
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(rx)
     }
 }

@@ -11,8 +11,10 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 
+mod drain;
 mod replay;
 
+pub use drain::DrainOnDrop;
 pub use replay::Replay;
 
 /// Boxed error of any body.

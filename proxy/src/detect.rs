@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// Bytes inspected at most.
-const PEEK_LIMIT: usize = 4096;
+pub(crate) const PEEK_LIMIT: usize = 4096;
 
 /// The HTTP/2 connection preface start.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -29,6 +29,11 @@ pub fn local_reply(status: StatusCode, message: &str) -> Response<Body> {
 /// Removes hop-by-hop headers (and those named in `Connection`), keeping
 /// `te: trailers`, which gRPC needs end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names is cheaper than
+    // hashing all seven for removal.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -124,5 +129,9 @@ pub fn request_id() -> HeaderValue {
         b & 0xffff_ffff_ffff
     );
     // Hex digits and dashes are always a valid header value.
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut v = HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    // Unique per request: HPACK must not add it to the dynamic table, where it
+    // would evict the headers every request repeats (they then cost a literal).
+    v.set_sensitive(true);
+    v
 }

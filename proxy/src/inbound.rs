@@ -36,6 +36,8 @@ struct InboundCtx {
     destination_ip: IpAddr,
     /// The caller's verified identity, when it came over mutual TLS.
     peer: Option<Arc<Peer>>,
+    /// Per-connection values that would otherwise be rebuilt on every request.
+    cache: Arc<http::ConnCache>,
 }
 
 impl InboundCtx {
@@ -170,6 +172,7 @@ async fn handle_conn(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAdd
         dst_port,
         source_ip,
         destination_ip,
+        cache: Arc::new(http::ConnCache::new(tls_peer.as_deref())),
         peer: tls_peer,
     };
     if http {

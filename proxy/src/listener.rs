@@ -1,6 +1,8 @@
 //! Accept loops with connection accounting and graceful shutdown, and the one
 //! place HTTP server connections are configured (limits, timeouts).
 
+pub(crate) mod head_guard;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,10 +21,23 @@ use tokio::sync::watch;
 use crate::body::Body;
 use crate::metrics::{ListenerLabels, Metrics};
 
+use head_guard::HeadGuard;
+
 /// Largest request head accepted (larger gets 431).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Time a client gets to send a complete request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client gets to complete an HTTP/1 request head once it started
+/// one; a slowloris client trickling header bytes is cut off after it. Idle
+/// keep-alive time between requests does not count: `HeadGuard` enforces it,
+/// not hyper, whose timer also runs while waiting for the next request.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 streams one connection may have open; more are refused
+/// (REFUSED_STREAM), so a stream flood costs at most this many requests.
+pub const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Streams a client may reset before the server accepted them, before the
+/// connection is closed with GOAWAY (the "rapid reset" attack, CVE-2023-44487).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams this side may reset for protocol errors before closing the connection.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// Connections open on every listener, for draining at shutdown.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
@@ -72,12 +87,34 @@ pub async fn accept_loop<H, F>(
         let metrics = Arc::clone(&metrics);
         let labels = labels.clone();
         tokio::spawn(async move {
-            OPEN.fetch_add(1, Ordering::Relaxed);
-            metrics.connections_active.get_or_create(&labels).inc();
+            let _open = OpenConnection::new(metrics, labels);
             fut.await;
-            metrics.connections_active.get_or_create(&labels).dec();
-            OPEN.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Counts one open connection until dropped, so a connection task that panics
+/// or is cancelled still leaves the gauges right.
+struct OpenConnection {
+    metrics: Arc<Metrics>,
+    labels: ListenerLabels,
+}
+
+impl OpenConnection {
+    fn new(metrics: Arc<Metrics>, labels: ListenerLabels) -> Self {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_active.get_or_create(&labels).inc();
+        OpenConnection { metrics, labels }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics
+            .connections_active
+            .get_or_create(&self.labels)
+            .dec();
+        OPEN.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -94,16 +131,20 @@ where
         .http1()
         .timer(TokioTimer::new())
         .max_buf_size(MAX_HEAD_BYTES)
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
     let handler = Arc::new(handler);
     let service = hyper::service::service_fn(move |req| {
         let handler = Arc::clone(&handler);
         async move { Ok::<_, Infallible>(handler(req).await) }
     });
+    let io = HeadGuard::new(io, MAX_HEAD_BYTES, HEADER_READ_TIMEOUT);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let stop = shutdown_requested(shutdown);

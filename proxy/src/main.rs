@@ -1,37 +1,6 @@
 //! `sluice-proxy`: the Sluice sidecar. Wires flags, the config stream and the
-//! listeners together; everything else lives in the modules below.
+//! listeners together; everything else lives in the `sluice_proxy` library.
 #![forbid(unsafe_code)]
-
-mod admin;
-mod app_probe;
-mod authz;
-mod balance;
-mod body;
-mod circuit;
-mod config;
-mod detect;
-mod http_util;
-mod identity;
-mod inbound;
-mod init;
-mod listener;
-mod matching;
-mod metrics;
-mod model;
-mod outbound;
-mod outlier;
-mod proxy_protocol;
-mod rate_limit;
-mod report;
-mod retry;
-mod retry_budget;
-mod rewrite;
-mod state;
-mod tcp;
-mod tls;
-mod token_bucket;
-mod upstream;
-mod xds;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,10 +10,11 @@ use clap::Parser as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::Surface;
-use crate::config::{Flags, Settings};
-use crate::metrics::Metrics;
-use crate::state::Shared;
+use sluice_proxy::admin::Surface;
+use sluice_proxy::config::{Flags, Settings};
+use sluice_proxy::metrics::Metrics;
+use sluice_proxy::state::Shared;
+use sluice_proxy::{admin, identity, inbound, init, listener, outbound, xds};
 
 /// How long in-flight work may take to finish after shutdown starts.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -69,6 +39,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(init::run(args)?);
     }
     let settings = Settings::from(Flags::parse());
+    // Every proxied connection costs descriptors; take what the hard limit allows.
+    sluice_proxy::rlimit::raise_nofile_or_warn();
     let metrics = Arc::new(Metrics::new());
     let (config_tx, config_rx) = watch::channel(None);
     let (quit_tx, quit_rx) = watch::channel(false);

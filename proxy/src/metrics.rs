@@ -12,9 +12,11 @@ use crate::model::{Text, WorkloadMeta};
 
 mod resilience;
 mod security;
+mod series;
 
 pub use resilience::{ResilienceMetrics, RetryOutcome};
 pub use security::{SecurityMetrics, Side};
+use series::{RequestSeries, SeriesCache};
 
 impl EncodeLabelValue for Text {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -177,6 +179,8 @@ pub struct Metrics {
     pub security: SecurityMetrics,
     /// Kubelet probes forwarded to the app (`/app-health/...`), by path and answer.
     pub app_probes: Family<AppProbeLabels, Counter>,
+    /// The four request metrics of each label set seen, found with one lookup.
+    series: SeriesCache,
 }
 
 /// Labels of `sluice_app_probes_total`.
@@ -319,6 +323,7 @@ impl Metrics {
             config_version,
             connections_accepted,
             connections_active,
+            series: SeriesCache::default(),
         }
     }
 
@@ -330,14 +335,18 @@ impl Metrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
-        self.requests.get_or_create(labels).inc();
-        self.duration.get_or_create(labels).observe(millis);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(request_bytes as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(response_bytes as f64);
+        let make = || RequestSeries {
+            requests: self.requests.get_or_create(labels).clone(),
+            duration: self.duration.get_or_create(labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(labels).clone(),
+        };
+        self.series.with(labels, make, |s| {
+            s.requests.inc();
+            s.duration.observe(millis);
+            s.request_bytes.observe(request_bytes as f64);
+            s.response_bytes.observe(response_bytes as f64);
+        });
     }
 
     /// Records a config snapshot outcome.

@@ -317,7 +317,11 @@ impl Pools {
     ) -> Result<http2::SendRequest<Body>, UpstreamError> {
         let slot = {
             let mut pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(pool.entry(target.clone()).or_default())
+            // Look up before `entry`: the key clone (SNI string) is only paid once per target.
+            match pool.get(&target) {
+                Some(slot) => Arc::clone(slot),
+                None => Arc::clone(pool.entry(target.clone()).or_default()),
+            }
         };
         if let Some(s) = slot.live(settings) {
             return Ok(s);

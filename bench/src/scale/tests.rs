@@ -38,3 +38,41 @@ fn vs_yaml_differs_per_generation() {
     assert_ne!(a, b);
     assert_eq!(parse_docs(&a).unwrap()[0].0.kind, "VirtualService");
 }
+
+#[test]
+fn sim_resolve_applies_deltas_to_its_own_config_and_refuses_a_wrong_base() {
+    use sluice_api::config::{Cluster, ConfigDelta, ProxyConfig, Snapshot};
+    let cluster = |name: &str, port| Cluster {
+        name: name.into(),
+        port,
+        ..Default::default()
+    };
+    let mut applied = None;
+    let full = Snapshot {
+        version: "1".into(),
+        config: Some(ProxyConfig {
+            clusters: vec![cluster("a", 1), cluster("b", 2)],
+            ..Default::default()
+        }),
+        delta: None,
+    };
+    sim::resolve(full, &mut applied).unwrap();
+    let delta = |version: &str, base: &str| Snapshot {
+        version: version.into(),
+        config: None,
+        delta: Some(ConfigDelta {
+            base_version: base.into(),
+            clusters: vec![cluster("b", 3)],
+            removed_clusters: vec!["a".into()],
+            ..Default::default()
+        }),
+    };
+    assert_eq!(
+        sim::resolve(delta("3", "2"), &mut applied).unwrap_err(),
+        "delta base 2 but applied 1"
+    );
+    sim::resolve(delta("2", "1"), &mut applied).unwrap();
+    let (version, config) = applied.unwrap();
+    assert_eq!(version, "2");
+    assert_eq!(config.clusters, vec![cluster("b", 3)]);
+}

@@ -182,10 +182,9 @@ async fn sidecar_holds_thousands_of_idle_keepalive_connections_and_answers_each(
 
 /// A keep-alive connection left idle longer than the sidecar's request-head timeout is
 /// still usable: clients pool connections for minutes (Envoy closes idle downstream
-/// connections after 1 h). Ignored until the listener stops applying hyper's
-/// `header_read_timeout` to idle keep-alive time (docs/operations.md, "Connection load").
+/// connections after 1 h). The request-head limit starts with a request's first byte, not
+/// when the connection turns idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the sidecar closes idle keep-alive connections after HEADER_READ_TIMEOUT (10 s)"]
 async fn idle_keepalive_connection_outlives_the_request_head_timeout() {
     let _turn = SERIAL.lock().await;
     let (_work, mesh) = start_mesh(

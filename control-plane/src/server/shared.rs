@@ -2,9 +2,10 @@
 //! on hold one `Arc` of it, and a delta between two shared halves is computed
 //! once however many proxies move from one to the other.
 
-use super::delta;
+use super::{delta, frame};
 use crate::index::MeshIndex;
 use crate::translate::{Outbound, ProxyIdentity, translate_parts};
+use bytes::Bytes;
 use sluice_api::config as pb;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct ProxyView {
     /// Shared with every alike proxy of the revision.
     pub outbound: Arc<pb::ProxyConfig>,
+    /// The encoding of `outbound`, shared like it: complete configs are sent
+    /// as these bytes plus the proxy's own fields.
+    pub outbound_bytes: Bytes,
     /// This workload's inbound side.
     pub inbound: Option<pb::Inbound>,
     /// This workload's metadata.
@@ -39,7 +43,7 @@ struct Revision {
     revision: u64,
     /// Name-ordered copies of translation's shared halves, by the address of
     /// the half (kept here too, so the address stays unique).
-    ordered: HashMap<usize, (Arc<Outbound>, Arc<pb::ProxyConfig>)>,
+    ordered: HashMap<usize, (Arc<Outbound>, Arc<pb::ProxyConfig>, Bytes)>,
     /// Addresses of the ordered copies.
     members: HashSet<usize>,
     /// By (old, new) address; the old `Arc` is kept so its address stays unique.
@@ -68,9 +72,10 @@ impl Sharing {
                     ..Revision::default()
                 };
             }
-            if let Some((_, hit)) = shared.ordered.get(&key) {
+            if let Some((_, hit, bytes)) = shared.ordered.get(&key) {
                 return ProxyView {
                     outbound: hit.clone(),
+                    outbound_bytes: bytes.clone(),
                     inbound: Some(parts.inbound),
                     self_: Some(parts.self_),
                 };
@@ -86,20 +91,28 @@ impl Sharing {
             self_: None,
         };
         delta::order_by_name(&mut ordered);
+        // Encoded outside the lock; if two proxies of a group race, the
+        // first copy kept is the one everybody shares.
+        let mut outbound_bytes = frame::outbound_bytes(&ordered);
         let mut outbound = Arc::new(ordered);
         if current {
             let mut shared = self.lock();
             if shared.revision == index.revision {
-                let (_, kept) = shared
-                    .ordered
-                    .entry(key)
-                    .or_insert_with(|| (parts.outbound.clone(), outbound.clone()));
+                let (_, kept, bytes) = shared.ordered.entry(key).or_insert_with(|| {
+                    (
+                        parts.outbound.clone(),
+                        outbound.clone(),
+                        outbound_bytes.clone(),
+                    )
+                });
                 outbound = kept.clone();
+                outbound_bytes = bytes.clone();
                 shared.members.insert(Arc::as_ptr(&outbound) as usize);
             }
         }
         ProxyView {
             outbound,
+            outbound_bytes,
             inbound: Some(parts.inbound),
             self_: Some(parts.self_),
         }

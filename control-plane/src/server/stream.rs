@@ -1,16 +1,16 @@
 //! One proxy's stream: at most one snapshot awaiting an answer; complete
 //! first and after a NACK, deltas against the last ACKed config otherwise.
 
+use super::frame::{self, EncodedSnapshot};
 use super::shared::{ProxyView, Sharing};
 use crate::index::MeshIndex;
 use crate::metrics::{ControllerMetrics, OutcomeLabels, PushLabels};
 use crate::sync::SyncRegistry;
 use crate::translate::ProxyIdentity;
-use prost::Message;
 use sluice_api::config::{ProxyMessage, Snapshot, proxy_message};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
+use tonic::Streaming;
 
 /// Whether a snapshot carried a complete config or a delta.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +55,8 @@ pub(super) struct Context {
     pub who: ProxyIdentity,
     pub conn: u64,
     pub index: watch::Receiver<Arc<MeshIndex>>,
-    pub tx: mpsc::Sender<Result<Snapshot, Status>>,
+    /// Ready-to-write gRPC messages; the response body drains it.
+    pub tx: mpsc::Sender<EncodedSnapshot>,
     pub registry: Arc<SyncRegistry>,
     pub metrics: Arc<ControllerMetrics>,
     pub sharing: Arc<Sharing>,
@@ -66,10 +67,17 @@ pub(super) async fn run(mut cx: Context, mut inbound: Streaming<ProxyMessage>) {
     let mut peer = Peer::default();
     loop {
         let current = cx.index.borrow_and_update().clone();
-        if let Some(snapshot) = next_snapshot(&cx, &mut peer, &current)
-            && cx.tx.send(Ok(snapshot)).await.is_err()
-        {
-            return;
+        match next_snapshot(&cx, &mut peer, &current) {
+            Ok(Some(snapshot)) => {
+                if cx.tx.send(snapshot).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(proxy = %cx.who.id, "cannot send config: {e}");
+                return;
+            }
         }
         tokio::select! {
             changed = cx.index.changed() => if changed.is_err() { return },
@@ -101,45 +109,53 @@ fn wants(peer: &Peer, revision: u64) -> Option<Kind> {
     }
 }
 
-/// The snapshot to send now, if any.
-fn next_snapshot(cx: &Context, peer: &mut Peer, current: &MeshIndex) -> Option<Snapshot> {
+/// The snapshot to send now, if any, as gRPC message bytes.
+fn next_snapshot(
+    cx: &Context,
+    peer: &mut Peer,
+    current: &MeshIndex,
+) -> Result<Option<EncodedSnapshot>, frame::TooLarge> {
     let revision = current.revision;
-    let kind = wants(peer, revision)?;
+    let Some(kind) = wants(peer, revision) else {
+        return Ok(None);
+    };
     let view = cx.sharing.view(current, &cx.who);
     let version = revision.to_string();
-    let snapshot = match (kind, &peer.acked) {
-        (Kind::Delta, Some((base, base_view))) => Snapshot {
-            version,
-            config: None,
-            delta: Some(cx.sharing.delta(base_view, &view, &base.to_string())),
-        },
-        _ => Snapshot {
-            version,
-            config: Some(view.complete()),
-            delta: None,
-        },
-    };
-    let kind = if snapshot.delta.is_some() {
-        Kind::Delta
-    } else {
-        Kind::Full
+    let (kind, snapshot) = match (kind, &peer.acked) {
+        (Kind::Delta, Some((base, base_view))) => {
+            let snapshot = Snapshot {
+                version: version.clone(),
+                config: None,
+                delta: Some(cx.sharing.delta(base_view, &view, &base.to_string())),
+            };
+            (Kind::Delta, frame::whole(&snapshot)?)
+        }
+        _ => {
+            let snapshot = frame::complete(
+                &version,
+                &view.outbound_bytes,
+                view.inbound.as_ref(),
+                view.self_.as_ref(),
+            )?;
+            (Kind::Full, snapshot)
+        }
     };
     let labels = PushLabels { kind: kind.label() };
     cx.metrics.pushes.get_or_create(&labels).inc();
     cx.metrics
         .push_bytes
         .get_or_create(&labels)
-        .inc_by(snapshot.encoded_len() as u64);
+        .inc_by(snapshot.message_len() as u64);
     // The first snapshot of a stream is not a change being propagated.
     let changed_at = peer.sent_any.then_some(current.changed_at);
-    cx.registry.sent(cx.conn, &snapshot.version, changed_at);
+    cx.registry.sent(cx.conn, &version, changed_at);
     peer.sent_any = true;
     peer.pending = Some(Sent {
         revision,
         view,
         kind,
     });
-    Some(snapshot)
+    Ok(Some(snapshot))
 }
 
 /// Records an ACK or NACK.

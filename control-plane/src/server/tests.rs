@@ -93,3 +93,148 @@ fn sharing_delta_is_computed_once_per_pair_and_applies_to_the_base() {
     assert_eq!(sharing.cached_deltas(), vec![key], "one pair, one delta");
     assert_eq!(delta::apply(&a1.complete(), &da).unwrap(), a2.complete());
 }
+
+/// Splits a gRPC message into its prefix's length and the message bytes.
+fn unframe(message: &[u8]) -> (usize, &[u8]) {
+    assert_eq!(message[0], 0, "uncompressed");
+    let len = u32::from_be_bytes(message[1..5].try_into().unwrap()) as usize;
+    (len, &message[5..])
+}
+
+#[test]
+fn complete_frame_with_and_without_inbound_ports_equals_translated_snapshot_bytes() {
+    use prost::Message;
+    let sharing = Sharing::default();
+    let idx = index(7, "");
+    // 127.0.9.1 serves reviews (inbound ports); .8 serves nothing.
+    for (who, has_ports) in [
+        (proxy("a", "127.0.9.1"), true),
+        (proxy("b", "127.0.9.8"), false),
+    ] {
+        let view = sharing.view(&idx, &who);
+        let sent = frame::complete(
+            "7",
+            &view.outbound_bytes,
+            view.inbound.as_ref(),
+            view.self_.as_ref(),
+        )
+        .unwrap();
+        let mut config = translate(&idx, &who);
+        delta::order_by_name(&mut config);
+        let inbound = config.inbound.as_ref().expect("translation sets inbound");
+        assert_eq!(!inbound.ports.is_empty(), has_ports, "{inbound:?}");
+        let expected = sluice_api::config::Snapshot {
+            version: "7".into(),
+            config: Some(config),
+            delta: None,
+        };
+        let bytes = sent.to_vec();
+        let (len, message) = unframe(&bytes);
+        assert_eq!(len, message.len());
+        assert_eq!(len, sent.message_len());
+        assert_eq!(message, expected.encode_to_vec().as_slice(), "{}", who.id);
+        assert_eq!(
+            sluice_api::config::Snapshot::decode(message).unwrap(),
+            expected
+        );
+    }
+}
+
+#[test]
+fn complete_frame_alike_proxies_share_one_outbound_buffer() {
+    let sharing = Sharing::default();
+    let idx = index(1, "");
+    let a = sharing.view(&idx, &proxy("a", "127.0.9.1"));
+    let b = sharing.view(&idx, &proxy("b", "127.0.9.8"));
+    let chunks = |v: &ProxyView| {
+        frame::complete("1", &v.outbound_bytes, v.inbound.as_ref(), v.self_.as_ref())
+            .unwrap()
+            .into_chunks()
+    };
+    let (ca, cb) = (chunks(&a), chunks(&b));
+    // [prefix and version, outbound half, own fields]
+    assert!(!ca[1].is_empty());
+    assert_eq!(
+        ca[1].as_ptr(),
+        cb[1].as_ptr(),
+        "the same memory, not a copy"
+    );
+    assert_eq!(ca[1].as_ptr(), a.outbound_bytes.as_ptr());
+}
+
+fn hello(id: &str, ip: &str) -> sluice_api::config::ProxyMessage {
+    let node = sluice_api::config::Node {
+        id: id.into(),
+        namespace: "default".into(),
+        labels: [("app".to_string(), id.to_string())].into_iter().collect(),
+        ips: vec![ip.into()],
+        ..sluice_api::config::Node::default()
+    };
+    sluice_api::config::ProxyMessage {
+        kind: Some(proxy_message::Kind::Hello(node)),
+    }
+}
+
+#[tokio::test]
+async fn stream_over_a_socket_sends_translated_config_then_delta_and_refuses_no_hello() {
+    use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
+    use sluice_api::config::{Ack, ProxyMessage, Snapshot};
+    use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+    let (index_tx, index_rx) = watch::channel(Arc::new(index(3, "")));
+    let metrics = Arc::new(crate::metrics::ControllerMetrics::new());
+    let server = ConfigServer::new(index_rx, Arc::new(SyncRegistry::default()), metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let mut client = ConfigDiscoveryClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+
+    // Refused before any snapshot: a trailers-only response with the status.
+    let (tx, rx) = mpsc::channel(4);
+    let ack = |version: &str| ProxyMessage {
+        kind: Some(proxy_message::Kind::Ack(Ack {
+            version: version.into(),
+        })),
+    };
+    tx.send(ack("1")).await.unwrap();
+    let refused = client.stream(ReceiverStream::new(rx)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello("a", "127.0.9.1")).await.unwrap();
+    let mut snapshots = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = snapshots.message().await.unwrap().unwrap();
+    let mut config = translate(&index(3, ""), &proxy("a", "127.0.9.1"));
+    delta::order_by_name(&mut config);
+    let expected = Snapshot {
+        version: "3".into(),
+        config: Some(config.clone()),
+        delta: None,
+    };
+    assert_eq!(first, expected);
+
+    tx.send(ack("3")).await.unwrap();
+    index_tx.send(Arc::new(index(4, WE_V2))).unwrap();
+    let second = snapshots.message().await.unwrap().unwrap();
+    let d = second.delta.expect("a delta after the ACK");
+    assert_eq!(
+        (second.version.as_str(), d.base_version.as_str()),
+        ("4", "3")
+    );
+    let mut next = translate(&index(4, WE_V2), &proxy("a", "127.0.9.1"));
+    delta::order_by_name(&mut next);
+    assert_eq!(delta::apply(&config, &d).unwrap(), next);
+
+    // The proxy hangs up: the server ends the stream with OK.
+    drop(tx);
+    assert!(snapshots.message().await.unwrap().is_none());
+}

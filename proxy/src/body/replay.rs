@@ -90,7 +90,8 @@ impl HttpBody for Reader {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let mut st = this.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = this.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = &mut *guard;
         if this.next < st.taken {
             if st.lost {
                 return Poll::Ready(Some(Err(Box::new(NotReplayable))));
@@ -111,7 +112,7 @@ impl HttpBody for Reader {
             }
             return Poll::Ready(None);
         };
-        match Pin::new(rest).poll_frame(cx) {
+        match Pin::new(&mut *rest).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 st.rest = None;
@@ -137,6 +138,15 @@ impl HttpBody for Reader {
                     }
                 } else if let Some(t) = frame.trailers_ref() {
                     st.trailers = Some(t.clone());
+                    this.trailers_sent = true;
+                }
+                // Known to be over (e.g. Content-Length reached): say so now, so
+                // HTTP/2 sets END_STREAM on this DATA frame instead of sending an
+                // empty one later, which a peer that already answered and reset
+                // the stream counts as a protocol error against the connection.
+                if rest.is_end_stream() {
+                    st.rest = None;
+                    st.ended = true;
                     this.trailers_sent = true;
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -3,8 +3,8 @@
 //! request to the local application.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -39,21 +39,68 @@ const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client
 /// Envoy's RBAC denial body.
 const RBAC_DENIED: &str = "RBAC: access denied";
 
+/// What stays the same for every request of one connection: the XFCC value
+/// (from the peer certificate) and the caller metadata its sidecar sends.
+#[derive(Debug)]
+pub(super) struct ConnCache {
+    xfcc: Option<HeaderValue>,
+    source: Mutex<Option<(SourceValues, Text, WorkloadMeta)>>,
+}
+
+/// The raw caller metadata header values, in `SOURCE_HEADERS` order.
+type SourceValues = [Option<HeaderValue>; 4];
+
+impl ConnCache {
+    /// Builds the connection's XFCC value (Istio's form) for an mTLS `peer`.
+    pub(super) fn new(peer: Option<&Peer>) -> Self {
+        let xfcc = peer.and_then(|p| {
+            let value = format!(
+                "By={};Hash={};Subject=\"\";URI={}",
+                p.own_id, p.cert_hash, p.spiffe_id
+            );
+            HeaderValue::from_str(&value).ok()
+        });
+        ConnCache {
+            xfcc,
+            source: Mutex::new(None),
+        }
+    }
+}
+
 /// Takes the caller metadata headers out of the request; the principal is the
 /// mTLS peer identity, whatever the headers claim.
-fn take_source(headers: &mut HeaderMap, own_cluster: &Text, peer: Option<&Peer>) -> WorkloadMeta {
-    headers.remove(SOURCE_PRINCIPAL);
-    let mut take = |name: &str| -> Text {
-        let v = headers
-            .remove(name)
-            .and_then(|v| v.to_str().ok().map(Text::from));
-        v.unwrap_or_default()
+fn take_source(
+    headers: &mut HeaderMap,
+    own_cluster: &Text,
+    peer: Option<&Peer>,
+    cache: &ConnCache,
+) -> WorkloadMeta {
+    let present = headers
+        .keys()
+        .any(|k| k.as_str().starts_with("x-sluice-source-"));
+    let values: SourceValues = if present {
+        headers.remove(SOURCE_PRINCIPAL);
+        SOURCE_HEADERS.map(|name| headers.remove(name))
+    } else {
+        Default::default()
+    };
+    let mut cached = cache.source.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((seen, cluster, meta)) = cached.as_ref()
+        && *seen == values
+        && cluster == own_cluster
+    {
+        return meta.clone();
+    }
+    let text = |v: &Option<HeaderValue>| -> Text {
+        v.as_ref()
+            .and_then(|v| v.to_str().ok().map(Text::from))
+            .unwrap_or_default()
     };
     let mut meta = WorkloadMeta {
-        workload: take(SOURCE_HEADERS[0]),
-        namespace: take(SOURCE_HEADERS[1]),
-        app: take(SOURCE_HEADERS[2]),
-        version: take(SOURCE_HEADERS[3]),
+        workload: text(&values[0]),
+        namespace: text(&values[1]),
+        app: text(&values[2]),
+        version: text(&values[3]),
         principal: peer
             .map(|p| Text::from(p.spiffe_id.as_str()))
             .unwrap_or_default(),
@@ -63,20 +110,20 @@ fn take_source(headers: &mut HeaderMap, own_cluster: &Text, peer: Option<&Peer>)
         // Callers with a sidecar are in this mesh's cluster.
         meta.cluster = own_cluster.clone();
     }
+    *cached = Some((values, own_cluster.clone(), meta.clone()));
     meta
 }
 
 /// Replaces any caller-supplied `x-forwarded-client-cert`: set (Istio's form)
 /// only for mTLS callers, from their verified certificate.
-fn set_client_cert_header(headers: &mut HeaderMap, peer: Option<&Peer>) {
-    headers.remove(XFCC);
-    let Some(p) = peer else { return };
-    let value = format!(
-        "By={};Hash={};Subject=\"\";URI={}",
-        p.own_id, p.cert_hash, p.spiffe_id
-    );
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(XFCC, v);
+fn set_client_cert_header(headers: &mut HeaderMap, cache: &ConnCache) {
+    match &cache.xfcc {
+        Some(v) => {
+            headers.insert(XFCC, v.clone());
+        }
+        None => {
+            headers.remove(XFCC);
+        }
     }
 }
 
@@ -116,8 +163,8 @@ pub(super) async fn handle(
     let m = Arc::clone(&shared.metrics);
     let me = shared.self_meta(running.as_deref());
     let peer = ctx.peer.as_deref();
-    let source = take_source(&mut parts.headers, &me.cluster, peer);
-    set_client_cert_header(&mut parts.headers, peer);
+    let source = take_source(&mut parts.headers, &me.cluster, peer, &ctx.cache);
+    set_client_cert_header(&mut parts.headers, &ctx.cache);
     let grpc = is_grpc(&parts.headers);
     let protocol = if grpc { &m.words.grpc } else { &m.words.http };
     let service = port.map(port_service).unwrap_or_default();
@@ -211,7 +258,10 @@ pub(super) async fn handle(
             &m.words.no_flags,
         );
     }
-    let req = Request::from_parts(parts, body::boxed(Counted::new(body, request_bytes)));
+    // An HTTP/1 app client stops reading at Content-Length; the rest (an
+    // END_STREAM in its own frame) is drained so the h2 stream is not reset.
+    let body = Counted::new(body::DrainOnDrop::new(body), request_bytes);
+    let req = Request::from_parts(parts, body::boxed(body));
     let target = Target::plain(app);
     let result = if h2 {
         shared

@@ -61,6 +61,31 @@ pub(super) struct HashKeys {
     pub query: Option<String>,
 }
 
+impl HashKeys {
+    /// Copies only what `lb` hashes on: cloning every request's header map for
+    /// the default (least-request) balancer was a per-request cost for nothing.
+    pub(super) fn of<B>(
+        req: &Request<B>,
+        source_ip: std::net::IpAddr,
+        lb: &crate::model::LoadBalancer,
+    ) -> Self {
+        use crate::model::LoadBalancer as Lb;
+        let headers = match lb {
+            Lb::HashHeader(_) | Lb::HashCookie { .. } => req.headers().clone(),
+            _ => http::HeaderMap::new(),
+        };
+        let query = match lb {
+            Lb::HashQueryParameter(_) => req.uri().query().map(str::to_owned),
+            _ => None,
+        };
+        HashKeys {
+            headers,
+            source_ip,
+            query,
+        }
+    }
+}
+
 /// Lives as long as the response: in-flight count, pool admission, retry unit.
 pub(super) struct Hold {
     _in_flight: InFlight,

@@ -241,11 +241,7 @@ async fn forward(
             return report.local(fault::abort_response(abort), flag);
         }
     }
-    let hash = HashKeys {
-        headers: req.headers().clone(),
-        source_ip: ctx.peer.ip(),
-        query: req.uri().query().map(str::to_owned),
-    };
+    let hash = HashKeys::of(&req, ctx.peer.ip(), &cluster.load_balancer);
     let mirrors = mirror::chosen(&f.route.mirrors);
     let (parts, body, template) = build_request(req, &f, !mirrors.is_empty());
     let body = body::boxed(Counted::new(body, Arc::clone(&rep.request_bytes)));
@@ -373,30 +369,67 @@ fn join_flags(a: &Text, b: &Text) -> Text {
     }
 }
 
+/// Prefix shared by the caller-identity headers.
+const SOURCE_PREFIX: &str = "x-sluice-source-";
+
 /// Replaces the caller-identity headers: set from `identity` (requests to a peer
 /// sidecar), removed otherwise so an app cannot forge them.
 pub(super) fn set_identity(headers: &mut http::HeaderMap, identity: Option<&WorkloadMeta>) {
-    for name in [
-        &SOURCE_WORKLOAD,
-        &SOURCE_NAMESPACE,
-        &SOURCE_APP,
-        &SOURCE_VERSION,
-        &SOURCE_PRINCIPAL,
-    ] {
-        headers.remove(name);
+    // Usually none is present: one pass over the names beats five removals.
+    if headers
+        .keys()
+        .any(|k| k.as_str().starts_with(SOURCE_PREFIX))
+    {
+        for name in [
+            &SOURCE_WORKLOAD,
+            &SOURCE_NAMESPACE,
+            &SOURCE_APP,
+            &SOURCE_VERSION,
+            &SOURCE_PRINCIPAL,
+        ] {
+            headers.remove(name);
+        }
     }
     let Some(me) = identity else { return };
-    let fields = [
-        (SOURCE_WORKLOAD, &me.workload),
-        (SOURCE_NAMESPACE, &me.namespace),
-        (SOURCE_APP, &me.app),
-        (SOURCE_VERSION, &me.version),
+    let names = [
+        SOURCE_WORKLOAD,
+        SOURCE_NAMESPACE,
+        SOURCE_APP,
+        SOURCE_VERSION,
     ];
-    for (name, value) in fields {
-        if let Ok(v) = HeaderValue::from_str(value.as_str()) {
+    for (name, value) in names.into_iter().zip(identity_values(me)) {
+        if let Some(v) = value {
             headers.insert(name, v);
         }
     }
+}
+
+/// The identity header values of the last workload metadata seen.
+struct IdentityValues {
+    meta: [Text; 4],
+    values: [Option<HeaderValue>; 4],
+}
+
+/// Built once per metadata instead of validating and copying four strings on
+/// every request; a clone shares the bytes.
+static IDENTITY: std::sync::RwLock<Option<IdentityValues>> = std::sync::RwLock::new(None);
+
+fn identity_values(me: &WorkloadMeta) -> [Option<HeaderValue>; 4] {
+    let meta = [&me.workload, &me.namespace, &me.app, &me.version];
+    let same = |c: &IdentityValues| c.meta.iter().zip(meta).all(|(a, b)| a == b);
+    {
+        let cached = IDENTITY.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cached.as_ref().filter(|c| same(c)) {
+            return c.values.clone();
+        }
+    }
+    let values = meta.map(|t| HeaderValue::from_str(t.as_str()).ok());
+    let fresh = IdentityValues {
+        meta: meta.map(Text::clone),
+        values: values.clone(),
+    };
+    *IDENTITY.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
+    values
 }
 
 /// The request after rewrites and header ops, before protocol shaping and
@@ -412,8 +445,12 @@ fn build_request(
     if !headers.contains_key(&FORWARDED_PROTO) {
         headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !headers.contains_key(&REQUEST_ID) {
-        headers.insert(REQUEST_ID, crate::http_util::request_id());
+    match headers.get_mut(&REQUEST_ID) {
+        // Unique per request: keep it out of the HPACK dynamic table.
+        Some(id) => id.set_sensitive(true),
+        None => {
+            headers.insert(REQUEST_ID, crate::http_util::request_id());
+        }
     }
     set_identity(headers, None);
     f.route.request_headers.apply(headers);

@@ -136,8 +136,18 @@ async fn send_one(
         shared.pools.send_h1(target, req).await
     };
     match resp {
-        // Read the answer to the end so the connection can be reused.
-        Ok(r) => r.into_body().collect().await.is_ok(),
+        // Read the answer to the end so the connection can be reused, without
+        // keeping it: a mirror's answer is thrown away, however large.
+        Ok(r) => {
+            let mut body = r.into_body();
+            loop {
+                match body.frame().await {
+                    None => break true,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => break false,
+                }
+            }
+        }
         Err(_) => false,
     }
 }

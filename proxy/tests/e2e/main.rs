@@ -3,7 +3,9 @@
 
 mod admin;
 mod capture;
+mod h2_hop;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod mesh;
 mod origination;

@@ -50,3 +50,18 @@ async fn replay_of_an_empty_body_is_empty_with_exact_size() {
     assert_eq!(reader.size_hint().exact(), Some(0));
     assert!(r.reader().collect().await.unwrap().to_bytes().is_empty());
 }
+
+#[tokio::test]
+async fn replay_of_a_sized_body_ends_with_its_last_chunk() {
+    let r = Replay::new(crate::body::full(Bytes::from_static(b"payload")));
+    let mut first = r.reader();
+    assert!(!first.is_end_stream());
+    let frame = first.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"payload"));
+    // END_STREAM rides on the last DATA frame: nothing is left to poll for.
+    assert!(first.is_end_stream());
+    let second = r.reader();
+    assert!(!second.is_end_stream());
+    let again = second.collect().await.unwrap().to_bytes();
+    assert_eq!(&again[..], b"payload");
+}

@@ -1,0 +1,74 @@
+use super::*;
+
+fn unframed(sent: &EncodedSnapshot) -> Vec<u8> {
+    let bytes = sent.to_vec();
+    assert_eq!(bytes[0], 0, "uncompressed");
+    let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    assert_eq!(len, bytes.len() - PREFIX);
+    assert_eq!(len, sent.message_len());
+    bytes[PREFIX..].to_vec()
+}
+
+fn outbound() -> pb::ProxyConfig {
+    pb::ProxyConfig {
+        clusters: vec![pb::Cluster {
+            name: "outbound|9080||reviews.default.svc.cluster.local".into(),
+            ..pb::Cluster::default()
+        }],
+        ..pb::ProxyConfig::default()
+    }
+}
+
+#[test]
+fn whole_delta_is_prefixed_prost_encoding() {
+    let snapshot = pb::Snapshot {
+        version: "12".into(),
+        config: None,
+        delta: Some(pb::ConfigDelta {
+            base_version: "11".into(),
+            removed_clusters: vec!["gone".into()],
+            ..pb::ConfigDelta::default()
+        }),
+    };
+    let sent = whole(&snapshot).unwrap();
+    assert_eq!(unframed(&sent), snapshot.encode_to_vec());
+}
+
+#[test]
+fn complete_without_own_fields_or_version_matches_prost() {
+    let shared = outbound_bytes(&outbound());
+    for version in ["", "3"] {
+        let sent = complete(version, &shared, None, None).unwrap();
+        let expected = pb::Snapshot {
+            version: version.into(),
+            config: Some(outbound()),
+            delta: None,
+        };
+        assert_eq!(
+            unframed(&sent),
+            expected.encode_to_vec(),
+            "version {version:?}"
+        );
+    }
+}
+
+#[test]
+fn complete_with_empty_outbound_and_own_fields_matches_prost() {
+    let inbound = pb::Inbound::default();
+    let me = pb::WorkloadMeta {
+        workload: "a".into(),
+        ..pb::WorkloadMeta::default()
+    };
+    let empty = outbound_bytes(&pb::ProxyConfig::default());
+    let sent = complete("1", &empty, Some(&inbound), Some(&me)).unwrap();
+    let expected = pb::Snapshot {
+        version: "1".into(),
+        config: Some(pb::ProxyConfig {
+            inbound: Some(inbound),
+            self_: Some(me),
+            ..pb::ProxyConfig::default()
+        }),
+        delta: None,
+    };
+    assert_eq!(unframed(&sent), expected.encode_to_vec());
+}

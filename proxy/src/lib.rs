@@ -1,0 +1,36 @@
+//! `sluice-proxy` library: every part of the sidecar, so the binary, the fuzz
+//! targets and the tests drive the same code. `main.rs` only wires it together.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+mod app_probe;
+mod authz;
+mod balance;
+mod body;
+mod circuit;
+pub mod config;
+mod detect;
+pub mod fuzzing;
+mod http_util;
+pub mod identity;
+pub mod inbound;
+pub mod init;
+pub mod listener;
+mod matching;
+pub mod metrics;
+mod model;
+pub mod outbound;
+mod outlier;
+pub mod proxy_protocol;
+mod rate_limit;
+mod report;
+mod retry;
+mod retry_budget;
+mod rewrite;
+pub mod rlimit;
+pub mod state;
+mod tcp;
+mod tls;
+mod token_bucket;
+mod upstream;
+pub mod xds;
