@@ -179,8 +179,17 @@ pub struct Metrics {
     pub security: SecurityMetrics,
     /// Kubelet probes forwarded to the app (`/app-health/...`), by path and answer.
     pub app_probes: Family<AppProbeLabels, Counter>,
+    /// Mirrored (shadow) requests by outcome: `sent`, `failed`, or `dropped`
+    /// (too many already in flight).
+    pub mirrors: Family<MirrorLabels, Counter>,
     /// The four request metrics of each label set seen, found with one lookup.
     series: SeriesCache,
+}
+
+/// Labels of `sluice_mirror_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub outcome: &'static str,
 }
 
 /// Labels of `sluice_app_probes_total`.
@@ -282,11 +291,18 @@ impl Metrics {
             "Kubelet probes forwarded to the application, by rewritten path and status code",
             app_probes.clone(),
         );
+        let mirrors = Family::default();
+        registry.register(
+            "sluice_mirror_requests",
+            "Mirrored (shadow) requests by outcome: sent, failed, or dropped because too many were in flight",
+            mirrors.clone(),
+        );
         Metrics {
             registry,
             resilience,
             security,
             app_probes,
+            mirrors,
             words: Words {
                 unknown: "unknown".into(),
                 source: "source".into(),

@@ -19,10 +19,39 @@ use crate::state::Shared;
 use crate::tls::Alpn;
 use crate::upstream::Target;
 
+#[cfg(test)]
+mod tests;
+
 /// Largest request body copied to mirrors; larger requests are not mirrored.
 pub const BODY_CAP: usize = 1024 * 1024;
 /// How long a mirrored exchange may take before it is abandoned.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
+/// Mirrored requests in flight at once in this proxy; more are dropped (and
+/// counted), so a slow shadow service cannot pile up tasks and bodies.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One slot of [`MAX_IN_FLIGHT`], released when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        IN_FLIGHT
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 /// Whether an event with probability `percent` (0–100) happens now.
 pub fn hit(percent: f64) -> bool {
@@ -61,7 +90,17 @@ pub fn spawn(
     body: Option<oneshot::Receiver<Bytes>>,
     source_ip: IpAddr,
 ) {
+    let outcome = |o: &'static str| crate::metrics::MirrorLabels { outcome: o };
+    let Some(slot) = Slot::take() else {
+        shared
+            .metrics
+            .mirrors
+            .get_or_create(&outcome("dropped"))
+            .inc_by(clusters.len() as u64);
+        return;
+    };
     tokio::spawn(async move {
+        let _slot = slot;
         let bytes = match body {
             None => Bytes::new(),
             Some(rx) => match rx.await {
@@ -83,9 +122,15 @@ pub fn spawn(
                 ),
             )
             .await;
-            if !matches!(sent, Ok(true)) {
+            let delivered = matches!(sent, Ok(true));
+            if !delivered {
                 tracing::debug!(cluster = %name, "mirrored request not delivered");
             }
+            shared
+                .metrics
+                .mirrors
+                .get_or_create(&outcome(if delivered { "sent" } else { "failed" }))
+                .inc();
         }
     });
 }
