@@ -50,6 +50,20 @@ pub struct MeshIndex {
 }
 
 impl MeshIndex {
+    /// The accepted objects of one kind (keys sort by kind first, so this is a
+    /// range, not a scan of everything: proxies ask for a few kinds each).
+    pub fn of_kind(&self, kind: &'static str) -> impl Iterator<Item = &Resource> {
+        let start = ResourceKey {
+            kind,
+            namespace: String::new(),
+            name: String::new(),
+        };
+        self.resources
+            .range(start..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(_, r)| r.as_ref())
+    }
+
     /// An empty index at revision 0.
     pub fn empty() -> Self {
         Self::build(
@@ -108,13 +122,6 @@ impl MeshIndex {
             .then_some(self)
     }
 
-    /// Accepted resources of one kind.
-    pub fn of_kind<'a>(&'a self, kind: &'static str) -> impl Iterator<Item = &'a Resource> + 'a {
-        self.resources
-            .iter()
-            .filter(move |(k, _)| k.kind == kind)
-            .map(|(_, r)| r.as_ref())
-    }
 }
 
 /// Every label key that a VirtualService match or a DestinationRule

@@ -17,8 +17,12 @@ pub(crate) fn inbound_rate_limits(view: &View<'_>) -> Vec<pb::RateLimit> {
     let root = view.index.mesh.root_namespace.as_str();
     let mut envoy_filters = Vec::new();
     let mut policies = Vec::new();
-    for resource in view.index.resources.values() {
-        match resource.as_ref() {
+    let kinds = [
+        crate::resource::kind::ENVOY_FILTER,
+        crate::resource::kind::RATE_LIMIT_POLICY,
+    ];
+    for resource in kinds.into_iter().flat_map(|k| view.index.of_kind(k)) {
+        match resource {
             Resource::EnvoyFilter(ef) => {
                 let ns = namespace_of(&ef.metadata);
                 let in_scope = ns == proxy.namespace || ns == root;

@@ -48,9 +48,8 @@ fn by_age<T: kube::Resource>(items: &mut [&T]) {
 /// Every PeerAuthentication, oldest first (Istio breaks ties by age).
 pub(crate) fn peer_authentications(index: &crate::index::MeshIndex) -> Vec<&PeerAuthentication> {
     let mut all: Vec<&PeerAuthentication> = index
-        .resources
-        .values()
-        .filter_map(|r| match r.as_ref() {
+        .of_kind(crate::resource::kind::PEER_AUTHENTICATION)
+        .filter_map(|r| match r {
             Resource::PeerAuthentication(pa) => Some(pa),
             _ => None,
         })
@@ -141,9 +140,8 @@ pub(crate) fn inbound_security(view: &View<'_>) -> pb::InboundSecurity {
     );
     let mut authz: Vec<&AuthorizationPolicy> = view
         .index
-        .resources
-        .values()
-        .filter_map(|r| match r.as_ref() {
+        .of_kind(crate::resource::kind::AUTHORIZATION_POLICY)
+        .filter_map(|r| match r {
             Resource::AuthorizationPolicy(ap) => Some(ap),
             _ => None,
         })
