@@ -121,7 +121,6 @@ impl MeshIndex {
         (self.fingerprint != previous.fingerprint || self.rejected != previous.rejected)
             .then_some(self)
     }
-
 }
 
 /// Every label key that a VirtualService match or a DestinationRule
