@@ -13,3 +13,5 @@ pub mod ca {
     #![allow(clippy::all, missing_docs)]
     include!("gen/sluice.ca.v1.rs");
 }
+
+pub mod delta;
