@@ -3,10 +3,11 @@
 
 use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
 use sluice_api::config::{Node, ProxyMessage, Snapshot, proxy_message};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::{Controller, free_addr};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -46,41 +47,13 @@ impl Drop for Running {
     }
 }
 
-struct Controller {
-    _child: Running,
-    admin: SocketAddr,
-    secure: SocketAddr,
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
+#[path = "support.rs"]
+mod support;
 
 async fn start(dir: &Path) -> Controller {
-    let (grpc, admin, secure) = (free_addr(), free_addr(), free_addr());
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
-        .arg("--config-dir")
-        .arg(dir)
-        .args(["--listen", &grpc.to_string()])
-        .args(["--metrics-listen", &admin.to_string()])
-        .args(["--secure-listen", &secure.to_string()])
-        .args(["--debounce-ms", "20"])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn controller");
-    let c = Controller {
-        _child: Running(child),
-        admin,
-        secure,
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(c.secure).is_ok() {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("controller did not listen on {secure}");
+    let c = Controller::start_config_dir(dir).await;
+    c.wait_listening(c.secure).await;
+    c
 }
 
 fn root(dir: &Path) -> PathBuf {

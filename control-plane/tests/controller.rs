@@ -6,10 +6,11 @@ use sluice_api::config::{
     Ack, Nack, Node, ProxyConfig, ProxyMessage, Snapshot, VirtualHost, proxy_message,
 };
 use sluice_control_plane::server::delta;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+use support::Controller;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -39,56 +40,11 @@ spec:
   - route: [{destination: {host: reviews, subset: v1}}]
 "#;
 
-struct Controller {
-    child: Child,
-    grpc: SocketAddr,
-    admin: SocketAddr,
-    secure: SocketAddr,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
+#[path = "support.rs"]
+mod support;
 
 async fn start(dir: &Path) -> Controller {
-    let grpc = free_addr();
-    let admin = free_addr();
-    let secure = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
-        .arg("--config-dir")
-        .arg(dir)
-        .arg("--listen")
-        .arg(grpc.to_string())
-        .arg("--metrics-listen")
-        .arg(admin.to_string())
-        .arg("--debounce-ms")
-        .arg("20")
-        .arg("--secure-listen")
-        .arg(secure.to_string())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn controller");
-    let c = Controller {
-        child,
-        grpc,
-        admin,
-        secure,
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(c.grpc).is_ok() {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("controller did not listen on {grpc}");
+    Controller::start_config_dir(dir).await
 }
 
 struct FakeProxy {

@@ -7,10 +7,11 @@ use serde_json::Value;
 use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
 use sluice_api::config::{Ack, Node, ProxyMessage, Snapshot, proxy_message};
 use sluice_testenv::TestEnv;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{Controller, kubectl, workspace};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -71,76 +72,11 @@ const POD_STATUS: &str = r#"{"status": {"phase": "Running", "podIP": "10.250.0.7
  "podIPs": [{"ip": "10.250.0.7"}],
  "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}}"#;
 
-struct Controller {
-    child: Child,
-    grpc: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Controller {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-}
+#[path = "support.rs"]
+mod support;
 
 async fn start_controller(kubeconfig: &Path) -> Controller {
-    let state = tempfile::tempdir().expect("tempdir");
-    let log = state.path().join("controller.log");
-    let (grpc, admin, secure) = (free_addr(), free_addr(), free_addr());
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--listen", &grpc.to_string()])
-        .args(["--metrics-listen", &admin.to_string()])
-        .args(["--secure-listen", &secure.to_string()])
-        .arg("--state-dir")
-        .arg(state.path().join("state"))
-        .args(["--debounce-ms", "50"])
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn controller");
-    let c = Controller {
-        child,
-        grpc,
-        admin,
-        log,
-        _state: state,
-    };
-    // The controller serves only once every watched list has arrived.
-    for _ in 0..600 {
-        if std::net::TcpStream::connect(c.grpc).is_ok() {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("controller did not listen on {grpc}; log:\n{}", c.log());
-}
-
-async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
-    env.kubectl_run(args)
-        .await
-        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    Controller::start(kubeconfig, &[]).await
 }
 
 /// Polls `check` (which returns why it is not satisfied yet) for up to 30 s.
@@ -149,16 +85,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(why) if Instant::now() > deadline => {
-                panic!("{what}: {why}\ncontroller log:\n{}", c.log())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    support::eventually(&[c], what, Duration::from_secs(30), check).await
 }
 
 fn accepted_condition(item: &Value) -> Option<&Value> {
@@ -169,18 +96,7 @@ fn accepted_condition(item: &Value) -> Option<&Value> {
 }
 
 async fn get_admin(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect admin");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
+    support::admin_get(addr, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,37 @@ impl Controller {
         }
     }
 
+    /// Starts the controller in `--config-dir` mode on `dir` (its state, the
+    /// mesh CA included, in `dir/.sluice`), fresh listeners and a 20 ms
+    /// debounce, and waits until the config stream listens.
+    pub async fn start_config_dir(dir: &Path) -> Controller {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = tmp.path().join("controller.log");
+        let (grpc, admin, secure) = (free_addr(), free_addr(), free_addr());
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice-controller"))
+            .arg("--config-dir")
+            .arg(dir)
+            .args(["--listen", &grpc.to_string()])
+            .args(["--metrics-listen", &admin.to_string()])
+            .args(["--secure-listen", &secure.to_string()])
+            .args(["--debounce-ms", "20"])
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn controller");
+        let c = Controller {
+            child,
+            grpc,
+            admin,
+            secure,
+            state: dir.join(".sluice"),
+            log,
+            _dir: tmp,
+        };
+        c.wait_listening(c.grpc).await;
+        c
+    }
+
     /// [`Controller::spawn`], then waits until the config stream listens,
     /// which it does once every watched list has arrived.
     pub async fn start(kubeconfig: &Path, extra: &[&str]) -> Controller {
