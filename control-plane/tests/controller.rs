@@ -10,35 +10,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use support::Controller;
+use support::{Controller, VS_V1, WORKLOADS};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-const WORKLOADS: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: reviews}
-spec:
-  hosts: [reviews.default.svc.cluster.local]
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  workloadSelector: {labels: {app: reviews}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: reviews-v1-0}
-spec: {address: 127.0.9.1, labels: {app: reviews, version: v1}}
-"#;
-
-const VS_V1: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  http:
-  - route: [{destination: {host: reviews, subset: v1}}]
-"#;
 
 #[path = "support.rs"]
 mod support;

@@ -14,6 +14,34 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// A config-dir mesh of one service with one endpoint.
+pub const WORKLOADS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1-0}
+spec: {address: 127.0.9.1, labels: {app: reviews, version: v1}}
+"#;
+
+/// Routes every `reviews` request to subset v1.
+pub const VS_V1: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+
 /// A loopback address that was free a moment ago.
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
