@@ -52,7 +52,7 @@ pub fn order_by_name(config: &mut pb::ProxyConfig) {
 }
 
 /// Changes from `old` to `new`: entries added or different, names removed,
-/// and `inbound` / `self` only when they differ. `base_version` is left empty.
+/// and `inbound` / `self` / `telemetry` only when they differ. `base_version` is left empty.
 pub fn diff(old: &pb::ProxyConfig, new: &pb::ProxyConfig) -> pb::ConfigDelta {
     let (virtual_hosts, removed_virtual_hosts) = diff_list(&old.virtual_hosts, &new.virtual_hosts);
     let (clusters, removed_clusters) = diff_list(&old.clusters, &new.clusters);
@@ -67,6 +67,7 @@ pub fn diff(old: &pb::ProxyConfig, new: &pb::ProxyConfig) -> pb::ConfigDelta {
         removed_tcp_services,
         inbound: changed(&old.inbound, &new.inbound),
         self_: changed(&old.self_, &new.self_),
+        telemetry: changed(&old.telemetry, &new.telemetry),
     }
 }
 
@@ -80,6 +81,7 @@ pub fn is_empty(delta: &pb::ConfigDelta) -> bool {
         && delta.removed_tcp_services.is_empty()
         && delta.inbound.is_none()
         && delta.self_.is_none()
+        && delta.telemetry.is_none()
 }
 
 /// `new` when it differs from `old`. An unset side that becomes set is sent;
@@ -157,6 +159,9 @@ pub fn apply_in_place(
     }
     if let Some(meta) = &delta.self_ {
         config.self_ = Some(meta.clone());
+    }
+    if let Some(telemetry) = &delta.telemetry {
+        config.telemetry = Some(telemetry.clone());
     }
     Ok(())
 }

@@ -92,6 +92,8 @@ pub struct MeshOptions {
     pub mtls: bool,
     /// Extra flags for every sidecar (e.g. `--cert-ttl-s 4` to force rotations).
     pub sidecar_args: Vec<String>,
+    /// Extra flags for the controller (e.g. `--mesh-config FILE`).
+    pub controller_args: Vec<String>,
     /// Register the workloads in this Kubernetes API server and run the controller against
     /// it (`--kubeconfig`), instead of a config folder.
     pub kube: Option<kube::Kube>,
@@ -108,6 +110,7 @@ impl MeshOptions {
             change_grace: Duration::from_secs(3),
             mtls: true,
             sidecar_args: Vec::new(),
+            controller_args: Vec::new(),
             kube: None,
         }
     }
@@ -276,6 +279,7 @@ impl LocalMesh {
                 (state_dir, tokens)
             }
         };
+        controller_args.extend(opts.controller_args.iter().cloned());
         let controller = Proc::spawn(
             "sluice-controller".into(),
             &controller_bin,

@@ -8,6 +8,7 @@ mod outbound;
 mod policy;
 mod rate_limit;
 mod security;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
@@ -259,6 +260,7 @@ pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
         tcp_services: parts.outbound.tcp_services.clone(),
         inbound: Some(parts.inbound),
         self_: Some(parts.self_),
+        telemetry: Some(parts.telemetry),
     }
 }
 
@@ -268,6 +270,7 @@ pub(crate) struct Parts {
     pub outbound: std::sync::Arc<Outbound>,
     pub inbound: pb::Inbound,
     pub self_: pb::WorkloadMeta,
+    pub telemetry: pb::Telemetry,
 }
 
 /// What `translate` assembles, without copying the shared outbound half.
@@ -298,6 +301,7 @@ pub(crate) fn translate_parts(index: &MeshIndex, proxy: &ProxyIdentity) -> Parts
             principal: proxy.principal(),
             cluster: "Kubernetes".into(),
         },
+        telemetry: telemetry::for_proxy(index, proxy),
     }
 }
 

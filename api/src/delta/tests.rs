@@ -42,6 +42,7 @@ fn config(vhs: &[(&str, u32)], clusters: &[(&str, usize)], tcps: &[&str]) -> pb:
         tcp_services: tcps.iter().map(|n| tcp(n)).collect(),
         inbound: Some(pb::Inbound::default()),
         self_: Some(meta("web")),
+        telemetry: None,
     };
     order_by_name(&mut c);
     c

@@ -101,6 +101,9 @@ pub struct ConfigDelta {
     /// Replaces the proxy's own metadata when set.
     #[prost(message, optional, tag = "9")]
     pub self_: ::core::option::Option<WorkloadMeta>,
+    /// Replaces the telemetry settings when set.
+    #[prost(message, optional, tag = "10")]
+    pub telemetry: ::core::option::Option<Telemetry>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProxyConfig {
@@ -120,6 +123,90 @@ pub struct ProxyConfig {
     /// Identity of the proxy as the controller sees it (for metrics labels).
     #[prost(message, optional, tag = "5")]
     pub self_: ::core::option::Option<WorkloadMeta>,
+    /// Tracing and access logging for this proxy (Istio's Telemetry API merged
+    /// over MeshConfig). Absent: no spans exported, no access log; trace
+    /// context headers are still propagated.
+    #[prost(message, optional, tag = "6")]
+    pub telemetry: ::core::option::Option<Telemetry>,
+}
+/// What the proxy records about the requests it handles.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Telemetry {
+    /// Absent: spans are neither sampled nor exported.
+    #[prost(message, optional, tag = "1")]
+    pub tracing: ::core::option::Option<Tracing>,
+    /// Absent: no access log.
+    #[prost(message, optional, tag = "2")]
+    pub access_log: ::core::option::Option<AccessLog>,
+}
+/// Span creation and export over OTLP/gRPC.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Tracing {
+    /// Share (0..100) of requests without an upstream sampling decision whose
+    /// spans are sampled. An incoming decision (traceparent flags, x-b3-sampled)
+    /// is always kept.
+    #[prost(double, tag = "1")]
+    pub sampling_percent: f64,
+    /// OTLP/gRPC collector as host:port (a DNS name or an IP).
+    #[prost(string, tag = "2")]
+    pub otlp_endpoint: ::prost::alloc::string::String,
+    /// Resource attribute service.name of exported spans; Istio uses
+    /// "<canonical service>.<namespace>".
+    #[prost(string, tag = "3")]
+    pub service_name: ::prost::alloc::string::String,
+    /// Extra span attributes.
+    #[prost(message, repeated, tag = "4")]
+    pub custom_tags: ::prost::alloc::vec::Vec<CustomTag>,
+    /// Which side creates spans for this proxy.
+    #[prost(enumeration = "TracingMode", tag = "5")]
+    pub mode: i32,
+    /// Name of the extension provider (for the config dump and metrics).
+    #[prost(string, tag = "6")]
+    pub provider: ::prost::alloc::string::String,
+}
+/// A span attribute: a literal, a request header or an environment variable
+/// of the proxy (Istio's Telemetry customTags).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CustomTag {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(oneof = "custom_tag::Value", tags = "2, 3, 4")]
+    pub value: ::core::option::Option<custom_tag::Value>,
+}
+/// Nested message and enum types in `CustomTag`.
+pub mod custom_tag {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Value {
+        #[prost(string, tag = "2")]
+        Literal(::prost::alloc::string::String),
+        #[prost(message, tag = "3")]
+        Header(super::HeaderTag),
+        #[prost(message, tag = "4")]
+        Environment(super::EnvTag),
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeaderTag {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub default_value: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EnvTag {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub default_value: ::prost::alloc::string::String,
+}
+/// One line per request (or TCP connection) on the proxy's stdout.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AccessLog {
+    #[prost(enumeration = "AccessLogEncoding", tag = "1")]
+    pub encoding: i32,
+    /// Name of the extension provider (for the config dump).
+    #[prost(string, tag = "2")]
+    pub provider: ::prost::alloc::string::String,
 }
 /// Labels that describe a workload in Istio's standard metrics.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1060,6 +1147,62 @@ pub struct ConditionMatch {
     pub values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "3")]
     pub not_values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum TracingMode {
+    ClientAndServer = 0,
+    Client = 1,
+    Server = 2,
+}
+impl TracingMode {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::ClientAndServer => "CLIENT_AND_SERVER",
+            Self::Client => "CLIENT",
+            Self::Server => "SERVER",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "CLIENT_AND_SERVER" => Some(Self::ClientAndServer),
+            "CLIENT" => Some(Self::Client),
+            "SERVER" => Some(Self::Server),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum AccessLogEncoding {
+    /// Envoy's default text format, as Istio's accessLogEncoding TEXT.
+    Text = 0,
+    Json = 1,
+}
+impl AccessLogEncoding {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Text => "TEXT",
+            Self::Json => "JSON",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "TEXT" => Some(Self::Text),
+            "JSON" => Some(Self::Json),
+            _ => None,
+        }
+    }
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

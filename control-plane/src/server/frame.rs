@@ -65,10 +65,12 @@ pub fn complete(
     outbound: &Bytes,
     inbound: Option<&pb::Inbound>,
     self_: Option<&pb::WorkloadMeta>,
+    telemetry: Option<&pb::Telemetry>,
 ) -> Result<EncodedSnapshot, TooLarge> {
     let own = pb::ProxyConfig {
         inbound: inbound.cloned(),
         self_: self_.cloned(),
+        telemetry: telemetry.cloned(),
         ..pb::ProxyConfig::default()
     }
     .encode_to_vec();

@@ -23,6 +23,8 @@ pub struct ProxyView {
     pub inbound: Option<pb::Inbound>,
     /// This workload's metadata.
     pub self_: Option<pb::WorkloadMeta>,
+    /// This workload's tracing and access logging.
+    pub telemetry: Option<pb::Telemetry>,
 }
 
 impl ProxyView {
@@ -34,6 +36,7 @@ impl ProxyView {
             tcp_services: self.outbound.tcp_services.clone(),
             inbound: self.inbound.clone(),
             self_: self.self_.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 }
@@ -78,6 +81,7 @@ impl Sharing {
                     outbound_bytes: bytes.clone(),
                     inbound: Some(parts.inbound),
                     self_: Some(parts.self_),
+                    telemetry: Some(parts.telemetry),
                 };
             }
             shared.revision == index.revision
@@ -89,6 +93,7 @@ impl Sharing {
             tcp_services: parts.outbound.tcp_services.clone(),
             inbound: None,
             self_: None,
+            telemetry: None,
         };
         delta::order_by_name(&mut ordered);
         // Encoded outside the lock; if two proxies of a group race, the
@@ -115,6 +120,7 @@ impl Sharing {
             outbound_bytes,
             inbound: Some(parts.inbound),
             self_: Some(parts.self_),
+            telemetry: Some(parts.telemetry),
         }
     }
 
@@ -156,6 +162,9 @@ impl Sharing {
         }
         if base.self_ != next.self_ {
             d.self_ = Some(next.self_.clone().unwrap_or_default());
+        }
+        if base.telemetry != next.telemetry {
+            d.telemetry = Some(next.telemetry.clone().unwrap_or_default());
         }
         d
     }

@@ -136,6 +136,7 @@ fn next_snapshot(
                 &view.outbound_bytes,
                 view.inbound.as_ref(),
                 view.self_.as_ref(),
+                view.telemetry.as_ref(),
             )?;
             (Kind::Full, snapshot)
         }

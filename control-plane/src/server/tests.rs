@@ -117,6 +117,7 @@ fn complete_frame_with_and_without_inbound_ports_equals_translated_snapshot_byte
             &view.outbound_bytes,
             view.inbound.as_ref(),
             view.self_.as_ref(),
+            view.telemetry.as_ref(),
         )
         .unwrap();
         let mut config = translate(&idx, &who);
@@ -147,9 +148,15 @@ fn complete_frame_alike_proxies_share_one_outbound_buffer() {
     let a = sharing.view(&idx, &proxy("a", "127.0.9.1"));
     let b = sharing.view(&idx, &proxy("b", "127.0.9.8"));
     let chunks = |v: &ProxyView| {
-        frame::complete("1", &v.outbound_bytes, v.inbound.as_ref(), v.self_.as_ref())
-            .unwrap()
-            .into_chunks()
+        frame::complete(
+            "1",
+            &v.outbound_bytes,
+            v.inbound.as_ref(),
+            v.self_.as_ref(),
+            v.telemetry.as_ref(),
+        )
+        .unwrap()
+        .into_chunks()
     };
     let (ca, cb) = (chunks(&a), chunks(&b));
     // [prefix and version, outbound half, own fields]
