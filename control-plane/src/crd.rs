@@ -11,6 +11,7 @@ pub mod rate_limit_policy;
 pub mod service_entry;
 pub mod status;
 pub mod string_match;
+pub mod telemetry;
 pub mod traffic_policy;
 pub mod virtual_service;
 pub mod workload_entry;
@@ -27,6 +28,7 @@ pub use status::{Condition, IstioStatus};
 pub use string_match::{
     Percent, PolicyTargetReference, StringMatch, WorkloadLabelSelector, WorkloadSelector,
 };
+pub use telemetry::{Telemetry, TelemetrySpec};
 pub use traffic_policy::*;
 pub use virtual_service::{
     Destination, L4MatchAttributes, PortSelector, RouteDestination, TcpRoute, TlsMatchAttributes,

@@ -12,7 +12,7 @@ use sluice_control_plane::index::{Intake, MeshIndex};
 use sluice_control_plane::inject::InjectConfig;
 use sluice_control_plane::kube_source::{self, KubeSource};
 use sluice_control_plane::leader::{self, LeaderConfig, LeaderElector};
-use sluice_control_plane::mesh_config::MeshConfig;
+use sluice_control_plane::mesh_config::{MeshConfig, parse_mesh_config};
 use sluice_control_plane::metrics::ControllerMetrics;
 use sluice_control_plane::server::ConfigServer;
 use sluice_control_plane::sync::SyncRegistry;
@@ -51,6 +51,11 @@ struct Args {
     /// Namespace whose policies (EnvoyFilter, PeerAuthentication, ...) apply mesh-wide.
     #[arg(long, env = "SLUICE_ROOT_NAMESPACE", default_value = "istio-system")]
     root_namespace: String,
+    /// Istio MeshConfig YAML (the `mesh` key of Istio's `istio` ConfigMap):
+    /// tracing, access logging and extension providers; its rootNamespace
+    /// overrides --root-namespace.
+    #[arg(long, env = "SLUICE_MESH_CONFIG")]
+    mesh_config: Option<PathBuf>,
     /// Retry budget: retries allowed as a share (%) of recent requests.
     #[arg(long, env = "SLUICE_RETRY_BUDGET_PERCENT", default_value_t = 20.0)]
     retry_budget_percent: f64,
@@ -210,11 +215,27 @@ async fn main() -> anyhow::Result<()> {
         "--retry-budget-percent {}: must be from 0 to 100",
         args.retry_budget_percent
     );
-    let mut intake = Intake::with_mesh(MeshConfig {
+    let mut mesh = MeshConfig {
         root_namespace: args.root_namespace.clone(),
         retry_budget_percent: args.retry_budget_percent,
         retry_budget_min_per_second: args.retry_budget_min_per_second,
-    });
+        ..MeshConfig::default()
+    };
+    if let Some(path) = &args.mesh_config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --mesh-config {}", path.display()))?;
+        let (parsed, ignored) = parse_mesh_config(&text, mesh)
+            .with_context(|| format!("--mesh-config {}", path.display()))?;
+        mesh = parsed;
+        if !ignored.is_empty() {
+            tracing::info!(
+                file = %path.display(),
+                fields = %ignored.join(", "),
+                "mesh config fields Sluice does not read are ignored"
+            );
+        }
+    }
+    let mut intake = Intake::with_mesh(mesh);
     let debounce = Duration::from_millis(args.debounce_ms);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut elector_task = None;

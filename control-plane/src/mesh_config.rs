@@ -1,4 +1,11 @@
-//! Mesh-wide settings of the controller (Istio's MeshConfig equivalents).
+//! Mesh-wide settings of the controller (Istio's MeshConfig equivalents),
+//! read from flags and from an Istio MeshConfig YAML file (`--mesh-config`).
+
+mod istio;
+
+pub use istio::{MeshConfigError, parse_mesh_config};
+
+use std::collections::BTreeMap;
 
 /// Settings that apply to every proxy unless an object overrides them.
 #[derive(Clone, Debug, PartialEq)]
@@ -9,6 +16,8 @@ pub struct MeshConfig {
     pub retry_budget_percent: f64,
     /// Retry budget: retries always allowed per second, on top of the share.
     pub retry_budget_min_per_second: u32,
+    /// Tracing and access logging defaults and providers.
+    pub telemetry: MeshTelemetry,
 }
 
 impl Default for MeshConfig {
@@ -17,11 +26,86 @@ impl Default for MeshConfig {
             root_namespace: "istio-system".into(),
             retry_budget_percent: 20.0,
             retry_budget_min_per_second: 10,
+            telemetry: MeshTelemetry::default(),
         }
     }
 }
+
+/// The telemetry part of MeshConfig.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeshTelemetry {
+    /// `enableTracing`: off turns every span export off (default on).
+    pub enable_tracing: bool,
+    /// `defaultConfig.tracing.sampling`: percent sampled when no Telemetry sets
+    /// one (Istio's default 1%).
+    pub default_sampling: f64,
+    /// `extensionProviders` by name.
+    pub providers: BTreeMap<String, Provider>,
+    /// `defaultProviders.tracing`: used when no Telemetry names providers.
+    pub default_tracing: Vec<String>,
+    /// `defaultProviders.accessLogging`.
+    pub default_access_logging: Vec<String>,
+    /// `accessLogFile`: a non-empty path turns the built-in `envoy` access
+    /// log on for every proxy (Sluice writes it to the proxy's stdout).
+    pub access_log_file: Option<String>,
+    /// `accessLogEncoding`.
+    pub access_log_encoding: AccessLogEncoding,
+}
+
+impl Default for MeshTelemetry {
+    fn default() -> Self {
+        Self {
+            enable_tracing: true,
+            default_sampling: 1.0,
+            providers: BTreeMap::new(),
+            default_tracing: Vec::new(),
+            default_access_logging: Vec::new(),
+            access_log_file: None,
+            access_log_encoding: AccessLogEncoding::Text,
+        }
+    }
+}
+
+/// Access log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogEncoding {
+    /// Envoy's default text line.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// An `extensionProviders` entry Sluice can use.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Provider {
+    /// `opentelemetry`: OTLP/gRPC span export to `host:port`.
+    OpenTelemetry {
+        /// Collector host (a DNS name or an IP).
+        host: String,
+        /// Collector OTLP/gRPC port.
+        port: u16,
+    },
+    /// `envoyFileAccessLog` (and the built-in `envoy`): a log on stdout.
+    FileAccessLog {
+        /// Line format.
+        encoding: AccessLogEncoding,
+    },
+    /// A provider type sidecars cannot use (e.g. `zipkin`, `envoyExtAuthzHttp`);
+    /// Telemetry naming it gets nothing from it.
+    Unsupported {
+        /// The provider's type key in MeshConfig.
+        kind: String,
+    },
+}
+
+/// Name of Istio's built-in access log provider.
+pub const ENVOY_PROVIDER: &str = "envoy";
 
 /// VirtualService annotation overriding the retry budget's share (%) for its routes.
 pub const RETRY_BUDGET_PERCENT_ANNOTATION: &str = "retry.sluice.io/budget-percent";
 /// VirtualService annotation overriding the retry budget's floor (retries per second).
 pub const RETRY_BUDGET_MIN_ANNOTATION: &str = "retry.sluice.io/budget-min-retries-per-second";
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 
 use crate::crd::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    ServiceEntry, VirtualService, WorkloadEntry,
+    ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
 };
 use serde::Serialize;
 use std::fmt;
@@ -26,6 +26,8 @@ pub mod kind {
     pub const AUTHORIZATION_POLICY: &str = "AuthorizationPolicy";
     /// `sluice.io` RateLimitPolicy.
     pub const RATE_LIMIT_POLICY: &str = "RateLimitPolicy";
+    /// `telemetry.istio.io` Telemetry.
+    pub const TELEMETRY: &str = "Telemetry";
 }
 
 /// A kind Sluice serves: its API group, served versions and storage version.
@@ -85,6 +87,11 @@ pub const KINDS: &[KindInfo] = &[
         group: "sluice.io",
         versions: &["v1alpha1"],
     },
+    KindInfo {
+        kind: kind::TELEMETRY,
+        group: "telemetry.istio.io",
+        versions: &["v1", "v1alpha1"],
+    },
 ];
 
 /// Looks a kind up by name.
@@ -114,6 +121,8 @@ pub enum Resource {
     AuthorizationPolicy(AuthorizationPolicy),
     /// A RateLimitPolicy.
     RateLimitPolicy(RateLimitPolicy),
+    /// A Telemetry.
+    Telemetry(Telemetry),
 }
 
 /// Identity of an object: kind, namespace and name.
@@ -144,6 +153,7 @@ macro_rules! each_kind {
             Resource::PeerAuthentication($r) => $e,
             Resource::AuthorizationPolicy($r) => $e,
             Resource::RateLimitPolicy($r) => $e,
+            Resource::Telemetry($r) => $e,
         }
     };
 }
@@ -160,6 +170,7 @@ impl Resource {
             Resource::PeerAuthentication(_) => kind::PEER_AUTHENTICATION,
             Resource::AuthorizationPolicy(_) => kind::AUTHORIZATION_POLICY,
             Resource::RateLimitPolicy(_) => kind::RATE_LIMIT_POLICY,
+            Resource::Telemetry(_) => kind::TELEMETRY,
         }
     }
 

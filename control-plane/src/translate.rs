@@ -264,6 +264,23 @@ pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
     }
 }
 
+/// The VirtualService and DestinationRule `proxy` applies to the service
+/// `fqdn`, chosen exactly as `translate` chooses them (for `sluicectl describe`).
+pub fn rules_for_service<'a>(
+    index: &'a MeshIndex,
+    proxy: &'a ProxyIdentity,
+    fqdn: &str,
+) -> (Option<&'a VirtualService>, Option<&'a DestinationRule>) {
+    let view = View::new(index, proxy);
+    match view.service(fqdn) {
+        Some(service) => (
+            host::virtual_service_for(&view, service),
+            cluster::destination_rule_for(&view, service),
+        ),
+        None => (None, None),
+    }
+}
+
 /// One proxy's configuration before assembly: the outbound half as shared
 /// with alike proxies (the same `Arc` for the whole group), and its own parts.
 pub(crate) struct Parts {

@@ -9,6 +9,7 @@ mod http_route;
 mod rate_limit_policy;
 mod security;
 mod service_entry;
+mod telemetry;
 mod virtual_service;
 mod warnings;
 
@@ -99,6 +100,7 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::PeerAuthentication(r) => r.spec.validate(&mut errors),
         Resource::AuthorizationPolicy(r) => r.spec.validate(&mut errors),
         Resource::RateLimitPolicy(r) => r.spec.validate(&mut errors),
+        Resource::Telemetry(r) => r.spec.validate(&mut errors),
     }
     errors.into_vec()
 }

@@ -65,6 +65,10 @@ fn crds_cover_every_kind_and_served_version() {
             vec!["v1", "v1beta1"],
         ),
         ("ratelimitpolicies.sluice.io.yaml", vec!["v1alpha1"]),
+        (
+            "telemetries.telemetry.istio.io.yaml",
+            vec!["v1", "v1alpha1"],
+        ),
     ];
     let docs: BTreeMap<String, String> = crd_documents().into_iter().collect();
     assert_eq!(docs.len(), expected.len());
@@ -128,10 +132,14 @@ fn crd_schemas_are_structural() {
 }
 
 #[test]
-fn crd_preserves_unknown_fields_only_for_envoy_config() {
+fn crd_preserves_unknown_fields_only_for_envoy_config_and_metric_overrides() {
     for (file, yaml) in crd_documents() {
         let count = yaml.matches("x-kubernetes-preserve-unknown-fields").count();
+        // Once per served version. Telemetry's metrics overrides are kept
+        // as written (not applied).
         let expected = if file.starts_with("envoyfilters.") {
+            2
+        } else if file.starts_with("telemetries.") {
             2
         } else {
             0

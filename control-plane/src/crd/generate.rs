@@ -3,7 +3,7 @@
 
 use super::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    ServiceEntry, VirtualService, WorkloadEntry,
+    ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
 };
 use crate::resource::kind_info;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -20,6 +20,7 @@ pub fn crd_documents() -> Vec<(String, String)> {
         PeerAuthentication::crd(),
         AuthorizationPolicy::crd(),
         RateLimitPolicy::crd(),
+        Telemetry::crd(),
     ]
     .into_iter()
     .map(|crd| {

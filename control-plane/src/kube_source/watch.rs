@@ -4,7 +4,7 @@
 
 use crate::crd::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    ServiceEntry, VirtualService, WorkloadEntry,
+    ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
 };
 use crate::metrics::KindLabels;
 use futures::StreamExt;
@@ -43,6 +43,7 @@ pub fn istio_resources() -> Vec<ApiResource> {
         ApiResource::erase::<PeerAuthentication>(&()),
         ApiResource::erase::<AuthorizationPolicy>(&()),
         ApiResource::erase::<RateLimitPolicy>(&()),
+        ApiResource::erase::<Telemetry>(&()),
     ]
 }
 

@@ -203,7 +203,8 @@ fn parse_document(
             kind::ENVOY_FILTER => decode(value).map(Resource::EnvoyFilter),
             kind::PEER_AUTHENTICATION => decode(value).map(Resource::PeerAuthentication),
             kind::AUTHORIZATION_POLICY => decode(value).map(Resource::AuthorizationPolicy),
-            _ => decode(value).map(Resource::RateLimitPolicy),
+            kind::RATE_LIMIT_POLICY => decode(value).map(Resource::RateLimitPolicy),
+            _ => decode(value).map(Resource::Telemetry),
         }
         .map_err(|(path, message)| ParseError {
             document,

@@ -1,11 +1,226 @@
 //! Tracing and access logging of one proxy: Istio's Telemetry API merged over
 //! the mesh config's defaults.
+//!
+//! Scopes, least to most specific: the root namespace without a selector,
+//! the proxy's namespace without a selector, then a Telemetry whose selector
+//! picks the workload (in its namespace). Of several at one level the oldest
+//! applies, as Istio does. A more specific level overrides each field it
+//! sets (providers, sampling, span reporting, `disabled`); custom tags merge
+//! by name.
 
-use super::ProxyIdentity;
+use super::{ProxyIdentity, canonical, namespace_of};
+use crate::crd::Telemetry;
+use crate::crd::telemetry::{TelemetryAccessLogging, TelemetryTracing};
 use crate::index::MeshIndex;
+use crate::mesh_config::{AccessLogEncoding, ENVOY_PROVIDER, MeshTelemetry, Provider};
+use crate::resource::{Resource, kind};
+use crate::services::labels_match;
 use sluice_api::config as pb;
+use std::collections::BTreeMap;
 
 /// The telemetry settings of `proxy`.
-pub(crate) fn for_proxy(_index: &MeshIndex, _proxy: &ProxyIdentity) -> pb::Telemetry {
-    pb::Telemetry::default()
+pub(crate) fn for_proxy(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::Telemetry {
+    let mesh = &index.mesh.telemetry;
+    let levels = levels(index, proxy);
+    let (app, _) = canonical(&proxy.labels, &proxy.workload);
+    pb::Telemetry {
+        tracing: tracing(mesh, &levels, &format!("{app}.{}", proxy.namespace)),
+        access_log: access_log(mesh, &levels),
+    }
 }
+
+/// The Telemetry objects that apply, least specific first.
+fn levels<'a>(index: &'a MeshIndex, proxy: &ProxyIdentity) -> Vec<&'a Telemetry> {
+    let root = index.mesh.root_namespace.as_str();
+    let mut mesh_wide = Vec::new();
+    let mut namespace_wide = Vec::new();
+    let mut workload = Vec::new();
+    for resource in index.of_kind(kind::TELEMETRY) {
+        let Resource::Telemetry(t) = resource else {
+            continue;
+        };
+        let ns = namespace_of(&t.metadata);
+        match &t.spec.selector {
+            None if ns == root => mesh_wide.push(t),
+            None if ns == proxy.namespace => namespace_wide.push(t),
+            Some(sel)
+                if ns == proxy.namespace && labels_match(&sel.match_labels, &proxy.labels) =>
+            {
+                workload.push(t)
+            }
+            _ => {}
+        }
+    }
+    [mesh_wide, namespace_wide, workload]
+        .into_iter()
+        .filter_map(|mut level| {
+            level.sort_by_key(|t| {
+                (
+                    t.metadata.creation_timestamp.as_ref().map(|ts| ts.0),
+                    t.metadata.name.clone(),
+                )
+            });
+            level.first().copied()
+        })
+        .collect()
+}
+
+/// Whether an entry applies to the client side, the server side.
+fn sides(mode: Option<&str>) -> (bool, bool) {
+    match mode {
+        Some("CLIENT") => (true, false),
+        Some("SERVER") => (false, true),
+        _ => (true, true),
+    }
+}
+
+/// Tracing fields after merging, for one side.
+#[derive(Clone, Default, PartialEq)]
+struct TracingMerge {
+    providers: Option<Vec<String>>,
+    sampling: Option<f64>,
+    disable_reporting: Option<bool>,
+    tags: BTreeMap<String, pb::CustomTag>,
+}
+
+impl TracingMerge {
+    fn apply(&mut self, t: &TelemetryTracing) {
+        if !t.providers.is_empty() {
+            self.providers = Some(t.providers.iter().map(|p| p.name.clone()).collect());
+        }
+        if t.random_sampling_percentage.is_some() {
+            self.sampling = t.random_sampling_percentage;
+        }
+        if t.disable_span_reporting.is_some() {
+            self.disable_reporting = t.disable_span_reporting;
+        }
+        for (name, tag) in &t.custom_tags {
+            let value = if let Some(l) = &tag.literal {
+                pb::custom_tag::Value::Literal(l.value.clone())
+            } else if let Some(h) = &tag.header {
+                pb::custom_tag::Value::Header(pb::HeaderTag {
+                    name: h.name.clone(),
+                    default_value: h.default_value.clone().unwrap_or_default(),
+                })
+            } else if let Some(e) = &tag.environment {
+                pb::custom_tag::Value::Environment(pb::EnvTag {
+                    name: e.name.clone(),
+                    default_value: e.default_value.clone().unwrap_or_default(),
+                })
+            } else {
+                continue;
+            };
+            self.tags.insert(
+                name.clone(),
+                pb::CustomTag {
+                    name: name.clone(),
+                    value: Some(value),
+                },
+            );
+        }
+    }
+
+    /// The OTLP endpoint and provider name, when spans are reported.
+    fn exporter(&self, mesh: &MeshTelemetry) -> Option<(String, String)> {
+        if !mesh.enable_tracing || self.disable_reporting == Some(true) {
+            return None;
+        }
+        let providers = self.providers.as_ref().unwrap_or(&mesh.default_tracing);
+        // Istio supports one tracing provider per proxy.
+        let name = providers.first()?;
+        match mesh.providers.get(name)? {
+            Provider::OpenTelemetry { host, port } => {
+                let host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                Some((format!("{host}:{port}"), name.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn tracing(mesh: &MeshTelemetry, levels: &[&Telemetry], service: &str) -> Option<pb::Tracing> {
+    let mut client = TracingMerge::default();
+    let mut server = TracingMerge::default();
+    for t in levels {
+        for entry in &t.spec.tracing {
+            let mode = entry.match_.as_ref().and_then(|m| m.mode.as_deref());
+            let (c, s) = sides(mode);
+            if c {
+                client.apply(entry);
+            }
+            if s {
+                server.apply(entry);
+            }
+        }
+    }
+    let (mode, chosen) = match (client.exporter(mesh), server.exporter(mesh)) {
+        (None, None) => return None,
+        (Some(_), None) => (pb::TracingMode::Client, (&client, client.exporter(mesh))),
+        (None, Some(_)) => (pb::TracingMode::Server, (&server, server.exporter(mesh))),
+        // One proxy reports to one collector; where the sides differ in
+        // detail, the server side's settings are used for both.
+        (Some(_), Some(e)) => (pb::TracingMode::ClientAndServer, (&server, Some(e))),
+    };
+    let (merged, Some((endpoint, provider))) = chosen else {
+        return None;
+    };
+    Some(pb::Tracing {
+        sampling_percent: merged.sampling.unwrap_or(mesh.default_sampling),
+        otlp_endpoint: endpoint,
+        service_name: service.to_string(),
+        custom_tags: merged.tags.values().cloned().collect(),
+        mode: mode as i32,
+        provider,
+    })
+}
+
+fn access_log(mesh: &MeshTelemetry, levels: &[&Telemetry]) -> Option<pb::AccessLog> {
+    // accessLogFile is the legacy switch: the built-in provider for everyone
+    // unless a Telemetry says otherwise.
+    let mut providers: Vec<String> = if mesh.access_log_file.is_some() {
+        vec![ENVOY_PROVIDER.to_string()]
+    } else {
+        mesh.default_access_logging.clone()
+    };
+    let mut disabled = false;
+    let entries = |t: &&Telemetry| t.spec.access_logging.clone();
+    for entry in levels.iter().flat_map(entries) {
+        let TelemetryAccessLogging {
+            providers: named,
+            disabled: off,
+            ..
+        } = entry;
+        if !named.is_empty() {
+            providers = named.iter().map(|p| p.name.clone()).collect();
+        }
+        if let Some(off) = off {
+            disabled = off;
+        } else if !named.is_empty() {
+            disabled = false;
+        }
+    }
+    if disabled {
+        return None;
+    }
+    providers.iter().find_map(|name| {
+        let encoding = match mesh.providers.get(name) {
+            None if name == ENVOY_PROVIDER => mesh.access_log_encoding,
+            Some(Provider::FileAccessLog { encoding }) => *encoding,
+            _ => return None,
+        };
+        Some(pb::AccessLog {
+            encoding: match encoding {
+                AccessLogEncoding::Text => pb::AccessLogEncoding::Text,
+                AccessLogEncoding::Json => pb::AccessLogEncoding::Json,
+            } as i32,
+            provider: name.clone(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests;

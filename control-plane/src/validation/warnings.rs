@@ -33,6 +33,25 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
                 }
             }
         }
+        Resource::Telemetry(t) => {
+            for (i, m) in t.spec.metrics.iter().enumerate() {
+                if !m.overrides.is_empty() || m.reporting_interval.is_some() {
+                    out.push(FieldError::new(
+                        format!("spec.metrics[{i}]"),
+                        "not applied: Sluice sidecars always export Istio's standard metrics \
+                         with their standard labels",
+                    ));
+                }
+            }
+            for (i, tr) in t.spec.tracing.iter().enumerate() {
+                if tr.use_request_id_for_trace_sampling == Some(true) {
+                    out.push(FieldError::new(
+                        format!("spec.tracing[{i}].useRequestIdForTraceSampling"),
+                        "not applied: Sluice samples at random",
+                    ));
+                }
+            }
+        }
         _ => {}
     }
     out

@@ -1,0 +1,92 @@
+use super::*;
+
+#[test]
+fn mesh_config_empty_keeps_defaults() {
+    let (m, ignored) = parse_mesh_config("", MeshConfig::default()).unwrap();
+    assert_eq!(m, MeshConfig::default());
+    assert!(ignored.is_empty());
+}
+
+#[test]
+fn mesh_config_reads_telemetry_fields_and_lists_ignored_ones() {
+    let text = r#"
+rootNamespace: mesh-root
+enableTracing: false
+defaultConfig: {tracing: {sampling: 2.5}, holdApplicationUntilProxyStarts: true}
+extensionProviders:
+- name: otel
+  opentelemetry: {service: otel.obs.svc.cluster.local, port: 4317}
+defaultProviders: {tracing: [otel], accessLogging: [envoy]}
+accessLogFile: /dev/stdout
+accessLogEncoding: JSON
+outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"#;
+    let (m, ignored) = parse_mesh_config(text, MeshConfig::default()).unwrap();
+    assert_eq!(m.root_namespace, "mesh-root");
+    let t = &m.telemetry;
+    assert!(!t.enable_tracing);
+    assert_eq!(t.default_sampling, 2.5);
+    assert_eq!(
+        t.providers.get("otel"),
+        Some(&Provider::OpenTelemetry {
+            host: "otel.obs.svc.cluster.local".into(),
+            port: 4317
+        })
+    );
+    assert_eq!(t.default_tracing, ["otel"]);
+    assert_eq!(t.default_access_logging, ["envoy"]);
+    assert_eq!(t.access_log_file.as_deref(), Some("/dev/stdout"));
+    assert_eq!(t.access_log_encoding, AccessLogEncoding::Json);
+    assert_eq!(ignored, ["outboundTrafficPolicy"]);
+}
+
+#[test]
+fn mesh_config_bad_values_name_the_field() {
+    for (text, path) in [
+        (
+            "defaultConfig: {tracing: {sampling: 101}}",
+            "defaultConfig.tracing.sampling",
+        ),
+        ("accessLogEncoding: XML", "accessLogEncoding"),
+        ("enableTracing: maybe", "enableTracing"),
+        (
+            "extensionProviders: [{name: o, opentelemetry: {service: c}}]",
+            "extensionProviders[0].opentelemetry.port",
+        ),
+        (
+            "extensionProviders: [{name: o, opentelemetry: {service: c, port: 4318, http: {path: /v1/traces}}}]",
+            "extensionProviders[0].opentelemetry.http",
+        ),
+        (
+            "extensionProviders: [{opentelemetry: {service: c, port: 1}}]",
+            "extensionProviders[0].name",
+        ),
+        (
+            "extensionProviders: [{name: a, opentelemetry: {service: c, port: 1}}, {name: a, zipkin: {}}]",
+            "extensionProviders[1].name",
+        ),
+        (
+            "extensionProviders: [{name: f, envoyFileAccessLog: {path: /var/log/a.log}}]",
+            "extensionProviders[0].envoyFileAccessLog.path",
+        ),
+        (
+            "defaultProviders: {tracing: otel}",
+            "defaultProviders.tracing",
+        ),
+    ] {
+        let e = parse_mesh_config(text, MeshConfig::default()).expect_err(text);
+        assert_eq!(e.path, path, "{text}: {e}");
+    }
+}
+
+#[test]
+fn mesh_config_unsupported_provider_type_is_kept_as_unsupported() {
+    let text = "extensionProviders: [{name: z, zipkin: {service: z, port: 9411}}]";
+    let (m, _) = parse_mesh_config(text, MeshConfig::default()).unwrap();
+    assert_eq!(
+        m.telemetry.providers.get("z"),
+        Some(&Provider::Unsupported {
+            kind: "zipkin".into()
+        })
+    );
+}

@@ -1,0 +1,117 @@
+//! Telemetry rules: Istio's (one tracing provider per entry, sampling within
+//! 0..100, one source per custom tag) plus what sidecars cannot do.
+
+use super::field::{at, check_enum, check_selector, item};
+use super::{FieldErrors, Validate};
+use crate::crd::TelemetrySpec;
+use crate::crd::telemetry::{CustomTag, WorkloadModeSelector};
+
+const MODES: &[&str] = &["CLIENT_AND_SERVER", "CLIENT", "SERVER"];
+
+impl Validate for TelemetrySpec {
+    fn validate(&self, errors: &mut FieldErrors) {
+        let spec = "spec";
+        check_selector(errors, &at(spec, "selector"), self.selector.as_ref());
+        if self.target_ref.is_some() {
+            errors.push(
+                at(spec, "targetRef"),
+                "targetRef attaches to gateways and waypoints, which Sluice does not run; \
+                 use selector for sidecars",
+            );
+        }
+        if !self.target_refs.is_empty() {
+            errors.push(
+                at(spec, "targetRefs"),
+                "targetRefs attach to gateways and waypoints, which Sluice does not run; \
+                 use selector for sidecars",
+            );
+        }
+        for (i, t) in self.tracing.iter().enumerate() {
+            let p = item(spec, "tracing", i);
+            check_mode(errors, &p, t.match_.as_ref());
+            if t.providers.len() > 1 {
+                errors.push(
+                    at(&p, "providers"),
+                    "at most one tracing provider can be set",
+                );
+            }
+            for (j, provider) in t.providers.iter().enumerate() {
+                if provider.name.is_empty() {
+                    errors.push(at(&item(&p, "providers", j), "name"), "name is required");
+                }
+            }
+            if let Some(pct) = t.random_sampling_percentage
+                && !(0.0..=100.0).contains(&pct)
+            {
+                errors.push(
+                    at(&p, "randomSamplingPercentage"),
+                    format!("{pct} must be within 0 and 100"),
+                );
+            }
+            for (name, tag) in &t.custom_tags {
+                check_tag(errors, &format!("{p}.customTags.{name}"), name, tag);
+            }
+        }
+        for (i, a) in self.access_logging.iter().enumerate() {
+            let p = item(spec, "accessLogging", i);
+            check_mode(errors, &p, a.match_.as_ref());
+            for (j, provider) in a.providers.iter().enumerate() {
+                if provider.name.is_empty() {
+                    errors.push(at(&item(&p, "providers", j), "name"), "name is required");
+                }
+            }
+            if a.filter.is_some() {
+                // Logging everything instead would flood the log the filter
+                // was written to keep quiet; refusing says so at apply time.
+                errors.push(
+                    at(&p, "filter"),
+                    "CEL filters are not supported by Sluice sidecars; remove the filter \
+                     (every request is logged) or disable access logging here",
+                );
+            }
+        }
+        for (i, m) in self.metrics.iter().enumerate() {
+            let p = item(spec, "metrics", i);
+            if let Some(interval) = &m.reporting_interval {
+                errors.check(
+                    at(&p, "reportingInterval"),
+                    super::duration::check_duration(interval).map(drop),
+                );
+            }
+        }
+    }
+}
+
+fn check_mode(errors: &mut FieldErrors, path: &str, m: Option<&WorkloadModeSelector>) {
+    let mode = m.and_then(|m| m.mode.as_deref());
+    check_enum(errors, at(&at(path, "match"), "mode"), mode, MODES);
+}
+
+fn check_tag(errors: &mut FieldErrors, path: &str, name: &str, tag: &CustomTag) {
+    if name.is_empty() {
+        errors.push(path, "tag name must not be empty");
+    }
+    let sources = [
+        tag.literal.is_some(),
+        tag.environment.is_some(),
+        tag.header.is_some(),
+    ];
+    match sources.iter().filter(|s| **s).count() {
+        0 => errors.push(path, "one of literal, environment or header must be set"),
+        1 => {}
+        _ => errors.push(
+            path,
+            "only one of literal, environment or header can be set",
+        ),
+    }
+    for (field, named) in [("environment", &tag.environment), ("header", &tag.header)] {
+        if let Some(n) = named
+            && n.name.is_empty()
+        {
+            errors.push(at(&at(path, field), "name"), "name is required");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
