@@ -66,18 +66,22 @@ fn chart() -> String {
 }
 
 fn rendered() -> Vec<Value> {
-    let text = helm(
-        None,
-        &[
-            "template",
-            "sluice",
-            &chart(),
-            "-n",
-            NS,
-            "--kube-version",
-            "1.36.0",
-        ],
-    );
+    rendered_with(&[])
+}
+
+fn rendered_with(extra: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "sluice",
+        &chart,
+        "-n",
+        NS,
+        "--kube-version",
+        "1.36.0",
+    ];
+    args.extend_from_slice(extra);
+    let text = helm(None, &args);
     serde_yaml::Deserializer::from_str(&text)
         .filter_map(|d| serde::Deserialize::deserialize(d).ok())
         .filter(|v: &Value| !v.is_null())
@@ -114,6 +118,67 @@ fn chart_lints_and_renders_a_hardened_controller() {
             assert!(!text.contains("secrets"), "cluster-wide secrets in {text}");
         }
     }
+}
+
+/// The mesh config the chart renders for `--mesh-config`.
+fn mesh_config(docs: &[Value]) -> String {
+    let cm = of_kind(docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "sluice-controller-mesh")
+        .expect("mesh ConfigMap");
+    cm["data"]["mesh"].as_str().expect("mesh key").to_string()
+}
+
+#[test]
+fn chart_mesh_config_is_read_by_the_controller_and_rolls_pods_on_change() {
+    use sluice_control_plane::mesh_config::{MeshConfig, Provider, parse_mesh_config};
+    let docs = rendered();
+    let (mesh, ignored) =
+        parse_mesh_config(&mesh_config(&docs), MeshConfig::default()).expect("default parses");
+    assert!(ignored.is_empty(), "{ignored:?}");
+    assert_eq!(
+        mesh.telemetry.access_log_file, None,
+        "access log off by default"
+    );
+    let args = of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        .to_string();
+    assert!(
+        args.contains("--mesh-config=/etc/sluice/mesh/mesh"),
+        "{args}"
+    );
+    let checksum = |docs: &[Value]| {
+        of_kind(docs, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]
+            ["checksum/mesh-config"]
+            .clone()
+    };
+
+    let tracing = rendered_with(&[
+        "--set-json",
+        r#"meshConfig.extensionProviders=[{"name":"otel","opentelemetry":{"service":"otel.obs.svc.cluster.local","port":4317}}]"#,
+        "--set-json",
+        r#"meshConfig.defaultProviders={"tracing":["otel"]}"#,
+        "--set",
+        "meshConfig.accessLogFile=/dev/stdout",
+    ]);
+    let (mesh, _) =
+        parse_mesh_config(&mesh_config(&tracing), MeshConfig::default()).expect("parses");
+    assert_eq!(
+        mesh.telemetry.providers.get("otel"),
+        Some(&Provider::OpenTelemetry {
+            host: "otel.obs.svc.cluster.local".into(),
+            port: 4317
+        })
+    );
+    assert_eq!(mesh.telemetry.default_tracing, ["otel"]);
+    assert_eq!(
+        mesh.telemetry.access_log_file.as_deref(),
+        Some("/dev/stdout")
+    );
+    assert_ne!(
+        checksum(&docs),
+        checksum(&tracing),
+        "a change must roll the pods"
+    );
 }
 
 #[test]
