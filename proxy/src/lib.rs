@@ -30,6 +30,7 @@ mod rewrite;
 pub mod rlimit;
 pub mod state;
 mod tcp;
+pub mod telemetry;
 mod tls;
 mod token_bucket;
 mod upstream;

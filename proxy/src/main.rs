@@ -46,13 +46,21 @@ async fn main() -> anyhow::Result<()> {
     let (quit_tx, quit_rx) = watch::channel(false);
     let quit_tx = Arc::new(quit_tx);
     let (credentials_tx, credentials_rx) = watch::channel(None);
-    let shared = Arc::new(Shared::new(
+    let (shared, telemetry) = Shared::new(
         settings.clone(),
-        config_rx,
+        config_rx.clone(),
         credentials_rx,
         Arc::clone(&metrics),
         quit_rx.clone(),
-    ));
+    );
+    let shared = Arc::new(shared);
+    metrics
+        .telemetry
+        .install_tcp_log(Box::new(sluice_proxy::telemetry::TcpAccessLog::new(
+            Arc::clone(&shared.telemetry),
+            config_rx.clone(),
+        )));
+    telemetry.spawn(config_rx);
 
     let outbound = bind(settings.outbound, "outbound").await?;
     let inbound = bind(settings.inbound, "inbound").await?;

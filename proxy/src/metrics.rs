@@ -13,10 +13,12 @@ use crate::model::{Text, WorkloadMeta};
 mod resilience;
 mod security;
 mod series;
+mod telemetry;
 
 pub use resilience::{ResilienceMetrics, RetryOutcome};
 pub use security::{SecurityMetrics, Side};
 use series::{RequestSeries, SeriesCache};
+pub use telemetry::{LogOutcome, SpanOutcome, TcpLog, TelemetryMetrics};
 
 impl EncodeLabelValue for Text {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -177,6 +179,8 @@ pub struct Metrics {
     pub connections_active: Family<ListenerLabels, Gauge>,
     pub resilience: ResilienceMetrics,
     pub security: SecurityMetrics,
+    /// Spans and access-log lines by outcome.
+    pub telemetry: TelemetryMetrics,
     /// Kubelet probes forwarded to the app (`/app-health/...`), by path and answer.
     pub app_probes: Family<AppProbeLabels, Counter>,
     /// Mirrored (shadow) requests by outcome: `sent`, `failed`, or `dropped`
@@ -285,6 +289,7 @@ impl Metrics {
         );
         let resilience = ResilienceMetrics::register(&mut registry);
         let security = SecurityMetrics::register(&mut registry);
+        let telemetry = TelemetryMetrics::register(&mut registry);
         let app_probes = Family::default();
         registry.register(
             "sluice_app_probes",
@@ -301,6 +306,7 @@ impl Metrics {
             registry,
             resilience,
             security,
+            telemetry,
             app_probes,
             mirrors,
             words: Words {

@@ -138,6 +138,8 @@ pub struct ProxyConfig {
     pub rate_limits: Vec<RateLimit>,
     #[serde(rename = "self")]
     pub self_meta: Option<WorkloadMeta>,
+    /// Tracing and access logging, swapped with the rest of the config.
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// PeerAuthentication modes and AuthorizationPolicies of the inbound side.
     #[serde(skip)]
     pub security: crate::authz::InboundPolicy,

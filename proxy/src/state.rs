@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::identity::CredentialsRx;
 use crate::metrics::Metrics;
 use crate::model::{Running, Text, WorkloadMeta};
+use crate::telemetry::{Sinks, Workers};
 use crate::tls::MeshTls;
 use crate::upstream::Pools;
 
@@ -30,18 +31,21 @@ pub struct Shared {
     pub app_pools: Pools,
     /// This workload's metric labels from flags, until the controller provides them.
     pub flag_meta: WorkloadMeta,
+    /// Queues to the span exporter and the access-log writer.
+    pub telemetry: Arc<Sinks>,
     pub shutdown: watch::Receiver<bool>,
 }
 
 impl Shared {
-    /// Builds the shared state.
+    /// Builds the shared state, and the telemetry workers the caller spawns
+    /// ([`Workers::spawn`]) once a runtime runs.
     pub fn new(
         settings: Settings,
         config: ConfigRx,
         credentials: CredentialsRx,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
-    ) -> Self {
+    ) -> (Self, Workers) {
         let id = &settings.identity;
         let label = |k: &str| id.labels.get(k).map(String::as_str).unwrap_or("");
         let app = if label("app").is_empty() {
@@ -68,7 +72,17 @@ impl Shared {
         };
         let source = SocketAddr::new(id.ip, 0);
         let tls = Arc::new(MeshTls::new(credentials, Arc::clone(&metrics)));
-        Shared {
+        // Istio's node id form: sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local.
+        let node_id = format!(
+            "sidecar~{}~{}~{}.svc.cluster.local",
+            id.ip, id.id, id.namespace
+        );
+        let (sinks, workers) = Sinks::new(
+            metrics.telemetry.clone(),
+            node_id.into(),
+            id.trust_domain.as_str().into(),
+        );
+        let shared = Shared {
             pools: Pools::new(settings.connect_timeout, source, Some(Arc::clone(&tls))),
             app_pools: Pools::new(settings.connect_timeout, source, None),
             settings,
@@ -76,8 +90,10 @@ impl Shared {
             tls,
             metrics,
             flag_meta,
+            telemetry: Arc::new(sinks),
             shutdown,
-        }
+        };
+        (shared, workers)
     }
 
     /// The running config, read once per request so a request finishes on it.

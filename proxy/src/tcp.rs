@@ -136,6 +136,8 @@ pub async fn relay_until<A, B>(
     B: AsyncRead + AsyncWrite + Unpin,
 {
     metrics.tcp_opened.get_or_create(labels).inc();
+    let start_wall = std::time::SystemTime::now();
+    let start = std::time::Instant::now();
     let copied = tokio::select! {
         r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r,
         () = stop => Ok((0, 0)),
@@ -150,4 +152,7 @@ pub async fn relay_until<A, B>(
     metrics.tcp_received.get_or_create(labels).inc_by(received);
     metrics.tcp_sent.get_or_create(labels).inc_by(sent);
     metrics.tcp_closed.get_or_create(labels).inc();
+    metrics
+        .telemetry
+        .tcp_closed(labels, start_wall, start.elapsed(), received, sent);
 }

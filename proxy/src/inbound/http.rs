@@ -21,6 +21,7 @@ use crate::rate_limit::{self, Gate};
 use crate::report::Report;
 use crate::rewrite::path_and_query;
 use crate::state::Shared;
+use crate::telemetry::{self, Observed, Outcome, RequestFacts, TelemetryConfig};
 use crate::tls::Peer;
 use crate::upstream::Target;
 
@@ -138,14 +139,61 @@ fn rbac_denied() -> Response<Body> {
     resp
 }
 
+/// Attaches what telemetry needs to know about `resp`, when it is observed.
+fn tag(
+    observe: bool,
+    mut resp: Response<Body>,
+    outcome: impl FnOnce() -> Outcome,
+) -> Response<Body> {
+    if observe {
+        resp.extensions_mut().insert(outcome());
+    }
+    resp
+}
+
 /// Handles one request for the local application.
 pub(super) async fn handle(
     shared: Arc<Shared>,
     ctx: InboundCtx,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let start = Instant::now();
     let running = shared.current();
+    let no_telemetry = TelemetryConfig::default();
+    let telemetry = running
+        .as_ref()
+        .map_or(&no_telemetry, |r| &r.config.telemetry);
+    let side = telemetry::Side::Inbound;
+    let begun = telemetry::begin(telemetry, side, req.headers_mut());
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    if !begun.observed() {
+        return serve(shared, running, ctx, req, start, request_bytes, false).await;
+    }
+    let peer = ctx.peer.as_deref();
+    let local = ctx.dst_port.map(|p| SocketAddr::new(ctx.destination_ip, p));
+    let facts = RequestFacts {
+        requested_server_name: peer.and_then(|p| p.sni.as_deref()),
+        downstream_principal: peer.map(|p| p.spiffe_id.as_str()),
+        ..RequestFacts::of(&req, SocketAddr::new(ctx.source_ip, 0), local)
+    };
+    let me = shared.self_meta(running.as_deref());
+    let bytes = Arc::clone(&request_bytes);
+    let observed = Observed::new(begun, side, telemetry, me, &facts, bytes);
+    let sinks = Arc::clone(&shared.telemetry);
+    let resp = serve(shared, running, ctx, req, start, request_bytes, true).await;
+    observed.finish(sinks, resp)
+}
+
+/// Checks and forwards a request to the local application.
+async fn serve(
+    shared: Arc<Shared>,
+    running: Option<Arc<crate::model::Running>>,
+    ctx: InboundCtx,
+    req: Request<Incoming>,
+    start: Instant,
+    request_bytes: Arc<AtomicU64>,
+    observe: bool,
+) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let authority = authority_of(&parts.uri, &parts.headers).map(str::to_owned);
     let port = running.as_ref().and_then(|r| {
@@ -168,7 +216,6 @@ pub(super) async fn handle(
     let grpc = is_grpc(&parts.headers);
     let protocol = if grpc { &m.words.grpc } else { &m.words.http };
     let service = port.map(port_service).unwrap_or_default();
-    let request_bytes = Arc::new(AtomicU64::new(0));
     let labels = m.request_labels(
         &m.words.destination,
         &source,
@@ -189,8 +236,11 @@ pub(super) async fn handle(
             StatusCode::NOT_FOUND,
             "sluice-proxy: no inbound port for this request",
         );
-        return report.local(resp, &m.words.nr);
+        let resp = report.local(resp, &m.words.nr);
+        return tag(observe, resp, || Outcome::local(&m.words.nr));
     };
+    let app = SocketAddr::new(shared.settings.app_ip, target_port);
+    let routed = || Outcome::inbound(port, target_port, app);
     if let Some(r) = &running {
         let policy = &r.config.security;
         // The port may have become STRICT after this plaintext connection was
@@ -205,7 +255,8 @@ pub(super) async fn handle(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "sluice-proxy: this port requires mutual TLS (PeerAuthentication STRICT)",
             );
-            return report.local(resp, &m.words.no_flags);
+            let resp = report.local(resp, &m.words.no_flags);
+            return tag(observe, resp, || routed().detailed("mtls_required"));
         }
         let request = authz::Request {
             method: parts.method.as_str(),
@@ -215,7 +266,8 @@ pub(super) async fn handle(
         };
         let verdict = policy.check_http(&ctx.authz_connection(target_port), &request);
         if !authorized(&shared, policy.has_policies(), &verdict) {
-            return report.local(rbac_denied(), &m.words.no_flags);
+            let resp = report.local(rbac_denied(), &m.words.no_flags);
+            return tag(observe, resp, || routed().detailed("rbac_access_denied"));
         }
     }
     let mut shown_limit = None;
@@ -235,7 +287,8 @@ pub(super) async fn handle(
         let limits = &r.config.rate_limits;
         match rate_limit::gate(limits, Some(target_port), &view, principal, &m.resilience) {
             Gate::Refuse(limit, d) => {
-                return report.local(rate_limit::refused(limit, d), &m.words.rl);
+                let resp = report.local(rate_limit::refused(limit, d), &m.words.rl);
+                return tag(observe, resp, || routed().flagged(&m.words.rl));
             }
             Gate::Pass(shown) => {
                 shown_limit = shown.map(|(limit, d)| {
@@ -247,16 +300,16 @@ pub(super) async fn handle(
         }
     }
     let h2 = app_protocol.is_h2() || (app_protocol == Protocol::Unspecified && grpc);
-    let app = SocketAddr::new(shared.settings.app_ip, target_port);
     let authority = authority.unwrap_or_else(|| app.to_string());
     strip_hop_by_hop(&mut parts.headers);
     let pq = path_and_query(parts.uri.path(), parts.uri.query());
     if let Err(e) = shape_for_upstream(&mut parts, h2, &authority, &pq) {
         let msg = format!("sluice-proxy: {e}");
-        return report.local(
+        let resp = report.local(
             local_reply(StatusCode::BAD_REQUEST, &msg),
             &m.words.no_flags,
         );
+        return tag(observe, resp, || routed().detailed("bad_request"));
     }
     // An HTTP/1 app client stops reading at Content-Length; the rest (an
     // END_STREAM in its own frame) is drained so the h2 stream is not reset.
@@ -278,6 +331,8 @@ pub(super) async fn handle(
             if let Some(headers) = shown_limit {
                 resp.headers_mut().extend(headers);
             }
+            let service_time = start.elapsed();
+            let resp = tag(observe, resp, || routed().after(service_time));
             report.streamed(resp, ())
         }
         Err(e) => {
@@ -288,7 +343,8 @@ pub(super) async fn handle(
                 &m.words.uc
             };
             let msg = format!("sluice-proxy: {e}");
-            report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag)
+            let resp = report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag);
+            tag(observe, resp, || routed().flagged(flag))
         }
     }
 }

@@ -12,6 +12,7 @@ use super::*;
 
 mod resilience;
 mod security;
+mod telemetry;
 
 /// A snapshot item the proxy cannot apply, named by where it sits.
 #[derive(Debug, thiserror::Error)]
@@ -573,6 +574,7 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
             },
             self_meta: c.self_.as_ref().map(WorkloadMeta::from),
             security: security::inbound_security(&c.inbound)?,
+            telemetry: telemetry::telemetry(c.telemetry.as_ref())?,
             cluster_index,
         })
     }

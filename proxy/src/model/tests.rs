@@ -276,3 +276,85 @@ fn inbound_security_bad_policy_is_invalid() {
         "{err}"
     );
 }
+
+fn with_telemetry(tracing: pb::Tracing) -> pb::ProxyConfig {
+    pb::ProxyConfig {
+        telemetry: Some(pb::Telemetry {
+            tracing: Some(tracing),
+            access_log: Some(pb::AccessLog {
+                encoding: pb::AccessLogEncoding::Json as i32,
+                provider: "envoy".to_owned(),
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn convert_telemetry_is_carried_and_dumped() {
+    use pb::custom_tag::Value;
+    let tracing = pb::Tracing {
+        sampling_percent: 12.5,
+        otlp_endpoint: "otel-collector.istio-system:4317".to_owned(),
+        service_name: "reviews.default".to_owned(),
+        custom_tags: vec![
+            pb::CustomTag {
+                name: "team".to_owned(),
+                value: Some(Value::Literal("books".to_owned())),
+            },
+            pb::CustomTag {
+                name: "env".to_owned(),
+                value: Some(Value::Environment(pb::EnvTag {
+                    name: "SLUICE_TEST_SURELY_UNSET_VARIABLE".to_owned(),
+                    default_value: "fallback".to_owned(),
+                })),
+            },
+        ],
+        mode: pb::TracingMode::Client as i32,
+        provider: "otel".to_owned(),
+    };
+    let cfg = ProxyConfig::try_from(&with_telemetry(tracing)).unwrap();
+    let t = cfg.telemetry.tracing.as_ref().unwrap();
+    assert_eq!(t.sampling_percent, 12.5);
+    assert_eq!(t.mode, crate::telemetry::TracingMode::Client);
+    let dump = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(
+        dump["telemetry"]["tracing"]["otlp_endpoint"],
+        "otel-collector.istio-system:4317"
+    );
+    assert_eq!(dump["telemetry"]["access_log"]["encoding"], "JSON");
+    assert_eq!(
+        dump["telemetry"]["tracing"]["custom_tags"][1]["value"]["environment"]["value"],
+        "fallback"
+    );
+    // Absent telemetry records nothing.
+    let none = ProxyConfig::try_from(&pb::ProxyConfig::default()).unwrap();
+    assert!(none.telemetry.tracing.is_none() && none.telemetry.access_log.is_none());
+}
+
+#[test]
+fn convert_bad_telemetry_is_rejected() {
+    let bad_percent = pb::Tracing {
+        sampling_percent: 101.0,
+        ..Default::default()
+    };
+    let err = ProxyConfig::try_from(&with_telemetry(bad_percent)).unwrap_err();
+    assert!(err.to_string().contains("sampling_percent"), "{err}");
+    let no_port = pb::Tracing {
+        otlp_endpoint: "collector".to_owned(),
+        ..Default::default()
+    };
+    let err = ProxyConfig::try_from(&with_telemetry(no_port)).unwrap_err();
+    assert!(err.to_string().contains("otlp_endpoint"), "{err}");
+    let bad_header = pb::Tracing {
+        custom_tags: vec![pb::CustomTag {
+            name: "h".to_owned(),
+            value: Some(pb::custom_tag::Value::Header(pb::HeaderTag {
+                name: "bad header".to_owned(),
+                default_value: String::new(),
+            })),
+        }],
+        ..Default::default()
+    };
+    assert!(ProxyConfig::try_from(&with_telemetry(bad_header)).is_err());
+}

@@ -25,6 +25,7 @@ use crate::report::Report;
 use crate::retry::Failure;
 use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
 use crate::state::Shared;
+use crate::telemetry::{self, Observed, Outcome, RequestFacts, Side};
 
 /// Headers carrying the caller's workload metadata to the peer sidecar (metric
 /// labels only; identity comes from the mTLS certificate).
@@ -56,9 +57,19 @@ struct Reporting<'a> {
     protocol: &'a Text,
     start: Instant,
     request_bytes: Arc<AtomicU64>,
+    /// Telemetry wants an [`Outcome`] on every response.
+    observe: bool,
 }
 
 impl Reporting<'_> {
+    /// Attaches what telemetry needs to know about `resp`, when it is observed.
+    fn tag(&self, mut resp: Response<Body>, outcome: impl FnOnce() -> Outcome) -> Response<Body> {
+        if self.observe {
+            resp.extensions_mut().insert(outcome());
+        }
+        resp
+    }
+
     /// A report for a request to `service`, answered by `destination`.
     fn report(&self, service: &ServiceLabels, destination: &WorkloadMeta) -> Report {
         let m = self.metrics;
@@ -89,13 +100,19 @@ impl Reporting<'_> {
         msg: &str,
         flag: &Text,
     ) -> Response<Body> {
-        self.report(service, &WorkloadMeta::default())
-            .local(local_reply(status, msg), flag)
+        let resp = self
+            .report(service, &WorkloadMeta::default())
+            .local(local_reply(status, msg), flag);
+        self.tag(resp, || Outcome::local(flag))
     }
 }
 
 /// Handles one request from the local application.
-pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    ctx: ConnCtx,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let start = Instant::now();
     let Some(running) = shared.current() else {
         return local_reply(
@@ -106,6 +123,31 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
     if req.method() == Method::CONNECT {
         return connect_tunnel(shared, running, ctx, req).await;
     }
+    let telemetry = &running.config.telemetry;
+    let begun = telemetry::begin(telemetry, Side::Outbound, req.headers_mut());
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    if !begun.observed() {
+        return route(&shared, &running, ctx, req, start, request_bytes, false).await;
+    }
+    let local = ctx.orig_dst.unwrap_or(shared.settings.outbound);
+    let facts = RequestFacts::of(&req, ctx.peer, Some(local));
+    let me = shared.self_meta(Some(&running));
+    let bytes = Arc::clone(&request_bytes);
+    let observed = Observed::new(begun, Side::Outbound, telemetry, me, &facts, bytes);
+    let resp = route(&shared, &running, ctx, req, start, request_bytes, true).await;
+    observed.finish(Arc::clone(&shared.telemetry), resp)
+}
+
+/// Routes a request: virtual host, route, then the route's action.
+async fn route(
+    shared: &Arc<Shared>,
+    running: &Arc<Running>,
+    ctx: ConnCtx,
+    req: Request<Incoming>,
+    start: Instant,
+    request_bytes: Arc<AtomicU64>,
+    observe: bool,
+) -> Response<Body> {
     let Some(authority) = authority_of(req.uri(), req.headers()).map(str::to_owned) else {
         return local_reply(
             StatusCode::BAD_REQUEST,
@@ -115,14 +157,15 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
     let m = &shared.metrics;
     let rep = Reporting {
         metrics: m,
-        me: shared.self_meta(Some(&running)),
+        me: shared.self_meta(Some(running)),
         protocol: if is_grpc(req.headers()) {
             &m.words.grpc
         } else {
             &m.words.http
         },
         start,
-        request_bytes: Arc::new(AtomicU64::new(0)),
+        request_bytes,
+        observe,
     };
     let host = host_of(&authority);
     let port = port_of(&authority)
@@ -153,7 +196,8 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
             *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             route.response_headers.apply(resp.headers_mut());
             let report = rep.report(&vh_service, &WorkloadMeta::default());
-            report.local(resp, &m.words.no_flags)
+            let resp = report.local(resp, &m.words.no_flags);
+            rep.tag(resp, || Outcome::direct(route))
         }
         Action::Redirect(r) => {
             let location = redirect_location(r, scheme, &authority, view.path, view.query);
@@ -165,7 +209,8 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
             }
             route.response_headers.apply(resp.headers_mut());
             let report = rep.report(&vh_service, &WorkloadMeta::default());
-            report.local(resp, &m.words.no_flags)
+            let resp = report.local(resp, &m.words.no_flags);
+            rep.tag(resp, || Outcome::direct(route))
         }
         Action::Forward(dests) => {
             let Some(dest) = pick_weighted(dests) else {
@@ -187,14 +232,14 @@ pub async fn handle(shared: Arc<Shared>, ctx: ConnCtx, req: Request<Incoming>) -
                 );
             };
             let forwarding = Forwarding {
-                running: &running,
+                running,
                 route,
                 matched,
                 dest,
                 cluster,
                 authority: &authority,
             };
-            forward(&shared, ctx, req, forwarding, &rep).await
+            forward(shared, ctx, req, forwarding, &rep).await
         }
     }
 }
@@ -219,6 +264,7 @@ async fn forward(
 ) -> Response<Body> {
     let words = &rep.metrics.words;
     let cluster = f.cluster;
+    let routed = || Outcome::routed(cluster, Some(f.route));
     let service = ServiceLabels {
         service: cluster.service.clone(),
         name: cluster.service_name.clone(),
@@ -238,7 +284,8 @@ async fn forward(
                 &words.fi
             };
             let report = rep.report(&service, &WorkloadMeta::default());
-            return report.local(fault::abort_response(abort), flag);
+            let resp = report.local(fault::abort_response(abort), flag);
+            return rep.tag(resp, || routed().flagged(flag));
         }
     }
     let hash = HashKeys::of(&req, ctx.peer.ip(), &cluster.load_balancer);
@@ -292,12 +339,15 @@ async fn forward(
             Err(_) => {
                 let resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
                 let report = rep.report(&service, &WorkloadMeta::default());
-                return report.local(resp, &join_flags(flags, &words.ut));
+                let flags = join_flags(flags, &words.ut);
+                let resp = report.local(resp, &flags);
+                return rep.tag(resp, || routed().flagged(&flags));
             }
         }
     } else {
         exchange.run(source).await
     };
+    let service_time = rep.start.elapsed();
     let destination = |i: usize| cluster.endpoints.get(i).map(|e| &e.workload);
     match ending {
         Ending::Answer {
@@ -320,6 +370,14 @@ async fn forward(
             if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
+            let resp = rep.tag(resp, || {
+                let at = cluster.endpoints.get(endpoint);
+                routed()
+                    .flagged(&flags)
+                    .at(at)
+                    .after(service_time)
+                    .detailed("")
+            });
             report.streamed(resp, hold)
         }
         Ending::Failed {
@@ -341,21 +399,28 @@ async fn forward(
             if exhausted {
                 flag = join_flags(&flag, &words.urx);
             }
-            report.local(local_reply(status, &message), &flag)
+            let resp = report.local(local_reply(status, &message), &flag);
+            rep.tag(resp, || {
+                routed().flagged(&flag).at(cluster.endpoints.get(endpoint))
+            })
         }
         Ending::Overflow => {
             let report = rep.report(&service, &WorkloadMeta::default());
-            report.local(attempts::overloaded(), &join_flags(flags, &words.uo))
+            let flags = join_flags(flags, &words.uo);
+            let resp = report.local(attempts::overloaded(), &flags);
+            rep.tag(resp, || routed().flagged(&flags))
         }
         Ending::NoHealthy => {
             let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
-            rep.reply(&service, StatusCode::SERVICE_UNAVAILABLE, &msg, &words.uh)
+            let resp = rep.reply(&service, StatusCode::SERVICE_UNAVAILABLE, &msg, &words.uh);
+            rep.tag(resp, || routed().flagged(&words.uh))
         }
         Ending::Bad(msg) => {
             let report = rep.report(&service, &WorkloadMeta::default());
             let msg = format!("sluice-proxy: {msg}");
             let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg);
-            report.local(resp, &words.no_flags)
+            let resp = report.local(resp, &words.no_flags);
+            rep.tag(resp, || routed().detailed("internal_error"))
         }
     }
 }

@@ -206,3 +206,39 @@ fn apply_delta_before_any_config_nacks() {
         other => panic!("expected a NACK, got {other:?}"),
     }
 }
+
+#[test]
+fn apply_delta_with_telemetry_swaps_it_and_keeps_the_rest() {
+    let (tx, rx) = watch::channel(None);
+    let metrics = Metrics::new();
+    let mut last = Applied::default();
+    apply(snapshot("1", 80), &mut last, &tx, &metrics);
+    let telemetry = pb::Telemetry {
+        tracing: Some(pb::Tracing {
+            sampling_percent: 50.0,
+            otlp_endpoint: "collector:4317".to_owned(),
+            ..Default::default()
+        }),
+        access_log: None,
+    };
+    let delta = Snapshot {
+        version: "2".to_owned(),
+        config: None,
+        delta: Some(pb::ConfigDelta {
+            base_version: "1".to_owned(),
+            telemetry: Some(telemetry),
+            ..Default::default()
+        }),
+    };
+    let reply = apply(delta, &mut last, &tx, &metrics);
+    assert!(matches!(reply.kind, Some(proxy_message::Kind::Ack(_))));
+    let running = rx.borrow().clone().unwrap();
+    assert_eq!(running.version, "2");
+    let tracing = running.config.telemetry.tracing.as_ref().unwrap();
+    assert_eq!(tracing.otlp_endpoint, "collector:4317");
+    assert_eq!(running.config.clusters.len(), 1);
+    // The next complete config without telemetry turns it off again.
+    apply(snapshot("3", 80), &mut last, &tx, &metrics);
+    let running = rx.borrow().clone().unwrap();
+    assert!(running.config.telemetry.tracing.is_none());
+}

@@ -14,3 +14,4 @@ mod resilience;
 mod routing;
 mod security;
 mod stream;
+mod telemetry;

@@ -1,0 +1,122 @@
+//! Conversion of the telemetry settings (tracing, access log); environment
+//! custom tags are read here, once per applied config.
+
+use sluice_api::config as pb;
+
+use super::{InvalidConfig, Problem, invalid};
+use crate::telemetry::{
+    AccessLog, CustomTag, LogEncoding, TagValue, TelemetryConfig, Tracing, TracingMode,
+};
+
+pub(super) fn telemetry(t: Option<&pb::Telemetry>) -> Result<TelemetryConfig, InvalidConfig> {
+    let Some(t) = t else {
+        return Ok(TelemetryConfig::default());
+    };
+    Ok(TelemetryConfig {
+        tracing: t.tracing.as_ref().map(tracing).transpose()?,
+        access_log: t.access_log.as_ref().map(access_log).transpose()?,
+    })
+}
+
+fn tracing(t: &pb::Tracing) -> Result<Tracing, InvalidConfig> {
+    let item = "telemetry tracing";
+    let pct = t.sampling_percent;
+    if !(0.0..=100.0).contains(&pct) {
+        return Err(invalid(
+            item,
+            Problem::BadPercent {
+                what: "sampling_percent",
+                value: pct,
+            },
+        ));
+    }
+    if !t.otlp_endpoint.is_empty() {
+        let has_port = t
+            .otlp_endpoint
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.port_u16().is_some());
+        if !has_port {
+            return Err(invalid(
+                format!("{item} otlp_endpoint"),
+                Problem::BadAddress(t.otlp_endpoint.clone()),
+            ));
+        }
+    }
+    let mode = match pb::TracingMode::try_from(t.mode) {
+        Ok(pb::TracingMode::ClientAndServer) => TracingMode::ClientAndServer,
+        Ok(pb::TracingMode::Client) => TracingMode::Client,
+        Ok(pb::TracingMode::Server) => TracingMode::Server,
+        Err(_) => {
+            return Err(invalid(
+                item,
+                Problem::UnknownEnum {
+                    what: "tracing mode",
+                    value: t.mode,
+                },
+            ));
+        }
+    };
+    Ok(Tracing {
+        sampling_percent: pct,
+        otlp_endpoint: t.otlp_endpoint.clone(),
+        service_name: t.service_name.as_str().into(),
+        custom_tags: t
+            .custom_tags
+            .iter()
+            .map(custom_tag)
+            .collect::<Result<_, _>>()?,
+        mode,
+        provider: t.provider.clone(),
+    })
+}
+
+fn custom_tag(tag: &pb::CustomTag) -> Result<CustomTag, InvalidConfig> {
+    use pb::custom_tag::Value;
+    let item = format!("telemetry custom tag {:?}", tag.name);
+    if tag.name.is_empty() {
+        return Err(invalid(item, Problem::Required("name")));
+    }
+    let value = match &tag.value {
+        Some(Value::Literal(v)) => TagValue::Literal(v.as_str().into()),
+        Some(Value::Header(h)) => {
+            if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+                return Err(invalid(item, Problem::BadHeaderName(h.name.clone())));
+            }
+            TagValue::Header {
+                name: h.name.to_ascii_lowercase(),
+                default: h.default_value.as_str().into(),
+            }
+        }
+        Some(Value::Environment(e)) => TagValue::Environment {
+            name: e.name.clone(),
+            value: std::env::var(&e.name)
+                .unwrap_or_else(|_| e.default_value.clone())
+                .into(),
+        },
+        None => return Err(invalid(item, Problem::Required("value"))),
+    };
+    Ok(CustomTag {
+        name: tag.name.as_str().into(),
+        value,
+    })
+}
+
+fn access_log(a: &pb::AccessLog) -> Result<AccessLog, InvalidConfig> {
+    let encoding = match pb::AccessLogEncoding::try_from(a.encoding) {
+        Ok(pb::AccessLogEncoding::Text) => LogEncoding::Text,
+        Ok(pb::AccessLogEncoding::Json) => LogEncoding::Json,
+        Err(_) => {
+            return Err(invalid(
+                "telemetry access_log",
+                Problem::UnknownEnum {
+                    what: "access log encoding",
+                    value: a.encoding,
+                },
+            ));
+        }
+    };
+    Ok(AccessLog {
+        encoding,
+        provider: a.provider.clone(),
+    })
+}

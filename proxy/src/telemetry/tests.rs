@@ -1,0 +1,80 @@
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sluice_api::config as pb;
+use tokio::sync::watch;
+
+use super::*;
+use crate::metrics::{Metrics, TcpLog as _};
+use crate::model::{ProxyConfig, Running};
+
+fn sinks(metrics: &Metrics) -> (Arc<Sinks>, Workers) {
+    let (s, w) = Sinks::new(metrics.telemetry.clone(), "node".into(), "mesh".into());
+    (Arc::new(s), w)
+}
+
+fn finished() -> FinishedSpan {
+    FinishedSpan {
+        service_name: "s".into(),
+        span: otlp::Span::default(),
+    }
+}
+
+#[test]
+fn sinks_full_span_queue_drops_and_counts() {
+    let metrics = Metrics::new();
+    let (sinks, _workers) = sinks(&metrics);
+    for _ in 0..SPAN_QUEUE + 3 {
+        sinks.span(finished());
+    }
+    let text = metrics.encode();
+    assert!(
+        text.contains("sluice_tracing_spans_total{outcome=\"dropped_queue_full\"} 3"),
+        "{text}"
+    );
+}
+
+fn running(access_log: Option<pb::AccessLog>) -> Running {
+    let config = pb::ProxyConfig {
+        telemetry: Some(pb::Telemetry {
+            tracing: None,
+            access_log,
+        }),
+        ..Default::default()
+    };
+    Running {
+        version: "1".to_owned(),
+        config: ProxyConfig::try_from(&config).unwrap(),
+    }
+}
+
+#[test]
+fn tcp_access_log_writes_a_line_only_while_configured() {
+    let metrics = Metrics::new();
+    let (sinks, mut workers) = sinks(&metrics);
+    let json = pb::AccessLog {
+        encoding: pb::AccessLogEncoding::Json as i32,
+        provider: String::new(),
+    };
+    let (tx, rx) = watch::channel(Some(Arc::new(running(Some(json)))));
+    let log = TcpAccessLog::new(Arc::clone(&sinks), rx);
+    let mut labels = metrics.tcp_labels(
+        &metrics.words.source,
+        &Default::default(),
+        &Default::default(),
+        &Default::default(),
+        &metrics.words.unknown,
+    );
+    labels.destination_service = "mysql.default.svc.cluster.local".into();
+    log.closed(&labels, SystemTime::now(), Duration::from_millis(5), 10, 20);
+    let line = workers.lines.try_recv().expect("a line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["bytes_received"], 10);
+    assert_eq!(v["bytes_sent"], 20);
+    assert_eq!(v["upstream_cluster"], "mysql.default.svc.cluster.local");
+    assert_eq!(v["method"], serde_json::Value::Null);
+
+    tx.send_replace(Some(Arc::new(running(None))));
+    log.closed(&labels, SystemTime::now(), Duration::ZERO, 1, 1);
+    assert!(workers.lines.try_recv().is_err());
+}
