@@ -5,6 +5,7 @@ mod check;
 mod counters;
 mod live;
 mod table;
+mod traces;
 
 use bytes::Bytes;
 use sluice_conformance::client::{Call, Via};
@@ -159,6 +160,12 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&work)?;
     let mut opts = MeshOptions::new(work.clone());
     opts.bin_dir = args.bin_dir.clone();
+    // The trace view: sidecars export their spans to a collector in here.
+    let (collector, collector_addr) = traces::Collector::start().await?;
+    let mesh_config = work.join("mesh.yaml");
+    std::fs::write(&mesh_config, traces::mesh_config(collector_addr))?;
+    opts.controller_args = vec!["--mesh-config".into(), mesh_config.display().to_string()];
+    let config = format!("{config}\n---\n{}", traces::TELEMETRY);
     let workloads = workloads();
     let instances: u32 = workloads.iter().flat_map(|w| w.versions.values()).sum();
     eprintln!(
@@ -167,9 +174,9 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
     );
     let mesh = LocalMesh::start(&workloads, &config, opts).await?;
     let result = if args.check {
-        check::run(&mesh).await
+        check::run(&mesh, &collector).await
     } else {
-        live::run(&mesh, args.rate).await
+        live::run(&mesh, args.rate, &collector).await
     };
     mesh.shutdown().await;
     let _ = std::fs::remove_dir_all(&work);

@@ -2,6 +2,7 @@
 //! compares what happened with what the YAML says.
 
 use super::table::{Expectation, Stats, render};
+use super::traces::{Collector, hex, render as waterfall};
 use super::{CLASSES, call, client, counters};
 use sluice_conformance::client::{self, Call, Outcome};
 use sluice_conformance::mesh::LocalMesh;
@@ -45,7 +46,7 @@ fn status_count(outcomes: &[Outcome], status: u16) -> usize {
 }
 
 /// Runs every check; `Ok(true)` when all passed.
-pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
+pub async fn run(mesh: &LocalMesh, collector: &Collector) -> anyhow::Result<bool> {
     let (outbound, admin) = client(mesh)?;
     let mut ok = true;
 
@@ -232,6 +233,50 @@ pub async fn run(mesh: &LocalMesh) -> anyhow::Result<bool> {
                 "{admitted} admitted (want 50..={most:.0}), {limited} got 429 (want >= 40, all with x-ratelimit-limit: {with_headers}), {other} other answers (want 0), limited metric +{:.0}",
                 after.rate_limited - before.rate_limited
             ))
+        },
+    );
+
+    // 7. Tracing: a request that arrives with a sampled W3C traceparent keeps
+    //    its trace id through both sidecars; productpage's sidecar reports a
+    //    CLIENT span and reviews' sidecar a SERVER span whose parent it is.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut traced = call(outbound, &CLASSES[2]);
+    traced.headers.push((
+        "traceparent".into(),
+        format!("00-{trace_id}-00f067aa0ba902b7-01"),
+    ));
+    let answer = client::send(&traced).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut trace = None;
+    while std::time::Instant::now() < deadline {
+        trace = collector
+            .newest_through("productpage.default", "reviews.default")
+            .filter(|spans| {
+                spans
+                    .first()
+                    .is_some_and(|s| hex(&s.span.trace_id) == trace_id)
+            });
+        if trace.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    verdict(
+        &mut ok,
+        "tracing: one request, one trace through both sidecars (OTLP)",
+        match &trace {
+            Some(spans) if answer.status == Some(200) => {
+                println!("\n{}", waterfall(spans));
+                Ok(format!(
+                    "trace {trace_id} kept; CLIENT span from productpage's sidecar is the parent of reviews' SERVER span ({} spans)",
+                    spans.len()
+                ))
+            }
+            _ => Err(format!(
+                "no trace {trace_id} with a productpage CLIENT span parenting a reviews SERVER span within 10 s (answer {:?}; the collector holds {:?} traces/spans)",
+                answer.status,
+                collector.received()
+            )),
         },
     );
 

@@ -2,6 +2,7 @@
 //! ejection and retries show, and a table redrawn every second until Ctrl-C.
 
 use super::table::{Stats, render};
+use super::traces::{Collector, render as waterfall};
 use super::{CLASSES, call, client, counters};
 use sluice_conformance::client;
 use sluice_conformance::mesh::LocalMesh;
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Runs until Ctrl-C.
-pub async fn run(mesh: &LocalMesh, rate: u32) -> anyhow::Result<bool> {
+pub async fn run(mesh: &LocalMesh, rate: u32, collector: &Collector) -> anyhow::Result<bool> {
     let (outbound, _) = client(mesh)?;
     // Chaos: one reviews v1 instance and one orders instance answer 503.
     for n in mesh
@@ -62,6 +63,9 @@ pub async fn run(mesh: &LocalMesh, rate: u32) -> anyhow::Result<bool> {
                     // Clear the screen and home the cursor, then draw.
                     print!("\x1b[2J\x1b[H{table}");
                     println!("\n{resilience}");
+                    if let Some(spans) = collector.newest_through("productpage.default", "reviews.default") {
+                        println!("\nnewest trace through two sidecars (OTLP from the sidecars to sluicectl):\n{}", waterfall(&spans));
+                    }
                     println!(
                         "\nchaos: reviews-v1-0 and orders-v1-0 answer 503 (ejected by outlier detection / retried on the other instance)"
                     );
