@@ -2,8 +2,10 @@
 #![forbid(unsafe_code)]
 
 mod analyze;
+mod check;
 mod conformance;
 mod demo;
+mod describe;
 mod inject;
 mod proxy_status;
 
@@ -25,11 +27,15 @@ struct Cli {
 enum Command {
     /// Validate Istio/Sluice YAML files as the controller and the admission webhook would.
     Analyze(analyze::Args),
+    /// Check that a cluster can run Sluice (--pre) or that Sluice works in it.
+    Check(check::Args),
     /// Run conformance scenarios against a local mesh.
     #[command(subcommand)]
     Conformance(conformance::Command),
     /// Start a local demo mesh and show its traffic live.
     Demo(demo::Args),
+    /// Show which Istio objects apply to a pod or service, where a sample request goes, and conflicts.
+    Describe(describe::Args),
     /// Add the sluice-proxy sidecar to the pod templates of Kubernetes YAML, as the webhook would.
     Inject(inject::Args),
     /// Show every connected proxy and whether it runs the latest configuration.
@@ -47,8 +53,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Check(args) => check::run(args),
         Command::Conformance(cmd) => conformance::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Describe(args) => describe::run(args),
         Command::Inject(args) => inject::run(args),
         Command::ProxyStatus(args) => proxy_status::run(args),
     }

@@ -137,9 +137,7 @@ fn crd_preserves_unknown_fields_only_for_envoy_config_and_metric_overrides() {
         let count = yaml.matches("x-kubernetes-preserve-unknown-fields").count();
         // Once per served version. Telemetry's metrics overrides are kept
         // as written (not applied).
-        let expected = if file.starts_with("envoyfilters.") {
-            2
-        } else if file.starts_with("telemetries.") {
+        let expected = if file.starts_with("envoyfilters.") || file.starts_with("telemetries.") {
             2
         } else {
             0
