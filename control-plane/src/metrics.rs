@@ -1,5 +1,7 @@
 //! Controller metrics (`:15014/metrics`).
 
+mod process;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -164,6 +166,7 @@ impl ControllerMetrics {
             "Failed API server list or watch requests by kind (retried after a backoff; an expired watch relists at once)",
             crate::kube_source::watch::restarts().clone(),
         );
+        registry.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
             leader,
