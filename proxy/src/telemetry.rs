@@ -108,6 +108,19 @@ pub struct AccessLog {
     pub encoding: LogEncoding,
     /// Extension provider name (config dump only).
     pub provider: String,
+    /// Which listener writes lines.
+    pub mode: TracingMode,
+}
+
+impl AccessLog {
+    /// Whether the `side` listener writes lines under this mode.
+    pub fn logs_on(&self, side: Side) -> bool {
+        match self.mode {
+            TracingMode::ClientAndServer => true,
+            TracingMode::Client => side == Side::Outbound,
+            TracingMode::Server => side == Side::Inbound,
+        }
+    }
 }
 
 /// Access-log line format.

@@ -207,6 +207,9 @@ pub struct AccessLog {
     /// Name of the extension provider (for the config dump).
     #[prost(string, tag = "2")]
     pub provider: ::prost::alloc::string::String,
+    /// Which listener logs: outbound (CLIENT), inbound (SERVER) or both.
+    #[prost(enumeration = "TracingMode", tag = "3")]
+    pub mode: i32,
 }
 /// Labels that describe a workload in Istio's standard metrics.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

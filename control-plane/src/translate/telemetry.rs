@@ -179,6 +179,28 @@ fn tracing(mesh: &MeshTelemetry, levels: &[&Telemetry], service: &str) -> Option
 }
 
 fn access_log(mesh: &MeshTelemetry, levels: &[&Telemetry]) -> Option<pb::AccessLog> {
+    let client = access_log_side(mesh, levels, |c, _| c);
+    let server = access_log_side(mesh, levels, |_, s| s);
+    let (mode, chosen) = match (client, server) {
+        (None, None) => return None,
+        (Some(c), None) => (pb::TracingMode::Client, c),
+        (None, Some(s)) => (pb::TracingMode::Server, s),
+        // One log per proxy: where the sides name different providers, the
+        // server side's format is used for both.
+        (Some(_), Some(s)) => (pb::TracingMode::ClientAndServer, s),
+    };
+    Some(pb::AccessLog {
+        mode: mode as i32,
+        ..chosen
+    })
+}
+
+/// The access log one side (picked from `(client, server)` by `side`) gets.
+fn access_log_side(
+    mesh: &MeshTelemetry,
+    levels: &[&Telemetry],
+    side: fn(bool, bool) -> bool,
+) -> Option<pb::AccessLog> {
     // accessLogFile is the legacy switch: the built-in provider for everyone
     // unless a Telemetry says otherwise.
     let mut providers: Vec<String> = if mesh.access_log_file.is_some() {
@@ -187,18 +209,22 @@ fn access_log(mesh: &MeshTelemetry, levels: &[&Telemetry]) -> Option<pb::AccessL
         mesh.default_access_logging.clone()
     };
     let mut disabled = false;
-    let entries = |t: &&Telemetry| t.spec.access_logging.clone();
-    for entry in levels.iter().flat_map(entries) {
+    for entry in levels.iter().flat_map(|t| t.spec.access_logging.iter()) {
         let TelemetryAccessLogging {
             providers: named,
             disabled: off,
+            match_,
             ..
         } = entry;
+        let (c, s) = sides(match_.as_ref().and_then(|m| m.mode.as_deref()));
+        if !side(c, s) {
+            continue;
+        }
         if !named.is_empty() {
             providers = named.iter().map(|p| p.name.clone()).collect();
         }
         if let Some(off) = off {
-            disabled = off;
+            disabled = *off;
         } else if !named.is_empty() {
             disabled = false;
         }
@@ -218,6 +244,7 @@ fn access_log(mesh: &MeshTelemetry, levels: &[&Telemetry]) -> Option<pb::AccessL
                 AccessLogEncoding::Json => pb::AccessLogEncoding::Json,
             } as i32,
             provider: name.clone(),
+            mode: pb::TracingMode::ClientAndServer as i32,
         })
     })
 }

@@ -284,6 +284,7 @@ fn with_telemetry(tracing: pb::Tracing) -> pb::ProxyConfig {
             access_log: Some(pb::AccessLog {
                 encoding: pb::AccessLogEncoding::Json as i32,
                 provider: "envoy".to_owned(),
+                mode: pb::TracingMode::ClientAndServer as i32,
             }),
         }),
         ..Default::default()

@@ -71,7 +71,7 @@ pub fn begin(cfg: &TelemetryConfig, side: Side, headers: &mut HeaderMap) -> Begu
     Begun {
         context: ctx,
         export,
-        log: cfg.access_log.is_some(),
+        log: cfg.access_log.as_ref().is_some_and(|a| a.logs_on(side)),
         w3c: incoming.w3c,
     }
 }

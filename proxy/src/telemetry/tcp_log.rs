@@ -42,7 +42,18 @@ impl TcpLog for TcpAccessLog {
                 .as_ref()
                 .and_then(|r| r.config.telemetry.access_log.as_ref())
             {
-                Some(a) => a.encoding,
+                // The destination reporter is the inbound (server) side.
+                Some(a) => {
+                    let side = if labels.reporter.as_str() == "destination" {
+                        super::Side::Inbound
+                    } else {
+                        super::Side::Outbound
+                    };
+                    if !a.logs_on(side) {
+                        return;
+                    }
+                    a.encoding
+                }
                 None => return,
             }
         };

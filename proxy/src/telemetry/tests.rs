@@ -55,6 +55,7 @@ fn tcp_access_log_writes_a_line_only_while_configured() {
     let json = pb::AccessLog {
         encoding: pb::AccessLogEncoding::Json as i32,
         provider: String::new(),
+        mode: pb::TracingMode::ClientAndServer as i32,
     };
     let (tx, rx) = watch::channel(Some(Arc::new(running(Some(json)))));
     let log = TcpAccessLog::new(Arc::clone(&sinks), rx);
@@ -77,4 +78,45 @@ fn tcp_access_log_writes_a_line_only_while_configured() {
     tx.send_replace(Some(Arc::new(running(None))));
     log.closed(&labels, SystemTime::now(), Duration::ZERO, 1, 1);
     assert!(workers.lines.try_recv().is_err());
+}
+
+#[test]
+fn tcp_access_log_client_only_mode_skips_destination_reports() {
+    let metrics = Metrics::new();
+    let (sinks, mut workers) = sinks(&metrics);
+    let client_only = pb::AccessLog {
+        encoding: pb::AccessLogEncoding::Json as i32,
+        provider: String::new(),
+        mode: pb::TracingMode::Client as i32,
+    };
+    let (_tx, rx) = watch::channel(Some(Arc::new(running(Some(client_only)))));
+    let log = TcpAccessLog::new(Arc::clone(&sinks), rx);
+    let label = |reporter| {
+        metrics.tcp_labels(
+            reporter,
+            &Default::default(),
+            &Default::default(),
+            &Default::default(),
+            &metrics.words.unknown,
+        )
+    };
+    log.closed(
+        &label(&metrics.words.destination),
+        SystemTime::now(),
+        Duration::ZERO,
+        1,
+        1,
+    );
+    assert!(
+        workers.lines.try_recv().is_err(),
+        "inbound side must not log"
+    );
+    log.closed(
+        &label(&metrics.words.source),
+        SystemTime::now(),
+        Duration::ZERO,
+        1,
+        1,
+    );
+    assert!(workers.lines.try_recv().is_ok(), "outbound side logs");
 }

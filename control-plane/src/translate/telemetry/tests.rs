@@ -282,3 +282,34 @@ spec:
         .expect("tracing");
     assert_eq!(tr.sampling_percent, 20.0);
 }
+
+#[test]
+fn access_log_server_side_disabled_for_one_workload_keeps_its_client_side() {
+    // Istio's Telemetry API task: no inbound access log for details.
+    let yaml = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-logging-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: disable-details-inbound, namespace: default}
+spec:
+  selector: {matchLabels: {app: details}}
+  accessLogging:
+  - match: {mode: SERVER}
+    disabled: true
+"#;
+    let idx = index(MESH, yaml);
+    let details = for_proxy(&idx, &proxy("default", &[("app", "details")]))
+        .access_log
+        .expect("client side still logs");
+    assert_eq!(details.mode(), pb::TracingMode::Client);
+    let reviews = for_proxy(&idx, &proxy("default", &[("app", "reviews")]))
+        .access_log
+        .expect("on");
+    assert_eq!(reviews.mode(), pb::TracingMode::ClientAndServer);
+}

@@ -42,20 +42,7 @@ fn tracing(t: &pb::Tracing) -> Result<Tracing, InvalidConfig> {
             ));
         }
     }
-    let mode = match pb::TracingMode::try_from(t.mode) {
-        Ok(pb::TracingMode::ClientAndServer) => TracingMode::ClientAndServer,
-        Ok(pb::TracingMode::Client) => TracingMode::Client,
-        Ok(pb::TracingMode::Server) => TracingMode::Server,
-        Err(_) => {
-            return Err(invalid(
-                item,
-                Problem::UnknownEnum {
-                    what: "tracing mode",
-                    value: t.mode,
-                },
-            ));
-        }
-    };
+    let mode = mode(t.mode, item)?;
     Ok(Tracing {
         sampling_percent: pct,
         otlp_endpoint: t.otlp_endpoint.clone(),
@@ -118,5 +105,22 @@ fn access_log(a: &pb::AccessLog) -> Result<AccessLog, InvalidConfig> {
     Ok(AccessLog {
         encoding,
         provider: a.provider.clone(),
+        mode: mode(a.mode, "telemetry access_log")?,
     })
+}
+
+/// A side selection (tracing or access log) from its wire value.
+fn mode(value: i32, item: &str) -> Result<TracingMode, InvalidConfig> {
+    match pb::TracingMode::try_from(value) {
+        Ok(pb::TracingMode::ClientAndServer) => Ok(TracingMode::ClientAndServer),
+        Ok(pb::TracingMode::Client) => Ok(TracingMode::Client),
+        Ok(pb::TracingMode::Server) => Ok(TracingMode::Server),
+        Err(_) => Err(invalid(
+            item,
+            Problem::UnknownEnum {
+                what: "mode",
+                value,
+            },
+        )),
+    }
 }

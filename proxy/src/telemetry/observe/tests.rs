@@ -122,9 +122,24 @@ fn begin_with_access_log_observes_unsampled_requests() {
         access_log: Some(AccessLog {
             encoding: LogEncoding::Json,
             provider: "envoy".to_owned(),
+            mode: TracingMode::ClientAndServer,
         }),
     };
     let mut h = HeaderMap::new();
     let b = begin(&cfg, Side::Outbound, &mut h);
     assert!(b.observed() && b.log && !b.export);
+}
+
+#[test]
+fn begin_with_server_only_access_log_logs_inbound_not_outbound() {
+    let cfg = TelemetryConfig {
+        tracing: None,
+        access_log: Some(AccessLog {
+            encoding: LogEncoding::Json,
+            provider: "envoy".to_owned(),
+            mode: TracingMode::Server,
+        }),
+    };
+    assert!(!begin(&cfg, Side::Outbound, &mut HeaderMap::new()).log);
+    assert!(begin(&cfg, Side::Inbound, &mut HeaderMap::new()).log);
 }
