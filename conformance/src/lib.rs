@@ -6,6 +6,7 @@
 pub mod client;
 pub mod echo;
 pub mod expect;
+pub mod jaeger;
 pub mod mesh;
 pub mod metrics;
 pub mod runner;

@@ -63,7 +63,13 @@ pub fn begin(cfg: &TelemetryConfig, side: Side, headers: &mut HeaderMap) -> Begu
     } else {
         TraceContext::passed_through(&incoming, sample)
     };
-    context::write(headers, &ctx, incoming.w3c, incoming.b3_single);
+    // A side that reports no spans starts no trace: like Envoy without a
+    // tracer there, it passes an incoming context on and adds none, so the
+    // first span reported is the trace's root, not the child of a span that
+    // nobody exports.
+    if spans_here || incoming.parent.is_some() {
+        context::write(headers, &ctx, incoming.w3c, incoming.b3_single);
+    }
     if !headers.contains_key(REQUEST_ID) {
         headers.insert(REQUEST_ID, crate::http_util::request_id());
     }

@@ -143,3 +143,26 @@ fn begin_with_server_only_access_log_logs_inbound_not_outbound() {
     assert!(!begin(&cfg, Side::Outbound, &mut HeaderMap::new()).log);
     assert!(begin(&cfg, Side::Inbound, &mut HeaderMap::new()).log);
 }
+
+#[test]
+fn begin_on_a_side_without_spans_adds_no_trace_headers_but_passes_incoming_ones() {
+    let cfg = TelemetryConfig {
+        tracing: Some(Tracing {
+            sampling_percent: 100.0,
+            otlp_endpoint: "127.0.0.1:4317".into(),
+            service_name: "productpage.default".into(),
+            custom_tags: Vec::new(),
+            mode: TracingMode::Server,
+            provider: "otel".into(),
+        }),
+        access_log: None,
+    };
+    let mut none = HeaderMap::new();
+    begin(&cfg, Side::Outbound, &mut none);
+    assert!(none.get("traceparent").is_none() && none.get("x-b3-traceid").is_none());
+    let mut incoming = HeaderMap::new();
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    incoming.insert("traceparent", tp.parse().unwrap());
+    begin(&cfg, Side::Outbound, &mut incoming);
+    assert_eq!(incoming.get("traceparent").unwrap(), tp);
+}
