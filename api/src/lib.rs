@@ -14,4 +14,5 @@ pub mod ca {
     include!("gen/sluice.ca.v1.rs");
 }
 
+pub mod cel;
 pub mod delta;

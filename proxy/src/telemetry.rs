@@ -10,6 +10,7 @@
 pub mod access_log;
 pub mod context;
 mod export;
+mod filter;
 mod observe;
 pub mod otlp;
 mod outcome;
@@ -17,6 +18,7 @@ mod tcp_log;
 mod time;
 
 use serde::Serialize;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::metrics::{LogOutcome, SpanOutcome, TelemetryMetrics};
@@ -110,6 +112,14 @@ pub struct AccessLog {
     pub provider: String,
     /// Which listener writes lines.
     pub mode: TracingMode,
+    /// CEL filter as written (config dump).
+    pub filter: String,
+    /// The parsed filter; a line is written only when it holds.
+    #[serde(skip)]
+    pub filter_expr: Option<Arc<sluice_api::cel::Expr>>,
+    /// Request headers the filter reads (kept until the request is logged).
+    #[serde(skip)]
+    pub filter_headers: Vec<String>,
 }
 
 impl AccessLog {

@@ -210,6 +210,10 @@ pub struct AccessLog {
     /// Which listener logs: outbound (CLIENT), inbound (SERVER) or both.
     #[prost(enumeration = "TracingMode", tag = "3")]
     pub mode: i32,
+    /// CEL expression (the subset in sluice_api::cel); a request is logged only
+    /// when it evaluates to true. Empty: every request.
+    #[prost(string, tag = "4")]
+    pub filter: ::prost::alloc::string::String,
 }
 /// Labels that describe a workload in Istio's standard metrics.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -209,12 +209,13 @@ fn access_log_side(
         mesh.default_access_logging.clone()
     };
     let mut disabled = false;
+    let mut filter = String::new();
     for entry in levels.iter().flat_map(|t| t.spec.access_logging.iter()) {
         let TelemetryAccessLogging {
             providers: named,
             disabled: off,
             match_,
-            ..
+            filter: expression,
         } = entry;
         let (c, s) = sides(match_.as_ref().and_then(|m| m.mode.as_deref()));
         if !side(c, s) {
@@ -222,6 +223,9 @@ fn access_log_side(
         }
         if !named.is_empty() {
             providers = named.iter().map(|p| p.name.clone()).collect();
+        }
+        if let Some(f) = expression {
+            filter = f.expression.clone();
         }
         if let Some(off) = off {
             disabled = *off;
@@ -245,6 +249,7 @@ fn access_log_side(
             } as i32,
             provider: name.clone(),
             mode: pb::TracingMode::ClientAndServer as i32,
+            filter: filter.clone(),
         })
     })
 }

@@ -60,14 +60,12 @@ impl Validate for TelemetrySpec {
                     errors.push(at(&item(&p, "providers", j), "name"), "name is required");
                 }
             }
-            if a.filter.is_some() {
-                // Logging everything instead would flood the log the filter
-                // was written to keep quiet; refusing says so at apply time.
-                errors.push(
-                    at(&p, "filter"),
-                    "CEL filters are not supported by Sluice sidecars; remove the filter \
-                     (every request is logged) or disable access logging here",
-                );
+            if let Some(f) = &a.filter {
+                // Outside the supported subset, logging everything instead
+                // would flood the log the filter was written to keep quiet.
+                if let Err(e) = sluice_api::cel::parse(&f.expression) {
+                    errors.push(at(&at(&p, "filter"), "expression"), e.to_string());
+                }
             }
         }
         for (i, m) in self.metrics.iter().enumerate() {

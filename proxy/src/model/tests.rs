@@ -285,6 +285,7 @@ fn with_telemetry(tracing: pb::Tracing) -> pb::ProxyConfig {
                 encoding: pb::AccessLogEncoding::Json as i32,
                 provider: "envoy".to_owned(),
                 mode: pb::TracingMode::ClientAndServer as i32,
+                filter: String::new(),
             }),
         }),
         ..Default::default()

@@ -134,9 +134,14 @@ pub struct Observed {
     tags: Vec<(Text, String)>,
     service_name: Text,
     encoding: LogEncoding,
+    /// The access log's filter and the headers it reads, as they arrived.
+    filter: Option<(Arc<sluice_api::cel::Expr>, FilterHeaders)>,
     me: WorkloadMeta,
     request_bytes: Arc<AtomicU64>,
 }
+
+/// `(lower-case name, value)` of each request header an access-log filter reads.
+type FilterHeaders = Vec<(String, Option<String>)>;
 
 /// `%PROTOCOL%` of a request version.
 pub fn protocol_name(v: Version) -> &'static str {
@@ -222,6 +227,24 @@ impl Observed {
                 .access_log
                 .as_ref()
                 .map_or(LogEncoding::Text, |a| a.encoding),
+            filter: cfg.access_log.as_ref().filter(|_| begun.log).and_then(|a| {
+                let expr = a.filter_expr.clone()?;
+                let headers = a
+                    .filter_headers
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.clone(),
+                            facts
+                                .headers
+                                .get(n.as_str())
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned),
+                        )
+                    })
+                    .collect();
+                Some((expr, headers))
+            }),
             me: me.clone(),
             request_bytes,
         }
@@ -296,6 +319,16 @@ impl Observed {
                 downstream_peer_principal: self.downstream_principal.as_deref(),
                 trace_id: Some(&trace_id),
             };
+            if let Some((expr, headers)) = &self.filter {
+                let logged = super::filter::Logged {
+                    entry: &entry,
+                    headers,
+                    scheme: self.url.split("://").next().unwrap_or("http"),
+                };
+                if !expr.matches(&logged) {
+                    return;
+                }
+            }
             sinks.line(access_log::format(self.encoding, &entry));
         }
     }

@@ -36,7 +36,7 @@ impl TcpLog for TcpAccessLog {
         received: u64,
         sent: u64,
     ) {
-        let encoding = {
+        let (encoding, filter) = {
             let running = self.config.borrow();
             match running
                 .as_ref()
@@ -52,7 +52,7 @@ impl TcpLog for TcpAccessLog {
                     if !a.logs_on(side) {
                         return;
                     }
-                    a.encoding
+                    (a.encoding, a.filter_expr.clone())
                 }
                 None => return,
             }
@@ -86,6 +86,16 @@ impl TcpLog for TcpAccessLog {
             downstream_peer_principal: non_empty(labels.source_principal.as_str()),
             trace_id: None,
         };
+        if let Some(expr) = filter {
+            let logged = super::filter::Logged {
+                entry: &entry,
+                headers: &[],
+                scheme: "tcp",
+            };
+            if !expr.matches(&logged) {
+                return;
+            }
+        }
         self.sinks.line(access_log::format(encoding, &entry));
     }
 }

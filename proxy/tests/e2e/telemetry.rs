@@ -290,6 +290,7 @@ async fn telemetry_two_sidecars_export_linked_spans_and_log_json() {
             encoding: pb::AccessLogEncoding::Json as i32,
             provider: "envoy".to_owned(),
             mode: pb::TracingMode::ClientAndServer as i32,
+            filter: String::new(),
         }),
     };
     let server_telemetry = pb::Telemetry {

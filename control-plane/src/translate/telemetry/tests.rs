@@ -313,3 +313,30 @@ spec:
         .expect("on");
     assert_eq!(reviews.mode(), pb::TracingMode::ClientAndServer);
 }
+
+#[test]
+fn access_log_filter_of_the_most_specific_level_is_sent() {
+    let yaml = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-logging-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: "response.code >= 400"}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: ns, namespace: shop}
+spec:
+  accessLogging:
+  - filter: {expression: "response.code >= 500"}
+"#;
+    let idx = index(MESH, yaml);
+    let default = for_proxy(&idx, &proxy("default", &[]))
+        .access_log
+        .expect("on");
+    assert_eq!(default.filter, "response.code >= 400");
+    let shop = for_proxy(&idx, &proxy("shop", &[])).access_log.expect("on");
+    assert_eq!(shop.filter, "response.code >= 500");
+}

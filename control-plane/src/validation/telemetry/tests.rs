@@ -48,10 +48,29 @@ fn telemetry_custom_tag_needs_exactly_one_source() {
 #[test]
 fn telemetry_filter_target_ref_and_bad_mode_are_refused() {
     let p = telemetry(
-        "  targetRef: {kind: Gateway, name: gw}\n  accessLogging:\n  - filter: {expression: 'response.code >= 400'}\n    match: {mode: BOTH}\n",
+        "  targetRef: {kind: Gateway, name: gw}\n  accessLogging:\n  - filter: {expression: 'request.time > 0'}\n    match: {mode: BOTH}\n",
     );
     let text = p.join("\n");
     assert!(text.contains("spec.targetRef"), "{text}");
-    assert!(text.contains("spec.accessLogging[0].filter"), "{text}");
+    assert!(
+        text.contains(
+            "spec.accessLogging[0].filter.expression: unsupported attribute `request.time`"
+        ),
+        "{text}"
+    );
     assert!(text.contains("spec.accessLogging[0].match.mode"), "{text}");
+}
+
+#[test]
+fn telemetry_istio_doc_filter_expressions_are_valid() {
+    for expr in [
+        "response.code >= 400",
+        "response.code >= 400 || xds.cluster_name == 'BlackHoleCluster'",
+        "request.url_path.contains('login') && request.headers['x-user-type'] == 'dev'",
+    ] {
+        let spec = format!(
+            "  accessLogging:\n  - providers: [{{name: envoy}}]\n    filter: {{expression: \"{expr}\"}}\n"
+        );
+        assert_eq!(telemetry(&spec), Vec::<String>::new(), "{expr}");
+    }
 }

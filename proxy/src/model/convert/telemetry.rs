@@ -102,10 +102,23 @@ fn access_log(a: &pb::AccessLog) -> Result<AccessLog, InvalidConfig> {
             ));
         }
     };
+    let filter_expr = if a.filter.is_empty() {
+        None
+    } else {
+        let expr = sluice_api::cel::parse(&a.filter)
+            .map_err(|e| invalid("telemetry access_log filter", e))?;
+        Some(std::sync::Arc::new(expr))
+    };
     Ok(AccessLog {
         encoding,
         provider: a.provider.clone(),
         mode: mode(a.mode, "telemetry access_log")?,
+        filter: a.filter.clone(),
+        filter_headers: filter_expr
+            .as_ref()
+            .map(|e| e.headers())
+            .unwrap_or_default(),
+        filter_expr,
     })
 }
 

@@ -123,6 +123,9 @@ fn begin_with_access_log_observes_unsampled_requests() {
             encoding: LogEncoding::Json,
             provider: "envoy".to_owned(),
             mode: TracingMode::ClientAndServer,
+            filter: String::new(),
+            filter_expr: None,
+            filter_headers: Vec::new(),
         }),
     };
     let mut h = HeaderMap::new();
@@ -138,6 +141,9 @@ fn begin_with_server_only_access_log_logs_inbound_not_outbound() {
             encoding: LogEncoding::Json,
             provider: "envoy".to_owned(),
             mode: TracingMode::Server,
+            filter: String::new(),
+            filter_expr: None,
+            filter_headers: Vec::new(),
         }),
     };
     assert!(!begin(&cfg, Side::Outbound, &mut HeaderMap::new()).log);
