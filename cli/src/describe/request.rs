@@ -197,21 +197,6 @@ fn encode(s: &str) -> String {
     out
 }
 
-/// Runs `explain` on the model the proxy builds from `snapshot`. The model
-/// type is the proxy's own; it is named here only through `explain`'s signature.
-fn explain_with<R>(
-    snapshot: &pb::Snapshot,
-    described: &Described,
-    explain: fn(&R, &Described) -> Value,
-) -> Result<Value, RequestError>
-where
-    R: for<'a> TryFrom<&'a pb::Snapshot>,
-    for<'a> <R as TryFrom<&'a pb::Snapshot>>::Error: std::fmt::Display,
-{
-    let running = R::try_from(snapshot).map_err(|e| RequestError::Refused(e.to_string()))?;
-    Ok(explain(&running, described))
-}
-
 /// What the sidecar with `config` would do with `request`, exactly as its
 /// `/debug/route` explains it (the same code).
 pub fn simulate(
@@ -224,7 +209,7 @@ pub fn simulate(
         config: Some(config),
         delta: None,
     };
-    explain_with(&snapshot, &request.described()?, debug_route::explain)
+    debug_route::explain_snapshot(&snapshot, &request.described()?).map_err(RequestError::Refused)
 }
 
 /// Asks a live sidecar's admin port.

@@ -97,6 +97,17 @@ impl Described {
     }
 }
 
+/// What a sidecar running `snapshot` would do with `d`, as `/debug/route`
+/// answers it (for tools that simulate a sidecar, e.g. `sluicectl describe`);
+/// an error when the sidecar would refuse (NACK) the snapshot.
+pub fn explain_snapshot(
+    snapshot: &sluice_api::config::Snapshot,
+    d: &Described,
+) -> Result<Value, String> {
+    let running = Running::try_from(snapshot).map_err(|e| e.to_string())?;
+    Ok(explain(&running, d))
+}
+
 /// The explanation as JSON.
 pub fn explain(running: &Running, d: &Described) -> Value {
     let cfg = &running.config;
