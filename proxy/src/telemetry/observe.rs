@@ -57,23 +57,33 @@ pub fn begin(cfg: &TelemetryConfig, side: Side, headers: &mut HeaderMap) -> Begu
     let tracing = cfg.tracing.as_ref();
     let percent = tracing.map_or(0.0, |t| t.sampling_percent);
     let sample = || percent > 0.0 && fastrand::f64() * 100.0 < percent;
-    let spans_here = tracing.is_none_or(|t| t.spans_on(side));
-    let ctx = if spans_here {
-        TraceContext::child_of(&incoming, sample)
-    } else {
-        TraceContext::passed_through(&incoming, sample)
+    // Whether this side reports a span for the request.
+    let reports = tracing.is_some_and(|t| t.spans_on(side));
+    let (ctx, write) = match (reports, incoming.parent.is_some(), tracing.is_some()) {
+        // A span of ours: the next hop is its child.
+        (true, _, _) => (TraceContext::child_of(&incoming, sample), true),
+        // No span here: the incoming context goes on as it came, and is
+        // rewritten only to add a format the caller did not send (a peer
+        // sidecar sends both, so the hop after it costs nothing).
+        (false, true, _) => (
+            TraceContext::passed_through(&incoming, sample),
+            !(incoming.w3c && headers.contains_key(context::B3_TRACE_ID)),
+        ),
+        // No context and no tracing at all: start a trace, so requests are
+        // correlated even before tracing is turned on (as Envoy's default).
+        (false, false, false) => (TraceContext::child_of(&incoming, sample), true),
+        // No context, and the tracing mode excludes this side: start none,
+        // so the first span reported is the trace's root rather than the
+        // child of a span nobody exports.
+        (false, false, true) => (TraceContext::passed_through(&incoming, sample), false),
     };
-    // A side that reports no spans starts no trace: like Envoy without a
-    // tracer there, it passes an incoming context on and adds none, so the
-    // first span reported is the trace's root, not the child of a span that
-    // nobody exports.
-    if spans_here || incoming.parent.is_some() {
+    if write {
         context::write(headers, &ctx, incoming.w3c, incoming.b3_single);
     }
     if !headers.contains_key(REQUEST_ID) {
         headers.insert(REQUEST_ID, crate::http_util::request_id());
     }
-    let export = ctx.sampled && spans_here && tracing.is_some_and(|t| !t.otlp_endpoint.is_empty());
+    let export = ctx.sampled && reports && tracing.is_some_and(|t| !t.otlp_endpoint.is_empty());
     Begun {
         context: ctx,
         export,

@@ -172,3 +172,38 @@ fn begin_on_a_side_without_spans_adds_no_trace_headers_but_passes_incoming_ones(
     begin(&cfg, Side::Outbound, &mut incoming);
     assert_eq!(incoming.get("traceparent").unwrap(), tp);
 }
+
+#[test]
+fn begin_without_tracing_passes_a_complete_context_on_untouched_and_fills_a_missing_format() {
+    let cfg = TelemetryConfig {
+        tracing: None,
+        access_log: None,
+    };
+    // What a peer sidecar sends: both formats, same ids.
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut both = HeaderMap::new();
+    both.insert("traceparent", tp.parse().unwrap());
+    both.insert(
+        "x-b3-traceid",
+        "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap(),
+    );
+    both.insert("x-b3-spanid", "00f067aa0ba902b7".parse().unwrap());
+    let b = begin(&cfg, Side::Inbound, &mut both);
+    assert_eq!(both.get("traceparent").unwrap(), tp);
+    assert!(both.get("x-b3-sampled").is_none(), "nothing rewritten");
+    assert!(!b.export);
+    // Only W3C from the app: B3 is added with the same ids.
+    let mut w3c = HeaderMap::new();
+    w3c.insert("traceparent", tp.parse().unwrap());
+    begin(&cfg, Side::Outbound, &mut w3c);
+    assert_eq!(
+        w3c.get("x-b3-traceid").unwrap(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(w3c.get("x-b3-spanid").unwrap(), "00f067aa0ba902b7");
+    assert_eq!(w3c.get("x-b3-sampled").unwrap(), "1");
+    // Nothing at all: a new trace.
+    let mut none = HeaderMap::new();
+    begin(&cfg, Side::Outbound, &mut none);
+    assert!(none.get("traceparent").is_some() && none.get("x-request-id").is_some());
+}
