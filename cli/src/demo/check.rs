@@ -2,7 +2,7 @@
 //! compares what happened with what the YAML says.
 
 use super::table::{Expectation, Stats, render};
-use super::traces::{Collector, hex, render as waterfall};
+use super::traces::{Collector, render as waterfall};
 use super::{CLASSES, call, client, counters};
 use sluice_conformance::client::{self, Call, Outcome};
 use sluice_conformance::mesh::LocalMesh;
@@ -246,16 +246,14 @@ pub async fn run(mesh: &LocalMesh, collector: &Collector) -> anyhow::Result<bool
         format!("00-{trace_id}-00f067aa0ba902b7-01"),
     ));
     let answer = client::send(&traced).await;
+    let trace_bytes: Vec<u8> = (0..trace_id.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&trace_id[i..i + 2], 16).ok())
+        .collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut trace = None;
     while std::time::Instant::now() < deadline {
-        trace = collector
-            .newest_through("productpage.default", "reviews.default")
-            .filter(|spans| {
-                spans
-                    .first()
-                    .is_some_and(|s| hex(&s.span.trace_id) == trace_id)
-            });
+        trace = collector.trace_through(&trace_bytes, "productpage.default", "reviews.default");
         if trace.is_some() {
             break;
         }

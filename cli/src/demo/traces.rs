@@ -13,8 +13,11 @@ use std::task::{Context, Poll};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-/// Traces kept; older ones are dropped.
-const KEEP: usize = 64;
+/// Traces kept; older ones are dropped. The sidecars of a trace export in
+/// their own batches (up to a second apart, hundreds of traces each at the
+/// demo's rate), so this must hold a few seconds of traffic for the two
+/// halves of one trace to meet.
+const KEEP: usize = 2048;
 
 /// The mesh config the demo's controller reads: sidecars export to `addr`.
 pub(crate) fn mesh_config(addr: SocketAddr) -> String {
@@ -162,24 +165,41 @@ impl Collector {
     /// span of `server` (one request through both sidecars), spans in order.
     pub(crate) fn newest_through(&self, client: &str, server: &str) -> Option<Vec<Reported>> {
         let store = self.store.lock().ok()?;
-        store.order.iter().rev().find_map(|id| {
-            let spans = store.traces.get(id)?;
-            let linked = spans.iter().any(|c| {
-                c.service == client
-                    && c.span.kind == SpanKind::Client as i32
-                    && spans.iter().any(|s| {
-                        s.service == server
-                            && s.span.kind == SpanKind::Server as i32
-                            && s.span.parent_span_id == c.span.span_id
-                    })
-            });
-            linked.then(|| {
-                let mut spans = spans.clone();
-                spans.sort_by_key(|r| r.span.start_time_unix_nano);
-                spans
-            })
-        })
+        store
+            .order
+            .iter()
+            .rev()
+            .find_map(|id| linked(store.traces.get(id)?, client, server))
     }
+
+    /// Trace `id` when it holds a CLIENT span of `client` parenting a SERVER
+    /// span of `server`, spans in order.
+    pub(crate) fn trace_through(
+        &self,
+        id: &[u8],
+        client: &str,
+        server: &str,
+    ) -> Option<Vec<Reported>> {
+        let store = self.store.lock().ok()?;
+        linked(store.traces.get(id)?, client, server)
+    }
+}
+
+fn linked(spans: &[Reported], client: &str, server: &str) -> Option<Vec<Reported>> {
+    let found = spans.iter().any(|c| {
+        c.service == client
+            && c.span.kind == SpanKind::Client as i32
+            && spans.iter().any(|s| {
+                s.service == server
+                    && s.span.kind == SpanKind::Server as i32
+                    && s.span.parent_span_id == c.span.span_id
+            })
+    });
+    found.then(|| {
+        let mut spans = spans.to_vec();
+        spans.sort_by_key(|r| r.span.start_time_unix_nano);
+        spans
+    })
 }
 
 /// Hex of an id.
