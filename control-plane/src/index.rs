@@ -7,9 +7,24 @@ use crate::metrics::ControllerMetrics;
 use crate::resource::{Resource, ResourceKey, parse_documents};
 use crate::services::ServiceCatalog;
 use crate::validation::validate;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+#[cfg(test)]
+mod tests;
+
+/// A resource's canonical JSON: equal fingerprints mean equal objects.
+type Fingerprint = Arc<str>;
+
+/// Source of `own_generation` values, unique across every index of the
+/// process, so indexes from different intakes never look alike.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Namespace given to documents that name none, as `kubectl apply` does.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -36,8 +51,9 @@ pub struct MeshIndex {
     pub resources: BTreeMap<ResourceKey, Arc<Resource>>,
     /// Refused objects and documents.
     pub rejected: Vec<Rejection>,
-    /// Services and endpoints derived from the resources.
-    pub catalog: ServiceCatalog,
+    /// Services and endpoints derived from the resources; shared with the
+    /// previous index when no ServiceEntry or WorkloadEntry changed.
+    pub catalog: Arc<ServiceCatalog>,
     /// Mesh-wide settings in force.
     pub mesh: Arc<MeshConfig>,
     /// Outbound translations of this revision, shared by proxies alike.
@@ -46,7 +62,12 @@ pub struct MeshIndex {
     /// `sourceLabels`, DestinationRule `workloadSelector`): the only labels
     /// that can change a proxy's outbound config.
     pub selecting_label_keys: BTreeSet<String>,
-    fingerprint: BTreeMap<ResourceKey, String>,
+    /// Equal in two indexes only when every input of a proxy's own parts
+    /// (everything but [`crate::translate::OUTBOUND_ONLY_KINDS`], and the
+    /// mesh config) is the same in both, so own parts translated for one hold
+    /// for the other.
+    pub own_generation: u64,
+    fingerprint: BTreeMap<ResourceKey, Fingerprint>,
 }
 
 impl MeshIndex {
@@ -75,6 +96,7 @@ impl MeshIndex {
         )
     }
 
+    /// Builds an index, fingerprinting every resource.
     fn build(
         revision: u64,
         changed_at: Instant,
@@ -86,7 +108,33 @@ impl MeshIndex {
             .iter()
             .map(|(k, r)| (k.clone(), fingerprint(r)))
             .collect();
-        let catalog = ServiceCatalog::build(resources.values().map(|r| r.as_ref()));
+        Self::with_fingerprints(
+            (revision, next_generation()),
+            changed_at,
+            resources,
+            (rejected, mesh),
+            (fingerprint, None),
+        )
+    }
+
+    /// Builds an index whose resources are already fingerprinted:
+    /// `(revision, own_generation)`, `(rejected, mesh)`, and `(fingerprints,
+    /// catalog)` where a given catalog must be the one these resources make.
+    fn with_fingerprints(
+        (revision, own_generation): (u64, u64),
+        changed_at: Instant,
+        resources: BTreeMap<ResourceKey, Arc<Resource>>,
+        (rejected, mesh): (Vec<Rejection>, Arc<MeshConfig>),
+        (fingerprint, catalog): (
+            BTreeMap<ResourceKey, Fingerprint>,
+            Option<Arc<ServiceCatalog>>,
+        ),
+    ) -> Self {
+        let catalog = catalog.unwrap_or_else(|| {
+            Arc::new(ServiceCatalog::build(
+                resources.values().map(|r| r.as_ref()),
+            ))
+        });
         let selecting_label_keys = selecting_label_keys(resources.values().map(|r| r.as_ref()));
         Self {
             revision,
@@ -97,6 +145,7 @@ impl MeshIndex {
             mesh,
             outbound_cache: Default::default(),
             selecting_label_keys,
+            own_generation,
             fingerprint,
         }
     }
@@ -148,8 +197,72 @@ fn selecting_label_keys<'a>(resources: impl Iterator<Item = &'a Resource>) -> BT
     keys
 }
 
-fn fingerprint(resource: &Resource) -> String {
-    serde_json::to_string(resource).unwrap_or_default()
+fn fingerprint(resource: &Resource) -> Fingerprint {
+    serde_json::to_string(resource).unwrap_or_default().into()
+}
+
+/// Whether two fingerprint maps agree on every object of the kinds `read` picks.
+fn same_inputs(
+    a: &BTreeMap<ResourceKey, Fingerprint>,
+    b: &BTreeMap<ResourceKey, Fingerprint>,
+    read: fn(&str) -> bool,
+) -> bool {
+    a.iter()
+        .filter(|(k, _)| read(k.kind))
+        .eq(b.iter().filter(|(k, _)| read(k.kind)))
+}
+
+/// Kinds a proxy's own parts read: all but the outbound-only ones.
+fn own_part_kind(kind: &str) -> bool {
+    !crate::translate::OUTBOUND_ONLY_KINDS.contains(&kind)
+}
+
+/// Kinds the service catalog is built from (see `ServiceCatalog::build`).
+fn catalog_kind(kind: &str) -> bool {
+    kind == crate::resource::kind::SERVICE_ENTRY || kind == crate::resource::kind::WORKLOAD_ENTRY
+}
+
+/// One document of a file, parsed and checked.
+enum Doc {
+    /// Not readable as an object: the rejection's message.
+    Unreadable(String),
+    /// An object, its validation problems (`path: message`; none when
+    /// valid) and its fingerprint.
+    Object {
+        key: ResourceKey,
+        resource: Arc<Resource>,
+        problems: Vec<String>,
+        fingerprint: Fingerprint,
+    },
+}
+
+/// A file's documents as of its text: parsing and validating are pure, so
+/// an unchanged file is not parsed again (a change usually touches one file
+/// of many).
+struct ParsedFile {
+    text: String,
+    docs: Arc<Vec<Doc>>,
+}
+
+fn parse_file(text: &str) -> Vec<Doc> {
+    parse_documents(text, DEFAULT_NAMESPACE)
+        .into_iter()
+        .map(|doc| match doc {
+            Err(e) => Doc::Unreadable(e.to_string()),
+            Ok(resource) => {
+                let problems = validate(&resource)
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect();
+                Doc::Object {
+                    key: resource.key(),
+                    fingerprint: fingerprint(&resource),
+                    resource: Arc::new(resource),
+                    problems,
+                }
+            }
+        })
+        .collect()
 }
 
 /// Turns file contents into indexes, keeping the last good version of every
@@ -157,8 +270,14 @@ fn fingerprint(resource: &Resource) -> String {
 pub struct Intake {
     mesh: Arc<MeshConfig>,
     revision: u64,
-    accepted: BTreeMap<ResourceKey, (String, Arc<Resource>)>,
-    fingerprint: BTreeMap<ResourceKey, String>,
+    own_generation: u64,
+    /// Accepted objects: (file, object, fingerprint).
+    accepted: BTreeMap<ResourceKey, (String, Arc<Resource>, Fingerprint)>,
+    fingerprint: BTreeMap<ResourceKey, Fingerprint>,
+    /// Every readable file of the last ingest, parsed.
+    parsed: HashMap<String, ParsedFile>,
+    /// The catalog of the last index.
+    catalog: Option<Arc<ServiceCatalog>>,
 }
 
 impl Default for Intake {
@@ -178,9 +297,33 @@ impl Intake {
         Self {
             mesh: Arc::new(mesh),
             revision: 0,
+            own_generation: next_generation(),
             accepted: BTreeMap::new(),
             fingerprint: BTreeMap::new(),
+            parsed: HashMap::new(),
+            catalog: None,
         }
+    }
+
+    /// The documents of `file`, parsed again only when its text changed.
+    fn documents(
+        &mut self,
+        parsed: &mut HashMap<String, ParsedFile>,
+        file: &str,
+        text: String,
+    ) -> Arc<Vec<Doc>> {
+        let docs = match self.parsed.remove(file) {
+            Some(old) if old.text == text => old.docs,
+            _ => Arc::new(parse_file(&text)),
+        };
+        parsed.insert(
+            file.to_owned(),
+            ParsedFile {
+                text,
+                docs: docs.clone(),
+            },
+        );
+        docs
     }
 
     /// Parses and validates `files` (name → contents) and returns the new index.
@@ -190,10 +333,11 @@ impl Intake {
         seen: Instant,
         metrics: &ControllerMetrics,
     ) -> MeshIndex {
-        let mut next: BTreeMap<ResourceKey, (String, Arc<Resource>)> = BTreeMap::new();
+        let mut next: BTreeMap<ResourceKey, (String, Arc<Resource>, Fingerprint)> = BTreeMap::new();
         let mut rejected = Vec::new();
         let mut refused_keys: BTreeSet<ResourceKey> = BTreeSet::new();
         let mut unreadable_files: BTreeSet<String> = BTreeSet::new();
+        let mut parsed = HashMap::with_capacity(files.len());
         for (file, text) in files {
             let text = match text {
                 Ok(text) => text,
@@ -207,21 +351,24 @@ impl Intake {
                     continue;
                 }
             };
-            for doc in parse_documents(&text, DEFAULT_NAMESPACE) {
+            for doc in self.documents(&mut parsed, &file, text).iter() {
                 match doc {
-                    Err(e) => {
+                    Doc::Unreadable(message) => {
                         rejected.push(Rejection {
                             file: file.clone(),
                             object: None,
-                            message: e.to_string(),
+                            message: message.clone(),
                         });
                         unreadable_files.insert(file.clone());
                     }
-                    Ok(resource) => {
-                        let key = resource.key();
-                        let problems = validate(&resource);
+                    Doc::Object {
+                        key,
+                        resource,
+                        problems,
+                        fingerprint,
+                    } => {
                         if problems.is_empty() {
-                            if next.contains_key(&key) {
+                            if next.contains_key(key) {
                                 rejected.push(Rejection {
                                     file: file.clone(),
                                     object: Some(key.to_string()),
@@ -230,40 +377,51 @@ impl Intake {
                                 });
                                 continue;
                             }
-                            next.insert(key, (file.clone(), Arc::new(resource)));
+                            next.insert(
+                                key.clone(),
+                                (file.clone(), resource.clone(), fingerprint.clone()),
+                            );
                         } else {
                             for p in problems {
                                 rejected.push(Rejection {
                                     file: file.clone(),
                                     object: Some(key.to_string()),
-                                    message: format!("{}: {}", p.path, p.message),
+                                    message: p.clone(),
                                 });
                             }
-                            refused_keys.insert(key);
+                            refused_keys.insert(key.clone());
                         }
                     }
                 }
             }
         }
+        self.parsed = parsed;
         // Keep the last good version of refused objects, and of everything that
         // came from a file that can no longer be read or parsed.
-        for (key, (file, resource)) in &self.accepted {
+        for (key, kept) in &self.accepted {
             if next.contains_key(key) {
                 continue;
             }
-            if refused_keys.contains(key) || unreadable_files.contains(file) {
-                next.insert(key.clone(), (file.clone(), resource.clone()));
+            if refused_keys.contains(key) || unreadable_files.contains(&kept.0) {
+                next.insert(key.clone(), kept.clone());
             }
         }
         for r in &rejected {
             tracing::warn!(file = %r.file, object = r.object.as_deref().unwrap_or("-"), "rejected: {}", r.message);
         }
-        let fingerprint: BTreeMap<ResourceKey, String> = next
+        let fingerprint: BTreeMap<ResourceKey, Fingerprint> = next
             .iter()
-            .map(|(k, (_, r))| (k.clone(), fingerprint(r)))
+            .map(|(k, (_, _, f))| (k.clone(), f.clone()))
             .collect();
         if fingerprint != self.fingerprint {
             self.revision += 1;
+            if !same_inputs(&fingerprint, &self.fingerprint, own_part_kind) {
+                self.own_generation = next_generation();
+            }
+            // Rebuilding the catalog is most of an ingest at 10,000 endpoints.
+            if !same_inputs(&fingerprint, &self.fingerprint, catalog_kind) {
+                self.catalog = None;
+            }
         }
         self.fingerprint = fingerprint;
         self.accepted = next;
@@ -271,14 +429,16 @@ impl Intake {
         let resources = self
             .accepted
             .iter()
-            .map(|(k, (_, r))| (k.clone(), r.clone()))
+            .map(|(k, (_, r, _))| (k.clone(), r.clone()))
             .collect();
-        MeshIndex::build(
-            self.revision.max(1),
+        let index = MeshIndex::with_fingerprints(
+            (self.revision.max(1), self.own_generation),
             seen,
             resources,
-            rejected,
-            self.mesh.clone(),
-        )
+            (rejected, self.mesh.clone()),
+            (self.fingerprint.clone(), self.catalog.clone()),
+        );
+        self.catalog = Some(index.catalog.clone());
+        index
     }
 }

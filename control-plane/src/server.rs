@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Status, Streaming};
 
-pub use shared::{ProxyView, Sharing};
+pub use shared::{OwnParts, ProxyView, Sharing};
 
 /// HTTP/2 receive windows for config streams (both ends). At h2's default
 /// 64 KiB a 228 KB complete config needs several round trips of

@@ -290,10 +290,39 @@ pub(crate) struct Parts {
     pub telemetry: pb::Telemetry,
 }
 
+/// A proxy's own parts: what only it gets, beside the shared outbound half.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Own {
+    pub inbound: pb::Inbound,
+    pub self_: pb::WorkloadMeta,
+    pub telemetry: pb::Telemetry,
+}
+
+/// Kinds that only the outbound half reads: [`translate_own`] never looks at
+/// them, so a change confined to them leaves every proxy's own parts as they
+/// were (see `MeshIndex::own_generation`). Keep in step with `translate_own`.
+pub const OUTBOUND_ONLY_KINDS: &[&str] = &[
+    crate::resource::kind::VIRTUAL_SERVICE,
+    crate::resource::kind::DESTINATION_RULE,
+];
+
 /// What `translate` assembles, without copying the shared outbound half.
 pub(crate) fn translate_parts(index: &MeshIndex, proxy: &ProxyIdentity) -> Parts {
-    let view = View::inbound_only(index, proxy);
-    let outbound = index.outbound_cache.get_or_build(
+    let own = translate_own(index, proxy);
+    Parts {
+        outbound: translate_outbound(index, proxy),
+        inbound: own.inbound,
+        self_: own.self_,
+        telemetry: own.telemetry,
+    }
+}
+
+/// The outbound half of `proxy`'s config, shared by its group for the revision.
+pub(crate) fn translate_outbound(
+    index: &MeshIndex,
+    proxy: &ProxyIdentity,
+) -> std::sync::Arc<Outbound> {
+    index.outbound_cache.get_or_build(
         (
             proxy.namespace.clone(),
             proxy
@@ -305,10 +334,16 @@ pub(crate) fn translate_parts(index: &MeshIndex, proxy: &ProxyIdentity) -> Parts
             proxy.trust_domain.clone(),
         ),
         || outbound::build(&View::new(index, proxy)),
-    );
+    )
+}
+
+/// `proxy`'s own parts. Reads the service catalog, PeerAuthentications,
+/// AuthorizationPolicies, EnvoyFilters, RateLimitPolicies, Telemetry and the
+/// mesh config, never a kind of [`OUTBOUND_ONLY_KINDS`].
+pub(crate) fn translate_own(index: &MeshIndex, proxy: &ProxyIdentity) -> Own {
+    let view = View::inbound_only(index, proxy);
     let (app, version) = canonical(&proxy.labels, &proxy.workload);
-    Parts {
-        outbound,
+    Own {
         inbound: inbound(&view),
         self_: pb::WorkloadMeta {
             workload: proxy.workload.clone(),

@@ -76,3 +76,59 @@ fn sim_resolve_applies_deltas_to_its_own_config_and_refuses_a_wrong_base() {
     assert_eq!(version, "2");
     assert_eq!(config.clusters, vec![cluster("b", 3)]);
 }
+
+#[test]
+fn sim_resolve_delta_touching_one_list_matches_apply_and_still_refuses_unknown_removals() {
+    use sluice_api::config::{Cluster, ConfigDelta, ProxyConfig, Snapshot, VirtualHost};
+    let host = |name: &str, port| VirtualHost {
+        name: name.into(),
+        port,
+        ..Default::default()
+    };
+    let base = ProxyConfig {
+        virtual_hosts: vec![host("a", 1), host("b", 2)],
+        clusters: vec![
+            Cluster {
+                name: "c".into(),
+                ..Default::default()
+            },
+            Cluster {
+                name: "d".into(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let mut applied = Some(("1".to_string(), base.clone()));
+    let d = ConfigDelta {
+        base_version: "1".into(),
+        virtual_hosts: vec![host("b", 3), host("c", 4)],
+        ..Default::default()
+    };
+    let snap = Snapshot {
+        version: "2".into(),
+        config: None,
+        delta: Some(d.clone()),
+    };
+    sim::resolve(snap, &mut applied).unwrap();
+    let (_, config) = applied.clone().unwrap();
+    assert_eq!(
+        config,
+        sluice_control_plane::server::delta::apply(&base, &d).unwrap()
+    );
+    let unknown = Snapshot {
+        version: "3".into(),
+        config: None,
+        delta: Some(ConfigDelta {
+            base_version: "2".into(),
+            removed_clusters: vec!["zz".into()],
+            ..Default::default()
+        }),
+    };
+    assert!(sim::resolve(unknown, &mut applied).is_err());
+    assert_eq!(
+        applied.unwrap().1,
+        config,
+        "a refused delta changes nothing"
+    );
+}

@@ -2,9 +2,10 @@
 //! on hold one `Arc` of it, and a delta between two shared halves is computed
 //! once however many proxies move from one to the other.
 
-use super::{delta, frame};
+use super::delta;
+use super::frame::{self, EncodedSnapshot};
 use crate::index::MeshIndex;
-use crate::translate::{Outbound, ProxyIdentity, translate_parts};
+use crate::translate::{Outbound, ProxyIdentity, translate_outbound, translate_own};
 use bytes::Bytes;
 use sluice_api::config as pb;
 use std::collections::{HashMap, HashSet};
@@ -19,6 +20,16 @@ pub struct ProxyView {
     /// The encoding of `outbound`, shared like it: complete configs are sent
     /// as these bytes plus the proxy's own fields.
     pub outbound_bytes: Bytes,
+    /// This workload's own parts, kept from one revision to the next while
+    /// nothing they depend on changes.
+    pub own: Arc<OwnParts>,
+}
+
+/// The parts of a config only its proxy gets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnParts {
+    /// The index's `own_generation` they were translated at.
+    pub generation: u64,
     /// This workload's inbound side.
     pub inbound: Option<pb::Inbound>,
     /// This workload's metadata.
@@ -34,12 +45,16 @@ impl ProxyView {
             virtual_hosts: self.outbound.virtual_hosts.clone(),
             clusters: self.outbound.clusters.clone(),
             tcp_services: self.outbound.tcp_services.clone(),
-            inbound: self.inbound.clone(),
-            self_: self.self_.clone(),
-            telemetry: self.telemetry.clone(),
+            inbound: self.own.inbound.clone(),
+            self_: self.own.self_.clone(),
+            telemetry: self.own.telemetry.clone(),
         }
     }
 }
+
+/// A delta snapshot as sent to every proxy that moves between the same two
+/// outbound halves with unchanged own parts: the same bytes for all of them.
+type SharedFrame = (u64, u64, EncodedSnapshot);
 
 #[derive(Default)]
 struct Revision {
@@ -51,6 +66,9 @@ struct Revision {
     members: HashSet<usize>,
     /// By (old, new) address; the old `Arc` is kept so its address stays unique.
     deltas: HashMap<(usize, usize), (Arc<pb::ProxyConfig>, Arc<pb::ConfigDelta>)>,
+    /// Encoded delta snapshots by (old, new) address of `deltas`, with
+    /// their (base, new) revisions.
+    frames: HashMap<(usize, usize), SharedFrame>,
 }
 
 /// Shared halves and deltas of the newest revision seen.
@@ -65,8 +83,31 @@ impl Sharing {
 
     /// The configuration of `proxy` at `index`, its outbound half shared.
     pub fn view(&self, index: &MeshIndex, proxy: &ProxyIdentity) -> ProxyView {
-        let parts = translate_parts(index, proxy);
-        let key = Arc::as_ptr(&parts.outbound) as usize;
+        self.view_after(index, proxy, None)
+    }
+
+    /// Like [`Self::view`], reusing the own parts of `previous` (a view of the
+    /// same proxy) when the index says their inputs did not change.
+    pub fn view_after(
+        &self,
+        index: &MeshIndex,
+        proxy: &ProxyIdentity,
+        previous: Option<&ProxyView>,
+    ) -> ProxyView {
+        let own = match previous {
+            Some(p) if p.own.generation == index.own_generation => p.own.clone(),
+            _ => {
+                let own = translate_own(index, proxy);
+                Arc::new(OwnParts {
+                    generation: index.own_generation,
+                    inbound: Some(own.inbound),
+                    self_: Some(own.self_),
+                    telemetry: Some(own.telemetry),
+                })
+            }
+        };
+        let outbound = translate_outbound(index, proxy);
+        let key = Arc::as_ptr(&outbound) as usize;
         let current = {
             let mut shared = self.lock();
             if shared.revision < index.revision {
@@ -79,18 +120,16 @@ impl Sharing {
                 return ProxyView {
                     outbound: hit.clone(),
                     outbound_bytes: bytes.clone(),
-                    inbound: Some(parts.inbound),
-                    self_: Some(parts.self_),
-                    telemetry: Some(parts.telemetry),
+                    own,
                 };
             }
             shared.revision == index.revision
         };
         // First proxy of its group in this revision: order a copy by name.
         let mut ordered = pb::ProxyConfig {
-            virtual_hosts: parts.outbound.virtual_hosts.clone(),
-            clusters: parts.outbound.clusters.clone(),
-            tcp_services: parts.outbound.tcp_services.clone(),
+            virtual_hosts: outbound.virtual_hosts.clone(),
+            clusters: outbound.clusters.clone(),
+            tcp_services: outbound.tcp_services.clone(),
             inbound: None,
             self_: None,
             telemetry: None,
@@ -99,28 +138,23 @@ impl Sharing {
         // Encoded outside the lock; if two proxies of a group race, the
         // first copy kept is the one everybody shares.
         let mut outbound_bytes = frame::outbound_bytes(&ordered);
-        let mut outbound = Arc::new(ordered);
+        let mut ordered = Arc::new(ordered);
         if current {
             let mut shared = self.lock();
             if shared.revision == index.revision {
-                let (_, kept, bytes) = shared.ordered.entry(key).or_insert_with(|| {
-                    (
-                        parts.outbound.clone(),
-                        outbound.clone(),
-                        outbound_bytes.clone(),
-                    )
-                });
-                outbound = kept.clone();
+                let (_, kept, bytes) = shared
+                    .ordered
+                    .entry(key)
+                    .or_insert_with(|| (outbound.clone(), ordered.clone(), outbound_bytes.clone()));
+                ordered = kept.clone();
                 outbound_bytes = bytes.clone();
-                shared.members.insert(Arc::as_ptr(&outbound) as usize);
+                shared.members.insert(Arc::as_ptr(&ordered) as usize);
             }
         }
         ProxyView {
-            outbound,
+            outbound: ordered,
             outbound_bytes,
-            inbound: Some(parts.inbound),
-            self_: Some(parts.self_),
-            telemetry: Some(parts.telemetry),
+            own,
         }
     }
 
@@ -157,6 +191,10 @@ impl Sharing {
                 .clone()
         };
         d.base_version = base_version.to_owned();
+        if Arc::ptr_eq(&base.own, &next.own) {
+            return d;
+        }
+        let (base, next) = (&base.own, &next.own);
         if base.inbound != next.inbound {
             d.inbound = Some(next.inbound.clone().unwrap_or_default());
         }
@@ -167,6 +205,45 @@ impl Sharing {
             d.telemetry = Some(next.telemetry.clone().unwrap_or_default());
         }
         d
+    }
+
+    /// The delta snapshot from `base` (ACKed at `base_revision`) to `next`
+    /// (at `revision`), encoded. When both share their own parts the snapshot
+    /// is the same for every proxy making that move, so it is encoded once.
+    pub fn delta_frame(
+        &self,
+        (base_revision, base): (u64, &ProxyView),
+        (revision, next): (u64, &ProxyView),
+    ) -> Result<EncodedSnapshot, frame::TooLarge> {
+        let encode = || {
+            frame::whole(&pb::Snapshot {
+                version: revision.to_string(),
+                config: None,
+                delta: Some(self.delta(base, next, &base_revision.to_string())),
+            })
+        };
+        if !Arc::ptr_eq(&base.own, &next.own) {
+            return encode();
+        }
+        let key = (
+            Arc::as_ptr(&base.outbound) as usize,
+            Arc::as_ptr(&next.outbound) as usize,
+        );
+        if let Some((b, r, hit)) = self.lock().frames.get(&key)
+            && (*b, *r) == (base_revision, revision)
+        {
+            return Ok(hit.clone());
+        }
+        let encoded = encode()?;
+        let mut shared = self.lock();
+        // Kept only while `deltas` holds the old half (so the key's
+        // addresses stay unique) and the new half is of the current revision.
+        if shared.deltas.contains_key(&key) {
+            shared
+                .frames
+                .insert(key, (base_revision, revision, encoded.clone()));
+        }
+        Ok(encoded)
     }
 
     /// Pairs whose delta is cached, for tests.

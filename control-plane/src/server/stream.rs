@@ -7,7 +7,7 @@ use crate::index::MeshIndex;
 use crate::metrics::{ControllerMetrics, OutcomeLabels, PushLabels};
 use crate::sync::SyncRegistry;
 use crate::translate::ProxyIdentity;
-use sluice_api::config::{ProxyMessage, Snapshot, proxy_message};
+use sluice_api::config::{ProxyMessage, proxy_message};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tonic::Streaming;
@@ -119,24 +119,22 @@ fn next_snapshot(
     let Some(kind) = wants(peer, revision) else {
         return Ok(None);
     };
-    let view = cx.sharing.view(current, &cx.who);
+    let previous = peer.acked.as_ref().map(|(_, v)| v);
+    let view = cx.sharing.view_after(current, &cx.who, previous);
     let version = revision.to_string();
     let (kind, snapshot) = match (kind, &peer.acked) {
-        (Kind::Delta, Some((base, base_view))) => {
-            let snapshot = Snapshot {
-                version: version.clone(),
-                config: None,
-                delta: Some(cx.sharing.delta(base_view, &view, &base.to_string())),
-            };
-            (Kind::Delta, frame::whole(&snapshot)?)
-        }
+        (Kind::Delta, Some((base, base_view))) => (
+            Kind::Delta,
+            cx.sharing
+                .delta_frame((*base, base_view), (revision, &view))?,
+        ),
         _ => {
             let snapshot = frame::complete(
                 &version,
                 &view.outbound_bytes,
-                view.inbound.as_ref(),
-                view.self_.as_ref(),
-                view.telemetry.as_ref(),
+                view.own.inbound.as_ref(),
+                view.own.self_.as_ref(),
+                view.own.telemetry.as_ref(),
             )?;
             (Kind::Full, snapshot)
         }

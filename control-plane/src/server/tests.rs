@@ -61,7 +61,10 @@ fn sharing_alike_proxies_hold_one_outbound_half_in_name_order() {
     let a = sharing.view(&idx, &proxy("a", "127.0.9.1"));
     let b = sharing.view(&idx, &proxy("b", "127.0.9.8"));
     assert!(Arc::ptr_eq(&a.outbound, &b.outbound));
-    assert_ne!(a.inbound, b.inbound, "127.0.9.1 serves reviews, .8 nothing");
+    assert_ne!(
+        a.own.inbound, b.own.inbound,
+        "127.0.9.1 serves reviews, .8 nothing"
+    );
     let names: Vec<_> = a.outbound.virtual_hosts.iter().map(|v| &v.name).collect();
     let mut sorted = names.clone();
     sorted.sort();
@@ -115,9 +118,9 @@ fn complete_frame_with_and_without_inbound_ports_equals_translated_snapshot_byte
         let sent = frame::complete(
             "7",
             &view.outbound_bytes,
-            view.inbound.as_ref(),
-            view.self_.as_ref(),
-            view.telemetry.as_ref(),
+            view.own.inbound.as_ref(),
+            view.own.self_.as_ref(),
+            view.own.telemetry.as_ref(),
         )
         .unwrap();
         let mut config = translate(&idx, &who);
@@ -151,9 +154,9 @@ fn complete_frame_alike_proxies_share_one_outbound_buffer() {
         frame::complete(
             "1",
             &v.outbound_bytes,
-            v.inbound.as_ref(),
-            v.self_.as_ref(),
-            v.telemetry.as_ref(),
+            v.own.inbound.as_ref(),
+            v.own.self_.as_ref(),
+            v.own.telemetry.as_ref(),
         )
         .unwrap()
         .into_chunks()
@@ -244,4 +247,95 @@ async fn stream_over_a_socket_sends_translated_config_then_delta_and_refuses_no_
     // The proxy hangs up: the server ends the stream with OK.
     drop(tx);
     assert!(snapshots.message().await.unwrap().is_none());
+}
+
+fn vs(timeout: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {{name: reviews, namespace: default}}\nspec:\n  \
+         hosts: [reviews.default.svc.cluster.local]\n  http:\n  - timeout: {timeout}s\n    \
+         route:\n    - destination: {{host: reviews.default.svc.cluster.local}}\n"
+    )
+}
+
+/// An index as the config-dir intake builds it (with own generations).
+fn ingested(intake: &mut crate::index::Intake, mesh: &str, extra: &str) -> MeshIndex {
+    let files = [("mesh.yaml", mesh), ("extra.yaml", extra)]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), Ok(t.to_string())))
+        .collect();
+    let metrics = crate::metrics::ControllerMetrics::new();
+    intake.ingest(files, std::time::Instant::now(), &metrics)
+}
+
+fn translated(index: &MeshIndex, who: &ProxyIdentity) -> sluice_api::config::ProxyConfig {
+    let mut config = translate(index, who);
+    delta::order_by_name(&mut config);
+    config
+}
+
+#[test]
+fn delta_frame_route_change_reuses_own_parts_and_shares_one_encoding() {
+    use prost::Message;
+    let mut intake = crate::index::Intake::new();
+    let (old, new) = (
+        ingested(&mut intake, MESH, &vs(1)),
+        ingested(&mut intake, MESH, &vs(2)),
+    );
+    let sharing = Sharing::default();
+    let proxies = [proxy("a", "127.0.9.1"), proxy("b", "127.0.9.8")];
+    // Every proxy has its view of the old revision before the new one comes.
+    let bases: Vec<_> = proxies.iter().map(|p| sharing.view(&old, p)).collect();
+    let mut frames = Vec::new();
+    for (who, base) in proxies.iter().zip(&bases) {
+        let next = sharing.view_after(&new, who, Some(base));
+        assert!(
+            Arc::ptr_eq(&base.own, &next.own),
+            "a route change keeps own parts"
+        );
+        let sent = sharing
+            .delta_frame((old.revision, base), (new.revision, &next))
+            .unwrap();
+        let bytes = sent.to_vec();
+        let (_, message) = unframe(&bytes);
+        let snapshot = sluice_api::config::Snapshot::decode(message).unwrap();
+        assert_eq!(snapshot.version, new.revision.to_string());
+        let d = snapshot.delta.expect("a delta");
+        assert_eq!(d.base_version, old.revision.to_string());
+        assert!(d.inbound.is_none() && d.self_.is_none() && d.telemetry.is_none());
+        assert_eq!(d.virtual_hosts.len(), 1, "{d:?}");
+        let applied = delta::apply(&translated(&old, who), &d).unwrap();
+        assert_eq!(applied, translated(&new, who), "{}", who.id);
+        frames.push(sent.into_chunks());
+    }
+    assert_eq!(frames[0][0].as_ptr(), frames[1][0].as_ptr(), "one encoding");
+}
+
+#[test]
+fn delta_frame_endpoint_change_translates_own_parts_again() {
+    use prost::Message;
+    let mut intake = crate::index::Intake::new();
+    let old = ingested(&mut intake, MESH, &vs(1));
+    // reviews-v1-0 moves off 127.0.9.1: proxy a no longer serves reviews.
+    let moved = MESH.replace("127.0.9.1", "127.0.9.3");
+    let new = ingested(&mut intake, &moved, &vs(1));
+    assert_ne!(old.own_generation, new.own_generation);
+    let sharing = Sharing::default();
+    let who = proxy("a", "127.0.9.1");
+    let base = sharing.view(&old, &who);
+    let next = sharing.view_after(&new, &who, Some(&base));
+    assert!(!Arc::ptr_eq(&base.own, &next.own));
+    let sent = sharing
+        .delta_frame((old.revision, &base), (new.revision, &next))
+        .unwrap();
+    let bytes = sent.to_vec();
+    let (_, message) = unframe(&bytes);
+    let d = sluice_api::config::Snapshot::decode(message)
+        .unwrap()
+        .delta
+        .expect("a delta");
+    let inbound = d.inbound.as_ref().expect("the inbound side changed");
+    assert!(inbound.ports.is_empty(), "{inbound:?}");
+    let applied = delta::apply(&translated(&old, &who), &d).unwrap();
+    assert_eq!(applied, translated(&new, &who));
 }

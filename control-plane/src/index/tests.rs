@@ -1,0 +1,122 @@
+use super::*;
+
+const SERVICE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-0, namespace: default}
+spec: {address: 127.0.9.1, labels: {app: reviews}}
+"#;
+
+fn vs(timeout: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {{name: reviews, namespace: default}}\nspec:\n  \
+         hosts: [reviews.default.svc.cluster.local]\n  http:\n  - timeout: {timeout}s\n    \
+         route:\n    - destination: {{host: reviews.default.svc.cluster.local}}\n"
+    )
+}
+
+fn files(entries: &[(&str, &str)]) -> BTreeMap<String, Result<String, String>> {
+    entries
+        .iter()
+        .map(|(name, text)| (name.to_string(), Ok(text.to_string())))
+        .collect()
+}
+
+fn ingest(intake: &mut Intake, entries: &[(&str, &str)]) -> MeshIndex {
+    intake.ingest(files(entries), Instant::now(), &ControllerMetrics::new())
+}
+
+#[test]
+fn intake_virtual_service_change_keeps_own_generation_and_endpoint_change_moves_it() {
+    let mut intake = Intake::new();
+    let first = ingest(&mut intake, &[("svc.yaml", SERVICE), ("vs.yaml", &vs(1))]);
+    let routed = ingest(&mut intake, &[("svc.yaml", SERVICE), ("vs.yaml", &vs(2))]);
+    assert_eq!(routed.revision, first.revision + 1);
+    assert_eq!(routed.own_generation, first.own_generation);
+    let moved = SERVICE.replace("127.0.9.1", "127.0.9.2");
+    let endpoint = ingest(&mut intake, &[("svc.yaml", &moved), ("vs.yaml", &vs(2))]);
+    assert_eq!(endpoint.revision, routed.revision + 1);
+    assert_ne!(endpoint.own_generation, routed.own_generation);
+    // Nothing changed: same revision, same generation.
+    let again = ingest(&mut intake, &[("svc.yaml", &moved), ("vs.yaml", &vs(2))]);
+    assert_eq!(
+        (again.revision, again.own_generation),
+        (endpoint.revision, endpoint.own_generation)
+    );
+    // Another intake's indexes never share a generation with this one's.
+    let other = ingest(
+        &mut Intake::new(),
+        &[("svc.yaml", &moved), ("vs.yaml", &vs(2))],
+    );
+    assert_ne!(other.own_generation, again.own_generation);
+}
+
+#[test]
+fn intake_unchanged_file_is_not_parsed_again_and_a_changed_one_is() {
+    let mut intake = Intake::new();
+    let first = ingest(&mut intake, &[("svc.yaml", SERVICE), ("vs.yaml", &vs(1))]);
+    let second = ingest(&mut intake, &[("svc.yaml", SERVICE), ("vs.yaml", &vs(2))]);
+    let key = |kind, name: &str| ResourceKey {
+        kind,
+        namespace: "default".into(),
+        name: name.into(),
+    };
+    let se = key(crate::resource::kind::SERVICE_ENTRY, "reviews");
+    let vsk = key(crate::resource::kind::VIRTUAL_SERVICE, "reviews");
+    assert!(Arc::ptr_eq(&first.resources[&se], &second.resources[&se]));
+    assert!(!Arc::ptr_eq(
+        &first.resources[&vsk],
+        &second.resources[&vsk]
+    ));
+    assert_ne!(first.resources[&vsk], second.resources[&vsk]);
+}
+
+#[test]
+fn intake_cached_invalid_file_is_rejected_again_and_keeps_last_good_version() {
+    let mut intake = Intake::new();
+    let good = ingest(&mut intake, &[("svc.yaml", SERVICE), ("vs.yaml", &vs(1))]);
+    assert!(good.rejected.is_empty(), "{:?}", good.rejected);
+    let broken = vs(1).replace("timeout: 1s", "timeout: -1s");
+    for _ in 0..2 {
+        // The second time the broken file comes from the cache.
+        let index = ingest(&mut intake, &[("svc.yaml", SERVICE), ("vs.yaml", &broken)]);
+        assert_eq!(index.rejected.len(), 1, "{:?}", index.rejected);
+        assert_eq!(index.rejected[0].file, "vs.yaml");
+        assert_eq!(
+            index.resources.len(),
+            good.resources.len(),
+            "last good VS kept"
+        );
+        assert_eq!(index.revision, good.revision);
+    }
+}
+
+#[test]
+fn intake_catalog_is_shared_on_route_change_and_rebuilt_on_endpoint_change() {
+    let mut intake = Intake::new();
+    let first = ingest(&mut intake, &[("svc.yaml", SERVICE), ("vs.yaml", &vs(1))]);
+    let routed = ingest(&mut intake, &[("svc.yaml", SERVICE), ("vs.yaml", &vs(2))]);
+    assert!(Arc::ptr_eq(&first.catalog, &routed.catalog));
+    let moved = SERVICE.replace("127.0.9.1", "127.0.9.2");
+    let endpoint = ingest(&mut intake, &[("svc.yaml", &moved), ("vs.yaml", &vs(2))]);
+    assert!(!Arc::ptr_eq(&routed.catalog, &endpoint.catalog));
+    let at = |index: &MeshIndex, ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        index.catalog.endpoints_at(&ip).count()
+    };
+    assert_eq!((at(&routed, "127.0.9.1"), at(&routed, "127.0.9.2")), (1, 0));
+    assert_eq!(
+        (at(&endpoint, "127.0.9.1"), at(&endpoint, "127.0.9.2")),
+        (0, 1)
+    );
+}
