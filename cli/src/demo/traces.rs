@@ -3,15 +3,13 @@
 //! waterfall of the newest complete trace through two sidecars.
 
 use sluice_proxy::telemetry::otlp::{
-    AnyValue, ExportTraceServiceRequest, ExportTraceServiceResponse, Span, SpanKind, Value,
+    AnyValue, ExportTraceServiceRequest, Span, SpanKind, TraceReceiver, Value,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Traces kept; older ones are dropped. The sidecars of a trace export in
 /// their own batches (up to a second apart, hundreds of traces each at the
@@ -76,57 +74,16 @@ pub(crate) struct Collector {
     store: Arc<Mutex<Store>>,
 }
 
-struct Export(Collector);
-
-impl tonic::server::UnaryService<ExportTraceServiceRequest> for Export {
-    type Response = ExportTraceServiceResponse;
-    type Future = tonic::codegen::BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
-
-    fn call(&mut self, req: tonic::Request<ExportTraceServiceRequest>) -> Self::Future {
-        self.0.record(req.into_inner());
-        Box::pin(async { Ok(tonic::Response::new(ExportTraceServiceResponse::default())) })
-    }
-}
-
-impl tonic::server::NamedService for Collector {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-
-impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Collector {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let collector = self.clone();
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<
-                ExportTraceServiceResponse,
-                ExportTraceServiceRequest,
-            >::default();
-            let mut grpc = tonic::server::Grpc::new(codec);
-            Ok(grpc.unary(Export(collector), req).await)
-        })
-    }
-}
-
 impl Collector {
     /// Listens on a free loopback port; returns the collector and its address.
     pub(crate) async fn start() -> std::io::Result<(Self, SocketAddr)> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let c = Collector::default();
-        let svc = c.clone();
+        let store = c.clone();
+        let receiver = TraceReceiver::new(move |req| store.record(req));
         tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await
-            {
+            if let Err(e) = receiver.serve(listener).await {
                 eprintln!("demo: trace collector stopped: {e}");
             }
         });

@@ -1,6 +1,10 @@
 //! The few OTLP trace messages the exporter sends, written by hand with the
 //! field numbers of `opentelemetry/proto/{collector/trace,trace,common,resource}/v1`.
 
+mod receiver;
+
+pub use receiver::TraceReceiver;
+
 /// gRPC path of `TraceService/Export`.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 

@@ -6,15 +6,11 @@ use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sluice_api::config as pb;
-use sluice_proxy::telemetry::otlp::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse, Span, SpanKind,
-};
+use sluice_proxy::telemetry::otlp::{ExportTraceServiceRequest, Span, SpanKind, TraceReceiver};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::harness::*;
 
@@ -26,58 +22,14 @@ struct Collector {
     got: Exports,
 }
 
-struct Export(Exports);
-
-impl tonic::server::UnaryService<ExportTraceServiceRequest> for Export {
-    type Response = ExportTraceServiceResponse;
-    type Future = tonic::codegen::BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
-
-    fn call(&mut self, req: tonic::Request<ExportTraceServiceRequest>) -> Self::Future {
-        self.0.lock().unwrap().push(req.into_inner());
-        Box::pin(async { Ok(tonic::Response::new(ExportTraceServiceResponse::default())) })
-    }
-}
-
-impl tonic::server::NamedService for Collector {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-
-impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Collector {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let got = Arc::clone(&self.got);
-        Box::pin(async move {
-            assert_eq!(
-                req.uri().path(),
-                "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-            );
-            let codec = tonic_prost::ProstCodec::<
-                ExportTraceServiceResponse,
-                ExportTraceServiceRequest,
-            >::default();
-            let mut grpc = tonic::server::Grpc::new(codec);
-            Ok(grpc.unary(Export(got), req).await)
-        })
-    }
-}
-
 impl Collector {
     async fn start(addr: SocketAddr) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind collector");
         let c = Collector::default();
-        let svc = c.clone();
+        let got = Arc::clone(&c.got);
+        let receiver = TraceReceiver::new(move |req| got.lock().unwrap().push(req));
         tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await;
+            let _ = receiver.serve(listener).await;
         });
         c
     }
