@@ -48,7 +48,11 @@ fn testdata_valid_documents_have_no_problems() {
         let (_, lines) = problems(&file);
         assert!(lines.is_empty(), "{}: {lines:#?}", file.display());
     }
-    assert_eq!(kinds.len(), 8, "every kind has a valid example: {kinds:?}");
+    assert_eq!(
+        kinds.len(),
+        sluice_control_plane::resource::KINDS.len(),
+        "every kind has a valid example: {kinds:?}"
+    );
 }
 
 #[test]
