@@ -9,6 +9,7 @@ use dataplane_targets::Pinned;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dataplane::targets as dataplane_targets;
@@ -271,6 +272,7 @@ pub async fn run(opts: &Opts, ip: Ipv4Addr) -> anyhow::Result<ScaleResult> {
 
     // Connect every proxy (bounded concurrency, like a rollout) and wait for first snapshots.
     let board = sim::board(opts.proxies);
+    let shared = Arc::new(std::sync::Mutex::new(sim::Shared::default()));
     let url = format!("http://{ip}:15010");
     let cpu0 = procstat::cpu_seconds(pid).unwrap_or(0.0);
     let t0 = Instant::now();
@@ -281,6 +283,7 @@ pub async fn run(opts: &Opts, ip: Ipv4Addr) -> anyhow::Result<ScaleResult> {
             url.clone(),
             opts.services,
             board.clone(),
+            shared.clone(),
         )));
         if i % 100 == 99 {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,9 +1,15 @@
 //! `--config-dir` mode: turns a folder of Istio YAML into a stream of mesh
 //! indexes, the same input `kubectl apply` would take.
 //!
-//! The folder is polled (cheap `stat`s) rather than watched with inotify, so it
-//! works the same on every filesystem, including bind mounts and ConfigMaps
-//! whose files are swapped through symlinks.
+//! The folder is watched with inotify (the `notify` crate): an event wakes the
+//! source at once, then it waits for the folder to be quiet for one debounce
+//! period. What changed is always decided by comparing every file's size and
+//! modification time, so events only say *when* to look, never *what* changed:
+//! ConfigMaps whose files are swapped through symlinks and editors that write
+//! through a temporary file behave like a plain write. A slow `stat` poll
+//! (every second) stays on as a safety net for filesystems that send no events
+//! (NFS, some bind mounts) and for a lost watch; without inotify the folder is
+//! polled every 100 ms, as before.
 
 use crate::index::{Intake, MeshIndex};
 use crate::metrics::ControllerMetrics;
@@ -16,6 +22,12 @@ use tokio::sync::watch;
 /// Longest wait for a quiet folder, in debounce periods.
 const MAX_DEBOUNCE_ROUNDS: u32 = 10;
 
+/// Poll period when the folder cannot be watched.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Poll period next to a working watch: a safety net, not the way changes arrive.
+const SAFETY_POLL: Duration = Duration::from_secs(1);
+
 /// What identifies one version of a file without reading it.
 type Stamp = (SystemTime, u64);
 
@@ -23,6 +35,7 @@ type Stamp = (SystemTime, u64);
 pub struct ConfigDir {
     root: PathBuf,
     poll: Duration,
+    safety_poll: Duration,
     debounce: Duration,
     metrics: Arc<ControllerMetrics>,
 }
@@ -32,7 +45,8 @@ impl ConfigDir {
     pub fn new(root: PathBuf, debounce: Duration, metrics: Arc<ControllerMetrics>) -> Self {
         Self {
             root,
-            poll: Duration::from_millis(100),
+            poll: POLL,
+            safety_poll: SAFETY_POLL,
             debounce,
             metrics,
         }
@@ -44,11 +58,36 @@ impl ConfigDir {
         intake.ingest(files, Instant::now(), &self.metrics)
     }
 
-    /// Polls until `tx` is closed, publishing each changed index.
+    /// Watches until `tx` is closed, publishing each changed index.
     pub async fn run(self, mut intake: Intake, tx: watch::Sender<Arc<MeshIndex>>) {
+        let (wake_tx, wake) = tokio::sync::mpsc::channel::<()>(1);
+        // Kept alive for the whole loop: dropping the watcher ends the watch.
+        let watcher = watch_folder(&self.root, wake_tx);
+        let (mut wake, mut every) = if watcher.is_some() {
+            (Some(wake), self.safety_poll)
+        } else {
+            (None, self.poll)
+        };
         let mut last = stamps(&self.root);
         loop {
-            tokio::time::sleep(self.poll).await;
+            let woken = async {
+                match wake.as_mut() {
+                    Some(w) => w.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let watch_ended = tokio::select! {
+                r = woken => r.is_none(),
+                () = tokio::time::sleep(every) => false,
+            };
+            if watch_ended {
+                tracing::warn!(
+                    dir = %self.root.display(),
+                    "the config folder watch ended; polling it every 100 ms"
+                );
+                wake = None;
+                every = self.poll;
+            }
             if tx.is_closed() {
                 return;
             }
@@ -81,6 +120,38 @@ impl ConfigDir {
                 tracing::info!(revision = index.revision, "configuration changed");
                 let _ = tx.send(Arc::new(index));
             }
+        }
+    }
+}
+
+/// Starts an inotify watch of `root` (and the folders under it) that wakes the
+/// source on any event; `None`, with a warning, when the folder cannot be watched.
+fn watch_folder(
+    root: &Path,
+    wake: tokio::sync::mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let handler = move |_event: notify::Result<notify::Event>| {
+        // A full channel already holds a wake-up; errors (a queue overflow, a
+        // removed folder) wake the source too, and the stat comparison decides.
+        let _ = wake.try_send(());
+    };
+    let watched = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(root, notify::RecursiveMode::Recursive)?;
+        Ok(w)
+    });
+    match watched {
+        Ok(w) => {
+            tracing::info!(dir = %root.display(), "watching the config folder for changes");
+            Some(w)
+        }
+        Err(error) => {
+            tracing::warn!(
+                dir = %root.display(),
+                %error,
+                "cannot watch the config folder; polling it every 100 ms"
+            );
+            None
         }
     }
 }
@@ -135,3 +206,6 @@ fn read_files(root: &Path) -> BTreeMap<String, Result<String, String>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

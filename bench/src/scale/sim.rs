@@ -1,12 +1,15 @@
 //! Simulated proxies: each opens its own gRPC connection and config stream with its own node
 //! identity, turns every snapshot or delta into a complete config as `sluice-proxy` does, ACKs
 //! it (NACKs a delta that does not apply) and records when each version was applied.
+use prost::Message as _;
 use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
 use sluice_api::config::{
-    Ack, Nack, Node, ProxyConfig, ProxyMessage, Snapshot, proxy_message::Kind,
+    Ack, Cluster, ConfigDelta, Nack, Node, ProxyConfig, ProxyMessage, Snapshot, TcpService,
+    VirtualHost, proxy_message::Kind,
 };
 use sluice_control_plane::server::{CONNECTION_WINDOW, STREAM_WINDOW, delta};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -50,9 +53,15 @@ fn lock(board: &Board, i: usize) -> Option<std::sync::MutexGuard<'_, Seen>> {
 
 /// Runs proxy `i` until aborted: like a real sidecar it reconnects after a failed connect or a
 /// closed stream (200 ms apart), so a full accept backlog during a rollout only delays it.
-pub async fn proxy(i: usize, url: String, services: usize, board: Board) {
+pub async fn proxy(
+    i: usize,
+    url: String,
+    services: usize,
+    board: Board,
+    shared: Arc<Mutex<Shared>>,
+) {
     loop {
-        let why = match stream(i, url.clone(), services, &board).await {
+        let why = match stream(i, url.clone(), services, &board, &shared).await {
             Ok(()) => "stream closed by the controller".to_string(),
             Err(e) => e.to_string(),
         };
@@ -69,8 +78,8 @@ async fn stream(
     url: String,
     services: usize,
     board: &Board,
+    shared: &Mutex<Shared>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    use prost::Message as _;
     let channel = tonic::transport::Endpoint::from_shared(url)?
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -96,11 +105,11 @@ async fn stream(
     })
     .await?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-    let mut applied: Option<(String, ProxyConfig)> = None;
+    let mut applied: Option<Applied> = None;
     while let Some(snap) = inbound.message().await? {
         let bytes = snap.encoded_len();
         let version = snap.version.clone();
-        let reply = match resolve(snap, &mut applied) {
+        let reply = match resolve(snap, &mut applied, shared) {
             Ok(()) => {
                 let at = Instant::now();
                 if let Some(mut s) = lock(board, i) {
@@ -121,73 +130,226 @@ async fn stream(
     Ok(())
 }
 
-/// Turns the last applied (version, config) into the one `snap` stands for;
-/// on error the last applied config stays.
+/// The lists every proxy of one namespace receives alike: the outbound half.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Outbound {
+    virtual_hosts: Vec<VirtualHost>,
+    clusters: Vec<Cluster>,
+    tcp_services: Vec<TcpService>,
+}
+
+/// What one simulated proxy has applied: its own parts, and the outbound half
+/// it shares with every proxy that applied the same one.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub(crate) version: String,
+    own: ProxyConfig,
+    outbound: Arc<Outbound>,
+}
+
+impl Applied {
+    /// The complete config, as a proxy would hold it.
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> ProxyConfig {
+        ProxyConfig {
+            virtual_hosts: self.outbound.virtual_hosts.clone(),
+            clusters: self.outbound.clusters.clone(),
+            tcp_services: self.outbound.tcp_services.clone(),
+            ..self.own.clone()
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shares_outbound_with(&self, other: &Applied) -> bool {
+        Arc::ptr_eq(&self.outbound, &other.outbound)
+    }
+}
+
+/// One copy of each distinct outbound half across the simulated proxies.
+///
+/// At the full size (1,000 services, 10,000 endpoints) the outbound half is ~2.2 MB
+/// encoded, and 2,000 private copies would need ~37 GB; every proxy of the bench's mesh gets
+/// the same one. Each proxy still decodes every byte it receives; a full config's outbound
+/// half is swapped for the equal one already held, and a delta's outbound part is applied
+/// once per (base half, delta) and the result shared by every proxy making the same move.
+#[derive(Default)]
+pub struct Shared {
+    halves: HashMap<u64, Vec<Weak<Outbound>>>,
+    moves: HashMap<(usize, u64), Move>,
+}
+
+/// One applied move: the base half is held weakly so its address stays unique while the
+/// entry lives, and the delta's bytes are kept to rule out hash collisions.
+struct Move {
+    base: Weak<Outbound>,
+    delta: Vec<u8>,
+    result: Result<Weak<Outbound>, String>,
+}
+
+impl Shared {
+    /// The shared half equal to `half`, or `half` itself (then remembered). Callers that
+    /// hold no lock use [`intern_unlocked`] so the 2 MB hash and compare run outside it.
+    fn intern(&mut self, half: Outbound) -> Arc<Outbound> {
+        let key = hash(&encode_half(&half));
+        if let Some(found) = self.candidates(key).into_iter().find(|h| **h == half) {
+            return found;
+        }
+        self.remember(key, half)
+    }
+
+    fn candidates(&mut self, key: u64) -> Vec<Arc<Outbound>> {
+        let same = self.halves.entry(key).or_default();
+        same.retain(|w| w.strong_count() > 0);
+        same.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    fn remember(&mut self, key: u64, half: Outbound) -> Arc<Outbound> {
+        let half = Arc::new(half);
+        self.halves
+            .entry(key)
+            .or_default()
+            .push(Arc::downgrade(&half));
+        half
+    }
+
+    /// `base` with the outbound part of a delta (`part`) applied, computed once per move.
+    fn step(&mut self, base: &Arc<Outbound>, part: &ConfigDelta) -> Result<Arc<Outbound>, String> {
+        let bytes = part.encode_to_vec();
+        let key = (Arc::as_ptr(base) as usize, hash(&bytes));
+        if let Some(m) = self.moves.get(&key) {
+            let same_base = m.base.upgrade().is_some_and(|b| Arc::ptr_eq(&b, base));
+            if same_base && m.delta == bytes {
+                match &m.result {
+                    Err(e) => return Err(e.clone()),
+                    Ok(w) => {
+                        if let Some(done) = w.upgrade() {
+                            return Ok(done);
+                        }
+                    }
+                }
+            }
+        }
+        let mut tmp = ProxyConfig {
+            virtual_hosts: base.virtual_hosts.clone(),
+            clusters: base.clusters.clone(),
+            tcp_services: base.tcp_services.clone(),
+            ..Default::default()
+        };
+        let result = delta::apply_in_place(&mut tmp, part)
+            .map_err(|e| e.to_string())
+            .map(|()| {
+                self.intern(Outbound {
+                    virtual_hosts: tmp.virtual_hosts,
+                    clusters: tmp.clusters,
+                    tcp_services: tmp.tcp_services,
+                })
+            });
+        if self.moves.len() >= 256 {
+            self.moves.retain(|_, m| m.base.strong_count() > 0);
+        }
+        self.moves.insert(
+            key,
+            Move {
+                base: Arc::downgrade(base),
+                delta: bytes,
+                result: result.as_ref().map(Arc::downgrade).map_err(Clone::clone),
+            },
+        );
+        result
+    }
+}
+
+/// [`Shared::intern`] with the hashing and comparing done outside the lock: two proxies
+/// racing may both keep a copy, which costs memory, never correctness.
+fn intern_unlocked(shared: &Mutex<Shared>, half: Outbound) -> Arc<Outbound> {
+    let key = hash(&encode_half(&half));
+    let candidates = lock_shared(shared).candidates(key);
+    if let Some(found) = candidates.into_iter().find(|h| **h == half) {
+        return found;
+    }
+    lock_shared(shared).remember(key, half)
+}
+
+/// The half's lists encoded one after another: only a hash key (equality is checked on
+/// the decoded lists).
+fn encode_half(half: &Outbound) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for h in &half.virtual_hosts {
+        prost::encoding::message::encode(1, h, &mut buf);
+    }
+    for c in &half.clusters {
+        prost::encoding::message::encode(2, c, &mut buf);
+    }
+    for t in &half.tcp_services {
+        prost::encoding::message::encode(3, t, &mut buf);
+    }
+    buf
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn lock_shared(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Turns the last applied config into the one `snap` stands for; on error the
+/// last applied config stays.
 pub(crate) fn resolve(
     snap: Snapshot,
-    applied: &mut Option<(String, ProxyConfig)>,
+    applied: &mut Option<Applied>,
+    shared: &Mutex<Shared>,
 ) -> Result<(), String> {
     match (snap.config, snap.delta) {
-        (Some(config), None) => {
-            *applied = Some((snap.version, config));
+        (Some(mut config), None) => {
+            let half = Outbound {
+                virtual_hosts: std::mem::take(&mut config.virtual_hosts),
+                clusters: std::mem::take(&mut config.clusters),
+                tcp_services: std::mem::take(&mut config.tcp_services),
+            };
+            let outbound = intern_unlocked(shared, half);
+            *applied = Some(Applied {
+                version: snap.version,
+                own: config,
+                outbound,
+            });
             Ok(())
         }
-        (None, Some(d)) => {
-            let (version, config) = applied.as_mut().ok_or("delta before any config")?;
-            if d.base_version != *version {
+        (None, Some(mut d)) => {
+            let a = applied.as_mut().ok_or("delta before any config")?;
+            if d.base_version != a.version {
                 return Err(format!(
-                    "delta base {} but applied {version}",
-                    d.base_version
+                    "delta base {} but applied {}",
+                    d.base_version, a.version
                 ));
             }
-            // In place: the simulator should cost what a proxy's stream does, not copy 2,000
-            // configs per change on the controller's cores.
-            apply_touched(config, &d)?;
-            *version = snap.version;
+            let part = ConfigDelta {
+                virtual_hosts: std::mem::take(&mut d.virtual_hosts),
+                removed_virtual_hosts: std::mem::take(&mut d.removed_virtual_hosts),
+                clusters: std::mem::take(&mut d.clusters),
+                removed_clusters: std::mem::take(&mut d.removed_clusters),
+                tcp_services: std::mem::take(&mut d.tcp_services),
+                removed_tcp_services: std::mem::take(&mut d.removed_tcp_services),
+                ..Default::default()
+            };
+            let untouched = part == ConfigDelta::default();
+            let outbound = if untouched {
+                a.outbound.clone()
+            } else {
+                lock_shared(shared).step(&a.outbound, &part)?
+            };
+            // The rest (inbound, metadata, telemetry) is the proxy's own: applied per proxy.
+            let mut own = a.own.clone();
+            delta::apply_in_place(&mut own, &d).map_err(|e| e.to_string())?;
+            a.own = own;
+            a.outbound = outbound;
+            a.version = snap.version;
             Ok(())
         }
         _ => Err(format!("snapshot {} carries neither or both", snap.version)),
     }
-}
-
-/// `delta::apply_in_place` with the lists the delta does not touch set aside
-/// meanwhile: a real proxy walks its whole config on its own core, but here
-/// 2,000 configs share the controller's two cores, and the walk over untouched
-/// lists (a cache miss per name) was ~40% of the simulator's CPU per change.
-/// The checks and the resulting lists are the same: an untouched list is
-/// returned as it was (name-ordered, as complete configs arrive and as every
-/// applied delta leaves the lists it touches).
-fn apply_touched(
-    config: &mut ProxyConfig,
-    d: &sluice_api::config::ConfigDelta,
-) -> Result<(), String> {
-    let keep_hosts = d.virtual_hosts.is_empty() && d.removed_virtual_hosts.is_empty();
-    let keep_clusters = d.clusters.is_empty() && d.removed_clusters.is_empty();
-    let keep_tcp = d.tcp_services.is_empty() && d.removed_tcp_services.is_empty();
-    let hosts = if keep_hosts {
-        std::mem::take(&mut config.virtual_hosts)
-    } else {
-        Vec::new()
-    };
-    let clusters = if keep_clusters {
-        std::mem::take(&mut config.clusters)
-    } else {
-        Vec::new()
-    };
-    let tcp = if keep_tcp {
-        std::mem::take(&mut config.tcp_services)
-    } else {
-        Vec::new()
-    };
-    let applied = delta::apply_in_place(config, d).map_err(|e| e.to_string());
-    if keep_hosts {
-        config.virtual_hosts = hosts;
-    }
-    if keep_clusters {
-        config.clusters = clusters;
-    }
-    if keep_tcp {
-        config.tcp_services = tcp;
-    }
-    applied
 }

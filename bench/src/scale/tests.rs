@@ -47,6 +47,7 @@ fn sim_resolve_applies_deltas_to_its_own_config_and_refuses_a_wrong_base() {
         port,
         ..Default::default()
     };
+    let shared = std::sync::Mutex::new(sim::Shared::default());
     let mut applied = None;
     let full = Snapshot {
         version: "1".into(),
@@ -56,7 +57,7 @@ fn sim_resolve_applies_deltas_to_its_own_config_and_refuses_a_wrong_base() {
         }),
         delta: None,
     };
-    sim::resolve(full, &mut applied).unwrap();
+    sim::resolve(full, &mut applied, &shared).unwrap();
     let delta = |version: &str, base: &str| Snapshot {
         version: version.into(),
         config: None,
@@ -68,13 +69,13 @@ fn sim_resolve_applies_deltas_to_its_own_config_and_refuses_a_wrong_base() {
         }),
     };
     assert_eq!(
-        sim::resolve(delta("3", "2"), &mut applied).unwrap_err(),
+        sim::resolve(delta("3", "2"), &mut applied, &shared).unwrap_err(),
         "delta base 2 but applied 1"
     );
-    sim::resolve(delta("2", "1"), &mut applied).unwrap();
-    let (version, config) = applied.unwrap();
-    assert_eq!(version, "2");
-    assert_eq!(config.clusters, vec![cluster("b", 3)]);
+    sim::resolve(delta("2", "1"), &mut applied, &shared).unwrap();
+    let applied = applied.unwrap();
+    assert_eq!(applied.version, "2");
+    assert_eq!(applied.config().clusters, vec![cluster("b", 3)]);
 }
 
 #[test]
@@ -99,7 +100,14 @@ fn sim_resolve_delta_touching_one_list_matches_apply_and_still_refuses_unknown_r
         ],
         ..Default::default()
     };
-    let mut applied = Some(("1".to_string(), base.clone()));
+    let shared = std::sync::Mutex::new(sim::Shared::default());
+    let mut applied = None;
+    let full = Snapshot {
+        version: "1".into(),
+        config: Some(base.clone()),
+        delta: None,
+    };
+    sim::resolve(full, &mut applied, &shared).unwrap();
     let d = ConfigDelta {
         base_version: "1".into(),
         virtual_hosts: vec![host("b", 3), host("c", 4)],
@@ -110,8 +118,8 @@ fn sim_resolve_delta_touching_one_list_matches_apply_and_still_refuses_unknown_r
         config: None,
         delta: Some(d.clone()),
     };
-    sim::resolve(snap, &mut applied).unwrap();
-    let (_, config) = applied.clone().unwrap();
+    sim::resolve(snap, &mut applied, &shared).unwrap();
+    let config = applied.as_ref().unwrap().config();
     assert_eq!(
         config,
         sluice_control_plane::server::delta::apply(&base, &d).unwrap()
@@ -125,10 +133,62 @@ fn sim_resolve_delta_touching_one_list_matches_apply_and_still_refuses_unknown_r
             ..Default::default()
         }),
     };
-    assert!(sim::resolve(unknown, &mut applied).is_err());
+    assert!(sim::resolve(unknown, &mut applied, &shared).is_err());
     assert_eq!(
-        applied.unwrap().1,
+        applied.unwrap().config(),
         config,
         "a refused delta changes nothing"
+    );
+}
+
+#[test]
+fn sim_proxies_share_one_outbound_half_and_one_result_per_move() {
+    use sluice_api::config::{Cluster, ConfigDelta, ProxyConfig, Snapshot, WorkloadMeta};
+    let cluster = |name: &str, port| Cluster {
+        name: name.into(),
+        port,
+        ..Default::default()
+    };
+    let shared = std::sync::Mutex::new(sim::Shared::default());
+    let full = |own: &str| Snapshot {
+        version: "1".into(),
+        config: Some(ProxyConfig {
+            clusters: vec![cluster("a", 1), cluster("b", 2)],
+            self_: Some(WorkloadMeta {
+                workload: own.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        delta: None,
+    };
+    let (mut p, mut q) = (None, None);
+    sim::resolve(full("p"), &mut p, &shared).unwrap();
+    sim::resolve(full("q"), &mut q, &shared).unwrap();
+    assert!(
+        p.as_ref()
+            .unwrap()
+            .shares_outbound_with(q.as_ref().unwrap())
+    );
+    assert_ne!(p.as_ref().unwrap().config(), q.as_ref().unwrap().config());
+    let step = Snapshot {
+        version: "2".into(),
+        config: None,
+        delta: Some(ConfigDelta {
+            base_version: "1".into(),
+            clusters: vec![cluster("c", 3)],
+            removed_clusters: vec!["a".into()],
+            ..Default::default()
+        }),
+    };
+    sim::resolve(step.clone(), &mut p, &shared).unwrap();
+    sim::resolve(step, &mut q, &shared).unwrap();
+    let (p, q) = (p.unwrap(), q.unwrap());
+    assert!(p.shares_outbound_with(&q), "one result per move");
+    assert_eq!(p.config().clusters, vec![cluster("b", 2), cluster("c", 3)]);
+    assert_eq!(
+        q.config().self_.unwrap().workload,
+        "q",
+        "own parts stay per proxy"
     );
 }
