@@ -102,8 +102,9 @@ pub fn markdown(run: &RunFile, file_name: &str, pngs: &[(String, String)]) -> St
         "- Mode: {} — {} s per point, {} repetition(s) per point{}.\n- Machine: {}. Proxies pinned to one core, \
          fortio (load + server) to the other; the machine is shared, so compare ratios within this run, not \
          absolute numbers across runs.\n- Load generator: fortio {} (1 KB payload, `-payload-size 1024`).\n\
-         - Sluice runs **without TLS** between its sidecars (mTLS is not built yet); the peers run without TLS too, \
-         so every pair is compared plaintext to plaintext.\n",
+         - `sluice` is the mutual-TLS pair (TLS 1.3 between the sidecars, certificates from the controller's CA): \
+         compare it with `haproxy-tls` and `nginx-tls`; `sluice-plain` and the plaintext peers, when present, \
+         show what TLS costs.\n",
         if m.quick { "`--quick`" } else { "full" },
         m.seconds,
         m.repetitions,

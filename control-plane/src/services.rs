@@ -4,7 +4,7 @@
 
 use crate::crd::{ServiceEntry, WorkloadEntry, WorkloadEntrySpec};
 use crate::resource::Resource;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Label Istio sets on endpoints that run a sidecar (auto mTLS).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -155,6 +155,7 @@ impl ServiceCatalog {
                 _ => {}
             }
         }
+        let by_label = WorkloadIndex::new(&workloads);
         let mut services = BTreeMap::new();
         for se in entries {
             let namespace = se.metadata.namespace.clone().unwrap_or_default();
@@ -179,12 +180,12 @@ impl ServiceCatalog {
                 })
                 .collect();
             if let Some(selector) = &se.spec.workload_selector {
-                for we in &workloads {
-                    let we_ns = we.metadata.namespace.as_deref().unwrap_or_default();
-                    if we_ns != namespace || !labels_match(&selector.labels, &we.spec.labels) {
+                let ns = se.metadata.namespace.as_deref().unwrap_or_default();
+                for we in by_label.candidates(ns, &selector.labels) {
+                    if !labels_match(&selector.labels, &we.spec.labels) {
                         continue;
                     }
-                    if let Some(ep) = endpoint(&we.spec, we_ns, &name_of(&we.metadata)) {
+                    if let Some(ep) = endpoint(&we.spec, &namespace, &name_of(&we.metadata)) {
                         endpoints.push(ep);
                     }
                 }
@@ -260,6 +261,59 @@ fn endpoint(spec: &WorkloadEntrySpec, namespace: &str, workload: &str) -> Option
         ports: spec.ports.clone(),
         weight: spec.weight.filter(|w| *w > 0).unwrap_or(1),
     })
+}
+
+/// WorkloadEntries by namespace and by each of their labels, so a
+/// ServiceEntry's selector looks at the workloads carrying one of its labels
+/// instead of every workload (1,000 selectors × 10,000 workloads made this
+/// the controller's largest cost per endpoint change).
+struct WorkloadIndex<'a> {
+    /// In resource order, per namespace: what an empty selector selects.
+    by_namespace: HashMap<&'a str, Vec<&'a WorkloadEntry>>,
+    /// (namespace, label key, label value) → workloads, in resource order.
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a WorkloadEntry>>,
+}
+
+impl<'a> WorkloadIndex<'a> {
+    fn new(workloads: &[&'a WorkloadEntry]) -> Self {
+        let mut by_namespace: HashMap<&str, Vec<&WorkloadEntry>> = HashMap::new();
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&WorkloadEntry>> = HashMap::new();
+        for we in workloads {
+            let ns = we.metadata.namespace.as_deref().unwrap_or_default();
+            by_namespace.entry(ns).or_default().push(we);
+            for (k, v) in &we.spec.labels {
+                by_label
+                    .entry((ns, k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(we);
+            }
+        }
+        Self {
+            by_namespace,
+            by_label,
+        }
+    }
+
+    /// A superset of the workloads in `namespace` that `selector` selects, in
+    /// resource order: those carrying the selector's rarest label.
+    fn candidates(
+        &self,
+        namespace: &'a str,
+        selector: &'a BTreeMap<String, String>,
+    ) -> &[&'a WorkloadEntry] {
+        if selector.is_empty() {
+            return self.by_namespace.get(namespace).map_or(&[], Vec::as_slice);
+        }
+        selector
+            .iter()
+            .map(|(k, v)| {
+                self.by_label
+                    .get(&(namespace, k.as_str(), v.as_str()))
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .min_by_key(|list| list.len())
+            .unwrap_or(&[])
+    }
 }
 
 /// Whether every `selector` label is on `labels` (an empty selector selects all).

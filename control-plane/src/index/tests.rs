@@ -120,3 +120,68 @@ fn intake_catalog_is_shared_on_route_change_and_rebuilt_on_endpoint_change() {
         (0, 1)
     );
 }
+
+#[test]
+fn workload_selector_picks_every_label_in_its_own_namespace_in_resource_order() {
+    let mesh = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: all, namespace: default}
+spec:
+  hosts: [all.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: a-match, namespace: default}
+spec: {address: 127.0.9.1, labels: {app: reviews, version: v1, extra: x}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: b-other-version, namespace: default}
+spec: {address: 127.0.9.2, labels: {app: reviews, version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: c-other-namespace, namespace: prod}
+spec: {address: 127.0.9.3, labels: {app: reviews, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: d-match, namespace: default}
+spec: {address: 127.0.9.4, labels: {version: v1, app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: e-app-only, namespace: default}
+spec: {address: 127.0.9.5, labels: {app: reviews}}
+"#;
+    let index = ingest(&mut Intake::new(), &[("mesh.yaml", mesh)]);
+    let addresses = |fqdn: &str| -> Vec<String> {
+        index.catalog.services[fqdn]
+            .endpoints
+            .iter()
+            .map(|e| e.address.clone())
+            .collect()
+    };
+    assert_eq!(
+        addresses("reviews.default.svc.cluster.local"),
+        ["127.0.9.1", "127.0.9.4"]
+    );
+    // An empty selector selects every workload of its namespace, and only those.
+    assert_eq!(
+        addresses("all.default.svc.cluster.local"),
+        ["127.0.9.1", "127.0.9.2", "127.0.9.4", "127.0.9.5"]
+    );
+}
