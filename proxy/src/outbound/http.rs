@@ -107,11 +107,6 @@ impl Reporting<'_> {
     }
 }
 
-/// Headers the outbound path may add to a request: `x-request-id`,
-/// `x-forwarded-proto`, `traceparent`, four B3 headers and four source-identity
-/// headers.
-const OUTBOUND_ADDED_HEADERS: usize = 12;
-
 /// Handles one request from the local application.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -128,9 +123,6 @@ pub async fn handle(
     if req.method() == Method::CONNECT {
         return connect_tunnel(shared, running, ctx, req).await;
     }
-    // The outbound path adds up to a dozen headers (trace context, request id,
-    // source identity): one allocation now instead of the map growing twice.
-    let _ = req.headers_mut().try_reserve(OUTBOUND_ADDED_HEADERS);
     let telemetry = &running.config.telemetry;
     let begun = telemetry::begin(telemetry, Side::Outbound, req.headers_mut());
     let request_bytes = Arc::new(AtomicU64::new(0));
