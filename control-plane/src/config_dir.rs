@@ -1,18 +1,24 @@
 //! `--config-dir` mode: turns a folder of Istio YAML into a stream of mesh
 //! indexes, the same input `kubectl apply` would take.
 //!
-//! The folder is watched with inotify (the `notify` crate): an event wakes the
-//! source at once, then it waits for the folder to be quiet for one debounce
-//! period. What changed is always decided by comparing every file's size and
-//! modification time, so events only say *when* to look, never *what* changed:
-//! ConfigMaps whose files are swapped through symlinks and editors that write
-//! through a temporary file behave like a plain write. A slow `stat` poll
-//! (every second) stays on as a safety net for filesystems that send no events
-//! (NFS, some bind mounts) and for a lost watch; without inotify the folder is
-//! polled every 100 ms, as before.
+//! The folder is watched with inotify (the `notify` crate): an event that can
+//! mean changed text (a create, write, rename or removal; not the opens and
+//! reads of the source's own scans) wakes the source at once, then it waits
+//! for the folder to be quiet for one debounce period. What changed is always
+//! decided by comparing every file's size and modification time, so events
+//! only say *when* to look: ConfigMaps whose files are swapped through
+//! symlinks and editors that write through a temporary file behave like a
+//! plain write. A `stat` poll every second stays on as a safety net, for
+//! filesystems that send no events (NFS, some bind mounts) and for files
+//! written into a new folder before its watch was added; a root that is
+//! replaced (deleted and made again, or a symlink pointed elsewhere) is
+//! watched again. Without inotify the folder is polled every 100 ms, and a
+//! watch is tried again every 10 s.
+//! `sluice_config_dir_watching` and `sluice_config_dir_scans_total{trigger}`
+//! show which mode is in force.
 
 use crate::index::{Intake, MeshIndex};
-use crate::metrics::ControllerMetrics;
+use crate::metrics::{ControllerMetrics, ScanLabels};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +33,9 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Poll period next to a working watch: a safety net, not the way changes arrive.
 const SAFETY_POLL: Duration = Duration::from_secs(1);
+
+/// How often to try watching again while the folder is only polled.
+const RETRY_WATCH: Duration = Duration::from_secs(10);
 
 /// What identifies one version of a file without reading it.
 type Stamp = (SystemTime, u64);
@@ -60,37 +69,49 @@ impl ConfigDir {
 
     /// Watches until `tx` is closed, publishing each changed index.
     pub async fn run(self, mut intake: Intake, tx: watch::Sender<Arc<MeshIndex>>) {
-        let (wake_tx, wake) = tokio::sync::mpsc::channel::<()>(1);
-        // Kept alive for the whole loop: dropping the watcher ends the watch.
-        let watcher = watch_folder(&self.root, wake_tx);
-        let (mut wake, mut every) = if watcher.is_some() {
-            (Some(wake), self.safety_poll)
-        } else {
-            (None, self.poll)
-        };
+        let mut watch = Watch::start(&self.root);
+        let mut tried = Instant::now();
         let mut last = stamps(&self.root);
         loop {
+            self.metrics
+                .config_dir_watching
+                .set(i64::from(watch.is_some()));
+            let every = if watch.is_some() {
+                self.safety_poll
+            } else {
+                self.poll
+            };
             let woken = async {
-                match wake.as_mut() {
-                    Some(w) => w.recv().await,
+                match watch.as_mut() {
+                    Some(w) => w.wake.recv().await,
                     None => std::future::pending().await,
                 }
             };
-            let watch_ended = tokio::select! {
-                r = woken => r.is_none(),
-                () = tokio::time::sleep(every) => false,
+            let trigger = tokio::select! {
+                () = tx.closed() => return,
+                r = woken => if r.is_some() { "event" } else { "ended" },
+                () = tokio::time::sleep(every) => "poll",
             };
-            if watch_ended {
-                tracing::warn!(
-                    dir = %self.root.display(),
-                    "the config folder watch ended; polling it every 100 ms"
-                );
-                wake = None;
-                every = self.poll;
+            // A watch sees nothing once its folder is gone: the root deleted
+            // and made again, or a symlinked root pointed elsewhere. Start a
+            // new one then, and retry now and again while there is none.
+            let stale = trigger == "ended"
+                || watch
+                    .as_ref()
+                    .is_some_and(|w| w.root_id != root_id(&self.root));
+            if stale || (watch.is_none() && tried.elapsed() >= RETRY_WATCH) {
+                if watch.is_some() {
+                    tracing::info!(dir = %self.root.display(), "the config folder changed identity; watching it again");
+                }
+                watch = Watch::start(&self.root);
+                tried = Instant::now();
             }
-            if tx.is_closed() {
-                return;
-            }
+            self.metrics
+                .config_dir_scans
+                .get_or_create(&ScanLabels {
+                    trigger: if trigger == "event" { "event" } else { "poll" },
+                })
+                .inc();
             let now = stamps(&self.root);
             if now == last {
                 continue;
@@ -124,36 +145,79 @@ impl ConfigDir {
     }
 }
 
-/// Starts an inotify watch of `root` (and the folders under it) that wakes the
-/// source on any event; `None`, with a warning, when the folder cannot be watched.
-fn watch_folder(
-    root: &Path,
-    wake: tokio::sync::mpsc::Sender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher as _;
-    let handler = move |_event: notify::Result<notify::Event>| {
-        // A full channel already holds a wake-up; errors (a queue overflow, a
-        // removed folder) wake the source too, and the stat comparison decides.
-        let _ = wake.try_send(());
-    };
-    let watched = notify::recommended_watcher(handler).and_then(|mut w| {
-        w.watch(root, notify::RecursiveMode::Recursive)?;
-        Ok(w)
-    });
-    match watched {
-        Ok(w) => {
-            tracing::info!(dir = %root.display(), "watching the config folder for changes");
-            Some(w)
-        }
-        Err(error) => {
-            tracing::warn!(
-                dir = %root.display(),
-                %error,
-                "cannot watch the config folder; polling it every 100 ms"
-            );
-            None
+/// The inotify side of the source: the watcher (dropping it ends the watch),
+/// its wake-ups, and which folder the root was when the watch started.
+struct Watch {
+    _watcher: notify::RecommendedWatcher,
+    wake: tokio::sync::mpsc::Receiver<()>,
+    root_id: Option<(u64, u64)>,
+}
+
+impl Watch {
+    /// Watches `root` and the folders under it; `None`, with a warning, when
+    /// the folder cannot be watched (missing, or the inotify limits reached).
+    fn start(root: &Path) -> Option<Self> {
+        use notify::Watcher as _;
+        let (tx, wake) = tokio::sync::mpsc::channel::<()>(1);
+        let handler = move |event: notify::Result<notify::Event>| {
+            // Errors (a queue overflow) wake the source too: the stat
+            // comparison decides what, if anything, changed.
+            if event.as_ref().is_ok_and(|e| !may_change_files(&e.kind)) {
+                return;
+            }
+            // A full channel already holds a wake-up.
+            let _ = tx.try_send(());
+        };
+        let root_id = root_id(root);
+        let watched = notify::recommended_watcher(handler).and_then(|mut w| {
+            w.watch(root, notify::RecursiveMode::Recursive)?;
+            Ok(w)
+        });
+        match watched {
+            Ok(w) => {
+                tracing::info!(dir = %root.display(), "watching the config folder for changes");
+                Some(Self {
+                    _watcher: w,
+                    wake,
+                    root_id,
+                })
+            }
+            Err(error) => {
+                tracing::warn!(
+                    dir = %root.display(),
+                    %error,
+                    "cannot watch the config folder; polling it every 100 ms"
+                );
+                None
+            }
         }
     }
+}
+
+/// Whether an event can mean changed YAML. Opens, reads and closes after
+/// reading are what the source's own scans cause (waking on them would scan
+/// forever), and metadata-only changes (access times, modes) change no text:
+/// the safety-net poll still notices a touched file.
+fn may_change_files(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        notify::EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
+}
+
+/// Device and inode of the folder `root` names now (following a symlink).
+#[cfg(unix)]
+fn root_id(root: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn root_id(root: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(root).ok().map(|_| (0, 0))
 }
 
 fn yaml_files(root: &Path) -> Vec<PathBuf> {

@@ -18,6 +18,13 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// Label set of config-folder scans: what started the scan.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScanLabels {
+    /// `event` (the inotify watch) or `poll` (the timer).
+    pub trigger: &'static str,
+}
+
 /// Label set of push/ack outcome counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -69,6 +76,10 @@ pub struct ControllerMetrics {
     pub leader: Gauge,
     /// Status subresource writes by this replica.
     pub status_writes: Counter,
+    /// `--config-dir` scans (stat of every file) by trigger.
+    pub config_dir_scans: Family<ScanLabels, Counter>,
+    /// 1 while the `--config-dir` folder is watched with inotify, 0 while polled.
+    pub config_dir_watching: Gauge,
 }
 
 impl Default for ControllerMetrics {
@@ -161,6 +172,18 @@ impl ControllerMetrics {
             "Status subresource writes made by this replica",
             status_writes.clone(),
         );
+        let config_dir_scans = Family::<ScanLabels, Counter>::default();
+        registry.register(
+            "sluice_config_dir_scans",
+            "Scans of the --config-dir folder by trigger (event: the inotify watch; poll: the timer)",
+            config_dir_scans.clone(),
+        );
+        let config_dir_watching = Gauge::default();
+        registry.register(
+            "sluice_config_dir_watching",
+            "1 while the --config-dir folder is watched with inotify, 0 while it is only polled",
+            config_dir_watching.clone(),
+        );
         registry.register(
             "sluice_kube_watch_restarts",
             "Failed API server list or watch requests by kind (retried after a backoff; an expired watch relists at once)",
@@ -171,6 +194,8 @@ impl ControllerMetrics {
             registry,
             leader,
             status_writes,
+            config_dir_scans,
+            config_dir_watching,
             csr_requests,
             webhook_requests,
             convergence,

@@ -7,8 +7,10 @@ use sluice_api::config::{
     Ack, Cluster, ConfigDelta, Nack, Node, ProxyConfig, ProxyMessage, Snapshot, TcpService,
     VirtualHost, proxy_message::Kind,
 };
+use sluice_api::delta::Named;
 use sluice_control_plane::server::{CONNECTION_WINDOW, STREAM_WINDOW, delta};
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -179,10 +181,10 @@ pub struct Shared {
 }
 
 /// One applied move: the base half is held weakly so its address stays unique while the
-/// entry lives, and the delta's bytes are kept to rule out hash collisions.
+/// entry lives, and the delta's outbound part is kept to rule out hash collisions.
 struct Move {
     base: Weak<Outbound>,
-    delta: Vec<u8>,
+    delta: ConfigDelta,
     result: Result<Weak<Outbound>, String>,
 }
 
@@ -190,7 +192,7 @@ impl Shared {
     /// The shared half equal to `half`, or `half` itself (then remembered). Callers that
     /// hold no lock use [`intern_unlocked`] so the 2 MB hash and compare run outside it.
     fn intern(&mut self, half: Outbound) -> Arc<Outbound> {
-        let key = hash(&encode_half(&half));
+        let key = half_key(&half);
         if let Some(found) = self.candidates(key).into_iter().find(|h| **h == half) {
             return found;
         }
@@ -214,11 +216,10 @@ impl Shared {
 
     /// `base` with the outbound part of a delta (`part`) applied, computed once per move.
     fn step(&mut self, base: &Arc<Outbound>, part: &ConfigDelta) -> Result<Arc<Outbound>, String> {
-        let bytes = part.encode_to_vec();
-        let key = (Arc::as_ptr(base) as usize, hash(&bytes));
+        let key = (Arc::as_ptr(base) as usize, delta_key(part));
         if let Some(m) = self.moves.get(&key) {
             let same_base = m.base.upgrade().is_some_and(|b| Arc::ptr_eq(&b, base));
-            if same_base && m.delta == bytes {
+            if same_base && m.delta == *part {
                 match &m.result {
                     Err(e) => return Err(e.clone()),
                     Ok(w) => {
@@ -251,7 +252,7 @@ impl Shared {
             key,
             Move {
                 base: Arc::downgrade(base),
-                delta: bytes,
+                delta: part.clone(),
                 result: result.as_ref().map(Arc::downgrade).map_err(Clone::clone),
             },
         );
@@ -262,7 +263,7 @@ impl Shared {
 /// [`Shared::intern`] with the hashing and comparing done outside the lock: two proxies
 /// racing may both keep a copy, which costs memory, never correctness.
 fn intern_unlocked(shared: &Mutex<Shared>, half: Outbound) -> Arc<Outbound> {
-    let key = hash(&encode_half(&half));
+    let key = half_key(&half);
     let candidates = lock_shared(shared).candidates(key);
     if let Some(found) = candidates.into_iter().find(|h| **h == half) {
         return found;
@@ -270,27 +271,39 @@ fn intern_unlocked(shared: &Mutex<Shared>, half: Outbound) -> Arc<Outbound> {
     lock_shared(shared).remember(key, half)
 }
 
-/// The half's lists encoded one after another: only a hash key (equality is checked on
-/// the decoded lists).
-fn encode_half(half: &Outbound) -> Vec<u8> {
-    let mut buf = Vec::new();
-    for h in &half.virtual_hosts {
-        prost::encoding::message::encode(1, h, &mut buf);
-    }
-    for c in &half.clusters {
-        prost::encoding::message::encode(2, c, &mut buf);
-    }
-    for t in &half.tcp_services {
-        prost::encoding::message::encode(3, t, &mut buf);
-    }
-    buf
+/// A hash key of a half: every entry's name and encoded size. Not its bytes: proto maps
+/// decode into `HashMap`s with their own random order, so two proxies' copies of one half
+/// encode differently. Equality is checked on the decoded lists.
+fn half_key(half: &Outbound) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    entries_into(&mut h, &half.virtual_hosts);
+    entries_into(&mut h, &half.clusters);
+    entries_into(&mut h, &half.tcp_services);
+    h.finish()
 }
 
-fn hash(bytes: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
+/// [`half_key`] of a delta's outbound part, removals included.
+fn delta_key(part: &ConfigDelta) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
+    entries_into(&mut h, &part.virtual_hosts);
+    entries_into(&mut h, &part.clusters);
+    entries_into(&mut h, &part.tcp_services);
+    for removed in [
+        &part.removed_virtual_hosts,
+        &part.removed_clusters,
+        &part.removed_tcp_services,
+    ] {
+        removed.hash(&mut h);
+    }
     h.finish()
+}
+
+fn entries_into<T: Named + prost::Message>(h: &mut impl Hasher, list: &[T]) {
+    list.len().hash(h);
+    for e in list {
+        e.name().hash(h);
+        e.encoded_len().hash(h);
+    }
 }
 
 fn lock_shared(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {

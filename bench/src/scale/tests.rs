@@ -192,3 +192,41 @@ fn sim_proxies_share_one_outbound_half_and_one_result_per_move() {
         "own parts stay per proxy"
     );
 }
+
+#[test]
+fn sim_proxies_share_a_half_whose_maps_decode_in_different_orders() {
+    // Proto maps decode into HashMaps with their own random order, so two
+    // decodes of the same bytes re-encode differently; sharing must not care.
+    use prost::Message as _;
+    use sluice_api::config::{Cluster, Endpoint, ProxyConfig, Snapshot};
+    let endpoint = |i: u32| Endpoint {
+        address: format!("10.0.0.{i}"),
+        labels: (0..6)
+            .map(|k| (format!("key-{k}"), format!("value-{i}-{k}")))
+            .collect(),
+        ..Default::default()
+    };
+    let bytes = ProxyConfig {
+        clusters: vec![Cluster {
+            name: "c".into(),
+            endpoints: (1..=8).map(endpoint).collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let shared = std::sync::Mutex::new(sim::Shared::default());
+    let proxies: Vec<_> = (0..8)
+        .map(|_| {
+            let mut applied = None;
+            let snap = Snapshot {
+                version: "1".into(),
+                config: Some(ProxyConfig::decode(bytes.as_slice()).unwrap()),
+                delta: None,
+            };
+            sim::resolve(snap, &mut applied, &shared).unwrap();
+            applied.unwrap()
+        })
+        .collect();
+    assert!(proxies.iter().all(|p| p.shares_outbound_with(&proxies[0])));
+}

@@ -24,20 +24,39 @@ fn service_entry(name: &str) -> String {
 
 struct Running {
     rx: watch::Receiver<Arc<MeshIndex>>,
+    metrics: Arc<ControllerMetrics>,
     _task: tokio::task::JoinHandle<()>,
 }
 
+impl Running {
+    fn scans(&self, trigger: &'static str) -> u64 {
+        self.metrics
+            .config_dir_scans
+            .get_or_create(&ScanLabels { trigger })
+            .get()
+    }
+}
+
 fn start(root: &Path) -> Running {
-    let metrics = Arc::new(ControllerMetrics::new());
-    let mut dir = ConfigDir::new(root.to_path_buf(), Duration::from_millis(10), metrics);
     // Neither poll can find the change within the tests' 20 s.
+    start_with(root, Duration::from_secs(3600))
+}
+
+fn start_with(root: &Path, safety_poll: Duration) -> Running {
+    let metrics = Arc::new(ControllerMetrics::new());
+    let mut dir = ConfigDir::new(
+        root.to_path_buf(),
+        Duration::from_millis(10),
+        metrics.clone(),
+    );
     dir.poll = Duration::from_secs(3600);
-    dir.safety_poll = Duration::from_secs(3600);
+    dir.safety_poll = safety_poll;
     let mut intake = Intake::new();
     let first = dir.load(&mut intake);
     let (tx, rx) = watch::channel(Arc::new(first));
     Running {
         rx,
+        metrics,
         _task: tokio::spawn(dir.run(intake, tx)),
     }
 }
@@ -123,4 +142,50 @@ async fn a_configmap_style_symlink_swap_is_seen() {
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
     let index = until_has(&mut r, "new").await;
     assert!(!index.of_kind("ServiceEntry").any(|se| se.name() == "old"));
+}
+
+#[tokio::test]
+async fn an_idle_folder_is_not_scanned_over_and_over() {
+    // The source's own scans open every folder and file; those events must
+    // not wake it again, or it scans in a loop.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/a.yaml"), service_entry("a")).unwrap();
+    let mut r = start(dir.path());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(dir.path().join("b.yaml"), service_entry("b")).unwrap();
+    until_has(&mut r, "b").await;
+    let after_change = r.scans("event");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = r.scans("event") - after_change;
+    assert!(idle <= 2, "{idle} scans in 1 s of an idle folder");
+    assert_eq!(r.metrics.config_dir_watching.get(), 1);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlinked_root_pointed_elsewhere_is_watched_again() {
+    // The watch follows the symlink to the folder it named; once the link
+    // points elsewhere, the safety poll notices and a new watch starts.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    std::fs::write(a.join("mesh.yaml"), service_entry("first")).unwrap();
+    std::fs::write(b.join("mesh.yaml"), service_entry("second")).unwrap();
+    let root = dir.path().join("config");
+    std::os::unix::fs::symlink(&a, &root).unwrap();
+    let mut r = start_with(&root, Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::os::unix::fs::symlink(&b, dir.path().join("config.tmp")).unwrap();
+    std::fs::rename(dir.path().join("config.tmp"), &root).unwrap();
+    until_has(&mut r, "second").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = r.scans("event");
+    std::fs::write(b.join("more.yaml"), service_entry("third")).unwrap();
+    until_has(&mut r, "third").await;
+    assert!(
+        r.scans("event") > before,
+        "the write in the new folder arrived through the safety poll, not a new watch"
+    );
 }
