@@ -118,10 +118,17 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 fn endpoint_ip(e: usize, generation: usize) -> Ipv4Addr {
-    // 10.g.x.y: the generation moves an endpoint to a new address on each churn write.
+    // 10.g.x.y: the generation moves an endpoint to a new address on each
+    // churn write. Generation 0 (the initial mesh) is g = 0; a moved endpoint
+    // gets 1 + generation mod 199, a cycle coprime to the churn's 1,000-write
+    // round, so rewriting a file never gives back the text it had.
+    let g = match generation {
+        0 => 0,
+        g => 1 + g % 199,
+    };
     Ipv4Addr::new(
         10,
-        (generation % 200) as u8,
+        g as u8,
         (e / 250 % 256) as u8,
         (e % 250 + 1) as u8,
     )
@@ -152,6 +159,17 @@ pub fn service_yaml(s: usize, per: usize, moved: Option<(usize, usize)>) -> Stri
         ));
     }
     out
+}
+
+/// The `n`th churn write: (file, text) moving one endpoint of one service.
+/// Writes visit the services in a scattered order, 1,000 writes a round
+/// at the full size, and always change the file they write.
+pub fn churn_write(n: usize, services: usize, per: usize) -> (String, String) {
+    let s = n * 7919 % services.max(1);
+    (
+        format!("svc-{s:04}.yaml"),
+        service_yaml(s, per, Some((n % per.max(1), n + 1))),
+    )
 }
 
 /// A VirtualService on service 0 whose timeout differs per `generation`.
@@ -361,12 +379,8 @@ pub async fn run(opts: &Opts, ip: Ipv4Addr) -> anyhow::Result<ScaleResult> {
     let mut first_update: Option<f64> = None;
     let mut n = 0usize;
     while start.elapsed() < Duration::from_secs(opts.churn_s) {
-        let s = n * 7919 % opts.services.max(1);
-        write_atomic(
-            &cfg,
-            &format!("svc-{s:04}.yaml"),
-            &service_yaml(s, per, Some((n % per, n + 1))),
-        )?;
+        let (file, text) = churn_write(n, opts.services, per);
+        write_atomic(&cfg, &file, &text)?;
         n += 1;
         if first_update.is_none() && all_above(&board, before) {
             first_update = Some(start.elapsed().as_secs_f64() * 1000.0);

@@ -29,7 +29,22 @@ fn service_yaml_moved_endpoint_changes_only_its_address() {
         .filter(|(a, b)| a != b)
         .collect();
     assert_eq!(diff.len(), 1, "{diff:?}");
-    assert!(diff[0].1.contains("address: \"10.9."), "{diff:?}");
+    assert!(diff[0].1.contains("address: \"10.10."), "{diff:?}");
+}
+
+#[test]
+fn churn_writes_always_change_the_file_they_write() {
+    // A full-size churn: 100 writes/s for 60 s over 1,000 services. An
+    // earlier address scheme cycled with the 1,000-write round, so after
+    // 10 s every write gave a file its old text back and nothing changed.
+    let mut files: std::collections::HashMap<String, String> = (0..1000)
+        .map(|s| (format!("svc-{s:04}.yaml"), service_yaml(s, 10, None)))
+        .collect();
+    for n in 0..6000 {
+        let (file, text) = churn_write(n, 1000, 10);
+        let old = files.insert(file.clone(), text.clone());
+        assert_ne!(old.as_deref(), Some(text.as_str()), "write {n} to {file}");
+    }
 }
 
 #[test]

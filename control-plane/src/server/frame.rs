@@ -1,6 +1,7 @@
 //! Snapshots as ready-to-write gRPC messages. A complete config's outbound
-//! half is encoded once per group and revision and its bytes are shared by
-//! every stream that sends it; only the proxy's own fields are encoded per push.
+//! half, and a delta's outbound changes, are encoded once per group (or move
+//! between groups) and revision, and those bytes are shared by every stream
+//! that sends them; only the proxy's own fields are encoded per push.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -13,6 +14,8 @@ const PREFIX: usize = 5;
 const VERSION_TAG: u32 = 1;
 /// `Snapshot.config`.
 const CONFIG_TAG: u32 = 2;
+/// `Snapshot.delta`.
+const DELTA_TAG: u32 = 3;
 
 /// A snapshot too large for gRPC's 32-bit length prefix.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -74,27 +77,63 @@ pub fn complete(
         ..pb::ProxyConfig::default()
     }
     .encode_to_vec();
-    let config_len = outbound.len() + own.len();
+    nested(
+        version,
+        CONFIG_TAG,
+        vec![outbound.clone(), Bytes::from(own)],
+    )
+}
+
+/// A delta: `Snapshot { version, delta }` where `delta` is `base_version`,
+/// then the shared encoding of the outbound changes (`ConfigDelta` fields
+/// 2–7, the same bytes for every proxy making the same move), then `own`
+/// (this proxy's fields 8–10, `base_version` unset). Fields go in number
+/// order, so the bytes are those prost gives for the assembled message.
+pub fn delta(
+    version: &str,
+    base_version: &str,
+    outbound: &Bytes,
+    own: &pb::ConfigDelta,
+) -> Result<EncodedSnapshot, TooLarge> {
+    let base = pb::ConfigDelta {
+        base_version: base_version.to_owned(),
+        ..pb::ConfigDelta::default()
+    }
+    .encode_to_vec();
+    nested(
+        version,
+        DELTA_TAG,
+        vec![
+            Bytes::from(base),
+            outbound.clone(),
+            Bytes::from(own.encode_to_vec()),
+        ],
+    )
+}
+
+/// `Snapshot { version, <tag>: <parts concatenated> }` as a gRPC message:
+/// only the head is written here, the parts are sent as they are.
+fn nested(version: &str, tag: u32, parts: Vec<Bytes>) -> Result<EncodedSnapshot, TooLarge> {
+    let inner_len: usize = parts.iter().map(Bytes::len).sum();
     let version_len = if version.is_empty() {
         0
     } else {
         key_len(VERSION_TAG) + encoded_len_varint(version.len() as u64) + version.len()
     };
-    let len =
-        version_len + key_len(CONFIG_TAG) + encoded_len_varint(config_len as u64) + config_len;
-    let mut head = BytesMut::with_capacity(PREFIX + len - config_len);
+    let len = version_len + key_len(tag) + encoded_len_varint(inner_len as u64) + inner_len;
+    let mut head = BytesMut::with_capacity(PREFIX + len - inner_len);
     prefix(&mut head, len)?;
     if !version.is_empty() {
         encode_key(VERSION_TAG, WireType::LengthDelimited, &mut head);
         encode_varint(version.len() as u64, &mut head);
         head.put_slice(version.as_bytes());
     }
-    encode_key(CONFIG_TAG, WireType::LengthDelimited, &mut head);
-    encode_varint(config_len as u64, &mut head);
-    Ok(EncodedSnapshot {
-        chunks: vec![head.freeze(), outbound.clone(), Bytes::from(own)],
-        len,
-    })
+    encode_key(tag, WireType::LengthDelimited, &mut head);
+    encode_varint(inner_len as u64, &mut head);
+    let mut chunks = Vec::with_capacity(parts.len() + 1);
+    chunks.push(head.freeze());
+    chunks.extend(parts);
+    Ok(EncodedSnapshot { chunks, len })
 }
 
 /// Any snapshot, encoded whole (deltas: small and specific to one proxy).

@@ -7,6 +7,7 @@ use super::frame::{self, EncodedSnapshot};
 use crate::index::MeshIndex;
 use crate::translate::{Outbound, ProxyIdentity, translate_outbound, translate_own};
 use bytes::Bytes;
+use prost::Message;
 use sluice_api::config as pb;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +39,27 @@ pub struct OwnParts {
     pub telemetry: Option<pb::Telemetry>,
 }
 
+impl OwnParts {
+    /// Whether both hold the same parts, whatever their generations.
+    fn same_parts(&self, other: &OwnParts) -> bool {
+        self.inbound == other.inbound
+            && self.self_ == other.self_
+            && self.telemetry == other.telemetry
+    }
+
+    /// The fields of a delta from `self` to `next`: those that differ.
+    fn changes_to(&self, next: &OwnParts) -> pb::ConfigDelta {
+        pb::ConfigDelta {
+            inbound: (self.inbound != next.inbound)
+                .then(|| next.inbound.clone().unwrap_or_default()),
+            self_: (self.self_ != next.self_).then(|| next.self_.clone().unwrap_or_default()),
+            telemetry: (self.telemetry != next.telemetry)
+                .then(|| next.telemetry.clone().unwrap_or_default()),
+            ..pb::ConfigDelta::default()
+        }
+    }
+}
+
 impl ProxyView {
     /// The complete configuration to send.
     pub fn complete(&self) -> pb::ProxyConfig {
@@ -52,6 +74,10 @@ impl ProxyView {
     }
 }
 
+/// Changes between two outbound halves, and their encoding (`ConfigDelta`
+/// fields 2–7).
+type SharedDelta = (Arc<pb::ConfigDelta>, Bytes);
+
 /// A delta snapshot as sent to every proxy that moves between the same two
 /// outbound halves with unchanged own parts: the same bytes for all of them.
 type SharedFrame = (u64, u64, EncodedSnapshot);
@@ -64,8 +90,9 @@ struct Revision {
     ordered: HashMap<usize, (Arc<Outbound>, Arc<pb::ProxyConfig>, Bytes)>,
     /// Addresses of the ordered copies.
     members: HashSet<usize>,
-    /// By (old, new) address; the old `Arc` is kept so its address stays unique.
-    deltas: HashMap<(usize, usize), (Arc<pb::ProxyConfig>, Arc<pb::ConfigDelta>)>,
+    /// By (old, new) address, with the delta's encoding; the old `Arc` is
+    /// kept so its address stays unique.
+    deltas: HashMap<(usize, usize), (Arc<pb::ProxyConfig>, SharedDelta)>,
     /// Encoded delta snapshots by (old, new) address of `deltas`, with
     /// their (base, new) revisions.
     frames: HashMap<(usize, usize), SharedFrame>,
@@ -98,12 +125,19 @@ impl Sharing {
             Some(p) if p.own.generation == index.own_generation => p.own.clone(),
             _ => {
                 let own = translate_own(index, proxy);
-                Arc::new(OwnParts {
+                let own = OwnParts {
                     generation: index.own_generation,
                     inbound: Some(own.inbound),
                     self_: Some(own.self_),
                     telemetry: Some(own.telemetry),
-                })
+                };
+                match previous {
+                    // Most changes to own-part inputs (an endpoint of some
+                    // other workload) leave this proxy's parts as they were:
+                    // keeping the same `Arc` lets its delta be the shared one.
+                    Some(p) if p.own.same_parts(&own) => p.own.clone(),
+                    _ => Arc::new(own),
+                }
             }
         };
         let outbound = translate_outbound(index, proxy);
@@ -158,25 +192,24 @@ impl Sharing {
         }
     }
 
-    /// Changes between two outbound halves, computed once per pair.
-    fn outbound_delta(
-        &self,
-        old: &Arc<pb::ProxyConfig>,
-        new: &Arc<pb::ProxyConfig>,
-    ) -> Arc<pb::ConfigDelta> {
+    /// Changes between two outbound halves, computed and encoded once per pair.
+    fn outbound_delta(&self, old: &Arc<pb::ProxyConfig>, new: &Arc<pb::ProxyConfig>) -> SharedDelta {
         let key = (Arc::as_ptr(old) as usize, Arc::as_ptr(new) as usize);
         if let Some((_, hit)) = self.lock().deltas.get(&key) {
             return hit.clone();
         }
         let computed = Arc::new(delta::diff(old, new));
+        let computed = (computed.clone(), Bytes::from(computed.encode_to_vec()));
         let mut shared = self.lock();
         // Only pairs whose new half belongs to the current revision are kept:
         // they are the ones other proxies will ask for.
         if shared.members.contains(&key.1) {
-            shared
+            return shared
                 .deltas
                 .entry(key)
-                .or_insert_with(|| (old.clone(), computed.clone()));
+                .or_insert_with(|| (old.clone(), computed))
+                .1
+                .clone();
         }
         computed
     }
@@ -187,40 +220,45 @@ impl Sharing {
             pb::ConfigDelta::default()
         } else {
             self.outbound_delta(&base.outbound, &next.outbound)
+                .0
                 .as_ref()
                 .clone()
         };
         d.base_version = base_version.to_owned();
-        if Arc::ptr_eq(&base.own, &next.own) {
-            return d;
-        }
-        let (base, next) = (&base.own, &next.own);
-        if base.inbound != next.inbound {
-            d.inbound = Some(next.inbound.clone().unwrap_or_default());
-        }
-        if base.self_ != next.self_ {
-            d.self_ = Some(next.self_.clone().unwrap_or_default());
-        }
-        if base.telemetry != next.telemetry {
-            d.telemetry = Some(next.telemetry.clone().unwrap_or_default());
+        if !Arc::ptr_eq(&base.own, &next.own) {
+            let own = base.own.changes_to(&next.own);
+            (d.inbound, d.self_, d.telemetry) = (own.inbound, own.self_, own.telemetry);
         }
         d
     }
 
     /// The delta snapshot from `base` (ACKed at `base_revision`) to `next`
-    /// (at `revision`), encoded. When both share their own parts the snapshot
-    /// is the same for every proxy making that move, so it is encoded once.
+    /// (at `revision`), encoded: the outbound changes are encoded once per
+    /// move and shared; when both views also share their own parts the
+    /// whole snapshot is the same for every proxy making that move, so it is
+    /// kept and sent as it is.
     pub fn delta_frame(
         &self,
         (base_revision, base): (u64, &ProxyView),
         (revision, next): (u64, &ProxyView),
     ) -> Result<EncodedSnapshot, frame::TooLarge> {
         let encode = || {
-            frame::whole(&pb::Snapshot {
-                version: revision.to_string(),
-                config: None,
-                delta: Some(self.delta(base, next, &base_revision.to_string())),
-            })
+            let outbound = if Arc::ptr_eq(&base.outbound, &next.outbound) {
+                Bytes::new()
+            } else {
+                self.outbound_delta(&base.outbound, &next.outbound).1
+            };
+            let own = if Arc::ptr_eq(&base.own, &next.own) {
+                pb::ConfigDelta::default()
+            } else {
+                base.own.changes_to(&next.own)
+            };
+            frame::delta(
+                &revision.to_string(),
+                &base_revision.to_string(),
+                &outbound,
+                &own,
+            )
         };
         if !Arc::ptr_eq(&base.own, &next.own) {
             return encode();

@@ -339,3 +339,77 @@ fn delta_frame_endpoint_change_translates_own_parts_again() {
     let applied = delta::apply(&translated(&old, &who), &d).unwrap();
     assert_eq!(applied, translated(&new, &who));
 }
+
+#[test]
+fn delta_frame_endpoint_change_elsewhere_keeps_own_parts_and_shares_one_encoding() {
+    use prost::Message;
+    let mut intake = crate::index::Intake::new();
+    let old = ingested(&mut intake, MESH, &vs(1));
+    // A second reviews endpoint: an own-part input changes (the index moves
+    // its own generation), yet neither proxy below serves reviews.
+    let new = ingested(&mut intake, &format!("{MESH}\n---\n{WE_V2}"), &vs(1));
+    assert_ne!(old.own_generation, new.own_generation);
+    let sharing = Sharing::default();
+    let proxies = [proxy("a", "127.0.9.7"), proxy("b", "127.0.9.8")];
+    let bases: Vec<_> = proxies.iter().map(|p| sharing.view(&old, p)).collect();
+    let mut frames = Vec::new();
+    for (who, base) in proxies.iter().zip(&bases) {
+        let next = sharing.view_after(&new, who, Some(base));
+        assert!(Arc::ptr_eq(&base.own, &next.own), "{}: same own parts", who.id);
+        let sent = sharing
+            .delta_frame((old.revision, base), (new.revision, &next))
+            .unwrap();
+        let bytes = sent.to_vec();
+        let (_, message) = unframe(&bytes);
+        let d = sluice_api::config::Snapshot::decode(message)
+            .unwrap()
+            .delta
+            .expect("a delta");
+        assert!(d.inbound.is_none() && d.self_.is_none() && d.telemetry.is_none());
+        assert!(!d.clusters.is_empty(), "the reviews cluster gained an endpoint");
+        let applied = delta::apply(&translated(&old, who), &d).unwrap();
+        assert_eq!(applied, translated(&new, who), "{}", who.id);
+        frames.push(sent.into_chunks());
+    }
+    assert_eq!(frames[0][0].as_ptr(), frames[1][0].as_ptr(), "one encoding");
+}
+
+#[test]
+fn delta_frame_own_change_shares_the_outbound_changes_bytes() {
+    use prost::Message;
+    let mut intake = crate::index::Intake::new();
+    let old = ingested(&mut intake, MESH, &vs(1));
+    // reviews-v1-0 moves from proxy a's address to proxy b's: both proxies'
+    // own parts change, and so does the reviews cluster they both route to.
+    let moved = MESH.replace("127.0.9.1", "127.0.9.8");
+    let new = ingested(&mut intake, &moved, &vs(1));
+    let sharing = Sharing::default();
+    let proxies = [proxy("a", "127.0.9.1"), proxy("b", "127.0.9.8")];
+    let bases: Vec<_> = proxies.iter().map(|p| sharing.view(&old, p)).collect();
+    let mut outbound_chunks = Vec::new();
+    for (who, base) in proxies.iter().zip(&bases) {
+        let next = sharing.view_after(&new, who, Some(base));
+        assert!(!Arc::ptr_eq(&base.own, &next.own), "{}", who.id);
+        let sent = sharing
+            .delta_frame((old.revision, base), (new.revision, &next))
+            .unwrap();
+        let bytes = sent.to_vec();
+        let (_, message) = unframe(&bytes);
+        let snapshot = sluice_api::config::Snapshot::decode(message).unwrap();
+        let d = snapshot.delta.clone().expect("a delta");
+        assert_eq!(d.base_version, old.revision.to_string());
+        assert!(d.inbound.is_some(), "{}: inbound changed", who.id);
+        let applied = delta::apply(&translated(&old, who), &d).unwrap();
+        assert_eq!(applied, translated(&new, who), "{}", who.id);
+        // head, base version, outbound changes, own fields
+        let chunks = sent.into_chunks();
+        assert_eq!(chunks.len(), 4);
+        outbound_chunks.push(chunks[2].clone());
+    }
+    assert!(!outbound_chunks[0].is_empty());
+    assert_eq!(
+        outbound_chunks[0].as_ptr(),
+        outbound_chunks[1].as_ptr(),
+        "the outbound changes are encoded once"
+    );
+}

@@ -72,3 +72,42 @@ fn complete_with_empty_outbound_and_own_fields_matches_prost() {
     };
     assert_eq!(unframed(&sent), expected.encode_to_vec());
 }
+
+#[test]
+fn delta_from_shared_and_own_parts_matches_prost() {
+    let changes = pb::ConfigDelta {
+        clusters: outbound().clusters,
+        removed_virtual_hosts: vec!["gone:80".into()],
+        ..pb::ConfigDelta::default()
+    };
+    let shared = Bytes::from(changes.encode_to_vec());
+    let own = pb::ConfigDelta {
+        inbound: Some(pb::Inbound::default()),
+        self_: Some(pb::WorkloadMeta {
+            workload: "a".into(),
+            ..pb::WorkloadMeta::default()
+        }),
+        ..pb::ConfigDelta::default()
+    };
+    for (version, base, outbound, own) in [
+        ("7", "6", shared.clone(), own.clone()),
+        ("7", "6", Bytes::new(), own.clone()),
+        ("7", "6", shared.clone(), pb::ConfigDelta::default()),
+        ("", "", Bytes::new(), pb::ConfigDelta::default()),
+    ] {
+        let sent = delta(version, base, &outbound, &own).unwrap();
+        let mut expected = if outbound.is_empty() {
+            pb::ConfigDelta::default()
+        } else {
+            changes.clone()
+        };
+        expected.base_version = base.into();
+        (expected.inbound, expected.self_) = (own.inbound.clone(), own.self_.clone());
+        let expected = pb::Snapshot {
+            version: version.into(),
+            config: None,
+            delta: Some(expected),
+        };
+        assert_eq!(unframed(&sent), expected.encode_to_vec(), "{version:?} {base:?}");
+    }
+}
