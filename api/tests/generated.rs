@@ -15,6 +15,9 @@ fn generated_code_matches_proto() {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Maps encode in key order, so equal configs encode to equal bytes:
+        // the controller compares and shares entries by their encoding.
+        .btree_map(".")
         .out_dir(out.path())
         .compile_fds(fds)
         .expect("codegen");

@@ -126,12 +126,7 @@ fn endpoint_ip(e: usize, generation: usize) -> Ipv4Addr {
         0 => 0,
         g => 1 + g % 199,
     };
-    Ipv4Addr::new(
-        10,
-        g as u8,
-        (e / 250 % 256) as u8,
-        (e % 250 + 1) as u8,
-    )
+    Ipv4Addr::new(10, g as u8, (e / 250 % 256) as u8, (e % 250 + 1) as u8)
 }
 
 /// The YAML of service `s` with its endpoints; `moved` = (endpoint, generation) to relocate.

@@ -7,6 +7,7 @@
 pub mod delta;
 pub mod frame;
 mod grpc;
+pub mod half;
 mod shared;
 mod stream;
 #[cfg(test)]
@@ -25,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Status, Streaming};
 
-pub use shared::{OwnParts, ProxyView, Sharing};
+pub use shared::{Base, OwnParts, ProxyView, Sharing};
 
 /// HTTP/2 receive windows for config streams (both ends). At h2's default
 /// 64 KiB a 228 KB complete config needs several round trips of

@@ -12,8 +12,8 @@ pub struct Node {
     pub namespace: ::prost::alloc::string::String,
     #[prost(string, tag = "4")]
     pub service_account: ::prost::alloc::string::String,
-    #[prost(map = "string, string", tag = "5")]
-    pub labels: ::std::collections::HashMap<
+    #[prost(btree_map = "string, string", tag = "5")]
+    pub labels: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
@@ -324,20 +324,20 @@ pub struct RouteMatch {
     #[prost(message, optional, tag = "5")]
     pub authority: ::core::option::Option<StringMatch>,
     /// Header name (lower-case) -> match. All must match.
-    #[prost(map = "string, message", tag = "6")]
-    pub headers: ::std::collections::HashMap<
+    #[prost(btree_map = "string, message", tag = "6")]
+    pub headers: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         StringMatch,
     >,
     /// Query parameter -> match. All must match. Istio supports exact and regex only.
-    #[prost(map = "string, message", tag = "7")]
-    pub query_params: ::std::collections::HashMap<
+    #[prost(btree_map = "string, message", tag = "7")]
+    pub query_params: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         StringMatch,
     >,
     /// Header name -> match that must NOT hold (absent header satisfies it).
-    #[prost(map = "string, message", tag = "8")]
-    pub without_headers: ::std::collections::HashMap<
+    #[prost(btree_map = "string, message", tag = "8")]
+    pub without_headers: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         StringMatch,
     >,
@@ -386,14 +386,14 @@ pub struct WeightedCluster {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HeaderOps {
     /// Overwrite (or create) these headers.
-    #[prost(map = "string, string", tag = "1")]
-    pub set: ::std::collections::HashMap<
+    #[prost(btree_map = "string, string", tag = "1")]
+    pub set: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
     /// Append these values.
-    #[prost(map = "string, string", tag = "2")]
-    pub add: ::std::collections::HashMap<
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub add: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
@@ -903,8 +903,8 @@ pub struct Endpoint {
     /// Identity and labels of the workload behind the endpoint (metrics, mTLS).
     #[prost(message, optional, tag = "5")]
     pub workload: ::core::option::Option<WorkloadMeta>,
-    #[prost(map = "string, string", tag = "6")]
-    pub labels: ::std::collections::HashMap<
+    #[prost(btree_map = "string, string", tag = "6")]
+    pub labels: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
@@ -1018,8 +1018,8 @@ pub struct InboundSecurity {
     #[prost(enumeration = "MtlsMode", tag = "1")]
     pub mtls: i32,
     /// Per application (target) port, from a workload PeerAuthentication's portLevelMtls.
-    #[prost(map = "uint32, enumeration(MtlsMode)", tag = "2")]
-    pub port_mtls: ::std::collections::HashMap<u32, i32>,
+    #[prost(btree_map = "uint32, enumeration(MtlsMode)", tag = "2")]
+    pub port_mtls: ::prost::alloc::collections::BTreeMap<u32, i32>,
     /// Policies that apply, in order: root namespace first, then the workload's.
     #[prost(message, repeated, tag = "3")]
     pub policies: ::prost::alloc::vec::Vec<AuthorizationPolicy>,

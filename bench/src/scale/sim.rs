@@ -1,8 +1,8 @@
 //! Simulated proxies: each opens its own gRPC connection and config stream with its own node
 //! identity, turns every snapshot or delta into a complete config as `sluice-proxy` does, ACKs
 //! it (NACKs a delta that does not apply) and records when each version was applied.
+use bytes::Bytes;
 use prost::Message as _;
-use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
 use sluice_api::config::{
     Ack, Cluster, ConfigDelta, Nack, Node, ProxyConfig, ProxyMessage, Snapshot, TcpService,
     VirtualHost, proxy_message::Kind,
@@ -14,6 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// What one simulated proxy has received.
 #[derive(Debug, Clone, Default)]
@@ -87,7 +88,7 @@ async fn stream(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .connect()
         .await?;
-    let mut client = ConfigDiscoveryClient::new(channel).max_decoding_message_size(512 << 20);
+    let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(512 << 20);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let svc = i % services.max(1);
     let node = Node {
@@ -106,12 +107,22 @@ async fn stream(
         kind: Some(Kind::Hello(node)),
     })
     .await?;
-    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    client.ready().await?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(STREAM_PATH);
+    let mut inbound = client
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            path,
+            RawSnapshots,
+        )
+        .await?
+        .into_inner();
     let mut applied: Option<Applied> = None;
-    while let Some(snap) = inbound.message().await? {
-        let bytes = snap.encoded_len();
-        let version = snap.version.clone();
-        let reply = match resolve(snap, &mut applied, shared) {
+    while let Some(raw) = inbound.message().await? {
+        let bytes = raw.len();
+        let decoded = decode_shared(shared, raw)?;
+        let version = decoded.version().to_owned();
+        let reply = match decoded.resolve(&mut applied, shared) {
             Ok(()) => {
                 let at = Instant::now();
                 if let Some(mut s) = lock(board, i) {
@@ -178,6 +189,9 @@ impl Applied {
 pub struct Shared {
     halves: HashMap<u64, Vec<Weak<Outbound>>>,
     moves: HashMap<(usize, u64), Move>,
+    /// Recent delta snapshots by the hash of their bytes (bytes kept to
+    /// rule out collisions).
+    decoded: HashMap<u64, (Bytes, Arc<Snapshot>)>,
 }
 
 /// One applied move: the base half is held weakly so its address stays unique while the
@@ -214,12 +228,13 @@ impl Shared {
         half
     }
 
-    /// `base` with the outbound part of a delta (`part`) applied, computed once per move.
+    /// `base` with the outbound part of delta `part` applied (its own fields
+    /// are ignored), computed once per move.
     fn step(&mut self, base: &Arc<Outbound>, part: &ConfigDelta) -> Result<Arc<Outbound>, String> {
         let key = (Arc::as_ptr(base) as usize, delta_key(part));
         if let Some(m) = self.moves.get(&key) {
             let same_base = m.base.upgrade().is_some_and(|b| Arc::ptr_eq(&b, base));
-            if same_base && m.delta == *part {
+            if same_base && m.delta == outbound_part(part) {
                 match &m.result {
                     Err(e) => return Err(e.clone()),
                     Ok(w) => {
@@ -252,7 +267,7 @@ impl Shared {
             key,
             Move {
                 base: Arc::downgrade(base),
-                delta: part.clone(),
+                delta: outbound_part(part),
                 result: result.as_ref().map(Arc::downgrade).map_err(Clone::clone),
             },
         );
@@ -332,37 +347,157 @@ pub(crate) fn resolve(
             });
             Ok(())
         }
-        (None, Some(mut d)) => {
-            let a = applied.as_mut().ok_or("delta before any config")?;
-            if d.base_version != a.version {
-                return Err(format!(
-                    "delta base {} but applied {}",
-                    d.base_version, a.version
-                ));
-            }
-            let part = ConfigDelta {
-                virtual_hosts: std::mem::take(&mut d.virtual_hosts),
-                removed_virtual_hosts: std::mem::take(&mut d.removed_virtual_hosts),
-                clusters: std::mem::take(&mut d.clusters),
-                removed_clusters: std::mem::take(&mut d.removed_clusters),
-                tcp_services: std::mem::take(&mut d.tcp_services),
-                removed_tcp_services: std::mem::take(&mut d.removed_tcp_services),
-                ..Default::default()
-            };
-            let untouched = part == ConfigDelta::default();
-            let outbound = if untouched {
-                a.outbound.clone()
-            } else {
-                lock_shared(shared).step(&a.outbound, &part)?
-            };
-            // The rest (inbound, metadata, telemetry) is the proxy's own: applied per proxy.
-            let mut own = a.own.clone();
-            delta::apply_in_place(&mut own, &d).map_err(|e| e.to_string())?;
-            a.own = own;
-            a.outbound = outbound;
-            a.version = snap.version;
-            Ok(())
-        }
+        (None, Some(d)) => apply_delta(&snap.version, &d, applied, shared),
         _ => Err(format!("snapshot {} carries neither or both", snap.version)),
     }
+}
+
+/// Applies delta `d` (of snapshot `version`) to the last applied config.
+fn apply_delta(
+    version: &str,
+    d: &ConfigDelta,
+    applied: &mut Option<Applied>,
+    shared: &Mutex<Shared>,
+) -> Result<(), String> {
+    let a = applied.as_mut().ok_or("delta before any config")?;
+    if d.base_version != a.version {
+        return Err(format!(
+            "delta base {} but applied {}",
+            d.base_version, a.version
+        ));
+    }
+    let outbound = if outbound_part(d) == ConfigDelta::default() {
+        a.outbound.clone()
+    } else {
+        lock_shared(shared).step(&a.outbound, d)?
+    };
+    // The rest (inbound, metadata, telemetry) is the proxy's own: applied per proxy.
+    let own_part = ConfigDelta {
+        base_version: d.base_version.clone(),
+        inbound: d.inbound.clone(),
+        self_: d.self_.clone(),
+        telemetry: d.telemetry.clone(),
+        ..Default::default()
+    };
+    let mut own = a.own.clone();
+    delta::apply_in_place(&mut own, &own_part).map_err(|e| e.to_string())?;
+    a.own = own;
+    a.outbound = outbound;
+    a.version = version.to_owned();
+    Ok(())
+}
+
+/// The lists of a delta that touch the outbound half.
+fn outbound_part(d: &ConfigDelta) -> ConfigDelta {
+    ConfigDelta {
+        virtual_hosts: d.virtual_hosts.clone(),
+        removed_virtual_hosts: d.removed_virtual_hosts.clone(),
+        clusters: d.clusters.clone(),
+        removed_clusters: d.removed_clusters.clone(),
+        tcp_services: d.tcp_services.clone(),
+        removed_tcp_services: d.removed_tcp_services.clone(),
+        ..Default::default()
+    }
+}
+
+/// The config stream's method.
+const STREAM_PATH: &str = "/sluice.config.v1.ConfigDiscovery/Stream";
+
+/// Sends proxy messages, receives each snapshot as its undecoded bytes.
+struct RawSnapshots;
+
+impl Codec for RawSnapshots {
+    type Encode = ProxyMessage;
+    type Decode = Bytes;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl Encoder for RawSnapshots {
+    type Item = ProxyMessage;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: ProxyMessage, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        item.encode(dst)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl Decoder for RawSnapshots {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// A received snapshot, decoded: deltas are shared by every proxy that got
+/// the same bytes (the controller sends one encoding to every proxy making
+/// the same move), complete configs are each proxy's own.
+pub(crate) enum Decoded {
+    Own(Box<Snapshot>),
+    Shared(Arc<Snapshot>),
+}
+
+impl Decoded {
+    fn version(&self) -> &str {
+        match self {
+            Decoded::Own(s) => &s.version,
+            Decoded::Shared(s) => &s.version,
+        }
+    }
+
+    /// [`resolve`] for either kind.
+    pub(crate) fn resolve(
+        self,
+        applied: &mut Option<Applied>,
+        shared: &Mutex<Shared>,
+    ) -> Result<(), String> {
+        match self {
+            Decoded::Own(snap) => resolve(*snap, applied, shared),
+            Decoded::Shared(snap) => match (&snap.config, &snap.delta) {
+                (None, Some(d)) => apply_delta(&snap.version, d, applied, shared),
+                _ => resolve(snap.as_ref().clone(), applied, shared),
+            },
+        }
+    }
+}
+
+/// Decodes `raw`, once for every proxy that receives the same delta bytes.
+/// Which proxy decodes does not change what each one applies: equal bytes
+/// are the same message. Without this one simulator core would decode every
+/// proxy's copy of every churn delta, and measure itself, not the controller.
+pub(crate) fn decode_shared(shared: &Mutex<Shared>, raw: Bytes) -> Result<Decoded, tonic::Status> {
+    let key = {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        raw.hash(&mut h);
+        h.finish()
+    };
+    if let Some(hit) = lock_shared(shared).decoded.get(&key)
+        && hit.0 == raw
+    {
+        return Ok(Decoded::Shared(hit.1.clone()));
+    }
+    let snap = Snapshot::decode(raw.clone())
+        .map_err(|e| tonic::Status::internal(format!("decoding a snapshot: {e}")))?;
+    if snap.delta.is_none() {
+        return Ok(Decoded::Own(Box::new(snap)));
+    }
+    let snap = Arc::new(snap);
+    let mut s = lock_shared(shared);
+    if s.decoded.len() >= 64 {
+        s.decoded.clear();
+    }
+    s.decoded.insert(key, (raw, snap.clone()));
+    Ok(Decoded::Shared(snap))
 }

@@ -245,3 +245,59 @@ fn sim_proxies_share_a_half_whose_maps_decode_in_different_orders() {
         .collect();
     assert!(proxies.iter().all(|p| p.shares_outbound_with(&proxies[0])));
 }
+
+#[test]
+fn sim_decode_shared_decodes_equal_delta_bytes_once_and_applies_them_per_proxy() {
+    use prost::Message;
+    use sluice_api::config::{Cluster, ConfigDelta, ProxyConfig, Snapshot, WorkloadMeta};
+    let cluster = |name: &str, port| Cluster {
+        name: name.into(),
+        port,
+        ..Default::default()
+    };
+    let shared = std::sync::Mutex::new(sim::Shared::default());
+    let full = |who: &str| Snapshot {
+        version: "1".into(),
+        config: Some(ProxyConfig {
+            clusters: vec![cluster("a", 1)],
+            self_: Some(WorkloadMeta {
+                workload: who.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        delta: None,
+    };
+    let (mut p, mut q) = (None, None);
+    for (who, applied) in [("p", &mut p), ("q", &mut q)] {
+        let raw = bytes::Bytes::from(full(who).encode_to_vec());
+        let decoded = sim::decode_shared(&shared, raw).unwrap();
+        assert!(matches!(decoded, sim::Decoded::Own(_)), "complete: own");
+        decoded.resolve(applied, &shared).unwrap();
+    }
+    let step = Snapshot {
+        version: "2".into(),
+        config: None,
+        delta: Some(ConfigDelta {
+            base_version: "1".into(),
+            clusters: vec![cluster("b", 2)],
+            ..Default::default()
+        }),
+    };
+    let raw = bytes::Bytes::from(step.encode_to_vec());
+    let first = sim::decode_shared(&shared, raw.clone()).unwrap();
+    let second = sim::decode_shared(&shared, raw).unwrap();
+    match (&first, &second) {
+        (sim::Decoded::Shared(a), sim::Decoded::Shared(b)) => assert!(std::sync::Arc::ptr_eq(a, b)),
+        _ => panic!("a delta is decoded once and shared"),
+    }
+    first.resolve(&mut p, &shared).unwrap();
+    second.resolve(&mut q, &shared).unwrap();
+    let (p, q) = (p.unwrap(), q.unwrap());
+    assert_eq!(p.version, "2");
+    assert_eq!(p.config().clusters, vec![cluster("a", 1), cluster("b", 2)]);
+    // Each keeps its own parts; the outbound half is one copy.
+    assert_eq!(p.config().self_.unwrap().workload, "p");
+    assert_eq!(q.config().self_.unwrap().workload, "q");
+    assert!(p.shares_outbound_with(&q));
+}

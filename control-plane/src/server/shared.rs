@@ -1,9 +1,9 @@
 //! Per-revision sharing: proxies alike in what their outbound half depends
-//! on hold one `Arc` of it, and a delta between two shared halves is computed
-//! once however many proxies move from one to the other.
+//! on hold one `Arc` of its encoding, and a delta between two shared halves
+//! is computed and encoded once however many proxies move from one to the other.
 
-use super::delta;
 use super::frame::{self, EncodedSnapshot};
+use super::half::{Digest, EncodedHalf};
 use crate::index::MeshIndex;
 use crate::translate::{Outbound, ProxyIdentity, translate_outbound, translate_own};
 use bytes::Bytes;
@@ -13,16 +13,23 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One proxy's complete configuration: a shared outbound half (virtual hosts,
-/// clusters and TCP services ordered by name, inbound and self unset) plus its own parts.
+/// clusters and TCP services ordered by name) plus its own parts.
 #[derive(Clone, Debug)]
 pub struct ProxyView {
     /// Shared with every alike proxy of the revision.
-    pub outbound: Arc<pb::ProxyConfig>,
-    /// The encoding of `outbound`, shared like it: complete configs are sent
-    /// as these bytes plus the proxy's own fields.
-    pub outbound_bytes: Bytes,
+    pub half: Arc<EncodedHalf>,
     /// This workload's own parts, kept from one revision to the next while
-    /// nothing they depend on changes.
+    /// they do not change.
+    pub own: Arc<OwnParts>,
+}
+
+/// What a stream keeps of the config its proxy ACKed: enough to compute the
+/// next delta, without the half's bytes.
+#[derive(Clone, Debug)]
+pub struct Base {
+    /// The ACKed half's names and hashes.
+    pub digest: Arc<Digest>,
+    /// The ACKed own parts.
     pub own: Arc<OwnParts>,
 }
 
@@ -61,22 +68,24 @@ impl OwnParts {
 }
 
 impl ProxyView {
-    /// The complete configuration to send.
+    /// The complete configuration (decodes the half; for tests and tools).
     pub fn complete(&self) -> pb::ProxyConfig {
         pb::ProxyConfig {
-            virtual_hosts: self.outbound.virtual_hosts.clone(),
-            clusters: self.outbound.clusters.clone(),
-            tcp_services: self.outbound.tcp_services.clone(),
             inbound: self.own.inbound.clone(),
             self_: self.own.self_.clone(),
             telemetry: self.own.telemetry.clone(),
+            ..self.half.decode()
+        }
+    }
+
+    /// What to remember of this view once its proxy ACKs it.
+    pub fn base(&self) -> Base {
+        Base {
+            digest: self.half.digest.clone(),
+            own: self.own.clone(),
         }
     }
 }
-
-/// Changes between two outbound halves, and their encoding (`ConfigDelta`
-/// fields 2–7).
-type SharedDelta = (Arc<pb::ConfigDelta>, Bytes);
 
 /// A delta snapshot as sent to every proxy that moves between the same two
 /// outbound halves with unchanged own parts: the same bytes for all of them.
@@ -85,22 +94,26 @@ type SharedFrame = (u64, u64, EncodedSnapshot);
 #[derive(Default)]
 struct Revision {
     revision: u64,
-    /// Name-ordered copies of translation's shared halves, by the address of
-    /// the half (kept here too, so the address stays unique).
-    ordered: HashMap<usize, (Arc<Outbound>, Arc<pb::ProxyConfig>, Bytes)>,
-    /// Addresses of the ordered copies.
+    /// Encoded halves by the address of translation's half (kept here too,
+    /// so the address stays unique).
+    halves: HashMap<usize, (Arc<Outbound>, Arc<EncodedHalf>)>,
+    /// Addresses of the digests of `halves`.
     members: HashSet<usize>,
-    /// By (old, new) address, with the delta's encoding; the old `Arc` is
-    /// kept so its address stays unique.
-    deltas: HashMap<(usize, usize), (Arc<pb::ProxyConfig>, SharedDelta)>,
-    /// Encoded delta snapshots by (old, new) address of `deltas`, with
-    /// their (base, new) revisions.
+    /// Encoded outbound changes by (old, new) digest address; the old
+    /// digest is kept so its address stays unique.
+    deltas: HashMap<(usize, usize), (Arc<Digest>, Bytes)>,
+    /// Encoded delta snapshots by (old, new) digest address of `deltas`,
+    /// with their (base, new) revisions.
     frames: HashMap<(usize, usize), SharedFrame>,
 }
 
 /// Shared halves and deltas of the newest revision seen.
 #[derive(Default)]
 pub struct Sharing(Mutex<Revision>);
+
+fn address<T>(arc: &Arc<T>) -> usize {
+    Arc::as_ptr(arc) as usize
+}
 
 impl Sharing {
     fn lock(&self) -> MutexGuard<'_, Revision> {
@@ -113,13 +126,13 @@ impl Sharing {
         self.view_after(index, proxy, None)
     }
 
-    /// Like [`Self::view`], reusing the own parts of `previous` (a view of the
-    /// same proxy) when the index says their inputs did not change.
+    /// Like [`Self::view`], reusing the own parts of `previous` (what the
+    /// same proxy ACKed) when they did not change.
     pub fn view_after(
         &self,
         index: &MeshIndex,
         proxy: &ProxyIdentity,
-        previous: Option<&ProxyView>,
+        previous: Option<&Base>,
     ) -> ProxyView {
         let own = match previous {
             Some(p) if p.own.generation == index.own_generation => p.own.clone(),
@@ -141,7 +154,7 @@ impl Sharing {
             }
         };
         let outbound = translate_outbound(index, proxy);
-        let key = Arc::as_ptr(&outbound) as usize;
+        let key = address(&outbound);
         let current = {
             let mut shared = self.lock();
             if shared.revision < index.revision {
@@ -150,56 +163,40 @@ impl Sharing {
                     ..Revision::default()
                 };
             }
-            if let Some((_, hit, bytes)) = shared.ordered.get(&key) {
+            if let Some((_, half)) = shared.halves.get(&key) {
                 return ProxyView {
-                    outbound: hit.clone(),
-                    outbound_bytes: bytes.clone(),
+                    half: half.clone(),
                     own,
                 };
             }
             shared.revision == index.revision
         };
-        // First proxy of its group in this revision: order a copy by name.
-        let mut ordered = pb::ProxyConfig {
-            virtual_hosts: outbound.virtual_hosts.clone(),
-            clusters: outbound.clusters.clone(),
-            tcp_services: outbound.tcp_services.clone(),
-            inbound: None,
-            self_: None,
-            telemetry: None,
-        };
-        delta::order_by_name(&mut ordered);
-        // Encoded outside the lock; if two proxies of a group race, the
-        // first copy kept is the one everybody shares.
-        let mut outbound_bytes = frame::outbound_bytes(&ordered);
-        let mut ordered = Arc::new(ordered);
+        // First proxy of its group in this revision. Encoded outside the
+        // lock; if two proxies of a group race, the first kept is the one
+        // everybody shares.
+        let mut half = Arc::new(EncodedHalf::encode(&outbound));
         if current {
             let mut shared = self.lock();
             if shared.revision == index.revision {
-                let (_, kept, bytes) = shared
-                    .ordered
+                half = shared
+                    .halves
                     .entry(key)
-                    .or_insert_with(|| (outbound.clone(), ordered.clone(), outbound_bytes.clone()));
-                ordered = kept.clone();
-                outbound_bytes = bytes.clone();
-                shared.members.insert(Arc::as_ptr(&ordered) as usize);
+                    .or_insert_with(|| (outbound.clone(), half))
+                    .1
+                    .clone();
+                shared.members.insert(address(&half.digest));
             }
         }
-        ProxyView {
-            outbound: ordered,
-            outbound_bytes,
-            own,
-        }
+        ProxyView { half, own }
     }
 
-    /// Changes between two outbound halves, computed and encoded once per pair.
-    fn outbound_delta(&self, old: &Arc<pb::ProxyConfig>, new: &Arc<pb::ProxyConfig>) -> SharedDelta {
-        let key = (Arc::as_ptr(old) as usize, Arc::as_ptr(new) as usize);
+    /// `ConfigDelta` fields 2–7 from `old` to `new`, encoded once per pair.
+    fn outbound_delta(&self, old: &Arc<Digest>, new: &EncodedHalf) -> Bytes {
+        let key = (address(old), address(&new.digest));
         if let Some((_, hit)) = self.lock().deltas.get(&key) {
             return hit.clone();
         }
-        let computed = Arc::new(delta::diff(old, new));
-        let computed = (computed.clone(), Bytes::from(computed.encode_to_vec()));
+        let computed = new.delta_from(old);
         let mut shared = self.lock();
         // Only pairs whose new half belongs to the current revision are kept:
         // they are the ones other proxies will ask for.
@@ -214,45 +211,46 @@ impl Sharing {
         computed
     }
 
-    /// The delta from `base` (last ACKed) to `next`, tagged with `base_version`.
-    pub fn delta(&self, base: &ProxyView, next: &ProxyView, base_version: &str) -> pb::ConfigDelta {
-        let mut d = if Arc::ptr_eq(&base.outbound, &next.outbound) {
+    /// The outbound changes and own fields of the delta from `base` to `next`.
+    fn delta_parts(&self, base: &Base, next: &ProxyView) -> (Bytes, pb::ConfigDelta) {
+        let outbound = if Arc::ptr_eq(&base.digest, &next.half.digest) {
+            Bytes::new()
+        } else {
+            self.outbound_delta(&base.digest, &next.half)
+        };
+        let own = if Arc::ptr_eq(&base.own, &next.own) {
             pb::ConfigDelta::default()
         } else {
-            self.outbound_delta(&base.outbound, &next.outbound)
-                .0
-                .as_ref()
-                .clone()
+            base.own.changes_to(&next.own)
         };
-        d.base_version = base_version.to_owned();
-        if !Arc::ptr_eq(&base.own, &next.own) {
-            let own = base.own.changes_to(&next.own);
-            (d.inbound, d.self_, d.telemetry) = (own.inbound, own.self_, own.telemetry);
+        (outbound, own)
+    }
+
+    /// The delta from `base` (last ACKed) to `next`, tagged with
+    /// `base_version`, as a message (decodes; for tests and tools).
+    pub fn delta(&self, base: &Base, next: &ProxyView, base_version: &str) -> pb::ConfigDelta {
+        let (outbound, own) = self.delta_parts(base, next);
+        pb::ConfigDelta {
+            base_version: base_version.to_owned(),
+            inbound: own.inbound,
+            self_: own.self_,
+            telemetry: own.telemetry,
+            ..pb::ConfigDelta::decode(outbound).unwrap_or_default()
         }
-        d
     }
 
     /// The delta snapshot from `base` (ACKed at `base_revision`) to `next`
     /// (at `revision`), encoded: the outbound changes are encoded once per
-    /// move and shared; when both views also share their own parts the
-    /// whole snapshot is the same for every proxy making that move, so it is
-    /// kept and sent as it is.
+    /// move and shared; when both also share their own parts the whole
+    /// snapshot is the same for every proxy making that move, so it is kept
+    /// and sent as it is.
     pub fn delta_frame(
         &self,
-        (base_revision, base): (u64, &ProxyView),
+        (base_revision, base): (u64, &Base),
         (revision, next): (u64, &ProxyView),
     ) -> Result<EncodedSnapshot, frame::TooLarge> {
         let encode = || {
-            let outbound = if Arc::ptr_eq(&base.outbound, &next.outbound) {
-                Bytes::new()
-            } else {
-                self.outbound_delta(&base.outbound, &next.outbound).1
-            };
-            let own = if Arc::ptr_eq(&base.own, &next.own) {
-                pb::ConfigDelta::default()
-            } else {
-                base.own.changes_to(&next.own)
-            };
+            let (outbound, own) = self.delta_parts(base, next);
             frame::delta(
                 &revision.to_string(),
                 &base_revision.to_string(),
@@ -263,10 +261,7 @@ impl Sharing {
         if !Arc::ptr_eq(&base.own, &next.own) {
             return encode();
         }
-        let key = (
-            Arc::as_ptr(&base.outbound) as usize,
-            Arc::as_ptr(&next.outbound) as usize,
-        );
+        let key = (address(&base.digest), address(&next.half.digest));
         if let Some((b, r, hit)) = self.lock().frames.get(&key)
             && (*b, *r) == (base_revision, revision)
         {
@@ -274,7 +269,7 @@ impl Sharing {
         }
         let encoded = encode()?;
         let mut shared = self.lock();
-        // Kept only while `deltas` holds the old half (so the key's
+        // Kept only while `deltas` holds the old digest (so the key's
         // addresses stay unique) and the new half is of the current revision.
         if shared.deltas.contains_key(&key) {
             shared

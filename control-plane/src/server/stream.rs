@@ -2,7 +2,7 @@
 //! first and after a NACK, deltas against the last ACKed config otherwise.
 
 use super::frame::{self, EncodedSnapshot};
-use super::shared::{ProxyView, Sharing};
+use super::shared::{Base, ProxyView, Sharing};
 use crate::index::MeshIndex;
 use crate::metrics::{ControllerMetrics, OutcomeLabels, PushLabels};
 use crate::sync::SyncRegistry;
@@ -11,6 +11,10 @@ use sluice_api::config::{ProxyMessage, proxy_message};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tonic::Streaming;
+
+/// Deltas up to this size always go as deltas; larger ones only while they
+/// are at most half the complete config.
+pub(super) const LARGE_DELTA: usize = 64 << 10;
 
 /// Whether a snapshot carried a complete config or a delta.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +44,7 @@ struct Sent {
 #[derive(Default)]
 struct Peer {
     /// The last config this stream's proxy ACKed: the base of the next delta.
-    acked: Option<(u64, ProxyView)>,
+    acked: Option<(u64, Base)>,
     /// Sent and not answered yet; nothing more is sent until it is, so a
     /// delta's base is always what the proxy runs.
     pending: Option<Sent>,
@@ -122,16 +126,25 @@ fn next_snapshot(
     let previous = peer.acked.as_ref().map(|(_, v)| v);
     let view = cx.sharing.view_after(current, &cx.who, previous);
     let version = revision.to_string();
-    let (kind, snapshot) = match (kind, &peer.acked) {
-        (Kind::Delta, Some((base, base_view))) => (
-            Kind::Delta,
+    let delta = match (kind, &peer.acked) {
+        (Kind::Delta, Some((base, base_view))) => Some(
             cx.sharing
                 .delta_frame((*base, base_view), (revision, &view))?,
         ),
-        _ => {
+        _ => None,
+    };
+    // A proxy far behind can need a delta about as large as the whole
+    // config; then the complete one goes instead: its outbound bytes are
+    // shared with every other proxy, where such a delta would be this
+    // stream's own copy, held until the proxy reads it.
+    let delta = delta
+        .filter(|d| d.message_len() <= LARGE_DELTA || d.message_len() <= view.half.bytes.len() / 2);
+    let (kind, snapshot) = match delta {
+        Some(d) => (Kind::Delta, d),
+        None => {
             let snapshot = frame::complete(
                 &version,
-                &view.outbound_bytes,
+                &view.half.bytes,
                 view.own.inbound.as_ref(),
                 view.own.self_.as_ref(),
                 view.own.telemetry.as_ref(),
@@ -173,7 +186,7 @@ fn answer(cx: &Context, peer: &mut Peer, msg: ProxyMessage) {
             }
             match peer.pending.take() {
                 Some(sent) if sent.revision.to_string() == ack.version => {
-                    peer.acked = Some((sent.revision, sent.view));
+                    peer.acked = Some((sent.revision, sent.view.base()));
                     peer.refused = None;
                 }
                 other => {

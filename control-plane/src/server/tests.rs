@@ -60,12 +60,13 @@ fn sharing_alike_proxies_hold_one_outbound_half_in_name_order() {
     let idx = index(1, "");
     let a = sharing.view(&idx, &proxy("a", "127.0.9.1"));
     let b = sharing.view(&idx, &proxy("b", "127.0.9.8"));
-    assert!(Arc::ptr_eq(&a.outbound, &b.outbound));
+    assert!(Arc::ptr_eq(&a.half, &b.half));
     assert_ne!(
         a.own.inbound, b.own.inbound,
         "127.0.9.1 serves reviews, .8 nothing"
     );
-    let names: Vec<_> = a.outbound.virtual_hosts.iter().map(|v| &v.name).collect();
+    let half = a.half.decode();
+    let names: Vec<_> = half.virtual_hosts.iter().map(|v| &v.name).collect();
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted);
@@ -82,16 +83,16 @@ fn sharing_delta_is_computed_once_per_pair_and_applies_to_the_base() {
     let (pa, pb_) = (proxy("a", "127.0.9.1"), proxy("b", "127.0.9.8"));
     let (a1, b1) = (sharing.view(&old, &pa), sharing.view(&old, &pb_));
     let (a2, b2) = (sharing.view(&new, &pa), sharing.view(&new, &pb_));
-    let da = sharing.delta(&a1, &a2, "1");
-    let db = sharing.delta(&b1, &b2, "1");
+    let da = sharing.delta(&a1.base(), &a2, "1");
+    let db = sharing.delta(&b1.base(), &b2, "1");
     assert_eq!(da.base_version, "1");
     // reviews' two clusters (one per port) gained an endpoint; nothing else is sent.
     assert_eq!(da.clusters.len(), 2, "{da:?}");
     assert!(da.virtual_hosts.is_empty() && da.inbound.is_none() && da.self_.is_none());
     assert_eq!(da.clusters, db.clusters);
     let key = (
-        Arc::as_ptr(&a1.outbound) as usize,
-        Arc::as_ptr(&a2.outbound) as usize,
+        Arc::as_ptr(&a1.half.digest) as usize,
+        Arc::as_ptr(&a2.half.digest) as usize,
     );
     assert_eq!(sharing.cached_deltas(), vec![key], "one pair, one delta");
     assert_eq!(delta::apply(&a1.complete(), &da).unwrap(), a2.complete());
@@ -117,7 +118,7 @@ fn complete_frame_with_and_without_inbound_ports_equals_translated_snapshot_byte
         let view = sharing.view(&idx, &who);
         let sent = frame::complete(
             "7",
-            &view.outbound_bytes,
+            &view.half.bytes,
             view.own.inbound.as_ref(),
             view.own.self_.as_ref(),
             view.own.telemetry.as_ref(),
@@ -153,7 +154,7 @@ fn complete_frame_alike_proxies_share_one_outbound_buffer() {
     let chunks = |v: &ProxyView| {
         frame::complete(
             "1",
-            &v.outbound_bytes,
+            &v.half.bytes,
             v.own.inbound.as_ref(),
             v.own.self_.as_ref(),
             v.own.telemetry.as_ref(),
@@ -169,7 +170,7 @@ fn complete_frame_alike_proxies_share_one_outbound_buffer() {
         cb[1].as_ptr(),
         "the same memory, not a copy"
     );
-    assert_eq!(ca[1].as_ptr(), a.outbound_bytes.as_ptr());
+    assert_eq!(ca[1].as_ptr(), a.half.bytes.as_ptr());
 }
 
 fn hello(id: &str, ip: &str) -> sluice_api::config::ProxyMessage {
@@ -288,13 +289,13 @@ fn delta_frame_route_change_reuses_own_parts_and_shares_one_encoding() {
     let bases: Vec<_> = proxies.iter().map(|p| sharing.view(&old, p)).collect();
     let mut frames = Vec::new();
     for (who, base) in proxies.iter().zip(&bases) {
-        let next = sharing.view_after(&new, who, Some(base));
+        let next = sharing.view_after(&new, who, Some(&base.base()));
         assert!(
             Arc::ptr_eq(&base.own, &next.own),
             "a route change keeps own parts"
         );
         let sent = sharing
-            .delta_frame((old.revision, base), (new.revision, &next))
+            .delta_frame((old.revision, &base.base()), (new.revision, &next))
             .unwrap();
         let bytes = sent.to_vec();
         let (_, message) = unframe(&bytes);
@@ -323,10 +324,10 @@ fn delta_frame_endpoint_change_translates_own_parts_again() {
     let sharing = Sharing::default();
     let who = proxy("a", "127.0.9.1");
     let base = sharing.view(&old, &who);
-    let next = sharing.view_after(&new, &who, Some(&base));
+    let next = sharing.view_after(&new, &who, Some(&base.base()));
     assert!(!Arc::ptr_eq(&base.own, &next.own));
     let sent = sharing
-        .delta_frame((old.revision, &base), (new.revision, &next))
+        .delta_frame((old.revision, &base.base()), (new.revision, &next))
         .unwrap();
     let bytes = sent.to_vec();
     let (_, message) = unframe(&bytes);
@@ -354,10 +355,14 @@ fn delta_frame_endpoint_change_elsewhere_keeps_own_parts_and_shares_one_encoding
     let bases: Vec<_> = proxies.iter().map(|p| sharing.view(&old, p)).collect();
     let mut frames = Vec::new();
     for (who, base) in proxies.iter().zip(&bases) {
-        let next = sharing.view_after(&new, who, Some(base));
-        assert!(Arc::ptr_eq(&base.own, &next.own), "{}: same own parts", who.id);
+        let next = sharing.view_after(&new, who, Some(&base.base()));
+        assert!(
+            Arc::ptr_eq(&base.own, &next.own),
+            "{}: same own parts",
+            who.id
+        );
         let sent = sharing
-            .delta_frame((old.revision, base), (new.revision, &next))
+            .delta_frame((old.revision, &base.base()), (new.revision, &next))
             .unwrap();
         let bytes = sent.to_vec();
         let (_, message) = unframe(&bytes);
@@ -366,7 +371,10 @@ fn delta_frame_endpoint_change_elsewhere_keeps_own_parts_and_shares_one_encoding
             .delta
             .expect("a delta");
         assert!(d.inbound.is_none() && d.self_.is_none() && d.telemetry.is_none());
-        assert!(!d.clusters.is_empty(), "the reviews cluster gained an endpoint");
+        assert!(
+            !d.clusters.is_empty(),
+            "the reviews cluster gained an endpoint"
+        );
         let applied = delta::apply(&translated(&old, who), &d).unwrap();
         assert_eq!(applied, translated(&new, who), "{}", who.id);
         frames.push(sent.into_chunks());
@@ -388,10 +396,10 @@ fn delta_frame_own_change_shares_the_outbound_changes_bytes() {
     let bases: Vec<_> = proxies.iter().map(|p| sharing.view(&old, p)).collect();
     let mut outbound_chunks = Vec::new();
     for (who, base) in proxies.iter().zip(&bases) {
-        let next = sharing.view_after(&new, who, Some(base));
+        let next = sharing.view_after(&new, who, Some(&base.base()));
         assert!(!Arc::ptr_eq(&base.own, &next.own), "{}", who.id);
         let sent = sharing
-            .delta_frame((old.revision, base), (new.revision, &next))
+            .delta_frame((old.revision, &base.base()), (new.revision, &next))
             .unwrap();
         let bytes = sent.to_vec();
         let (_, message) = unframe(&bytes);
@@ -412,4 +420,79 @@ fn delta_frame_own_change_shares_the_outbound_changes_bytes() {
         outbound_chunks[1].as_ptr(),
         "the outbound changes are encoded once"
     );
+}
+
+/// `n` ServiceEntries named `<prefix>-<i>`, each with one endpoint.
+fn many_services(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+                 metadata: {{name: {prefix}-{i}, namespace: default}}\nspec:\n  \
+                 hosts: [{prefix}-{i}.default.svc.cluster.local]\n  resolution: STATIC\n  \
+                 ports: [{{number: 8080, name: http, protocol: HTTP}}]\n  \
+                 endpoints: [{{address: 10.1.{}.{}}}]\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stream_far_behind_gets_a_complete_config_instead_of_a_larger_delta() {
+    use sluice_api::config::config_discovery_client::ConfigDiscoveryClient;
+    use sluice_api::config::{Ack, ProxyMessage};
+    use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+    let (old, renamed) = (many_services("old", 400), many_services("new", 400));
+    let (index_tx, index_rx) = watch::channel(Arc::new(index(1, &old)));
+    let metrics = Arc::new(crate::metrics::ControllerMetrics::new());
+    let server = ConfigServer::new(index_rx, Arc::new(SyncRegistry::default()), metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let mut client = ConfigDiscoveryClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello("a", "127.0.9.1")).await.unwrap();
+    let mut snapshots = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = |version: &str| ProxyMessage {
+        kind: Some(proxy_message::Kind::Ack(Ack {
+            version: version.into(),
+        })),
+    };
+    let first = snapshots.message().await.unwrap().unwrap();
+    let size = first
+        .config
+        .as_ref()
+        .map(prost::Message::encoded_len)
+        .unwrap();
+    assert!(size > 2 * super::stream::LARGE_DELTA, "{size} bytes");
+    tx.send(ack("1")).await.unwrap();
+
+    // One service more: a small delta.
+    let one_more = format!("{old}{}", many_services("extra", 1));
+    index_tx.send(Arc::new(index(2, &one_more))).unwrap();
+    let second = snapshots.message().await.unwrap().unwrap();
+    assert!(second.delta.is_some() && second.config.is_none());
+    tx.send(ack("2")).await.unwrap();
+
+    // Every service renamed: the delta would carry the whole half and more.
+    index_tx.send(Arc::new(index(3, &renamed))).unwrap();
+    let third = snapshots.message().await.unwrap().unwrap();
+    let mut expected = translate(&index(3, &renamed), &proxy("a", "127.0.9.1"));
+    delta::order_by_name(&mut expected);
+    assert_eq!(third.version, "3");
+    assert!(third.delta.is_none(), "a complete config, not a delta");
+    assert_eq!(third.config, Some(expected));
 }

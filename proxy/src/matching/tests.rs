@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use http::HeaderMap;
 use sluice_api::config as pb;
@@ -75,8 +75,8 @@ fn string_match_kinds_behave_like_istio() {
 fn route_match_requires_all_conditions_and_explains_the_first_failure() {
     let m = pb::RouteMatch {
         uri: Some(sm(pb::string_match::Kind::Prefix("/api".to_owned()))),
-        headers: HashMap::from([("end-user".to_owned(), exact("jason"))]),
-        query_params: HashMap::from([(
+        headers: BTreeMap::from([("end-user".to_owned(), exact("jason"))]),
+        query_params: BTreeMap::from([(
             "v".to_owned(),
             sm(pb::string_match::Kind::Regex("[0-9]+".to_owned())),
         )]),
@@ -122,7 +122,7 @@ fn route_match_requires_all_conditions_and_explains_the_first_failure() {
 #[test]
 fn without_headers_absent_satisfies_and_matching_value_fails() {
     let m = pb::RouteMatch {
-        without_headers: HashMap::from([("x-canary".to_owned(), exact("1"))]),
+        without_headers: BTreeMap::from([("x-canary".to_owned(), exact("1"))]),
         ..Default::default()
     };
     let cfg = build(vec![vh("r", 80, &["r"], vec![forward(vec![m], "c")])]);

@@ -142,7 +142,7 @@ fn opt_match(
 fn keyed_matches(
     item: &str,
     what: &str,
-    map: &HashMap<String, pb::StringMatch>,
+    map: &BTreeMap<String, pb::StringMatch>,
 ) -> Result<Vec<(String, StringMatch)>, InvalidConfig> {
     // Query parameter names are case-sensitive; header names are not.
     let is_query = what == "query";

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sluice_api::config as pb;
 
@@ -44,7 +44,7 @@ fn forward_route() -> pb::Route {
 fn convert_bad_header_regex_names_the_item() {
     let mut route = forward_route();
     route.matches = vec![pb::RouteMatch {
-        headers: HashMap::from([("x".to_owned(), regex_match("(unclosed"))]),
+        headers: BTreeMap::from([("x".to_owned(), regex_match("(unclosed"))]),
         ..Default::default()
     }];
     let err = ProxyConfig::try_from(&config_with_route(route)).unwrap_err();

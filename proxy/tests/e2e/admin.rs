@@ -1,6 +1,6 @@
 //! Admin endpoints and robustness against malformed traffic.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -15,7 +15,7 @@ fn config(net: u8) -> pb::ProxyConfig {
     let v2 = format!("127.0.{net}.12:9080").parse().unwrap();
     let jason = pb::RouteMatch {
         name: "jason".to_owned(),
-        headers: HashMap::from([("end-user".to_owned(), exact("jason"))]),
+        headers: BTreeMap::from([("end-user".to_owned(), exact("jason"))]),
         ..Default::default()
     };
     pb::ProxyConfig {

@@ -1,7 +1,7 @@
 //! Test harness: a fake controller (real tonic server), backend HTTP servers,
 //! the real `sluice-proxy` binary, and small HTTP clients — all on loopback.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
@@ -556,7 +556,7 @@ pub fn endpoint(addr: SocketAddr, workload: &str, version: &str) -> pb::Endpoint
             principal: format!("spiffe://cluster.local/ns/default/sa/{workload}"),
             cluster: "Kubernetes".to_owned(),
         }),
-        labels: HashMap::from([("version".to_owned(), version.to_owned())]),
+        labels: BTreeMap::from([("version".to_owned(), version.to_owned())]),
         weight: 1,
         mtls_disabled: false,
     }

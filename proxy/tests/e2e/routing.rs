@@ -1,7 +1,7 @@
 //! Outbound HTTP routing through the real proxy: matches, splits, rewrites,
 //! redirects, direct responses and header operations.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sluice_api::config as pb;
 
@@ -40,7 +40,7 @@ async fn routing_header_uri_and_query_matches_select_the_subset() {
     let net = 11;
     start_backends(net).await;
     let by_header = pb::RouteMatch {
-        headers: HashMap::from([("end-user".to_owned(), exact("jason"))]),
+        headers: BTreeMap::from([("end-user".to_owned(), exact("jason"))]),
         ..Default::default()
     };
     let by_uri = pb::RouteMatch {
@@ -48,7 +48,7 @@ async fn routing_header_uri_and_query_matches_select_the_subset() {
         ..Default::default()
     };
     let by_query = pb::RouteMatch {
-        query_params: HashMap::from([("canary".to_owned(), regex("yes|true"))]),
+        query_params: BTreeMap::from([("canary".to_owned(), regex("yes|true"))]),
         ..Default::default()
     };
     let routes = vec![
@@ -163,13 +163,13 @@ async fn routing_rewrite_redirect_direct_response_and_header_ops_apply() {
         ..Default::default()
     });
     rewrite.request_headers = Some(pb::HeaderOps {
-        set: HashMap::from([("x-route".to_owned(), "rewrite".to_owned())]),
-        add: HashMap::new(),
+        set: BTreeMap::from([("x-route".to_owned(), "rewrite".to_owned())]),
+        add: BTreeMap::new(),
         remove: vec!["x-drop-me".to_owned()],
     });
     rewrite.response_headers = Some(pb::HeaderOps {
-        set: HashMap::from([("x-answered-by".to_owned(), "sluice".to_owned())]),
-        add: HashMap::new(),
+        set: BTreeMap::from([("x-answered-by".to_owned(), "sluice".to_owned())]),
+        add: BTreeMap::new(),
         remove: vec!["x-seen-version".to_owned()],
     });
     let redirect = pb::Route {

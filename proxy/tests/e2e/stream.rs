@@ -1,7 +1,7 @@
 //! The config stream: hello, readiness, ACK/NACK (keeping the last good config)
 //! and reconnecting to a restarted controller.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sluice_api::config as pb;
 
@@ -10,7 +10,7 @@ use crate::harness::*;
 fn config(net: u8, header_regex: &str) -> pb::ProxyConfig {
     let addr = format!("127.0.{net}.11:9080").parse().unwrap();
     let m = pb::RouteMatch {
-        headers: HashMap::from([("x".to_owned(), regex(header_regex))]),
+        headers: BTreeMap::from([("x".to_owned(), regex(header_regex))]),
         ..Default::default()
     };
     pb::ProxyConfig {

@@ -108,6 +108,10 @@ fn delta_from_shared_and_own_parts_matches_prost() {
             config: None,
             delta: Some(expected),
         };
-        assert_eq!(unframed(&sent), expected.encode_to_vec(), "{version:?} {base:?}");
+        assert_eq!(
+            unframed(&sent),
+            expected.encode_to_vec(),
+            "{version:?} {base:?}"
+        );
     }
 }
