@@ -130,6 +130,7 @@ impl ConfigDir {
                 settled = again;
             }
             last = settled;
+            let settled_at = Instant::now();
             let files = read_files(&self.root);
             let index = intake.ingest(files, seen, &self.metrics);
             // Compare first: the watch's read guard must be gone before `send`.
@@ -138,7 +139,12 @@ impl ConfigDir {
                 index.changed_from(&current)
             };
             if let Some(index) = changed {
-                tracing::info!(revision = index.revision, "configuration changed");
+                tracing::info!(
+                    revision = index.revision,
+                    debounce_ms = (settled_at - seen).as_millis() as u64,
+                    build_ms = settled_at.elapsed().as_millis() as u64,
+                    "configuration changed"
+                );
                 let _ = tx.send(Arc::new(index));
             }
         }

@@ -146,9 +146,45 @@ async fn stream(
 /// The lists every proxy of one namespace receives alike: the outbound half.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Outbound {
-    virtual_hosts: Vec<VirtualHost>,
-    clusters: Vec<Cluster>,
-    tcp_services: Vec<TcpService>,
+    virtual_hosts: Entries<VirtualHost>,
+    clusters: Entries<Cluster>,
+    tcp_services: Entries<TcpService>,
+}
+
+/// A list of a half by name. Entries are shared between the halves of
+/// successive revisions, so applying a delta copies pointers, not the
+/// 10,000 endpoints of the full-size mesh.
+type Entries<T> = std::collections::BTreeMap<String, Arc<T>>;
+
+fn entries<T: Named>(list: Vec<T>) -> Entries<T> {
+    list.into_iter()
+        .map(|e| (e.name().to_owned(), Arc::new(e)))
+        .collect()
+}
+
+/// `list` with `removed` taken out and `upserts` put in, like
+/// `delta::apply_in_place`: an unknown removal refuses the whole delta.
+fn merged<T: Named + Clone>(
+    kind: &str,
+    list: &Entries<T>,
+    upserts: &[T],
+    removed: &[String],
+) -> Result<Entries<T>, String> {
+    let mut out = list.clone();
+    for name in removed {
+        if out.remove(name).is_none() {
+            return Err(format!("delta removes unknown {kind} {name:?}"));
+        }
+    }
+    for e in upserts {
+        out.insert(e.name().to_owned(), Arc::new(e.clone()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+fn listed<T: Clone>(entries: &Entries<T>) -> Vec<T> {
+    entries.values().map(|e| e.as_ref().clone()).collect()
 }
 
 /// What one simulated proxy has applied: its own parts, and the outbound half
@@ -165,9 +201,9 @@ impl Applied {
     #[cfg(test)]
     pub(crate) fn config(&self) -> ProxyConfig {
         ProxyConfig {
-            virtual_hosts: self.outbound.virtual_hosts.clone(),
-            clusters: self.outbound.clusters.clone(),
-            tcp_services: self.outbound.tcp_services.clone(),
+            virtual_hosts: listed(&self.outbound.virtual_hosts),
+            clusters: listed(&self.outbound.clusters),
+            tcp_services: listed(&self.outbound.tcp_services),
             ..self.own.clone()
         }
     }
@@ -182,9 +218,10 @@ impl Applied {
 ///
 /// At the full size (1,000 services, 10,000 endpoints) the outbound half is ~2.2 MB
 /// encoded, and 2,000 private copies would need ~37 GB; every proxy of the bench's mesh gets
-/// the same one. Each proxy still decodes every byte it receives; a full config's outbound
-/// half is swapped for the equal one already held, and a delta's outbound part is applied
-/// once per (base half, delta) and the result shared by every proxy making the same move.
+/// the same one. A full config's outbound half is swapped for the equal one already held; a
+/// delta is decoded once per distinct bytes (the controller sends the same bytes to every
+/// proxy making the same move) and its outbound part applied once per (base half, delta),
+/// the result shared by every proxy making that move, entries shared between halves.
 #[derive(Default)]
 pub struct Shared {
     halves: HashMap<u64, Vec<Weak<Outbound>>>,
@@ -245,21 +282,29 @@ impl Shared {
                 }
             }
         }
-        let mut tmp = ProxyConfig {
-            virtual_hosts: base.virtual_hosts.clone(),
-            clusters: base.clusters.clone(),
-            tcp_services: base.tcp_services.clone(),
-            ..Default::default()
-        };
-        let result = delta::apply_in_place(&mut tmp, part)
-            .map_err(|e| e.to_string())
-            .map(|()| {
-                self.intern(Outbound {
-                    virtual_hosts: tmp.virtual_hosts,
-                    clusters: tmp.clusters,
-                    tcp_services: tmp.tcp_services,
-                })
-            });
+        let result = (|| {
+            Ok(Outbound {
+                virtual_hosts: merged(
+                    "virtual host",
+                    &base.virtual_hosts,
+                    &part.virtual_hosts,
+                    &part.removed_virtual_hosts,
+                )?,
+                clusters: merged(
+                    "cluster",
+                    &base.clusters,
+                    &part.clusters,
+                    &part.removed_clusters,
+                )?,
+                tcp_services: merged(
+                    "tcp service",
+                    &base.tcp_services,
+                    &part.tcp_services,
+                    &part.removed_tcp_services,
+                )?,
+            })
+        })()
+        .map(|half| self.intern(half));
         if self.moves.len() >= 256 {
             self.moves.retain(|_, m| m.base.strong_count() > 0);
         }
@@ -286,23 +331,22 @@ fn intern_unlocked(shared: &Mutex<Shared>, half: Outbound) -> Arc<Outbound> {
     lock_shared(shared).remember(key, half)
 }
 
-/// A hash key of a half: every entry's name and encoded size. Not its bytes: proto maps
-/// decode into `HashMap`s with their own random order, so two proxies' copies of one half
-/// encode differently. Equality is checked on the decoded lists.
+/// A hash key of a half: every entry's name and encoded size, cheaper than
+/// hashing its bytes. Equality is checked on the decoded lists.
 fn half_key(half: &Outbound) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    entries_into(&mut h, &half.virtual_hosts);
-    entries_into(&mut h, &half.clusters);
-    entries_into(&mut h, &half.tcp_services);
+    entries_into(&mut h, half.virtual_hosts.values().map(Arc::as_ref));
+    entries_into(&mut h, half.clusters.values().map(Arc::as_ref));
+    entries_into(&mut h, half.tcp_services.values().map(Arc::as_ref));
     h.finish()
 }
 
 /// [`half_key`] of a delta's outbound part, removals included.
 fn delta_key(part: &ConfigDelta) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    entries_into(&mut h, &part.virtual_hosts);
-    entries_into(&mut h, &part.clusters);
-    entries_into(&mut h, &part.tcp_services);
+    entries_into(&mut h, part.virtual_hosts.iter());
+    entries_into(&mut h, part.clusters.iter());
+    entries_into(&mut h, part.tcp_services.iter());
     for removed in [
         &part.removed_virtual_hosts,
         &part.removed_clusters,
@@ -313,7 +357,10 @@ fn delta_key(part: &ConfigDelta) -> u64 {
     h.finish()
 }
 
-fn entries_into<T: Named + prost::Message>(h: &mut impl Hasher, list: &[T]) {
+fn entries_into<'a, T: Named + prost::Message + 'a>(
+    h: &mut impl Hasher,
+    list: impl ExactSizeIterator<Item = &'a T>,
+) {
     list.len().hash(h);
     for e in list {
         e.name().hash(h);
@@ -335,9 +382,9 @@ pub(crate) fn resolve(
     match (snap.config, snap.delta) {
         (Some(mut config), None) => {
             let half = Outbound {
-                virtual_hosts: std::mem::take(&mut config.virtual_hosts),
-                clusters: std::mem::take(&mut config.clusters),
-                tcp_services: std::mem::take(&mut config.tcp_services),
+                virtual_hosts: entries(std::mem::take(&mut config.virtual_hosts)),
+                clusters: entries(std::mem::take(&mut config.clusters)),
+                tcp_services: entries(std::mem::take(&mut config.tcp_services)),
             };
             let outbound = intern_unlocked(shared, half);
             *applied = Some(Applied {

@@ -153,7 +153,9 @@ impl Sharing {
                 }
             }
         };
+        let started = std::time::Instant::now();
         let outbound = translate_outbound(index, proxy);
+        let translated = started.elapsed();
         let key = address(&outbound);
         let current = {
             let mut shared = self.lock();
@@ -175,6 +177,13 @@ impl Sharing {
         // lock; if two proxies of a group race, the first kept is the one
         // everybody shares.
         let mut half = Arc::new(EncodedHalf::encode(&outbound));
+        tracing::debug!(
+            revision = index.revision,
+            translate_ms = translated.as_millis() as u64,
+            encode_ms = (started.elapsed() - translated).as_millis() as u64,
+            bytes = half.bytes.len(),
+            "encoded an outbound half"
+        );
         if current {
             let mut shared = self.lock();
             if shared.revision == index.revision {
