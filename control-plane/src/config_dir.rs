@@ -132,6 +132,7 @@ impl ConfigDir {
             last = settled;
             let settled_at = Instant::now();
             let files = read_files(&self.root);
+            let read = settled_at.elapsed();
             let index = intake.ingest(files, seen, &self.metrics);
             // Compare first: the watch's read guard must be gone before `send`.
             let changed = {
@@ -142,6 +143,7 @@ impl ConfigDir {
                 tracing::info!(
                     revision = index.revision,
                     debounce_ms = (settled_at - seen).as_millis() as u64,
+                    read_ms = read.as_millis() as u64,
                     build_ms = settled_at.elapsed().as_millis() as u64,
                     "configuration changed"
                 );

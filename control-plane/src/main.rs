@@ -3,6 +3,14 @@
 
 use anyhow::Context;
 use clap::Parser;
+
+/// mimalloc instead of glibc's malloc: the controller's large, short-lived
+/// buffers (a revision's encoded configs, deltas to thousands of streams)
+/// left glibc's arenas holding several times the live heap (heaptrack: 235
+/// MB live, 740 MB resident at the full-size bench); mimalloc returns freed
+/// pages to the system.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sluice_control_plane::admin::{self, AdminState};
 use sluice_control_plane::ca::{
     Authenticator, BootstrapTokens, CertificateAuthority, CertificateServer,

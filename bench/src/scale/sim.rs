@@ -229,6 +229,8 @@ pub struct Shared {
     /// Recent delta snapshots by the hash of their bytes (bytes kept to
     /// rule out collisions).
     decoded: HashMap<u64, (Bytes, Arc<Snapshot>)>,
+    /// Recent outbound halves of complete configs by the hash of their bytes.
+    complete_halves: HashMap<u64, (Bytes, Arc<Outbound>)>,
 }
 
 /// One applied move: the base half is held weakly so its address stays unique while the
@@ -492,6 +494,12 @@ impl Decoder for RawSnapshots {
 /// the same bytes (the controller sends one encoding to every proxy making
 /// the same move), complete configs are each proxy's own.
 pub(crate) enum Decoded {
+    /// A complete config: its outbound half decoded once per distinct bytes.
+    Complete {
+        version: String,
+        own: Box<ProxyConfig>,
+        outbound: Arc<Outbound>,
+    },
     Own(Box<Snapshot>),
     Shared(Arc<Snapshot>),
 }
@@ -499,6 +507,7 @@ pub(crate) enum Decoded {
 impl Decoded {
     fn version(&self) -> &str {
         match self {
+            Decoded::Complete { version, .. } => version,
             Decoded::Own(s) => &s.version,
             Decoded::Shared(s) => &s.version,
         }
@@ -511,6 +520,18 @@ impl Decoded {
         shared: &Mutex<Shared>,
     ) -> Result<(), String> {
         match self {
+            Decoded::Complete {
+                version,
+                own,
+                outbound,
+            } => {
+                *applied = Some(Applied {
+                    version,
+                    own: *own,
+                    outbound,
+                });
+                Ok(())
+            }
             Decoded::Own(snap) => resolve(*snap, applied, shared),
             Decoded::Shared(snap) => match (&snap.config, &snap.delta) {
                 (None, Some(d)) => apply_delta(&snap.version, d, applied, shared),
@@ -535,6 +556,9 @@ pub(crate) fn decode_shared(shared: &Mutex<Shared>, raw: Bytes) -> Result<Decode
     {
         return Ok(Decoded::Shared(hit.1.clone()));
     }
+    if let Some((version, outbound, own)) = split_complete(&raw) {
+        return complete_shared(shared, version, outbound, &own);
+    }
     let snap = Snapshot::decode(raw.clone())
         .map_err(|e| tonic::Status::internal(format!("decoding a snapshot: {e}")))?;
     if snap.delta.is_none() {
@@ -547,4 +571,95 @@ pub(crate) fn decode_shared(shared: &Mutex<Shared>, raw: Bytes) -> Result<Decode
     }
     s.decoded.insert(key, (raw, snap.clone()));
     Ok(Decoded::Shared(snap))
+}
+
+/// A complete config's parts from its encoding without decoding them:
+/// (version, the outbound fields 1–3 of its config, the other fields).
+/// `None` for anything else (a delta, or an encoding this scan does not know).
+fn split_complete(raw: &[u8]) -> Option<(String, Bytes, Bytes)> {
+    let mut version = None;
+    let mut config = None;
+    for (tag, _, body) in fields(raw)? {
+        match tag {
+            1 => version = Some(std::str::from_utf8(body).ok()?.to_owned()),
+            2 => config = Some(body),
+            _ => return None,
+        }
+    }
+    let (mut outbound, mut own) = (Vec::new(), Vec::new());
+    for (tag, whole, _) in fields(config?)? {
+        match tag {
+            1..=3 => outbound.extend_from_slice(whole),
+            _ => own.extend_from_slice(whole),
+        }
+    }
+    Some((version.unwrap_or_default(), outbound.into(), own.into()))
+}
+
+/// One length-delimited field: (tag, the whole field, its payload).
+type Field<'a> = (u32, &'a [u8], &'a [u8]);
+
+/// Length-delimited fields of a message as (tag, whole field, payload);
+/// `None` if any field is of another wire type or malformed.
+fn fields(mut buf: &[u8]) -> Option<Vec<Field<'_>>> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let start = buf;
+        let (tag, wire) = decode_key(&mut buf).ok()?;
+        if wire != WireType::LengthDelimited {
+            return None;
+        }
+        let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+        let body = buf.get(..len)?;
+        buf = &buf[len..];
+        let whole = &start[..start.len() - buf.len()];
+        out.push((tag, whole, body));
+    }
+    Some(out)
+}
+
+/// A complete config whose outbound half is decoded once per distinct bytes.
+fn complete_shared(
+    shared: &Mutex<Shared>,
+    version: String,
+    outbound: Bytes,
+    own: &[u8],
+) -> Result<Decoded, tonic::Status> {
+    let bad = |e: prost::DecodeError| tonic::Status::internal(format!("decoding a snapshot: {e}"));
+    let own = Box::new(ProxyConfig::decode(own).map_err(bad)?);
+    let key = {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        outbound.hash(&mut h);
+        h.finish()
+    };
+    if let Some(hit) = lock_shared(shared).complete_halves.get(&key)
+        && hit.0 == outbound
+    {
+        let outbound = hit.1.clone();
+        return Ok(Decoded::Complete {
+            version,
+            own,
+            outbound,
+        });
+    }
+    let mut config = ProxyConfig::decode(outbound.clone()).map_err(bad)?;
+    let half = intern_unlocked(
+        shared,
+        Outbound {
+            virtual_hosts: entries(std::mem::take(&mut config.virtual_hosts)),
+            clusters: entries(std::mem::take(&mut config.clusters)),
+            tcp_services: entries(std::mem::take(&mut config.tcp_services)),
+        },
+    );
+    let mut s = lock_shared(shared);
+    if s.complete_halves.len() >= 16 {
+        s.complete_halves.clear();
+    }
+    s.complete_halves.insert(key, (outbound, half.clone()));
+    Ok(Decoded::Complete {
+        version,
+        own,
+        outbound: half,
+    })
 }

@@ -272,7 +272,10 @@ fn sim_decode_shared_decodes_equal_delta_bytes_once_and_applies_them_per_proxy()
     for (who, applied) in [("p", &mut p), ("q", &mut q)] {
         let raw = bytes::Bytes::from(full(who).encode_to_vec());
         let decoded = sim::decode_shared(&shared, raw).unwrap();
-        assert!(matches!(decoded, sim::Decoded::Own(_)), "complete: own");
+        assert!(
+            matches!(decoded, sim::Decoded::Complete { .. }),
+            "a complete config: own parts decoded per proxy, the half once"
+        );
         decoded.resolve(applied, &shared).unwrap();
     }
     let step = Snapshot {
@@ -297,7 +300,52 @@ fn sim_decode_shared_decodes_equal_delta_bytes_once_and_applies_them_per_proxy()
     assert_eq!(p.version, "2");
     assert_eq!(p.config().clusters, vec![cluster("a", 1), cluster("b", 2)]);
     // Each keeps its own parts; the outbound half is one copy.
+    assert_eq!(q.config().clusters, p.config().clusters);
     assert_eq!(p.config().self_.unwrap().workload, "p");
     assert_eq!(q.config().self_.unwrap().workload, "q");
     assert!(p.shares_outbound_with(&q));
+}
+
+#[test]
+fn sim_decode_shared_complete_config_matches_a_full_decode() {
+    use prost::Message;
+    use sluice_api::config::{
+        Cluster, Endpoint, Inbound, ProxyConfig, Snapshot, VirtualHost, WorkloadMeta,
+    };
+    let config = ProxyConfig {
+        virtual_hosts: vec![VirtualHost {
+            name: "a:80".into(),
+            port: 80,
+            ..Default::default()
+        }],
+        clusters: vec![Cluster {
+            name: "outbound|80||a".into(),
+            endpoints: vec![Endpoint {
+                address: "10.0.0.1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        inbound: Some(Inbound::default()),
+        self_: Some(WorkloadMeta {
+            workload: "p".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let snap = Snapshot {
+        version: "7".into(),
+        config: Some(config.clone()),
+        delta: None,
+    };
+    let shared = std::sync::Mutex::new(sim::Shared::default());
+    let raw = bytes::Bytes::from(snap.encode_to_vec());
+    let mut applied = None;
+    sim::decode_shared(&shared, raw)
+        .unwrap()
+        .resolve(&mut applied, &shared)
+        .unwrap();
+    let applied = applied.unwrap();
+    assert_eq!(applied.version, "7");
+    assert_eq!(applied.config(), config);
 }
