@@ -237,7 +237,7 @@ pub struct Shared {
 /// entry lives, and the delta's outbound part is kept to rule out hash collisions.
 struct Move {
     base: Weak<Outbound>,
-    delta: ConfigDelta,
+    delta: Arc<Snapshot>,
     result: Result<Weak<Outbound>, String>,
 }
 
@@ -269,11 +269,22 @@ impl Shared {
 
     /// `base` with the outbound part of delta `part` applied (its own fields
     /// are ignored), computed once per move.
-    fn step(&mut self, base: &Arc<Outbound>, part: &ConfigDelta) -> Result<Arc<Outbound>, String> {
+    fn step(
+        &mut self,
+        base: &Arc<Outbound>,
+        snap: &Arc<Snapshot>,
+    ) -> Result<Arc<Outbound>, String> {
+        let empty = ConfigDelta::default();
+        let part = snap.delta.as_ref().unwrap_or(&empty);
         let key = (Arc::as_ptr(base) as usize, delta_key(part));
         if let Some(m) = self.moves.get(&key) {
             let same_base = m.base.upgrade().is_some_and(|b| Arc::ptr_eq(&b, base));
-            if same_base && m.delta == outbound_part(part) {
+            let same_delta = Arc::ptr_eq(&m.delta, snap)
+                || m.delta
+                    .delta
+                    .as_ref()
+                    .is_some_and(|d| same_outbound(d, part));
+            if same_base && same_delta {
                 match &m.result {
                     Err(e) => return Err(e.clone()),
                     Ok(w) => {
@@ -314,7 +325,7 @@ impl Shared {
             key,
             Move {
                 base: Arc::downgrade(base),
-                delta: outbound_part(part),
+                delta: snap.clone(),
                 result: result.as_ref().map(Arc::downgrade).map_err(Clone::clone),
             },
         );
@@ -396,18 +407,27 @@ pub(crate) fn resolve(
             });
             Ok(())
         }
-        (None, Some(d)) => apply_delta(&snap.version, &d, applied, shared),
+        (None, Some(d)) => {
+            let snap = Arc::new(Snapshot {
+                version: snap.version,
+                config: None,
+                delta: Some(d),
+            });
+            apply_delta(&snap, applied, shared)
+        }
         _ => Err(format!("snapshot {} carries neither or both", snap.version)),
     }
 }
 
-/// Applies delta `d` (of snapshot `version`) to the last applied config.
+/// Applies the delta of `snap` to the last applied config.
 fn apply_delta(
-    version: &str,
-    d: &ConfigDelta,
+    snap: &Arc<Snapshot>,
     applied: &mut Option<Applied>,
     shared: &Mutex<Shared>,
 ) -> Result<(), String> {
+    let Some(d) = &snap.delta else {
+        return Err(format!("snapshot {} carries no delta", snap.version));
+    };
     let a = applied.as_mut().ok_or("delta before any config")?;
     if d.base_version != a.version {
         return Err(format!(
@@ -415,10 +435,10 @@ fn apply_delta(
             d.base_version, a.version
         ));
     }
-    let outbound = if outbound_part(d) == ConfigDelta::default() {
+    let outbound = if same_outbound(d, &ConfigDelta::default()) {
         a.outbound.clone()
     } else {
-        lock_shared(shared).step(&a.outbound, d)?
+        lock_shared(shared).step(&a.outbound, snap)?
     };
     // The rest (inbound, metadata, telemetry) is the proxy's own: applied per proxy.
     let own_part = ConfigDelta {
@@ -432,21 +452,19 @@ fn apply_delta(
     delta::apply_in_place(&mut own, &own_part).map_err(|e| e.to_string())?;
     a.own = own;
     a.outbound = outbound;
-    a.version = version.to_owned();
+    a.version = snap.version.clone();
     Ok(())
 }
 
-/// The lists of a delta that touch the outbound half.
-fn outbound_part(d: &ConfigDelta) -> ConfigDelta {
-    ConfigDelta {
-        virtual_hosts: d.virtual_hosts.clone(),
-        removed_virtual_hosts: d.removed_virtual_hosts.clone(),
-        clusters: d.clusters.clone(),
-        removed_clusters: d.removed_clusters.clone(),
-        tcp_services: d.tcp_services.clone(),
-        removed_tcp_services: d.removed_tcp_services.clone(),
-        ..Default::default()
-    }
+/// Whether two deltas change the outbound half alike (compared in place:
+/// churn deltas can carry most of the mesh).
+fn same_outbound(a: &ConfigDelta, b: &ConfigDelta) -> bool {
+    a.virtual_hosts == b.virtual_hosts
+        && a.removed_virtual_hosts == b.removed_virtual_hosts
+        && a.clusters == b.clusters
+        && a.removed_clusters == b.removed_clusters
+        && a.tcp_services == b.tcp_services
+        && a.removed_tcp_services == b.removed_tcp_services
 }
 
 /// The config stream's method.
@@ -534,7 +552,7 @@ impl Decoded {
             }
             Decoded::Own(snap) => resolve(*snap, applied, shared),
             Decoded::Shared(snap) => match (&snap.config, &snap.delta) {
-                (None, Some(d)) => apply_delta(&snap.version, d, applied, shared),
+                (None, Some(_)) => apply_delta(&snap, applied, shared),
                 _ => resolve(snap.as_ref().clone(), applied, shared),
             },
         }
