@@ -242,7 +242,14 @@ fn yaml_files(root: &Path) -> Vec<PathBuf> {
             if name.starts_with('.') {
                 continue;
             }
-            if path.is_dir() {
+            // The entry's type comes with the listing; only a symlink (as in
+            // a mounted ConfigMap) costs a stat to see what it points at.
+            let is_dir = match entry.file_type() {
+                Ok(t) if t.is_symlink() => path.is_dir(),
+                Ok(t) => t.is_dir(),
+                Err(_) => path.is_dir(),
+            };
+            if is_dir {
                 stack.push(path);
             } else if name.ends_with(".yaml") || name.ends_with(".yml") {
                 out.push(path);
