@@ -157,14 +157,22 @@ pub fn service_yaml(s: usize, per: usize, moved: Option<(usize, usize)>) -> Stri
 }
 
 /// The `n`th churn write: (file, text) moving one endpoint of one service.
-/// Writes visit the services in a scattered order, 1,000 writes a round
-/// at the full size, and always change the file they write.
+/// Writes visit the services in a scattered order, each once a round of
+/// `services / gcd(services, 7919)` writes (1,000 at the full size), and
+/// the generation is the round: two visits to a file in a row always give
+/// it different text, whatever the sizes.
 pub fn churn_write(n: usize, services: usize, per: usize) -> (String, String) {
-    let s = n * 7919 % services.max(1);
+    let services = services.max(1);
+    let s = n * 7919 % services;
+    let round = services / gcd(services, 7919);
     (
         format!("svc-{s:04}.yaml"),
-        service_yaml(s, per, Some((n % per.max(1), n + 1))),
+        service_yaml(s, per, Some((n % per.max(1), n / round + 1))),
     )
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// A VirtualService on service 0 whose timeout differs per `generation`.

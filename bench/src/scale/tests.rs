@@ -34,16 +34,30 @@ fn service_yaml_moved_endpoint_changes_only_its_address() {
 
 #[test]
 fn churn_writes_always_change_the_file_they_write() {
-    // A full-size churn: 100 writes/s for 60 s over 1,000 services. An
-    // earlier address scheme cycled with the 1,000-write round, so after
+    // Six rounds at the full size (100 writes/s for 60 s over 1,000
+    // services) and at sizes whose round shares factors with the address
+    // cycle. An earlier scheme cycled with the 1,000-write round, so after
     // 10 s every write gave a file its old text back and nothing changed.
-    let mut files: std::collections::HashMap<String, String> = (0..1000)
-        .map(|s| (format!("svc-{s:04}.yaml"), service_yaml(s, 10, None)))
-        .collect();
-    for n in 0..6000 {
-        let (file, text) = churn_write(n, 1000, 10);
-        let old = files.insert(file.clone(), text.clone());
-        assert_ne!(old.as_deref(), Some(text.as_str()), "write {n} to {file}");
+    for (services, per) in [
+        (1000, 10),
+        (995, 5),
+        (1990, 10),
+        (199, 1),
+        (100, 10),
+        (7919, 2),
+    ] {
+        let mut files: std::collections::HashMap<String, String> = (0..services)
+            .map(|s| (format!("svc-{s:04}.yaml"), service_yaml(s, per, None)))
+            .collect();
+        for n in 0..6 * services {
+            let (file, text) = churn_write(n, services, per);
+            let old = files.insert(file.clone(), text.clone());
+            assert_ne!(
+                old.as_deref(),
+                Some(text.as_str()),
+                "{services} services x {per}: write {n} to {file}"
+            );
+        }
     }
 }
 

@@ -43,12 +43,19 @@ pub struct EncodedHalf {
     spans: [Vec<Range<usize>>; KINDS],
 }
 
+/// Keys of the two hashers, random per process (digests never leave it),
+/// the same for every half so equal entries hash equally.
+fn hash_keys() -> &'static [std::hash::RandomState; 2] {
+    static KEYS: std::sync::OnceLock<[std::hash::RandomState; 2]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| [std::hash::RandomState::new(), std::hash::RandomState::new()])
+}
+
 /// 128 bits from two differently keyed SipHash runs: a collision would hide
 /// a change from a proxy, so 64 bits alone are not enough over a long life.
 fn hash(body: &[u8]) -> u128 {
-    let mut a = std::hash::DefaultHasher::new();
-    let mut b = std::hash::DefaultHasher::new();
-    b.write_u8(0x5a);
+    use std::hash::BuildHasher as _;
+    let [ka, kb] = hash_keys();
+    let (mut a, mut b) = (ka.build_hasher(), kb.build_hasher());
     a.write(body);
     b.write(body);
     (u128::from(a.finish()) << 64) | u128::from(b.finish())

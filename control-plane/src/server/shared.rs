@@ -21,6 +21,8 @@ pub struct ProxyView {
     /// This workload's own parts, kept from one revision to the next while
     /// they do not change.
     pub own: Arc<OwnParts>,
+    /// The index `own_generation` at which `own` was last found current.
+    pub own_generation: u64,
 }
 
 /// What a stream keeps of the config its proxy ACKed: enough to compute the
@@ -31,13 +33,13 @@ pub struct Base {
     pub digest: Arc<Digest>,
     /// The ACKed own parts.
     pub own: Arc<OwnParts>,
+    /// The index `own_generation` at which `own` was last found current.
+    pub own_generation: u64,
 }
 
 /// The parts of a config only its proxy gets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OwnParts {
-    /// The index's `own_generation` they were translated at.
-    pub generation: u64,
     /// This workload's inbound side.
     pub inbound: Option<pb::Inbound>,
     /// This workload's metadata.
@@ -47,13 +49,6 @@ pub struct OwnParts {
 }
 
 impl OwnParts {
-    /// Whether both hold the same parts, whatever their generations.
-    fn same_parts(&self, other: &OwnParts) -> bool {
-        self.inbound == other.inbound
-            && self.self_ == other.self_
-            && self.telemetry == other.telemetry
-    }
-
     /// The fields of a delta from `self` to `next`: those that differ.
     fn changes_to(&self, next: &OwnParts) -> pb::ConfigDelta {
         pb::ConfigDelta {
@@ -83,6 +78,7 @@ impl ProxyView {
         Base {
             digest: self.half.digest.clone(),
             own: self.own.clone(),
+            own_generation: self.own_generation,
         }
     }
 }
@@ -99,9 +95,10 @@ struct Revision {
     halves: HashMap<usize, (Arc<Outbound>, Arc<EncodedHalf>)>,
     /// Addresses of the digests of `halves`.
     members: HashSet<usize>,
-    /// Encoded outbound changes by (old, new) digest address; the old
-    /// digest is kept so its address stays unique.
-    deltas: HashMap<(usize, usize), (Arc<Digest>, Bytes)>,
+    /// Encoded outbound changes by (old, new) digest address, `None` when
+    /// too large to send as a delta; the old digest is kept so its address
+    /// stays unique.
+    deltas: HashMap<(usize, usize), (Arc<Digest>, Option<Bytes>)>,
     /// Encoded delta snapshots by (old, new) digest address of `deltas`,
     /// with their (base, new) revisions.
     frames: HashMap<(usize, usize), SharedFrame>,
@@ -110,6 +107,18 @@ struct Revision {
 /// Shared halves and deltas of the newest revision seen.
 #[derive(Default)]
 pub struct Sharing(Mutex<Revision>);
+
+/// Outbound changes of up to this size always go as a delta.
+pub const LARGE_DELTA: usize = 64 << 10;
+
+/// Whether outbound changes of `delta` bytes to an outbound half of `half`
+/// bytes are better sent as the complete config: over [`LARGE_DELTA`] and
+/// over half the size of the half. A proxy far behind can need a delta about as large as the
+/// whole config, and such a delta would be its stream's own copy, held until
+/// the proxy reads it, where the complete config's bytes are shared.
+fn too_large(delta: usize, half: usize) -> bool {
+    delta > LARGE_DELTA && delta > half / 2
+}
 
 fn address<T>(arc: &Arc<T>) -> usize {
     Arc::as_ptr(arc) as usize
@@ -135,11 +144,10 @@ impl Sharing {
         previous: Option<&Base>,
     ) -> ProxyView {
         let own = match previous {
-            Some(p) if p.own.generation == index.own_generation => p.own.clone(),
+            Some(p) if p.own_generation == index.own_generation => p.own.clone(),
             _ => {
                 let own = translate_own(index, proxy);
                 let own = OwnParts {
-                    generation: index.own_generation,
                     inbound: Some(own.inbound),
                     self_: Some(own.self_),
                     telemetry: Some(own.telemetry),
@@ -148,11 +156,12 @@ impl Sharing {
                     // Most changes to own-part inputs (an endpoint of some
                     // other workload) leave this proxy's parts as they were:
                     // keeping the same `Arc` lets its delta be the shared one.
-                    Some(p) if p.own.same_parts(&own) => p.own.clone(),
+                    Some(p) if *p.own == own => p.own.clone(),
                     _ => Arc::new(own),
                 }
             }
         };
+        let own_generation = index.own_generation;
         let started = std::time::Instant::now();
         let outbound = translate_outbound(index, proxy);
         let translated = started.elapsed();
@@ -169,6 +178,7 @@ impl Sharing {
                 return ProxyView {
                     half: half.clone(),
                     own,
+                    own_generation,
                 };
             }
             shared.revision == index.revision
@@ -196,16 +206,24 @@ impl Sharing {
                 shared.members.insert(address(&half.digest));
             }
         }
-        ProxyView { half, own }
+        ProxyView {
+            half,
+            own,
+            own_generation,
+        }
     }
 
-    /// `ConfigDelta` fields 2–7 from `old` to `new`, encoded once per pair.
-    fn outbound_delta(&self, old: &Arc<Digest>, new: &EncodedHalf) -> Bytes {
+    /// `ConfigDelta` fields 2–7 from `old` to `new`, encoded once per pair;
+    /// `None` when they are too large to be worth a delta.
+    fn outbound_delta(&self, old: &Arc<Digest>, new: &EncodedHalf) -> Option<Bytes> {
         let key = (address(old), address(&new.digest));
         if let Some((_, hit)) = self.lock().deltas.get(&key) {
             return hit.clone();
         }
         let computed = new.delta_from(old);
+        // Only a marker is kept for an oversized delta: the stream sends the
+        // complete config, whose bytes are shared, and nothing pins these.
+        let computed = (!too_large(computed.len(), new.bytes.len())).then_some(computed);
         let mut shared = self.lock();
         // Only pairs whose new half belongs to the current revision are kept:
         // they are the ones other proxies will ask for.
@@ -220,52 +238,61 @@ impl Sharing {
         computed
     }
 
-    /// The outbound changes and own fields of the delta from `base` to `next`.
-    fn delta_parts(&self, base: &Base, next: &ProxyView) -> (Bytes, pb::ConfigDelta) {
+    /// The outbound changes and own fields of the delta from `base` to
+    /// `next`; `None` when the outbound changes are too large for a delta.
+    fn delta_parts(&self, base: &Base, next: &ProxyView) -> Option<(Bytes, pb::ConfigDelta)> {
         let outbound = if Arc::ptr_eq(&base.digest, &next.half.digest) {
             Bytes::new()
         } else {
-            self.outbound_delta(&base.digest, &next.half)
+            self.outbound_delta(&base.digest, &next.half)?
         };
         let own = if Arc::ptr_eq(&base.own, &next.own) {
             pb::ConfigDelta::default()
         } else {
             base.own.changes_to(&next.own)
         };
-        (outbound, own)
+        Some((outbound, own))
     }
 
     /// The delta from `base` (last ACKed) to `next`, tagged with
-    /// `base_version`, as a message (decodes; for tests and tools).
-    pub fn delta(&self, base: &Base, next: &ProxyView, base_version: &str) -> pb::ConfigDelta {
-        let (outbound, own) = self.delta_parts(base, next);
-        pb::ConfigDelta {
+    /// `base_version`, as a message (decodes; for tests and tools); `None`
+    /// when a complete config should go instead.
+    pub fn delta(
+        &self,
+        base: &Base,
+        next: &ProxyView,
+        base_version: &str,
+    ) -> Option<pb::ConfigDelta> {
+        let (outbound, own) = self.delta_parts(base, next)?;
+        Some(pb::ConfigDelta {
             base_version: base_version.to_owned(),
             inbound: own.inbound,
             self_: own.self_,
             telemetry: own.telemetry,
             ..pb::ConfigDelta::decode(outbound).unwrap_or_default()
-        }
+        })
     }
 
     /// The delta snapshot from `base` (ACKed at `base_revision`) to `next`
-    /// (at `revision`), encoded: the outbound changes are encoded once per
-    /// move and shared; when both also share their own parts the whole
-    /// snapshot is the same for every proxy making that move, so it is kept
-    /// and sent as it is.
+    /// (at `revision`), encoded; `None` when its outbound changes are too
+    /// large for a delta (then a complete config goes). The outbound
+    /// changes are encoded once per move and shared; when both views also
+    /// share their own parts the whole snapshot is the same for every proxy
+    /// making that move, so it is kept and sent as it is.
     pub fn delta_frame(
         &self,
         (base_revision, base): (u64, &Base),
         (revision, next): (u64, &ProxyView),
-    ) -> Result<EncodedSnapshot, frame::TooLarge> {
-        let encode = || {
-            let (outbound, own) = self.delta_parts(base, next);
-            frame::delta(
+    ) -> Result<Option<EncodedSnapshot>, frame::TooLarge> {
+        let encode = || match self.delta_parts(base, next) {
+            None => Ok(None),
+            Some((outbound, own)) => frame::delta(
                 &revision.to_string(),
                 &base_revision.to_string(),
                 &outbound,
                 &own,
             )
+            .map(Some),
         };
         if !Arc::ptr_eq(&base.own, &next.own) {
             return encode();
@@ -274,9 +301,11 @@ impl Sharing {
         if let Some((b, r, hit)) = self.lock().frames.get(&key)
             && (*b, *r) == (base_revision, revision)
         {
-            return Ok(hit.clone());
+            return Ok(Some(hit.clone()));
         }
-        let encoded = encode()?;
+        let Some(encoded) = encode()? else {
+            return Ok(None);
+        };
         let mut shared = self.lock();
         // Kept only while `deltas` holds the old digest (so the key's
         // addresses stay unique) and the new half is of the current revision.
@@ -285,7 +314,7 @@ impl Sharing {
                 .frames
                 .insert(key, (base_revision, revision, encoded.clone()));
         }
-        Ok(encoded)
+        Ok(Some(encoded))
     }
 
     /// Pairs whose delta is cached, for tests.

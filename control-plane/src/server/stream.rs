@@ -12,10 +12,6 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tonic::Streaming;
 
-/// Deltas up to this size always go as deltas; larger ones only while they
-/// are at most half the complete config.
-pub(super) const LARGE_DELTA: usize = 64 << 10;
-
 /// Whether a snapshot carried a complete config or a delta.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -127,18 +123,11 @@ fn next_snapshot(
     let view = cx.sharing.view_after(current, &cx.who, previous);
     let version = revision.to_string();
     let delta = match (kind, &peer.acked) {
-        (Kind::Delta, Some((base, base_view))) => Some(
-            cx.sharing
-                .delta_frame((*base, base_view), (revision, &view))?,
-        ),
+        (Kind::Delta, Some((base, base_view))) => cx
+            .sharing
+            .delta_frame((*base, base_view), (revision, &view))?,
         _ => None,
     };
-    // A proxy far behind can need a delta about as large as the whole
-    // config; then the complete one goes instead: its outbound bytes are
-    // shared with every other proxy, where such a delta would be this
-    // stream's own copy, held until the proxy reads it.
-    let delta = delta
-        .filter(|d| d.message_len() <= LARGE_DELTA || d.message_len() <= view.half.bytes.len() / 2);
     let (kind, snapshot) = match delta {
         Some(d) => (Kind::Delta, d),
         None => {

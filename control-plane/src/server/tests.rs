@@ -83,8 +83,8 @@ fn sharing_delta_is_computed_once_per_pair_and_applies_to_the_base() {
     let (pa, pb_) = (proxy("a", "127.0.9.1"), proxy("b", "127.0.9.8"));
     let (a1, b1) = (sharing.view(&old, &pa), sharing.view(&old, &pb_));
     let (a2, b2) = (sharing.view(&new, &pa), sharing.view(&new, &pb_));
-    let da = sharing.delta(&a1.base(), &a2, "1");
-    let db = sharing.delta(&b1.base(), &b2, "1");
+    let da = sharing.delta(&a1.base(), &a2, "1").expect("a delta");
+    let db = sharing.delta(&b1.base(), &b2, "1").expect("a delta");
     assert_eq!(da.base_version, "1");
     // reviews' two clusters (one per port) gained an endpoint; nothing else is sent.
     assert_eq!(da.clusters.len(), 2, "{da:?}");
@@ -296,7 +296,8 @@ fn delta_frame_route_change_reuses_own_parts_and_shares_one_encoding() {
         );
         let sent = sharing
             .delta_frame((old.revision, &base.base()), (new.revision, &next))
-            .unwrap();
+            .unwrap()
+            .expect("a delta");
         let bytes = sent.to_vec();
         let (_, message) = unframe(&bytes);
         let snapshot = sluice_api::config::Snapshot::decode(message).unwrap();
@@ -328,7 +329,8 @@ fn delta_frame_endpoint_change_translates_own_parts_again() {
     assert!(!Arc::ptr_eq(&base.own, &next.own));
     let sent = sharing
         .delta_frame((old.revision, &base.base()), (new.revision, &next))
-        .unwrap();
+        .unwrap()
+        .expect("a delta");
     let bytes = sent.to_vec();
     let (_, message) = unframe(&bytes);
     let d = sluice_api::config::Snapshot::decode(message)
@@ -361,9 +363,13 @@ fn delta_frame_endpoint_change_elsewhere_keeps_own_parts_and_shares_one_encoding
             "{}: same own parts",
             who.id
         );
+        // Found current at the new generation: the next revision that does
+        // not touch own-part inputs reuses them without translating.
+        assert_eq!(next.own_generation, new.own_generation);
         let sent = sharing
             .delta_frame((old.revision, &base.base()), (new.revision, &next))
-            .unwrap();
+            .unwrap()
+            .expect("a delta");
         let bytes = sent.to_vec();
         let (_, message) = unframe(&bytes);
         let d = sluice_api::config::Snapshot::decode(message)
@@ -400,7 +406,8 @@ fn delta_frame_own_change_shares_the_outbound_changes_bytes() {
         assert!(!Arc::ptr_eq(&base.own, &next.own), "{}", who.id);
         let sent = sharing
             .delta_frame((old.revision, &base.base()), (new.revision, &next))
-            .unwrap();
+            .unwrap()
+            .expect("a delta");
         let bytes = sent.to_vec();
         let (_, message) = unframe(&bytes);
         let snapshot = sluice_api::config::Snapshot::decode(message).unwrap();
@@ -477,7 +484,7 @@ async fn stream_far_behind_gets_a_complete_config_instead_of_a_larger_delta() {
         .as_ref()
         .map(prost::Message::encoded_len)
         .unwrap();
-    assert!(size > 2 * super::stream::LARGE_DELTA, "{size} bytes");
+    assert!(size > 2 * super::shared::LARGE_DELTA, "{size} bytes");
     tx.send(ack("1")).await.unwrap();
 
     // One service more: a small delta.
