@@ -564,11 +564,7 @@ impl Decoded {
 /// are the same message. Without this one simulator core would decode every
 /// proxy's copy of every churn delta, and measure itself, not the controller.
 pub(crate) fn decode_shared(shared: &Mutex<Shared>, raw: Bytes) -> Result<Decoded, tonic::Status> {
-    let key = {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        raw.hash(&mut h);
-        h.finish()
-    };
+    let key = bytes_key(&raw);
     if let Some(hit) = lock_shared(shared).decoded.get(&key)
         && hit.0 == raw
     {
@@ -637,6 +633,13 @@ fn fields(mut buf: &[u8]) -> Option<Vec<Field<'_>>> {
     Some(out)
 }
 
+/// A hash key of received bytes (the bytes themselves are kept to rule out collisions).
+fn bytes_key(bytes: &Bytes) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
 /// A complete config whose outbound half is decoded once per distinct bytes.
 fn complete_shared(
     shared: &Mutex<Shared>,
@@ -646,11 +649,7 @@ fn complete_shared(
 ) -> Result<Decoded, tonic::Status> {
     let bad = |e: prost::DecodeError| tonic::Status::internal(format!("decoding a snapshot: {e}"));
     let own = Box::new(ProxyConfig::decode(own).map_err(bad)?);
-    let key = {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        outbound.hash(&mut h);
-        h.finish()
-    };
+    let key = bytes_key(&outbound);
     if let Some(hit) = lock_shared(shared).complete_halves.get(&key)
         && hit.0 == outbound
     {

@@ -259,6 +259,24 @@ fn vs(timeout: u32) -> String {
     )
 }
 
+/// `delta_frame` from `base` (at `old`) to `next` (at `new`): the snapshot
+/// decoded, and the buffers it is sent as.
+fn sent_delta(
+    sharing: &Sharing,
+    (old, base): (&MeshIndex, &ProxyView),
+    (new, next): (&MeshIndex, &ProxyView),
+) -> (sluice_api::config::Snapshot, Vec<bytes::Bytes>) {
+    use prost::Message;
+    let sent = sharing
+        .delta_frame((old.revision, &base.base()), (new.revision, next))
+        .unwrap()
+        .expect("a delta");
+    let bytes = sent.to_vec();
+    let (_, message) = unframe(&bytes);
+    let snapshot = sluice_api::config::Snapshot::decode(message).unwrap();
+    (snapshot, sent.into_chunks())
+}
+
 /// An index as the config-dir intake builds it (with own generations).
 fn ingested(intake: &mut crate::index::Intake, mesh: &str, extra: &str) -> MeshIndex {
     let files = [("mesh.yaml", mesh), ("extra.yaml", extra)]
@@ -277,7 +295,6 @@ fn translated(index: &MeshIndex, who: &ProxyIdentity) -> sluice_api::config::Pro
 
 #[test]
 fn delta_frame_route_change_reuses_own_parts_and_shares_one_encoding() {
-    use prost::Message;
     let mut intake = crate::index::Intake::new();
     let (old, new) = (
         ingested(&mut intake, MESH, &vs(1)),
@@ -294,13 +311,7 @@ fn delta_frame_route_change_reuses_own_parts_and_shares_one_encoding() {
             Arc::ptr_eq(&base.own, &next.own),
             "a route change keeps own parts"
         );
-        let sent = sharing
-            .delta_frame((old.revision, &base.base()), (new.revision, &next))
-            .unwrap()
-            .expect("a delta");
-        let bytes = sent.to_vec();
-        let (_, message) = unframe(&bytes);
-        let snapshot = sluice_api::config::Snapshot::decode(message).unwrap();
+        let (snapshot, chunks) = sent_delta(&sharing, (&old, base), (&new, &next));
         assert_eq!(snapshot.version, new.revision.to_string());
         let d = snapshot.delta.expect("a delta");
         assert_eq!(d.base_version, old.revision.to_string());
@@ -308,14 +319,13 @@ fn delta_frame_route_change_reuses_own_parts_and_shares_one_encoding() {
         assert_eq!(d.virtual_hosts.len(), 1, "{d:?}");
         let applied = delta::apply(&translated(&old, who), &d).unwrap();
         assert_eq!(applied, translated(&new, who), "{}", who.id);
-        frames.push(sent.into_chunks());
+        frames.push(chunks);
     }
     assert_eq!(frames[0][0].as_ptr(), frames[1][0].as_ptr(), "one encoding");
 }
 
 #[test]
 fn delta_frame_endpoint_change_translates_own_parts_again() {
-    use prost::Message;
     let mut intake = crate::index::Intake::new();
     let old = ingested(&mut intake, MESH, &vs(1));
     // reviews-v1-0 moves off 127.0.9.1: proxy a no longer serves reviews.
@@ -327,14 +337,8 @@ fn delta_frame_endpoint_change_translates_own_parts_again() {
     let base = sharing.view(&old, &who);
     let next = sharing.view_after(&new, &who, Some(&base.base()));
     assert!(!Arc::ptr_eq(&base.own, &next.own));
-    let sent = sharing
-        .delta_frame((old.revision, &base.base()), (new.revision, &next))
-        .unwrap()
-        .expect("a delta");
-    let bytes = sent.to_vec();
-    let (_, message) = unframe(&bytes);
-    let d = sluice_api::config::Snapshot::decode(message)
-        .unwrap()
+    let d = sent_delta(&sharing, (&old, &base), (&new, &next))
+        .0
         .delta
         .expect("a delta");
     let inbound = d.inbound.as_ref().expect("the inbound side changed");
@@ -345,7 +349,6 @@ fn delta_frame_endpoint_change_translates_own_parts_again() {
 
 #[test]
 fn delta_frame_endpoint_change_elsewhere_keeps_own_parts_and_shares_one_encoding() {
-    use prost::Message;
     let mut intake = crate::index::Intake::new();
     let old = ingested(&mut intake, MESH, &vs(1));
     // A second reviews endpoint: an own-part input changes (the index moves
@@ -366,16 +369,8 @@ fn delta_frame_endpoint_change_elsewhere_keeps_own_parts_and_shares_one_encoding
         // Found current at the new generation: the next revision that does
         // not touch own-part inputs reuses them without translating.
         assert_eq!(next.own_generation, new.own_generation);
-        let sent = sharing
-            .delta_frame((old.revision, &base.base()), (new.revision, &next))
-            .unwrap()
-            .expect("a delta");
-        let bytes = sent.to_vec();
-        let (_, message) = unframe(&bytes);
-        let d = sluice_api::config::Snapshot::decode(message)
-            .unwrap()
-            .delta
-            .expect("a delta");
+        let (snapshot, chunks) = sent_delta(&sharing, (&old, base), (&new, &next));
+        let d = snapshot.delta.expect("a delta");
         assert!(d.inbound.is_none() && d.self_.is_none() && d.telemetry.is_none());
         assert!(
             !d.clusters.is_empty(),
@@ -383,14 +378,13 @@ fn delta_frame_endpoint_change_elsewhere_keeps_own_parts_and_shares_one_encoding
         );
         let applied = delta::apply(&translated(&old, who), &d).unwrap();
         assert_eq!(applied, translated(&new, who), "{}", who.id);
-        frames.push(sent.into_chunks());
+        frames.push(chunks);
     }
     assert_eq!(frames[0][0].as_ptr(), frames[1][0].as_ptr(), "one encoding");
 }
 
 #[test]
 fn delta_frame_own_change_shares_the_outbound_changes_bytes() {
-    use prost::Message;
     let mut intake = crate::index::Intake::new();
     let old = ingested(&mut intake, MESH, &vs(1));
     // reviews-v1-0 moves from proxy a's address to proxy b's: both proxies'
@@ -404,20 +398,13 @@ fn delta_frame_own_change_shares_the_outbound_changes_bytes() {
     for (who, base) in proxies.iter().zip(&bases) {
         let next = sharing.view_after(&new, who, Some(&base.base()));
         assert!(!Arc::ptr_eq(&base.own, &next.own), "{}", who.id);
-        let sent = sharing
-            .delta_frame((old.revision, &base.base()), (new.revision, &next))
-            .unwrap()
-            .expect("a delta");
-        let bytes = sent.to_vec();
-        let (_, message) = unframe(&bytes);
-        let snapshot = sluice_api::config::Snapshot::decode(message).unwrap();
+        let (snapshot, chunks) = sent_delta(&sharing, (&old, base), (&new, &next));
         let d = snapshot.delta.clone().expect("a delta");
         assert_eq!(d.base_version, old.revision.to_string());
         assert!(d.inbound.is_some(), "{}: inbound changed", who.id);
         let applied = delta::apply(&translated(&old, who), &d).unwrap();
         assert_eq!(applied, translated(&new, who), "{}", who.id);
         // head, base version, outbound changes, own fields
-        let chunks = sent.into_chunks();
         assert_eq!(chunks.len(), 4);
         outbound_chunks.push(chunks[2].clone());
     }
