@@ -76,6 +76,8 @@ pub struct ControllerMetrics {
     pub leader: Gauge,
     /// Status subresource writes by this replica.
     pub status_writes: Counter,
+    /// Complete configs sent where a delta was due, because the delta was too large.
+    pub large_delta_fallbacks: Counter,
     /// `--config-dir` scans (stat of every file) by trigger.
     pub config_dir_scans: Family<ScanLabels, Counter>,
     /// 1 while the `--config-dir` folder is watched with inotify, 0 while polled.
@@ -166,6 +168,12 @@ impl ControllerMetrics {
             "1 while this replica holds the Lease that lets it write statuses",
             leader.clone(),
         );
+        let large_delta_fallbacks = Counter::default();
+        registry.register(
+            "sluice_config_large_delta_fallbacks",
+            "Complete configs sent instead of a delta larger than 64 KiB and half the outbound config",
+            large_delta_fallbacks.clone(),
+        );
         let status_writes = Counter::default();
         registry.register(
             "sluice_status_writes",
@@ -194,6 +202,7 @@ impl ControllerMetrics {
             registry,
             leader,
             status_writes,
+            large_delta_fallbacks,
             config_dir_scans,
             config_dir_watching,
             csr_requests,

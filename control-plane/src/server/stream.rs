@@ -128,6 +128,9 @@ fn next_snapshot(
             .delta_frame((*base, base_view), (revision, &view))?,
         _ => None,
     };
+    if kind == Kind::Delta && delta.is_none() {
+        cx.metrics.large_delta_fallbacks.inc();
+    }
     let (kind, snapshot) = match delta {
         Some(d) => (Kind::Delta, d),
         None => {

@@ -441,7 +441,7 @@ async fn stream_far_behind_gets_a_complete_config_instead_of_a_larger_delta() {
     let (old, renamed) = (many_services("old", 400), many_services("new", 400));
     let (index_tx, index_rx) = watch::channel(Arc::new(index(1, &old)));
     let metrics = Arc::new(crate::metrics::ControllerMetrics::new());
-    let server = ConfigServer::new(index_rx, Arc::new(SyncRegistry::default()), metrics);
+    let server = ConfigServer::new(index_rx, Arc::new(SyncRegistry::default()), metrics.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -479,6 +479,7 @@ async fn stream_far_behind_gets_a_complete_config_instead_of_a_larger_delta() {
     index_tx.send(Arc::new(index(2, &one_more))).unwrap();
     let second = snapshots.message().await.unwrap().unwrap();
     assert!(second.delta.is_some() && second.config.is_none());
+    assert_eq!(metrics.large_delta_fallbacks.get(), 0);
     tx.send(ack("2")).await.unwrap();
 
     // Every service renamed: the delta would carry the whole half and more.
@@ -489,4 +490,5 @@ async fn stream_far_behind_gets_a_complete_config_instead_of_a_larger_delta() {
     assert_eq!(third.version, "3");
     assert!(third.delta.is_none(), "a complete config, not a delta");
     assert_eq!(third.config, Some(expected));
+    assert_eq!(metrics.large_delta_fallbacks.get(), 1);
 }
