@@ -101,7 +101,7 @@ fn routes(addrs: Addrs) -> Vec<Route> {
         },
         Route {
             name: "sluice",
-            label: "sluice pair (mTLS, h2 between sidecars)".into(),
+            label: "sluice pair (mTLS between sidecars; HTTP/1.1 or h2 by Istio's rules)".into(),
             http: format!("http://{c}:15001/echo"),
             h2: format!("http://{c}:15001/echo"),
             grpc: format!("{c}:15001"),
@@ -112,7 +112,7 @@ fn routes(addrs: Addrs) -> Vec<Route> {
         },
         Route {
             name: "sluice-plain",
-            label: "sluice pair (no certificates: plaintext h2 between sidecars)".into(),
+            label: "sluice pair (no certificates: plaintext between sidecars)".into(),
             http: format!("http://{c}:15001/echo"),
             h2: format!("http://{c}:15001/echo"),
             grpc: format!("{c}:15001"),

@@ -16,6 +16,10 @@ pub struct MeshConfig {
     pub retry_budget_percent: f64,
     /// Retry budget: retries always allowed per second, on top of the share.
     pub retry_budget_min_per_second: u32,
+    /// `h2UpgradePolicy: UPGRADE`: HTTP/1.1 requests to ports declared HTTP go
+    /// upstream as HTTP/2 unless a DestinationRule says otherwise (Istio's
+    /// default `DO_NOT_UPGRADE` is `false`).
+    pub h2_upgrade: bool,
     /// Tracing and access logging defaults and providers.
     pub telemetry: MeshTelemetry,
 }
@@ -26,6 +30,7 @@ impl Default for MeshConfig {
             root_namespace: "istio-system".into(),
             retry_budget_percent: 20.0,
             retry_budget_min_per_second: 10,
+            h2_upgrade: false,
             telemetry: MeshTelemetry::default(),
         }
     }

@@ -117,6 +117,25 @@ impl Protocol {
     }
 }
 
+impl Cluster {
+    /// Whether a request that arrived as `downstream` goes to this cluster's
+    /// endpoints as HTTP/2, as Istio programs its clusters: ports declared
+    /// `HTTP2`/`GRPC` always do; `h2UpgradePolicy: UPGRADE` upgrades the rest;
+    /// `useClientProtocol` and ports of unknown protocol (sniffed) keep the
+    /// caller's protocol; everything else is HTTP/1.1 (Istio's default
+    /// `DO_NOT_UPGRADE`, also between sidecars).
+    pub fn upstream_h2(&self, downstream: http::Version) -> bool {
+        if self.protocol.is_h2() || self.pool.h2_upgrade {
+            return true;
+        }
+        let client_h2 = downstream == http::Version::HTTP_2;
+        match self.protocol {
+            Protocol::Unspecified => client_h2,
+            _ => self.pool.use_client_protocol && client_h2,
+        }
+    }
+}
+
 /// Istio standard-metrics labels of a workload.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct WorkloadMeta {
@@ -496,6 +515,11 @@ pub struct PoolSettings {
     pub max_connection_duration_ms: u64,
     /// `(probes, time_ms, interval_ms)`.
     pub tcp_keepalive: Option<(u32, u64, u64)>,
+    /// `h2UpgradePolicy` in force is `UPGRADE` (the controller has applied
+    /// MeshConfig's default): HTTP/1.1 requests go upstream as HTTP/2.
+    pub h2_upgrade: bool,
+    /// `useClientProtocol`: requests go upstream in the protocol they came in.
+    pub use_client_protocol: bool,
 }
 
 /// One upstream instance.

@@ -34,8 +34,10 @@ pub use origination::{Origination, OriginationError};
 pub use stream::Stream;
 pub use verify::spiffe_id;
 
-/// ALPN of HTTP between sidecars (always h2).
+/// ALPN of HTTP/2 between sidecars.
 pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN of HTTP/1.1 between sidecars (Istio's default `DO_NOT_UPGRADE`).
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// ALPN of opaque TCP between sidecars.
 pub const ALPN_TCP: &[u8] = b"sluice-tcp";
 /// Time a TLS handshake may take, either side.
@@ -61,17 +63,28 @@ pub enum TlsError {
 /// The application protocol a client connection asks for.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Alpn {
-    /// HTTP between sidecars.
+    /// HTTP/2 between sidecars.
     H2,
+    /// HTTP/1.1 between sidecars.
+    Http1,
     /// Opaque TCP between sidecars.
     Tcp,
 }
 
 impl Alpn {
-    fn bytes(self) -> &'static [u8] {
+    /// The ALPN of an HTTP connection in the given protocol.
+    pub fn for_http(h2: bool) -> Self {
+        if h2 { Alpn::H2 } else { Alpn::Http1 }
+    }
+
+    /// What the client offers. HTTP/1.1 offers `h2` second so that a sidecar
+    /// of an earlier release (which knew only `h2` and `sluice-tcp`) still
+    /// accepts: its inbound detects HTTP/1.1 from the bytes, not the ALPN.
+    fn offered(self) -> Vec<Vec<u8>> {
         match self {
-            Alpn::H2 => ALPN_H2,
-            Alpn::Tcp => ALPN_TCP,
+            Alpn::H2 => vec![ALPN_H2.to_vec()],
+            Alpn::Http1 => vec![ALPN_HTTP1.to_vec(), ALPN_H2.to_vec()],
+            Alpn::Tcp => vec![ALPN_TCP.to_vec()],
         }
     }
 }
@@ -245,7 +258,7 @@ impl MeshTls {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(Arc::new(FixedClientCert(Arc::clone(&built.key))));
-        config.alpn_protocols = vec![alpn.bytes().to_vec()];
+        config.alpn_protocols = alpn.offered();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         // Identity is checked by SPIFFE SAN, never by name: the name only
         // carries Istio's SNI (`connection.sni`); an IP sends none.
@@ -315,7 +328,8 @@ fn build(provider: &Arc<CryptoProvider>, creds: Arc<Credentials>) -> Result<Buil
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(client_verifier)
         .with_cert_resolver(Arc::new(FixedServerCert(Arc::clone(&key))));
-    server.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_TCP.to_vec()];
+    // rustls picks the first of these the client offers, so HTTP/1.1 goes first.
+    server.alpn_protocols = vec![ALPN_HTTP1.to_vec(), ALPN_H2.to_vec(), ALPN_TCP.to_vec()];
     Ok(Built {
         creds,
         roots,

@@ -31,6 +31,7 @@ const READ: &[&str] = &[
     "defaultProviders",
     "accessLogFile",
     "accessLogEncoding",
+    "h2UpgradePolicy",
 ];
 
 /// Applies the MeshConfig YAML in `text` over `base`; returns the result and
@@ -56,6 +57,18 @@ pub fn parse_mesh_config(
     }
     if let Some(ns) = string(&root, "rootNamespace", "rootNamespace")? {
         mesh.root_namespace = ns;
+    }
+    if let Some(policy) = string(&root, "h2UpgradePolicy", "h2UpgradePolicy")? {
+        mesh.h2_upgrade = match policy.as_str() {
+            "UPGRADE" => true,
+            "DO_NOT_UPGRADE" => false,
+            other => {
+                return Err(err(
+                    "h2UpgradePolicy",
+                    format!("unknown value `{other}` (expected DO_NOT_UPGRADE or UPGRADE)"),
+                ));
+            }
+        };
     }
     let t = &mut mesh.telemetry;
     if let Some(v) = root.get("enableTracing") {

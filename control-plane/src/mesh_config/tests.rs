@@ -90,3 +90,16 @@ fn mesh_config_unsupported_provider_type_is_kept_as_unsupported() {
         })
     );
 }
+
+#[test]
+fn mesh_config_h2_upgrade_policy_is_read_and_unknown_value_named() {
+    let (m, ignored) =
+        parse_mesh_config("h2UpgradePolicy: UPGRADE", MeshConfig::default()).unwrap();
+    assert!(m.h2_upgrade);
+    assert!(ignored.is_empty());
+    let (m, _) = parse_mesh_config("h2UpgradePolicy: DO_NOT_UPGRADE", m).unwrap();
+    assert!(!m.h2_upgrade);
+    let e = parse_mesh_config("h2UpgradePolicy: ALWAYS", MeshConfig::default()).unwrap_err();
+    assert_eq!(e.path, "h2UpgradePolicy");
+    assert!(e.message.contains("ALWAYS"), "{e}");
+}

@@ -152,6 +152,7 @@ fn build(
         |p| p.connection_pool.as_ref(),
     )
     .map(|cp| policy::connection_pool(&cp));
+    let connection_pool = mesh_h2_upgrade(connection_pool, view.index.mesh.h2_upgrade, port);
     let outlier_detection = policy::pick(
         top,
         sub,
@@ -183,6 +184,27 @@ fn build(
         outlier_detection,
         tls: Some(tls),
     }
+}
+
+/// MeshConfig `h2UpgradePolicy: UPGRADE` applies where no DestinationRule sets
+/// a policy, and (as in Istio) only to ports declared HTTP: a sniffed port keeps
+/// the caller's protocol, since its app may speak only HTTP/1.1.
+fn mesh_h2_upgrade(
+    pool: Option<pb::ConnectionPool>,
+    mesh_upgrade: bool,
+    port: &ServicePort,
+) -> Option<pb::ConnectionPool> {
+    use pb::connection_pool::H2UpgradePolicy;
+    let declared_http = port.protocol == crate::services::PortProtocol::Http;
+    let unset = pool
+        .as_ref()
+        .is_none_or(|p| p.h2_upgrade_policy() == H2UpgradePolicy::Default);
+    if !(mesh_upgrade && declared_http && unset) {
+        return pool;
+    }
+    let mut pool = pool.unwrap_or_default();
+    pool.set_h2_upgrade_policy(H2UpgradePolicy::Upgrade);
+    Some(pool)
 }
 
 /// DestinationRule `tls` in force → the client TLS of a cluster. Without a

@@ -360,3 +360,81 @@ fn convert_bad_telemetry_is_rejected() {
     };
     assert!(ProxyConfig::try_from(&with_telemetry(bad_header)).is_err());
 }
+
+/// A config with one cluster per `(name, protocol, pool)`.
+fn with_clusters(clusters: &[(&str, pb::Protocol, Option<pb::ConnectionPool>)]) -> ProxyConfig {
+    let config = pb::ProxyConfig {
+        clusters: clusters
+            .iter()
+            .map(|(name, protocol, pool)| pb::Cluster {
+                name: (*name).to_owned(),
+                service: "reviews.default.svc.cluster.local".to_owned(),
+                port: 9080,
+                protocol: *protocol as i32,
+                connection_pool: *pool,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    ProxyConfig::try_from(&config).unwrap()
+}
+
+#[test]
+fn upstream_h2_follows_declared_protocol_upgrade_policy_and_client_protocol() {
+    use http::Version;
+    use pb::connection_pool::H2UpgradePolicy;
+    let pool = |policy: H2UpgradePolicy, client: bool| {
+        let mut p = pb::ConnectionPool {
+            use_client_protocol: client,
+            ..Default::default()
+        };
+        p.set_h2_upgrade_policy(policy);
+        Some(p)
+    };
+    let config = with_clusters(&[
+        ("http", pb::Protocol::Http, None),
+        ("http2", pb::Protocol::Http2, None),
+        (
+            "grpc",
+            pb::Protocol::Grpc,
+            pool(H2UpgradePolicy::DoNotUpgrade, false),
+        ),
+        ("sniffed", pb::Protocol::Unspecified, None),
+        (
+            "upgrade",
+            pb::Protocol::Http,
+            pool(H2UpgradePolicy::Upgrade, false),
+        ),
+        (
+            "sniffed-upgrade",
+            pb::Protocol::Unspecified,
+            pool(H2UpgradePolicy::Upgrade, false),
+        ),
+        (
+            "client",
+            pb::Protocol::Http,
+            pool(H2UpgradePolicy::Default, true),
+        ),
+        (
+            "keep",
+            pb::Protocol::Http,
+            pool(H2UpgradePolicy::DoNotUpgrade, false),
+        ),
+    ]);
+    let h2 = |name: &str, v: Version| config.cluster(name).unwrap().upstream_h2(v);
+    // (cluster, HTTP/1.1 caller goes as h2, HTTP/2 caller goes as h2)
+    for (name, from_h1, from_h2) in [
+        ("http", false, false),
+        ("http2", true, true),
+        ("grpc", true, true),
+        ("sniffed", false, true),
+        ("upgrade", true, true),
+        ("sniffed-upgrade", true, true),
+        ("client", false, true),
+        ("keep", false, false),
+    ] {
+        assert_eq!(h2(name, Version::HTTP_11), from_h1, "{name} from HTTP/1.1");
+        assert_eq!(h2(name, Version::HTTP_2), from_h2, "{name} from HTTP/2");
+    }
+}

@@ -16,7 +16,7 @@ use crate::body::{self, Body, Replay};
 use crate::circuit::{Admission, Held};
 use crate::http_util::shape_for_upstream;
 use crate::metrics::RetryOutcome;
-use crate::model::{Cluster, PoolSettings, Protocol, RetryPolicy, WorkloadMeta};
+use crate::model::{Cluster, PoolSettings, RetryPolicy, WorkloadMeta};
 use crate::outlier::Outcome;
 use crate::report::InFlight;
 use crate::retry::{self, Failure};
@@ -261,14 +261,11 @@ impl Exchange<'_> {
             .get(endpoint)
             .ok_or_else(|| "endpoint vanished".to_owned())?;
         let has_credentials = self.shared.tls.has_credentials();
-        let target = Target::endpoint(cluster, ep, has_credentials, Alpn::H2);
-        // Peer sidecars always take h2; others get the cluster's (or the caller's)
-        // protocol, except TLS origination, which offers only HTTP/1.1.
-        let h2 = !target.forces_h1()
-            && (ep.sidecar
-                || cluster.protocol.is_h2()
-                || (cluster.protocol == Protocol::Unspecified
-                    && self.parts.version == http::Version::HTTP_2));
+        // The cluster's protocol rules decide, peer sidecars included (their
+        // inbound takes either); TLS origination offers only HTTP/1.1.
+        let h2 = cluster.upstream_h2(self.parts.version);
+        let target = Target::endpoint(cluster, ep, has_credentials, Alpn::for_http(h2));
+        let h2 = h2 && !target.forces_h1();
         let mut parts = clone_parts(&self.parts);
         set_identity(&mut parts.headers, ep.sidecar.then_some(self.me));
         shape_for_upstream(&mut parts, h2, &self.authority, &self.path_and_query)

@@ -527,6 +527,7 @@ fn build_request(
             headers: parts.headers.clone(),
             authority,
             path_and_query,
+            version: parts.version,
         }
     });
     (parts, body, template)

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::balance::{HashInput, pick_endpoint};
 use crate::body;
 use crate::http_util::shape_for_upstream;
-use crate::model::{Mirror, Protocol, Running};
+use crate::model::{Mirror, Running};
 use crate::state::Shared;
 use crate::tls::Alpn;
 use crate::upstream::Target;
@@ -73,6 +73,8 @@ pub struct Template {
     pub headers: HeaderMap,
     pub authority: String,
     pub path_and_query: String,
+    /// The original request's HTTP version (picks the upstream protocol).
+    pub version: http::Version,
 }
 
 /// `reviews:9080` → `reviews-shadow:9080`, as Envoy names shadow traffic.
@@ -155,9 +157,10 @@ async fn send_one(
     else {
         return false;
     };
-    let target = Target::endpoint(cluster, ep, shared.tls.has_credentials(), Alpn::H2);
-    let h2 = !target.forces_h1()
-        && (ep.sidecar || cluster.protocol.is_h2() || cluster.protocol == Protocol::Grpc);
+    let h2 = cluster.upstream_h2(template.version);
+    let alpn = Alpn::for_http(h2);
+    let target = Target::endpoint(cluster, ep, shared.tls.has_credentials(), alpn);
+    let h2 = h2 && !target.forces_h1();
     let len = HeaderValue::from(bytes.len());
     let mut req = Request::new(body::full(bytes));
     *req.method_mut() = template.method.clone();

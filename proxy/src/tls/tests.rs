@@ -117,6 +117,19 @@ async fn handshake_sni(
     Result<(Stream, Peer), TlsError>,
     Result<(Stream, Peer), TlsError>,
 ) {
+    handshake_alpn(server, client, sans, sni, Alpn::H2).await
+}
+
+async fn handshake_alpn(
+    server: Arc<MeshTls>,
+    client: &MeshTls,
+    sans: &[String],
+    sni: Option<&str>,
+    alpn: Alpn,
+) -> (
+    Result<(Stream, Peer), TlsError>,
+    Result<(Stream, Peer), TlsError>,
+) {
     let listener = TcpListener::bind(SocketAddr::new(LOCAL, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = tokio::spawn(async move {
@@ -124,9 +137,29 @@ async fn handshake_sni(
         server.accept(s).await
     });
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let client_side = client.connect(tcp, LOCAL, sans, Alpn::H2, sni).await;
+    let client_side = client.connect(tcp, LOCAL, sans, alpn, sni).await;
     let server_side = accepted.await.unwrap();
     (server_side, client_side)
+}
+
+#[tokio::test]
+async fn handshake_alpn_names_the_http_version_or_tcp_on_both_sides() {
+    let root = ca("root");
+    let (server, _stx, _) = mesh(Some(creds(SERVER, &root, &[&root])));
+    let server = Arc::new(server);
+    let (client, _ctx, _) = mesh(Some(creds(CLIENT, &root, &[&root])));
+    for (alpn, want) in [
+        (Alpn::Http1, ALPN_HTTP1),
+        (Alpn::H2, ALPN_H2),
+        (Alpn::Tcp, ALPN_TCP),
+    ] {
+        let sans = [SERVER_BARE.to_owned()];
+        let (s, c) = handshake_alpn(Arc::clone(&server), &client, &sans, None, alpn).await;
+        let (_, s_peer) = s.unwrap();
+        let (_, c_peer) = c.unwrap();
+        assert_eq!(s_peer.alpn.as_deref(), Some(want), "{alpn:?} server side");
+        assert_eq!(c_peer.alpn.as_deref(), Some(want), "{alpn:?} client side");
+    }
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! The HTTP/2 hop between two sidecars under many requests on one connection:
+//! The HTTP/2 hop between two sidecars (`h2UpgradePolicy: UPGRADE`) under many
+//! requests on one connection:
 //! request bodies end cleanly, so the server sidecar never resets streams and
 //! never sends GOAWAY for "too many internal resets" (h2 counts those per
 //! connection, 1024 by default): every request succeeds on the first connection.
@@ -45,9 +46,14 @@ fn client_config() -> pb::ProxyConfig {
         sidecar: true,
         ..endpoint(server_addr(9080), "reviews-v1", "v1")
     };
+    // HTTP/1.1 callers reach an HTTP port as HTTP/1.1 unless the cluster upgrades.
+    let mut reviews = cluster("reviews", 9080, "", vec![ep]);
+    let mut pool = pb::ConnectionPool::default();
+    pool.set_h2_upgrade_policy(pb::connection_pool::H2UpgradePolicy::Upgrade);
+    reviews.connection_pool = Some(pool);
     pb::ProxyConfig {
         virtual_hosts: vec![vh],
-        clusters: vec![cluster("reviews", 9080, "", vec![ep])],
+        clusters: vec![reviews],
         ..Default::default()
     }
 }

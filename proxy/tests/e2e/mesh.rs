@@ -365,7 +365,9 @@ async fn mesh_concurrent_requests_share_pooled_connections_without_errors() {
         640.0,
     )
     .await;
-    // Multiplexed: far fewer sidecar-to-sidecar connections than requests.
+    // HTTP/1.1 between the sidecars (an HTTP port, no upgrade): keep-alive
+    // connections are pooled, so there are never more than the 32 requests in
+    // flight at once, far fewer than the 640 requests.
     let accepted = server
         .metric(
             "sluice_connections_accepted_total",
@@ -373,7 +375,7 @@ async fn mesh_concurrent_requests_share_pooled_connections_without_errors() {
         )
         .await;
     assert!(
-        accepted <= 4.0,
-        "inbound accepted {accepted} connections for 640 requests"
+        accepted <= 32.0,
+        "inbound accepted {accepted} connections for 640 requests from 32 callers"
     );
 }

@@ -21,7 +21,7 @@ const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
 
 /// Writes `cert-chain.pem`, `key.pem` and `root-cert.pem` for each identity,
 /// all signed by one fresh CA; returns the folders in order.
-fn credential_dirs(net: u8, ids: &[&str]) -> Vec<PathBuf> {
+pub fn credential_dirs(net: u8, ids: &[&str]) -> Vec<PathBuf> {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.distinguished_name
         .push(rcgen::DnType::CommonName, "sluice test root");

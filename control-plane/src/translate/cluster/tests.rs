@@ -32,7 +32,11 @@ fn config(extra: &str) -> pb::ProxyConfig {
         .into_iter()
         .map(|r| r.expect("test YAML parses"));
     let index = MeshIndex::from_resources(1, resources);
-    let proxy = ProxyIdentity {
+    translate(&index, &proxy_identity())
+}
+
+fn proxy_identity() -> ProxyIdentity {
+    ProxyIdentity {
         id: "p".into(),
         workload: "productpage-v1".into(),
         namespace: "default".into(),
@@ -40,8 +44,7 @@ fn config(extra: &str) -> pb::ProxyConfig {
         labels: Default::default(),
         ips: vec!["127.0.9.9".parse().expect("ip")],
         trust_domain: "cluster.local".into(),
-    };
-    translate(&index, &proxy)
+    }
 }
 
 fn cluster<'a>(c: &'a pb::ProxyConfig, name: &str) -> &'a pb::Cluster {
@@ -193,4 +196,86 @@ spec: {mtls: {mode: DISABLE}}
 "#,
     );
     assert!(cluster(&c, ALL).endpoints.iter().all(|e| e.mtls_disabled));
+}
+
+#[test]
+fn cluster_mesh_h2_upgrade_applies_to_declared_http_ports_without_a_rule_policy() {
+    use pb::connection_pool::H2UpgradePolicy;
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9090, name: http, protocol: HTTP}, {number: 9091, name: web}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {connectionPool: {http: {maxRetries: 4}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
+"#;
+    // The outbound translation is cached per index: one index per mesh setting.
+    let index = |h2_upgrade: bool| {
+        let text = format!("{MESH}\n---\n{extra}");
+        let resources = parse_documents(&text, "default")
+            .into_iter()
+            .map(|r| r.expect("test YAML parses"));
+        let mut index = MeshIndex::from_resources(1, resources);
+        index.mesh = std::sync::Arc::new(crate::mesh_config::MeshConfig {
+            h2_upgrade,
+            ..Default::default()
+        });
+        index
+    };
+    let policy = |c: &pb::ProxyConfig, name: &str| {
+        cluster(c, name)
+            .connection_pool
+            .as_ref()
+            .map(|p| p.h2_upgrade_policy())
+    };
+    let ratings = "outbound|9090||ratings.default.svc.cluster.local";
+    let sniffed = "outbound|9091||ratings.default.svc.cluster.local";
+    let v1 = "outbound|9080|v1|reviews.default.svc.cluster.local";
+    let v2 = "outbound|9080|v2|reviews.default.svc.cluster.local";
+
+    // Istio's default mesh (DO_NOT_UPGRADE) adds nothing.
+    let plain = translate(&index(false), &proxy_identity());
+    assert_eq!(policy(&plain, ratings), None);
+    assert_eq!(policy(&plain, v2), Some(H2UpgradePolicy::Default));
+
+    let c = translate(&index(true), &proxy_identity());
+    assert_eq!(policy(&c, ratings), Some(H2UpgradePolicy::Upgrade));
+    // Other pool fields of a rule stay; its explicit policy wins over the mesh.
+    assert_eq!(policy(&c, v2), Some(H2UpgradePolicy::Upgrade));
+    assert_eq!(
+        cluster(&c, v2)
+            .connection_pool
+            .as_ref()
+            .map(|p| p.max_retries),
+        Some(4)
+    );
+    assert_eq!(policy(&c, v1), Some(H2UpgradePolicy::DoNotUpgrade));
+    // A port of unknown protocol keeps the caller's protocol.
+    assert_eq!(policy(&c, sniffed), None);
 }

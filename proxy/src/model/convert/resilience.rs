@@ -68,6 +68,8 @@ pub(super) fn pool(p: &Option<pb::ConnectionPool>) -> PoolSettings {
             .tcp_keepalive
             .as_ref()
             .map(|k| (k.probes, k.time_ms, k.interval_ms)),
+        h2_upgrade: p.h2_upgrade_policy() == pb::connection_pool::H2UpgradePolicy::Upgrade,
+        use_client_protocol: p.use_client_protocol,
     }
 }
 
