@@ -16,9 +16,16 @@
 //! watch is tried again every 10 s.
 //! `sluice_config_dir_watching` and `sluice_config_dir_scans_total{trigger}`
 //! show which mode is in force.
+//!
+//! An ingest reads only the files whose stamp (modification and change
+//! times, inode, size) differs from the one seen when they were last read;
+//! the others keep the text read then (`sluice_config_dir_file_loads_total`).
+//! A file changed within [`RACY`] of its last read is read again anyway, as
+//! git treats "racily clean" files: a second write in the same timestamp tick
+//! with the same size would otherwise look unchanged.
 
 use crate::index::{Intake, MeshIndex};
-use crate::metrics::{ControllerMetrics, ScanLabels};
+use crate::metrics::{ControllerMetrics, FileLoadLabels, ScanLabels};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,8 +44,120 @@ const SAFETY_POLL: Duration = Duration::from_secs(1);
 /// How often to try watching again while the folder is only polled.
 const RETRY_WATCH: Duration = Duration::from_secs(10);
 
-/// What identifies one version of a file without reading it.
-type Stamp = (SystemTime, u64);
+/// A file modified this close to (or after) its last read is read again:
+/// file timestamps are coarse (a kernel tick; 2 s on FAT, a server's clock on NFS).
+const RACY: Duration = Duration::from_secs(2);
+
+/// What identifies one version of a file without reading it. The change time
+/// moves on every write and cannot be set back, unlike the modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: SystemTime,
+    changed: (i64, i64),
+    inode: u64,
+    len: u64,
+}
+
+impl Stamp {
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        Some(Self {
+            modified: meta.modified().ok()?,
+            changed: (meta.ctime(), meta.ctime_nsec()),
+            inode: meta.ino(),
+            len: meta.len(),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        Some(Self {
+            modified: meta.modified().ok()?,
+            changed: (0, 0),
+            inode: 0,
+            len: meta.len(),
+        })
+    }
+}
+
+/// A file's text as last read, with the stamp it had just before.
+struct Loaded {
+    stamp: Stamp,
+    read_at: SystemTime,
+    text: Result<String, String>,
+}
+
+impl Loaded {
+    /// Whether the text read then is still the file's, judging by `stamp` now:
+    /// the same stamp, modified longer than [`RACY`] before the read.
+    fn still_valid(&self, stamp: Option<Stamp>) -> bool {
+        stamp == Some(self.stamp)
+            && self
+                .stamp
+                .modified
+                .checked_add(RACY)
+                .is_some_and(|clean_after| clean_after < self.read_at)
+    }
+}
+
+/// The folder's files as last read, so an ingest reads only what changed.
+#[derive(Default)]
+struct Texts {
+    files: BTreeMap<PathBuf, Loaded>,
+}
+
+impl Texts {
+    /// Every YAML file's text (`Ok`) or why it cannot be read (`Err`), by name
+    /// relative to `root`; files whose stamp is as at their last read (and not
+    /// racy) are not read again.
+    fn load(
+        &mut self,
+        root: &Path,
+        metrics: &ControllerMetrics,
+    ) -> BTreeMap<String, Result<String, String>> {
+        let mut files = BTreeMap::new();
+        // Entries are moved over one by one, so files that are gone drop out.
+        let mut kept = BTreeMap::new();
+        let (mut read, mut reused) = (0u64, 0u64);
+        for path in yaml_files(root) {
+            let stamp = std::fs::metadata(&path).ok().and_then(|m| Stamp::of(&m));
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let trusted = self.files.remove(&path).filter(|l| l.still_valid(stamp));
+            if let Some(loaded) = trusted {
+                reused += 1;
+                files.insert(name, loaded.text.clone());
+                kept.insert(path, loaded);
+                continue;
+            }
+            read += 1;
+            let read_at = SystemTime::now();
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+            if let Some(stamp) = stamp {
+                let loaded = Loaded {
+                    stamp,
+                    read_at,
+                    text: text.clone(),
+                };
+                kept.insert(path, loaded);
+            }
+            files.insert(name, text);
+        }
+        self.files = kept;
+        let loads = &metrics.config_dir_file_loads;
+        loads
+            .get_or_create(&FileLoadLabels { source: "read" })
+            .inc_by(read);
+        loads
+            .get_or_create(&FileLoadLabels { source: "reused" })
+            .inc_by(reused);
+        files
+    }
+}
 
 /// Watches a folder and publishes a new [`MeshIndex`] whenever its YAML changes.
 pub struct ConfigDir {
@@ -47,6 +166,8 @@ pub struct ConfigDir {
     safety_poll: Duration,
     debounce: Duration,
     metrics: Arc<ControllerMetrics>,
+    /// Filled by `load`, then owned by `run`.
+    texts: std::sync::Mutex<Texts>,
 }
 
 impl ConfigDir {
@@ -58,12 +179,14 @@ impl ConfigDir {
             safety_poll: SAFETY_POLL,
             debounce,
             metrics,
+            texts: Default::default(),
         }
     }
 
     /// Reads the folder once and builds the first index.
     pub fn load(&self, intake: &mut Intake) -> MeshIndex {
-        let files = read_files(&self.root);
+        let mut texts = self.texts.lock().unwrap_or_else(|p| p.into_inner());
+        let files = texts.load(&self.root, &self.metrics);
         intake.ingest(files, Instant::now(), &self.metrics)
     }
 
@@ -72,6 +195,7 @@ impl ConfigDir {
         let mut watch = Watch::start(&self.root);
         let mut tried = Instant::now();
         let mut last = stamps(&self.root);
+        let mut texts = std::mem::take(&mut *self.texts.lock().unwrap_or_else(|p| p.into_inner()));
         loop {
             self.metrics
                 .config_dir_watching
@@ -131,7 +255,7 @@ impl ConfigDir {
             }
             last = settled;
             let settled_at = Instant::now();
-            let files = read_files(&self.root);
+            let files = texts.load(&self.root, &self.metrics);
             let read = settled_at.elapsed();
             let index = intake.ingest(files, seen, &self.metrics);
             // Compare first: the watch's read guard must be gone before `send`.
@@ -264,24 +388,8 @@ fn stamps(root: &Path) -> BTreeMap<PathBuf, Stamp> {
     yaml_files(root)
         .into_iter()
         .filter_map(|p| {
-            let meta = std::fs::metadata(&p).ok()?;
-            Some((p, (meta.modified().ok()?, meta.len())))
-        })
-        .collect()
-}
-
-/// Reads every YAML file: `Ok(text)` or `Err(reason)` per path.
-fn read_files(root: &Path) -> BTreeMap<String, Result<String, String>> {
-    yaml_files(root)
-        .into_iter()
-        .map(|p| {
-            let name = p
-                .strip_prefix(root)
-                .unwrap_or(&p)
-                .to_string_lossy()
-                .into_owned();
-            let text = std::fs::read_to_string(&p).map_err(|e| e.to_string());
-            (name, text)
+            let stamp = Stamp::of(&std::fs::metadata(&p).ok()?)?;
+            Some((p, stamp))
         })
         .collect()
 }

@@ -25,6 +25,14 @@ pub struct ScanLabels {
     pub trigger: &'static str,
 }
 
+/// Label set of config-folder file loads: whether the text came from disk.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLoadLabels {
+    /// `read` (new or changed, or changed too recently to trust its stamp) or
+    /// `reused` (the text kept from an earlier read).
+    pub source: &'static str,
+}
+
 /// Label set of push/ack outcome counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -82,6 +90,8 @@ pub struct ControllerMetrics {
     pub config_dir_scans: Family<ScanLabels, Counter>,
     /// 1 while the `--config-dir` folder is watched with inotify, 0 while polled.
     pub config_dir_watching: Gauge,
+    /// `--config-dir` files loaded for an ingest, read from disk or reused.
+    pub config_dir_file_loads: Family<FileLoadLabels, Counter>,
 }
 
 impl Default for ControllerMetrics {
@@ -192,6 +202,12 @@ impl ControllerMetrics {
             "1 while the --config-dir folder is watched with inotify, 0 while it is only polled",
             config_dir_watching.clone(),
         );
+        let config_dir_file_loads = Family::<FileLoadLabels, Counter>::default();
+        registry.register(
+            "sluice_config_dir_file_loads",
+            "Files of the --config-dir folder loaded for an ingest (read: from disk; reused: unchanged since an earlier read)",
+            config_dir_file_loads.clone(),
+        );
         registry.register(
             "sluice_kube_watch_restarts",
             "Failed API server list or watch requests by kind (retried after a backoff; an expired watch relists at once)",
@@ -205,6 +221,7 @@ impl ControllerMetrics {
             large_delta_fallbacks,
             config_dir_scans,
             config_dir_watching,
+            config_dir_file_loads,
             csr_requests,
             webhook_requests,
             convergence,

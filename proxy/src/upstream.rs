@@ -372,7 +372,15 @@ impl Pools {
         settings: &ConnSettings,
     ) -> Result<Response<Body>, UpstreamError> {
         let addr = target.connect;
-        let idle = self.take_idle(&target, settings);
+        let mut idle = self.take_idle(&target, settings);
+        // A connection whose response just ended may not have turned to the
+        // next request yet (its task runs separately): wait for that rather
+        // than open another. A closed one errs here and is dropped.
+        if let Some(conn) = idle.as_mut()
+            && conn.sender.ready().await.is_err()
+        {
+            idle = None;
+        }
         let (mut conn, req) = match idle {
             Some(mut conn) => match conn.sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.recycle(target, conn, resp, *settings)),
@@ -403,8 +411,10 @@ impl Pools {
         let mut pool = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let list = pool.get_mut(target)?;
         while let Some(c) = list.pop() {
-            // Dropping a stale connection closes it.
-            if c.sender.is_ready()
+            // Dropping a stale connection closes it. Readiness is not checked
+            // here: a connection is pooled the moment its response body ends,
+            // usually before its task is ready for the next request.
+            if !c.sender.is_closed()
                 && c.since.elapsed() < idle_limit
                 && settings.still_usable(c.created, c.uses)
             {

@@ -189,3 +189,84 @@ async fn a_symlinked_root_pointed_elsewhere_is_watched_again() {
         "the write in the new folder arrived through the safety poll, not a new watch"
     );
 }
+
+/// Writes `text` to `path` and sets its modification time an hour back, so
+/// its text is trusted after one read (it is not racily clean).
+fn write_old(path: &Path, text: &str) -> SystemTime {
+    std::fs::write(path, text).unwrap();
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(an_hour_ago).unwrap();
+    an_hour_ago
+}
+
+impl Running {
+    fn loads(&self, source: &'static str) -> u64 {
+        self.metrics
+            .config_dir_file_loads
+            .get_or_create(&FileLoadLabels { source })
+            .get()
+    }
+}
+
+#[tokio::test]
+async fn an_ingest_reads_only_changed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b", "c"] {
+        write_old(
+            &dir.path().join(format!("{name}.yaml")),
+            &service_entry(name),
+        );
+    }
+    let mut r = start(dir.path());
+    assert_eq!((r.loads("read"), r.loads("reused")), (3, 0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(dir.path().join("c.yaml"), service_entry("renamed")).unwrap();
+    let index = until_has(&mut r, "renamed").await;
+    assert_eq!(index.of_kind("ServiceEntry").count(), 3);
+    assert_eq!((r.loads("read"), r.loads("reused")), (4, 2));
+}
+
+#[tokio::test]
+async fn a_same_size_rewrite_with_its_old_modification_time_is_read() {
+    // An editor or tool that restores the modification time, with text of the
+    // same length: the change time (and, here, nothing else) gives it away.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.yaml");
+    let mtime = write_old(&path, &service_entry("aaaa"));
+    let mut r = start(dir.path());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(&path, service_entry("bbbb")).unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(mtime).unwrap();
+    let index = until_has(&mut r, "bbbb").await;
+    assert!(!index.of_kind("ServiceEntry").any(|se| se.name() == "aaaa"));
+}
+
+#[test]
+fn loaded_text_is_trusted_only_for_an_equal_stamp_changed_well_before_the_read() {
+    let now = SystemTime::now();
+    let stamp = |modified| Stamp {
+        modified,
+        changed: (1, 2),
+        inode: 7,
+        len: 100,
+    };
+    let loaded = |modified| Loaded {
+        stamp: stamp(modified),
+        read_at: now,
+        text: Ok(String::new()),
+    };
+    let old = now - Duration::from_secs(60);
+    assert!(loaded(old).still_valid(Some(stamp(old))));
+    // Modified within RACY of the read: a second write in the same tick
+    // could hide behind an equal stamp.
+    let recent = now - Duration::from_millis(500);
+    assert!(!loaded(recent).still_valid(Some(stamp(recent))));
+    let other_inode = Stamp {
+        inode: 8,
+        ..stamp(old)
+    };
+    assert!(!loaded(old).still_valid(Some(other_inode)));
+    assert!(!loaded(old).still_valid(None));
+}

@@ -185,3 +185,55 @@ async fn upstream_protocol_between_sidecars_follows_h2_upgrade_policy() {
     assert_eq!(client_ctl.reply("4").await, Reply::Ack);
     assert_eq!(version_between(&client, &server, 6, true).await, "HTTP/1.1");
 }
+
+#[tokio::test]
+async fn upstream_protocol_http1_between_sidecars_reuses_one_pooled_connection() {
+    const NET2: u8 = 94;
+    let at = |host: u8, port: u16| -> SocketAddr {
+        format!("127.0.{NET2}.{host}:{port}").parse().unwrap()
+    };
+    backend(at(2, 9080), "reviews-app").await;
+    let client_ctl = Controller::start(at(250, 15010)).await;
+    let server_ctl = Controller::start(at(251, 15010)).await;
+    let client = Proxy::start(
+        &format!("127.0.{NET2}.1"),
+        client_ctl.addr,
+        "productpage-v1",
+        &[],
+    )
+    .await;
+    let server = Proxy::start(
+        &format!("127.0.{NET2}.2"),
+        server_ctl.addr,
+        "reviews-v1",
+        &[],
+    )
+    .await;
+    let mut client_cfg = client_config(None);
+    client_cfg.clusters[0].endpoints[0].address = "127.0.94.2".to_owned();
+    let mut server_cfg = server_config();
+    server_cfg.telemetry = None;
+    server_cfg.inbound.as_mut().unwrap().security = None;
+    client_ctl.publish("1", client_cfg);
+    server_ctl.publish("1", server_cfg);
+    assert_eq!(client_ctl.reply("1").await, Reply::Ack);
+    assert_eq!(server_ctl.reply("1").await, Reply::Ack);
+    // One caller, one request at a time: each request finds the connection
+    // the last one used back in the pool, even right after its response.
+    for i in 0..200 {
+        let got = send(client.outbound(), get(&format!("/r{i}"), "reviews:9080"))
+            .await
+            .unwrap();
+        assert_eq!(got.status, 200, "request {i}: {}", got.body);
+    }
+    let accepted = server
+        .metric(
+            "sluice_connections_accepted_total",
+            &[("listener", "inbound")],
+        )
+        .await;
+    assert_eq!(
+        accepted, 1.0,
+        "sidecar-to-sidecar connections for 200 requests"
+    );
+}
