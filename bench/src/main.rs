@@ -89,6 +89,9 @@ enum Cmd {
         /// Core the controller is pinned to.
         #[arg(long, default_value_t = 1)]
         controller_core: u32,
+        /// Core this process (the proxy simulator) is pinned to.
+        #[arg(long, default_value_t = 0)]
+        sim_core: u32,
     },
     /// Renders a results file into BENCHMARKS.md and PNG plots.
     Render {
@@ -157,7 +160,15 @@ async fn main() -> anyhow::Result<()> {
             bin_dir,
             work_dir,
             controller_core,
+            sim_core,
         } => {
+            anyhow::ensure!(
+                sim_core != controller_core,
+                "--sim-core and --controller-core must differ"
+            );
+            // The simulator's runtime threads already exist: pin them all,
+            // or they share the controller's core with it.
+            scale::pin_process(sim_core)?;
             // --quick shrinks the mesh (every proxy gets all of it, ~2.2 MB at the full size)
             // and keeps the 2,000 streams; the results say so.
             let services = services.unwrap_or(if quick { 100 } else { 1000 });

@@ -243,6 +243,22 @@ async fn push_bytes(metrics: SocketAddr) -> Option<f64> {
 }
 
 /// Runs the scale benchmark on loopback address `ip`.
+/// Pins every thread of this process to `core` (`taskset -a -p`); threads
+/// made later inherit it.
+pub fn pin_process(core: u32) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &core.to_string()])
+        .arg(std::process::id().to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| anyhow::anyhow!("running taskset to pin the simulator: {e}"))?;
+    anyhow::ensure!(
+        status.success(),
+        "taskset could not pin the simulator to core {core}"
+    );
+    Ok(())
+}
+
 pub async fn run(opts: &Opts, ip: Ipv4Addr) -> anyhow::Result<ScaleResult> {
     let cfg = opts.work_dir.join("scale-config");
     if cfg.exists() {

@@ -22,7 +22,9 @@
 //! the others keep the text read then (`sluice_config_dir_file_loads_total`).
 //! A file changed within [`RACY`] of its last read is read again anyway, as
 //! git treats "racily clean" files: a second write in the same timestamp tick
-//! with the same size would otherwise look unchanged.
+//! with the same size would otherwise look unchanged. For the same reason the
+//! folder is loaded once more [`RACY`] after a load that read such a file,
+//! even when no stamp moved. Failed reads are never kept.
 
 use crate::index::{Intake, MeshIndex};
 use crate::metrics::{ControllerMetrics, FileLoadLabels, ScanLabels};
@@ -79,32 +81,65 @@ impl Stamp {
             len: meta.len(),
         })
     }
+
+    /// The later of the modification and change times: the modification time
+    /// can be set back (`cp -p`, `tar x`), the change time cannot.
+    fn newest(&self) -> SystemTime {
+        let (secs, nanos) = self.changed;
+        let changed = u64::try_from(secs)
+            .ok()
+            .and_then(|s| {
+                let nanos = u32::try_from(nanos).unwrap_or(0);
+                SystemTime::UNIX_EPOCH.checked_add(Duration::new(s, nanos))
+            })
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.modified.max(changed)
+    }
 }
 
-/// A file's text as last read, with the stamp it had just before.
+/// A file's text as last read, with the stamp it had just before. Only
+/// successful reads are kept: a failed one may be passing (no descriptors
+/// left, a network filesystem's hiccup) and is tried again next time.
 struct Loaded {
     stamp: Stamp,
     read_at: SystemTime,
-    text: Result<String, String>,
+    text: String,
 }
 
 impl Loaded {
-    /// Whether the text read then is still the file's, judging by `stamp` now:
-    /// the same stamp, modified longer than [`RACY`] before the read.
-    fn still_valid(&self, stamp: Option<Stamp>) -> bool {
-        stamp == Some(self.stamp)
-            && self
-                .stamp
-                .modified
-                .checked_add(RACY)
-                .is_some_and(|clean_after| clean_after < self.read_at)
+    /// Whether the file was last changed longer than `window` before the
+    /// read, so an equal stamp now means equal text.
+    fn settled(&self, window: Duration) -> bool {
+        self.stamp
+            .newest()
+            .checked_add(window)
+            .is_some_and(|clean_after| clean_after < self.read_at)
+    }
+
+    /// Whether the text read then is still the file's, judging by `stamp` now.
+    fn still_valid(&self, stamp: Option<Stamp>, window: Duration) -> bool {
+        stamp == Some(self.stamp) && self.settled(window)
     }
 }
 
 /// The folder's files as last read, so an ingest reads only what changed.
-#[derive(Default)]
 struct Texts {
+    /// [`RACY`] (tests shorten it).
+    window: Duration,
     files: BTreeMap<PathBuf, Loaded>,
+    /// Some file of the last load changed too recently to be trusted: the
+    /// folder is loaded once more after [`RACY`], even with equal stamps.
+    racy: bool,
+}
+
+impl Default for Texts {
+    fn default() -> Self {
+        Self {
+            window: RACY,
+            files: BTreeMap::new(),
+            racy: false,
+        }
+    }
 }
 
 impl Texts {
@@ -120,6 +155,7 @@ impl Texts {
         // Entries are moved over one by one, so files that are gone drop out.
         let mut kept = BTreeMap::new();
         let (mut read, mut reused) = (0u64, 0u64);
+        let mut racy = false;
         for path in yaml_files(root) {
             let stamp = std::fs::metadata(&path).ok().and_then(|m| Stamp::of(&m));
             let name = path
@@ -127,27 +163,33 @@ impl Texts {
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .into_owned();
-            let trusted = self.files.remove(&path).filter(|l| l.still_valid(stamp));
+            let window = self.window;
+            let trusted = self
+                .files
+                .remove(&path)
+                .filter(|l| l.still_valid(stamp, window));
             if let Some(loaded) = trusted {
                 reused += 1;
-                files.insert(name, loaded.text.clone());
+                files.insert(name, Ok(loaded.text.clone()));
                 kept.insert(path, loaded);
                 continue;
             }
             read += 1;
             let read_at = SystemTime::now();
             let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
-            if let Some(stamp) = stamp {
+            if let (Some(stamp), Ok(text)) = (stamp, &text) {
                 let loaded = Loaded {
                     stamp,
                     read_at,
                     text: text.clone(),
                 };
+                racy |= !loaded.settled(self.window);
                 kept.insert(path, loaded);
             }
             files.insert(name, text);
         }
         self.files = kept;
+        self.racy = racy;
         let loads = &metrics.config_dir_file_loads;
         loads
             .get_or_create(&FileLoadLabels { source: "read" })
@@ -196,6 +238,9 @@ impl ConfigDir {
         let mut tried = Instant::now();
         let mut last = stamps(&self.root);
         let mut texts = std::mem::take(&mut *self.texts.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut recheck = texts
+            .racy
+            .then(|| tokio::time::Instant::now() + texts.window);
         loop {
             self.metrics
                 .config_dir_watching
@@ -211,10 +256,19 @@ impl ConfigDir {
                     None => std::future::pending().await,
                 }
             };
+            let recheck_due = async {
+                match recheck {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let trigger = tokio::select! {
                 () = tx.closed() => return,
                 r = woken => if r.is_some() { "event" } else { "ended" },
                 () = tokio::time::sleep(every) => "poll",
+                // A file read while racily clean: a second write in the same
+                // timestamp tick leaves its stamp equal, so look once more.
+                () = recheck_due => "recheck",
             };
             // A watch sees nothing once its folder is gone: the root deleted
             // and made again, or a symlinked root pointed elsewhere. Start a
@@ -237,9 +291,10 @@ impl ConfigDir {
                 })
                 .inc();
             let now = stamps(&self.root);
-            if now == last {
+            if now == last && trigger != "recheck" {
                 continue;
             }
+            recheck = None;
             let seen = Instant::now();
             // Debounce: editors and `kubectl`-like writers touch several files
             // in a row. Under constant churn the folder is never quiet, so a
@@ -257,6 +312,9 @@ impl ConfigDir {
             let settled_at = Instant::now();
             let files = texts.load(&self.root, &self.metrics);
             let read = settled_at.elapsed();
+            if texts.racy {
+                recheck = Some(tokio::time::Instant::now() + texts.window);
+            }
             let index = intake.ingest(files, seen, &self.metrics);
             // Compare first: the watch's read guard must be gone before `send`.
             let changed = {

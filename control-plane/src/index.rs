@@ -67,7 +67,8 @@ pub struct MeshIndex {
     /// mesh config) is the same in both, so own parts translated for one hold
     /// for the other.
     pub own_generation: u64,
-    fingerprint: BTreeMap<ResourceKey, Fingerprint>,
+    /// Shared with the intake and with the next index while nothing changes.
+    fingerprint: Arc<BTreeMap<ResourceKey, Fingerprint>>,
 }
 
 impl MeshIndex {
@@ -76,8 +77,8 @@ impl MeshIndex {
     pub fn of_kind(&self, kind: &'static str) -> impl Iterator<Item = &Resource> {
         let start = ResourceKey {
             kind,
-            namespace: String::new(),
-            name: String::new(),
+            namespace: "".into(),
+            name: "".into(),
         };
         self.resources
             .range(start..)
@@ -113,7 +114,7 @@ impl MeshIndex {
             changed_at,
             resources,
             (rejected, mesh),
-            (fingerprint, None),
+            (Arc::new(fingerprint), None),
         )
     }
 
@@ -126,7 +127,7 @@ impl MeshIndex {
         resources: BTreeMap<ResourceKey, Arc<Resource>>,
         (rejected, mesh): (Vec<Rejection>, Arc<MeshConfig>),
         (fingerprint, catalog): (
-            BTreeMap<ResourceKey, Fingerprint>,
+            Arc<BTreeMap<ResourceKey, Fingerprint>>,
             Option<Arc<ServiceCatalog>>,
         ),
     ) -> Self {
@@ -167,8 +168,9 @@ impl MeshIndex {
 
     /// `Some(self)` when it differs from `previous` in accepted resources or rejections.
     pub fn changed_from(self, previous: &MeshIndex) -> Option<Self> {
-        (self.fingerprint != previous.fingerprint || self.rejected != previous.rejected)
-            .then_some(self)
+        let same = Arc::ptr_eq(&self.fingerprint, &previous.fingerprint)
+            || self.fingerprint == previous.fingerprint;
+        (!same || self.rejected != previous.rejected).then_some(self)
     }
 }
 
@@ -272,8 +274,8 @@ pub struct Intake {
     revision: u64,
     own_generation: u64,
     /// Accepted objects: (file, object, fingerprint).
-    accepted: BTreeMap<ResourceKey, (String, Arc<Resource>, Fingerprint)>,
-    fingerprint: BTreeMap<ResourceKey, Fingerprint>,
+    accepted: BTreeMap<ResourceKey, (Arc<str>, Arc<Resource>, Fingerprint)>,
+    fingerprint: Arc<BTreeMap<ResourceKey, Fingerprint>>,
     /// Every readable file of the last ingest, parsed.
     parsed: HashMap<String, ParsedFile>,
     /// The catalog of the last index.
@@ -299,7 +301,7 @@ impl Intake {
             revision: 0,
             own_generation: next_generation(),
             accepted: BTreeMap::new(),
-            fingerprint: BTreeMap::new(),
+            fingerprint: Arc::default(),
             parsed: HashMap::new(),
             catalog: None,
         }
@@ -333,7 +335,8 @@ impl Intake {
         seen: Instant,
         metrics: &ControllerMetrics,
     ) -> MeshIndex {
-        let mut next: BTreeMap<ResourceKey, (String, Arc<Resource>, Fingerprint)> = BTreeMap::new();
+        let mut next: BTreeMap<ResourceKey, (Arc<str>, Arc<Resource>, Fingerprint)> =
+            BTreeMap::new();
         let mut rejected = Vec::new();
         let mut refused_keys: BTreeSet<ResourceKey> = BTreeSet::new();
         let mut unreadable_files: BTreeSet<String> = BTreeSet::new();
@@ -351,6 +354,7 @@ impl Intake {
                     continue;
                 }
             };
+            let source: Arc<str> = file.as_str().into();
             for doc in self.documents(&mut parsed, &file, text).iter() {
                 match doc {
                     Doc::Unreadable(message) => {
@@ -379,7 +383,7 @@ impl Intake {
                             }
                             next.insert(
                                 key.clone(),
-                                (file.clone(), resource.clone(), fingerprint.clone()),
+                                (source.clone(), resource.clone(), fingerprint.clone()),
                             );
                         } else {
                             for p in problems {
@@ -402,7 +406,7 @@ impl Intake {
             if next.contains_key(key) {
                 continue;
             }
-            if refused_keys.contains(key) || unreadable_files.contains(&kept.0) {
+            if refused_keys.contains(key) || unreadable_files.contains(&*kept.0) {
                 next.insert(key.clone(), kept.clone());
             }
         }
@@ -413,7 +417,7 @@ impl Intake {
             .iter()
             .map(|(k, (_, _, f))| (k.clone(), f.clone()))
             .collect();
-        if fingerprint != self.fingerprint {
+        if fingerprint != *self.fingerprint {
             self.revision += 1;
             if !same_inputs(&fingerprint, &self.fingerprint, own_part_kind) {
                 self.own_generation = next_generation();
@@ -422,8 +426,8 @@ impl Intake {
             if !same_inputs(&fingerprint, &self.fingerprint, catalog_kind) {
                 self.catalog = None;
             }
+            self.fingerprint = Arc::new(fingerprint);
         }
-        self.fingerprint = fingerprint;
         self.accepted = next;
         metrics.record_objects(self.accepted.keys().map(|k| k.kind), rejected.len());
         let resources = self

@@ -7,6 +7,7 @@ use crate::crd::{
 };
 use serde::Serialize;
 use std::fmt;
+use std::sync::Arc;
 
 /// Kind names, as written in `kind:`.
 pub mod kind {
@@ -130,10 +131,10 @@ pub enum Resource {
 pub struct ResourceKey {
     /// Kind name (one of [`kind`]).
     pub kind: &'static str,
-    /// Namespace.
-    pub namespace: String,
+    /// Namespace (shared: every index of a revision holds each key several times).
+    pub namespace: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl fmt::Display for ResourceKey {
@@ -198,8 +199,8 @@ impl Resource {
     pub fn key(&self) -> ResourceKey {
         ResourceKey {
             kind: self.kind(),
-            namespace: self.namespace().to_string(),
-            name: self.name().to_string(),
+            namespace: self.namespace().into(),
+            name: self.name().into(),
         }
     }
 }

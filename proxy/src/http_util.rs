@@ -112,8 +112,27 @@ pub fn shape_for_upstream(
             header::HOST,
             HeaderValue::from_str(authority).map_err(|_| bad())?,
         );
+        join_cookies(&mut parts.headers);
     }
     Ok(())
+}
+
+/// HTTP/2 callers may split `cookie` into several fields; HTTP/1.1 allows
+/// one, so they are joined with `"; "` (RFC 9113 §8.2.3), as Envoy does.
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for c in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(c.as_bytes());
+    }
+    // The parts were valid header values, and "; " keeps the whole one valid.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// A random request id: 32 hex digits in UUID layout.
@@ -160,6 +179,39 @@ mod tests {
             ((b >> 48) & 0x3fff) | 0x8000,
             b & 0xffff_ffff_ffff
         )
+    }
+
+    #[test]
+    fn shape_for_http1_joins_split_cookies_and_keeps_a_single_one() {
+        let mut req = http::Request::builder()
+            .version(Version::HTTP_2)
+            .uri("http://reviews:9080/r")
+            .header(header::COOKIE, "a=1")
+            .header(header::COOKIE, "b=2")
+            .header(header::COOKIE, "c=3")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = req.into_parts();
+        shape_for_upstream(&mut parts, false, "reviews:9080", "/r").unwrap();
+        let cookies: Vec<_> = parts.headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3"]);
+        // HTTP/2 upstream keeps the fields as they came.
+        req = http::Request::builder()
+            .version(Version::HTTP_2)
+            .header(header::COOKIE, "a=1")
+            .header(header::COOKIE, "b=2")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = req.into_parts();
+        shape_for_upstream(&mut parts, true, "reviews:9080", "/r").unwrap();
+        assert_eq!(parts.headers.get_all(header::COOKIE).iter().count(), 2);
+        let (mut parts, ()) = http::Request::builder()
+            .header(header::COOKIE, "only=1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        shape_for_upstream(&mut parts, false, "reviews:9080", "/r").unwrap();
+        assert_eq!(parts.headers[header::COOKIE], "only=1");
     }
 
     #[test]

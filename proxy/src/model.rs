@@ -119,20 +119,21 @@ impl Protocol {
 
 impl Cluster {
     /// Whether a request that arrived as `downstream` goes to this cluster's
-    /// endpoints as HTTP/2, as Istio programs its clusters: ports declared
-    /// `HTTP2`/`GRPC` always do; `h2UpgradePolicy: UPGRADE` upgrades the rest;
-    /// `useClientProtocol` and ports of unknown protocol (sniffed) keep the
-    /// caller's protocol; everything else is HTTP/1.1 (Istio's default
-    /// `DO_NOT_UPGRADE`, also between sidecars).
+    /// endpoints as HTTP/2, as Istio programs its clusters: `useClientProtocol`
+    /// keeps the caller's version whatever else is set (Istio applies it
+    /// last); otherwise ports declared `HTTP2`/`GRPC` always do,
+    /// `h2UpgradePolicy: UPGRADE` upgrades the rest, ports of unknown protocol
+    /// (sniffed) keep the caller's version, and everything else is HTTP/1.1
+    /// (Istio's default `DO_NOT_UPGRADE`, also between sidecars).
     pub fn upstream_h2(&self, downstream: http::Version) -> bool {
+        let client_h2 = downstream == http::Version::HTTP_2;
+        if self.pool.use_client_protocol {
+            return client_h2;
+        }
         if self.protocol.is_h2() || self.pool.h2_upgrade {
             return true;
         }
-        let client_h2 = downstream == http::Version::HTTP_2;
-        match self.protocol {
-            Protocol::Unspecified => client_h2,
-            _ => self.pool.use_client_protocol && client_h2,
-        }
+        self.protocol == Protocol::Unspecified && client_h2
     }
 }
 

@@ -22,8 +22,14 @@ use crate::model::{Cluster, Endpoint, TlsMode};
 use crate::proxy_protocol;
 use crate::tls::{Alpn, MeshTls, Security, Stream, TlsError};
 
-/// Idle HTTP/1.1 connections kept per upstream.
-const MAX_IDLE_PER_KEY: usize = 64;
+/// Idle HTTP/1.1 connections kept per upstream: with HTTP/1.1 between
+/// sidecars (Istio's default) a burst needs one connection per request in
+/// flight, and each one dropped costs an mTLS handshake when the next burst
+/// comes.
+const MAX_IDLE_PER_KEY: usize = 256;
+
+/// Longest wait for a pooled HTTP/1.1 connection to turn to the next request.
+const READY_WAIT: Duration = Duration::from_millis(50);
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -372,15 +378,7 @@ impl Pools {
         settings: &ConnSettings,
     ) -> Result<Response<Body>, UpstreamError> {
         let addr = target.connect;
-        let mut idle = self.take_idle(&target, settings);
-        // A connection whose response just ended may not have turned to the
-        // next request yet (its task runs separately): wait for that rather
-        // than open another. A closed one errs here and is dropped.
-        if let Some(conn) = idle.as_mut()
-            && conn.sender.ready().await.is_err()
-        {
-            idle = None;
-        }
+        let idle = self.ready_idle(&target, settings).await;
         let (mut conn, req) = match idle {
             Some(mut conn) => match conn.sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.recycle(target, conn, resp, *settings)),
@@ -404,6 +402,21 @@ impl Pools {
             .await
             .map_err(|source| UpstreamError::Request { addr, source })?;
         Ok(self.recycle(target, conn, resp, *settings))
+    }
+
+    /// An idle connection ready for a request, if the pool has one. A
+    /// connection whose response just ended may not have turned to the next
+    /// request yet (its task runs separately), so each is given
+    /// [`READY_WAIT`] rather than replaced at once; one still busy after that
+    /// (its request body is still being sent: the server answered early) or
+    /// closed is dropped, which lets it finish its exchange and close.
+    async fn ready_idle(&self, target: &Target, settings: &ConnSettings) -> Option<H1Idle> {
+        while let Some(mut conn) = self.take_idle(target, settings) {
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, conn.sender.ready()).await {
+                return Some(conn);
+            }
+        }
+        None
     }
 
     fn take_idle(&self, target: &Target, settings: &ConnSettings) -> Option<H1Idle> {

@@ -193,8 +193,8 @@ fn key_of(
 ) -> ResourceKey {
     ResourceKey {
         kind,
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta.namespace.as_deref().unwrap_or_default().into(),
+        name: meta.name.as_deref().unwrap_or_default().into(),
     }
 }
 
@@ -315,9 +315,9 @@ pub fn service_view(index: &MeshIndex, viewer: &ProxyIdentity, service: &Service
 }
 
 fn dr_chosen_why(key: &ResourceKey, viewer: &ProxyIdentity, service: &Service) -> String {
-    let place = if key.namespace == viewer.namespace {
+    let place = if *key.namespace == *viewer.namespace {
         "the caller's namespace"
-    } else if key.namespace == service.namespace {
+    } else if *key.namespace == *service.namespace {
         "the service's namespace"
     } else {
         "another namespace"
@@ -330,7 +330,7 @@ fn dr_ignored_why(dr: &DestinationRule, key: &ResourceKey, viewer: &ProxyIdentit
         return format!("not exported to namespace {}", viewer.namespace);
     }
     if let Some(sel) = &dr.spec.workload_selector
-        && (key.namespace != viewer.namespace || !labels_match(&sel.match_labels, &viewer.labels))
+        && (*key.namespace != *viewer.namespace || !labels_match(&sel.match_labels, &viewer.labels))
     {
         return "its workloadSelector does not select the caller".into();
     }
@@ -421,8 +421,8 @@ pub fn workload_view(mesh: &Mesh, instance: &Instance, config: &pb::ProxyConfig)
             let (namespace, name) = p.name.split_once('/').unwrap_or(("", &p.name));
             let object = ResourceKey {
                 kind: kind::AUTHORIZATION_POLICY,
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
+                namespace: namespace.into(),
+                name: name.into(),
             };
             let why = authz_why(index, &object, root);
             AuthzView {
@@ -474,7 +474,7 @@ fn authz_why(index: &MeshIndex, key: &ResourceKey, root: &str) -> String {
         .get(key)
         .and_then(|r| serde_json::to_value(r.as_ref()).ok())
         .and_then(|v| v.get("spec").cloned());
-    let scope = if key.namespace == root {
+    let scope = if *key.namespace == *root {
         "root namespace"
     } else {
         "workload's namespace"
@@ -502,10 +502,10 @@ fn telemetry_view(
             };
             let key = r.key();
             let why = match &t.spec.selector {
-                None if key.namespace == root => "mesh-wide (root namespace)".to_owned(),
-                None if key.namespace == instance.namespace => "the workload's namespace".into(),
+                None if *key.namespace == *root => "mesh-wide (root namespace)".to_owned(),
+                None if *key.namespace == *instance.namespace => "the workload's namespace".into(),
                 Some(sel)
-                    if key.namespace == instance.namespace
+                    if *key.namespace == *instance.namespace
                         && labels_match(&sel.match_labels, &instance.labels) =>
                 {
                     format!("selector {}", labels_text(&sel.match_labels))

@@ -51,6 +51,9 @@ fn start_with(root: &Path, safety_poll: Duration) -> Running {
     );
     dir.poll = Duration::from_secs(3600);
     dir.safety_poll = safety_poll;
+    // Files written by the test are seconds old at most: with the real racy
+    // window every read would be a re-read, and stamps would never be trusted.
+    dir.texts.get_mut().unwrap().window = Duration::ZERO;
     let mut intake = Intake::new();
     let first = dir.load(&mut intake);
     let (tx, rx) = watch::channel(Arc::new(first));
@@ -255,18 +258,69 @@ fn loaded_text_is_trusted_only_for_an_equal_stamp_changed_well_before_the_read()
     let loaded = |modified| Loaded {
         stamp: stamp(modified),
         read_at: now,
-        text: Ok(String::new()),
+        text: String::new(),
     };
     let old = now - Duration::from_secs(60);
-    assert!(loaded(old).still_valid(Some(stamp(old))));
+    assert!(loaded(old).still_valid(Some(stamp(old)), RACY));
     // Modified within RACY of the read: a second write in the same tick
     // could hide behind an equal stamp.
     let recent = now - Duration::from_millis(500);
-    assert!(!loaded(recent).still_valid(Some(stamp(recent))));
+    assert!(!loaded(recent).still_valid(Some(stamp(recent)), RACY));
     let other_inode = Stamp {
         inode: 8,
         ..stamp(old)
     };
-    assert!(!loaded(old).still_valid(Some(other_inode)));
-    assert!(!loaded(old).still_valid(None));
+    assert!(!loaded(old).still_valid(Some(other_inode), RACY));
+    assert!(!loaded(old).still_valid(None, RACY));
+    // A modification time set back does not hide a recent change time.
+    let recent_secs = (now - Duration::from_millis(500))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let backdated = Stamp {
+        changed: (i64::try_from(recent_secs).unwrap(), 0),
+        ..stamp(old)
+    };
+    let l = Loaded {
+        stamp: backdated,
+        read_at: now,
+        text: String::new(),
+    };
+    assert!(!l.still_valid(Some(backdated), RACY));
+}
+
+#[tokio::test]
+async fn a_racily_read_file_is_read_once_more_then_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 300 ms window: the folder is looked at again 300 ms after a read of a
+    // file changed less than 300 ms before it.
+    let metrics = Arc::new(ControllerMetrics::new());
+    let mut racy = ConfigDir::new(
+        dir.path().to_path_buf(),
+        Duration::from_millis(10),
+        metrics.clone(),
+    );
+    racy.poll = Duration::from_secs(3600);
+    racy.safety_poll = Duration::from_secs(3600);
+    racy.texts.get_mut().unwrap().window = Duration::from_millis(300);
+    std::fs::write(dir.path().join("a.yaml"), service_entry("a")).unwrap();
+    let mut intake = Intake::new();
+    let (tx, _rx) = watch::channel(Arc::new(racy.load(&mut intake)));
+    let reads = || {
+        metrics
+            .config_dir_file_loads
+            .get_or_create(&FileLoadLabels { source: "read" })
+            .get()
+    };
+    assert_eq!(reads(), 1);
+    let _task = tokio::spawn(racy.run(intake, tx));
+    // No write after this: only the recheck reads the file again, once.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        reads(),
+        2,
+        "the racily read file was read exactly once more"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(reads(), 2, "a settled file is trusted");
 }

@@ -135,8 +135,8 @@ impl<'a> Header<'a> {
             })?;
         Ok(ResourceKey {
             kind: info.kind,
-            namespace: self.namespace.clone(),
-            name: name.to_string(),
+            namespace: self.namespace.as_str().into(),
+            name: name.into(),
         })
     }
 }

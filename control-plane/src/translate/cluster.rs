@@ -187,8 +187,9 @@ fn build(
 }
 
 /// MeshConfig `h2UpgradePolicy: UPGRADE` applies where no DestinationRule sets
-/// a policy, and (as in Istio) only to ports declared HTTP: a sniffed port keeps
-/// the caller's protocol, since its app may speak only HTTP/1.1.
+/// a policy or `useClientProtocol`, and (as in Istio) only to ports declared
+/// HTTP: a sniffed port keeps the caller's protocol, since its app may speak
+/// only HTTP/1.1.
 fn mesh_h2_upgrade(
     pool: Option<pb::ConnectionPool>,
     mesh_upgrade: bool,
@@ -196,9 +197,9 @@ fn mesh_h2_upgrade(
 ) -> Option<pb::ConnectionPool> {
     use pb::connection_pool::H2UpgradePolicy;
     let declared_http = port.protocol == crate::services::PortProtocol::Http;
-    let unset = pool
-        .as_ref()
-        .is_none_or(|p| p.h2_upgrade_policy() == H2UpgradePolicy::Default);
+    let unset = pool.as_ref().is_none_or(|p| {
+        p.h2_upgrade_policy() == H2UpgradePolicy::Default && !p.use_client_protocol
+    });
     if !(mesh_upgrade && declared_http && unset) {
         return pool;
     }

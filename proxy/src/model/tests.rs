@@ -416,6 +416,12 @@ fn upstream_h2_follows_declared_protocol_upgrade_policy_and_client_protocol() {
             pb::Protocol::Http,
             pool(H2UpgradePolicy::Default, true),
         ),
+        // The caller's version wins over a declared HTTP/2 port and an upgrade.
+        (
+            "client-grpc",
+            pb::Protocol::Grpc,
+            pool(H2UpgradePolicy::Upgrade, true),
+        ),
         (
             "keep",
             pb::Protocol::Http,
@@ -432,6 +438,7 @@ fn upstream_h2_follows_declared_protocol_upgrade_policy_and_client_protocol() {
         ("upgrade", true, true),
         ("sniffed-upgrade", true, true),
         ("client", false, true),
+        ("client-grpc", false, true),
         ("keep", false, false),
     ] {
         assert_eq!(h2(name, Version::HTTP_11), from_h1, "{name} from HTTP/1.1");

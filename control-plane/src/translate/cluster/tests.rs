@@ -224,6 +224,9 @@ spec:
   - name: v2
     labels: {version: v2}
     trafficPolicy: {connectionPool: {http: {maxRetries: 4}}}
+  - name: v3
+    labels: {version: v3}
+    trafficPolicy: {connectionPool: {http: {useClientProtocol: true}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -233,7 +236,8 @@ spec:
   http:
   - route:
     - {destination: {host: reviews, subset: v1}, weight: 50}
-    - {destination: {host: reviews, subset: v2}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 40}
+    - {destination: {host: reviews, subset: v3}, weight: 10}
 "#;
     // The outbound translation is cached per index: one index per mesh setting.
     let index = |h2_upgrade: bool| {
@@ -276,6 +280,9 @@ spec:
         Some(4)
     );
     assert_eq!(policy(&c, v1), Some(H2UpgradePolicy::DoNotUpgrade));
+    // useClientProtocol is a choice too: the caller's version, not the mesh's upgrade.
+    let v3 = "outbound|9080|v3|reviews.default.svc.cluster.local";
+    assert_eq!(policy(&c, v3), Some(H2UpgradePolicy::Default));
     // A port of unknown protocol keeps the caller's protocol.
     assert_eq!(policy(&c, sniffed), None);
 }
