@@ -133,10 +133,14 @@ async fn sidecar_holds_thousands_of_idle_keepalive_connections_and_answers_each(
         .await;
     let second_bad = not_200(second.iter());
 
-    // The sidecar lets go of them all.
+    // The sidecar lets go of them all. Its upstream pool may keep one idle
+    // keep-alive connection per request that was in flight at once (Envoy
+    // keeps them until the idle timeout too): at most PARALLEL, far fewer
+    // than the connections that were held.
+    let released = before.fds + PARALLEL as u64 + 50;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut after = ProcStats::read(pid).unwrap();
-    while after.fds > before.fds + 50 && Instant::now() < deadline {
+    while after.fds > released && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
         after = ProcStats::read(pid).unwrap();
     }
@@ -168,8 +172,8 @@ async fn sidecar_holds_thousands_of_idle_keepalive_connections_and_answers_each(
     );
     assert!(idle.fds >= before.fds + n as u64, "held {} fds", idle.fds);
     assert!(
-        after.fds <= before.fds + 50,
-        "fds not released: {} before, {} after",
+        after.fds <= released,
+        "fds not released: {} before, {} after (at most {released})",
         before.fds,
         after.fds
     );
