@@ -56,7 +56,7 @@ fn addr(net: u8, host: u8, port: u16) -> SocketAddr {
     format!("127.0.{net}.{host}:{port}").parse().unwrap()
 }
 
-fn meta(workload: &str, app: &str, sa: &str) -> pb::WorkloadMeta {
+pub fn meta(workload: &str, app: &str, sa: &str) -> pb::WorkloadMeta {
     pb::WorkloadMeta {
         workload: workload.to_owned(),
         namespace: "default".to_owned(),
@@ -107,7 +107,7 @@ fn client_config(net: u8, tls: Option<pb::UpstreamTls>) -> pb::ProxyConfig {
     }
 }
 
-fn inbound_port(port: u32, protocol: pb::Protocol, service: &str) -> pb::InboundPort {
+pub fn inbound_port(port: u32, protocol: pb::Protocol, service: &str) -> pb::InboundPort {
     pb::InboundPort {
         target_port: port,
         service_port: port,

@@ -11,23 +11,12 @@ use sluice_api::config as pb;
 
 use crate::harness::*;
 use crate::logged::LoggedProxy;
-use crate::security::credential_dirs;
+use crate::security::{credential_dirs, inbound_port, meta};
 
 const NET: u8 = 93;
 
 fn addr(host: u8, port: u16) -> SocketAddr {
     format!("127.0.{NET}.{host}:{port}").parse().unwrap()
-}
-
-fn meta(workload: &str, app: &str) -> pb::WorkloadMeta {
-    pb::WorkloadMeta {
-        workload: workload.to_owned(),
-        namespace: "default".to_owned(),
-        app: app.to_owned(),
-        version: "v1".to_owned(),
-        principal: format!("spiffe://cluster.local/ns/default/sa/{app}"),
-        cluster: "Kubernetes".to_owned(),
-    }
 }
 
 /// The client side: reviews:9080 (declared HTTP) → the server's sidecar, with `pool`.
@@ -45,7 +34,7 @@ fn client_config(pool: Option<pb::ConnectionPool>) -> pb::ProxyConfig {
             vec![forward(vec![], &[(&cname("reviews", 9080, ""), 1)])],
         )],
         clusters: vec![reviews],
-        self_: Some(meta("productpage-v1", "productpage")),
+        self_: Some(meta("productpage-v1", "productpage", "productpage")),
         ..Default::default()
     }
 }
@@ -54,21 +43,14 @@ fn client_config(pool: Option<pb::ConnectionPool>) -> pb::ProxyConfig {
 fn server_config() -> pb::ProxyConfig {
     pb::ProxyConfig {
         inbound: Some(pb::Inbound {
-            ports: vec![pb::InboundPort {
-                target_port: 9080,
-                service_port: 9080,
-                protocol: pb::Protocol::Http as i32,
-                service: "reviews.default.svc.cluster.local".to_owned(),
-                service_name: "reviews".to_owned(),
-                service_namespace: "default".to_owned(),
-            }],
+            ports: vec![inbound_port(9080, pb::Protocol::Http, "reviews")],
             rate_limits: vec![],
             security: Some(pb::InboundSecurity {
                 mtls: pb::MtlsMode::Strict as i32,
                 ..Default::default()
             }),
         }),
-        self_: Some(meta("reviews-v1", "reviews")),
+        self_: Some(meta("reviews-v1", "reviews", "reviews")),
         telemetry: Some(pb::Telemetry {
             tracing: None,
             access_log: Some(pb::AccessLog {
