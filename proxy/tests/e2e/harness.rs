@@ -156,6 +156,18 @@ pub struct Proxy {
     child: Child,
 }
 
+/// The `sluice-proxy` command of workload `workload` on `ip` (stderr inherited).
+pub fn proxy_command(ip: &str, controller: SocketAddr, workload: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-proxy"));
+    cmd.args(["--controller", &format!("http://{controller}"), "--ip", ip])
+        .args(["--id", &format!("{workload}-0.default")])
+        .args(["--workload", workload, "--namespace", "default"])
+        .args(["--service-account", workload])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit());
+    cmd
+}
+
 impl Proxy {
     /// Starts the proxy binary on `ip` against `controller`, waiting until its admin port is up.
     pub async fn start(ip: &str, controller: SocketAddr, workload: &str, labels: &[&str]) -> Self {
@@ -170,18 +182,8 @@ impl Proxy {
         labels: &[&str],
         extra: &[&str],
     ) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-proxy"));
-        cmd.args(["--controller", &format!("http://{controller}"), "--ip", ip])
-            .args([
-                "--id",
-                &format!("{workload}-0.default"),
-                "--workload",
-                workload,
-            ])
-            .args(["--namespace", "default", "--service-account", workload])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        let mut cmd = proxy_command(ip, controller, workload);
+        cmd.stdout(Stdio::null());
         for l in labels {
             cmd.args(["--label", l]);
         }

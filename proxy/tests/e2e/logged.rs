@@ -2,7 +2,7 @@
 
 use std::io::BufRead as _;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,18 +26,8 @@ impl LoggedProxy {
         workload: &str,
         extra: &[&str],
     ) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
-            .args(["--controller", &format!("http://{controller}"), "--ip", ip])
-            .args([
-                "--id",
-                &format!("{workload}-0.default"),
-                "--workload",
-                workload,
-            ])
-            .args(["--namespace", "default", "--service-account", workload])
-            .env("RUST_LOG", "warn")
+        let mut child = crate::harness::proxy_command(ip, controller, workload)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .args(extra)
             .spawn()
             .expect("spawn sluice-proxy");

@@ -27,12 +27,16 @@ spec: {address: 127.0.9.2, labels: {app: reviews, version: v2, security.istio.io
 "#;
 
 fn config(extra: &str) -> pb::ProxyConfig {
+    translate(&index_of(extra), &proxy_identity())
+}
+
+/// The index of `MESH` plus `extra`.
+fn index_of(extra: &str) -> MeshIndex {
     let text = format!("{MESH}\n---\n{extra}");
     let resources = parse_documents(&text, "default")
         .into_iter()
         .map(|r| r.expect("test YAML parses"));
-    let index = MeshIndex::from_resources(1, resources);
-    translate(&index, &proxy_identity())
+    MeshIndex::from_resources(1, resources)
 }
 
 fn proxy_identity() -> ProxyIdentity {
@@ -241,11 +245,7 @@ spec:
 "#;
     // The outbound translation is cached per index: one index per mesh setting.
     let index = |h2_upgrade: bool| {
-        let text = format!("{MESH}\n---\n{extra}");
-        let resources = parse_documents(&text, "default")
-            .into_iter()
-            .map(|r| r.expect("test YAML parses"));
-        let mut index = MeshIndex::from_resources(1, resources);
+        let mut index = index_of(extra);
         index.mesh = std::sync::Arc::new(crate::mesh_config::MeshConfig {
             h2_upgrade,
             ..Default::default()
