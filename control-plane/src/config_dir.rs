@@ -3,8 +3,12 @@
 //!
 //! The folder is watched with inotify (the `notify` crate): an event that can
 //! mean changed text (a create, write, rename or removal; not the opens and
-//! reads of the source's own scans) wakes the source at once, then it waits
-//! for the folder to be quiet for one debounce period. What changed is always
+//! reads of the source's own scans) wakes the source at once. The first
+//! change after a quiet period is loaded as soon as every write the watch saw
+//! begin has ended (closed, renamed into place or removed; at most one
+//! debounce period is spent waiting for that); later changes of the same
+//! burst wait for the folder to be quiet for one debounce period (see
+//! [`crate::debounce`]). What changed is always
 //! decided by comparing every file's size and modification time, so events
 //! only say *when* to look: ConfigMaps whose files are swapped through
 //! symlinks and editors that write through a temporary file behave like a
@@ -26,8 +30,9 @@
 //! folder is loaded once more [`RACY`] after a load that read such a file,
 //! even when no stamp moved. Failed reads are never kept.
 
+use crate::debounce::{self, Edge};
 use crate::index::{Intake, MeshIndex};
-use crate::metrics::{ControllerMetrics, FileLoadLabels, ScanLabels};
+use crate::metrics::{ControllerMetrics, FileLoadLabels, PublishLabels, ScanLabels};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -241,6 +246,8 @@ impl ConfigDir {
         let mut recheck = texts
             .racy
             .then(|| tokio::time::Instant::now() + texts.window);
+        let mut edge = Edge::new(self.debounce);
+        let mut burst = Burst::default();
         loop {
             self.metrics
                 .config_dir_watching
@@ -264,12 +271,25 @@ impl ConfigDir {
             };
             let trigger = tokio::select! {
                 () = tx.closed() => return,
-                r = woken => if r.is_some() { "event" } else { "ended" },
+                r = woken => match r {
+                    Some((at, seen)) => {
+                        edge.note(at);
+                        burst.add(seen);
+                        "event"
+                    }
+                    None => "ended",
+                },
                 () = tokio::time::sleep(every) => "poll",
                 // A file read while racily clean: a second write in the same
                 // timestamp tick leaves its stamp equal, so look once more.
                 () = recheck_due => "recheck",
             };
+            if let Some(w) = watch.as_mut() {
+                while let Ok((at, seen)) = w.wake.try_recv() {
+                    edge.note(at);
+                    burst.add(seen);
+                }
+            }
             // A watch sees nothing once its folder is gone: the root deleted
             // and made again, or a symlinked root pointed elsewhere. Start a
             // new one then, and retry now and again while there is none.
@@ -283,6 +303,7 @@ impl ConfigDir {
                 }
                 watch = Watch::start(&self.root);
                 tried = Instant::now();
+                burst.add(Seen::Unknown);
             }
             self.metrics
                 .config_dir_scans
@@ -296,18 +317,43 @@ impl ConfigDir {
             }
             recheck = None;
             let seen = Instant::now();
-            // Debounce: editors and `kubectl`-like writers touch several files
-            // in a row. Under constant churn the folder is never quiet, so a
-            // change waits at most MAX_DEBOUNCE_ROUNDS debounce periods.
-            let mut settled = now;
-            for _ in 0..MAX_DEBOUNCE_ROUNDS {
-                tokio::time::sleep(self.debounce).await;
-                let again = stamps(&self.root);
-                if again == settled {
-                    break;
-                }
-                settled = again;
+            // The first change after a quiet period goes out at once, as soon
+            // as every write the watch saw begin has ended (a file written in
+            // place is read only once it is closed). A poll knows nothing of
+            // writes in progress, so it always waits for quiet.
+            let mut leading = trigger == "event" && edge.leading() && !burst.unknown;
+            let waited_for_writes = leading && !burst.settled();
+            if waited_for_writes {
+                leading = self.until_settled(&mut watch, &mut edge, &mut burst).await;
             }
+            let waited = seen.elapsed() >= self.debounce;
+            // The writes waited for moved the stamps seen before; without
+            // a leading edge, the stamps from before the wait are what the
+            // folder must still match after a quiet period.
+            let mut settled = if leading && waited_for_writes {
+                stamps(&self.root)
+            } else {
+                now
+            };
+            if !leading {
+                // Debounce: editors and `kubectl`-like writers touch several
+                // files in a row. Under constant churn the folder is never
+                // quiet, so a change waits at most MAX_DEBOUNCE_ROUNDS
+                // debounce periods. A period already spent waiting for an
+                // open write to end counts as the first.
+                for round in 0..MAX_DEBOUNCE_ROUNDS {
+                    if round > 0 || !waited {
+                        tokio::time::sleep(self.debounce).await;
+                    }
+                    let again = stamps(&self.root);
+                    if again == settled {
+                        break;
+                    }
+                    settled = again;
+                }
+            }
+            edge.published();
+            burst.clear();
             last = settled;
             let settled_at = Instant::now();
             let files = texts.load(&self.root, &self.metrics);
@@ -324,22 +370,57 @@ impl ConfigDir {
             if let Some(index) = changed {
                 tracing::info!(
                     revision = index.revision,
+                    edge = debounce::label(leading),
                     debounce_ms = (settled_at - seen).as_millis() as u64,
                     read_ms = read.as_millis() as u64,
                     build_ms = settled_at.elapsed().as_millis() as u64,
                     "configuration changed"
                 );
+                self.metrics
+                    .config_publishes
+                    .get_or_create(&PublishLabels {
+                        edge: debounce::label(leading),
+                    })
+                    .inc();
                 let _ = tx.send(Arc::new(index));
             }
         }
     }
+
+    /// Waits at most one debounce period for the writes the watch saw begin
+    /// to end. `false` when one is still open then, or an event it cannot
+    /// account for arrived.
+    async fn until_settled(
+        &self,
+        watch: &mut Option<Watch>,
+        edge: &mut Edge,
+        burst: &mut Burst,
+    ) -> bool {
+        let Some(w) = watch.as_mut() else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + self.debounce;
+        while !burst.settled() {
+            if burst.unknown {
+                return false;
+            }
+            match tokio::time::timeout_at(deadline, w.wake.recv()).await {
+                Ok(Some((at, seen))) => {
+                    edge.note(at);
+                    burst.add(seen);
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
 }
 
 /// The inotify side of the source: the watcher (dropping it ends the watch),
-/// its wake-ups, and which folder the root was when the watch started.
+/// its events, and which folder the root was when the watch started.
 struct Watch {
     _watcher: notify::RecommendedWatcher,
-    wake: tokio::sync::mpsc::Receiver<()>,
+    wake: tokio::sync::mpsc::UnboundedReceiver<(Instant, Seen)>,
     root_id: Option<(u64, u64)>,
 }
 
@@ -348,15 +429,18 @@ impl Watch {
     /// the folder cannot be watched (missing, or the inotify limits reached).
     fn start(root: &Path) -> Option<Self> {
         use notify::Watcher as _;
-        let (tx, wake) = tokio::sync::mpsc::channel::<()>(1);
+        // Unbounded: the source needs every event to know which writes are
+        // still open. It drains them at each wake-up, so few wait at once.
+        let (tx, wake) = tokio::sync::mpsc::unbounded_channel();
         let handler = move |event: notify::Result<notify::Event>| {
             // Errors (a queue overflow) wake the source too: the stat
             // comparison decides what, if anything, changed.
-            if event.as_ref().is_ok_and(|e| !may_change_files(&e.kind)) {
-                return;
-            }
-            // A full channel already holds a wake-up.
-            let _ = tx.try_send(());
+            let seen = match event {
+                Ok(e) if !may_change_files(&e.kind) => return,
+                Ok(e) => Seen::of(e),
+                Err(_) => Seen::Unknown,
+            };
+            let _ = tx.send((Instant::now(), seen));
         };
         let root_id = root_id(root);
         let watched = notify::recommended_watcher(handler).and_then(|mut w| {
@@ -395,6 +479,68 @@ fn may_change_files(kind: &notify::EventKind) -> bool {
         notify::EventKind::Access(_) => false,
         notify::EventKind::Modify(ModifyKind::Metadata(_)) => false,
         _ => true,
+    }
+}
+
+/// What one watch event says about the writes in progress.
+#[derive(Debug)]
+enum Seen {
+    /// A write began (a file made, or data written): its text may be partial
+    /// until the file is closed.
+    Began(Vec<PathBuf>),
+    /// These paths hold final text, or none: closed after writing, renamed
+    /// (into place or away) or removed.
+    Ended(Vec<PathBuf>),
+    /// Anything else (a folder made, a queue overflow): wait for quiet.
+    Unknown,
+}
+
+impl Seen {
+    fn of(event: notify::Event) -> Self {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        match event.kind {
+            EventKind::Create(CreateKind::File)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => Self::Began(event.paths),
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_) => Self::Ended(event.paths),
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// The watch events of the current wait: whether the writes they tell of
+/// have all ended, so the folder's text is final for now.
+#[derive(Debug, Default)]
+struct Burst {
+    open: std::collections::HashSet<PathBuf>,
+    ended: bool,
+    unknown: bool,
+}
+
+impl Burst {
+    fn add(&mut self, seen: Seen) {
+        match seen {
+            Seen::Began(paths) => self.open.extend(paths),
+            Seen::Ended(paths) => {
+                self.ended = true;
+                for p in &paths {
+                    self.open.remove(p);
+                }
+            }
+            Seen::Unknown => self.unknown = true,
+        }
+    }
+
+    /// Some write ended and none is still open.
+    fn settled(&self) -> bool {
+        self.ended && !self.unknown && self.open.is_empty()
+    }
+
+    /// Gives up on the writes still open: a wait for quiet covered them.
+    fn clear(&mut self) {
+        *self = Self::default();
     }
 }
 

@@ -6,8 +6,9 @@
 //! same `files` map `--config-dir` mode reads, so parsing, validation, keeping
 //! the last good version and revisions are the same code in both modes.
 
+use crate::debounce::{self, Edge};
 use crate::index::{Intake, MeshIndex, Rejection};
-use crate::metrics::ControllerMetrics;
+use crate::metrics::{ControllerMetrics, PublishLabels};
 use crate::sync::SyncRegistry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -132,6 +133,7 @@ impl KubeSource {
         let changes = self.watched.changes.clone();
         let mut leader = Some(self.statuses.leadership());
         let mut recheck = tokio::time::interval(RECONCILED_RECHECK);
+        let mut edge = Edge::new(self.debounce);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let leadership = tokio::select! {
@@ -175,14 +177,23 @@ impl KubeSource {
                 None => {}
             }
             let seen = Instant::now();
-            // Debounce: `kubectl apply -f` of a folder is many writes in a
-            // row. Under constant churn, publish after MAX_DEBOUNCE_ROUNDS.
-            for _ in 0..MAX_DEBOUNCE_ROUNDS {
-                if tokio::time::timeout(self.debounce, changes.notified())
-                    .await
-                    .is_err()
-                {
-                    break;
+            // A watch event carries a whole object, so the first change after
+            // a quiet period is published at once. The rest of its burst
+            // waits for quiet (`kubectl apply -f` of a folder is many writes
+            // in a row); under constant churn, for MAX_DEBOUNCE_ROUNDS at most.
+            let leading = leadership.is_none() && edge.leading();
+            if leadership.is_none() {
+                edge.note(seen);
+            }
+            if !leading {
+                for _ in 0..MAX_DEBOUNCE_ROUNDS {
+                    if tokio::time::timeout(self.debounce, changes.notified())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    edge.note(Instant::now());
                 }
             }
             let files = self.files();
@@ -195,8 +206,19 @@ impl KubeSource {
                     let current = tx.borrow();
                     index.changed_from(&current)
                 };
+                edge.published();
                 if let Some(index) = changed {
-                    tracing::info!(revision = index.revision, "configuration changed");
+                    tracing::info!(
+                        revision = index.revision,
+                        edge = debounce::label(leading),
+                        "configuration changed"
+                    );
+                    self.metrics
+                        .config_publishes
+                        .get_or_create(&PublishLabels {
+                            edge: debounce::label(leading),
+                        })
+                        .inc();
                     let _ = tx.send(Arc::new(index));
                 }
             }

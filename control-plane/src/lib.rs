@@ -6,6 +6,7 @@ pub mod admin;
 pub mod ca;
 pub mod config_dir;
 pub mod crd;
+pub mod debounce;
 pub mod index;
 pub mod inject;
 pub mod kube_source;

@@ -33,6 +33,15 @@ pub struct FileLoadLabels {
     pub source: &'static str,
 }
 
+/// Label set of published configuration changes: whether the source waited.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishLabels {
+    /// `leading` (the first change after a quiet period, published at once)
+    /// or `trailing` (published once the source had been quiet for the
+    /// debounce period).
+    pub edge: &'static str,
+}
+
 /// Label set of push/ack outcome counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -92,6 +101,8 @@ pub struct ControllerMetrics {
     pub config_dir_watching: Gauge,
     /// `--config-dir` files loaded for an ingest, read from disk or reused.
     pub config_dir_file_loads: Family<FileLoadLabels, Counter>,
+    /// Changed indexes published by the config source, by debounce edge.
+    pub config_publishes: Family<PublishLabels, Counter>,
 }
 
 impl Default for ControllerMetrics {
@@ -208,6 +219,12 @@ impl ControllerMetrics {
             "Files of the --config-dir folder loaded for an ingest (read: from disk; reused: unchanged since an earlier read)",
             config_dir_file_loads.clone(),
         );
+        let config_publishes = Family::<PublishLabels, Counter>::default();
+        registry.register(
+            "sluice_config_publishes",
+            "Changed configurations published to the proxies by debounce edge (leading: at once, after a quiet period; trailing: after waiting for quiet)",
+            config_publishes.clone(),
+        );
         registry.register(
             "sluice_kube_watch_restarts",
             "Failed API server list or watch requests by kind (retried after a backoff; an expired watch relists at once)",
@@ -222,6 +239,7 @@ impl ControllerMetrics {
             config_dir_scans,
             config_dir_watching,
             config_dir_file_loads,
+            config_publishes,
             csr_requests,
             webhook_requests,
             convergence,

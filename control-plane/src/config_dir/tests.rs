@@ -29,6 +29,13 @@ struct Running {
 }
 
 impl Running {
+    fn publishes(&self, edge: &'static str) -> u64 {
+        self.metrics
+            .config_publishes
+            .get_or_create(&PublishLabels { edge })
+            .get()
+    }
+
     fn scans(&self, trigger: &'static str) -> u64 {
         self.metrics
             .config_dir_scans
@@ -43,12 +50,12 @@ fn start(root: &Path) -> Running {
 }
 
 fn start_with(root: &Path, safety_poll: Duration) -> Running {
+    start_full(root, safety_poll, Duration::from_millis(10))
+}
+
+fn start_full(root: &Path, safety_poll: Duration, debounce: Duration) -> Running {
     let metrics = Arc::new(ControllerMetrics::new());
-    let mut dir = ConfigDir::new(
-        root.to_path_buf(),
-        Duration::from_millis(10),
-        metrics.clone(),
-    );
+    let mut dir = ConfigDir::new(root.to_path_buf(), debounce, metrics.clone());
     dir.poll = Duration::from_secs(3600);
     dir.safety_poll = safety_poll;
     // Files written by the test are seconds old at most: with the real racy
@@ -323,4 +330,96 @@ async fn a_racily_read_file_is_read_once_more_then_trusted() {
     );
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(reads(), 2, "a settled file is trusted");
+}
+
+/// A debounce far longer than any wait of the tests below, so whether a
+/// change waited for it is plain.
+const LONG: Duration = Duration::from_secs(30);
+
+fn start_debounced(root: &Path, debounce: Duration) -> Running {
+    start_full(root, Duration::from_secs(3600), debounce)
+}
+
+#[tokio::test]
+async fn a_lone_write_after_a_quiet_period_is_published_without_the_debounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start_debounced(dir.path(), LONG);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Written in place (made, written, closed) and through a temporary file
+    // renamed into place, as `kubectl`-like writers and editors do.
+    std::fs::write(dir.path().join("a.yaml"), service_entry("a")).unwrap();
+    until_has(&mut r, "a").await;
+    assert_eq!(r.publishes("leading"), 1);
+    assert_eq!(r.publishes("trailing"), 0);
+}
+
+#[tokio::test]
+async fn a_write_through_a_renamed_temporary_file_is_published_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start_debounced(dir.path(), LONG);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tmp = dir.path().join(".a.yaml.tmp");
+    std::fs::write(&tmp, service_entry("a")).unwrap();
+    std::fs::rename(&tmp, dir.path().join("a.yaml")).unwrap();
+    until_has(&mut r, "a").await;
+    assert_eq!(r.publishes("leading"), 1);
+}
+
+#[tokio::test]
+async fn a_file_still_open_for_writing_is_not_read_until_closed() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that the write below ends within the leading wait.
+    let mut r = start_debounced(dir.path(), Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = service_entry("a");
+    let (head, tail) = text.split_at(text.len() / 2);
+    let mut f = std::fs::File::create(dir.path().join("a.yaml")).unwrap();
+    f.write_all(head.as_bytes()).unwrap();
+    f.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !r.rx.has_changed().unwrap(),
+        "half a file was published while it was open"
+    );
+    assert_eq!(
+        r.metrics
+            .config_dir_file_loads
+            .get_or_create(&FileLoadLabels { source: "read" })
+            .get(),
+        0
+    );
+    f.write_all(tail.as_bytes()).unwrap();
+    drop(f);
+    let index = until_has(&mut r, "a").await;
+    assert!(index.rejected.is_empty(), "{:?}", index.rejected);
+    assert_eq!(
+        r.publishes("leading"),
+        1,
+        "published as soon as it was closed"
+    );
+}
+
+#[tokio::test]
+async fn later_changes_of_a_burst_wait_for_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start_debounced(dir.path(), Duration::from_millis(400));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(dir.path().join("a.yaml"), service_entry("a")).unwrap();
+    until_has(&mut r, "a").await;
+    // Within the period of the first: the same burst.
+    let started = Instant::now();
+    std::fs::write(dir.path().join("b.yaml"), service_entry("b")).unwrap();
+    until_has(&mut r, "b").await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "the second change did not wait for a quiet period"
+    );
+    assert_eq!(r.publishes("leading"), 1);
+    assert_eq!(r.publishes("trailing"), 1);
+    // A whole period later a new burst starts, with its own leading edge.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    std::fs::write(dir.path().join("c.yaml"), service_entry("c")).unwrap();
+    until_has(&mut r, "c").await;
+    assert_eq!(r.publishes("leading"), 2);
 }
