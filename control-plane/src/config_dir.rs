@@ -305,6 +305,12 @@ impl ConfigDir {
                 tried = Instant::now();
                 burst.add(Seen::Unknown);
             }
+            // Writes to hidden files alone (a temporary file before its
+            // rename) cannot change the listing: no need to scan yet.
+            if trigger == "event" && !burst.touched {
+                continue;
+            }
+            burst.touched = false;
             self.metrics
                 .config_dir_scans
                 .get_or_create(&ScanLabels {
@@ -488,9 +494,10 @@ enum Seen {
     /// A write began (a file made, or data written): its text may be partial
     /// until the file is closed.
     Began(Vec<PathBuf>),
-    /// These paths hold final text, or none: closed after writing, renamed
-    /// (into place or away) or removed.
-    Ended(Vec<PathBuf>),
+    /// A file was closed after writing: its text is final.
+    Closed(Vec<PathBuf>),
+    /// Renamed (into place or away) or removed.
+    Moved(Vec<PathBuf>),
     /// Anything else (a folder made, a queue overflow): wait for quiet.
     Unknown,
 }
@@ -502,34 +509,63 @@ impl Seen {
         match event.kind {
             EventKind::Create(CreateKind::File)
             | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => Self::Began(event.paths),
-            EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Modify(ModifyKind::Name(_))
-            | EventKind::Remove(_) => Self::Ended(event.paths),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Self::Closed(event.paths),
+            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
+                Self::Moved(event.paths)
+            }
             _ => Self::Unknown,
         }
     }
 }
 
+/// A file the folder's listing skips (a dot-name, like the temporary file a
+/// writer renames into place): writing it changes no stamp. (A YAML symlink
+/// pointing at a dot-named file is the exception: its writes are found by
+/// the safety-net poll.)
+fn hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+}
+
 /// The watch events of the current wait: whether the writes they tell of
-/// have all ended, so the folder's text is final for now.
+/// have all ended, so the folder's text is final for now, and whether any
+/// can have changed what a scan sees.
 #[derive(Debug, Default)]
 struct Burst {
     open: std::collections::HashSet<PathBuf>,
     ended: bool,
     unknown: bool,
+    /// Some event since the last scan was not a write to a hidden file.
+    touched: bool,
 }
 
 impl Burst {
     fn add(&mut self, seen: Seen) {
         match seen {
-            Seen::Began(paths) => self.open.extend(paths),
-            Seen::Ended(paths) => {
+            Seen::Began(paths) => {
+                self.touched |= !paths.iter().all(|p| hidden(p));
+                self.open.extend(paths);
+            }
+            Seen::Closed(paths) => {
+                self.touched |= !paths.iter().all(|p| hidden(p));
                 self.ended = true;
                 for p in &paths {
                     self.open.remove(p);
                 }
             }
-            Seen::Unknown => self.unknown = true,
+            // A rename or removal of even a hidden name can change what the
+            // listing sees: a ConfigMap's `..data` symlink is swapped so.
+            Seen::Moved(paths) => {
+                self.touched = true;
+                self.ended = true;
+                for p in &paths {
+                    self.open.remove(p);
+                }
+            }
+            Seen::Unknown => {
+                self.touched = true;
+                self.unknown = true;
+            }
         }
     }
 

@@ -341,6 +341,7 @@ impl Intake {
         let mut refused_keys: BTreeSet<ResourceKey> = BTreeSet::new();
         let mut unreadable_files: BTreeSet<String> = BTreeSet::new();
         let mut parsed = HashMap::with_capacity(files.len());
+        let started = Instant::now();
         for (file, text) in files {
             let text = match text {
                 Ok(text) => text,
@@ -413,6 +414,7 @@ impl Intake {
         for r in &rejected {
             tracing::warn!(file = %r.file, object = r.object.as_deref().unwrap_or("-"), "rejected: {}", r.message);
         }
+        let parsed_at = Instant::now();
         let fingerprint: BTreeMap<ResourceKey, Fingerprint> = next
             .iter()
             .map(|(k, (_, _, f))| (k.clone(), f.clone()))
@@ -428,6 +430,7 @@ impl Intake {
             }
             self.fingerprint = Arc::new(fingerprint);
         }
+        let compared_at = Instant::now();
         self.accepted = next;
         metrics.record_objects(self.accepted.keys().map(|k| k.kind), rejected.len());
         let resources = self
@@ -443,6 +446,13 @@ impl Intake {
             (self.fingerprint.clone(), self.catalog.clone()),
         );
         self.catalog = Some(index.catalog.clone());
+        tracing::debug!(
+            revision = index.revision,
+            parse_ms = (parsed_at - started).as_millis() as u64,
+            compare_ms = (compared_at - parsed_at).as_millis() as u64,
+            index_ms = compared_at.elapsed().as_millis() as u64,
+            "ingested"
+        );
         index
     }
 }

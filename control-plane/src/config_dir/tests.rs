@@ -359,7 +359,15 @@ async fn a_write_through_a_renamed_temporary_file_is_published_at_once() {
     let mut r = start_debounced(dir.path(), LONG);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let tmp = dir.path().join(".a.yaml.tmp");
+    let scans = r.scans("event");
     std::fs::write(&tmp, service_entry("a")).unwrap();
+    // Writing a hidden file cannot change the listing: no scan for it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        r.scans("event"),
+        scans,
+        "a hidden file's write was scanned for"
+    );
     std::fs::rename(&tmp, dir.path().join("a.yaml")).unwrap();
     until_has(&mut r, "a").await;
     assert_eq!(r.publishes("leading"), 1);
