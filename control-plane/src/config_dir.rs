@@ -108,7 +108,7 @@ impl Stamp {
 struct Loaded {
     stamp: Stamp,
     read_at: SystemTime,
-    text: String,
+    text: Arc<str>,
 }
 
 impl Loaded {
@@ -155,7 +155,7 @@ impl Texts {
         &mut self,
         root: &Path,
         metrics: &ControllerMetrics,
-    ) -> BTreeMap<String, Result<String, String>> {
+    ) -> BTreeMap<String, Result<Arc<str>, String>> {
         let mut files = BTreeMap::new();
         // Entries are moved over one by one, so files that are gone drop out.
         let mut kept = BTreeMap::new();
@@ -181,7 +181,9 @@ impl Texts {
             }
             read += 1;
             let read_at = SystemTime::now();
-            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+            let text = std::fs::read_to_string(&path)
+                .map(Arc::<str>::from)
+                .map_err(|e| e.to_string());
             if let (Some(stamp), Ok(text)) = (stamp, &text) {
                 let loaded = Loaded {
                     stamp,

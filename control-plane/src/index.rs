@@ -242,7 +242,7 @@ enum Doc {
 /// an unchanged file is not parsed again (a change usually touches one file
 /// of many).
 struct ParsedFile {
-    text: String,
+    text: Arc<str>,
     docs: Arc<Vec<Doc>>,
 }
 
@@ -311,15 +311,17 @@ impl Intake {
     fn documents(
         &mut self,
         parsed: &mut HashMap<String, ParsedFile>,
-        file: &str,
-        text: String,
+        file: String,
+        text: Arc<str>,
     ) -> Arc<Vec<Doc>> {
-        let docs = match self.parsed.remove(file) {
+        // Texts the config folder kept from an earlier read are the same
+        // `Arc`: equal at once, without comparing their bytes.
+        let docs = match self.parsed.remove(&file) {
             Some(old) if old.text == text => old.docs,
             _ => Arc::new(parse_file(&text)),
         };
         parsed.insert(
-            file.to_owned(),
+            file,
             ParsedFile {
                 text,
                 docs: docs.clone(),
@@ -329,9 +331,9 @@ impl Intake {
     }
 
     /// Parses and validates `files` (name → contents) and returns the new index.
-    pub fn ingest(
+    pub fn ingest<T: Into<Arc<str>>>(
         &mut self,
-        files: BTreeMap<String, Result<String, String>>,
+        files: BTreeMap<String, Result<T, String>>,
         seen: Instant,
         metrics: &ControllerMetrics,
     ) -> MeshIndex {
@@ -344,7 +346,7 @@ impl Intake {
         let started = Instant::now();
         for (file, text) in files {
             let text = match text {
-                Ok(text) => text,
+                Ok(text) => text.into(),
                 Err(e) => {
                     rejected.push(Rejection {
                         file: file.clone(),
@@ -356,7 +358,7 @@ impl Intake {
                 }
             };
             let source: Arc<str> = file.as_str().into();
-            for doc in self.documents(&mut parsed, &file, text).iter() {
+            for doc in self.documents(&mut parsed, file.clone(), text).iter() {
                 match doc {
                     Doc::Unreadable(message) => {
                         rejected.push(Rejection {
@@ -373,19 +375,24 @@ impl Intake {
                         fingerprint,
                     } => {
                         if problems.is_empty() {
-                            if next.contains_key(key) {
-                                rejected.push(Rejection {
-                                    file: file.clone(),
-                                    object: Some(key.to_string()),
-                                    message: "defined more than once; the first definition is used"
-                                        .into(),
-                                });
-                                continue;
+                            match next.entry(key.clone()) {
+                                std::collections::btree_map::Entry::Occupied(_) => {
+                                    rejected.push(Rejection {
+                                        file: file.clone(),
+                                        object: Some(key.to_string()),
+                                        message:
+                                            "defined more than once; the first definition is used"
+                                                .into(),
+                                    });
+                                }
+                                std::collections::btree_map::Entry::Vacant(v) => {
+                                    v.insert((
+                                        source.clone(),
+                                        resource.clone(),
+                                        fingerprint.clone(),
+                                    ));
+                                }
                             }
-                            next.insert(
-                                key.clone(),
-                                (source.clone(), resource.clone(), fingerprint.clone()),
-                            );
                         } else {
                             for p in problems {
                                 rejected.push(Rejection {
@@ -403,7 +410,8 @@ impl Intake {
         self.parsed = parsed;
         // Keep the last good version of refused objects, and of everything that
         // came from a file that can no longer be read or parsed.
-        for (key, kept) in &self.accepted {
+        let keeping = !refused_keys.is_empty() || !unreadable_files.is_empty();
+        for (key, kept) in self.accepted.iter().filter(|_| keeping) {
             if next.contains_key(key) {
                 continue;
             }

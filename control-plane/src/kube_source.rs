@@ -181,10 +181,10 @@ impl KubeSource {
             // a quiet period is published at once. The rest of its burst
             // waits for quiet (`kubectl apply -f` of a folder is many writes
             // in a row); under constant churn, for MAX_DEBOUNCE_ROUNDS at most.
-            let leading = leadership.is_none() && edge.leading();
             if leadership.is_none() {
                 edge.note(seen);
             }
+            let leading = leadership.is_none() && edge.leading();
             if !leading {
                 for _ in 0..MAX_DEBOUNCE_ROUNDS {
                     if tokio::time::timeout(self.debounce, changes.notified())

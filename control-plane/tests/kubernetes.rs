@@ -381,6 +381,17 @@ async fn controller_in_kubernetes_mode_writes_status_and_serves_endpoints() {
         reconciled("True", "Reconciled")()
     })
     .await;
+    // Changes that came after a quiet watch went out without the debounce.
+    let metrics = get_admin(c.admin, "/metrics").await;
+    let leading = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_config_publishes_total{edge=\"leading\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        leading >= 1,
+        "no change published on the leading edge:\n{metrics}"
+    );
 }
 
 struct Proxy {

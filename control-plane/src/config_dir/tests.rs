@@ -265,7 +265,7 @@ fn loaded_text_is_trusted_only_for_an_equal_stamp_changed_well_before_the_read()
     let loaded = |modified| Loaded {
         stamp: stamp(modified),
         read_at: now,
-        text: String::new(),
+        text: "".into(),
     };
     let old = now - Duration::from_secs(60);
     assert!(loaded(old).still_valid(Some(stamp(old)), RACY));
@@ -291,7 +291,7 @@ fn loaded_text_is_trusted_only_for_an_equal_stamp_changed_well_before_the_read()
     let l = Loaded {
         stamp: backdated,
         read_at: now,
-        text: String::new(),
+        text: "".into(),
     };
     assert!(!l.still_valid(Some(backdated), RACY));
 }

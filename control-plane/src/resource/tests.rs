@@ -197,3 +197,36 @@ fn parse_object_reads_json_with_the_same_rules() {
         "PeerAuthentication default/p: spec.mtl: unknown field, expected one of `selector`, `mtls`, `portLevelMtls`"
     );
 }
+
+#[test]
+fn keys_order_by_kind_then_namespace_then_name_whether_or_not_their_text_is_shared() {
+    let key = |kind: &'static str, ns: &str, name: &str| ResourceKey {
+        kind,
+        namespace: ns.into(),
+        name: name.into(),
+    };
+    let a = key("ServiceEntry", "default", "a");
+    // Equal text in separate allocations is the same key.
+    let also_a = key(String::from("ServiceEntry").leak(), "default", "a");
+    assert_eq!(a.cmp(&also_a), std::cmp::Ordering::Equal);
+    assert_eq!(a, also_a);
+    let shared = a.clone();
+    assert_eq!(a.cmp(&shared), std::cmp::Ordering::Equal);
+    let mut keys = [
+        key("VirtualService", "a", "a"),
+        key("ServiceEntry", "b", "a"),
+        key("ServiceEntry", "a", "b"),
+        key("ServiceEntry", "a", "a"),
+    ];
+    keys.sort();
+    let order: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        order,
+        [
+            "ServiceEntry a/a",
+            "ServiceEntry a/b",
+            "ServiceEntry b/a",
+            "VirtualService a/a"
+        ]
+    );
+}
