@@ -6,6 +6,7 @@ use crate::mesh_config::MeshConfig;
 use crate::metrics::ControllerMetrics;
 use crate::resource::{Resource, ResourceKey, parse_documents};
 use crate::services::ServiceCatalog;
+use crate::translate::OutboundCache;
 use crate::validation::validate;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -280,6 +281,10 @@ pub struct Intake {
     parsed: HashMap<String, ParsedFile>,
     /// The catalog of the last index.
     catalog: Option<Arc<ServiceCatalog>>,
+    /// The outbound translations of the last index whose accepted objects
+    /// changed, with its fingerprints: the next index reuses its clusters
+    /// when only VirtualServices differ.
+    last_outbound: Option<(OutboundCache, Arc<BTreeMap<ResourceKey, Fingerprint>>)>,
 }
 
 impl Default for Intake {
@@ -304,6 +309,7 @@ impl Intake {
             fingerprint: Arc::default(),
             parsed: HashMap::new(),
             catalog: None,
+            last_outbound: None,
         }
     }
 
@@ -446,7 +452,7 @@ impl Intake {
             .iter()
             .map(|(k, (_, r, _))| (k.clone(), r.clone()))
             .collect();
-        let index = MeshIndex::with_fingerprints(
+        let mut index = MeshIndex::with_fingerprints(
             (self.revision.max(1), self.own_generation),
             seen,
             resources,
@@ -454,6 +460,26 @@ impl Intake {
             (self.fingerprint.clone(), self.catalog.clone()),
         );
         self.catalog = Some(index.catalog.clone());
+        // Clusters read every kind but VirtualServices (and the mesh config,
+        // fixed for an intake): after a change to VirtualServices alone the
+        // last translations' clusters are still right.
+        match &self.last_outbound {
+            Some((earlier, fingerprint))
+                if same_inputs(&self.fingerprint, fingerprint, |k| {
+                    k != crate::resource::kind::VIRTUAL_SERVICE
+                }) =>
+            {
+                index.outbound_cache = OutboundCache::reusing_clusters_of(earlier);
+            }
+            _ => {}
+        }
+        let renewed = self
+            .last_outbound
+            .as_ref()
+            .is_none_or(|(_, f)| !Arc::ptr_eq(f, &self.fingerprint));
+        if renewed {
+            self.last_outbound = Some((index.outbound_cache.handle(), self.fingerprint.clone()));
+        }
         tracing::debug!(
             revision = index.revision,
             parse_ms = (parsed_at - started).as_millis() as u64,

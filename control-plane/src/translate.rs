@@ -23,6 +23,8 @@ use std::net::IpAddr;
 pub use host::resolve_host;
 pub(crate) use outbound::Outbound;
 pub use outbound::OutboundCache;
+#[cfg(test)]
+pub(crate) use outbound::SharedCluster;
 
 /// The identity a proxy announced in its hello.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -256,7 +258,12 @@ pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
     let parts = translate_parts(index, proxy);
     pb::ProxyConfig {
         virtual_hosts: parts.outbound.virtual_hosts.clone(),
-        clusters: parts.outbound.clusters.clone(),
+        clusters: parts
+            .outbound
+            .clusters
+            .iter()
+            .map(|c| c.cluster.clone())
+            .collect(),
         tcp_services: parts.outbound.tcp_services.clone(),
         inbound: Some(parts.inbound),
         self_: Some(parts.self_),
@@ -333,7 +340,7 @@ pub(crate) fn translate_outbound(
                 .collect(),
             proxy.trust_domain.clone(),
         ),
-        || outbound::build(&View::new(index, proxy)),
+        |earlier| outbound::build(&View::new(index, proxy), earlier),
     )
 }
 

@@ -185,3 +185,73 @@ spec: {address: 127.0.9.5, labels: {app: reviews}}
         ["127.0.9.1", "127.0.9.2", "127.0.9.4", "127.0.9.5"]
     );
 }
+
+const RULE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  subsets: [{name: v1, labels: {version: v1}}]
+"#;
+
+fn client() -> crate::translate::ProxyIdentity {
+    crate::translate::ProxyIdentity {
+        id: "client-0.default".into(),
+        workload: "client-0".into(),
+        namespace: "default".into(),
+        service_account: "default".into(),
+        labels: BTreeMap::from([("app".to_owned(), "client".to_owned())]),
+        ips: vec!["127.0.9.50".parse().unwrap()],
+        trust_domain: "cluster.local".into(),
+    }
+}
+
+/// The clusters of `index`'s outbound half for [`client`], and the half's
+/// encoding.
+fn clusters_of(index: &MeshIndex) -> (Vec<Arc<crate::translate::SharedCluster>>, bytes::Bytes) {
+    let outbound = crate::translate::translate_outbound(index, &client());
+    let half = crate::server::half::EncodedHalf::encode(&outbound);
+    (outbound.clusters.clone(), half.bytes)
+}
+
+#[test]
+fn clusters_are_reused_after_a_virtual_service_change_and_rebuilt_after_any_other() {
+    let mut intake = Intake::new();
+    let base = [("svc.yaml", SERVICE), ("dr.yaml", RULE)];
+    let first = ingest(&mut intake, &[base[0], base[1], ("vs.yaml", &vs(1))]);
+    let (before, _) = clusters_of(&first);
+    assert!(!before.is_empty());
+
+    // Only the VirtualService changed: the very same clusters, and a half
+    // byte for byte what a fresh intake makes of the same files.
+    let routed_files = [base[0], base[1], ("vs.yaml", &vs(2))];
+    let routed = ingest(&mut intake, &routed_files);
+    let (after, bytes) = clusters_of(&routed);
+    assert_eq!(after.len(), before.len());
+    assert!(after.iter().zip(&before).all(|(a, b)| Arc::ptr_eq(a, b)));
+    let fresh = ingest(&mut Intake::new(), &routed_files);
+    assert_eq!(bytes, clusters_of(&fresh).1);
+
+    // A DestinationRule change, and an endpoint change: built again, right.
+    let rule = RULE.replace("version: v1", "version: v2");
+    for files in [
+        [base[0], ("dr.yaml", rule.as_str()), ("vs.yaml", &vs(2))],
+        [
+            ("svc.yaml", &SERVICE.replace("127.0.9.1", "127.0.9.2")),
+            ("dr.yaml", rule.as_str()),
+            ("vs.yaml", &vs(2)),
+        ],
+    ] {
+        let (previous, _) = clusters_of(&ingest(&mut intake, &routed_files));
+        let changed = ingest(&mut intake, &files);
+        let (rebuilt, bytes) = clusters_of(&changed);
+        assert!(
+            rebuilt
+                .iter()
+                .all(|c| !previous.iter().any(|p| Arc::ptr_eq(c, p))),
+            "a cluster was reused across a change to what clusters read"
+        );
+        assert_eq!(bytes, clusters_of(&ingest(&mut Intake::new(), &files)).1);
+    }
+}

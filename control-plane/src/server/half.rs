@@ -81,26 +81,37 @@ impl EncodedHalf {
             v
         }
         let vhosts = sorted(&outbound.virtual_hosts, |e| &e.name);
-        let clusters = sorted(&outbound.clusters, |e| &e.name);
+        let clusters = sorted(&outbound.clusters, |e| &e.cluster.name);
         let tcp = sorted(&outbound.tcp_services, |e| &e.name);
         let mut out = BytesMut::new();
         let mut digest = Digest::default();
         let mut spans: [Vec<Range<usize>>; KINDS] = Default::default();
-        let mut record = |kind: usize, name: &str, span: Range<usize>, out: &BytesMut| {
-            digest.lists[kind].push((name.into(), hash(&out[span.clone()])));
+        let mut record = |kind: usize, name: &str, span: Range<usize>, hash: u128| {
+            digest.lists[kind].push((name.into(), hash));
             spans[kind].push(span);
         };
         for (name, e) in vhosts {
             let span = put_entry(&mut out, CONFIG_TAGS[0], e);
-            record(0, name, span, &out);
+            let h = hash(&out[span.clone()]);
+            record(0, name, span, h);
         }
+        // A cluster kept from an earlier revision brings its encoding along.
         for (name, e) in clusters {
-            let span = put_entry(&mut out, CONFIG_TAGS[1], e);
-            record(1, name, span, &out);
+            let (body, h) = e.encoded(|c| {
+                let body = Bytes::from(c.encode_to_vec());
+                let h = hash(&body);
+                (body, h)
+            });
+            encode_key(CONFIG_TAGS[1], WireType::LengthDelimited, &mut out);
+            encode_varint(body.len() as u64, &mut out);
+            let start = out.len();
+            out.put_slice(body);
+            record(1, name, start..out.len(), *h);
         }
         for (name, e) in tcp {
             let span = put_entry(&mut out, CONFIG_TAGS[2], e);
-            record(2, name, span, &out);
+            let h = hash(&out[span.clone()]);
+            record(2, name, span, h);
         }
         Self {
             bytes: out.freeze(),

@@ -1,19 +1,42 @@
 //! Clusters: one per (service, port, subset), with the DestinationRule's
 //! subsets and load-balancer settings applied.
 
+use super::outbound::SharedCluster;
 use super::{View, canonical, fqdn, namespace_of, policy, protocol};
 use crate::crd::{DestinationRule, LoadBalancerSettings, TrafficPolicy};
 use crate::services::{Service, ServicePort, labels_match};
 use sluice_api::config as pb;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Clusters referenced so far, by name.
 #[derive(Default)]
-pub(crate) struct Clusters {
-    by_name: BTreeMap<String, pb::Cluster>,
+pub(crate) struct Clusters<'e> {
+    by_name: BTreeMap<String, Arc<SharedCluster>>,
+    /// An earlier revision's clusters, in name order, valid for this one.
+    earlier: &'e [Arc<SharedCluster>],
 }
 
-impl Clusters {
+impl<'e> Clusters<'e> {
+    /// Takes clusters over from `earlier` (in name order) instead of
+    /// building them: the caller vouches that nothing they are built from
+    /// (services, DestinationRules, PeerAuthentications, the mesh config,
+    /// the group) changed.
+    pub fn reusing(earlier: Option<&'e [Arc<SharedCluster>]>) -> Self {
+        Self {
+            by_name: BTreeMap::new(),
+            earlier: earlier.unwrap_or_default(),
+        }
+    }
+
+    fn earlier(&self, name: &str) -> Option<Arc<SharedCluster>> {
+        let at = self
+            .earlier
+            .binary_search_by(|c| c.cluster.name.as_str().cmp(name))
+            .ok()?;
+        self.earlier.get(at).cloned()
+    }
+
     /// Name of the cluster for (service, port, subset), creating it on first use.
     /// An unknown subset yields a cluster with no endpoints (503, as Envoy's
     /// missing cluster), never a dangling reference.
@@ -31,7 +54,15 @@ impl Clusters {
             service.fqdn
         );
         if !self.by_name.contains_key(&name) {
-            let cluster = build(view, service, port, subset, name.clone());
+            let cluster = self.earlier(&name).unwrap_or_else(|| {
+                Arc::new(SharedCluster::new(build(
+                    view,
+                    service,
+                    port,
+                    subset,
+                    name.clone(),
+                )))
+            });
             self.by_name.insert(name.clone(), cluster);
         }
         name
@@ -41,21 +72,25 @@ impl Clusters {
     /// requests routed there get 503 like Envoy's missing cluster.
     pub fn missing(&mut self, host: &str, port: u32, subset: Option<&str>) -> String {
         let name = format!("outbound|{port}|{}|{host}", subset.unwrap_or_default());
-        self.by_name
-            .entry(name.clone())
-            .or_insert_with(|| pb::Cluster {
+        if !self.by_name.contains_key(&name) {
+            let cluster = pb::Cluster {
                 name: name.clone(),
                 service: host.to_owned(),
                 subset: subset.unwrap_or_default().to_owned(),
                 port,
                 load_balancer: Some(pb::LoadBalancer::default()),
                 ..Default::default()
-            });
+            };
+            let cluster = self
+                .earlier(&name)
+                .unwrap_or_else(|| Arc::new(SharedCluster::new(cluster)));
+            self.by_name.insert(name.clone(), cluster);
+        }
         name
     }
 
     /// Every cluster, in name order.
-    pub fn into_vec(self) -> Vec<pb::Cluster> {
+    pub fn into_vec(self) -> Vec<Arc<SharedCluster>> {
         self.by_name.into_values().collect()
     }
 }

@@ -5,27 +5,85 @@
 use super::{View, cluster, host, http, protocol};
 use sluice_api::config as pb;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Virtual hosts, clusters and TCP services of one group of proxies.
 #[derive(Debug, Default)]
 pub(crate) struct Outbound {
     pub virtual_hosts: Vec<pb::VirtualHost>,
-    pub clusters: Vec<pb::Cluster>,
+    /// In name order.
+    pub clusters: Vec<Arc<SharedCluster>>,
     pub tcp_services: Vec<pb::TcpService>,
+}
+
+/// A cluster as translated once and shared: by every proxy of a group, and
+/// by the next revisions' halves of the group while nothing it is built
+/// from changes. Its encoding (and the digest's hash of it) is made once,
+/// by the first half that needs it.
+#[derive(Debug)]
+pub(crate) struct SharedCluster {
+    pub cluster: pb::Cluster,
+    encoded: OnceLock<(bytes::Bytes, u128)>,
+}
+
+impl SharedCluster {
+    pub fn new(cluster: pb::Cluster) -> Self {
+        Self {
+            cluster,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// The cluster's message bytes and their hash, from `encode` the first time.
+    pub fn encoded(
+        &self,
+        encode: impl FnOnce(&pb::Cluster) -> (bytes::Bytes, u128),
+    ) -> &(bytes::Bytes, u128) {
+        self.encoded.get_or_init(|| encode(&self.cluster))
+    }
 }
 
 /// (namespace, labels, trust domain): what the outbound half depends on.
 pub(crate) type OutboundKey = (String, BTreeMap<String, String>, String);
 
+type Built = Arc<Mutex<HashMap<OutboundKey, Arc<Outbound>>>>;
+
 /// Outbound translations of one revision, by group.
 #[derive(Debug, Default)]
-pub struct OutboundCache(Mutex<HashMap<OutboundKey, Arc<Outbound>>>);
+pub struct OutboundCache {
+    built: Built,
+    /// The translations of an earlier revision that differs from this one
+    /// only in VirtualServices: clusters read no VirtualService, so theirs
+    /// are taken over as they are (by name) instead of translated again.
+    previous: Option<Built>,
+}
 
 impl OutboundCache {
+    /// A cache for a revision whose inputs other than VirtualServices are
+    /// those of `earlier`'s revision: its clusters are reused.
+    pub fn reusing_clusters_of(earlier: &OutboundCache) -> Self {
+        Self {
+            built: Built::default(),
+            previous: Some(earlier.built.clone()),
+        }
+    }
+
+    /// Another handle on the same translations (without `previous`), for a
+    /// later revision to reuse from.
+    pub fn handle(&self) -> Self {
+        Self {
+            built: self.built.clone(),
+            previous: None,
+        }
+    }
+
+    fn lock(built: &Built) -> std::sync::MutexGuard<'_, HashMap<OutboundKey, Arc<Outbound>>> {
+        built.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Groups translated so far.
     pub fn len(&self) -> usize {
-        self.0.lock().map(|m| m.len()).unwrap_or(0)
+        Self::lock(&self.built).len()
     }
 
     /// Whether nothing was translated yet.
@@ -33,30 +91,32 @@ impl OutboundCache {
         self.len() == 0
     }
 
-    /// The cached translation for `key`, built with `build` on first use.
+    /// The cached translation for `key`, built with `build` on first use;
+    /// `build` gets the group's translation from the earlier revision, if
+    /// clusters may be reused from it.
     pub(crate) fn get_or_build(
         &self,
         key: OutboundKey,
-        build: impl FnOnce() -> Outbound,
+        build: impl FnOnce(Option<&Outbound>) -> Outbound,
     ) -> Arc<Outbound> {
-        if let Some(hit) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(hit) = Self::lock(&self.built).get(&key) {
             return Arc::clone(hit);
         }
+        let earlier = self
+            .previous
+            .as_ref()
+            .and_then(|p| Self::lock(p).get(&key).cloned());
         // Built outside the lock: translations of different groups run in parallel.
-        let built = Arc::new(build());
-        Arc::clone(
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key)
-                .or_insert(built),
-        )
+        let built = Arc::new(build(earlier.as_deref()));
+        Arc::clone(Self::lock(&self.built).entry(key).or_insert(built))
     }
 }
 
-/// Translates the outbound half for the proxy in `view`.
-pub(crate) fn build(view: &View<'_>) -> Outbound {
-    let mut clusters = cluster::Clusters::default();
+/// Translates the outbound half for the proxy in `view`, taking clusters
+/// over from `earlier` (the group's half of a revision that differs only in
+/// VirtualServices) by name.
+pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
+    let mut clusters = cluster::Clusters::reusing(earlier.map(|e| e.clusters.as_slice()));
     let mut virtual_hosts = Vec::new();
     let mut tcp_services = Vec::new();
     for service in &view.services {

@@ -1,9 +1,11 @@
 use super::*;
+use crate::translate::SharedCluster;
 use sluice_api::delta;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-fn cluster(name: &str, addresses: &[&str]) -> pb::Cluster {
-    pb::Cluster {
+fn cluster(name: &str, addresses: &[&str]) -> Arc<SharedCluster> {
+    Arc::new(SharedCluster::new(pb::Cluster {
         name: name.into(),
         endpoints: addresses
             .iter()
@@ -18,7 +20,7 @@ fn cluster(name: &str, addresses: &[&str]) -> pb::Cluster {
             })
             .collect(),
         ..pb::Cluster::default()
-    }
+    }))
 }
 
 fn vhost(name: &str, port: u32) -> pb::VirtualHost {
@@ -51,7 +53,7 @@ fn outbound() -> Outbound {
 fn ordered(o: &Outbound) -> pb::ProxyConfig {
     let mut config = pb::ProxyConfig {
         virtual_hosts: o.virtual_hosts.clone(),
-        clusters: o.clusters.clone(),
+        clusters: o.clusters.iter().map(|c| c.cluster.clone()).collect(),
         tcp_services: o.tcp_services.clone(),
         ..pb::ProxyConfig::default()
     };
@@ -69,6 +71,35 @@ fn encode_is_prost_encoding_of_the_name_ordered_half() {
     let again = EncodedHalf::encode(&outbound());
     assert_eq!(half.bytes, again.bytes);
     assert_eq!(half.digest, again.digest);
+}
+
+#[test]
+fn a_cluster_shared_with_an_earlier_half_brings_its_encoding_along() {
+    let earlier = outbound();
+    let first = EncodedHalf::encode(&earlier);
+    // The next revision keeps one cluster (the same `Arc`) and changes the other.
+    let mut next = outbound();
+    next.clusters[0] = earlier.clusters[0].clone();
+    next.clusters[1] = cluster("outbound|80||a", &["10.0.0.9"]);
+    let kept = earlier.clusters[0]
+        .encoded(|_| panic!("encoded already"))
+        .0
+        .as_ptr();
+    let half = EncodedHalf::encode(&next);
+    assert_eq!(
+        next.clusters[0]
+            .encoded(|_| panic!("encoded again"))
+            .0
+            .as_ptr(),
+        kept
+    );
+    // The same bytes as a half of fresh clusters, and a delta of just the changed one.
+    let mut fresh = outbound();
+    fresh.clusters[1] = cluster("outbound|80||a", &["10.0.0.9"]);
+    assert_eq!(half.bytes, EncodedHalf::encode(&fresh).bytes);
+    let delta = pb::ConfigDelta::decode(half.delta_from(&first.digest).as_ref()).unwrap();
+    let names: Vec<&str> = delta.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["outbound|80||a"]);
 }
 
 #[test]
