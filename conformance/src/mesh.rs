@@ -481,11 +481,14 @@ impl LocalMesh {
             self.check_alive()?;
             match sync::fetch(self.controller_metrics_addr()).await {
                 Ok(s) => {
+                    // A change of several objects can be published in two
+                    // revisions (the first object at once, the rest after a
+                    // quiet period): not converged while more is pending.
                     let grew = before.is_none_or(|b| s.revision > b);
-                    if grew && s.lagging(&ids).is_empty() {
+                    if grew && !s.pending && s.lagging(&ids).is_empty() {
                         return Ok(());
                     }
-                    if !grew && start.elapsed() >= self.opts.change_grace {
+                    if !grew && !s.pending && start.elapsed() >= self.opts.change_grace {
                         return Ok(());
                     }
                     last = Some(s);

@@ -61,7 +61,9 @@ fn handle(req: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
         }
         "/debug/syncz" => {
             let revision = state.index.borrow().revision;
-            json(&state.registry.view(revision))
+            let mut view = state.registry.view(revision);
+            view.pending = state.metrics.config_pending.get() != 0;
+            json(&view)
         }
         "/debug/configz" => {
             let index = state.index.borrow().clone();

@@ -241,7 +241,7 @@ impl ConfigDir {
 
     /// Watches until `tx` is closed, publishing each changed index.
     pub async fn run(self, mut intake: Intake, tx: watch::Sender<Arc<MeshIndex>>) {
-        let mut watch = Watch::start(&self.root);
+        let mut watch = Watch::start(&self.root, self.metrics.config_pending.clone());
         let mut tried = Instant::now();
         let mut last = stamps(&self.root);
         let mut texts = std::mem::take(&mut *self.texts.lock().unwrap_or_else(|p| p.into_inner()));
@@ -286,12 +286,7 @@ impl ConfigDir {
                 // timestamp tick leaves its stamp equal, so look once more.
                 () = recheck_due => "recheck",
             };
-            if let Some(w) = watch.as_mut() {
-                while let Ok((at, seen)) = w.wake.try_recv() {
-                    edge.note(at);
-                    burst.add(seen);
-                }
-            }
+            drain(&mut watch, &mut edge, &mut burst);
             // A watch sees nothing once its folder is gone: the root deleted
             // and made again, or a symlinked root pointed elsewhere. Start a
             // new one then, and retry now and again while there is none.
@@ -303,13 +298,14 @@ impl ConfigDir {
                 if watch.is_some() {
                     tracing::info!(dir = %self.root.display(), "the config folder changed identity; watching it again");
                 }
-                watch = Watch::start(&self.root);
+                watch = Watch::start(&self.root, self.metrics.config_pending.clone());
                 tried = Instant::now();
                 burst.add(Seen::Unknown);
             }
-            // Writes to hidden files alone (a temporary file before its
-            // rename) cannot change the listing: no need to scan yet.
+            // Writes to files the listing skips (a temporary file before
+            // its rename) cannot change what a scan sees: no need to scan.
             if trigger == "event" && !burst.touched {
+                self.settled(&watch);
                 continue;
             }
             burst.touched = false;
@@ -321,8 +317,14 @@ impl ConfigDir {
                 .inc();
             let now = stamps(&self.root);
             if now == last && trigger != "recheck" {
+                // Nothing listed changed: what the events said is moot (a
+                // symlink made, which never sends a close, would otherwise
+                // hold the next leading edge for a period).
+                burst.clear();
+                self.settled(&watch);
                 continue;
             }
+            self.metrics.config_pending.set(1);
             recheck = None;
             let seen = Instant::now();
             // The first change after a quiet period goes out at once, as soon
@@ -330,41 +332,53 @@ impl ConfigDir {
             // place is read only once it is closed). A poll knows nothing of
             // writes in progress, so it always waits for quiet.
             let mut leading = trigger == "event" && edge.leading() && !burst.unknown;
-            let waited_for_writes = leading && !burst.settled();
-            if waited_for_writes {
-                leading = self.until_settled(&mut watch, &mut edge, &mut burst).await;
-            }
-            let waited = seen.elapsed() >= self.debounce;
-            // The writes waited for moved the stamps seen before; without
-            // a leading edge, the stamps from before the wait are what the
-            // folder must still match after a quiet period.
-            let mut settled = if leading && waited_for_writes {
-                stamps(&self.root)
-            } else {
-                now
-            };
-            if !leading {
-                // Debounce: editors and `kubectl`-like writers touch several
-                // files in a row. Under constant churn the folder is never
-                // quiet, so a change waits at most MAX_DEBOUNCE_ROUNDS
-                // debounce periods. A period already spent waiting for an
-                // open write to end counts as the first.
-                for round in 0..MAX_DEBOUNCE_ROUNDS {
-                    if round > 0 || !waited {
-                        tokio::time::sleep(self.debounce).await;
-                    }
-                    let again = stamps(&self.root);
-                    if again == settled {
-                        break;
-                    }
-                    settled = again;
+            let mut settled = now;
+            let mut waited = false;
+            if leading {
+                let (ready, moved) = self.until_settled(&mut watch, &mut edge, &mut burst).await;
+                leading = ready;
+                waited = seen.elapsed() >= self.debounce;
+                // The writes waited for moved the stamps seen before; without
+                // a leading edge, the stamps from before the wait are what the
+                // folder must still match after a quiet period.
+                if ready && moved {
+                    settled = stamps(&self.root);
                 }
             }
-            edge.published();
-            burst.clear();
+            let (files, settled_at) = loop {
+                if !leading {
+                    // Debounce: editors and `kubectl`-like writers touch
+                    // several files in a row. Under constant churn the folder
+                    // is never quiet, so a change waits at most
+                    // MAX_DEBOUNCE_ROUNDS debounce periods. A period already
+                    // spent waiting for an open write to end counts as the first.
+                    for round in 0..MAX_DEBOUNCE_ROUNDS {
+                        if round > 0 || !waited {
+                            tokio::time::sleep(self.debounce).await;
+                        }
+                        let again = stamps(&self.root);
+                        if again == settled {
+                            break;
+                        }
+                        settled = again;
+                    }
+                }
+                edge.published();
+                burst.clear();
+                let settled_at = Instant::now();
+                let files = texts.load(&self.root, &self.metrics);
+                // A listed file that began changing before or while it was
+                // read on the leading edge may have been read half written
+                // (`cp` of several files, a checkout): wait for quiet instead.
+                if leading && drain(&mut watch, &mut edge, &mut burst) && burst.writing() {
+                    leading = false;
+                    waited = false;
+                    settled = stamps(&self.root);
+                    continue;
+                }
+                break (files, settled_at);
+            };
             last = settled;
-            let settled_at = Instant::now();
-            let files = texts.load(&self.root, &self.metrics);
             let read = settled_at.elapsed();
             if texts.racy {
                 recheck = Some(tokio::time::Instant::now() + texts.window);
@@ -392,36 +406,64 @@ impl ConfigDir {
                     .inc();
                 let _ = tx.send(Arc::new(index));
             }
+            self.settled(&watch);
+        }
+    }
+
+    /// Clears `sluice_config_pending` unless events wait to be looked at.
+    fn settled(&self, watch: &Option<Watch>) {
+        if watch.as_ref().is_none_or(|w| w.wake.is_empty()) {
+            self.metrics.config_pending.set(0);
         }
     }
 
     /// Waits at most one debounce period for the writes the watch saw begin
-    /// to end. `false` when one is still open then, or an event it cannot
-    /// account for arrived.
+    /// to end, taking in every event queued before deciding. Returns whether
+    /// they did (`false` when one is still open then, or an event it cannot
+    /// account for arrived), and whether any event came in meanwhile.
     async fn until_settled(
         &self,
         watch: &mut Option<Watch>,
         edge: &mut Edge,
         burst: &mut Burst,
-    ) -> bool {
-        let Some(w) = watch.as_mut() else {
-            return false;
-        };
+    ) -> (bool, bool) {
         let deadline = tokio::time::Instant::now() + self.debounce;
-        while !burst.settled() {
+        let mut moved = false;
+        loop {
+            moved |= drain(watch, edge, burst);
+            if burst.settled() {
+                return (true, moved);
+            }
+            let Some(w) = watch.as_mut() else {
+                return (false, moved);
+            };
             if burst.unknown {
-                return false;
+                return (false, moved);
             }
             match tokio::time::timeout_at(deadline, w.wake.recv()).await {
                 Ok(Some((at, seen))) => {
+                    moved = true;
                     edge.note(at);
                     burst.add(seen);
                 }
-                _ => return false,
+                _ => return (false, moved),
             }
         }
-        true
     }
+}
+
+/// Takes in every event the watch has queued; whether there was any.
+fn drain(watch: &mut Option<Watch>, edge: &mut Edge, burst: &mut Burst) -> bool {
+    let Some(w) = watch.as_mut() else {
+        return false;
+    };
+    let mut any = false;
+    while let Ok((at, seen)) = w.wake.try_recv() {
+        any = true;
+        edge.note(at);
+        burst.add(seen);
+    }
+    any
 }
 
 /// The inotify side of the source: the watcher (dropping it ends the watch),
@@ -435,7 +477,7 @@ struct Watch {
 impl Watch {
     /// Watches `root` and the folders under it; `None`, with a warning, when
     /// the folder cannot be watched (missing, or the inotify limits reached).
-    fn start(root: &Path) -> Option<Self> {
+    fn start(root: &Path, pending: prometheus_client::metrics::gauge::Gauge) -> Option<Self> {
         use notify::Watcher as _;
         // Unbounded: the source needs every event to know which writes are
         // still open. It drains them at each wake-up, so few wait at once.
@@ -448,6 +490,8 @@ impl Watch {
                 Ok(e) => Seen::of(e),
                 Err(_) => Seen::Unknown,
             };
+            // Until the source has looked, the published revision may lack it.
+            pending.set(1);
             let _ = tx.send((Instant::now(), seen));
         };
         let root_id = root_id(root);
@@ -500,6 +544,8 @@ enum Seen {
     Closed(Vec<PathBuf>),
     /// Renamed (into place or away) or removed.
     Moved(Vec<PathBuf>),
+    /// A folder made: files may be written into it before it is watched.
+    Folder(Vec<PathBuf>),
     /// Anything else (a folder made, a queue overflow): wait for quiet.
     Unknown,
 }
@@ -515,15 +561,26 @@ impl Seen {
             EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
                 Self::Moved(event.paths)
             }
+            EventKind::Create(CreateKind::Folder) => Self::Folder(event.paths),
             _ => Self::Unknown,
         }
     }
 }
 
-/// A file the folder's listing skips (a dot-name, like the temporary file a
-/// writer renames into place): writing it changes no stamp. (A YAML symlink
-/// pointing at a dot-named file is the exception: its writes are found by
-/// the safety-net poll.)
+/// Whether the folder's listing can hold `path`: a YAML file whose name is
+/// not hidden. Writes to anything else (a temporary file before its rename,
+/// an editor's swap file, a README) change no stamp and are not waited for.
+/// (A YAML symlink pointing at a file that is not listed is the exception:
+/// its writes are found by the safety-net poll.)
+fn listed(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| {
+        let n = n.as_encoded_bytes();
+        !n.starts_with(b".") && (n.ends_with(b".yaml") || n.ends_with(b".yml"))
+    })
+}
+
+/// A dot-named path, like the timestamped folder a ConfigMap's files are
+/// written into before its `..data` symlink is swapped.
 fn hidden(path: &Path) -> bool {
     path.file_name()
         .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
@@ -537,7 +594,7 @@ struct Burst {
     open: std::collections::HashSet<PathBuf>,
     ended: bool,
     unknown: bool,
-    /// Some event since the last scan was not a write to a hidden file.
+    /// Some event since the last scan can have changed what it sees.
     touched: bool,
 }
 
@@ -545,13 +602,15 @@ impl Burst {
     fn add(&mut self, seen: Seen) {
         match seen {
             Seen::Began(paths) => {
-                self.touched |= !paths.iter().all(|p| hidden(p));
+                let paths = paths.into_iter().filter(|p| listed(p));
+                let before = self.open.len();
                 self.open.extend(paths);
+                self.touched |= self.open.len() > before;
             }
             Seen::Closed(paths) => {
-                self.touched |= !paths.iter().all(|p| hidden(p));
-                self.ended = true;
-                for p in &paths {
+                for p in paths.iter().filter(|p| listed(p)) {
+                    self.touched = true;
+                    self.ended = true;
                     self.open.remove(p);
                 }
             }
@@ -564,11 +623,19 @@ impl Burst {
                     self.open.remove(p);
                 }
             }
-            Seen::Unknown => {
+            // Nothing is listed from a hidden folder but through a symlink,
+            // and those are swapped in by a rename, which is scanned for.
+            Seen::Folder(paths) if paths.iter().all(|p| hidden(p)) => {}
+            Seen::Folder(_) | Seen::Unknown => {
                 self.touched = true;
                 self.unknown = true;
             }
         }
+    }
+
+    /// Some write to a listed file may still be going on.
+    fn writing(&self) -> bool {
+        self.unknown || !self.open.is_empty()
     }
 
     /// Some write ended and none is still open.

@@ -6,7 +6,7 @@
 //! same `files` map `--config-dir` mode reads, so parsing, validation, keeping
 //! the last good version and revisions are the same code in both modes.
 
-use crate::debounce::{self, Edge};
+use crate::debounce;
 use crate::index::{Intake, MeshIndex, Rejection};
 use crate::metrics::{ControllerMetrics, PublishLabels};
 use crate::sync::SyncRegistry;
@@ -98,7 +98,7 @@ impl KubeSource {
     ) -> Self {
         let writes = metrics.status_writes.clone();
         Self {
-            watched: Watched::start(&client),
+            watched: Watched::start(&client, debounce, metrics.config_pending.clone()),
             statuses: StatusWriter::new(client, leader, writes),
             debounce,
             metrics,
@@ -119,6 +119,7 @@ impl KubeSource {
     /// and writes the statuses it implies.
     pub async fn load(&mut self, intake: &mut Intake) -> MeshIndex {
         self.watched.wait_synced(Duration::from_secs(10)).await;
+        self.watched.changes.taken();
         let files = self.files();
         self.last_files = Some(files.clone());
         let index = intake.ingest(files, Instant::now(), &self.metrics);
@@ -133,7 +134,6 @@ impl KubeSource {
         let changes = self.watched.changes.clone();
         let mut leader = Some(self.statuses.leadership());
         let mut recheck = tokio::time::interval(RECONCILED_RECHECK);
-        let mut edge = Edge::new(self.debounce);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let leadership = tokio::select! {
@@ -181,10 +181,10 @@ impl KubeSource {
             // a quiet period is published at once. The rest of its burst
             // waits for quiet (`kubectl apply -f` of a folder is many writes
             // in a row); under constant churn, for MAX_DEBOUNCE_ROUNDS at most.
-            if leadership.is_none() {
-                edge.note(seen);
-            }
-            let leading = leadership.is_none() && edge.leading();
+            // The watches note every event's time as it comes (see
+            // `watch::Changes`): one that came during the last ingest or
+            // status writes belongs to that burst, though looked at only now.
+            let leading = leadership.is_none() && changes.edge().leading();
             if !leading {
                 for _ in 0..MAX_DEBOUNCE_ROUNDS {
                     if tokio::time::timeout(self.debounce, changes.notified())
@@ -193,9 +193,9 @@ impl KubeSource {
                     {
                         break;
                     }
-                    edge.note(Instant::now());
                 }
             }
+            changes.taken();
             let files = self.files();
             // Status writes (ours included) come back as watch events
             // without changing any document: nothing to ingest then.
@@ -206,7 +206,7 @@ impl KubeSource {
                     let current = tx.borrow();
                     index.changed_from(&current)
                 };
-                edge.published();
+                changes.edge().published();
                 if let Some(index) = changed {
                     tracing::info!(
                         revision = index.revision,

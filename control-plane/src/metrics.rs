@@ -103,6 +103,8 @@ pub struct ControllerMetrics {
     pub config_dir_file_loads: Family<FileLoadLabels, Counter>,
     /// Changed indexes published by the config source, by debounce edge.
     pub config_publishes: Family<PublishLabels, Counter>,
+    /// 1 while the config source has seen a change it has not published.
+    pub config_pending: Gauge,
 }
 
 impl Default for ControllerMetrics {
@@ -225,6 +227,12 @@ impl ControllerMetrics {
             "Changed configurations published to the proxies by debounce edge (leading: at once, after a quiet period; trailing: after waiting for quiet)",
             config_publishes.clone(),
         );
+        let config_pending = Gauge::default();
+        registry.register(
+            "sluice_config_pending",
+            "1 while the config source has seen a change it has not published yet (a debounce in progress), 0 once the latest revision holds every change seen",
+            config_pending.clone(),
+        );
         registry.register(
             "sluice_kube_watch_restarts",
             "Failed API server list or watch requests by kind (retried after a backoff; an expired watch relists at once)",
@@ -240,6 +248,7 @@ impl ControllerMetrics {
             config_dir_watching,
             config_dir_file_loads,
             config_publishes,
+            config_pending,
             csr_requests,
             webhook_requests,
             convergence,

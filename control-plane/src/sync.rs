@@ -58,6 +58,9 @@ pub struct SyncView {
     pub revision: u64,
     /// Connected proxies, by id.
     pub proxies: Vec<ProxySync>,
+    /// The config source has seen a change it has not published yet (the
+    /// rest of a burst waiting for quiet): `revision` is not final.
+    pub pending: bool,
 }
 
 /// Registry of connected proxies.
@@ -141,7 +144,11 @@ impl SyncRegistry {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
         proxies.sort_by(|a, b| a.id.cmp(&b.id));
-        SyncView { revision, proxies }
+        SyncView {
+            revision,
+            proxies,
+            pending: false,
+        }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, ProxySync>> {

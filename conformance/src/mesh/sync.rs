@@ -21,6 +21,9 @@ pub struct Syncz {
     pub revision: u64,
     /// Connected proxies.
     pub proxies: Vec<ProxySync>,
+    /// The controller has seen a change it has not published yet (the rest
+    /// of a burst waiting for quiet), so `revision` is not final.
+    pub pending: bool,
 }
 
 impl Syncz {
@@ -80,7 +83,11 @@ pub fn parse(body: &[u8]) -> Option<Syncz> {
                 .collect()
         })
         .unwrap_or_default();
-    Some(Syncz { revision, proxies })
+    Some(Syncz {
+        revision,
+        proxies,
+        pending: v["pending"].as_bool().unwrap_or(false),
+    })
 }
 
 /// Fetches and parses `/debug/syncz`; the error says why there is no answer.

@@ -63,6 +63,12 @@ fn syncz_lagging_lists_unacked_and_missing_proxies() {
         "{lag:?}"
     );
     assert!(lag[1].contains("c.default (not connected)"));
+    assert!(
+        !s.pending,
+        "an older controller's syncz has no pending field"
+    );
+    let pending = sync::parse(br#"{"revision": 7, "proxies": [], "pending": true}"#).unwrap();
+    assert!(pending.pending);
 }
 
 #[test]

@@ -418,7 +418,19 @@ async fn later_changes_of_a_burst_wait_for_quiet() {
     // Within the period of the first: the same burst.
     let started = Instant::now();
     std::fs::write(dir.path().join("b.yaml"), service_entry("b")).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        r.metrics.config_pending.get(),
+        1,
+        "a change waiting for quiet is pending"
+    );
     until_has(&mut r, "b").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        r.metrics.config_pending.get(),
+        0,
+        "published: nothing pending"
+    );
     assert!(
         started.elapsed() >= Duration::from_millis(400),
         "the second change did not wait for a quiet period"
@@ -430,4 +442,30 @@ async fn later_changes_of_a_burst_wait_for_quiet() {
     std::fs::write(dir.path().join("c.yaml"), service_entry("c")).unwrap();
     until_has(&mut r, "c").await;
     assert_eq!(r.publishes("leading"), 2);
+}
+
+#[tokio::test]
+async fn a_closed_file_is_not_published_while_another_is_still_being_written() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start_debounced(dir.path(), Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // As `cp a.yaml b.yaml` does: `a` done, `b` still being written.
+    let text = service_entry("b");
+    let (head, tail) = text.split_at(text.len() / 2);
+    let mut b = std::fs::File::create(dir.path().join("b.yaml")).unwrap();
+    b.write_all(head.as_bytes()).unwrap();
+    b.flush().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), service_entry("a")).unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !r.rx.has_changed().unwrap(),
+        "published while b.yaml was open"
+    );
+    b.write_all(tail.as_bytes()).unwrap();
+    drop(b);
+    let index = until_has(&mut r, "b").await;
+    assert!(index.of_kind("ServiceEntry").any(|se| se.name() == "a"));
+    assert!(index.rejected.is_empty(), "{:?}", index.rejected);
+    assert_eq!(r.publishes("leading"), 1);
 }

@@ -233,15 +233,15 @@ fn clusters_are_reused_after_a_virtual_service_change_and_rebuilt_after_any_othe
     let fresh = ingest(&mut Intake::new(), &routed_files);
     assert_eq!(bytes, clusters_of(&fresh).1);
 
-    // A DestinationRule change, and an endpoint change: built again, right.
+    // Each kind clusters read, changed alone: built again, and right.
     let rule = RULE.replace("version: v1", "version: v2");
+    let moved = SERVICE.replace("127.0.9.1", "127.0.9.2");
+    let peer = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+                metadata: {name: default, namespace: default}\nspec: {mtls: {mode: DISABLE}}\n";
     for files in [
-        [base[0], ("dr.yaml", rule.as_str()), ("vs.yaml", &vs(2))],
-        [
-            ("svc.yaml", &SERVICE.replace("127.0.9.1", "127.0.9.2")),
-            ("dr.yaml", rule.as_str()),
-            ("vs.yaml", &vs(2)),
-        ],
+        vec![base[0], ("dr.yaml", rule.as_str()), ("vs.yaml", &vs(2))],
+        vec![("svc.yaml", moved.as_str()), base[1], ("vs.yaml", &vs(2))],
+        vec![base[0], base[1], ("pa.yaml", peer), ("vs.yaml", &vs(2))],
     ] {
         let (previous, _) = clusters_of(&ingest(&mut intake, &routed_files));
         let changed = ingest(&mut intake, &files);

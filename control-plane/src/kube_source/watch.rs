@@ -6,6 +6,7 @@ use crate::crd::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
     ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
 };
+use crate::debounce::Edge;
 use crate::metrics::KindLabels;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -17,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Failed list or watch requests by kind. Process-wide because the watches
@@ -47,6 +48,52 @@ pub fn istio_resources() -> Vec<ApiResource> {
     ]
 }
 
+/// Wakes the source on every watch event, and notes each event's time in
+/// the source's [`Edge`] as it happens: the source may look much later (after
+/// an ingest, after writing statuses), and bursts go by when events came.
+#[derive(Debug)]
+pub struct Changes {
+    notify: Notify,
+    edge: std::sync::Mutex<Edge>,
+    /// `sluice_config_pending`: set on every event, cleared by the source
+    /// when it reads the caches.
+    pending: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Changes {
+    /// Bursts are runs of events less than `debounce` apart.
+    pub fn new(debounce: Duration, pending: prometheus_client::metrics::gauge::Gauge) -> Self {
+        Self {
+            notify: Notify::new(),
+            edge: std::sync::Mutex::new(Edge::new(debounce)),
+            pending,
+        }
+    }
+
+    /// Records an event now and wakes the source.
+    pub fn signal(&self) {
+        self.edge().note(Instant::now());
+        self.pending.set(1);
+        self.notify.notify_one();
+    }
+
+    /// The source is about to read the caches: every event so far is in
+    /// what it reads.
+    pub fn taken(&self) {
+        self.pending.set(0);
+    }
+
+    /// Waits for an event (returns at once if one came since the last wait).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The bursts of events seen so far.
+    pub fn edge(&self) -> std::sync::MutexGuard<'_, Edge> {
+        self.edge.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Caches of everything the controller reads from the API server.
 pub struct Watched {
     /// Istio/Sluice objects, one store per kind.
@@ -58,7 +105,7 @@ pub struct Watched {
     /// Pods.
     pub pods: Store<Pod>,
     /// Woken on every change of any cache.
-    pub changes: Arc<Notify>,
+    pub changes: Arc<Changes>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -72,8 +119,12 @@ impl Drop for Watched {
 
 impl Watched {
     /// Starts every watch; the caches fill in the background.
-    pub fn start(client: &kube::Client) -> Self {
-        let changes = Arc::new(Notify::new());
+    pub fn start(
+        client: &kube::Client,
+        debounce: Duration,
+        pending: prometheus_client::metrics::gauge::Gauge,
+    ) -> Self {
+        let changes = Arc::new(Changes::new(debounce, pending));
         let mut tasks = Vec::new();
         let mut istio = Vec::new();
         for ar in istio_resources() {
@@ -159,7 +210,7 @@ fn spawn<K>(
     kind: String,
     api: Api<K>,
     writer: Writer<K>,
-    changes: Arc<Notify>,
+    changes: Arc<Changes>,
 ) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource
@@ -188,7 +239,7 @@ where
             match event {
                 Ok(_) => {
                     retry.succeeded();
-                    changes.notify_one();
+                    changes.signal();
                 }
                 Err(e) => {
                     restarts.inc();
