@@ -32,7 +32,7 @@
 
 use crate::debounce::{self, Edge};
 use crate::index::{Intake, MeshIndex};
-use crate::metrics::{ControllerMetrics, FileLoadLabels, PublishLabels, ScanLabels};
+use crate::metrics::{ControllerMetrics, FileLoadLabels, ScanLabels};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -398,12 +398,7 @@ impl ConfigDir {
                     build_ms = settled_at.elapsed().as_millis() as u64,
                     "configuration changed"
                 );
-                self.metrics
-                    .config_publishes
-                    .get_or_create(&PublishLabels {
-                        edge: debounce::label(leading),
-                    })
-                    .inc();
+                self.metrics.record_publish(leading);
                 let _ = tx.send(Arc::new(index));
             }
             self.settled(&watch);

@@ -8,7 +8,7 @@
 
 use crate::debounce;
 use crate::index::{Intake, MeshIndex, Rejection};
-use crate::metrics::{ControllerMetrics, PublishLabels};
+use crate::metrics::ControllerMetrics;
 use crate::sync::SyncRegistry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -213,12 +213,7 @@ impl KubeSource {
                         edge = debounce::label(leading),
                         "configuration changed"
                     );
-                    self.metrics
-                        .config_publishes
-                        .get_or_create(&PublishLabels {
-                            edge: debounce::label(leading),
-                        })
-                        .inc();
+                    self.metrics.record_publish(leading);
                     let _ = tx.send(Arc::new(index));
                 }
             }

@@ -263,6 +263,15 @@ impl ControllerMetrics {
         }
     }
 
+    /// Counts a changed configuration published on the leading or trailing edge.
+    pub fn record_publish(&self, leading: bool) {
+        self.config_publishes
+            .get_or_create(&PublishLabels {
+                edge: crate::debounce::label(leading),
+            })
+            .inc();
+    }
+
     /// Records the accepted objects (by kind) and the number refused.
     pub fn record_objects<'a>(&self, kinds: impl Iterator<Item = &'a str>, rejected: usize) {
         let mut counts: BTreeMap<&str, i64> = BTreeMap::new();

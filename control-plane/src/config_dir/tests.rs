@@ -32,7 +32,7 @@ impl Running {
     fn publishes(&self, edge: &'static str) -> u64 {
         self.metrics
             .config_publishes
-            .get_or_create(&PublishLabels { edge })
+            .get_or_create(&crate::metrics::PublishLabels { edge })
             .get()
     }
 
@@ -373,18 +373,31 @@ async fn a_write_through_a_renamed_temporary_file_is_published_at_once() {
     assert_eq!(r.publishes("leading"), 1);
 }
 
+/// A file holding the first half of ServiceEntry `name`, still open; the
+/// second half, for [`finish`].
+fn half_written(dir: &Path, name: &str) -> (std::fs::File, String) {
+    use std::io::Write as _;
+    let text = service_entry(name);
+    let (head, tail) = text.split_at(text.len() / 2);
+    let mut f = std::fs::File::create(dir.join(format!("{name}.yaml"))).unwrap();
+    f.write_all(head.as_bytes()).unwrap();
+    f.flush().unwrap();
+    (f, tail.to_owned())
+}
+
+/// Writes the rest of a [`half_written`] file and closes it.
+fn finish((mut f, tail): (std::fs::File, String)) {
+    use std::io::Write as _;
+    f.write_all(tail.as_bytes()).unwrap();
+}
+
 #[tokio::test]
 async fn a_file_still_open_for_writing_is_not_read_until_closed() {
-    use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     // Long enough that the write below ends within the leading wait.
     let mut r = start_debounced(dir.path(), Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let text = service_entry("a");
-    let (head, tail) = text.split_at(text.len() / 2);
-    let mut f = std::fs::File::create(dir.path().join("a.yaml")).unwrap();
-    f.write_all(head.as_bytes()).unwrap();
-    f.flush().unwrap();
+    let a = half_written(dir.path(), "a");
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
         !r.rx.has_changed().unwrap(),
@@ -397,8 +410,7 @@ async fn a_file_still_open_for_writing_is_not_read_until_closed() {
             .get(),
         0
     );
-    f.write_all(tail.as_bytes()).unwrap();
-    drop(f);
+    finish(a);
     let index = until_has(&mut r, "a").await;
     assert!(index.rejected.is_empty(), "{:?}", index.rejected);
     assert_eq!(
@@ -446,24 +458,18 @@ async fn later_changes_of_a_burst_wait_for_quiet() {
 
 #[tokio::test]
 async fn a_closed_file_is_not_published_while_another_is_still_being_written() {
-    use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let mut r = start_debounced(dir.path(), Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(200)).await;
     // As `cp a.yaml b.yaml` does: `a` done, `b` still being written.
-    let text = service_entry("b");
-    let (head, tail) = text.split_at(text.len() / 2);
-    let mut b = std::fs::File::create(dir.path().join("b.yaml")).unwrap();
-    b.write_all(head.as_bytes()).unwrap();
-    b.flush().unwrap();
+    let b = half_written(dir.path(), "b");
     std::fs::write(dir.path().join("a.yaml"), service_entry("a")).unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
         !r.rx.has_changed().unwrap(),
         "published while b.yaml was open"
     );
-    b.write_all(tail.as_bytes()).unwrap();
-    drop(b);
+    finish(b);
     let index = until_has(&mut r, "b").await;
     assert!(index.of_kind("ServiceEntry").any(|se| se.name() == "a"));
     assert!(index.rejected.is_empty(), "{:?}", index.rejected);
