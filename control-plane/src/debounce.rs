@@ -4,9 +4,10 @@
 //!
 //! A burst is a run of events with gaps shorter than the period. Its first
 //! publish may go out at once; every later one in the same burst waits for
-//! quiet, so a writer touching many objects in a row still costs at most two
-//! pushes (its first object, then the rest together) and a steady stream of
-//! changes is coalesced as before. A lone edit, the common case, reaches the
+//! quiet, so a writer touching many objects in a row costs one push more
+//! than before (its first object, then the rest together; a burst longer
+//! than the longest wait is still published every ten periods) and a steady
+//! stream of changes is coalesced as before. A lone edit, the common case, reaches the
 //! proxies without waiting out the period. Linkerd's destination controller
 //! pushes every watch event as it comes; Istio always waits out its debounce.
 
