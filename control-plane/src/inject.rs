@@ -31,6 +31,10 @@ pub const STATUS_ANNOTATION: &str = "sidecar.sluice.io/status";
 pub const REWRITE_PROBES_ANNOTATION: &str = "sidecar.sluice.io/rewriteAppHTTPProbers";
 /// Istio's spelling of [`REWRITE_PROBES_ANNOTATION`].
 pub const ISTIO_REWRITE_PROBES_ANNOTATION: &str = "sidecar.istio.io/rewriteAppHTTPProbers";
+/// Per-pod proxy settings (Istio's `ProxyConfig`, as YAML or JSON); Sluice reads `concurrency`.
+pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.sluice.io/config";
+/// Istio's spelling of [`PROXY_CONFIG_ANNOTATION`].
+pub const ISTIO_PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
 /// Label telling peers this workload speaks mTLS (Istio's name, so policies carry over).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 /// Istio's canonical service name label.
@@ -70,6 +74,10 @@ pub struct InjectConfig {
     pub requests: BTreeMap<String, String>,
     /// Resource limits of the sidecar container.
     pub limits: BTreeMap<String, String>,
+    /// Worker threads of every sidecar (`meshConfig.defaultConfig.concurrency`);
+    /// `None` leaves it to the proxy (the CPUs it may use, at most 2). A pod's
+    /// `proxy.istio.io/config` annotation overrides it.
+    pub concurrency: Option<u32>,
 }
 
 impl Default for InjectConfig {
@@ -85,6 +93,7 @@ impl Default for InjectConfig {
                 ("memory".to_owned(), "32Mi".to_owned()),
             ]),
             limits: BTreeMap::new(),
+            concurrency: None,
         }
     }
 }
@@ -174,6 +183,7 @@ pub fn inject_workload(pod: &Pod, workload: &str, cfg: &InjectConfig) -> Result<
     }
     // Validate every annotation before changing anything.
     let capture = capture::Capture::from_pod(pod, cfg.proxy_uid)?;
+    let concurrency = proxy_concurrency(pod)?.or(cfg.concurrency);
     let mut pod = pod.clone();
     let rewrite = !annotation_is_false(&pod, REWRITE_PROBES_ANNOTATION)
         && !annotation_is_false(&pod, ISTIO_REWRITE_PROBES_ANNOTATION);
@@ -219,6 +229,7 @@ pub fn inject_workload(pod: &Pod, workload: &str, cfg: &InjectConfig) -> Result<
             name: workload,
             labels: &reported,
             app_probes,
+            concurrency,
         },
     );
     // Init containers run in order: capture first, then the proxy, so the
@@ -306,6 +317,93 @@ fn canonical<const N: usize>(
     std::iter::once(key)
         .chain(fallbacks)
         .find_map(|k| labels.get(k).filter(|v| !v.is_empty()).cloned())
+}
+
+/// Resource name → quantity, e.g. `cpu` → `50m`.
+pub type Quantities = BTreeMap<String, String>;
+
+/// Sidecar resources from JSON shaped like a container's `resources`
+/// (`{"requests": {...}, "limits": {...}}`, either may be left out): the
+/// requests and limits maps. Numbers are taken as quantities (`cpu: 1`).
+pub fn parse_resources(json: &str) -> Result<(Quantities, Quantities), String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+    let object = match &value {
+        serde_json::Value::Null => return Ok((BTreeMap::new(), BTreeMap::new())),
+        serde_json::Value::Object(o) => o,
+        _ => return Err("expected an object with requests and limits".into()),
+    };
+    if let Some(key) = object.keys().find(|k| *k != "requests" && *k != "limits") {
+        return Err(format!(
+            "unknown field `{key}` (expected requests and limits)"
+        ));
+    }
+    let map =
+        |field: &str| -> Result<BTreeMap<String, String>, String> {
+            match object.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
+            Some(serde_json::Value::Object(m)) => m
+                .iter()
+                .map(|(name, q)| {
+                    let q = match q {
+                        serde_json::Value::String(s) if !s.is_empty() => s.clone(),
+                        serde_json::Value::Number(n) => n.to_string(),
+                        _ => {
+                            return Err(format!(
+                                "{field}.{name}: expected a quantity such as \"100m\" or \"64Mi\""
+                            ));
+                        }
+                    };
+                    Ok((name.clone(), q))
+                })
+                .collect(),
+            Some(_) => Err(format!("{field}: expected a map of resource name to quantity")),
+        }
+        };
+    Ok((map("requests")?, map("limits")?))
+}
+
+/// `concurrency` of the pod's proxy-config annotation (Sluice's spelling
+/// first); other `ProxyConfig` fields are not read.
+fn proxy_concurrency(pod: &Pod) -> Result<Option<u32>, InjectError> {
+    let Some(annotations) = pod.metadata.annotations.as_ref() else {
+        return Ok(None);
+    };
+    let Some((name, text)) = [PROXY_CONFIG_ANNOTATION, ISTIO_PROXY_CONFIG_ANNOTATION]
+        .iter()
+        .find_map(|k| annotations.get(*k).map(|v| (*k, v)))
+    else {
+        return Ok(None);
+    };
+    let bad = |reason: String| InjectError::Annotation {
+        annotation: name.to_owned(),
+        reason,
+    };
+    let config: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| bad(format!("not a ProxyConfig in YAML or JSON: {e}")))?;
+    let config = match config {
+        serde_yaml::Value::Null => return Ok(None),
+        serde_yaml::Value::Mapping(m) => m,
+        _ => {
+            return Err(bad(
+                "not a ProxyConfig in YAML or JSON: expected a map".into()
+            ));
+        }
+    };
+    match config.get("concurrency") {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| i32::try_from(*n).is_ok())
+            .map(Some)
+            .ok_or_else(|| {
+                bad(format!(
+                    "concurrency: expected a whole number of worker threads, 0 or more (0 = every CPU), got {}",
+                    serde_yaml::to_string(v).unwrap_or_default().trim()
+                ))
+            }),
+    }
 }
 
 fn annotation_is_false(pod: &Pod, key: &str) -> bool {

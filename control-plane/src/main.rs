@@ -134,6 +134,10 @@ struct Args {
     /// Certificate service address injected sidecars use (empty: no mTLS).
     #[arg(long)]
     injected_ca_address: Option<String>,
+    /// Resources of injected sidecars as JSON, e.g.
+    /// `{"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {}}` (Helm's `proxy.resources`).
+    #[arg(long, value_name = "JSON")]
+    proxy_resources: Option<String>,
     /// Print the bootstrap token of NAMESPACE/SERVICE_ACCOUNT and exit (local mode).
     #[arg(long, value_name = "NAMESPACE/SERVICE_ACCOUNT")]
     print_token: Option<String>,
@@ -243,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
+    let proxy_concurrency = mesh.proxy_concurrency;
     let mut intake = Intake::with_mesh(mesh);
     let debounce = Duration::from_millis(args.debounce_ms);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -260,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
             let client = kube_source::connect(args.kubeconfig.as_deref())
                 .await
                 .context("connecting to the Kubernetes API server")?;
-            start_webhooks(&args, client.clone(), &ca, &metrics).await?;
+            start_webhooks(&args, client.clone(), &ca, &metrics, proxy_concurrency).await?;
             authn = authn.with_token_review(client.clone(), args.token_audiences.clone());
             let leader = if args.leader_election {
                 let config = LeaderConfig::new(
@@ -386,6 +391,7 @@ async fn start_webhooks(
     client: kube::Client,
     ca: &Arc<CertificateAuthority>,
     metrics: &Arc<ControllerMetrics>,
+    proxy_concurrency: Option<u32>,
 ) -> anyhow::Result<()> {
     let explicit = args.webhook_listen.is_some();
     let listen = args.webhook_listen.as_deref().unwrap_or(":15017");
@@ -407,8 +413,15 @@ async fn start_webhooks(
     };
     let mut inject = InjectConfig {
         trust_domain: args.trust_domain.clone(),
+        concurrency: proxy_concurrency,
         ..InjectConfig::default()
     };
+    if let Some(json) = &args.proxy_resources {
+        let (requests, limits) = sluice_control_plane::inject::parse_resources(json)
+            .map_err(|e| anyhow::anyhow!("--proxy-resources: {e}"))?;
+        inject.requests = requests;
+        inject.limits = limits;
+    }
     if let Some(image) = &args.proxy_image {
         inject.proxy_image.clone_from(image);
     }

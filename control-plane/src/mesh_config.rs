@@ -22,6 +22,9 @@ pub struct MeshConfig {
     pub h2_upgrade: bool,
     /// Tracing and access logging defaults and providers.
     pub telemetry: MeshTelemetry,
+    /// `defaultConfig.concurrency`: worker threads of injected sidecars
+    /// (`None`: the CPUs each may use, at most 2; 0: every such CPU).
+    pub proxy_concurrency: Option<u32>,
 }
 
 impl Default for MeshConfig {
@@ -32,6 +35,7 @@ impl Default for MeshConfig {
             retry_budget_min_per_second: 10,
             h2_upgrade: false,
             telemetry: MeshTelemetry::default(),
+            proxy_concurrency: None,
         }
     }
 }

@@ -181,6 +181,53 @@ fn chart_mesh_config_is_read_by_the_controller_and_rolls_pods_on_change() {
     );
 }
 
+/// What the chart's `proxy.resources` and `meshConfig.defaultConfig.concurrency`
+/// become in an injected pod, read back the way the controller reads them.
+#[test]
+fn chart_sidecar_resources_and_concurrency_reach_injection() {
+    use sluice_control_plane::inject::parse_resources;
+    use sluice_control_plane::mesh_config::{MeshConfig, parse_mesh_config};
+    let resources_arg = |docs: &[Value]| -> String {
+        let args =
+            of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+                .as_array()
+                .expect("controller args")
+                .iter()
+                .filter_map(Value::as_str)
+                .find_map(|a| a.strip_prefix("--proxy-resources="))
+                .map(str::to_owned);
+        args.expect("--proxy-resources is passed")
+    };
+    let (requests, limits) = parse_resources(&resources_arg(&rendered())).expect("default parses");
+    assert_eq!(requests.get("cpu").map(String::as_str), Some("50m"));
+    assert_eq!(requests.get("memory").map(String::as_str), Some("32Mi"));
+    assert!(limits.is_empty(), "{limits:?}");
+
+    let set = rendered_with(&[
+        "--set",
+        "proxy.resources.limits.cpu=1",
+        "--set",
+        "proxy.resources.limits.memory=64Mi",
+        "--set",
+        "meshConfig.defaultConfig.concurrency=1",
+    ]);
+    let (_, limits) = parse_resources(&resources_arg(&set)).expect("parses");
+    assert_eq!(limits.get("cpu").map(String::as_str), Some("1"));
+    assert_eq!(limits.get("memory").map(String::as_str), Some("64Mi"));
+    let (mesh, ignored) =
+        parse_mesh_config(&mesh_config(&set), MeshConfig::default()).expect("parses");
+    assert!(ignored.is_empty(), "{ignored:?}");
+    assert_eq!(mesh.proxy_concurrency, Some(1));
+    assert_eq!(
+        parse_mesh_config(&mesh_config(&rendered()), MeshConfig::default())
+            .expect("parses")
+            .0
+            .proxy_concurrency,
+        None,
+        "unset by default: each sidecar sizes itself"
+    );
+}
+
 #[test]
 fn chart_crds_are_the_generated_ones() {
     for entry in std::fs::read_dir(workspace().join("crds")).expect("crds/") {

@@ -162,9 +162,22 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
     install_crds(env).await;
     let webhook = free_addr();
     let listen = webhook.to_string();
+    // The sidecar's resources and worker threads as the chart passes them.
+    let mesh = std::env::temp_dir().join(format!("webhooks-mesh-{}.yaml", std::process::id()));
+    std::fs::write(&mesh, "defaultConfig: {concurrency: 1}\n").expect("mesh config file");
+    let mesh = mesh.display().to_string();
     let c = Controller::start(
         &env.kubeconfig,
-        &["--webhook-listen", &listen, "--proxy-image", PROXY_IMAGE],
+        &[
+            "--webhook-listen",
+            &listen,
+            "--proxy-image",
+            PROXY_IMAGE,
+            "--mesh-config",
+            &mesh,
+            "--proxy-resources",
+            r#"{"requests": {"cpu": "20m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}}"#,
+        ],
     )
     .await;
     c.wait_listening(webhook).await;
@@ -311,6 +324,14 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
             .and_then(|cs| cs.iter().find(|c| c["name"] == "sluice-proxy"))
             .expect("sluice-proxy init container");
         assert_eq!(proxy["image"], PROXY_IMAGE, "{stored}");
+        assert_eq!(proxy["resources"]["requests"]["cpu"], "20m", "{proxy}");
+        assert_eq!(proxy["resources"]["requests"]["memory"], "24Mi", "{proxy}");
+        assert_eq!(proxy["resources"]["limits"]["memory"], "64Mi", "{proxy}");
+        let concurrency = proxy["env"]
+            .as_array()
+            .and_then(|e| e.iter().find(|v| v["name"] == "SLUICE_CONCURRENCY"))
+            .map(|v| v["value"].clone());
+        assert_eq!(concurrency, Some(Value::from("1")), "{proxy}");
     }
 
     // A Deployment's pods, created by kube-controller-manager's ReplicaSet

@@ -95,6 +95,11 @@ pub struct Flags {
     /// Requested workload certificate lifetime in seconds (0 = the CA's default).
     #[arg(long, env = "SLUICE_CERT_TTL_S", default_value_t = 0)]
     pub cert_ttl_s: u64,
+    /// Worker threads (Istio's `ProxyConfig.concurrency`). Unset: the CPUs the
+    /// container may use (affinity and CPU limit), at most 2; 0: every such
+    /// CPU. One worker runs everything on a single thread.
+    #[arg(long, env = "SLUICE_CONCURRENCY")]
+    pub concurrency: Option<usize>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

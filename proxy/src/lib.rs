@@ -28,6 +28,7 @@ mod retry;
 mod retry_budget;
 mod rewrite;
 pub mod rlimit;
+pub mod runtime;
 pub mod state;
 mod tcp;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use sluice_proxy::admin::Surface;
 use sluice_proxy::config::{Flags, Settings};
 use sluice_proxy::metrics::Metrics;
+use sluice_proxy::runtime::{self, Scheduler};
 use sluice_proxy::state::Shared;
 use sluice_proxy::{admin, identity, inbound, init, listener, outbound, xds};
 
@@ -25,8 +26,7 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListe
         .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -38,10 +38,23 @@ async fn main() -> anyhow::Result<()> {
     if let Some(args) = init::invocation() {
         return Ok(init::run(args)?);
     }
-    let settings = Settings::from(Flags::parse());
+    let flags = Flags::parse();
+    let available = runtime::available_cpus();
+    let scheduler = Scheduler::for_workers(runtime::workers(flags.concurrency, available));
+    let settings = Settings::from(flags);
+    scheduler
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(settings, scheduler, available))
+}
+
+async fn serve(settings: Settings, scheduler: Scheduler, available: usize) -> anyhow::Result<()> {
     // Every proxied connection costs descriptors; take what the hard limit allows.
     sluice_proxy::rlimit::raise_nofile_or_warn();
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .worker_threads
+        .set(i64::try_from(scheduler.workers()).unwrap_or(i64::MAX));
     let (config_tx, config_rx) = watch::channel(None);
     let (quit_tx, quit_rx) = watch::channel(false);
     let quit_tx = Arc::new(quit_tx);
@@ -67,7 +80,14 @@ async fn main() -> anyhow::Result<()> {
     let admin = bind(settings.admin, "admin").await?;
     let health = bind(settings.health, "health").await?;
     let stats = bind(settings.stats, "stats").await?;
-    tracing::info!(id = %settings.identity.id, outbound = %settings.outbound, inbound = %settings.inbound, "sluice-proxy listening");
+    tracing::info!(
+        id = %settings.identity.id,
+        outbound = %settings.outbound,
+        inbound = %settings.inbound,
+        workers = scheduler.workers(),
+        cpus = available,
+        "sluice-proxy listening"
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(identity::run(

@@ -174,6 +174,8 @@ pub struct Metrics {
     pub tcp_closed: Family<TcpLabels, Counter>,
     config_updates: Family<OutcomeLabels, Counter>,
     pub config_connected: Gauge,
+    /// Worker threads of the runtime (`--concurrency`).
+    pub worker_threads: Gauge,
     config_version: Family<VersionLabels, Gauge>,
     pub connections_accepted: Family<ListenerLabels, Counter>,
     pub connections_active: Family<ListenerLabels, Gauge>,
@@ -275,6 +277,12 @@ impl Metrics {
             "Version of the running config",
             config_version.clone(),
         );
+        let worker_threads = Gauge::default();
+        registry.register(
+            "sluice_worker_threads",
+            "Worker threads of the proxy's runtime (--concurrency; 1 = single-threaded)",
+            worker_threads.clone(),
+        );
         let connections_accepted = Family::default();
         let connections_active = Family::default();
         registry.register(
@@ -342,6 +350,7 @@ impl Metrics {
             tcp_closed,
             config_updates,
             config_connected,
+            worker_threads,
             config_version,
             connections_accepted,
             connections_active,

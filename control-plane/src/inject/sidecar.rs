@@ -39,6 +39,8 @@ pub struct Workload<'a> {
     pub labels: &'a BTreeMap<String, String>,
     /// `SLUICE_APP_PROBES` value, when any probe was rewritten.
     pub app_probes: Option<String>,
+    /// `SLUICE_CONCURRENCY` (worker threads), when the pod or the mesh sets it.
+    pub concurrency: Option<u32>,
 }
 
 /// The `sluice-init` container that programs the pod's iptables.
@@ -90,6 +92,9 @@ pub fn proxy_container(cfg: &InjectConfig, workload: &Workload<'_>) -> Container
     ];
     if let Some(probes) = &workload.app_probes {
         env.push(value_env("SLUICE_APP_PROBES", probes));
+    }
+    if let Some(n) = workload.concurrency {
+        env.push(value_env("SLUICE_CONCURRENCY", &n.to_string()));
     }
     let uid = cfg.proxy_uid;
     Container {

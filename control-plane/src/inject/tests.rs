@@ -397,6 +397,106 @@ fn inject_bad_annotation_is_refused_with_its_name() {
 }
 
 #[test]
+fn inject_concurrency_comes_from_the_pod_annotation_over_the_mesh_default() {
+    let concurrency = |p: &Pod| {
+        init(p, "sluice-proxy")
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "SLUICE_CONCURRENCY")
+            .and_then(|e| e.value.clone())
+    };
+    // Unset everywhere: the proxy sizes itself.
+    assert_eq!(concurrency(&injected(&pod(WEB))), None);
+    let mesh = InjectConfig {
+        concurrency: Some(2),
+        ..InjectConfig::default()
+    };
+    assert_eq!(
+        concurrency(&inject(&pod(WEB), &mesh).unwrap()).as_deref(),
+        Some("2")
+    );
+    for (key, value, want) in [
+        (ISTIO_PROXY_CONFIG_ANNOTATION, "concurrency: 1", Some("1")),
+        (
+            ISTIO_PROXY_CONFIG_ANNOTATION,
+            r#"{"concurrency": 0}"#,
+            Some("0"),
+        ),
+        (
+            PROXY_CONFIG_ANNOTATION,
+            "{concurrency: 4, holdApplicationUntilProxyStarts: true}",
+            Some("4"),
+        ),
+        // Other ProxyConfig fields alone leave the mesh default.
+        (
+            ISTIO_PROXY_CONFIG_ANNOTATION,
+            "holdApplicationUntilProxyStarts: true",
+            Some("2"),
+        ),
+        (ISTIO_PROXY_CONFIG_ANNOTATION, "", Some("2")),
+    ] {
+        let p = inject(&annotated(&[(key, value)]), &mesh).unwrap();
+        assert_eq!(concurrency(&p).as_deref(), want, "{key}: {value}");
+    }
+    // Sluice's spelling wins over Istio's.
+    let both = annotated(&[
+        (PROXY_CONFIG_ANNOTATION, "concurrency: 3"),
+        (ISTIO_PROXY_CONFIG_ANNOTATION, "concurrency: 1"),
+    ]);
+    assert_eq!(concurrency(&injected(&both)).as_deref(), Some("3"));
+}
+
+#[test]
+fn inject_bad_proxy_config_is_refused_with_the_annotation_and_field() {
+    for value in [
+        "concurrency: -1",
+        "concurrency: two",
+        "concurrency: 2.5",
+        "concurrency: 4294967296",
+        "[concurrency]",
+        "concurrency: [",
+    ] {
+        let err = inject(
+            &annotated(&[(ISTIO_PROXY_CONFIG_ANNOTATION, value)]),
+            &InjectConfig::default(),
+        )
+        .expect_err(&format!("{value:?} must be refused"));
+        match &err {
+            InjectError::Annotation { annotation, .. } => {
+                assert_eq!(annotation, ISTIO_PROXY_CONFIG_ANNOTATION);
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        if value.starts_with("concurrency: ") && value != "concurrency: [" {
+            assert!(err.to_string().contains("concurrency"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn parse_resources_reads_requests_and_limits_and_names_bad_fields() {
+    let (requests, limits) =
+        parse_resources(r#"{"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": 1}}"#)
+            .unwrap();
+    assert_eq!(requests, ns(&[("cpu", "50m"), ("memory", "32Mi")]));
+    assert_eq!(limits, ns(&[("cpu", "1")]));
+    let (requests, limits) = parse_resources(r#"{"limits": {}}"#).unwrap();
+    assert!(requests.is_empty() && limits.is_empty());
+    for (json, names) in [
+        (r#"{"request": {}}"#, "request"),
+        (r#"{"limits": {"cpu": true}}"#, "limits.cpu"),
+        (r#"{"limits": {"cpu": ""}}"#, "limits.cpu"),
+        (r#"{"requests": []}"#, "requests"),
+        ("[]", "object"),
+        ("{", "JSON"),
+    ] {
+        let err = parse_resources(json).expect_err(json);
+        assert!(err.contains(names), "{json}: {err}");
+    }
+}
+
+#[test]
 fn inject_http_probes_point_at_proxy_and_originals_are_recorded() {
     let p = injected(&pod(WEB));
     let web = &p.spec.as_ref().unwrap().containers[0];

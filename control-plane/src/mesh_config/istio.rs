@@ -90,6 +90,23 @@ pub fn parse_mesh_config(
         }
         t.default_sampling = pct;
     }
+    if let Some(v) = root.get("defaultConfig").and_then(|d| d.get("concurrency")) {
+        let path = "defaultConfig.concurrency";
+        mesh.proxy_concurrency = match v {
+            Value::Null => None,
+            v => Some(
+                v.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| i32::try_from(*n).is_ok())
+                    .ok_or_else(|| {
+                        err(
+                            path,
+                            "must be a whole number of worker threads, 0 or more (0 = every CPU)",
+                        )
+                    })?,
+            ),
+        };
+    }
     if let Some(file) = string(&root, "accessLogFile", "accessLogFile")? {
         t.access_log_file = (!file.is_empty()).then_some(file);
     }

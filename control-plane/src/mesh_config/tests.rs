@@ -12,7 +12,7 @@ fn mesh_config_reads_telemetry_fields_and_lists_ignored_ones() {
     let text = r#"
 rootNamespace: mesh-root
 enableTracing: false
-defaultConfig: {tracing: {sampling: 2.5}, holdApplicationUntilProxyStarts: true}
+defaultConfig: {tracing: {sampling: 2.5}, holdApplicationUntilProxyStarts: true, concurrency: 1}
 extensionProviders:
 - name: otel
   opentelemetry: {service: otel.obs.svc.cluster.local, port: 4317}
@@ -38,6 +38,7 @@ outboundTrafficPolicy: {mode: REGISTRY_ONLY}
     assert_eq!(t.access_log_file.as_deref(), Some("/dev/stdout"));
     assert_eq!(t.access_log_encoding, AccessLogEncoding::Json);
     assert_eq!(ignored, ["outboundTrafficPolicy"]);
+    assert_eq!(m.proxy_concurrency, Some(1));
 }
 
 #[test]
@@ -48,6 +49,18 @@ fn mesh_config_bad_values_name_the_field() {
             "defaultConfig.tracing.sampling",
         ),
         ("accessLogEncoding: XML", "accessLogEncoding"),
+        (
+            "defaultConfig: {concurrency: -1}",
+            "defaultConfig.concurrency",
+        ),
+        (
+            "defaultConfig: {concurrency: two}",
+            "defaultConfig.concurrency",
+        ),
+        (
+            "defaultConfig: {concurrency: 1.5}",
+            "defaultConfig.concurrency",
+        ),
         ("enableTracing: maybe", "enableTracing"),
         (
             "extensionProviders: [{name: o, opentelemetry: {service: c}}]",

@@ -202,6 +202,11 @@ impl Proxy {
         panic!("proxy on {ip} did not start");
     }
 
+    /// Process id of the proxy.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn outbound(&self) -> SocketAddr {
         SocketAddr::new(self.ip, 15001)
     }

@@ -92,3 +92,62 @@ async fn lifecycle_route_timeout_answers_504_and_bodies_stream_through() {
     assert_eq!(got.status, 200);
     assert!(got.body.contains("body-bytes: 300000"), "{}", got.body);
 }
+
+/// `--concurrency 1` (Istio's `ProxyConfig.concurrency`) runs the sidecar on
+/// one thread: it still serves a fast request while a slow one is in flight,
+/// reports one worker, and drains on SIGTERM. Unset, it takes the CPUs it may
+/// use, at most two.
+#[tokio::test]
+async fn lifecycle_concurrency_one_serves_on_a_single_thread() {
+    let net = 24;
+    backend(format!("127.0.{net}.11:9080").parse().unwrap(), "v1").await;
+    let ctl = Controller::start(format!("127.0.{net}.250:15010").parse().unwrap()).await;
+    let mut single = Proxy::start_with(
+        &format!("127.0.{net}.1"),
+        ctl.addr,
+        "client",
+        &["app=client", "version=v1"],
+        &["--concurrency", "1"],
+    )
+    .await;
+    ctl.publish("1", config(net, 0));
+    assert_eq!(ctl.reply("1").await, Reply::Ack);
+    assert_eq!(single.metric("sluice_worker_threads", &[]).await, 1.0);
+    // The single proxy process runs exactly one thread (no worker or blocking pool beside it).
+    let threads = std::fs::read_dir(format!("/proc/{}/task", single.pid()))
+        .map(|d| d.count())
+        .expect("/proc/<pid>/task");
+    assert_eq!(threads, 1, "threads of the --concurrency 1 sidecar");
+
+    let out = single.outbound();
+    let slow = tokio::spawn(async move { send(out, get("/delay/600", "reviews:9080")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fast = send(out, get("/", "reviews:9080"))
+        .await
+        .expect("fast request");
+    assert_eq!(fast.status, 200, "{}", fast.body);
+    assert!(
+        !slow.is_finished(),
+        "the fast request was answered only after the slow one"
+    );
+    single.terminate();
+    let slow = slow.await.unwrap().expect("slow request");
+    assert_eq!(slow.status, 200, "in-flight request was cut: {}", slow.body);
+    assert!(
+        single.wait_exit(Duration::from_secs(6)).await,
+        "proxy did not exit after SIGTERM"
+    );
+
+    let default = Proxy::start(
+        &format!("127.0.{net}.2"),
+        ctl.addr,
+        "client",
+        &["app=client", "version=v1"],
+    )
+    .await;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        default.metric("sluice_worker_threads", &[]).await,
+        cpus.min(2) as f64
+    );
+}
