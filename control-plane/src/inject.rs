@@ -183,7 +183,12 @@ pub fn inject_workload(pod: &Pod, workload: &str, cfg: &InjectConfig) -> Result<
     }
     // Validate every annotation before changing anything.
     let capture = capture::Capture::from_pod(pod, cfg.proxy_uid)?;
-    let concurrency = proxy_concurrency(pod)?.or(cfg.concurrency);
+    // Istio's order: the pod's ProxyConfig, the mesh's, then the sidecar's CPU limit.
+    let concurrency = proxy_concurrency(pod)?.or(cfg.concurrency).or_else(|| {
+        cfg.limits
+            .get("cpu")
+            .and_then(|cpu| concurrency_of_cpu_limit(cpu))
+    });
     let mut pod = pod.clone();
     let rewrite = !annotation_is_false(&pod, REWRITE_PROBES_ANNOTATION)
         && !annotation_is_false(&pod, ISTIO_REWRITE_PROBES_ANNOTATION);
@@ -360,50 +365,129 @@ pub fn parse_resources(json: &str) -> Result<(Quantities, Quantities), String> {
             Some(_) => Err(format!("{field}: expected a map of resource name to quantity")),
         }
         };
-    Ok((map("requests")?, map("limits")?))
+    let (requests, limits) = (map("requests")?, map("limits")?);
+    for (field, m) in [("requests", &requests), ("limits", &limits)] {
+        for (name, q) in m {
+            if quantity(q).is_none() {
+                return Err(format!(
+                    "{field}.{name}: {q:?} is not a quantity (such as \"100m\" or \"64Mi\")"
+                ));
+            }
+        }
+    }
+    for (name, request) in &requests {
+        if let Some(limit) = limits.get(name)
+            && quantity(request) > quantity(limit)
+        {
+            return Err(format!(
+                "requests.{name}: {request} is more than limits.{name} {limit}; the API server would refuse every injected pod"
+            ));
+        }
+    }
+    Ok((requests, limits))
 }
 
-/// `concurrency` of the pod's proxy-config annotation (Sluice's spelling
-/// first); other `ProxyConfig` fields are not read.
+/// `concurrency` of the pod's proxy-config annotations: Sluice's spelling,
+/// then Istio's; the first that sets it wins. Other `ProxyConfig` fields are
+/// not read, but each annotation present must be a ProxyConfig map.
 fn proxy_concurrency(pod: &Pod) -> Result<Option<u32>, InjectError> {
     let Some(annotations) = pod.metadata.annotations.as_ref() else {
         return Ok(None);
     };
-    let Some((name, text)) = [PROXY_CONFIG_ANNOTATION, ISTIO_PROXY_CONFIG_ANNOTATION]
-        .iter()
-        .find_map(|k| annotations.get(*k).map(|v| (*k, v)))
-    else {
-        return Ok(None);
+    let mut found = None;
+    for name in [PROXY_CONFIG_ANNOTATION, ISTIO_PROXY_CONFIG_ANNOTATION] {
+        let Some(text) = annotations.get(name) else {
+            continue;
+        };
+        let bad = |reason: String| InjectError::Annotation {
+            annotation: name.to_owned(),
+            reason,
+        };
+        let config: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| bad(format!("not a ProxyConfig in YAML or JSON: {e}")))?;
+        let config = match config {
+            serde_yaml::Value::Null => continue,
+            serde_yaml::Value::Mapping(m) => m,
+            _ => {
+                return Err(bad(
+                    "not a ProxyConfig in YAML or JSON: expected a map".into()
+                ));
+            }
+        };
+        match config.get("concurrency") {
+            None | Some(serde_yaml::Value::Null) => {}
+            Some(v) => {
+                let n = concurrency_value(v).ok_or_else(|| {
+                    bad(format!(
+                        "concurrency: {CONCURRENCY_EXPECTED}, got {}",
+                        serde_yaml::to_string(v).unwrap_or_default().trim()
+                    ))
+                })?;
+                found = found.or(Some(n));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// What a `concurrency` value must be.
+pub const CONCURRENCY_EXPECTED: &str =
+    "expected a whole number of worker threads, 0 or more (0 = every CPU)";
+
+/// A `ProxyConfig.concurrency` value: a non-negative int32, written as a
+/// number or (as protobuf JSON allows) a string of digits.
+pub fn concurrency_value(v: &serde_yaml::Value) -> Option<u32> {
+    let n = match v {
+        serde_yaml::Value::Number(n) => n.as_u64()?,
+        serde_yaml::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()?
+        }
+        _ => return None,
     };
-    let bad = |reason: String| InjectError::Annotation {
-        annotation: name.to_owned(),
-        reason,
-    };
-    let config: serde_yaml::Value = serde_yaml::from_str(text)
-        .map_err(|e| bad(format!("not a ProxyConfig in YAML or JSON: {e}")))?;
-    let config = match config {
-        serde_yaml::Value::Null => return Ok(None),
-        serde_yaml::Value::Mapping(m) => m,
-        _ => {
-            return Err(bad(
-                "not a ProxyConfig in YAML or JSON: expected a map".into()
-            ));
+    u32::try_from(n).ok().filter(|n| i32::try_from(*n).is_ok())
+}
+
+/// Worker threads Istio gives a sidecar whose CPU limit is `cpu` when
+/// `concurrency` is unset: the limit rounded up (`2500m` → 3, `500m` → 1).
+pub fn concurrency_of_cpu_limit(cpu: &str) -> Option<u32> {
+    let cores = quantity(cpu)?;
+    (cores > 0.0).then(|| cores.ceil().min(f64::from(i32::MAX)) as u32)
+}
+
+/// A Kubernetes quantity (`100m`, `1.5`, `64Mi`, `1e3`, `2G`) as a number of
+/// base units; `None` when it is not one.
+pub fn quantity(q: &str) -> Option<f64> {
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    if number.is_empty() || number.matches('.').count() > 1 || number == "." {
+        return None;
+    }
+    let number: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e => {
+            let exp: i32 = e.strip_prefix(['e', 'E'])?.parse().ok()?;
+            10f64.powi(exp)
         }
     };
-    match config.get("concurrency") {
-        None | Some(serde_yaml::Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|n| i32::try_from(*n).is_ok())
-            .map(Some)
-            .ok_or_else(|| {
-                bad(format!(
-                    "concurrency: expected a whole number of worker threads, 0 or more (0 = every CPU), got {}",
-                    serde_yaml::to_string(v).unwrap_or_default().trim()
-                ))
-            }),
-    }
+    Some(number * scale)
 }
 
 fn annotation_is_false(pod: &Pod, key: &str) -> bool {

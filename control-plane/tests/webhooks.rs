@@ -333,6 +333,7 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
             .map(|v| v["value"].clone());
         assert_eq!(concurrency, Some(Value::from("1")), "{proxy}");
     }
+    let _ = std::fs::remove_file(&mesh);
 
     // A Deployment's pods, created by kube-controller-manager's ReplicaSet
     // controller, are injected the same way: the native sidecar (an init

@@ -96,8 +96,8 @@ pub struct Flags {
     #[arg(long, env = "SLUICE_CERT_TTL_S", default_value_t = 0)]
     pub cert_ttl_s: u64,
     /// Worker threads (Istio's `ProxyConfig.concurrency`). Unset: the CPUs the
-    /// container may use (affinity and CPU limit), at most 2; 0: every such
-    /// CPU. One worker runs everything on a single thread.
+    /// process may use (affinity and CPU limit), at most 2; 0: every such CPU.
+    /// One worker runs the proxy on a single-threaded scheduler.
     #[arg(long, env = "SLUICE_CONCURRENCY")]
     pub concurrency: Option<usize>,
 }

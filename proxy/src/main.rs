@@ -41,6 +41,13 @@ fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let available = runtime::available_cpus();
     let scheduler = Scheduler::for_workers(runtime::workers(flags.concurrency, available));
+    if scheduler.workers() > available {
+        tracing::warn!(
+            workers = scheduler.workers(),
+            cpus = available,
+            "--concurrency asks for more worker threads than the CPUs this process may use"
+        );
+    }
     let settings = Settings::from(flags);
     scheduler
         .build()

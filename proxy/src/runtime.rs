@@ -3,7 +3,9 @@
 //!
 //! One worker gets tokio's current-thread scheduler: every task, the I/O
 //! driver and the timers share the one thread, with no cross-thread wake-ups
-//! or work-stealing queues. More workers get the multi-thread scheduler.
+//! or work-stealing queues (tokio's blocking pool still starts threads on
+//! demand for DNS lookups and file reads). More workers get the multi-thread
+//! scheduler.
 
 #[cfg(test)]
 mod tests;
@@ -15,8 +17,11 @@ pub const DEFAULT_WORKERS: usize = 2;
 /// The worker count for `--concurrency` (`requested`), given the CPUs this
 /// process may use (`available`: its affinity mask and cgroup CPU quota).
 ///
-/// - unset: `available`, at most [`DEFAULT_WORKERS`];
-/// - `0`: every available CPU, as Istio's `concurrency: 0` ("all cores");
+/// - unset: `available`, at most [`DEFAULT_WORKERS`] (Istio's fallback
+///   when the sidecar has no CPU limit; injection passes the limit, rounded
+///   up, when there is one);
+/// - `0`: every CPU this process may use (Istio's "all cores", bounded by
+///   the container's affinity and CPU limit rather than the host's count);
 /// - `N`: `N`, as asked.
 pub fn workers(requested: Option<usize>, available: usize) -> usize {
     let available = available.max(1);

@@ -439,18 +439,81 @@ fn inject_concurrency_comes_from_the_pod_annotation_over_the_mesh_default() {
         let p = inject(&annotated(&[(key, value)]), &mesh).unwrap();
         assert_eq!(concurrency(&p).as_deref(), want, "{key}: {value}");
     }
-    // Sluice's spelling wins over Istio's.
+    // Sluice's spelling wins over Istio's, but only when it sets concurrency.
     let both = annotated(&[
         (PROXY_CONFIG_ANNOTATION, "concurrency: 3"),
         (ISTIO_PROXY_CONFIG_ANNOTATION, "concurrency: 1"),
     ]);
     assert_eq!(concurrency(&injected(&both)).as_deref(), Some("3"));
+    let other_field = annotated(&[
+        (PROXY_CONFIG_ANNOTATION, "{}"),
+        (ISTIO_PROXY_CONFIG_ANNOTATION, r#"{"concurrency": "4"}"#),
+    ]);
+    assert_eq!(concurrency(&injected(&other_field)).as_deref(), Some("4"));
+}
+
+#[test]
+fn inject_concurrency_unset_follows_the_sidecar_cpu_limit_rounded_up() {
+    let concurrency = |cfg: &InjectConfig, p: &Pod| {
+        init(&inject(p, cfg).unwrap(), "sluice-proxy")
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "SLUICE_CONCURRENCY")
+            .and_then(|e| e.value.clone())
+    };
+    let limited = |cpu: &str| InjectConfig {
+        limits: ns(&[("cpu", cpu), ("memory", "64Mi")]),
+        ..InjectConfig::default()
+    };
+    for (cpu, want) in [
+        ("2500m", "3"),
+        ("500m", "1"),
+        ("2", "2"),
+        ("1.5", "2"),
+        ("4", "4"),
+    ] {
+        assert_eq!(
+            concurrency(&limited(cpu), &pod(WEB)).as_deref(),
+            Some(want),
+            "limit {cpu}"
+        );
+    }
+    // The mesh default and the pod's annotation both come before the limit.
+    let mesh = InjectConfig {
+        concurrency: Some(1),
+        ..limited("4")
+    };
+    assert_eq!(concurrency(&mesh, &pod(WEB)).as_deref(), Some("1"));
+    let pod_says = annotated(&[(ISTIO_PROXY_CONFIG_ANNOTATION, "concurrency: 2")]);
+    assert_eq!(concurrency(&limited("4"), &pod_says).as_deref(), Some("2"));
+}
+
+#[test]
+fn quantity_reads_kubernetes_quantities() {
+    for (q, want) in [
+        ("100m", 0.1),
+        ("2", 2.0),
+        ("1.5", 1.5),
+        ("64Mi", 64.0 * 1024.0 * 1024.0),
+        ("1Gi", 1024.0 * 1024.0 * 1024.0),
+        ("2G", 2e9),
+        ("1e3", 1000.0),
+        ("250u", 250e-6),
+    ] {
+        let got = quantity(q).unwrap_or_else(|| panic!("{q} is a quantity"));
+        assert!((got - want).abs() <= want * 1e-12, "{q}: {got} != {want}");
+    }
+    for bad in ["", "lots", "1.2.3", "-1", "1Xi", "m", ".", "1e"] {
+        assert_eq!(quantity(bad), None, "{bad:?}");
+    }
 }
 
 #[test]
 fn inject_bad_proxy_config_is_refused_with_the_annotation_and_field() {
     for value in [
         "concurrency: -1",
+        "concurrency: \"-1\"",
         "concurrency: two",
         "concurrency: 2.5",
         "concurrency: 4294967296",
@@ -488,6 +551,11 @@ fn parse_resources_reads_requests_and_limits_and_names_bad_fields() {
         (r#"{"limits": {"cpu": true}}"#, "limits.cpu"),
         (r#"{"limits": {"cpu": ""}}"#, "limits.cpu"),
         (r#"{"requests": []}"#, "requests"),
+        (r#"{"limits": {"cpu": "lots"}}"#, "limits.cpu"),
+        (
+            r#"{"requests": {"cpu": "50m"}, "limits": {"cpu": "20m"}}"#,
+            "more than limits.cpu",
+        ),
         ("[]", "object"),
         ("{", "JSON"),
     ] {

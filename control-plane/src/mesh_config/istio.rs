@@ -95,15 +95,8 @@ pub fn parse_mesh_config(
         mesh.proxy_concurrency = match v {
             Value::Null => None,
             v => Some(
-                v.as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .filter(|n| i32::try_from(*n).is_ok())
-                    .ok_or_else(|| {
-                        err(
-                            path,
-                            "must be a whole number of worker threads, 0 or more (0 = every CPU)",
-                        )
-                    })?,
+                crate::inject::concurrency_value(v)
+                    .ok_or_else(|| err(path, crate::inject::CONCURRENCY_EXPECTED))?,
             ),
         };
     }

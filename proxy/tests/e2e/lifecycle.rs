@@ -96,7 +96,8 @@ async fn lifecycle_route_timeout_answers_504_and_bodies_stream_through() {
 /// `--concurrency 1` (Istio's `ProxyConfig.concurrency`) runs the sidecar on
 /// one thread: it still serves a fast request while a slow one is in flight,
 /// reports one worker, and drains on SIGTERM. Unset, it takes the CPUs it may
-/// use, at most two.
+/// use, at most two. (This setup resolves no names and reads no files, so no
+/// blocking-pool thread starts either.)
 #[tokio::test]
 async fn lifecycle_concurrency_one_serves_on_a_single_thread() {
     let net = 24;
@@ -113,7 +114,7 @@ async fn lifecycle_concurrency_one_serves_on_a_single_thread() {
     ctl.publish("1", config(net, 0));
     assert_eq!(ctl.reply("1").await, Reply::Ack);
     assert_eq!(single.metric("sluice_worker_threads", &[]).await, 1.0);
-    // The single proxy process runs exactly one thread (no worker or blocking pool beside it).
+    // The proxy process runs exactly one thread: no worker beside the main one.
     let threads = std::fs::read_dir(format!("/proc/{}/task", single.pid()))
         .map(|d| d.count())
         .expect("/proc/<pid>/task");
