@@ -295,7 +295,8 @@ fn scale_section(s: &mut String, sc: &crate::scale::ScaleResult, pngs: &[(String
         s,
         "{} ServiceEntries, {} WorkloadEntries, {} simulated proxies ({} got their first snapshot), each on its own \
          gRPC connection with its own node identity, ACKing every snapshot on arrival. Controller `--debounce-ms {}` \
-         (a file change waits that long for the folder to be quiet, so it is inside every time below). Times are \
+         (the first change after a quiet period is published at once; the later writes of a burst, as during the \
+         churn, wait for that much quiet). Times are \
          from the file write to the snapshot's arrival at the simulated proxy.\n",
         sc.services, sc.endpoints, sc.proxies, sc.proxies_connected, sc.debounce_ms
     );
