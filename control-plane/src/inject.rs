@@ -334,7 +334,7 @@ pub fn parse_resources(json: &str) -> Result<(Quantities, Quantities), String> {
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
     let object = match &value {
-        serde_json::Value::Null => return Ok((BTreeMap::new(), BTreeMap::new())),
+        serde_json::Value::Null => return Ok((Quantities::new(), Quantities::new())),
         serde_json::Value::Object(o) => o,
         _ => return Err("expected an object with requests and limits".into()),
     };
@@ -343,29 +343,10 @@ pub fn parse_resources(json: &str) -> Result<(Quantities, Quantities), String> {
             "unknown field `{key}` (expected requests and limits)"
         ));
     }
-    let map =
-        |field: &str| -> Result<BTreeMap<String, String>, String> {
-            match object.get(field) {
-            None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
-            Some(serde_json::Value::Object(m)) => m
-                .iter()
-                .map(|(name, q)| {
-                    let q = match q {
-                        serde_json::Value::String(s) if !s.is_empty() => s.clone(),
-                        serde_json::Value::Number(n) => n.to_string(),
-                        _ => {
-                            return Err(format!(
-                                "{field}.{name}: expected a quantity such as \"100m\" or \"64Mi\""
-                            ));
-                        }
-                    };
-                    Ok((name.clone(), q))
-                })
-                .collect(),
-            Some(_) => Err(format!("{field}: expected a map of resource name to quantity")),
-        }
-        };
-    let (requests, limits) = (map("requests")?, map("limits")?);
+    let (requests, limits) = (
+        quantities(object, "requests")?,
+        quantities(object, "limits")?,
+    );
     for (field, m) in [("requests", &requests), ("limits", &limits)] {
         for (name, q) in m {
             if quantity(q).is_none() {
@@ -385,6 +366,31 @@ pub fn parse_resources(json: &str) -> Result<(Quantities, Quantities), String> {
         }
     }
     Ok((requests, limits))
+}
+
+/// The `field` map of a resources object (absent or null: empty), values as text.
+fn quantities(
+    object: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<Quantities, String> {
+    let map = match object.get(field) {
+        None | Some(serde_json::Value::Null) => return Ok(Quantities::new()),
+        Some(serde_json::Value::Object(m)) => m,
+        Some(_) => {
+            return Err(format!(
+                "{field}: expected a map of resource name to quantity"
+            ));
+        }
+    };
+    map.iter()
+        .map(|(name, q)| match q {
+            serde_json::Value::String(s) if !s.is_empty() => Ok((name.clone(), s.clone())),
+            serde_json::Value::Number(n) => Ok((name.clone(), n.to_string())),
+            _ => Err(format!(
+                "{field}.{name}: expected a quantity such as \"100m\" or \"64Mi\""
+            )),
+        })
+        .collect()
 }
 
 /// `concurrency` of the pod's proxy-config annotations: Sluice's spelling,
