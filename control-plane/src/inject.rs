@@ -35,6 +35,15 @@ pub const ISTIO_REWRITE_PROBES_ANNOTATION: &str = "sidecar.istio.io/rewriteAppHT
 pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.sluice.io/config";
 /// Istio's spelling of [`PROXY_CONFIG_ANNOTATION`].
 pub const ISTIO_PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
+/// Istio's per-pod sidecar resources: (annotation, requests or limits, resource).
+/// Setting any of them replaces the mesh-wide resources of the sidecar (and of
+/// its init container) with only what these annotations set, as Istio does.
+pub const RESOURCE_ANNOTATIONS: [(&str, &str, &str); 4] = [
+    ("sidecar.istio.io/proxyCPU", "requests", "cpu"),
+    ("sidecar.istio.io/proxyMemory", "requests", "memory"),
+    ("sidecar.istio.io/proxyCPULimit", "limits", "cpu"),
+    ("sidecar.istio.io/proxyMemoryLimit", "limits", "memory"),
+];
 /// Label telling peers this workload speaks mTLS (Istio's name, so policies carry over).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 /// Istio's canonical service name label.
@@ -183,6 +192,18 @@ pub fn inject_workload(pod: &Pod, workload: &str, cfg: &InjectConfig) -> Result<
     }
     // Validate every annotation before changing anything.
     let capture = capture::Capture::from_pod(pod, cfg.proxy_uid)?;
+    let overridden;
+    let cfg = match pod_resources(pod)? {
+        Some((requests, limits)) => {
+            overridden = InjectConfig {
+                requests,
+                limits,
+                ..cfg.clone()
+            };
+            &overridden
+        }
+        None => cfg,
+    };
     // Istio's order: the pod's ProxyConfig, the mesh's, then the sidecar's CPU limit.
     let concurrency = proxy_concurrency(pod)?.or(cfg.concurrency).or_else(|| {
         cfg.limits
@@ -391,6 +412,55 @@ fn quantities(
             )),
         })
         .collect()
+}
+
+/// The sidecar's requests and limits from the pod's [`RESOURCE_ANNOTATIONS`],
+/// or `None` when it sets none of them (the mesh-wide resources apply).
+fn pod_resources(pod: &Pod) -> Result<Option<(Quantities, Quantities)>, InjectError> {
+    let Some(annotations) = pod.metadata.annotations.as_ref() else {
+        return Ok(None);
+    };
+    let (mut requests, mut limits) = (Quantities::new(), Quantities::new());
+    let mut any = false;
+    for (annotation, field, resource) in RESOURCE_ANNOTATIONS {
+        let Some(value) = annotations.get(annotation) else {
+            continue;
+        };
+        any = true;
+        if quantity(value).is_none() {
+            return Err(InjectError::Annotation {
+                annotation: annotation.to_owned(),
+                reason: format!(
+                    "{value:?} is not a quantity (such as \"100m\" or \"64Mi\") for the sidecar's {field}.{resource}"
+                ),
+            });
+        }
+        let map = if field == "requests" {
+            &mut requests
+        } else {
+            &mut limits
+        };
+        map.insert(resource.to_owned(), value.clone());
+    }
+    if !any {
+        return Ok(None);
+    }
+    for (annotation, field, resource) in RESOURCE_ANNOTATIONS {
+        if field != "requests" {
+            continue;
+        }
+        if let (Some(request), Some(limit)) = (requests.get(resource), limits.get(resource))
+            && quantity(request) > quantity(limit)
+        {
+            return Err(InjectError::Annotation {
+                annotation: annotation.to_owned(),
+                reason: format!(
+                    "request {request} is more than the {resource} limit {limit}; the API server would refuse the pod"
+                ),
+            });
+        }
+    }
+    Ok(Some((requests, limits)))
 }
 
 /// `concurrency` of the pod's proxy-config annotations: Sluice's spelling,

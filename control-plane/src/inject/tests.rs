@@ -763,3 +763,103 @@ fn inject_prometheus_annotations_point_at_proxy_unless_app_has_own() {
         "9100"
     );
 }
+
+#[test]
+fn inject_resource_annotations_replace_the_mesh_resources_as_istio_does() {
+    let resources = |p: &Pod, name: &str| {
+        let r = init(p, name).resources.clone().unwrap_or_default();
+        let text = |m: Option<
+            BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| {
+            m.unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", v.0))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        (text(r.requests), text(r.limits))
+    };
+    let concurrency = |p: &Pod| {
+        init(p, "sluice-proxy")
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "SLUICE_CONCURRENCY")
+            .and_then(|e| e.value.clone())
+    };
+    let mesh = InjectConfig {
+        requests: ns(&[("cpu", "50m"), ("memory", "32Mi")]),
+        limits: ns(&[("cpu", "1"), ("memory", "128Mi")]),
+        ..InjectConfig::default()
+    };
+    // No annotation: the mesh's resources, and concurrency from its CPU limit.
+    let plain = inject(&pod(WEB), &mesh).unwrap();
+    assert_eq!(
+        resources(&plain, "sluice-proxy"),
+        ("cpu=50m,memory=32Mi".into(), "cpu=1,memory=128Mi".into())
+    );
+    assert_eq!(concurrency(&plain).as_deref(), Some("1"));
+    // Any annotation replaces them all: only what the pod sets remains, in
+    // both the sidecar and the init container.
+    let p = inject(
+        &annotated(&[
+            ("sidecar.istio.io/proxyCPU", "200m"),
+            ("sidecar.istio.io/proxyCPULimit", "2500m"),
+        ]),
+        &mesh,
+    )
+    .unwrap();
+    for name in ["sluice-proxy", "sluice-init"] {
+        assert_eq!(
+            resources(&p, name),
+            ("cpu=200m".into(), "cpu=2500m".into()),
+            "{name}"
+        );
+    }
+    // The effective CPU limit sets the worker threads.
+    assert_eq!(concurrency(&p).as_deref(), Some("3"));
+    let p = inject(
+        &annotated(&[("sidecar.istio.io/proxyMemory", "64Mi")]),
+        &mesh,
+    )
+    .unwrap();
+    assert_eq!(
+        resources(&p, "sluice-proxy"),
+        ("memory=64Mi".into(), String::new())
+    );
+    assert_eq!(concurrency(&p), None, "no CPU limit left to follow");
+}
+
+#[test]
+fn inject_bad_resource_annotation_is_refused_naming_it() {
+    for (pairs, named, says) in [
+        (
+            vec![("sidecar.istio.io/proxyCPU", "lots")],
+            "sidecar.istio.io/proxyCPU",
+            "requests.cpu",
+        ),
+        (
+            vec![("sidecar.istio.io/proxyMemoryLimit", "")],
+            "sidecar.istio.io/proxyMemoryLimit",
+            "limits.memory",
+        ),
+        (
+            vec![
+                ("sidecar.istio.io/proxyMemory", "1Gi"),
+                ("sidecar.istio.io/proxyMemoryLimit", "512Mi"),
+            ],
+            "sidecar.istio.io/proxyMemory",
+            "more than the memory limit 512Mi",
+        ),
+    ] {
+        let err = inject(&annotated(&pairs), &InjectConfig::default())
+            .expect_err(&format!("{pairs:?} must be refused"));
+        match &err {
+            InjectError::Annotation { annotation, reason } => {
+                assert_eq!(annotation, named, "{pairs:?}");
+                assert!(reason.contains(says), "{pairs:?}: {reason}");
+            }
+            other => panic!("unexpected error {other}"),
+        }
+    }
+}
