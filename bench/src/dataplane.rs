@@ -1,6 +1,6 @@
 //! The data-plane benchmark: fortio load through each target (direct, Sluice pair, HAProxy
 //! pair, nginx pair) against a fortio server, measuring latency, CPU and memory per proxy.
-use crate::point::{FortioRun, PERCENTILES, Point, median, parse_fortio, spread};
+use crate::point::{FortioRun, PERCENTILES, Point, ProxyUse, median, parse_fortio, spread};
 use crate::procstat;
 use anyhow::Context as _;
 use std::path::PathBuf;
@@ -285,6 +285,7 @@ fn skipped(route: &Route, sc: Scenario, opts: &Opts, why: String) -> Point {
         p99_ms_spread: (0.0, 0.0),
         qps_spread: (0.0, 0.0),
         skipped: Some(why),
+        proxies: Vec::new(),
     }
 }
 
@@ -355,6 +356,15 @@ async fn measure(opts: &Opts, route: &Route, sc: Scenario, procs: &[Pinned]) -> 
         route.name, sc.protocol, sc.connections, sc.qps
     );
     let json = opts.work_dir.join(format!("{tag}.json"));
+    // The peak of this point alone, not of the points before it on the same processes.
+    for p in procs {
+        if !procstat::reset_peak(p.pid) {
+            eprintln!(
+                "   (could not reset the peak RSS of {}; peaks include earlier points)",
+                p.pid
+            );
+        }
+    }
     // Warm-up: opens the pools and lets the allocator settle, not measured.
     let warm = fortio_args(route, sc, 2, &json);
     if let Err(e) = fortio_once(opts, &warm, &json).await {
@@ -362,6 +372,8 @@ async fn measure(opts: &Opts, route: &Route, sc: Scenario, procs: &[Pinned]) -> 
     }
     let mut runs = Vec::new();
     let mut cpu = Vec::new();
+    // Each process's CPU seconds per 1k requests, one entry per repetition it was measured in.
+    let mut cpu_each: Vec<Vec<f64>> = vec![Vec::new(); procs.len()];
     for rep in 0..opts.reps {
         let before: Vec<Option<f64>> = procs.iter().map(|p| procstat::cpu_seconds(p.pid)).collect();
         let args = fortio_args(route, sc, opts.seconds, &json);
@@ -370,21 +382,40 @@ async fn measure(opts: &Opts, route: &Route, sc: Scenario, procs: &[Pinned]) -> 
             Err(e) => return skipped(route, sc, opts, format!("repetition {rep}: {e:#}")),
         };
         let _ = std::fs::copy(&json, opts.work_dir.join(format!("{tag}-rep{rep}.json")));
-        let used: Vec<f64> = procs
+        let used: Vec<Option<f64>> = procs
             .iter()
             .zip(&before)
-            .filter_map(|(p, b)| Some(procstat::cpu_seconds(p.pid)? - (*b)?))
+            .map(|(p, b)| Some(procstat::cpu_seconds(p.pid)? - (*b)?))
             .collect();
-        if !used.is_empty() && run.count > 0 {
-            let per_proxy = used.iter().sum::<f64>() / used.len() as f64;
-            cpu.push(per_proxy / (run.count as f64 / 1000.0));
+        if run.count > 0 {
+            let kreq = run.count as f64 / 1000.0;
+            for (each, u) in cpu_each.iter_mut().zip(&used) {
+                if let Some(u) = u {
+                    each.push(u / kreq);
+                }
+            }
+            // The pair's mean only when every process was measured.
+            let known: Vec<f64> = used.iter().flatten().copied().collect();
+            if !known.is_empty() && known.len() == used.len() {
+                cpu.push(known.iter().sum::<f64>() / known.len() as f64 / kreq);
+            }
         }
         runs.push(run);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mem: Vec<procstat::Memory> = procs
+    let proxies: Vec<ProxyUse> = procs
         .iter()
-        .filter_map(|p| procstat::memory(p.pid))
+        .zip(&cpu_each)
+        .enumerate()
+        .filter_map(|(i, (p, each))| {
+            let m = procstat::memory(p.pid)?;
+            Some(ProxyUse {
+                side: if i == 0 { "client" } else { "server" }.into(),
+                cpu_s_per_1k_req: (!each.is_empty()).then(|| median(each)),
+                rss_mb: m.rss_mb,
+                rss_peak_mb: m.hwm_mb,
+            })
+        })
         .collect();
     let col = |f: fn(&FortioRun) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
     let p99s = col(|r| r.p_ms[2]);
@@ -401,8 +432,8 @@ async fn measure(opts: &Opts, route: &Route, sc: Scenario, procs: &[Pinned]) -> 
         p99_ms: median(&p99s),
         p999_ms: median(&col(|r| r.p_ms[3])),
         cpu_s_per_1k_req: (!cpu.is_empty()).then(|| median(&cpu)),
-        rss_mb: mem.iter().map(|m| m.rss_mb).reduce(f64::max),
-        rss_peak_mb: mem.iter().map(|m| m.hwm_mb).reduce(f64::max),
+        rss_mb: proxies.iter().map(|p| p.rss_mb).reduce(f64::max),
+        rss_peak_mb: proxies.iter().map(|p| p.rss_peak_mb).reduce(f64::max),
         errors: runs.iter().map(|r| r.errors).sum(),
         requests: runs.iter().map(|r| r.count).sum(),
         repetitions: runs.len() as u32,
@@ -410,5 +441,6 @@ async fn measure(opts: &Opts, route: &Route, sc: Scenario, procs: &[Pinned]) -> 
         p99_ms_spread: spread(&p99s),
         qps_spread: spread(&qps),
         skipped: None,
+        proxies,
     }
 }

@@ -127,6 +127,24 @@ pub struct Point {
     pub qps_spread: (f64, f64),
     /// Why this point has no numbers (target does not support the protocol, or it failed).
     pub skipped: Option<String>,
+    /// Each proxy process of the pair, client side first (empty for `direct`, and in runs
+    /// made before this field existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<ProxyUse>,
+}
+
+/// What one proxy process of a pair used during a point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyUse {
+    /// `client` or `server` side.
+    pub side: String,
+    /// CPU seconds per 1,000 requests (median of repetitions).
+    pub cpu_s_per_1k_req: Option<f64>,
+    /// VmRSS after the point, MB.
+    pub rss_mb: f64,
+    /// VmHWM during the point (reset before its warm-up), MB; the peak since the process
+    /// started when the kernel refused the reset.
+    pub rss_peak_mb: f64,
 }
 
 /// Median of a non-empty slice (mean of the middle two for even lengths); 0 when empty.

@@ -33,6 +33,12 @@ pub struct Memory {
     pub hwm_mb: f64,
 }
 
+/// Resets `pid`'s VmHWM to its current RSS (`clear_refs` value 5), so the next
+/// [`memory`] reports the peak since now; `false` if the kernel refused.
+pub fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// VmRSS and VmHWM of `pid`; `None` if the process is gone.
 pub fn memory(pid: u32) -> Option<Memory> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -87,6 +87,46 @@ fn added(p: &Point, direct: Option<&Point>, f: fn(&Point) -> f64) -> Option<f64>
     direct.map(|d| f(p) - f(d))
 }
 
+/// CPU per 1k requests of the busier proxy of the pair; the pair's mean for runs that did not
+/// record each proxy.
+fn busier_cpu(p: &Point) -> Option<f64> {
+    p.proxies
+        .iter()
+        .filter_map(|x| x.cpu_s_per_1k_req)
+        .reduce(f64::max)
+        .or(p.cpu_s_per_1k_req)
+}
+
+/// The CPU cell: the pair's mean, then each side when recorded.
+fn cpu_cell(p: &Point) -> String {
+    let each: Vec<String> = p
+        .proxies
+        .iter()
+        .map(|x| format!("{} {}", x.side, opt(x.cpu_s_per_1k_req, 4)))
+        .collect();
+    if each.is_empty() {
+        opt(p.cpu_s_per_1k_req, 4)
+    } else {
+        format!("{} ({})", opt(p.cpu_s_per_1k_req, 4), each.join(", "))
+    }
+}
+
+/// The RSS cell: steady / peak of each side when recorded, else of the larger proxy.
+fn rss_cell(p: &Point) -> String {
+    if !p.proxies.is_empty() {
+        let each: Vec<String> = p
+            .proxies
+            .iter()
+            .map(|x| format!("{} {:.1} / {:.1}", x.side, x.rss_mb, x.rss_peak_mb))
+            .collect();
+        return each.join(", ");
+    }
+    match (p.rss_mb, p.rss_peak_mb) {
+        (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+        _ => "–".into(),
+    }
+}
+
 /// The whole BENCHMARKS.md.
 pub fn markdown(run: &RunFile, file_name: &str, pngs: &[(String, String)]) -> String {
     let mut s = String::new();
@@ -122,8 +162,10 @@ pub fn markdown(run: &RunFile, file_name: &str, pngs: &[(String, String)]) -> St
         s,
         "Latencies in ms (median of repetitions). *Added* = target minus direct at the same \
          percentile; a ratio of added latencies shows \"–\" when either pair's added latency is \
-         negative or the peer's is ≤ 0.1 ms (noise larger than the difference). CPU = CPU seconds per 1,000 requests per proxy process (mean of the pair; at \
-         1,000 rps this is vCPU per proxy). RSS = steady VmRSS / peak VmHWM of the larger proxy of the pair, MB.\n"
+         negative or the peer's is ≤ 0.1 ms (noise larger than the difference). CPU = CPU seconds per 1,000 requests per proxy process: the mean of the pair, \
+         then each side (client-side proxy, server-side proxy) when the run recorded them; at \
+         1,000 rps this is vCPU per proxy. RSS = steady VmRSS after the point / peak VmHWM during it (reset before the \
+         point's warm-up), MB, of each side (runs before per-side recording: of the larger proxy, peak since start).\n"
     );
     for k in scenarios(&run.points) {
         scenario_table(&mut s, &run.points, &k, pngs);
@@ -152,10 +194,7 @@ fn scenario_table(s: &mut String, points: &[Point], k: &Key, pngs: &[(String, St
             );
             continue;
         }
-        let rss = match (p.rss_mb, p.rss_peak_mb) {
-            (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
-            _ => "–".into(),
-        };
+        let rss = rss_cell(p);
         let _ = writeln!(
             s,
             "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} / {} | {:.3}–{:.3} |",
@@ -175,7 +214,7 @@ fn scenario_table(s: &mut String, points: &[Point], k: &Key, pngs: &[(String, St
             } else {
                 opt(added(p, direct, |p| p.p99_ms), 3)
             },
-            opt(p.cpu_s_per_1k_req, 4),
+            cpu_cell(p),
             rss,
             p.errors,
             p.requests,
@@ -230,21 +269,26 @@ fn targets_section(s: &mut String, run: &RunFile) {
     let direct = find(p, &k1000, "direct");
     let _ = writeln!(s, "## Targets (issue 6; goals, not assertions)\n");
     let _ = writeln!(s, "| target | measured | verdict |\n|---|---|---|");
-    let cpu = sl.and_then(|x| x.cpu_s_per_1k_req);
+    let cpu = sl.and_then(busier_cpu);
     let _ = writeln!(
         s,
-        "| per sidecar at 1,000 rps ≤ 0.05 vCPU | {} vCPU | {} |",
+        "| per sidecar at 1,000 rps ≤ 0.05 vCPU (HTTP/1.1, 4 conns; the busier sidecar) | {} vCPU | {} |",
         opt(cpu, 4),
         verdict(cpu.map(|c| c <= 0.05))
     );
-    let rss = sl.and_then(|x| x.rss_mb);
-    let _ = writeln!(
-        s,
-        "| per sidecar at 1,000 rps ≤ 10 MB RSS | {} MB (peak {}) | {} |",
-        opt(rss, 1),
-        opt(sl.and_then(|x| x.rss_peak_mb), 1),
-        verdict(rss.map(|r| r <= 10.0))
-    );
+    // Memory grows with connections (buffers per connection), so every 1,000 rps point counts.
+    for conns in [4, 16, 64] {
+        let Some(x) = find(p, &("http1".to_string(), conns, 1000), "sluice") else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "| per sidecar at 1,000 rps ≤ 10 MB RSS (HTTP/1.1, {conns} conns; the larger sidecar) | {} MB (peak {}) | {} |",
+            opt(x.rss_mb, 1),
+            opt(x.rss_peak_mb, 1),
+            verdict(x.rss_mb.map(|r| r <= 10.0))
+        );
+    }
     let a_sl = sl.and_then(|x| added(x, direct, |p| p.p99_ms));
     let a_ha = ha.and_then(|x| added(x, direct, |p| p.p99_ms));
     let _ = writeln!(
@@ -254,20 +298,40 @@ fn targets_section(s: &mut String, run: &RunFile) {
         opt(a_ha, 3),
         verdict(a_sl.zip(a_ha).map(|(a, b)| a <= b))
     );
-    let m_sl = find(p, &kmax, "sluice").map(|x| x.qps_got);
-    let m_ha = haproxy(&kmax).map(|x| x.qps_got);
+    let m_sl = find(p, &kmax, "sluice");
+    let m_ha = haproxy(&kmax);
+    let with_spread = |x: Option<&Point>| {
+        x.map_or_else(
+            || "–".to_string(),
+            |x| {
+                format!(
+                    "{:.0} ({:.0}–{:.0})",
+                    x.qps_got, x.qps_spread.0, x.qps_spread.1
+                )
+            },
+        )
+    };
+    // Requests per CPU-second of the pair: the rate the core would give if it were the only
+    // limit (1,000 over the two proxies' CPU seconds per 1k requests).
+    let per_cpu_s = |x: Option<&Point>| {
+        x.and_then(|x| x.cpu_s_per_1k_req)
+            .filter(|c| *c > 0.0)
+            .map(|c| 1000.0 / (2.0 * c))
+    };
     let _ = writeln!(
         s,
-        "| max rps per core ≥ HAProxy's (TLS pair when measured; HTTP/1.1, 16 conns; both pairs on one core) | {} vs {} rps | {} |",
-        opt(m_sl, 0),
-        opt(m_ha, 0),
-        verdict(m_sl.zip(m_ha).map(|(a, b)| a >= b))
+        "| max rps per core ≥ HAProxy's (TLS pair when measured; HTTP/1.1, 16 conns; each pair's two proxies share one core) | {} vs {} rps (min–max); {} vs {} requests per CPU-second of the pair | {} |",
+        with_spread(m_sl),
+        with_spread(m_ha),
+        opt(per_cpu_s(m_sl), 0),
+        opt(per_cpu_s(m_ha), 0),
+        verdict(m_sl.zip(m_ha).map(|(a, b)| a.qps_got >= b.qps_got))
     );
     let sc = run.scale.as_ref();
     let full = sc.is_some_and(|x| x.scaled_down.is_none());
     let _ = writeln!(
         s,
-        "| controller: change ACKed by all 2,000 proxies, p99 ≤ 100 ms | {} ms{} | {} |",
+        "| controller: change ACKed by all 2,000 proxies, p99 ≤ 100 ms (over proxies × changes; simulator's clock as it sends each ACK) | {} ms{} | {} |",
         opt(sc.map(|x| x.change_p99_ms), 0),
         if full { "" } else { " (scaled down)" },
         verdict(sc.map(|x| x.change_p99_ms <= 100.0 && x.changes_incomplete == 0))
@@ -280,10 +344,33 @@ fn targets_section(s: &mut String, run: &RunFile) {
     );
     let _ = writeln!(
         s,
-        "| controller ≤ 0.5 vCPU steady (idle with all streams; during churn in the scale section) | {} vCPU | {} |\n",
+        "| controller ≤ 0.5 vCPU steady (idle with all streams / during 100 endpoint changes per second) | {} / {} vCPU | {} |\n",
         opt(sc.map(|x| x.controller_idle_vcpu), 3),
-        verdict(sc.map(|x| x.controller_idle_vcpu <= 0.5))
+        opt(sc.map(|x| x.controller_churn_vcpu), 3),
+        verdict(sc.map(|x| x.controller_idle_vcpu <= 0.5 && x.controller_churn_vcpu <= 0.5))
     );
+}
+
+/// First / median / last proxy of each change, in order. The samples are recorded change by
+/// change, one per proxy, so they split evenly when every change reached every proxy.
+fn per_change(sc: &crate::scale::ScaleResult) -> String {
+    let n = sc.proxies_connected;
+    if n == 0
+        || sc.changes_incomplete > 0
+        || sc.change_ms.is_empty()
+        || !sc.change_ms.len().is_multiple_of(n)
+    {
+        return "– (a change did not reach every proxy)".into();
+    }
+    let each: Vec<String> = sc
+        .change_ms
+        .chunks(n)
+        .map(|c| {
+            let p = |q| crate::scale::percentile(c, q);
+            format!("{:.0} / {:.0} / {:.0}", p(0.0), p(50.0), p(100.0))
+        })
+        .collect();
+    format!("{} ms", each.join("; "))
 }
 
 fn scale_section(s: &mut String, sc: &crate::scale::ScaleResult, pngs: &[(String, String)]) {
@@ -297,7 +384,8 @@ fn scale_section(s: &mut String, sc: &crate::scale::ScaleResult, pngs: &[(String
          gRPC connection with its own node identity, ACKing every snapshot on arrival. Controller `--debounce-ms {}` \
          (the first change after a quiet period is published at once; the later writes of a burst, as during the \
          churn, wait for that much quiet). Times are \
-         from the file write to the snapshot's arrival at the simulated proxy.\n",
+         from the file write to the moment the simulated proxy has applied the snapshot and sends its ACK; p50 / p99 / max are \
+         over every (proxy, change) pair.\n",
         sc.services, sc.endpoints, sc.proxies, sc.proxies_connected, sc.debounce_ms
     );
     let _ = writeln!(s, "| measure | value |\n|---|---|");
@@ -319,6 +407,7 @@ fn scale_section(s: &mut String, sc: &crate::scale::ScaleResult, pngs: &[(String
                 sc.change_ms.len()
             ),
         ),
+        ("each change: first / median / last proxy", per_change(sc)),
         (
             "changes not complete within 120 s",
             sc.changes_incomplete.to_string(),

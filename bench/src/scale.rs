@@ -66,8 +66,8 @@ pub struct ScaleResult {
     pub scaled_down: Option<String>,
     /// Seconds from starting to connect until every proxy had its first snapshot.
     pub initial_sync_s: f64,
-    /// Per-proxy time from the VirtualService file write to the new snapshot's arrival, ms,
-    /// all changes pooled.
+    /// Per-proxy time from the VirtualService file write until the simulated proxy has applied
+    /// the new snapshot and sends its ACK, ms; change after change, one sample per proxy.
     pub change_ms: Vec<f64>,
     /// p50 of `change_ms`.
     pub change_p50_ms: f64,

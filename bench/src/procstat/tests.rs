@@ -29,3 +29,21 @@ fn cpu_seconds_of_self_is_some() {
     assert!(cpu_seconds(std::process::id()).is_some());
     assert!(memory(std::process::id()).is_some_and(|m| m.rss_mb > 0.0));
 }
+
+#[test]
+fn peak_resets_to_the_current_rss() {
+    let me = std::process::id();
+    // Touch 32 MB so the peak is well above what stays resident after the drop.
+    let block = vec![1u8; 32 << 20];
+    assert!(block.iter().map(|b| *b as usize).sum::<usize>() == 32 << 20);
+    drop(block);
+    let before = memory(me).expect("own status");
+    assert!(reset_peak(me), "clear_refs refused for our own process");
+    let after = memory(me).expect("own status");
+    assert!(
+        after.hwm_mb + 16.0 < before.hwm_mb,
+        "peak {} MB not reset (was {} MB)",
+        after.hwm_mb,
+        before.hwm_mb
+    );
+}

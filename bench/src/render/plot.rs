@@ -162,8 +162,8 @@ fn convergence(ms: &[f64], proxies: usize, path: &Path) -> anyhow::Result<()> {
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("ms from file write to snapshot arrival")
-        .y_desc("fraction of proxies")
+        .x_desc("ms from file write until applied (ACK sent)")
+        .y_desc("fraction of (proxy, change) pairs")
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(err)?;

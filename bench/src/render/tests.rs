@@ -23,6 +23,7 @@ fn point(target: &str, p99: f64, cpu: Option<f64>) -> Point {
         p99_ms_spread: (p99, p99),
         qps_spread: (999.0, 999.0),
         skipped: None,
+        proxies: Vec::new(),
     }
 }
 
@@ -43,7 +44,9 @@ fn markdown_ratio_uses_latency_added_over_direct() {
         "{md}"
     );
     assert!(
-        md.contains("| per sidecar at 1,000 rps ≤ 0.05 vCPU | 0.0400 vCPU | met |"),
+        md.contains(
+            "| per sidecar at 1,000 rps ≤ 0.05 vCPU (HTTP/1.1, 4 conns; the busier sidecar) | 0.0400 vCPU | met |"
+        ),
         "{md}"
     );
     assert!(md.contains("| 1.000 ms vs 2.000 ms | met |"), "{md}");
@@ -94,4 +97,58 @@ fn plots_write_pngs_for_each_scenario_and_convergence() {
         let bytes = std::fs::read(dir.path().join(name)).unwrap();
         assert_eq!(&bytes[1..4], b"PNG", "{name}");
     }
+}
+
+#[test]
+fn each_side_is_shown_and_the_busier_sidecar_is_judged() {
+    use crate::point::ProxyUse;
+    let side = |side: &str, cpu: f64, rss: f64| ProxyUse {
+        side: side.into(),
+        cpu_s_per_1k_req: Some(cpu),
+        rss_mb: rss,
+        rss_peak_mb: rss + 0.5,
+    };
+    let mut sl = point("sluice", 2.0, Some(0.045));
+    sl.proxies = vec![side("client", 0.06, 9.0), side("server", 0.03, 8.0)];
+    sl.rss_mb = Some(9.0);
+    sl.rss_peak_mb = Some(9.5);
+    let mut wide = point("sluice", 3.0, Some(0.04));
+    wide.connections = 64;
+    wide.rss_mb = Some(12.0);
+    let run = RunFile {
+        points: vec![point("direct", 1.0, None), sl, wide],
+        ..Default::default()
+    };
+    let md = markdown(&run, "x.json", &[]);
+    // The pair's mean (0.045) is under 0.05, the client side is not.
+    assert!(
+        md.contains("the busier sidecar) | 0.0600 vCPU | **missed** |"),
+        "{md}"
+    );
+    assert!(md.contains("0.0450 (client 0.0600, server 0.0300)"), "{md}");
+    assert!(md.contains("client 9.0 / 9.5, server 8.0 / 8.5"), "{md}");
+    assert!(
+        md.contains("(HTTP/1.1, 4 conns; the larger sidecar) | 9.0 MB (peak 9.5) | met |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("(HTTP/1.1, 64 conns; the larger sidecar) | 12.0 MB (peak 9.0) | **missed** |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn scale_rows_split_samples_per_change() {
+    let sc = crate::scale::ScaleResult {
+        // Two changes of three proxies each, in the order the bench records them.
+        change_ms: vec![30.0, 10.0, 20.0, 60.0, 40.0, 50.0],
+        proxies_connected: 3,
+        ..Default::default()
+    };
+    assert_eq!(per_change(&sc), "10 / 20 / 30; 40 / 50 / 60 ms");
+    let short = crate::scale::ScaleResult {
+        changes_incomplete: 1,
+        ..sc
+    };
+    assert!(per_change(&short).starts_with("–"));
 }
