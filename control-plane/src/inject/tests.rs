@@ -396,16 +396,18 @@ fn inject_bad_annotation_is_refused_with_its_name() {
     }
 }
 
+/// The sidecar's `SLUICE_CONCURRENCY`, if injection set it.
+fn concurrency(p: &Pod) -> Option<String> {
+    init(p, "sluice-proxy")
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "SLUICE_CONCURRENCY")
+        .and_then(|e| e.value.clone())
+}
+
 #[test]
 fn inject_concurrency_comes_from_the_pod_annotation_over_the_mesh_default() {
-    let concurrency = |p: &Pod| {
-        init(p, "sluice-proxy")
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "SLUICE_CONCURRENCY")
-            .and_then(|e| e.value.clone())
-    };
     // Unset everywhere: the proxy sizes itself.
     assert_eq!(concurrency(&injected(&pod(WEB))), None);
     let mesh = InjectConfig {
@@ -454,14 +456,7 @@ fn inject_concurrency_comes_from_the_pod_annotation_over_the_mesh_default() {
 
 #[test]
 fn inject_concurrency_unset_follows_the_sidecar_cpu_limit_rounded_up() {
-    let concurrency = |cfg: &InjectConfig, p: &Pod| {
-        init(&inject(p, cfg).unwrap(), "sluice-proxy")
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "SLUICE_CONCURRENCY")
-            .and_then(|e| e.value.clone())
-    };
+    let concurrency = |cfg: &InjectConfig, p: &Pod| concurrency(&inject(p, cfg).unwrap());
     let limited = |cpu: &str| InjectConfig {
         limits: ns(&[("cpu", cpu), ("memory", "64Mi")]),
         ..InjectConfig::default()
@@ -778,14 +773,6 @@ fn inject_resource_annotations_replace_the_mesh_resources_as_istio_does() {
                 .join(",")
         };
         (text(r.requests), text(r.limits))
-    };
-    let concurrency = |p: &Pod| {
-        init(p, "sluice-proxy")
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "SLUICE_CONCURRENCY")
-            .and_then(|e| e.value.clone())
     };
     let mesh = InjectConfig {
         requests: ns(&[("cpu", "50m"), ("memory", "32Mi")]),
