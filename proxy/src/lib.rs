@@ -10,6 +10,7 @@ mod body;
 mod circuit;
 pub mod config;
 mod detect;
+mod fast_hash;
 pub mod fuzzing;
 mod http_util;
 pub mod identity;

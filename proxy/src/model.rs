@@ -5,7 +5,6 @@ mod convert;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -164,7 +163,7 @@ pub struct ProxyConfig {
     #[serde(skip)]
     pub security: crate::authz::InboundPolicy,
     #[serde(skip)]
-    pub cluster_index: HashMap<String, usize>,
+    pub cluster_index: crate::fast_hash::FastMap<String, usize>,
 }
 
 impl ProxyConfig {

@@ -5,7 +5,6 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::{self, Body};
+use crate::fast_hash::FastMap;
 use crate::model::{Cluster, Endpoint, TlsMode};
 use crate::proxy_protocol;
 use crate::tls::{Alpn, MeshTls, Security, Stream, TlsError};
@@ -259,12 +259,13 @@ struct H1Idle {
     uses: u32,
 }
 
-type H1Pool = HashMap<Target, Vec<H1Idle>>;
+/// Pool keys come from config (endpoints, TLS settings): a fast non-keyed hash.
+type H1Pool = FastMap<Target, Vec<H1Idle>>;
 
 /// Pools of upstream HTTP connections.
 pub struct Pools {
     h1: Arc<Mutex<H1Pool>>,
-    h2: Mutex<HashMap<Target, Arc<H2Slot>>>,
+    h2: Mutex<FastMap<Target, Arc<H2Slot>>>,
     connect_timeout: Duration,
     /// Source announced in PROXY headers of pooled connections (they carry many clients).
     source: SocketAddr,

@@ -68,6 +68,10 @@ impl ConnCache {
     }
 }
 
+/// Headers the inbound side may add to a request (`x-forwarded-client-cert`,
+/// `x-forwarded-proto`, B3 and W3C trace context, `x-request-id`).
+const INBOUND_ADDED_HEADERS: usize = 8;
+
 /// Takes the caller metadata headers out of the request; the principal is the
 /// mTLS peer identity, whatever the headers claim.
 fn take_source(
@@ -164,6 +168,9 @@ pub(super) async fn handle(
         .as_ref()
         .map_or(&no_telemetry, |r| &r.config.telemetry);
     let side = telemetry::Side::Inbound;
+    // Room for what this side adds (client certificate, forwarded protocol,
+    // trace context, request id) in one growth.
+    req.headers_mut().reserve(INBOUND_ADDED_HEADERS);
     let begun = telemetry::begin(telemetry, side, req.headers_mut());
     let request_bytes = Arc::new(AtomicU64::new(0));
     if !begun.observed() {

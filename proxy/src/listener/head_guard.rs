@@ -102,118 +102,146 @@ impl<I> HeadGuard<I> {
 
     /// Checks as much of `pending` as possible; `eof` when no more bytes come.
     fn scan(&mut self, eof: bool) {
-        loop {
-            let rest = &self.pending[self.checked..];
-            if rest.is_empty() {
-                return;
+        let checked = self.checked;
+        let rest = &mut self.pending[checked..];
+        self.checked += advance(&mut self.state, rest, self.max_head, eof);
+    }
+}
+
+/// Follows the stream over `bytes` (the next unchecked ones) from `state`,
+/// spoiling a smuggling-shaped request line in place; returns how many bytes
+/// from the start are checked and may be handed on. Stops early only before
+/// an incomplete head (or HTTP/2 preface), which needs more bytes.
+fn advance(state: &mut State, bytes: &mut [u8], max_head: usize, eof: bool) -> usize {
+    let mut checked = 0;
+    loop {
+        let rest = &bytes[checked..];
+        if rest.is_empty() {
+            return checked;
+        }
+        match *state {
+            State::Start => {
+                let n = rest.len().min(H2_PREFACE.len());
+                if rest[..n] != H2_PREFACE[..n] {
+                    *state = State::Head;
+                } else if n == H2_PREFACE.len() {
+                    *state = State::Passthrough;
+                } else if eof {
+                    return bytes.len();
+                } else {
+                    return checked;
+                }
             }
-            match self.state {
-                State::Start => {
-                    let n = rest.len().min(H2_PREFACE.len());
-                    if rest[..n] != H2_PREFACE[..n] {
-                        self.state = State::Head;
-                    } else if n == H2_PREFACE.len() {
-                        self.state = State::Passthrough;
-                    } else if eof {
-                        self.checked = self.pending.len();
-                    } else {
-                        return;
+            State::Head => {
+                // Only the first `max_head` bytes may hold the head, however
+                // the bytes were split into reads.
+                let window = &rest[..rest.len().min(max_head)];
+                let Some((head, next, refuse)) = read_head(window) else {
+                    if eof || rest.len() >= max_head {
+                        // hyper answers a truncated or huge head itself.
+                        *state = State::Passthrough;
+                        return bytes.len();
                     }
+                    return checked;
+                };
+                if refuse {
+                    let start = rest
+                        .iter()
+                        .position(|b| !matches!(b, b'\r' | b'\n'))
+                        .unwrap_or(0);
+                    bytes[checked + start] = SPOILED;
                 }
-                State::Head => {
-                    // Only the first `max_head` bytes may hold the head, however
-                    // the bytes were split into reads.
-                    let window = &rest[..rest.len().min(self.max_head)];
-                    let Some(head) = head_len(window) else {
-                        if eof || rest.len() >= self.max_head {
-                            // hyper answers a truncated or huge head itself.
-                            self.state = State::Passthrough;
-                            self.checked = self.pending.len();
-                        }
-                        return;
-                    };
-                    let (next, refuse) = inspect(&rest[..head]);
-                    if refuse {
-                        let start = rest
-                            .iter()
-                            .position(|b| !matches!(b, b'\r' | b'\n'))
-                            .unwrap_or(0);
-                        self.pending[self.checked + start] = SPOILED;
-                    }
-                    self.checked += head;
-                    self.state = next;
-                }
-                State::Length(n) => {
-                    let take = n.min(rest.len() as u64);
-                    self.checked += take as usize;
-                    self.state = match n - take {
-                        0 => State::Head,
-                        left => State::Length(left),
-                    };
-                }
-                State::Chunked(chunk) => {
-                    let (used, next) = chunked(chunk, rest);
-                    self.checked += used;
-                    self.state = next;
-                }
-                State::Passthrough => self.checked = self.pending.len(),
+                checked += head;
+                *state = next;
             }
+            State::Length(n) => {
+                let take = n.min(rest.len() as u64);
+                checked += take as usize;
+                *state = match n - take {
+                    0 => State::Head,
+                    left => State::Length(left),
+                };
+            }
+            State::Chunked(chunk) => {
+                let (used, next) = chunked(chunk, rest);
+                checked += used;
+                *state = next;
+            }
+            State::Passthrough => return bytes.len(),
         }
     }
 }
 
-/// Length of the head at the start of `buf` (up to and including the empty
-/// line), skipping empty lines before the request line as parsers do.
-fn head_len(buf: &[u8]) -> Option<usize> {
+/// Reads the head at the start of `buf` in one pass over its lines: its
+/// length (up to and including the empty line, skipping empty lines before
+/// the request line as parsers do), what follows it, and whether to refuse
+/// it. `None` while the head is incomplete.
+fn read_head(buf: &[u8]) -> Option<(usize, State, bool)> {
     let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let mut framing = Framing::default();
     let mut line_start = start;
-    for (i, b) in buf.iter().enumerate().skip(start) {
-        if *b != b'\n' {
-            continue;
+    for i in memchr::memchr_iter(b'\n', &buf[start..]) {
+        let end = start + i;
+        let raw = &buf[line_start..end];
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.is_empty() {
+            let (next, refuse) = framing.verdict();
+            return Some((end + 1, next, refuse));
         }
-        let line = &buf[line_start..i];
-        if line.is_empty() || line == b"\r" {
-            return Some(i + 1);
+        if line_start == start {
+            framing.upgrade = line.starts_with(b"CONNECT ");
+        } else {
+            framing.header(line);
         }
-        line_start = i + 1;
+        line_start = end + 1;
     }
     None
 }
 
-/// What follows a complete `head`, and whether to refuse it.
-fn inspect(head: &[u8]) -> (State, bool) {
-    let mut lines = head
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .skip_while(|l| l.is_empty());
-    let request_line = lines.next().unwrap_or_default();
-    let mut length: Option<Option<u64>> = None;
-    let mut chunked: Option<bool> = None;
-    let mut upgrade = request_line.starts_with(b"CONNECT ");
-    for line in lines {
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
+/// The framing headers of one head.
+#[derive(Default)]
+struct Framing {
+    /// `Content-Length` seen (its value, if it parsed).
+    length: Option<Option<u64>>,
+    /// `Transfer-Encoding` seen (whether it ends in `chunked`).
+    chunked: Option<bool>,
+    /// A protocol switch (`Upgrade`, or a `CONNECT` request line).
+    upgrade: bool,
+}
+
+impl Framing {
+    /// Notes `line` if it is one of the framing headers. A name is followed
+    /// directly by its colon (hyper refuses whitespace before it), so the
+    /// colon's position rules out every other name without a comparison.
+    fn header(&mut self, line: &[u8]) {
+        let named = |name: &[u8]| {
+            line.get(name.len()) == Some(&b':') && line[..name.len()].eq_ignore_ascii_case(name)
         };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let parsed = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-            length = Some(parsed);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
+        let value = |name: &[u8]| line[name.len() + 1..].trim_ascii();
+        if named(b"content-length") {
+            let v = value(b"content-length");
+            self.length = Some(std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()));
+        } else if named(b"transfer-encoding") {
+            let v = value(b"transfer-encoding");
+            let last = v.rsplit(|b| *b == b',').next().unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if named(b"upgrade") {
+            self.upgrade = true;
         }
     }
-    match (length, chunked) {
-        (Some(_), Some(_)) => (State::Passthrough, true),
-        // A protocol switch makes the rest of the stream someone else's.
-        _ if upgrade => (State::Passthrough, false),
-        (None, Some(true)) => (State::Chunked(Chunk::Size(0)), false),
-        (Some(Some(0)) | None, None) => (State::Head, false),
-        (Some(Some(n)), None) => (State::Length(n), false),
-        // Framing hyper refuses itself (and then closes the connection).
-        (Some(None), None) | (None, Some(false)) => (State::Passthrough, false),
+
+    /// What follows the head, and whether to refuse it.
+    fn verdict(&self) -> (State, bool) {
+        match (self.length, self.chunked) {
+            (Some(_), Some(_)) => (State::Passthrough, true),
+            // A protocol switch makes the rest of the stream someone else's.
+            _ if self.upgrade => (State::Passthrough, false),
+            (None, Some(true)) => (State::Chunked(Chunk::Size(0)), false),
+            (Some(Some(0)) | None, None) => (State::Head, false),
+            (Some(Some(n)), None) => (State::Length(n), false),
+            // Framing hyper refuses itself (and then closes the connection).
+            (Some(None), None) | (None, Some(false)) => (State::Passthrough, false),
+        }
     }
 }
 
@@ -314,6 +342,21 @@ impl<I: AsyncRead + Unpin> AsyncRead for HeadGuard<I> {
                 return Poll::Pending;
             }
             let eof = buf.filled().len() == before;
+            if this.pending.is_empty() {
+                // Nothing held back: check the new bytes where they are, and
+                // keep back only an incomplete head at their end.
+                let new = &mut buf.filled_mut()[before..];
+                let n = advance(&mut this.state, new, this.max_head, eof);
+                if n < new.len() {
+                    this.pending.extend_from_slice(&new[n..]);
+                    buf.set_filled(before + n);
+                }
+                if n > 0 || eof {
+                    this.head_deadline = None;
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
             this.pending.extend_from_slice(&buf.filled()[before..]);
             buf.set_filled(before);
             this.scan(eof);

@@ -5,14 +5,13 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::RwLock;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::RequestLabels;
+use crate::fast_hash::FastMap;
 
 /// Handles sharing their state with the registered families' entries.
 #[derive(Clone)]
@@ -25,48 +24,7 @@ pub(super) struct RequestSeries {
 
 /// Label sets come from the proxy's own config and peers' metadata, not from
 /// request bytes an attacker picks freely, so a fast non-keyed hash is fine.
-#[derive(Default)]
-pub(super) struct FoldHasher(u64);
-
-impl Hasher for FoldHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(c);
-            self.add(u64::from_le_bytes(word));
-        }
-        let mut tail = [0u8; 8];
-        let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        self.add(u64::from_le_bytes(tail) ^ rest.len() as u64);
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u16(&mut self, i: u16) {
-        self.add(u64::from(i));
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-}
-
-impl FoldHasher {
-    fn add(&mut self, word: u64) {
-        // Multiply-rotate mixing (as in rustc's FxHasher).
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type Map = HashMap<RequestLabels, RequestSeries, BuildHasherDefault<FoldHasher>>;
+type Map = FastMap<RequestLabels, RequestSeries>;
 
 /// Label set → series; read-mostly (a label set is new only once).
 #[derive(Default)]

@@ -1,7 +1,7 @@
 //! `TryFrom` conversions from the wire (prost) types into the domain model,
 //! validating everything a request path would otherwise trip over.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -538,7 +538,10 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
             .map(virtual_host)
             .collect::<Result<_, _>>()?;
         let mut clusters = Vec::with_capacity(c.clusters.len());
-        let mut cluster_index = HashMap::with_capacity(c.clusters.len());
+        let mut cluster_index = crate::fast_hash::FastMap::with_capacity_and_hasher(
+            c.clusters.len(),
+            Default::default(),
+        );
         for pc in &c.clusters {
             if cluster_index
                 .insert(pc.name.clone(), clusters.len())

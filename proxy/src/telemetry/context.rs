@@ -234,20 +234,53 @@ fn parse_hex_u64(v: &[u8]) -> Option<u64> {
 }
 
 fn parse_lower_hex(v: &[u8]) -> Option<u128> {
-    if v.iter().any(u8::is_ascii_uppercase) {
-        return None;
-    }
-    parse_any_hex(v)
+    parse_hex(v, &LOWER_HEX_DIGITS)
 }
 
 fn parse_any_hex(v: &[u8]) -> Option<u128> {
+    parse_hex(v, &ANY_HEX_DIGITS)
+}
+
+/// Not a digit in a [`hex_digits`] table.
+const NOT_HEX: u8 = 0xff;
+
+/// Byte → hex digit value ([`NOT_HEX`] for other bytes); `upper` admits `A`–`F`.
+const fn hex_digits(upper: bool) -> [u8; 256] {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        if upper {
+            t[b'A' as usize + i] = 10 + i as u8;
+        }
+        i += 1;
+    }
+    t
+}
+
+static LOWER_HEX_DIGITS: [u8; 256] = hex_digits(false);
+static ANY_HEX_DIGITS: [u8; 256] = hex_digits(true);
+
+/// Up to 32 hex digits (every request carries two trace ids: a table lookup
+/// per digit instead of a `char` conversion).
+fn parse_hex(v: &[u8], digits: &[u8; 256]) -> Option<u128> {
     if v.is_empty() || v.len() > 32 {
         return None;
     }
-    v.iter().try_fold(0u128, |acc, b| {
-        let d = (*b as char).to_digit(16)?;
-        Some((acc << 4) | u128::from(d))
-    })
+    let mut acc = 0u128;
+    for b in v {
+        let d = digits[usize::from(*b)];
+        if d == NOT_HEX {
+            return None;
+        }
+        acc = (acc << 4) | u128::from(d);
+    }
+    Some(acc)
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -388,3 +388,82 @@ async fn handshake_istio_sni_reaches_the_server_and_ip_sends_none() {
     let (s, _) = handshake_sni(server, &client, &[], None).await;
     assert_eq!(s.unwrap().1.sni, None);
 }
+
+/// How the client side of `stream` shook hands.
+fn client_handshake_kind(stream: &Stream) -> Option<rustls::HandshakeKind> {
+    match stream {
+        Stream::Client(tls) => tls.get_ref().1.handshake_kind(),
+        _ => None,
+    }
+}
+
+/// Sends a ping and a pong, so the client has read the server's session tickets.
+async fn exchange(server: &mut Stream, client: &mut Stream) {
+    client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).await.unwrap();
+    server.write_all(b"pong").await.unwrap();
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+}
+
+#[tokio::test]
+async fn handshake_to_the_same_destination_resumes_and_keeps_both_identities() {
+    let root = ca("root");
+    let (server, _stx, _) = mesh(Some(creds(SERVER, &root, &[&root])));
+    let server = Arc::new(server);
+    let (client, _ctx, _) = mesh(Some(creds(CLIENT, &root, &[&root])));
+    let sans = [SERVER_BARE.to_owned()];
+    let (s, c) = handshake(Arc::clone(&server), &client, &sans).await;
+    let (mut s1, s1_peer) = s.unwrap();
+    let (mut c1, _) = c.unwrap();
+    assert_eq!(
+        client_handshake_kind(&c1),
+        Some(rustls::HandshakeKind::Full)
+    );
+    exchange(&mut s1, &mut c1).await;
+
+    // The second connection shares the first one's client config and resumes.
+    let (s, c) = handshake(Arc::clone(&server), &client, &sans).await;
+    let (mut s2, s2_peer) = s.unwrap();
+    let (mut c2, c2_peer) = c.unwrap();
+    assert_eq!(
+        client_handshake_kind(&c2),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert_eq!(s2_peer.spiffe_id, CLIENT);
+    assert_eq!(s2_peer.cert_hash, s1_peer.cert_hash);
+    assert_eq!(c2_peer.spiffe_id, SERVER);
+    exchange(&mut s2, &mut c2).await;
+
+    // Another SAN list is another config: nothing to resume, so the server's
+    // identity is checked again and refused.
+    let other = ["cluster.local/ns/default/sa/ratings".to_owned()];
+    let (s, c) = handshake(Arc::clone(&server), &client, &other).await;
+    let err = c.err().expect("client must refuse").to_string();
+    assert!(err.contains("NotValidForName"), "{err}");
+    assert!(s.is_err());
+}
+
+#[tokio::test]
+async fn handshake_after_client_renewal_does_not_resume_the_old_session() {
+    let root = ca("root");
+    let (server, _stx, _) = mesh(Some(creds(SERVER, &root, &[&root])));
+    let server = Arc::new(server);
+    let (client, ctx, _) = mesh(Some(creds(CLIENT, &root, &[&root])));
+    let sans = [SERVER_BARE.to_owned()];
+    let (s, c) = handshake(Arc::clone(&server), &client, &sans).await;
+    let (mut s1, s1_peer) = s.unwrap();
+    let (mut c1, _) = c.unwrap();
+    exchange(&mut s1, &mut c1).await;
+    // New credentials: the next connection presents the new certificate.
+    ctx.send_replace(Some(creds(CLIENT, &root, &[&root])));
+    let (s, c) = handshake(Arc::clone(&server), &client, &sans).await;
+    let (_, s2_peer) = s.unwrap();
+    let (c2, _) = c.unwrap();
+    assert_eq!(
+        client_handshake_kind(&c2),
+        Some(rustls::HandshakeKind::Full)
+    );
+    assert_ne!(s2_peer.cert_hash, s1_peer.cert_hash);
+}

@@ -1,6 +1,3 @@
-use std::hash::{BuildHasher, BuildHasherDefault};
-
-use super::FoldHasher;
 use crate::metrics::{Metrics, ServiceLabels};
 use crate::model::{Text, WorkloadMeta};
 
@@ -65,12 +62,4 @@ fn record_request_different_code_keeps_separate_series() {
     let bad = line_value(&text, "istio_requests_total", "response_code=\"503\"");
     assert_eq!(ok.as_deref(), Some("1"));
     assert_eq!(bad.as_deref(), Some("2"));
-}
-
-#[test]
-fn fold_hasher_byte_strings_differing_in_tail_hash_differently() {
-    let h = BuildHasherDefault::<FoldHasher>::default();
-    assert_ne!(h.hash_one("reviews-v1"), h.hash_one("reviews-v2"));
-    assert_ne!(h.hash_one("ab"), h.hash_one("ab\0"));
-    assert_eq!(h.hash_one("same"), h.hash_one("same"));
 }

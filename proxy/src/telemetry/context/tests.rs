@@ -279,3 +279,18 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn hex_parsing_matches_char_digits_for_every_byte() {
+    for b in 0..=255u8 {
+        let want = (b as char).to_digit(16).map(u128::from);
+        assert_eq!(super::parse_any_hex(&[b]), want, "byte {b:#x}");
+        let lower = want.filter(|_| !b.is_ascii_uppercase());
+        assert_eq!(super::parse_lower_hex(&[b]), lower, "byte {b:#x}");
+    }
+    let max = [b'f'; 32];
+    assert_eq!(super::parse_lower_hex(&max), Some(u128::MAX));
+    assert_eq!(super::parse_lower_hex(&[b'0'; 33]), None);
+    assert_eq!(super::parse_any_hex(b""), None);
+    assert_eq!(super::parse_any_hex(b"0aF9"), Some(0x0af9));
+}
