@@ -264,6 +264,9 @@ impl MeshTls {
             conn.server_name().map(str::to_owned),
             conn.alpn_protocol().map(<[u8]>::to_vec),
         )?;
+        if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            self.metrics.security.resumed(Side::Inbound);
+        }
         Ok((Stream::Server(Box::new(tls)), peer))
     }
 
@@ -313,6 +316,9 @@ impl MeshTls {
             None,
             conn.alpn_protocol().map(<[u8]>::to_vec),
         )?;
+        if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            self.metrics.security.resumed(Side::Outbound);
+        }
         Ok((Stream::Client(Box::new(tls)), peer))
     }
 }

@@ -21,6 +21,11 @@ struct HandshakeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuthzLabels {
     policy: Text,
     decision: &'static str,
@@ -41,6 +46,7 @@ pub struct SecurityMetrics {
     expiry: Gauge,
     renewals: Family<OutcomeLabels, Counter>,
     handshakes: Family<HandshakeLabels, Counter>,
+    resumed: Family<DirectionLabels, Counter>,
     authz: Family<AuthzLabels, Counter>,
 }
 
@@ -64,6 +70,11 @@ impl SecurityMetrics {
             m.handshakes.clone(),
         );
         registry.register(
+            "sluice_tls_resumed_handshakes",
+            "Successful TLS handshakes that resumed an earlier session instead of a full handshake, by side",
+            m.resumed.clone(),
+        );
+        registry.register(
             "sluice_authorization_decisions",
             "AuthorizationPolicy decisions (allow, deny, audit, dry_run_allow, dry_run_deny) by deciding policy",
             m.authz.clone(),
@@ -85,12 +96,17 @@ impl SecurityMetrics {
 
     /// Counts a handshake, or a connection refused before one.
     pub fn handshake(&self, side: Side, outcome: &'static str) {
-        let direction = match side {
-            Side::Inbound => "inbound",
-            Side::Outbound => "outbound",
-        };
+        let direction = direction(side);
         self.handshakes
             .get_or_create(&HandshakeLabels { direction, outcome })
+            .inc();
+    }
+
+    /// Counts a successful handshake that resumed a session.
+    pub fn resumed(&self, side: Side) {
+        let direction = direction(side);
+        self.resumed
+            .get_or_create(&DirectionLabels { direction })
             .inc();
     }
 
@@ -100,5 +116,12 @@ impl SecurityMetrics {
         self.authz
             .get_or_create(&AuthzLabels { policy, decision })
             .inc();
+    }
+}
+
+fn direction(side: Side) -> &'static str {
+    match side {
+        Side::Inbound => "inbound",
+        Side::Outbound => "outbound",
     }
 }

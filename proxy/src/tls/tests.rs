@@ -410,9 +410,9 @@ async fn exchange(server: &mut Stream, client: &mut Stream) {
 #[tokio::test]
 async fn handshake_to_the_same_destination_resumes_and_keeps_both_identities() {
     let root = ca("root");
-    let (server, _stx, _) = mesh(Some(creds(SERVER, &root, &[&root])));
+    let (server, _stx, server_metrics) = mesh(Some(creds(SERVER, &root, &[&root])));
     let server = Arc::new(server);
-    let (client, _ctx, _) = mesh(Some(creds(CLIENT, &root, &[&root])));
+    let (client, _ctx, client_metrics) = mesh(Some(creds(CLIENT, &root, &[&root])));
     let sans = [SERVER_BARE.to_owned()];
     let (s, c) = handshake(Arc::clone(&server), &client, &sans).await;
     let (mut s1, s1_peer) = s.unwrap();
@@ -420,6 +420,11 @@ async fn handshake_to_the_same_destination_resumes_and_keeps_both_identities() {
     assert_eq!(
         client_handshake_kind(&c1),
         Some(rustls::HandshakeKind::Full)
+    );
+    assert!(
+        !client_metrics
+            .encode()
+            .contains("sluice_tls_resumed_handshakes_total{")
     );
     exchange(&mut s1, &mut c1).await;
 
@@ -435,6 +440,13 @@ async fn handshake_to_the_same_destination_resumes_and_keeps_both_identities() {
     assert_eq!(s2_peer.cert_hash, s1_peer.cert_hash);
     assert_eq!(c2_peer.spiffe_id, SERVER);
     exchange(&mut s2, &mut c2).await;
+    let resumed = |m: &Metrics, direction: &str| {
+        let line = format!("sluice_tls_resumed_handshakes_total{{direction=\"{direction}\"}} 1");
+        let text = m.encode();
+        assert!(text.contains(&line), "{text}");
+    };
+    resumed(&client_metrics, "outbound");
+    resumed(&server_metrics, "inbound");
 
     // Another SAN list is another config: nothing to resume, so the server's
     // identity is checked again and refused.
