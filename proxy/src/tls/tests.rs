@@ -407,6 +407,24 @@ async fn exchange(server: &mut Stream, client: &mut Stream) {
     assert_eq!(&buf, b"pong");
 }
 
+/// A first, full handshake from `client` to `server`, its session tickets read by
+/// the client: the server's view of the client, and both streams (kept open).
+async fn full_session(
+    server: &Arc<MeshTls>,
+    client: &MeshTls,
+    sans: &[String],
+) -> (Peer, Stream, Stream) {
+    let (s, c) = handshake(Arc::clone(server), client, sans).await;
+    let (mut s1, s1_peer) = s.unwrap();
+    let (mut c1, _) = c.unwrap();
+    assert_eq!(
+        client_handshake_kind(&c1),
+        Some(rustls::HandshakeKind::Full)
+    );
+    exchange(&mut s1, &mut c1).await;
+    (s1_peer, s1, c1)
+}
+
 #[tokio::test]
 async fn handshake_to_the_same_destination_resumes_and_keeps_both_identities() {
     let root = ca("root");
@@ -414,19 +432,12 @@ async fn handshake_to_the_same_destination_resumes_and_keeps_both_identities() {
     let server = Arc::new(server);
     let (client, _ctx, client_metrics) = mesh(Some(creds(CLIENT, &root, &[&root])));
     let sans = [SERVER_BARE.to_owned()];
-    let (s, c) = handshake(Arc::clone(&server), &client, &sans).await;
-    let (mut s1, s1_peer) = s.unwrap();
-    let (mut c1, _) = c.unwrap();
-    assert_eq!(
-        client_handshake_kind(&c1),
-        Some(rustls::HandshakeKind::Full)
-    );
+    let (s1_peer, _s1, _c1) = full_session(&server, &client, &sans).await;
     assert!(
         !client_metrics
             .encode()
             .contains("sluice_tls_resumed_handshakes_total{")
     );
-    exchange(&mut s1, &mut c1).await;
 
     // The second connection shares the first one's client config and resumes.
     let (s, c) = handshake(Arc::clone(&server), &client, &sans).await;
@@ -464,10 +475,7 @@ async fn handshake_after_client_renewal_does_not_resume_the_old_session() {
     let server = Arc::new(server);
     let (client, ctx, _) = mesh(Some(creds(CLIENT, &root, &[&root])));
     let sans = [SERVER_BARE.to_owned()];
-    let (s, c) = handshake(Arc::clone(&server), &client, &sans).await;
-    let (mut s1, s1_peer) = s.unwrap();
-    let (mut c1, _) = c.unwrap();
-    exchange(&mut s1, &mut c1).await;
+    let (s1_peer, _s1, _c1) = full_session(&server, &client, &sans).await;
     // New credentials: the next connection presents the new certificate.
     ctx.send_replace(Some(creds(CLIENT, &root, &[&root])));
     let (s, c) = handshake(Arc::clone(&server), &client, &sans).await;
