@@ -374,18 +374,31 @@ async fn measure(opts: &Opts, route: &Route, sc: Scenario, procs: &[Pinned]) -> 
     let mut cpu = Vec::new();
     // Each process's CPU seconds per 1k requests, one entry per repetition it was measured in.
     let mut cpu_each: Vec<Vec<f64>> = vec![Vec::new(); procs.len()];
+    // Each process's CPU time over all repetitions, for its kernel share.
+    let mut times_each = vec![procstat::CpuTimes::default(); procs.len()];
     for rep in 0..opts.reps {
-        let before: Vec<Option<f64>> = procs.iter().map(|p| procstat::cpu_seconds(p.pid)).collect();
+        let before: Vec<Option<procstat::CpuTimes>> =
+            procs.iter().map(|p| procstat::cpu_times(p.pid)).collect();
         let args = fortio_args(route, sc, opts.seconds, &json);
         let run = match fortio_once(opts, &args, &json).await {
             Ok(r) => r,
             Err(e) => return skipped(route, sc, opts, format!("repetition {rep}: {e:#}")),
         };
         let _ = std::fs::copy(&json, opts.work_dir.join(format!("{tag}-rep{rep}.json")));
-        let used: Vec<Option<f64>> = procs
+        let times: Vec<Option<procstat::CpuTimes>> = procs
             .iter()
             .zip(&before)
-            .map(|(p, b)| Some(procstat::cpu_seconds(p.pid)? - (*b)?))
+            .map(|(p, b)| Some(procstat::cpu_times(p.pid)?.since((*b)?)))
+            .collect();
+        for (sum, t) in times_each.iter_mut().zip(&times) {
+            if let Some(t) = t {
+                sum.user += t.user;
+                sum.system += t.system;
+            }
+        }
+        let used: Vec<Option<f64>> = times
+            .iter()
+            .map(|t| t.map(procstat::CpuTimes::total))
             .collect();
         if run.count > 0 {
             let kreq = run.count as f64 / 1000.0;
@@ -406,12 +419,14 @@ async fn measure(opts: &Opts, route: &Route, sc: Scenario, procs: &[Pinned]) -> 
     let proxies: Vec<ProxyUse> = procs
         .iter()
         .zip(&cpu_each)
+        .zip(&times_each)
         .enumerate()
-        .filter_map(|(i, (p, each))| {
+        .filter_map(|(i, ((p, each), times))| {
             let m = procstat::memory(p.pid)?;
             Some(ProxyUse {
                 side: if i == 0 { "client" } else { "server" }.into(),
                 cpu_s_per_1k_req: (!each.is_empty()).then(|| median(each)),
+                kernel_share: (times.total() > 0.0).then(|| times.system / times.total()),
                 rss_mb: m.rss_mb,
                 rss_peak_mb: m.hwm_mb,
             })

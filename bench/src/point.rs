@@ -140,6 +140,10 @@ pub struct ProxyUse {
     pub side: String,
     /// CPU seconds per 1,000 requests (median of repetitions).
     pub cpu_s_per_1k_req: Option<f64>,
+    /// Share of that CPU time spent in the kernel (stime over utime + stime, summed over the
+    /// repetitions); absent in runs made before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_share: Option<f64>,
     /// VmRSS after the point, MB.
     pub rss_mb: f64,
     /// VmHWM during the point (reset before its warm-up), MB; the peak since the process

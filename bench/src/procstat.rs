@@ -7,21 +7,54 @@ mod tests;
 /// userspace on every architecture we run on.
 const TICKS_PER_S: f64 = 100.0;
 
-/// utime + stime of `pid` and all its threads, seconds; `None` if the process is gone.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU time of a process and all its threads, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CpuTimes {
+    /// utime: in the process's own code.
+    pub user: f64,
+    /// stime: in the kernel on its behalf (system calls, and on loopback the TCP
+    /// processing a send runs for the receiving socket too).
+    pub system: f64,
+}
+
+impl CpuTimes {
+    /// user + system.
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    /// The time used between `earlier` and `self`.
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
+/// utime and stime of `pid` and all its threads; `None` if the process is gone.
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat_cpu(&text)
 }
 
-/// Parses utime+stime from a `/proc/<pid>/stat` line. The command name (field 2) may hold
-/// spaces and parentheses, so fields are counted after its last `)`.
-pub fn parse_stat_cpu(text: &str) -> Option<f64> {
+/// utime + stime of `pid` and all its threads, seconds; `None` if the process is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_times(pid).map(CpuTimes::total)
+}
+
+/// Parses utime and stime from a `/proc/<pid>/stat` line. The command name (field 2) may
+/// hold spaces and parentheses, so fields are counted after its last `)`.
+pub fn parse_stat_cpu(text: &str) -> Option<CpuTimes> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state is field 3, utime field 14, stime field 15 (1-based).
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / TICKS_PER_S)
+    Some(CpuTimes {
+        user: utime as f64 / TICKS_PER_S,
+        system: stime as f64 / TICKS_PER_S,
+    })
 }
 
 /// Memory of a process, MB.

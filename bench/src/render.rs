@@ -102,7 +102,15 @@ fn cpu_cell(p: &Point) -> String {
     let each: Vec<String> = p
         .proxies
         .iter()
-        .map(|x| format!("{} {}", x.side, opt(x.cpu_s_per_1k_req, 4)))
+        .map(|x| match x.kernel_share {
+            Some(k) => format!(
+                "{} {}, {:.0} % kernel",
+                x.side,
+                opt(x.cpu_s_per_1k_req, 4),
+                k * 100.0
+            ),
+            None => format!("{} {}", x.side, opt(x.cpu_s_per_1k_req, 4)),
+        })
         .collect();
     if each.is_empty() {
         opt(p.cpu_s_per_1k_req, 4)
@@ -163,8 +171,9 @@ pub fn markdown(run: &RunFile, file_name: &str, pngs: &[(String, String)]) -> St
         "Latencies in ms (median of repetitions). *Added* = target minus direct at the same \
          percentile; a ratio of added latencies shows \"–\" when either pair's added latency is \
          negative or the peer's is ≤ 0.1 ms (noise larger than the difference). CPU = CPU seconds per 1,000 requests per proxy process: the mean of the pair, \
-         then each side (client-side proxy, server-side proxy) when the run recorded them; at \
-         1,000 rps this is vCPU per proxy. RSS = steady VmRSS after the point / peak VmHWM during it (reset before the \
+         then each side (client-side proxy, server-side proxy) when the run recorded them, with \
+         the share of it spent in the kernel when recorded (system calls; on loopback a send \
+         also runs the receiving socket's TCP processing); at 1,000 rps this is vCPU per proxy. RSS = steady VmRSS after the point / peak VmHWM during it (reset before the \
          point's warm-up), MB, of each side (runs before per-side recording: of the larger proxy, peak since start).\n"
     );
     for k in scenarios(&run.points) {

@@ -1,10 +1,11 @@
 use super::*;
 
 #[test]
-fn parse_stat_cpu_name_with_spaces_sums_utime_and_stime() {
+fn parse_stat_cpu_name_with_spaces_reads_utime_and_stime() {
     let line =
         "1234 (tokio (rt) w) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 3 0 100 0 0";
-    assert_eq!(parse_stat_cpu(line), Some(3.0));
+    let t = parse_stat_cpu(line).expect("parses");
+    assert_eq!((t.user, t.system, t.total()), (2.5, 0.5, 3.0));
 }
 
 #[test]

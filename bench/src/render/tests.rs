@@ -105,6 +105,7 @@ fn each_side_is_shown_and_the_busier_sidecar_is_judged() {
     let side = |side: &str, cpu: f64, rss: f64| ProxyUse {
         side: side.into(),
         cpu_s_per_1k_req: Some(cpu),
+        kernel_share: (side == "server").then_some(0.375),
         rss_mb: rss,
         rss_peak_mb: rss + 0.5,
     };
@@ -125,7 +126,10 @@ fn each_side_is_shown_and_the_busier_sidecar_is_judged() {
         md.contains("the busier sidecar) | 0.0600 vCPU | **missed** |"),
         "{md}"
     );
-    assert!(md.contains("0.0450 (client 0.0600, server 0.0300)"), "{md}");
+    assert!(
+        md.contains("0.0450 (client 0.0600, server 0.0300, 38 % kernel)"),
+        "{md}"
+    );
     assert!(md.contains("client 9.0 / 9.5, server 8.0 / 8.5"), "{md}");
     assert!(
         md.contains("(HTTP/1.1, 4 conns; the larger sidecar) | 9.0 MB (peak 9.5) | met |"),
