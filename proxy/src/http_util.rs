@@ -2,6 +2,7 @@
 //! hop-by-hop header hygiene and shaping a request for HTTP/1.1 or HTTP/2.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Response, StatusCode, Uri, Version};
 
 use crate::body::{self, Body};
@@ -90,31 +91,84 @@ pub fn shape_for_upstream(
     authority: &str,
     path_and_query: &str,
 ) -> Result<(), BadTarget> {
-    let bad = || BadTarget {
-        target: format!("{authority}{path_and_query}"),
-    };
-    if h2 {
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| bad())?;
-        parts.version = Version::HTTP_2;
-        parts.headers.remove(header::HOST);
-    } else {
-        parts.uri = Uri::builder()
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| bad())?;
-        parts.version = Version::HTTP_11;
-        parts.headers.insert(
-            header::HOST,
-            HeaderValue::from_str(authority).map_err(|_| bad())?,
-        );
-        join_cookies(&mut parts.headers);
+    UpstreamTarget::new(authority, path_and_query)?.shape(parts, h2)
+}
+
+/// Where a request goes upstream, checked once and shared by every attempt:
+/// the authority as a `Host` value and the origin-form path and query.
+#[derive(Clone, Debug)]
+pub struct UpstreamTarget {
+    host: HeaderValue,
+    path_and_query: PathAndQuery,
+}
+
+impl UpstreamTarget {
+    /// The target `authority` + `path_and_query` (after rewrites).
+    pub fn new(authority: &str, path_and_query: &str) -> Result<Self, BadTarget> {
+        let bad = || BadTarget {
+            target: format!("{authority}{path_and_query}"),
+        };
+        Ok(UpstreamTarget {
+            host: HeaderValue::from_str(authority).map_err(|_| bad())?,
+            path_and_query: PathAndQuery::try_from(path_and_query).map_err(|_| bad())?,
+        })
     }
-    Ok(())
+
+    /// The target of a request forwarded with its own path and query to
+    /// `authority`. The request's parsed path and its `Host` value (when it
+    /// is `authority`) are shared rather than copied and parsed again.
+    pub fn unchanged(parts: &http::request::Parts, authority: &str) -> Result<Self, BadTarget> {
+        let uri = &parts.uri;
+        let Some(pq) = uri
+            .path_and_query()
+            .filter(|pq| pq.as_str().starts_with('/'))
+        else {
+            // `*`, or an absolute URI without a path: spelled out as before.
+            let pq = match uri.query() {
+                Some(q) => format!("{}?{q}", uri.path()),
+                None => uri.path().to_owned(),
+            };
+            return Self::new(authority, &pq);
+        };
+        let host = match parts.headers.get(header::HOST) {
+            Some(h) if h.as_bytes() == authority.as_bytes() => h.clone(),
+            _ => HeaderValue::from_str(authority).map_err(|_| BadTarget {
+                target: format!("{authority}{pq}"),
+            })?,
+        };
+        Ok(UpstreamTarget {
+            host,
+            path_and_query: pq.clone(),
+        })
+    }
+
+    /// Sets URI, `Host` and version for sending over HTTP/2 (absolute URI, no
+    /// Host) or HTTP/1.1 (origin-form URI, Host = authority).
+    pub fn shape(&self, parts: &mut http::request::Parts, h2: bool) -> Result<(), BadTarget> {
+        if h2 {
+            let bad = || BadTarget {
+                target: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(self.host.as_bytes()),
+                    self.path_and_query
+                ),
+            };
+            let authority = Authority::try_from(self.host.as_bytes()).map_err(|_| bad())?;
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority);
+            uri.path_and_query = Some(self.path_and_query.clone());
+            parts.uri = Uri::from_parts(uri).map_err(|_| bad())?;
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        } else {
+            parts.uri = Uri::from(self.path_and_query.clone());
+            parts.version = Version::HTTP_11;
+            parts.headers.insert(header::HOST, self.host.clone());
+            join_cookies(&mut parts.headers);
+        }
+        Ok(())
+    }
 }
 
 /// HTTP/2 callers may split `cookie` into several fields; HTTP/1.1 allows
@@ -137,9 +191,12 @@ fn join_cookies(headers: &mut http::HeaderMap) {
 
 /// A random request id: 32 hex digits in UUID layout.
 pub fn request_id() -> HeaderValue {
-    let s = uuid_v4(fastrand::u64(..), fastrand::u64(..));
-    // Hex digits and dashes are always a valid header value.
-    let mut v = HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    let id = uuid_v4(fastrand::u64(..), fastrand::u64(..));
+    // Hex digits and dashes are always a valid header value. An owned buffer
+    // is one allocation, and the copy of the header map kept for retries
+    // shares it (a `Vec` would be copied into a shared one on that clone).
+    let mut v = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"));
     // Unique per request: HPACK must not add it to the dynamic table, where it
     // would evict the headers every request repeats (they then cost a literal).
     v.set_sensitive(true);
@@ -150,18 +207,22 @@ pub fn request_id() -> HeaderValue {
 /// digits, version nibble 4, variant bits 10), written without `format!`: this
 /// runs for every request that arrives without an `x-request-id`.
 fn uuid_v4(a: u64, b: u64) -> [u8; 36] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// The low `out.len()` hex digits of `v`.
+    fn hex(out: &mut [u8], v: u64) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = out.len();
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = HEX[((v >> (4 * (n - 1 - i))) & 0xf) as usize];
+        }
+    }
     let hi = (a & !0xf000) | 0x4000;
     let lo = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
     let mut out = [b'-'; 36];
-    let slots = (0..8).chain(9..13).chain(14..18);
-    for (n, at) in slots.enumerate() {
-        out[at] = HEX[((hi >> (60 - 4 * n)) & 0xf) as usize];
-    }
-    let slots = (19..23).chain(24..36);
-    for (n, at) in slots.enumerate() {
-        out[at] = HEX[((lo >> (60 - 4 * n)) & 0xf) as usize];
-    }
+    hex(&mut out[0..8], hi >> 32);
+    hex(&mut out[9..13], hi >> 16);
+    hex(&mut out[14..18], hi);
+    hex(&mut out[19..23], lo >> 48);
+    hex(&mut out[24..36], lo);
     out
 }
 
@@ -212,6 +273,48 @@ mod tests {
             .into_parts();
         shape_for_upstream(&mut parts, false, "reviews:9080", "/r").unwrap();
         assert_eq!(parts.headers[header::COOKIE], "only=1");
+    }
+
+    #[test]
+    fn an_unchanged_target_matches_the_spelled_out_one() {
+        let parts = |uri: &str, host: Option<&str>| {
+            let mut b = http::Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header(header::HOST, h);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        for (uri, host, authority) in [
+            ("/r?a=1&b", Some("reviews:9080"), "reviews:9080"),
+            ("/r", Some("reviews:9080"), "ratings:9080"),
+            ("/", None, "reviews"),
+            ("*", Some("reviews"), "reviews"),
+            ("http://reviews:9080", None, "reviews:9080"),
+            ("http://reviews:9080?q", None, "reviews:9080"),
+            ("http://reviews:9080/x/y?q=1", None, "reviews:9080"),
+        ] {
+            let original = parts(uri, host);
+            let pq = match original.uri.query() {
+                Some(q) => format!("{}?{q}", original.uri.path()),
+                None => original.uri.path().to_owned(),
+            };
+            for h2 in [false, true] {
+                let (mut fast, mut slow) = (parts(uri, host), parts(uri, host));
+                UpstreamTarget::unchanged(&original, authority)
+                    .unwrap()
+                    .shape(&mut fast, h2)
+                    .unwrap();
+                shape_for_upstream(&mut slow, h2, authority, &pq).unwrap();
+                assert_eq!(
+                    (&fast.uri, fast.version),
+                    (&slow.uri, slow.version),
+                    "{uri}"
+                );
+                assert_eq!(fast.headers, slow.headers, "{uri} h2={h2}");
+            }
+        }
+        let bad = parts("/r", None);
+        assert!(UpstreamTarget::unchanged(&bad, "bad\nhost").is_err());
     }
 
     #[test]

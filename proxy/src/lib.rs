@@ -30,6 +30,7 @@ mod retry_budget;
 mod rewrite;
 pub mod rlimit;
 pub mod runtime;
+mod source_meta;
 pub mod state;
 mod tcp;
 pub mod telemetry;

@@ -13,20 +13,20 @@ use hyper::body::Incoming;
 use super::{InboundCtx, authorized, find_port, port_service, sole_port};
 use crate::authz::{self, MtlsMode};
 use crate::body::{self, Body, Counted};
-use crate::http_util::{authority_of, is_grpc, local_reply, shape_for_upstream, strip_hop_by_hop};
+use crate::http_util::{UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop};
 use crate::matching::{RequestView, port_of};
 use crate::metrics::Side;
 use crate::model::{Protocol, Text, WorkloadMeta};
 use crate::rate_limit::{self, Gate};
 use crate::report::Report;
-use crate::rewrite::path_and_query;
+use crate::source_meta;
 use crate::state::Shared;
 use crate::telemetry::{self, Observed, Outcome, RequestFacts, TelemetryConfig};
 use crate::tls::Peer;
 use crate::upstream::Target;
 
-/// Metadata the peer sidecar sends about its workload (metric labels only).
-const SOURCE_HEADERS: [&str; 4] = [
+/// Metadata older peer sidecars send, one header per field (metric labels only).
+const LEGACY_SOURCE_HEADERS: [&str; 4] = [
     "x-sluice-source-workload",
     "x-sluice-source-namespace",
     "x-sluice-source-app",
@@ -48,8 +48,9 @@ pub(super) struct ConnCache {
     source: Mutex<Option<(SourceValues, Text, WorkloadMeta)>>,
 }
 
-/// The raw caller metadata header values, in `SOURCE_HEADERS` order.
-type SourceValues = [Option<HeaderValue>; 4];
+/// The raw caller metadata header values: `x-sluice-source-meta`, then the
+/// older per-field headers in `LEGACY_SOURCE_HEADERS` order.
+type SourceValues = (Option<HeaderValue>, [Option<HeaderValue>; 4]);
 
 impl ConnCache {
     /// Builds the connection's XFCC value (Istio's form) for an mTLS `peer`.
@@ -80,14 +81,22 @@ fn take_source(
     peer: Option<&Peer>,
     cache: &ConnCache,
 ) -> WorkloadMeta {
+    // Every caller-metadata header is taken out, whichever the app gets to see.
     let present = headers
         .keys()
-        .any(|k| k.as_str().starts_with("x-sluice-source-"));
-    let values: SourceValues = if present {
-        headers.remove(SOURCE_PRINCIPAL);
-        SOURCE_HEADERS.map(|name| headers.remove(name))
-    } else {
-        Default::default()
+        .filter(|k| k.as_str().starts_with(source_meta::SOURCE_PREFIX))
+        .count();
+    let values: SourceValues = match present {
+        0 => Default::default(),
+        // The usual case: only the one this version sends.
+        1 if headers.contains_key(source_meta::SOURCE_META) => {
+            (headers.remove(source_meta::SOURCE_META), Default::default())
+        }
+        _ => {
+            headers.remove(SOURCE_PRINCIPAL);
+            let meta = headers.remove(source_meta::SOURCE_META);
+            (meta, LEGACY_SOURCE_HEADERS.map(|name| headers.remove(name)))
+        }
     };
     let mut cached = cache.source.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((seen, cluster, meta)) = cached.as_ref()
@@ -96,16 +105,23 @@ fn take_source(
     {
         return meta.clone();
     }
-    let text = |v: &Option<HeaderValue>| -> Text {
-        v.as_ref()
-            .and_then(|v| v.to_str().ok().map(Text::from))
-            .unwrap_or_default()
+    let fields: [Text; 4] = match &values {
+        // A malformed value gives no labels rather than a guess.
+        (Some(v), _) => source_meta::decode(v.as_bytes())
+            .map(|f| f.map(|s| Text::from(s.as_str())))
+            .unwrap_or_default(),
+        (None, legacy) => legacy.each_ref().map(|v| {
+            v.as_ref()
+                .and_then(|v| v.to_str().ok().map(Text::from))
+                .unwrap_or_default()
+        }),
     };
+    let [workload, namespace, app, version] = fields;
     let mut meta = WorkloadMeta {
-        workload: text(&values[0]),
-        namespace: text(&values[1]),
-        app: text(&values[2]),
-        version: text(&values[3]),
+        workload,
+        namespace,
+        app,
+        version,
         principal: peer
             .map(|p| Text::from(p.spiffe_id.as_str()))
             .unwrap_or_default(),
@@ -309,8 +325,9 @@ async fn serve(
     let h2 = app_protocol.is_h2() || (app_protocol == Protocol::Unspecified && grpc);
     let authority = authority.unwrap_or_else(|| app.to_string());
     strip_hop_by_hop(&mut parts.headers);
-    let pq = path_and_query(parts.uri.path(), parts.uri.query());
-    if let Err(e) = shape_for_upstream(&mut parts, h2, &authority, &pq) {
+    let shaped =
+        UpstreamTarget::unchanged(&parts, &authority).and_then(|t| t.shape(&mut parts, h2));
+    if let Err(e) = shaped {
         let msg = format!("sluice-proxy: {e}");
         let resp = report.local(
             local_reply(StatusCode::BAD_REQUEST, &msg),

@@ -10,11 +10,11 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use super::http::set_identity;
+use super::http::add_identity;
 use crate::balance::{Choice, HashInput, pick_endpoint};
 use crate::body::{self, Body, Replay};
 use crate::circuit::{Admission, Held};
-use crate::http_util::shape_for_upstream;
+use crate::http_util::{BadTarget, UpstreamTarget};
 use crate::metrics::RetryOutcome;
 use crate::model::{Cluster, PoolSettings, RetryPolicy, WorkloadMeta};
 use crate::outlier::Outcome;
@@ -48,8 +48,8 @@ pub(super) struct Exchange<'a> {
     pub policy: Option<&'a RetryPolicy>,
     /// The request after rewrites and header ops, not yet shaped for a protocol.
     pub parts: Parts,
-    pub authority: String,
-    pub path_and_query: String,
+    /// Where every attempt goes (checked once; a bad one fails each attempt).
+    pub target: Result<UpstreamTarget, BadTarget>,
     pub me: &'a WorkloadMeta,
     pub hash: HashKeys,
 }
@@ -267,9 +267,9 @@ impl Exchange<'_> {
         let target = Target::endpoint(cluster, ep, has_credentials, Alpn::for_http(h2));
         let h2 = h2 && !target.forces_h1();
         let mut parts = clone_parts(&self.parts);
-        set_identity(&mut parts.headers, ep.sidecar.then_some(self.me));
-        shape_for_upstream(&mut parts, h2, &self.authority, &self.path_and_query)
-            .map_err(|e| e.to_string())?;
+        add_identity(&mut parts.headers, ep.sidecar.then_some(self.me));
+        let upstream = self.target.as_ref().map_err(ToString::to_string)?;
+        upstream.shape(&mut parts, h2).map_err(|e| e.to_string())?;
         let req = Request::from_parts(parts, body);
         let in_flight = InFlight::start(&ep.in_flight);
         let pools = &self.shared.pools;

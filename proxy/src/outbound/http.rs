@@ -1,6 +1,7 @@
 //! Outbound HTTP: virtual host and route selection, then the route's action
 //! (forward with rewrite, header ops and load balancing; redirect; direct response).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -16,7 +17,9 @@ use super::mirror::{self, Template};
 use super::{ConnCtx, fault};
 use crate::balance::pick_weighted;
 use crate::body::{self, Body, Counted, Replay, Tee};
-use crate::http_util::{authority_of, is_grpc, local_reply, strip_hop_by_hop};
+use crate::http_util::{
+    BadTarget, UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop,
+};
 use crate::matching::{Matched, RequestView, host_of, port_of, select_vhost};
 use crate::metrics::Metrics;
 use crate::metrics::ServiceLabels;
@@ -24,17 +27,19 @@ use crate::model::{Action, Cluster, Route, Running, Text, WeightedCluster, Workl
 use crate::report::Report;
 use crate::retry::Failure;
 use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
+use crate::source_meta;
 use crate::state::Shared;
 use crate::telemetry::{self, Observed, Outcome, RequestFacts, Side};
 
-/// Headers carrying the caller's workload metadata to the peer sidecar (metric
-/// labels only; identity comes from the mTLS certificate).
-pub const SOURCE_WORKLOAD: HeaderName = HeaderName::from_static("x-sluice-source-workload");
-pub const SOURCE_NAMESPACE: HeaderName = HeaderName::from_static("x-sluice-source-namespace");
-pub const SOURCE_APP: HeaderName = HeaderName::from_static("x-sluice-source-app");
-pub const SOURCE_VERSION: HeaderName = HeaderName::from_static("x-sluice-source-version");
-/// No longer sent (the peer ignores it); removed from what the app sends.
-pub const SOURCE_PRINCIPAL: HeaderName = HeaderName::from_static("x-sluice-source-principal");
+/// Sent by older versions, one header per field (the peer still reads them);
+/// removed from what the app sends, with the principal header no version trusts.
+const LEGACY_SOURCE: [HeaderName; 5] = [
+    HeaderName::from_static("x-sluice-source-workload"),
+    HeaderName::from_static("x-sluice-source-namespace"),
+    HeaderName::from_static("x-sluice-source-app"),
+    HeaderName::from_static("x-sluice-source-version"),
+    HeaderName::from_static("x-sluice-source-principal"),
+];
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -183,7 +188,8 @@ async fn route(
         let msg = format!("sluice-proxy: no virtual host for {host}:{port}");
         return rep.reply(&service, StatusCode::NOT_FOUND, &msg, &m.words.nr);
     };
-    let vh_service = service_labels(&vh.service);
+    // Labels for the proxy's own answers; a forwarded request reports its cluster's.
+    let vh_service = || service_labels(&vh.service);
     let scheme = req.uri().scheme_str().unwrap_or("http");
     let view = RequestView {
         method: req.method().as_str(),
@@ -195,14 +201,14 @@ async fn route(
     };
     let Some((_, route, matched)) = vh.route_for(&view) else {
         let msg = format!("sluice-proxy: no route of {} matched", vh.name);
-        return rep.reply(&vh_service, StatusCode::NOT_FOUND, &msg, &m.words.nr);
+        return rep.reply(&vh_service(), StatusCode::NOT_FOUND, &msg, &m.words.nr);
     };
     match &route.action {
         Action::DirectResponse { status, body } => {
             let mut resp = Response::new(body::full(body.clone()));
             *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             route.response_headers.apply(resp.headers_mut());
-            let report = rep.report(&vh_service, &WorkloadMeta::default());
+            let report = rep.report(&vh_service(), &WorkloadMeta::default());
             let resp = report.local(resp, &m.words.no_flags);
             rep.tag(resp, || Outcome::direct(route))
         }
@@ -215,7 +221,7 @@ async fn route(
                 resp.headers_mut().insert(header::LOCATION, v);
             }
             route.response_headers.apply(resp.headers_mut());
-            let report = rep.report(&vh_service, &WorkloadMeta::default());
+            let report = rep.report(&vh_service(), &WorkloadMeta::default());
             let resp = report.local(resp, &m.words.no_flags);
             rep.tag(resp, || Outcome::direct(route))
         }
@@ -223,7 +229,7 @@ async fn route(
             let Some(dest) = pick_weighted(dests) else {
                 let msg = "sluice-proxy: route has no destination";
                 return rep.reply(
-                    &vh_service,
+                    &vh_service(),
                     StatusCode::SERVICE_UNAVAILABLE,
                     msg,
                     &m.words.nr,
@@ -232,7 +238,7 @@ async fn route(
             let Some(cluster) = running.config.cluster(&dest.cluster) else {
                 let msg = format!("sluice-proxy: cluster {} not found", dest.cluster);
                 return rep.reply(
-                    &vh_service,
+                    &vh_service(),
                     StatusCode::SERVICE_UNAVAILABLE,
                     &msg,
                     &m.words.nc,
@@ -327,14 +333,13 @@ async fn forward(
     } else {
         Source::Once(Some(body))
     };
-    let (authority, path_and_query) = upstream_target(&parts, &f);
+    let target = checked_upstream_target(&parts, &f);
     let exchange = Exchange {
         shared,
         cluster,
         policy,
         parts,
-        authority,
-        path_and_query,
+        target,
         me: rep.me,
         hash,
     };
@@ -441,67 +446,54 @@ fn join_flags(a: &Text, b: &Text) -> Text {
     }
 }
 
-/// Prefix shared by the caller-identity headers.
-const SOURCE_PREFIX: &str = "x-sluice-source-";
-
-/// Replaces the caller-identity headers: set from `identity` (requests to a peer
-/// sidecar), removed otherwise so an app cannot forge them.
-pub(super) fn set_identity(headers: &mut http::HeaderMap, identity: Option<&WorkloadMeta>) {
-    // Usually none is present: one pass over the names beats five removals.
+/// Removes the caller-metadata headers, so neither an app nor a route's header
+/// operations can forge them; [`add_identity`] then sets them per attempt.
+pub(super) fn strip_identity(headers: &mut http::HeaderMap) {
+    // Usually none is present: one pass over the names beats six removals.
     if headers
         .keys()
-        .any(|k| k.as_str().starts_with(SOURCE_PREFIX))
+        .any(|k| k.as_str().starts_with(source_meta::SOURCE_PREFIX))
     {
-        for name in [
-            &SOURCE_WORKLOAD,
-            &SOURCE_NAMESPACE,
-            &SOURCE_APP,
-            &SOURCE_VERSION,
-            &SOURCE_PRINCIPAL,
-        ] {
+        headers.remove(source_meta::SOURCE_META);
+        for name in &LEGACY_SOURCE {
             headers.remove(name);
         }
     }
-    let Some(me) = identity else { return };
-    let names = [
-        SOURCE_WORKLOAD,
-        SOURCE_NAMESPACE,
-        SOURCE_APP,
-        SOURCE_VERSION,
-    ];
-    for (name, value) in names.into_iter().zip(identity_values(me)) {
-        if let Some(v) = value {
-            headers.insert(name, v);
-        }
+}
+
+/// Sets the caller-metadata header from `identity` (requests to a peer
+/// sidecar) on headers [`strip_identity`] has cleared.
+pub(super) fn add_identity(headers: &mut http::HeaderMap, identity: Option<&WorkloadMeta>) {
+    if let Some(v) = identity.and_then(identity_value) {
+        headers.insert(source_meta::SOURCE_META, v);
     }
 }
 
-/// The identity header values of the last workload metadata seen.
-struct IdentityValues {
+/// The metadata header value of the last workload metadata seen.
+struct IdentityValue {
     meta: [Text; 4],
-    values: [Option<HeaderValue>; 4],
+    value: Option<HeaderValue>,
 }
 
-/// Built once per metadata instead of validating and copying four strings on
-/// every request; a clone shares the bytes.
-static IDENTITY: std::sync::RwLock<Option<IdentityValues>> = std::sync::RwLock::new(None);
+/// Built once per metadata instead of on every request; a clone shares the bytes.
+static IDENTITY: std::sync::RwLock<Option<IdentityValue>> = std::sync::RwLock::new(None);
 
-fn identity_values(me: &WorkloadMeta) -> [Option<HeaderValue>; 4] {
+fn identity_value(me: &WorkloadMeta) -> Option<HeaderValue> {
     let meta = [&me.workload, &me.namespace, &me.app, &me.version];
-    let same = |c: &IdentityValues| c.meta.iter().zip(meta).all(|(a, b)| a == b);
+    let same = |c: &IdentityValue| c.meta.iter().zip(meta).all(|(a, b)| a == b);
     {
         let cached = IDENTITY.read().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cached.as_ref().filter(|c| same(c)) {
-            return c.values.clone();
+            return c.value.clone();
         }
     }
-    let values = meta.map(|t| HeaderValue::from_str(t.as_str()).ok());
-    let fresh = IdentityValues {
+    let value = source_meta::encode(meta.map(Text::as_str));
+    let fresh = IdentityValue {
         meta: meta.map(Text::clone),
-        values: values.clone(),
+        value: value.clone(),
     };
     *IDENTITY.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
-    values
+    value
 }
 
 /// The request after rewrites and header ops, before protocol shaping and
@@ -524,9 +516,9 @@ fn build_request(
             headers.insert(REQUEST_ID, crate::http_util::request_id());
         }
     }
-    set_identity(headers, None);
     f.route.request_headers.apply(headers);
     f.dest.request_headers.apply(headers);
+    strip_identity(headers);
     let template = mirrored.then(|| {
         let (authority, path_and_query) = upstream_target(&parts, f);
         Template {
@@ -544,14 +536,27 @@ fn build_request(
 fn upstream_target(parts: &http::request::Parts, f: &Forwarding<'_>) -> (String, String) {
     let path = rewritten_path(f.route, f.matched, parts.uri.path());
     let pq = path_and_query(&path, parts.uri.query());
-    let authority = f
-        .route
-        .rewrite
-        .authority
-        .as_deref()
-        .unwrap_or(f.authority)
-        .to_owned();
-    (authority, pq)
+    (upstream_authority(f).to_owned(), pq)
+}
+
+/// [`upstream_target`], checked once for every attempt; the request's own
+/// path and `Host` value are reused when no rewrite changes them.
+fn checked_upstream_target(
+    parts: &http::request::Parts,
+    f: &Forwarding<'_>,
+) -> Result<UpstreamTarget, BadTarget> {
+    let authority = upstream_authority(f);
+    match rewritten_path(f.route, f.matched, parts.uri.path()) {
+        Cow::Borrowed(_) => UpstreamTarget::unchanged(parts, authority),
+        Cow::Owned(path) => {
+            UpstreamTarget::new(authority, &path_and_query(&path, parts.uri.query()))
+        }
+    }
+}
+
+/// The authority the upstream sees: the route's rewrite, else the request's.
+fn upstream_authority<'a>(f: &'a Forwarding<'_>) -> &'a str {
+    f.route.rewrite.authority.as_deref().unwrap_or(f.authority)
 }
 
 /// `CONNECT host:port`: connect to the named TCP service, answer 200 and relay bytes.

@@ -166,7 +166,7 @@ async fn send_one(
     *req.method_mut() = template.method.clone();
     *req.headers_mut() = template.headers.clone();
     let me = shared.self_meta(Some(running));
-    super::http::set_identity(req.headers_mut(), ep.sidecar.then_some(me));
+    super::http::add_identity(req.headers_mut(), ep.sidecar.then_some(me));
     req.headers_mut().insert(http::header::CONTENT_LENGTH, len);
     let (mut parts, body) = req.into_parts();
     let authority = shadow_authority(&template.authority);

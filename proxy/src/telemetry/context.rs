@@ -3,6 +3,7 @@
 //! hands to the next hop written back. Malformed values are ignored (the
 //! request starts a new trace); this is untrusted network input.
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -294,39 +295,65 @@ fn hex_into(out: &mut [u8], value: u128) {
 }
 
 /// A header value of hex digits; unique per request, so kept out of HPACK's table.
-fn id_value(bytes: &[u8]) -> Option<HeaderValue> {
-    let mut v = HeaderValue::from_bytes(bytes).ok()?;
+fn id_value(bytes: Bytes) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_maybe_shared(bytes).ok()?;
     v.set_sensitive(true);
     Some(v)
 }
 
+/// Where each id sits in the one buffer [`write`] fills: `traceparent`
+/// first (the trace and span ids are slices of it), then the parent span id,
+/// then the single `b3` header.
+const TP: std::ops::Range<usize> = 0..55;
+const TRACE: std::ops::Range<usize> = 3..35;
+const SPAN: std::ops::Range<usize> = 36..52;
+const PARENT: std::ops::Range<usize> = 55..71;
+const B3_SINGLE: std::ops::Range<usize> = 71..122;
+
 /// Replaces the request's trace headers with `ctx`: `traceparent` (keeping
 /// `tracestate` only when `keep_tracestate`), the `x-b3-*` set, and `b3` when
 /// the caller used it.
+///
+/// Every value is a slice of one buffer: one allocation per request, and a
+/// copy of the header map (kept for retries) shares it instead of copying.
 pub fn write(headers: &mut HeaderMap, ctx: &TraceContext, keep_tracestate: bool, b3_single: bool) {
-    let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    hex_into(&mut tp[3..35], ctx.trace_id);
-    hex_into(&mut tp[36..52], u128::from(ctx.span_id));
+    let mut buf = [b'-'; B3_SINGLE.end];
+    buf[TP].copy_from_slice(b"00-00000000000000000000000000000000-0000000000000000-00");
+    hex_into(&mut buf[TRACE], ctx.trace_id);
+    hex_into(&mut buf[SPAN], u128::from(ctx.span_id));
     if ctx.sampled {
-        tp[54] = b'1';
+        buf[TP.end - 1] = b'1';
     }
-    if let Some(v) = id_value(&tp) {
+    if let Some(parent) = ctx.parent_span_id {
+        hex_into(&mut buf[PARENT], u128::from(parent));
+    }
+    if b3_single {
+        // trace-span-sampling: 32 + 1 + 16 + 1 + 1 bytes.
+        let (head, b3) = buf.split_at_mut(B3_SINGLE.start);
+        b3[..32].copy_from_slice(&head[TRACE]);
+        b3[33..49].copy_from_slice(&head[SPAN]);
+        b3[50] = match (ctx.debug, ctx.sampled) {
+            (true, _) => b'd',
+            (false, true) => b'1',
+            (false, false) => b'0',
+        };
+    }
+    let ids = Bytes::from_owner(buf);
+    if let Some(v) = id_value(ids.slice(TP)) {
         headers.insert(TRACEPARENT, v);
     }
     if !keep_tracestate {
         headers.remove(TRACESTATE);
     }
-    if let Some(v) = id_value(&tp[3..35]) {
+    if let Some(v) = id_value(ids.slice(TRACE)) {
         headers.insert(B3_TRACE_ID, v);
     }
-    if let Some(v) = id_value(&tp[36..52]) {
+    if let Some(v) = id_value(ids.slice(SPAN)) {
         headers.insert(B3_SPAN_ID, v);
     }
     match ctx.parent_span_id {
-        Some(parent) => {
-            let mut buf = [0u8; 16];
-            hex_into(&mut buf, u128::from(parent));
-            if let Some(v) = id_value(&buf) {
+        Some(_) => {
+            if let Some(v) = id_value(ids.slice(PARENT)) {
                 headers.insert(B3_PARENT_SPAN_ID, v);
             }
         }
@@ -341,19 +368,8 @@ pub fn write(headers: &mut HeaderMap, ctx: &TraceContext, keep_tracestate: bool,
     } else {
         headers.remove(B3_FLAGS);
     }
-    if b3_single {
-        // trace-span-sampling: 32 + 1 + 16 + 1 + 1 bytes.
-        let mut b3 = [b'-'; 51];
-        b3[..32].copy_from_slice(&tp[3..35]);
-        b3[33..49].copy_from_slice(&tp[36..52]);
-        b3[50] = match (ctx.debug, ctx.sampled) {
-            (true, _) => b'd',
-            (false, true) => b'1',
-            (false, false) => b'0',
-        };
-        if let Some(v) = id_value(&b3) {
-            headers.insert(B3, v);
-        }
+    if b3_single && let Some(v) = id_value(ids.slice(B3_SINGLE)) {
+        headers.insert(B3, v);
     }
 }
 

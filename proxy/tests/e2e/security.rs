@@ -247,12 +247,17 @@ async fn security_mtls_between_sidecars_carries_caller_identity_and_strict_refus
     )
     .await;
     let mut req = get("/reviews/1", "reviews:9080");
-    // The app cannot claim an identity: the header is replaced or dropped.
+    // The app cannot claim an identity or workload: the headers are replaced
+    // or dropped.
     req.headers_mut().insert(
         "x-sluice-source-principal",
         "spiffe://cluster.local/ns/default/sa/admin"
             .parse()
             .unwrap(),
+    );
+    req.headers_mut().insert(
+        "x-sluice-source-meta",
+        "admin-v1,kube-system,admin,v1".parse().unwrap(),
     );
     let got = first_mtls_request(&m, "/reviews/1").await;
     assert_eq!(got.status, 200);
@@ -271,6 +276,7 @@ async fn security_mtls_between_sidecars_carries_caller_identity_and_strict_refus
     assert_eq!(hash.len(), 64, "{xfcc}");
     let forged = send(m.client.outbound(), req).await.unwrap();
     assert!(!forged.body.contains("sa/admin"), "{}", forged.body);
+    assert!(!forged.body.contains("admin-v1"), "{}", forged.body);
     assert!(!forged.body.contains("x-sluice-source"), "{}", forged.body);
 
     let destination = [
@@ -343,6 +349,28 @@ async fn security_permissive_accepts_plaintext_and_mtls_and_allow_policy_uses_ce
         ("source_principal", "unknown"),
     ];
     eventually(&m.server, "istio_requests_total", &none, 1.0).await;
+
+    // A sidecar of an older version sends its metadata one header per field;
+    // the labels come from them, and the app sees none of them.
+    let mut older = get("/older", "reviews:9080");
+    for (name, value) in [
+        ("x-sluice-source-workload", "ratings-v1"),
+        ("x-sluice-source-namespace", "default"),
+        ("x-sluice-source-app", "ratings"),
+        ("x-sluice-source-version", "v1"),
+    ] {
+        older.headers_mut().insert(name, value.parse().unwrap());
+    }
+    let got = send(m.server.inbound(), older).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert!(!got.body.contains("x-sluice-source"), "{}", got.body);
+    let labels = [
+        ("reporter", "destination"),
+        ("source_workload", "ratings-v1"),
+        ("source_app", "ratings"),
+        ("source_version", "v1"),
+    ];
+    eventually(&m.server, "istio_requests_total", &labels, 1.0).await;
 
     m.server_ctl
         .publish("2", server_config(pb::MtlsMode::Permissive, vec![allow]));
