@@ -12,6 +12,20 @@ fn byte_strings_differing_in_tail_hash_differently() {
 }
 
 #[test]
+fn every_short_tail_hashes_apart_from_its_neighbours() {
+    let h = FastBuild::default();
+    // All strings of 1-7 bytes over a small alphabet: no two collide.
+    let mut seen = std::collections::HashSet::new();
+    let alphabet = [b'a', b'b', b'\0', 0xff];
+    for len in 1..=7u32 {
+        for code in 0..4usize.pow(len) {
+            let bytes: Vec<u8> = (0..len).map(|i| alphabet[(code >> (2 * i)) & 3]).collect();
+            assert!(seen.insert(h.hash_one(&bytes)), "{bytes:?}");
+        }
+    }
+}
+
+#[test]
 fn socket_addresses_differing_in_port_or_ip_hash_differently() {
     let h = FastBuild::default();
     let a = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8080);

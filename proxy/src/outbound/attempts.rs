@@ -10,13 +10,12 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use super::http::add_identity;
 use crate::balance::{Choice, HashInput, pick_endpoint};
 use crate::body::{self, Body, Replay};
 use crate::circuit::{Admission, Held};
 use crate::http_util::{BadTarget, UpstreamTarget};
 use crate::metrics::RetryOutcome;
-use crate::model::{Cluster, PoolSettings, RetryPolicy, WorkloadMeta};
+use crate::model::{Cluster, PoolSettings, RetryPolicy};
 use crate::outlier::Outcome;
 use crate::report::InFlight;
 use crate::retry::{self, Failure};
@@ -50,7 +49,6 @@ pub(super) struct Exchange<'a> {
     pub parts: Parts,
     /// Where every attempt goes (checked once; a bad one fails each attempt).
     pub target: Result<UpstreamTarget, BadTarget>,
-    pub me: &'a WorkloadMeta,
     pub hash: HashKeys,
 }
 
@@ -267,7 +265,11 @@ impl Exchange<'_> {
         let target = Target::endpoint(cluster, ep, has_credentials, Alpn::for_http(h2));
         let h2 = h2 && !target.forces_h1();
         let mut parts = clone_parts(&self.parts);
-        add_identity(&mut parts.headers, ep.sidecar.then_some(self.me));
+        if !ep.sidecar {
+            // Set once on the request for peer sidecars (adding it here would
+            // grow every attempt's copy of the header map); others get none.
+            parts.headers.remove(crate::source_meta::SOURCE_META);
+        }
         let upstream = self.target.as_ref().map_err(ToString::to_string)?;
         upstream.shape(&mut parts, h2).map_err(|e| e.to_string())?;
         let req = Request::from_parts(parts, body);

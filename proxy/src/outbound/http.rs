@@ -303,7 +303,9 @@ async fn forward(
     }
     let hash = HashKeys::of(&req, ctx.peer.ip(), &cluster.load_balancer);
     let mirrors = mirror::chosen(&f.route.mirrors);
-    let (parts, body, template) = build_request(req, &f, !mirrors.is_empty());
+    let (mut parts, body, template) = build_request(req, &f, !mirrors.is_empty());
+    // For attempts to peer sidecars; an attempt elsewhere removes it.
+    add_identity(&mut parts.headers, Some(rep.me));
     let body = body::boxed(Counted::new(body, Arc::clone(&rep.request_bytes)));
     let body = match template {
         Some(template) => {
@@ -340,7 +342,6 @@ async fn forward(
         policy,
         parts,
         target,
-        me: rep.me,
         hash,
     };
     let ending = if f.route.timeout_ms > 0 {

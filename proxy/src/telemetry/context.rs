@@ -116,6 +116,22 @@ pub fn new_span_id() -> u64 {
     }
 }
 
+/// Whether `name` is one of the headers [`extract`] reads or [`write`]
+/// replaces. A request none of whose names is one needs no look-ups at all.
+pub fn is_trace_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "traceparent"
+            | "tracestate"
+            | "b3"
+            | "x-b3-traceid"
+            | "x-b3-spanid"
+            | "x-b3-parentspanid"
+            | "x-b3-sampled"
+            | "x-b3-flags"
+    )
+}
+
 /// Reads the trace context of a request: `traceparent` first, then `b3`,
 /// then the `x-b3-*` headers; whatever is malformed counts as absent.
 pub fn extract(headers: &HeaderMap) -> Incoming {
@@ -316,7 +332,16 @@ const B3_SINGLE: std::ops::Range<usize> = 71..122;
 ///
 /// Every value is a slice of one buffer: one allocation per request, and a
 /// copy of the header map (kept for retries) shares it instead of copying.
-pub fn write(headers: &mut HeaderMap, ctx: &TraceContext, keep_tracestate: bool, b3_single: bool) {
+///
+/// `traced` says whether the request had any trace header ([`is_trace_header`]);
+/// without one there is nothing stale to remove.
+pub fn write(
+    headers: &mut HeaderMap,
+    ctx: &TraceContext,
+    keep_tracestate: bool,
+    b3_single: bool,
+    traced: bool,
+) {
     let mut buf = [b'-'; B3_SINGLE.end];
     buf[TP].copy_from_slice(b"00-00000000000000000000000000000000-0000000000000000-00");
     hex_into(&mut buf[TRACE], ctx.trace_id);
@@ -342,7 +367,7 @@ pub fn write(headers: &mut HeaderMap, ctx: &TraceContext, keep_tracestate: bool,
     if let Some(v) = id_value(ids.slice(TP)) {
         headers.insert(TRACEPARENT, v);
     }
-    if !keep_tracestate {
+    if traced && !keep_tracestate {
         headers.remove(TRACESTATE);
     }
     if let Some(v) = id_value(ids.slice(TRACE)) {
@@ -357,15 +382,16 @@ pub fn write(headers: &mut HeaderMap, ctx: &TraceContext, keep_tracestate: bool,
                 headers.insert(B3_PARENT_SPAN_ID, v);
             }
         }
-        None => {
+        None if traced => {
             headers.remove(B3_PARENT_SPAN_ID);
         }
+        None => {}
     }
     let sampled = if ctx.sampled { "1" } else { "0" };
     headers.insert(B3_SAMPLED, HeaderValue::from_static(sampled));
     if ctx.debug {
         headers.insert(B3_FLAGS, HeaderValue::from_static("1"));
-    } else {
+    } else if traced {
         headers.remove(B3_FLAGS);
     }
     if b3_single && let Some(v) = id_value(ids.slice(B3_SINGLE)) {

@@ -53,7 +53,21 @@ impl Begun {
 /// context (W3C and B3) and an `x-request-id` when absent. Cheap: no span is
 /// built here.
 pub fn begin(cfg: &TelemetryConfig, side: Side, headers: &mut HeaderMap) -> Begun {
-    let incoming = context::extract(headers);
+    // One pass over the names instead of a look-up per trace header: requests
+    // straight from an app usually carry none, and a request id only sometimes.
+    let (mut traced, mut has_id) = (false, false);
+    for name in headers.keys() {
+        if context::is_trace_header(name) {
+            traced = true;
+        } else if name == REQUEST_ID {
+            has_id = true;
+        }
+    }
+    let incoming = if traced {
+        context::extract(headers)
+    } else {
+        context::Incoming::default()
+    };
     let tracing = cfg.tracing.as_ref();
     let percent = tracing.map_or(0.0, |t| t.sampling_percent);
     let sample = || percent > 0.0 && fastrand::f64() * 100.0 < percent;
@@ -78,9 +92,9 @@ pub fn begin(cfg: &TelemetryConfig, side: Side, headers: &mut HeaderMap) -> Begu
         (false, false, true) => (TraceContext::passed_through(&incoming, sample), false),
     };
     if write {
-        context::write(headers, &ctx, incoming.w3c, incoming.b3_single);
+        context::write(headers, &ctx, incoming.w3c, incoming.b3_single, traced);
     }
-    if !headers.contains_key(REQUEST_ID) {
+    if !has_id {
         headers.insert(REQUEST_ID, crate::http_util::request_id());
     }
     let export = ctx.sampled && reports && tracing.is_some_and(|t| !t.otlp_endpoint.is_empty());

@@ -222,7 +222,7 @@ fn write_sets_w3c_and_b3_headers_of_the_context() {
         sampled: true,
         debug: false,
     };
-    write(&mut h, &ctx, true, false);
+    write(&mut h, &ctx, true, false, true);
     let get = |k: &str| h.get(k).map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(
         get("traceparent").as_deref(),
@@ -250,7 +250,7 @@ fn write_drops_foreign_tracestate_and_mirrors_b3_single() {
         sampled: false,
         debug: true,
     };
-    write(&mut h, &ctx, false, true);
+    write(&mut h, &ctx, false, true, true);
     assert!(h.get("tracestate").is_none());
     assert!(h.get("x-b3-parentspanid").is_none());
     assert_eq!(h.get("x-b3-flags").unwrap(), "1");
@@ -261,6 +261,37 @@ fn write_drops_foreign_tracestate_and_mirrors_b3_single() {
     let (parent, sampling) = parse_b3_single(h.get("b3").unwrap().as_bytes()).unwrap();
     assert_eq!(parent, Some((7, 8)));
     assert_eq!(sampling, Sampling::Debug);
+}
+
+#[test]
+fn every_trace_header_is_known_and_an_untraced_request_gets_the_same_set() {
+    for name in [
+        TRACEPARENT,
+        TRACESTATE,
+        B3,
+        B3_TRACE_ID,
+        B3_SPAN_ID,
+        B3_PARENT_SPAN_ID,
+        B3_SAMPLED,
+        B3_FLAGS,
+    ] {
+        assert!(is_trace_header(&name), "{name}");
+    }
+    assert!(!is_trace_header(&HeaderName::from_static("x-request-id")));
+    for (parent, debug, single) in [(None, false, false), (Some(3), true, true)] {
+        let ctx = TraceContext {
+            trace_id: trace(),
+            span_id: 5,
+            parent_span_id: parent,
+            sampled: true,
+            debug,
+        };
+        let (mut fast, mut full) = (headers(&[("accept", "*/*")]), headers(&[("accept", "*/*")]));
+        write(&mut fast, &ctx, false, single, false);
+        write(&mut full, &ctx, false, single, true);
+        assert_eq!(fast, full);
+        assert!(fast.keys().all(|k| k == "accept" || is_trace_header(k)));
+    }
 }
 
 #[test]
