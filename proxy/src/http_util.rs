@@ -124,10 +124,7 @@ impl UpstreamTarget {
             .filter(|pq| pq.as_str().starts_with('/'))
         else {
             // `*`, or an absolute URI without a path: spelled out as before.
-            let pq = match uri.query() {
-                Some(q) => format!("{}?{q}", uri.path()),
-                None => uri.path().to_owned(),
-            };
+            let pq = crate::rewrite::path_and_query(uri.path(), uri.query());
             return Self::new(authority, &pq);
         };
         let host = match parts.headers.get(header::HOST) {
@@ -294,10 +291,7 @@ mod tests {
             ("http://reviews:9080/x/y?q=1", None, "reviews:9080"),
         ] {
             let original = parts(uri, host);
-            let pq = match original.uri.query() {
-                Some(q) => format!("{}?{q}", original.uri.path()),
-                None => original.uri.path().to_owned(),
-            };
+            let pq = crate::rewrite::path_and_query(original.uri.path(), original.uri.query());
             for h2 in [false, true] {
                 let (mut fast, mut slow) = (parts(uri, host), parts(uri, host));
                 UpstreamTarget::unchanged(&original, authority)

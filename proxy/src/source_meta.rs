@@ -18,9 +18,31 @@ mod tests;
 /// The header this version sends.
 pub const SOURCE_META: HeaderName = HeaderName::from_static("x-sluice-source-meta");
 
-/// What every caller-metadata header name starts with; a server sidecar
-/// removes all of them before the request reaches its app.
+/// What every caller-metadata header name starts with.
 pub const SOURCE_PREFIX: &str = "x-sluice-source-";
+
+/// The per-field headers older versions send (workload, namespace, app,
+/// version): a server sidecar still reads them, so labels survive a rolling
+/// upgrade.
+pub const LEGACY_FIELDS: [HeaderName; 4] = [
+    HeaderName::from_static("x-sluice-source-workload"),
+    HeaderName::from_static("x-sluice-source-namespace"),
+    HeaderName::from_static("x-sluice-source-app"),
+    HeaderName::from_static("x-sluice-source-version"),
+];
+
+/// Sent by still older versions and never trusted (the caller's identity
+/// comes from its certificate); only removed.
+pub const LEGACY_PRINCIPAL: HeaderName = HeaderName::from_static("x-sluice-source-principal");
+
+/// Removes every caller-metadata header this or an earlier version uses.
+pub fn remove_all(headers: &mut http::HeaderMap) {
+    headers.remove(SOURCE_META);
+    headers.remove(LEGACY_PRINCIPAL);
+    for name in &LEGACY_FIELDS {
+        headers.remove(name);
+    }
+}
 
 /// The header value for `fields` (workload, namespace, app, version); `None`
 /// when a field holds bytes no header value may carry.

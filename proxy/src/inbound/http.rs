@@ -25,16 +25,6 @@ use crate::telemetry::{self, Observed, Outcome, RequestFacts, TelemetryConfig};
 use crate::tls::Peer;
 use crate::upstream::Target;
 
-/// Metadata older peer sidecars send, one header per field (metric labels only).
-const LEGACY_SOURCE_HEADERS: [&str; 4] = [
-    "x-sluice-source-workload",
-    "x-sluice-source-namespace",
-    "x-sluice-source-app",
-    "x-sluice-source-version",
-];
-/// Never trusted: the caller's identity comes from its certificate.
-const SOURCE_PRINCIPAL: &str = "x-sluice-source-principal";
-
 const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
 /// Envoy's RBAC denial body.
@@ -49,7 +39,7 @@ pub(super) struct ConnCache {
 }
 
 /// The raw caller metadata header values: `x-sluice-source-meta`, then the
-/// older per-field headers in `LEGACY_SOURCE_HEADERS` order.
+/// older per-field headers in `source_meta::LEGACY_FIELDS` order.
 type SourceValues = (Option<HeaderValue>, [Option<HeaderValue>; 4]);
 
 impl ConnCache {
@@ -93,9 +83,10 @@ fn take_source(
             (headers.remove(source_meta::SOURCE_META), Default::default())
         }
         _ => {
-            headers.remove(SOURCE_PRINCIPAL);
+            headers.remove(source_meta::LEGACY_PRINCIPAL);
             let meta = headers.remove(source_meta::SOURCE_META);
-            (meta, LEGACY_SOURCE_HEADERS.map(|name| headers.remove(name)))
+            let fields = source_meta::LEGACY_FIELDS.map(|name| headers.remove(name));
+            (meta, fields)
         }
     };
     let mut cached = cache.source.lock().unwrap_or_else(|p| p.into_inner());

@@ -31,15 +31,6 @@ use crate::source_meta;
 use crate::state::Shared;
 use crate::telemetry::{self, Observed, Outcome, RequestFacts, Side};
 
-/// Sent by older versions, one header per field (the peer still reads them);
-/// removed from what the app sends, with the principal header no version trusts.
-const LEGACY_SOURCE: [HeaderName; 5] = [
-    HeaderName::from_static("x-sluice-source-workload"),
-    HeaderName::from_static("x-sluice-source-namespace"),
-    HeaderName::from_static("x-sluice-source-app"),
-    HeaderName::from_static("x-sluice-source-version"),
-    HeaderName::from_static("x-sluice-source-principal"),
-];
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -455,10 +446,7 @@ pub(super) fn strip_identity(headers: &mut http::HeaderMap) {
         .keys()
         .any(|k| k.as_str().starts_with(source_meta::SOURCE_PREFIX))
     {
-        headers.remove(source_meta::SOURCE_META);
-        for name in &LEGACY_SOURCE {
-            headers.remove(name);
-        }
+        source_meta::remove_all(headers);
     }
 }
 
