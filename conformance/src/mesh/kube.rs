@@ -430,10 +430,14 @@ fn labelled(yaml: &str) -> Result<String, MeshError> {
                 labels.insert(Value::from(LABEL), Value::from("true"));
             }
         }
-        let text = serde_yaml::to_string(&doc)
-            .map_err(|e| MeshError::Config(format!("render YAML: {e}")))?;
+        // JSON (a subset of YAML) keeps every string a string: kubectl reads
+        // YAML 1.1, where a plain `yes`, `on` or `no` that serde_yaml emits
+        // unquoted would turn into a boolean.
+        let text = serde_json::to_string(&doc)
+            .map_err(|e| MeshError::Config(format!("render document: {e}")))?;
         out.push_str("---\n");
         out.push_str(&text);
+        out.push('\n');
     }
     Ok(out)
 }
