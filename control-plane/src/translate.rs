@@ -2,6 +2,7 @@
 //! A pure function, so it is unit-tested without I/O and serves every mode.
 
 mod cluster;
+mod delegate;
 mod host;
 mod http;
 mod outbound;

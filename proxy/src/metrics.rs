@@ -188,6 +188,17 @@ pub struct Metrics {
     /// Mirrored (shadow) requests by outcome: `sent`, `failed`, or `dropped`
     /// (too many already in flight).
     pub mirrors: Family<MirrorLabels, Counter>,
+    /// WebSocket upgrades by reporter and outcome: `upgraded`, `refused` (the
+    /// upstream answered something else than `101`) or `failed` (a side's
+    /// connection was gone before the hand-over).
+    pub upgrades: Family<UpgradeLabels, Counter>,
+    /// Upgraded connections open now.
+    pub upgrades_active: Family<ReporterLabels, Gauge>,
+    /// Bytes relayed on upgraded connections once they close: `received`
+    /// from the downstream client, `sent` to it.
+    pub upgraded_bytes: Family<UpgradeBytesLabels, Counter>,
+    /// Requests with an `Origin` on routes with a CORS policy, by outcome.
+    pub cors: Family<CorsLabels, Counter>,
     /// The four request metrics of each label set seen, found with one lookup.
     series: SeriesCache,
 }
@@ -196,6 +207,33 @@ pub struct Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MirrorLabels {
     pub outcome: &'static str,
+}
+
+/// Labels of `sluice_cors_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CorsLabels {
+    pub outcome: &'static str,
+}
+
+/// Labels of `sluice_http_upgrades_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpgradeLabels {
+    /// `source` (outbound) or `destination` (inbound), as Istio's `reporter`.
+    pub reporter: &'static str,
+    pub outcome: &'static str,
+}
+
+/// Labels of `sluice_http_upgraded_bytes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpgradeBytesLabels {
+    pub reporter: &'static str,
+    pub direction: &'static str,
+}
+
+/// Labels of `sluice_http_upgrades_active`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReporterLabels {
+    pub reporter: &'static str,
 }
 
 /// Labels of `sluice_app_probes_total`.
@@ -310,9 +348,37 @@ impl Metrics {
             "Mirrored (shadow) requests by outcome: sent, failed, or dropped because too many were in flight",
             mirrors.clone(),
         );
+        let upgrades = Family::default();
+        registry.register(
+            "sluice_http_upgrades",
+            "WebSocket upgrades by reporter and outcome: upgraded, refused (the upstream did not answer 101) or failed (a connection was gone before the hand-over)",
+            upgrades.clone(),
+        );
+        let upgrades_active = Family::default();
+        registry.register(
+            "sluice_http_upgrades_active",
+            "Upgraded (WebSocket) connections open now",
+            upgrades_active.clone(),
+        );
+        let upgraded_bytes = Family::default();
+        registry.register(
+            "sluice_http_upgraded_bytes",
+            "Bytes relayed on closed upgraded connections: received from the downstream client, sent to it",
+            upgraded_bytes.clone(),
+        );
+        let cors = Family::default();
+        registry.register(
+            "sluice_cors_requests",
+            "Requests with an Origin on routes with a CORS policy, by outcome: allowed, origin_not_allowed, preflight (answered), preflight_forwarded (origin not allowed, sent on), preflight_origin_not_allowed (answered without allowing it)",
+            cors.clone(),
+        );
         Metrics {
             registry,
             resilience,
+            cors,
+            upgrades,
+            upgrades_active,
+            upgraded_bytes,
             security,
             telemetry,
             app_probes,

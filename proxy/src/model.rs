@@ -406,15 +406,28 @@ pub struct Mirror {
     pub percent: f64,
 }
 
-/// CORS policy (carried for the resilience layer).
+/// A route's CORS policy (VirtualService `corsPolicy`; see [`crate::cors`]).
 #[derive(Debug, Serialize)]
 pub struct CorsPolicy {
     pub allow_origins: Vec<StringMatch>,
     pub allow_methods: Vec<String>,
     pub allow_headers: Vec<String>,
     pub expose_headers: Vec<String>,
-    pub max_age_s: u64,
+    pub max_age_s: Option<u64>,
     pub allow_credentials: bool,
+    pub ignore_unmatched_preflights: bool,
+    /// The header values sent, joined and checked once when the config is applied.
+    #[serde(skip)]
+    pub values: CorsValues,
+}
+
+/// Header values of a [`CorsPolicy`] (absent when its list is empty).
+#[derive(Debug, Default)]
+pub struct CorsValues {
+    pub allow_methods: Option<http::HeaderValue>,
+    pub allow_headers: Option<http::HeaderValue>,
+    pub expose_headers: Option<http::HeaderValue>,
+    pub max_age: Option<http::HeaderValue>,
 }
 
 fn header_name<S: Serializer>(name: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {

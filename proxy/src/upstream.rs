@@ -465,6 +465,53 @@ impl Pools {
         })
     }
 
+    /// Sends an upgrade request (WebSocket) over HTTP/1.1 on a connection of
+    /// its own: after a `101` it carries the upgraded stream (the response's
+    /// `OnUpgrade` hands it over), so it never returns to the pool. Any other
+    /// answer closes it once its body ends.
+    pub async fn send_upgrade(
+        &self,
+        target: Target,
+        req: Request<Body>,
+        settings: &ConnSettings,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let addr = target.connect;
+        let mut sender = self.new_h1_with_upgrades(&target, settings).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamError::Request { addr, source })?;
+        // The sender lives until the answer's body ends: dropping it sooner
+        // could close the connection under a body still being read.
+        Ok(resp.map(move |incoming| {
+            body::boxed(crate::body::Finishing::new(
+                incoming,
+                move |_: crate::body::End| drop(sender),
+            ))
+        }))
+    }
+
+    async fn new_h1_with_upgrades(
+        &self,
+        target: &Target,
+        settings: &ConnSettings,
+    ) -> Result<http1::SendRequest<Body>, UpstreamError> {
+        let addr = target.connect;
+        let timeout = settings.connect_timeout.unwrap_or(self.connect_timeout);
+        let tls = self.tls.as_deref();
+        let stream = connect_with(target, self.source, timeout, settings.keepalive, tls).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "upgrade connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
     fn recycle(
         &self,
         target: Target,

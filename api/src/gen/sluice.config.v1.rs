@@ -547,6 +547,7 @@ pub struct Mirror {
     #[prost(double, tag = "2")]
     pub percent: f64,
 }
+/// VirtualService corsPolicy, applied as Envoy's CORS filter does.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CorsPolicy {
     #[prost(message, repeated, tag = "1")]
@@ -557,10 +558,15 @@ pub struct CorsPolicy {
     pub allow_headers: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "4")]
     pub expose_headers: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    #[prost(uint64, tag = "5")]
-    pub max_age_s: u64,
+    /// maxAge in seconds; unset = no access-control-max-age header.
+    #[prost(uint64, optional, tag = "5")]
+    pub max_age_s: ::core::option::Option<u64>,
     #[prost(bool, tag = "6")]
     pub allow_credentials: bool,
+    /// unmatchedPreflights: IGNORE answers preflights from origins that are not
+    /// allowed (without CORS headers) instead of forwarding them (FORWARD, the default).
+    #[prost(bool, tag = "7")]
+    pub ignore_unmatched_preflights: bool,
 }
 /// An upstream: one service port, optionally narrowed to a subset.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -91,7 +91,9 @@ pub(crate) fn routes(
     let name = vs.metadata.name.as_deref().unwrap_or_default();
     let budget = retry_budget(view, vs);
     let mut out = Vec::new();
-    for (i, rule) in vs.spec.http.iter().enumerate() {
+    for expanded in super::delegate::expand(view.index, vs) {
+        // Short destination hosts of a delegate's rules resolve in its namespace.
+        let (i, rule, hosts_ns) = (expanded.index, expanded.rule.as_ref(), expanded.namespace);
         // Matches whose source or port conditions exclude this proxy are
         // dropped; a rule whose every match is dropped does not exist here.
         let matches: Vec<pb::RouteMatch> = rule
@@ -103,7 +105,7 @@ pub(crate) fn routes(
         if !rule.match_.is_empty() && matches.is_empty() {
             continue;
         }
-        let Some(action) = action(view, ns, rule, service, port, clusters) else {
+        let Some(action) = action(view, hosts_ns, rule, service, port, clusters) else {
             continue;
         };
         out.push(pb::Route {
@@ -177,7 +179,7 @@ pub(crate) fn routes(
                         .unwrap_or(0.0),
                 }
             }),
-            mirrors: mirrors(view, ns, rule, port, clusters),
+            mirrors: mirrors(view, hosts_ns, rule, port, clusters),
             cors: rule.cors_policy.as_ref().map(|c| pb::CorsPolicy {
                 allow_origins: c
                     .allow_origins
@@ -190,13 +192,10 @@ pub(crate) fn routes(
                 allow_methods: c.allow_methods.clone(),
                 allow_headers: c.allow_headers.clone(),
                 expose_headers: c.expose_headers.clone(),
-                max_age_s: c
-                    .max_age
-                    .as_deref()
-                    .and_then(millis)
-                    .map(|ms| ms / 1000)
-                    .unwrap_or(0),
+                // Whole seconds, as Istio sends `access-control-max-age`.
+                max_age_s: c.max_age.as_deref().and_then(millis).map(|ms| ms / 1000),
                 allow_credentials: c.allow_credentials.unwrap_or(false),
+                ignore_unmatched_preflights: c.unmatched_preflights.as_deref() == Some("IGNORE"),
             }),
         });
     }

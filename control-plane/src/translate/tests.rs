@@ -279,6 +279,130 @@ spec:
     assert_eq!(rw.uri_regex.expect("regex").substitution, "/api/${1}?x=$$");
 }
 
+#[test]
+fn translate_cors_policy_as_istio_gives_it_to_envoy() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /ignore}}]
+    corsPolicy:
+      allowOrigin: [https://legacy.example]
+      unmatchedPreflights: IGNORE
+    route: [{destination: {host: reviews}}]
+  - corsPolicy:
+      allowOrigins: [{exact: https://example.com}, {regex: 'https://.*\.example\.org'}]
+      allowMethods: [POST, GET]
+      allowHeaders: [X-Foo-Bar]
+      exposeHeaders: [X-Expose]
+      maxAge: 24h
+      allowCredentials: false
+    route: [{destination: {host: reviews}}]
+"#;
+    let config = translate(&index(vs), &proxy("default", &[]));
+    let routes = &reviews_host(&config).routes;
+    let ignore = routes[0].cors.clone().expect("cors");
+    assert!(ignore.ignore_unmatched_preflights);
+    assert_eq!(ignore.max_age_s, None, "no maxAge, no header");
+    let exact = |s: &str| pb::StringMatch {
+        kind: Some(pb::string_match::Kind::Exact(s.to_owned())),
+    };
+    assert_eq!(ignore.allow_origins, vec![exact("https://legacy.example")]);
+    let cors = routes[1].cors.clone().expect("cors");
+    assert!(!cors.ignore_unmatched_preflights, "FORWARD is the default");
+    assert_eq!(cors.max_age_s, Some(86_400));
+    assert_eq!(cors.allow_methods, ["POST", "GET"]);
+    assert_eq!(cors.allow_headers, ["X-Foo-Bar"]);
+    assert_eq!(cors.expose_headers, ["X-Expose"]);
+    assert!(!cors.allow_credentials);
+    assert_eq!(cors.allow_origins.len(), 2);
+    assert_eq!(cors.allow_origins[0], exact("https://example.com"));
+}
+
+#[test]
+fn translate_delegate_rules_replace_the_naming_rule_in_place() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - name: gone
+    match: [{uri: {prefix: /missing}}]
+    delegate: {name: nowhere}
+  - name: hidden
+    match: [{uri: {prefix: /hidden}}]
+    delegate: {name: private, namespace: team}
+  - name: v2
+    match: [{uri: {prefix: /v2}}]
+    timeout: 3s
+    delegate: {name: reviews-v2, namespace: team}
+  - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-v2, namespace: team}
+spec:
+  http:
+  - name: jason
+    match: [{headers: {end-user: {exact: jason}}, uri: {prefix: /v2/beta}}]
+    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+  - match: [{uri: {prefix: /other}}]
+    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+  - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v1}}]
+    timeout: 1s
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: private, namespace: team}
+spec:
+  exportTo: [.]
+  http:
+  - route: [{destination: {host: reviews.default.svc.cluster.local}}]
+"#;
+    let config = translate(&index(vs), &proxy("default", &[]));
+    let routes = &reviews_host(&config).routes;
+    // The missing and the hidden delegate drop their rules; the delegate's
+    // rule outside /v2 conflicts with the root's match and is dropped too.
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["v2-jason", "v2", ""]);
+    let v2 = cname_of("reviews", 9080, "v2");
+    let v1 = cname_of("reviews", 9080, "v1");
+    assert_eq!(forward(&routes[0]), [(v2, 100)]);
+    let m = &routes[0].matches[0];
+    assert!(m.headers.contains_key("end-user"));
+    assert_eq!(
+        m.uri.as_ref().and_then(|u| u.kind.clone()),
+        Some(pb::string_match::Kind::Prefix("/v2/beta".into()))
+    );
+    // The root's timeout where the delegate sets none, the delegate's own otherwise.
+    assert_eq!(routes[0].timeout_ms, 3000);
+    assert_eq!(forward(&routes[1]), [(v1.clone(), 100)]);
+    assert_eq!(routes[1].timeout_ms, 1000);
+    assert_eq!(
+        routes[1].matches[0]
+            .uri
+            .as_ref()
+            .and_then(|u| u.kind.clone()),
+        Some(pb::string_match::Kind::Prefix("/v2".into()))
+    );
+    assert_eq!(forward(&routes[2]), [(v1, 100)]);
+    // A delegate is never a VirtualService of its own.
+    assert!(config.virtual_hosts.iter().all(|h| {
+        h.routes
+            .iter()
+            .all(|r| !r.virtual_service.starts_with("team/"))
+    }));
+}
+
+fn cname_of(service: &str, port: u32, subset: &str) -> String {
+    format!("outbound|{port}|{subset}|{service}.default.svc.cluster.local")
+}
+
 const SEED: &str = include_str!("../../../../shared/seed-mesh.yaml");
 
 fn seed_index() -> MeshIndex {

@@ -23,7 +23,8 @@ use crate::source_meta;
 use crate::state::Shared;
 use crate::telemetry::{self, Observed, Outcome, RequestFacts, TelemetryConfig};
 use crate::tls::Peer;
-use crate::upstream::Target;
+use crate::upgrade;
+use crate::upstream::{ConnSettings, Target};
 
 const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
@@ -203,11 +204,12 @@ async fn serve(
     shared: Arc<Shared>,
     running: Option<Arc<crate::model::Running>>,
     ctx: InboundCtx,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     start: Instant,
     request_bytes: Arc<AtomicU64>,
     observe: bool,
 ) -> Response<Body> {
+    let asked = upgrade::take(&mut req);
     let (mut parts, body) = req.into_parts();
     let authority = authority_of(&parts.uri, &parts.headers).map(str::to_owned);
     let port = running.as_ref().and_then(|r| {
@@ -313,7 +315,9 @@ async fn serve(
             }
         }
     }
-    let h2 = app_protocol.is_h2() || (app_protocol == Protocol::Unspecified && grpc);
+    // An upgrade is carried only by HTTP/1.1.
+    let h2 = asked.is_none()
+        && (app_protocol.is_h2() || (app_protocol == Protocol::Unspecified && grpc));
     let authority = authority.unwrap_or_else(|| app.to_string());
     strip_hop_by_hop(&mut parts.headers);
     let shaped =
@@ -326,6 +330,9 @@ async fn serve(
         );
         return tag(observe, resp, || routed().detailed("bad_request"));
     }
+    if let Some(asked) = &asked {
+        upgrade::restore(&mut parts.headers, asked.protocol.clone());
+    }
     // An HTTP/1 app client stops reading at Content-Length; the rest (an
     // END_STREAM in its own frame) is drained so the h2 stream is not reset.
     let body = Counted::new(body::DrainOnDrop::new(body), request_bytes);
@@ -337,17 +344,29 @@ async fn serve(
             .send_h2(target, req)
             .await
             .map(|r| r.map(body::boxed))
+    } else if asked.is_some() {
+        let settings = ConnSettings::default();
+        shared.app_pools.send_upgrade(target, req, &settings).await
     } else {
         shared.app_pools.send_h1(target, req).await
     };
     match result {
         Ok(mut resp) => {
-            strip_hop_by_hop(resp.headers_mut());
+            let upgraded = upgrade::answer(&m, upgrade::DESTINATION, asked, &mut resp);
             if let Some(headers) = shown_limit {
                 resp.headers_mut().extend(headers);
             }
             let service_time = start.elapsed();
             let resp = tag(observe, resp, || routed().after(service_time));
+            if let Some((downstream, upstream)) = upgraded {
+                upgrade::splice(
+                    Arc::clone(&m),
+                    upgrade::DESTINATION,
+                    downstream,
+                    upstream,
+                    (),
+                );
+            }
             report.streamed(resp, ())
         }
         Err(e) => {

@@ -316,6 +316,46 @@ fn rewrite(item: &str, r: &Option<pb::Rewrite>) -> Result<Rewrite, InvalidConfig
     })
 }
 
+/// A route's CORS policy, with the header values it sends joined by `,` (as
+/// Istio joins them for Envoy) and checked here, so a value no header can
+/// carry is refused with the config instead of failing on a request.
+fn cors(item: &str, c: &pb::CorsPolicy) -> Result<CorsPolicy, InvalidConfig> {
+    let allow_origins = c
+        .allow_origins
+        .iter()
+        .enumerate()
+        .map(|(i, m)| string_match(&format!("{item} cors allow_origins[{i}]"), m))
+        .collect::<Result<_, _>>()?;
+    let joined = |field: &str, list: &[String]| {
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let value = list.join(",");
+        http::HeaderValue::from_str(&value).map(Some).map_err(|_| {
+            invalid(
+                format!("{item} cors {field}"),
+                Problem::BadHeaderValue(value),
+            )
+        })
+    };
+    let values = CorsValues {
+        allow_methods: joined("allow_methods", &c.allow_methods)?,
+        allow_headers: joined("allow_headers", &c.allow_headers)?,
+        expose_headers: joined("expose_headers", &c.expose_headers)?,
+        max_age: c.max_age_s.map(http::HeaderValue::from),
+    };
+    Ok(CorsPolicy {
+        allow_origins,
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age_s: c.max_age_s,
+        allow_credentials: c.allow_credentials,
+        ignore_unmatched_preflights: c.ignore_unmatched_preflights,
+        values,
+    })
+}
+
 fn route(item: &str, r: &pb::Route) -> Result<Route, InvalidConfig> {
     let matches = r
         .matches
@@ -323,22 +363,7 @@ fn route(item: &str, r: &pb::Route) -> Result<Route, InvalidConfig> {
         .enumerate()
         .map(|(i, m)| route_match(&format!("{item} match[{i}]"), m))
         .collect::<Result<_, _>>()?;
-    let cors = match &r.cors {
-        Some(c) => Some(CorsPolicy {
-            allow_origins: c
-                .allow_origins
-                .iter()
-                .enumerate()
-                .map(|(i, m)| string_match(&format!("{item} cors allow_origins[{i}]"), m))
-                .collect::<Result<_, _>>()?,
-            allow_methods: c.allow_methods.clone(),
-            allow_headers: c.allow_headers.clone(),
-            expose_headers: c.expose_headers.clone(),
-            max_age_s: c.max_age_s,
-            allow_credentials: c.allow_credentials,
-        }),
-        None => None,
-    };
+    let cors = r.cors.as_ref().map(|c| cors(item, c)).transpose()?;
     Ok(Route {
         virtual_service: r.virtual_service.clone(),
         rule_index: r.rule_index,

@@ -50,6 +50,9 @@ pub(super) struct Exchange<'a> {
     /// Where every attempt goes (checked once; a bad one fails each attempt).
     pub target: Result<UpstreamTarget, BadTarget>,
     pub hash: HashKeys,
+    /// The `Upgrade` value of a WebSocket upgrade request: every attempt
+    /// goes over HTTP/1.1 on a connection of its own, with the upgrade asked.
+    pub upgrade: Option<http::HeaderValue>,
 }
 
 /// What hashing load balancers look at, owned.
@@ -260,8 +263,10 @@ impl Exchange<'_> {
             .ok_or_else(|| "endpoint vanished".to_owned())?;
         let has_credentials = self.shared.tls.has_credentials();
         // The cluster's protocol rules decide, peer sidecars included (their
-        // inbound takes either); TLS origination offers only HTTP/1.1.
-        let h2 = cluster.upstream_h2(self.parts.version);
+        // inbound takes either); TLS origination offers only HTTP/1.1, and
+        // an upgrade is carried only by HTTP/1.1.
+        let upgrade = self.upgrade.as_ref();
+        let h2 = upgrade.is_none() && cluster.upstream_h2(self.parts.version);
         let target = Target::endpoint(cluster, ep, has_credentials, Alpn::for_http(h2));
         let h2 = h2 && !target.forces_h1();
         let mut parts = clone_parts(&self.parts);
@@ -272,6 +277,9 @@ impl Exchange<'_> {
         }
         let upstream = self.target.as_ref().map_err(ToString::to_string)?;
         upstream.shape(&mut parts, h2).map_err(|e| e.to_string())?;
+        if let Some(protocol) = upgrade {
+            crate::upgrade::restore(&mut parts.headers, protocol.clone());
+        }
         let req = Request::from_parts(parts, body);
         let in_flight = InFlight::start(&ep.in_flight);
         let pools = &self.shared.pools;
@@ -280,6 +288,8 @@ impl Exchange<'_> {
             if h2 {
                 let resp = pools.send_h2_with(target, req, &settings).await;
                 resp.map(|r| r.map(body::boxed))
+            } else if upgrade.is_some() {
+                pools.send_upgrade(target, req, &settings).await
             } else {
                 pools.send_h1_with(target, req, &settings).await
             }

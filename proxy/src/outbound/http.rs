@@ -17,6 +17,7 @@ use super::mirror::{self, Template};
 use super::{ConnCtx, fault};
 use crate::balance::pick_weighted;
 use crate::body::{self, Body, Counted, Replay, Tee};
+use crate::cors;
 use crate::http_util::{
     BadTarget, UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop,
 };
@@ -30,6 +31,7 @@ use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
 use crate::source_meta;
 use crate::state::Shared;
 use crate::telemetry::{self, Observed, Outcome, RequestFacts, Side};
+use crate::upgrade;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -217,33 +219,54 @@ async fn route(
             rep.tag(resp, || Outcome::direct(route))
         }
         Action::Forward(dests) => {
-            let Some(dest) = pick_weighted(dests) else {
-                let msg = "sluice-proxy: route has no destination";
-                return rep.reply(
-                    &vh_service(),
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    msg,
-                    &m.words.nr,
-                );
+            // The CORS filter runs before fault injection and the router.
+            let cors = match &route.cors {
+                Some(policy) => match cors::check(policy, req.method(), req.headers(), m) {
+                    cors::Verdict::Answer(resp) => {
+                        let report = rep.report(&vh_service(), &WorkloadMeta::default());
+                        let resp = report.local(resp, &m.words.no_flags);
+                        return rep.tag(resp, || Outcome::direct(route).detailed("cors_response"));
+                    }
+                    cors::Verdict::Allowed(origin) => Some((policy, origin)),
+                    cors::Verdict::Pass => None,
+                },
+                None => None,
             };
-            let Some(cluster) = running.config.cluster(&dest.cluster) else {
-                let msg = format!("sluice-proxy: cluster {} not found", dest.cluster);
-                return rep.reply(
-                    &vh_service(),
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &msg,
-                    &m.words.nc,
-                );
-            };
-            let forwarding = Forwarding {
-                running,
-                route,
-                matched,
-                dest,
-                cluster,
-                authority: &authority,
-            };
-            forward(shared, ctx, req, forwarding, &rep).await
+            let mut resp = async {
+                let Some(dest) = pick_weighted(dests) else {
+                    let msg = "sluice-proxy: route has no destination";
+                    return rep.reply(
+                        &vh_service(),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        msg,
+                        &m.words.nr,
+                    );
+                };
+                let Some(cluster) = running.config.cluster(&dest.cluster) else {
+                    let msg = format!("sluice-proxy: cluster {} not found", dest.cluster);
+                    return rep.reply(
+                        &vh_service(),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &msg,
+                        &m.words.nc,
+                    );
+                };
+                let forwarding = Forwarding {
+                    running,
+                    route,
+                    matched,
+                    dest,
+                    cluster,
+                    authority: &authority,
+                };
+                forward(shared, ctx, req, forwarding, &rep).await
+            }
+            .await;
+            // Every answer to an allowed origin, the app's or the proxy's own.
+            if let Some((policy, origin)) = cors {
+                cors::decorate(policy, origin, resp.headers_mut());
+            }
+            resp
         }
     }
 }
@@ -262,11 +285,12 @@ struct Forwarding<'a> {
 async fn forward(
     shared: &Arc<Shared>,
     ctx: ConnCtx,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     f: Forwarding<'_>,
     rep: &Reporting<'_>,
 ) -> Response<Body> {
     let words = &rep.metrics.words;
+    let asked = upgrade::take(&mut req);
     let cluster = f.cluster;
     let routed = || Outcome::routed(cluster, Some(f.route));
     let service = ServiceLabels {
@@ -293,7 +317,11 @@ async fn forward(
         }
     }
     let hash = HashKeys::of(&req, ctx.peer.ip(), &cluster.load_balancer);
-    let mirrors = mirror::chosen(&f.route.mirrors);
+    // A mirror cannot take part in an upgraded connection.
+    let mirrors = match asked {
+        Some(_) => Vec::new(),
+        None => mirror::chosen(&f.route.mirrors),
+    };
     let (mut parts, body, template) = build_request(req, &f, !mirrors.is_empty());
     // For attempts to peer sidecars; an attempt elsewhere removes it.
     add_identity(&mut parts.headers, Some(rep.me));
@@ -334,6 +362,7 @@ async fn forward(
         parts,
         target,
         hash,
+        upgrade: asked.as_ref().map(|u| u.protocol.clone()),
     };
     let ending = if f.route.timeout_ms > 0 {
         // The route timeout covers every attempt and backoff, until response headers.
@@ -368,7 +397,7 @@ async fn forward(
                 flags.clone()
             };
             let report = rep.report(&service, &dest).with_flags(&flags);
-            strip_hop_by_hop(resp.headers_mut());
+            let upgraded = upgrade::answer(rep.metrics, upgrade::SOURCE, asked, &mut resp);
             f.route.response_headers.apply(resp.headers_mut());
             f.dest.response_headers.apply(resp.headers_mut());
             if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -382,7 +411,14 @@ async fn forward(
                     .after(service_time)
                     .detailed("")
             });
-            report.streamed(resp, hold)
+            match upgraded {
+                Some((downstream, upstream)) => {
+                    let metrics = Arc::clone(rep.metrics);
+                    upgrade::splice(metrics, upgrade::SOURCE, downstream, upstream, hold);
+                    report.streamed(resp, ())
+                }
+                None => report.streamed(resp, hold),
+            }
         }
         Ending::Failed {
             failure,

@@ -17,3 +17,4 @@ mod security;
 mod stream;
 mod telemetry;
 mod upstream_protocol;
+mod websocket;

@@ -284,3 +284,140 @@ async fn routing_unreachable_or_empty_cluster_answers_503() {
         1.0
     );
 }
+
+fn with_origin(
+    mut req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    method: &str,
+    pairs: &[(&str, &str)],
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    *req.method_mut() = method.parse().unwrap();
+    for (k, v) in pairs {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    req
+}
+
+#[tokio::test]
+async fn routing_cors_policy_answers_preflights_and_decorates_allowed_origins() {
+    let net = 142;
+    let seen = recording_backend(format!("127.0.{net}.11:9080").parse().unwrap(), "v1").await;
+    backend(format!("127.0.{net}.12:9080").parse().unwrap(), "v2").await;
+    let mut shop = forward(vec![], &[(&cname("reviews", 9080, "v1"), 1)]);
+    shop.cors = Some(pb::CorsPolicy {
+        allow_origins: vec![
+            exact("https://shop.example"),
+            regex(r"https://.*\.partner\.example"),
+        ],
+        allow_methods: vec!["GET".into(), "POST".into()],
+        allow_headers: vec!["x-custom".into()],
+        expose_headers: vec!["x-total".into()],
+        max_age_s: Some(600),
+        allow_credentials: true,
+        ignore_unmatched_preflights: false,
+    });
+    let (_ctl, proxy) = mesh_of_one(net, reviews_two_versions(net, vec![shop])).await;
+    let at = proxy.outbound();
+
+    // A preflight from an allowed origin is answered by the sidecar.
+    let preflight = [
+        ("origin", "https://shop.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "x-custom"),
+    ];
+    let got = send(
+        at,
+        with_origin(get("/cart", "reviews:9080"), "OPTIONS", &preflight),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.header("access-control-allow-origin"),
+        "https://shop.example"
+    );
+    assert_eq!(got.header("access-control-allow-methods"), "GET,POST");
+    assert_eq!(got.header("access-control-allow-headers"), "x-custom");
+    assert_eq!(got.header("access-control-max-age"), "600");
+    assert_eq!(got.header("access-control-allow-credentials"), "true");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the preflight reached the app"
+    );
+
+    // The actual request goes to the app; its answer names the origin.
+    let partner = [("origin", "https://eu.partner.example")];
+    let got = send(
+        at,
+        with_origin(get("/cart", "reviews:9080"), "POST", &partner),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200);
+    assert!(
+        got.body.contains("origin: https://eu.partner.example"),
+        "{}",
+        got.body
+    );
+    assert_eq!(
+        got.header("access-control-allow-origin"),
+        "https://eu.partner.example"
+    );
+    assert_eq!(got.header("access-control-expose-headers"), "x-total");
+    assert_eq!(got.header("access-control-allow-credentials"), "true");
+
+    // Another origin: served, without CORS headers; its preflight is forwarded.
+    let other = [("origin", "https://evil.example")];
+    let got = send(at, with_origin(get("/cart", "reviews:9080"), "GET", &other))
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("access-control-allow-origin"), "");
+    let other_preflight = [
+        ("origin", "https://evil.example"),
+        ("access-control-request-method", "DELETE"),
+    ];
+    let got = send(
+        at,
+        with_origin(get("/cart", "reviews:9080"), "OPTIONS", &other_preflight),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.header("access-control-allow-origin"), "");
+    assert!(
+        got.body.contains("access-control-request-method: DELETE"),
+        "{}",
+        got.body
+    );
+    assert_eq!(seen.lock().unwrap().len(), 3);
+
+    let cors = "sluice_cors_requests_total";
+    for (outcome, n) in [
+        ("preflight", 1.0),
+        ("allowed", 1.0),
+        ("origin_not_allowed", 1.0),
+        ("preflight_forwarded", 1.0),
+    ] {
+        assert_eq!(
+            proxy.metric(cors, &[("outcome", outcome)]).await,
+            n,
+            "{outcome}"
+        );
+    }
+    // The preflight answer is reported like the others (when its body ends).
+    let answered = [
+        ("response_code", "200"),
+        ("destination_service_name", "reviews"),
+    ];
+    let mut reported = 0.0;
+    for _ in 0..50 {
+        reported = proxy.metric("istio_requests_total", &answered).await;
+        if reported == 4.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(reported, 4.0);
+}
