@@ -62,6 +62,26 @@ fn convert_bad_header_regex_names_the_item() {
 }
 
 #[test]
+fn convert_cors_value_no_header_can_carry_is_refused_naming_the_field() {
+    let mut route = forward_route();
+    route.cors = Some(pb::CorsPolicy {
+        allow_origins: vec![regex_match("https://.*")],
+        expose_headers: vec!["x-ok".to_owned(), "x-bad\nline".to_owned()],
+        ..Default::default()
+    });
+    let err = ProxyConfig::try_from(&config_with_route(route)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("route reviews.default.svc.cluster.local:9080 #1 cors expose_headers:"),
+        "{text}"
+    );
+    assert!(
+        matches!(err.problem, convert::Problem::BadHeaderValue(_)),
+        "{err}"
+    );
+}
+
+#[test]
 fn convert_route_without_action_is_rejected() {
     let route = pb::Route {
         action: None,
