@@ -83,9 +83,9 @@ pub fn check(
     *resp.status_mut() = StatusCode::OK;
     let out = resp.headers_mut();
     if allowed {
-        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    }
-    if policy.allow_credentials {
+        // Envoy's answer passes its own CORS filter on the way out too.
+        decorate(policy, origin.clone(), out);
+    } else if policy.allow_credentials {
         out.insert(
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             HeaderValue::from_static("true"),

@@ -38,6 +38,9 @@ struct InboundCtx {
     peer: Option<Arc<Peer>>,
     /// Per-connection values that would otherwise be rebuilt on every request.
     cache: Arc<http::ConnCache>,
+    /// True when the connection must end: the proxy drains, or (plaintext
+    /// connections) its port turned STRICT. Upgraded streams obey it too.
+    drain: watch::Receiver<bool>,
 }
 
 impl InboundCtx {
@@ -168,22 +171,24 @@ async fn handle_conn(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAdd
             Some(p) => p.alpn.as_deref() != Some(tls::ALPN_TCP),
             None => matches!(detected, Detected::Http1 | Detected::Http2),
         };
+    // A plaintext HTTP connection accepted before its port became STRICT
+    // must not outlive that change (Envoy drains connections of a replaced
+    // filter chain): it is shut down gracefully when the mode flips.
+    let drain = if http && tls_peer.is_none() {
+        strict_drain(&shared, target_port, true)
+    } else {
+        shared.shutdown.clone()
+    };
     let ctx = InboundCtx {
         dst_port,
         source_ip,
         destination_ip,
         cache: Arc::new(http::ConnCache::new(tls_peer.as_deref())),
         peer: tls_peer,
+        drain,
     };
     if http {
-        // A plaintext connection accepted before its port became STRICT must
-        // not outlive that change (Envoy drains connections of a replaced
-        // filter chain): it is shut down gracefully when the mode flips.
-        let shutdown = if ctx.peer.is_none() {
-            strict_drain(&shared, target_port, true)
-        } else {
-            shared.shutdown.clone()
-        };
+        let shutdown = ctx.drain.clone();
         listener::serve_http(stream, shutdown, move |req| {
             http::handle(Arc::clone(&shared), ctx.clone(), req)
         })

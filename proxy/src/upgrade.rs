@@ -3,11 +3,12 @@
 //! routed, authorized, rate limited, retried and reported like any request;
 //! when the upstream answers `101 Switching Protocols` the proxy answers the
 //! same, and the two connections are spliced into a byte relay that lasts
-//! until either side closes.
+//! until both directions end (a close is passed on) or the connection's
+//! drain signal fires.
 //!
-//! Other upgrade tokens (`h2c`, custom protocols) are not carried, as in
-//! Envoy without `upgradeConfigs`: their `Upgrade` and `Connection` headers
-//! are removed as hop-by-hop headers and the request goes on as plain HTTP.
+//! Other upgrade tokens are not carried: `h2c` is removed with the hop-by-hop
+//! headers, as Envoy's HTTP/1 codec removes it, and the request goes on as
+//! plain HTTP; so do custom protocols, which Envoy would refuse with `403`.
 //! An upgrade always travels over HTTP/1.1, also between sidecars and to
 //! HTTP/2 upstreams (RFC 8441's extended CONNECT is not used).
 
@@ -23,6 +24,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 
 use crate::body::Body;
 use crate::http_util::strip_hop_by_hop;
@@ -126,14 +128,17 @@ pub fn answer(
 }
 
 /// Relays bytes between the two upgraded connections, in a task of its own,
-/// once hyper has handed both over (downstream: after the `101` is written).
-/// `guard` (in-flight counts, circuit-breaker admission) lives as long.
+/// once hyper has handed both over (downstream: after the `101` is written),
+/// until both directions end or `stop` turns true (the proxy drains, or a
+/// plaintext connection's port turns STRICT: the upgraded stream outlives
+/// the HTTP connection that `stop` was guarding). `guard` (in-flight count,
+/// circuit-breaker admission) lives as long.
 pub fn splice<G: Send + 'static>(
     metrics: Arc<Metrics>,
     reporter: &'static str,
-    downstream: OnUpgrade,
-    upstream: OnUpgrade,
+    (downstream, upstream): (OnUpgrade, OnUpgrade),
     guard: G,
+    mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
         let _guard = guard;
@@ -162,8 +167,21 @@ pub fn splice<G: Send + 'static>(
         active.inc();
         let mut down = Tally::new(TokioIo::new(down));
         let mut up = Tally::new(TokioIo::new(up));
-        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-            tracing::debug!(error = %e, "upgraded connection ended with an error");
+        let stopped = async {
+            if stop.wait_for(|stop| *stop).await.is_err() {
+                // The signal's sender is gone: nothing left to obey.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut down, &mut up) => {
+                if let Err(e) = copied {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            () = stopped => {
+                tracing::debug!("upgraded connection closed: draining, or its port turned STRICT");
+            }
         }
         // Counted as read, so a reset after the last byte loses none of them.
         let bytes = |direction, n| {

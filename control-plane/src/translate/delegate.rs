@@ -23,7 +23,7 @@ use crate::crd::{HttpMatchRequest, HttpRoute, StringMatch, VirtualService};
 use crate::index::MeshIndex;
 use crate::resource::{Resource, ResourceKey, kind};
 
-use super::{namespace_of, visible};
+use super::{fqdn, namespace_of, visible};
 
 /// One HTTP rule as the proxy gets it.
 pub(crate) struct Rule<'a> {
@@ -61,7 +61,7 @@ pub(crate) fn expand<'a>(index: &'a MeshIndex, vs: &'a VirtualService) -> Vec<Ru
         };
         let delegate_ns = namespace_of(&delegate.metadata);
         for leaf in &delegate.spec.http {
-            if let Some(merged) = merge_rule(rule, leaf) {
+            if let Some(merged) = merge_rule(rule, ns, leaf) {
                 out.push(Rule {
                     rule: Cow::Owned(merged),
                     namespace: delegate_ns,
@@ -102,9 +102,9 @@ fn find<'a>(
     }
 }
 
-/// A delegate rule merged with the root rule that names it; `None` when
-/// its matches conflict with every one of the root's.
-pub(crate) fn merge_rule(root: &HttpRoute, leaf: &HttpRoute) -> Option<HttpRoute> {
+/// A delegate rule merged with the root rule (of namespace `root_ns`) that
+/// names it; `None` when its matches conflict with every one of the root's.
+pub(crate) fn merge_rule(root: &HttpRoute, root_ns: &str, leaf: &HttpRoute) -> Option<HttpRoute> {
     let matches = merge_matches(&root.match_, &leaf.match_)?;
     let mut out = leaf.clone();
     out.match_ = matches;
@@ -120,13 +120,24 @@ pub(crate) fn merge_rule(root: &HttpRoute, leaf: &HttpRoute) -> Option<HttpRoute
     inherit(&mut out.timeout, &root.timeout);
     inherit(&mut out.retries, &root.retries);
     inherit(&mut out.fault, &root.fault);
-    inherit(&mut out.mirror, &root.mirror);
+    // Mirrors taken from the root keep the root's namespace for short hosts
+    // (istiod resolves every VirtualService's names before merging).
+    if out.mirror.is_none()
+        && let Some(m) = &root.mirror
+    {
+        let mut m = m.clone();
+        m.host = fqdn(&m.host, root_ns);
+        out.mirror = Some(m);
+    }
     inherit(&mut out.mirror_percent, &root.mirror_percent);
     inherit(&mut out.mirror_percentage, &root.mirror_percentage);
     inherit(&mut out.cors_policy, &root.cors_policy);
     inherit(&mut out.headers, &root.headers);
     if out.mirrors.is_empty() {
         out.mirrors.clone_from(&root.mirrors);
+        for m in &mut out.mirrors {
+            m.destination.host = fqdn(&m.destination.host, root_ns);
+        }
     }
     Some(out)
 }

@@ -72,7 +72,8 @@ fn a_preflight_from_an_allowed_origin_is_answered_with_the_policy() {
     assert_eq!(h["access-control-allow-methods"], "POST,GET");
     assert_eq!(h["access-control-allow-headers"], "x-custom");
     assert_eq!(h["access-control-max-age"], "86400");
-    assert!(h.get("access-control-expose-headers").is_none());
+    // The answer to an allowed origin, this one included, exposes headers too.
+    assert_eq!(h["access-control-expose-headers"], "x-trace,x-total");
     assert_eq!(count(&m, "preflight"), 1);
 }
 
@@ -122,6 +123,12 @@ fn unmatched_preflights_are_forwarded_unless_ignored() {
     };
     // Envoy's answer names no origin, and still carries the other headers.
     assert!(resp.headers().get("access-control-allow-origin").is_none());
+    assert!(
+        resp.headers()
+            .get("access-control-expose-headers")
+            .is_none()
+    );
+    assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
     assert_eq!(resp.headers()["access-control-allow-methods"], "POST,GET");
     assert_eq!(count(&m, "preflight_origin_not_allowed"), 1);
 }

@@ -358,14 +358,9 @@ async fn serve(
             }
             let service_time = start.elapsed();
             let resp = tag(observe, resp, || routed().after(service_time));
-            if let Some((downstream, upstream)) = upgraded {
-                upgrade::splice(
-                    Arc::clone(&m),
-                    upgrade::DESTINATION,
-                    downstream,
-                    upstream,
-                    (),
-                );
+            if let Some(pair) = upgraded {
+                let stop = ctx.drain.clone();
+                upgrade::splice(Arc::clone(&m), upgrade::DESTINATION, pair, (), stop);
             }
             report.streamed(resp, ())
         }

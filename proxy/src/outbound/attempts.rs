@@ -94,6 +94,15 @@ pub(super) struct Hold {
     _retry: Option<Held>,
 }
 
+impl Hold {
+    /// Gives back the retry unit and keeps the rest: an upgraded connection
+    /// stays a request in flight for hours, a retry ends with its answer.
+    pub(super) fn without_retry(mut self) -> Self {
+        self._retry = None;
+        self
+    }
+}
+
 /// How the exchange ended.
 pub(super) enum Ending {
     /// The upstream answered (possibly after retries).

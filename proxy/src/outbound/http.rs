@@ -412,9 +412,11 @@ async fn forward(
                     .detailed("")
             });
             match upgraded {
-                Some((downstream, upstream)) => {
+                Some(pair) => {
                     let metrics = Arc::clone(rep.metrics);
-                    upgrade::splice(metrics, upgrade::SOURCE, downstream, upstream, hold);
+                    let hold = hold.without_retry();
+                    let stop = shared.shutdown.clone();
+                    upgrade::splice(metrics, upgrade::SOURCE, pair, hold, stop);
                     report.streamed(resp, ())
                 }
                 None => report.streamed(resp, hold),

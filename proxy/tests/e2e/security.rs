@@ -559,7 +559,7 @@ async fn security_deny_policy_answers_403_and_bad_policy_is_nacked() {
 }
 
 /// A PROXY protocol v2 header (TCP over IPv4) announcing `src` → `dst`.
-fn proxy_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+pub fn proxy_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
         panic!("IPv4 only")
     };

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
 use crate::harness::*;
-use crate::security::{credential_dirs, inbound_port, meta};
+use crate::security::{credential_dirs, inbound_port, meta, proxy_v2};
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/chat";
@@ -99,8 +99,8 @@ fn client_config(net: u8) -> pb::ProxyConfig {
     }
 }
 
-/// STRICT mTLS, and a DENY policy for `/private*`.
-fn server_config() -> pb::ProxyConfig {
+/// `mode` mTLS, and a DENY policy for `/private*`.
+fn server_config(mode: pb::MtlsMode) -> pb::ProxyConfig {
     let deny = pb::AuthorizationPolicy {
         name: "default/no-private".to_owned(),
         action: pb::authorization_policy::Action::Deny as i32,
@@ -121,7 +121,7 @@ fn server_config() -> pb::ProxyConfig {
             ],
             rate_limits: vec![],
             security: Some(pb::InboundSecurity {
-                mtls: pb::MtlsMode::Strict as i32,
+                mtls: mode as i32,
                 policies: vec![deny],
                 ..Default::default()
             }),
@@ -132,13 +132,13 @@ fn server_config() -> pb::ProxyConfig {
 }
 
 struct Chat {
-    _ctl: (Controller, Controller),
+    ctl: (Controller, Controller),
     client: Proxy,
     server: Proxy,
     seen: mpsc::UnboundedReceiver<(String, String)>,
 }
 
-async fn chat_mesh(net: u8) -> Chat {
+async fn chat_mesh(net: u8, mode: pb::MtlsMode) -> Chat {
     let (tx, seen) = mpsc::unbounded_channel();
     chat_app(addr(net, 2, 9080), tx.clone()).await;
     chat_app(addr(net, 2, 9081), tx).await;
@@ -156,11 +156,11 @@ async fn chat_mesh(net: u8) -> Chat {
     let client = start(1, client_ctl.addr, "productpage", &dirs[0]).await;
     let server = start(2, server_ctl.addr, "chat", &dirs[1]).await;
     client_ctl.publish("1", client_config(net));
-    server_ctl.publish("1", server_config());
+    server_ctl.publish("1", server_config(mode));
     assert_eq!(client_ctl.reply("1").await, Reply::Ack);
     assert_eq!(server_ctl.reply("1").await, Reply::Ack);
     Chat {
-        _ctl: (client_ctl, server_ctl),
+        ctl: (client_ctl, server_ctl),
         client,
         server,
         seen,
@@ -210,7 +210,7 @@ async fn eventually(proxy: &Proxy, name: &str, labels: &[(&str, &str)], want: f6
 
 #[tokio::test]
 async fn websocket_upgrades_through_two_sidecars_over_mtls_both_ways() {
-    let mut chat = chat_mesh(141).await;
+    let mut chat = chat_mesh(141, pb::MtlsMode::Strict).await;
     // Credentials are read shortly after start: wait for the mTLS hop.
     let mut opened = None;
     for _ in 0..100 {
@@ -282,7 +282,7 @@ async fn websocket_upgrades_through_two_sidecars_over_mtls_both_ways() {
 
 #[tokio::test]
 async fn websocket_refusals_reach_the_client_and_a_deny_policy_applies_to_the_upgrade() {
-    let mut chat = chat_mesh(143).await;
+    let mut chat = chat_mesh(143, pb::MtlsMode::Strict).await;
     let upgrades = "sluice_http_upgrades_total";
     let refused = [("outcome", "refused")];
     // The app declines the handshake: its 403 reaches the client unchanged.
@@ -327,4 +327,45 @@ async fn websocket_refusals_reach_the_client_and_a_deny_policy_applies_to_the_up
     let upgraded = [("outcome", "upgraded")];
     assert_eq!(chat.client.metric(upgrades, &upgraded).await, 0.0);
     assert_eq!(chat.server.metric(upgrades, &upgraded).await, 0.0);
+}
+
+#[tokio::test]
+async fn websocket_plaintext_upgrade_is_closed_when_its_port_turns_strict() {
+    let net = 144;
+    let chat = chat_mesh(net, pb::MtlsMode::Permissive).await;
+    // A plaintext caller without a sidecar, straight to the server's inbound.
+    let mut stream = TcpStream::connect(chat.server.inbound()).await.unwrap();
+    let header = proxy_v2(addr(net, 9, 40000), addr(net, 2, 9080));
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &header)
+        .await
+        .unwrap();
+    let handshake = tokio_tungstenite::client_async("ws://chat:9080/room", stream);
+    let (mut ws, resp) = tokio::time::timeout(Duration::from_secs(10), handshake)
+        .await
+        .expect("handshake within 10 s")
+        .expect("a plaintext upgrade on a PERMISSIVE port");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("before"));
+    let active = [("reporter", "destination")];
+    eventually(&chat.server, "sluice_http_upgrades_active", &active, 1.0).await;
+
+    // The port turns STRICT: the upgraded stream ends with the HTTP
+    // connection it came from, as a plaintext TCP relay does.
+    let server_ctl = &chat.ctl.1;
+    server_ctl.publish("2", server_config(pb::MtlsMode::Strict));
+    assert_eq!(server_ctl.reply("2").await, Reply::Ack);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = ws.send(Message::text("after")).await;
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(m)) if m.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "plaintext WebSocket still open under STRICT");
+    eventually(&chat.server, "sluice_http_upgrades_active", &active, 0.0).await;
 }

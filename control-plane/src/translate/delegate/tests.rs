@@ -114,13 +114,13 @@ fn rules_take_what_the_delegate_leaves_unset_from_the_root() {
     let root = rule(
         "{name: root, match: [{uri: {prefix: /api}}, {uri: {prefix: /v2/api}}], \
           timeout: 3s, retries: {attempts: 5}, headers: {request: {set: {x-root: '1'}}}, \
-          delegate: {name: api}}",
+          mirror: {host: shadow}, delegate: {name: api}}",
     );
     let leaf = rule(
         "{name: users, match: [{uri: {prefix: /api/users}}], timeout: 1s, \
           route: [{destination: {host: users}}]}",
     );
-    let got = merge_rule(&root, &leaf).expect("merged");
+    let got = merge_rule(&root, "default", &leaf).expect("merged");
     assert_eq!(got.name.as_deref(), Some("root-users"));
     assert_eq!(
         got.timeout.as_deref(),
@@ -131,16 +131,21 @@ fn rules_take_what_the_delegate_leaves_unset_from_the_root() {
     assert_eq!(got.headers, root.headers);
     assert_eq!(got.route, leaf.route);
     assert!(got.delegate.is_none());
+    // An inherited mirror keeps resolving in the root's namespace.
+    let mirror = got.mirror.as_ref().map(|m| m.host.as_str());
+    assert_eq!(mirror, Some("shadow.default.svc.cluster.local"));
     // Only the root match the delegate narrows survives.
     assert_eq!(got.match_.len(), 1);
     assert_eq!(got.match_[0].uri, leaf.match_[0].uri);
     // No match compatible with the root: the delegate rule is dropped.
     let elsewhere = rule("{match: [{uri: {prefix: /web}}], route: [{destination: {host: web}}]}");
-    assert!(merge_rule(&root, &elsewhere).is_none());
+    assert!(merge_rule(&root, "default", &elsewhere).is_none());
     // A delegate rule without matches takes the root's.
     let catch_all = rule("{route: [{destination: {host: api}}]}");
     assert_eq!(
-        merge_rule(&root, &catch_all).expect("merged").match_,
+        merge_rule(&root, "default", &catch_all)
+            .expect("merged")
+            .match_,
         root.match_
     );
 }
