@@ -438,19 +438,36 @@ impl Pools {
         None
     }
 
+    /// A new HTTP/1.1 connection to `target`: TCP (and TLS), then the handshake;
+    /// the caller runs the connection task as it needs (with upgrades or not).
+    async fn h1_handshake(
+        &self,
+        target: &Target,
+        settings: &ConnSettings,
+    ) -> Result<
+        (
+            http1::SendRequest<Body>,
+            http1::Connection<TokioIo<Stream>, Body>,
+        ),
+        UpstreamError,
+    > {
+        let addr = target.connect;
+        let timeout = settings.connect_timeout.unwrap_or(self.connect_timeout);
+        let tls = self.tls.as_deref();
+        let stream = connect_with(target, self.source, timeout, settings.keepalive, tls).await?;
+        http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Handshake { addr, source })
+    }
+
     async fn new_h1(
         &self,
         target: &Target,
         settings: &ConnSettings,
     ) -> Result<H1Idle, UpstreamError> {
         let addr = target.connect;
-        let timeout = settings.connect_timeout.unwrap_or(self.connect_timeout);
-        let tls = self.tls.as_deref();
-        let stream = connect_with(target, self.source, timeout, settings.keepalive, tls).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| UpstreamError::Handshake { addr, source })?;
+        let (sender, conn) = self.h1_handshake(target, settings).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "http/1 upstream connection ended");
@@ -497,13 +514,7 @@ impl Pools {
         settings: &ConnSettings,
     ) -> Result<http1::SendRequest<Body>, UpstreamError> {
         let addr = target.connect;
-        let timeout = settings.connect_timeout.unwrap_or(self.connect_timeout);
-        let tls = self.tls.as_deref();
-        let stream = connect_with(target, self.source, timeout, settings.keepalive, tls).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| UpstreamError::Handshake { addr, source })?;
+        let (sender, conn) = self.h1_handshake(target, settings).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upgrade connection ended");
