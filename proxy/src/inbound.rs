@@ -17,6 +17,7 @@ use crate::detect::{self, Detected};
 use crate::metrics::{ServiceLabels, Side};
 use crate::model::{InboundPort, Protocol, ProxyConfig, Text, WorkloadMeta};
 use crate::state::Shared;
+use crate::tcp::RelayLimits;
 use crate::tls::{self, Peer, Stream};
 use crate::upstream::Target;
 use crate::{listener, proxy_protocol};
@@ -297,7 +298,14 @@ async fn relay_tcp(shared: Arc<Shared>, stream: Stream, target_port: u16, ctx: I
     let security = ctx.security_label(&m.words);
     let labels = m.tcp_labels(&m.words.destination, &source, me, &service, security);
     if ctx.peer.is_some() {
-        crate::tcp::relay(&shared.metrics, &labels, stream, upstream).await;
+        crate::tcp::relay(
+            &shared.metrics,
+            &labels,
+            stream,
+            upstream,
+            RelayLimits::INBOUND,
+        )
+        .await;
         return;
     }
     // A plaintext connection ends when its port becomes STRICT, as Envoy
@@ -317,7 +325,15 @@ async fn relay_tcp(shared: Arc<Shared>, stream: Stream, target_port: u16, ctx: I
             "plaintext TCP connection closed: port is now STRICT"
         );
     };
-    crate::tcp::relay_until(&shared.metrics, &labels, stream, upstream, stop).await;
+    crate::tcp::relay_until(
+        &shared.metrics,
+        &labels,
+        stream,
+        upstream,
+        RelayLimits::INBOUND,
+        stop,
+    )
+    .await;
 }
 
 fn port_service(p: &InboundPort) -> ServiceLabels {

@@ -199,6 +199,8 @@ pub struct Metrics {
     pub upgraded_bytes: Family<UpgradeBytesLabels, Counter>,
     /// Requests with an `Origin` on routes with a CORS policy, by outcome.
     pub cors: Family<CorsLabels, Counter>,
+    /// Relayed TCP connections closed by their idle timeout or maximum duration.
+    tcp_timeouts: Family<TcpTimeoutLabels, Counter>,
     /// The four request metrics of each label set seen, found with one lookup.
     series: SeriesCache,
 }
@@ -221,6 +223,15 @@ pub struct UpgradeLabels {
     /// `source` (outbound) or `destination` (inbound), as Istio's `reporter`.
     pub reporter: &'static str,
     pub outcome: &'static str,
+}
+
+/// Labels of `sluice_tcp_timeouts_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TcpTimeoutLabels {
+    /// `source` (outbound) or `destination` (inbound), as Istio's `reporter`.
+    reporter: Text,
+    /// `idle` or `max_duration`.
+    kind: &'static str,
 }
 
 /// Labels of `sluice_http_upgraded_bytes_total`.
@@ -372,10 +383,17 @@ impl Metrics {
             "Requests with an Origin on routes with a CORS policy, by outcome: allowed, origin_not_allowed, preflight (answered), preflight_forwarded (origin not allowed, sent on), preflight_origin_not_allowed (answered without allowing it)",
             cors.clone(),
         );
+        let tcp_timeouts = Family::default();
+        registry.register(
+            "sluice_tcp_timeouts",
+            "Relayed TCP connections closed by a timeout, by reporter and kind: idle (DestinationRule connectionPool.tcp.idleTimeout, 1 h by default) or max_duration (tcp.maxConnectionDuration)",
+            tcp_timeouts.clone(),
+        );
         Metrics {
             registry,
             resilience,
             cors,
+            tcp_timeouts,
             upgrades,
             upgrades_active,
             upgraded_bytes,
@@ -520,6 +538,15 @@ impl Metrics {
             response_flags: flags.clone(),
             connection_security_policy: security.clone(),
         }
+    }
+
+    /// Counts a relayed TCP connection closed by its `kind` of timeout.
+    pub fn tcp_timeout(&self, reporter: &Text, kind: &'static str) {
+        let labels = TcpTimeoutLabels {
+            reporter: reporter.clone(),
+            kind,
+        };
+        self.tcp_timeouts.get_or_create(&labels).inc();
     }
 
     /// Builds TCP labels from cached parts.

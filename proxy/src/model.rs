@@ -522,7 +522,7 @@ pub struct PoolSettings {
     pub connect_timeout_ms: u64,
     /// 0 = unlimited.
     pub max_requests_per_connection: u32,
-    /// 0 = 1 h.
+    /// Of pooled HTTP connections: 0 = 1 h.
     pub idle_timeout_ms: u64,
     /// 0 = unlimited.
     pub max_connection_duration_ms: u64,
@@ -572,6 +572,11 @@ pub struct TcpRoute {
     pub virtual_service: String,
     pub rule_index: u32,
     pub forward: Vec<WeightedCluster>,
+    /// DestinationRule `connectionPool.tcp.idleTimeout`: `None` = 1 h
+    /// (Envoy's default), 0 = never.
+    pub idle_timeout_ms: Option<u64>,
+    /// `tcp.maxConnectionDuration`; 0 = unlimited.
+    pub max_connection_duration_ms: u64,
 }
 
 /// A port of the local application reachable through the inbound listener.

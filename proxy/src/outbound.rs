@@ -81,7 +81,7 @@ async fn transparent_tcp(shared: Arc<Shared>, stream: TcpStream, ctx: ConnCtx) {
     match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {
         Ok(up) => {
             let _slot = up.slot;
-            crate::tcp::relay(&shared.metrics, &up.labels, stream, up.stream).await
+            crate::tcp::relay(&shared.metrics, &up.labels, stream, up.stream, up.limits).await
         }
         Err(e) => tracing::debug!(%dst, error = %e, "tcp connection not proxied"),
     }

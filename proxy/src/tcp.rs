@@ -1,15 +1,23 @@
 //! TCP proxying: choosing an outbound `TcpService` (by original destination or
 //! `CONNECT` name), its endpoint, and relaying bytes with Istio TCP metrics.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+#[cfg(test)]
+mod tests;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use crate::balance::{HashInput, pick_endpoint, pick_weighted};
 use crate::matching::domains_match;
 use crate::metrics::{Metrics, ServiceLabels, TcpLabels};
-use crate::model::{ProxyConfig, Running, TcpService};
+use crate::model::{ProxyConfig, Running, TcpRoute, TcpService};
 use crate::state::Shared;
 use crate::tls::Alpn;
 use crate::upstream::{self, Target};
@@ -54,6 +62,8 @@ pub struct TcpUpstream {
     pub labels: TcpLabels,
     /// The cluster's connection slot, held while the connection lives.
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The route's idle timeout and maximum duration of relayed connections.
+    pub limits: RelayLimits,
 }
 
 /// Connects to an endpoint of the service's first route; returns the stream and
@@ -64,6 +74,7 @@ pub async fn connect_service(
     svc: &TcpService,
     client: SocketAddr,
 ) -> Result<TcpUpstream, TcpRouteError> {
+    let began = Instant::now();
     let cfg = &running.config;
     let route = svc
         .routes
@@ -111,25 +122,297 @@ pub async fn connect_service(
         stream,
         labels,
         slot,
+        limits: RelayLimits::of(route).since(began),
     })
 }
 
-/// Relays bytes both ways until both sides close, reporting Istio TCP metrics.
-pub async fn relay<A, B>(metrics: &Arc<Metrics>, labels: &TcpLabels, client: A, upstream: B)
+/// Envoy's idle timeout of proxied TCP connections when none is configured
+/// (`tcp_proxy.idle_timeout`), which Istio keeps.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+
+/// When a relayed connection is closed whatever its peers do (Envoy's
+/// `tcp_proxy` `idle_timeout` and `max_downstream_connection_duration`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// No byte from either side for this long; `None` = never.
+    pub idle: Option<Duration>,
+    /// Since the relay began (see [`RelayLimits::since`]); `None` = unlimited.
+    pub max_duration: Option<Duration>,
+}
+
+impl RelayLimits {
+    /// Neither limit.
+    pub const NONE: RelayLimits = RelayLimits {
+        idle: None,
+        max_duration: None,
+    };
+
+    /// Inbound relays: Envoy's defaults, as Istio programs its inbound listeners.
+    pub const INBOUND: RelayLimits = RelayLimits {
+        idle: Some(DEFAULT_IDLE),
+        max_duration: None,
+    };
+
+    /// Counts the maximum duration from `began` (when proxying the connection
+    /// started, before the upstream connect) rather than from the relay's start,
+    /// as Envoy counts it from the downstream connection.
+    pub fn since(mut self, began: Instant) -> Self {
+        self.max_duration = self
+            .max_duration
+            .map(|max| max.saturating_sub(began.elapsed()));
+        self
+    }
+
+    /// A TCP route's DestinationRule `connectionPool.tcp` `idleTimeout`
+    /// (unset = 1 h, `0s` = never) and `maxConnectionDuration`.
+    pub fn of(route: &TcpRoute) -> Self {
+        RelayLimits {
+            idle: match route.idle_timeout_ms {
+                None => Some(DEFAULT_IDLE),
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+            },
+            max_duration: (route.max_connection_duration_ms > 0)
+                .then(|| Duration::from_millis(route.max_connection_duration_ms)),
+        }
+    }
+}
+
+/// How a [`splice`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Both directions ended, or one failed.
+    Closed,
+    /// The caller's stop signal.
+    Stopped,
+    /// Nothing crossed for the idle limit.
+    Idle,
+    /// The maximum duration passed.
+    MaxDuration,
+}
+
+impl End {
+    /// The timeout that cut the connection, as `sluice_tcp_timeouts_total` names it.
+    fn timeout(self) -> Option<&'static str> {
+        match self {
+            End::Idle => Some("idle"),
+            End::MaxDuration => Some("max_duration"),
+            End::Closed | End::Stopped => None,
+        }
+    }
+}
+
+/// What a [`splice`] carried and how it ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Spliced {
+    /// Bytes read from the first side (and passed to the second), and the other way.
+    pub from_a: u64,
+    pub from_b: u64,
+    pub end: End,
+}
+
+/// Bytes read from each side of a splice, and when bytes last moved.
+struct Tally {
+    start: Instant,
+    /// Whether reads and writes note the time (only an idle limit needs it).
+    timed: bool,
+    /// Nanoseconds after `start` of the last byte read or written.
+    last_ns: AtomicU64,
+    from_a: AtomicU64,
+    from_b: AtomicU64,
+}
+
+impl Tally {
+    fn new(timed: bool) -> Self {
+        Tally {
+            start: Instant::now(),
+            timed,
+            last_ns: AtomicU64::new(0),
+            from_a: AtomicU64::new(0),
+            from_b: AtomicU64::new(0),
+        }
+    }
+
+    fn read(&self, side_a: bool, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let side = if side_a { &self.from_a } else { &self.from_b };
+        side.fetch_add(n, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Notes that bytes moved (read, or written to a slow reader).
+    fn touch(&self) {
+        if self.timed {
+            let ns = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.last_ns.store(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Completes once no byte has moved either way for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_nanos(self.last_ns.load(Ordering::Relaxed));
+            let quiet = self.start.elapsed().saturating_sub(last);
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    }
+}
+
+/// One side of a splice, counting what is read from it.
+struct Metered<'t, S> {
+    io: S,
+    tally: &'t Tally,
+    side_a: bool,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            self.tally.read(self.side_a, n);
+        }
+        polled
+    }
+}
+
+impl<S> Metered<'_, S> {
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.tally.touch();
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(&polled);
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Copies bytes both ways between `a` and `b` (a side's end of stream is
+/// passed on to the other) until both directions have ended, `stop`
+/// completes, or `limits` cut the connection; then closes both. The bytes
+/// are counted as they are read, so a cut or a reset loses none of them.
+pub(crate) async fn splice<A, B>(
+    a: A,
+    b: B,
+    limits: RelayLimits,
+    stop: impl std::future::Future<Output = ()>,
+) -> Spliced
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    relay_until(metrics, labels, client, upstream, std::future::pending()).await;
+    let tally = Tally::new(limits.idle.is_some());
+    let mut a = Metered {
+        io: a,
+        tally: &tally,
+        side_a: true,
+    };
+    let mut b = Metered {
+        io: b,
+        tally: &tally,
+        side_a: false,
+    };
+    let idle = async {
+        match limits.idle {
+            Some(idle) => tally.idle_for(idle).await,
+            None => std::future::pending().await,
+        }
+    };
+    let lifetime = async {
+        match limits.max_duration {
+            Some(max) => tokio::time::sleep(max).await,
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut a, &mut b) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "relayed connection ended with an error");
+            }
+            End::Closed
+        }
+        () = stop => End::Stopped,
+        () = idle => End::Idle,
+        () = lifetime => End::MaxDuration,
+    };
+    drop((a, b));
+    Spliced {
+        from_a: tally.from_a.load(Ordering::Relaxed),
+        from_b: tally.from_b.load(Ordering::Relaxed),
+        end,
+    }
 }
 
-/// [`relay`], cut short when `stop` completes (the connection is closed; the
-/// bytes relayed so far are not counted, the close is).
+/// Relays bytes both ways until both sides close or a limit cuts the
+/// connection, reporting Istio TCP metrics.
+pub async fn relay<A, B>(
+    metrics: &Arc<Metrics>,
+    labels: &TcpLabels,
+    client: A,
+    upstream: B,
+    limits: RelayLimits,
+) where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    relay_until(
+        metrics,
+        labels,
+        client,
+        upstream,
+        limits,
+        std::future::pending(),
+    )
+    .await;
+}
+
+/// [`relay`], cut short when `stop` completes. However the relay ends, both
+/// connections are closed and the bytes read from each side are counted.
 pub async fn relay_until<A, B>(
     metrics: &Arc<Metrics>,
     labels: &TcpLabels,
-    mut client: A,
-    mut upstream: B,
+    client: A,
+    upstream: B,
+    limits: RelayLimits,
     stop: impl std::future::Future<Output = ()>,
 ) where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -138,17 +421,12 @@ pub async fn relay_until<A, B>(
     metrics.tcp_opened.get_or_create(labels).inc();
     let start_wall = std::time::SystemTime::now();
     let start = std::time::Instant::now();
-    let copied = tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r,
-        () = stop => Ok((0, 0)),
-    };
-    let (received, sent) = match copied {
-        Ok(counts) => counts,
-        Err(e) => {
-            tracing::debug!(error = %e, "tcp relay ended with an error");
-            (0, 0)
-        }
-    };
+    let done = splice(client, upstream, limits, stop).await;
+    if let Some(kind) = done.end.timeout() {
+        tracing::debug!(timeout = kind, "tcp connection closed by its timeout");
+        metrics.tcp_timeout(&labels.reporter, kind);
+    }
+    let (received, sent) = (done.from_a, done.from_b);
     metrics.tcp_received.get_or_create(labels).inc_by(received);
     metrics.tcp_sent.get_or_create(labels).inc_by(sent);
     metrics.tcp_closed.get_or_create(labels).inc();

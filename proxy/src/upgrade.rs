@@ -15,20 +15,18 @@
 #[cfg(test)]
 mod tests;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::Body;
 use crate::http_util::strip_hop_by_hop;
 use crate::metrics::{Metrics, ReporterLabels, UpgradeBytesLabels, UpgradeLabels};
+use crate::tcp::{End, RelayLimits};
 
 /// The one upgrade protocol carried.
 const WEBSOCKET: &str = "websocket";
@@ -165,23 +163,16 @@ pub fn splice<G: Send + 'static>(
             .get_or_create(&ReporterLabels { reporter })
             .clone();
         active.inc();
-        let mut down = Tally::new(TokioIo::new(down));
-        let mut up = Tally::new(TokioIo::new(up));
         let stopped = async {
             if stop.wait_for(|stop| *stop).await.is_err() {
                 // The signal's sender is gone: nothing left to obey.
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut down, &mut up) => {
-                if let Err(e) = copied {
-                    tracing::debug!(error = %e, "upgraded connection ended with an error");
-                }
-            }
-            () = stopped => {
-                tracing::debug!("upgraded connection closed: draining, or its port turned STRICT");
-            }
+        let (down, up) = (TokioIo::new(down), TokioIo::new(up));
+        let done = crate::tcp::splice(down, up, RelayLimits::NONE, stopped).await;
+        if done.end == End::Stopped {
+            tracing::debug!("upgraded connection closed: draining, or its port turned STRICT");
         }
         // Counted as read, so a reset after the last byte loses none of them.
         let bytes = |direction, n| {
@@ -191,52 +182,8 @@ pub fn splice<G: Send + 'static>(
             };
             metrics.upgraded_bytes.get_or_create(&labels).inc_by(n);
         };
-        bytes("received", down.read);
-        bytes("sent", up.read);
+        bytes("received", done.from_a);
+        bytes("sent", done.from_b);
         active.dec();
     });
-}
-
-/// An upgraded connection that counts the bytes read from it.
-struct Tally<T> {
-    inner: T,
-    read: u64,
-}
-
-impl<T> Tally<T> {
-    fn new(inner: T) -> Self {
-        Tally { inner, read: 0 }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tally<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        self.read += n as u64;
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tally<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

@@ -700,7 +700,8 @@ pub struct ConnectionPool {
     pub connect_timeout_ms: u64,
     #[prost(message, optional, tag = "3")]
     pub tcp_keepalive: ::core::option::Option<TcpKeepalive>,
-    /// tcp.maxConnectionDuration; 0 = unlimited.
+    /// tcp.maxConnectionDuration of upstream HTTP connections (no new requests
+    /// after it); 0 = unlimited. TCP relays take TcpRoute's.
     #[prost(uint64, tag = "4")]
     pub max_connection_duration_ms: u64,
     /// http.http1MaxPendingRequests: requests queued waiting for a connection; 0 = unlimited.
@@ -715,7 +716,8 @@ pub struct ConnectionPool {
     /// http.maxRetries: concurrent retries to the cluster; 0 = unlimited.
     #[prost(uint32, tag = "8")]
     pub max_retries: u32,
-    /// http.idleTimeout (or tcp.idleTimeout); 0 = 1 h.
+    /// http.idleTimeout (or tcp.idleTimeout) of upstream HTTP connections;
+    /// 0 = 1 h; u64::MAX = never (tcp.idleTimeout: 0s).
     #[prost(uint64, tag = "9")]
     pub idle_timeout_ms: u64,
     #[prost(enumeration = "connection_pool::H2UpgradePolicy", tag = "10")]
@@ -950,6 +952,16 @@ pub struct TcpRoute {
     pub rule_index: u32,
     #[prost(message, optional, tag = "3")]
     pub forward: ::core::option::Option<WeightedClusters>,
+    /// Envoy's tcp_proxy timeouts, which Istio takes from the top-level
+    /// connectionPool.tcp of the first destination host's DestinationRule.
+    /// idleTimeout: no byte either way for this long closes both sides;
+    /// unset = 1 h (Envoy's default), 0 = never.
+    #[prost(uint64, optional, tag = "4")]
+    pub idle_timeout_ms: ::core::option::Option<u64>,
+    /// maxConnectionDuration: a relayed connection is closed this long after it
+    /// was accepted; 0 = unlimited.
+    #[prost(uint64, tag = "5")]
+    pub max_connection_duration_ms: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Inbound {

@@ -226,13 +226,26 @@ pub(crate) fn tcp_routes(
             port,
             clusters,
         );
+        let first = rule.route.first().map(|r| &r.destination);
+        let (idle_timeout_ms, max_connection_duration_ms) = tcp_timeouts(view, ns, first);
         out.push(pb::TcpRoute {
             virtual_service: format!("{ns}/{name}"),
             rule_index: u32::try_from(i).unwrap_or(u32::MAX),
             forward: Some(forward),
+            idle_timeout_ms,
+            max_connection_duration_ms,
         });
     }
     out
+}
+
+/// Istio's `tcp_proxy` timeouts of a TCP route whose first destination is
+/// `dest`: from the top level of that host's DestinationRule.
+fn tcp_timeouts(view: &View<'_>, ns: &str, dest: Option<&Destination>) -> (Option<u64>, u64) {
+    let dr = dest
+        .and_then(|d| view.service(&fqdn(&d.host, ns)))
+        .and_then(|s| super::cluster::destination_rule_for(view, s));
+    super::policy::tcp_proxy_timeouts(dr)
 }
 
 fn applies_http(view: &View<'_>, m: &HttpMatchRequest, port: u32) -> bool {

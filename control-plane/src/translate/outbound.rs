@@ -2,7 +2,7 @@
 //! services. It depends only on the proxy's namespace, labels and trust
 //! domain, so proxies that share those share one translation per revision.
 
-use super::{View, cluster, host, http, protocol};
+use super::{View, cluster, host, http, policy, protocol};
 use sluice_api::config as pb;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -142,6 +142,9 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
                     None => Vec::new(),
                 };
                 let routes = if routes.is_empty() {
+                    let dr = cluster::destination_rule_for(view, service);
+                    let (idle_timeout_ms, max_connection_duration_ms) =
+                        policy::tcp_proxy_timeouts(dr);
                     vec![pb::TcpRoute {
                         virtual_service: String::new(),
                         rule_index: 0,
@@ -152,6 +155,8 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
                                 ..Default::default()
                             }],
                         }),
+                        idle_timeout_ms,
+                        max_connection_duration_ms,
                     }]
                 } else {
                     routes

@@ -3,7 +3,7 @@
 //! receives the values in force.
 
 use crate::crd::parse_duration;
-use crate::crd::{ConnectionPoolSettings, OutlierDetection, TrafficPolicy};
+use crate::crd::{ConnectionPoolSettings, DestinationRule, OutlierDetection, TrafficPolicy};
 use sluice_api::config as pb;
 
 /// Picks a policy field with Istio's precedence: subset port-level, subset,
@@ -40,7 +40,13 @@ fn count(v: Option<i32>) -> u32 {
 pub(crate) fn connection_pool(cp: &ConnectionPoolSettings) -> pb::ConnectionPool {
     let tcp = cp.tcp.clone().unwrap_or_default();
     let http = cp.http.clone().unwrap_or_default();
+    // Istio's cluster builder: `http.idleTimeout`, else `tcp.idleTimeout`,
+    // for upstream HTTP connections (`0s` turns Envoy's idle timer off).
     let idle = http.idle_timeout.as_ref().or(tcp.idle_timeout.as_ref());
+    let idle_timeout_ms = match idle {
+        Some(d) if parse_duration(d).is_ok_and(|d| d.is_zero()) => u64::MAX,
+        d => ms(d),
+    };
     pb::ConnectionPool {
         max_connections: count(tcp.max_connections),
         connect_timeout_ms: ms(tcp.connect_timeout.as_ref()),
@@ -54,7 +60,7 @@ pub(crate) fn connection_pool(cp: &ConnectionPoolSettings) -> pb::ConnectionPool
         http2_max_requests: count(http.http2_max_requests),
         max_requests_per_connection: count(http.max_requests_per_connection),
         max_retries: count(http.max_retries),
-        idle_timeout_ms: ms(idle),
+        idle_timeout_ms,
         h2_upgrade_policy: match http.h2_upgrade_policy.as_deref() {
             Some("UPGRADE") => pb::connection_pool::H2UpgradePolicy::Upgrade,
             Some("DO_NOT_UPGRADE") => pb::connection_pool::H2UpgradePolicy::DoNotUpgrade,
@@ -63,6 +69,23 @@ pub(crate) fn connection_pool(cp: &ConnectionPoolSettings) -> pb::ConnectionPool
         use_client_protocol: http.use_client_protocol.unwrap_or(false),
         max_concurrent_streams: count(http.max_concurrent_streams),
     }
+}
+
+/// The timeouts Istio gives a TCP route's `tcp_proxy`: `idleTimeout` (unset =
+/// the proxy's 1 h, `0s` = never) and `maxConnectionDuration` (0 = unlimited)
+/// of the top-level `connectionPool.tcp` of `dr`, the first destination host's
+/// DestinationRule. Subset and port-level settings shape clusters only.
+pub(crate) fn tcp_proxy_timeouts(dr: Option<&DestinationRule>) -> (Option<u64>, u64) {
+    let tcp = dr
+        .and_then(|d| d.spec.traffic_policy.as_ref())
+        .and_then(|p| p.connection_pool.as_ref())
+        .and_then(|cp| cp.tcp.as_ref());
+    let idle = tcp
+        .and_then(|t| t.idle_timeout.as_deref())
+        .and_then(|d| parse_duration(d).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let max = ms(tcp.and_then(|t| t.max_connection_duration.as_ref()));
+    (idle, max)
 }
 
 /// Istio's `outlierDetection` → the values in force, as Istio programs Envoy:

@@ -545,6 +545,8 @@ fn tcp_service(t: &pb::TcpService) -> Result<TcpService, InvalidConfig> {
                         Some(w) => weighted(&format!("{item} route[{i}]"), w)?,
                         None => Vec::new(),
                     },
+                    idle_timeout_ms: r.idle_timeout_ms,
+                    max_connection_duration_ms: r.max_connection_duration_ms,
                 })
             })
             .collect::<Result<_, InvalidConfig>>()?,

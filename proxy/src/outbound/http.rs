@@ -622,7 +622,7 @@ async fn connect_tunnel(
             Ok(upgraded) => {
                 let _slot = up.slot;
                 let io = TokioIo::new(upgraded);
-                crate::tcp::relay(&shared.metrics, &up.labels, io, up.stream).await
+                crate::tcp::relay(&shared.metrics, &up.labels, io, up.stream, up.limits).await
             }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }

@@ -15,6 +15,7 @@ mod resilience;
 mod routing;
 mod security;
 mod stream;
+mod tcp_limits;
 mod telemetry;
 mod upstream_protocol;
 mod websocket;

@@ -286,3 +286,165 @@ spec:
     // A port of unknown protocol keeps the caller's protocol.
     assert_eq!(policy(&c, sniffed), None);
 }
+
+#[test]
+fn cluster_http_pool_idle_timeout_falls_back_to_tcp_and_zero_means_never() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {tcp: {idleTimeout: 5s, maxConnectionDuration: 1m}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {connectionPool: {tcp: {idleTimeout: 0s}}}
+  - name: v3
+    labels: {version: v3}
+    trafficPolicy: {connectionPool: {http: {idleTimeout: 2s}, tcp: {idleTimeout: 0s}}}
+  - name: v4
+    labels: {version: v4}
+    trafficPolicy: {connectionPool: {http: {maxRetries: 1}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 25}
+    - {destination: {host: reviews, subset: v2}, weight: 25}
+    - {destination: {host: reviews, subset: v3}, weight: 25}
+    - {destination: {host: reviews, subset: v4}, weight: 25}
+"#;
+    let c = config(extra);
+    let pool = |subset: &str| {
+        let name = format!("outbound|9080|{subset}|reviews.default.svc.cluster.local");
+        let p = cluster(&c, &name).connection_pool.as_ref().expect("pool");
+        (p.idle_timeout_ms, p.max_connection_duration_ms)
+    };
+    // Istio's cluster builder: http.idleTimeout, else tcp.idleTimeout.
+    assert_eq!(pool("v1"), (5_000, 60_000));
+    // `0s` turns the idle timer off.
+    assert_eq!(pool("v2"), (u64::MAX, 0));
+    assert_eq!(pool("v3"), (2_000, 0));
+    // Unset: the proxy's default (1 h).
+    assert_eq!(pool("v4"), (0, 0));
+}
+
+#[test]
+fn cluster_tcp_routes_take_the_top_level_tcp_timeouts_of_the_first_destinations_rule() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mysql, namespace: default}
+spec:
+  hosts: [mysql.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 3306, name: tcp, protocol: TCP}]
+  workloadSelector: {labels: {app: mysql}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: redis, namespace: default}
+spec:
+  hosts: [redis.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 6379, name: tcp, protocol: TCP}]
+  workloadSelector: {labels: {app: redis}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mongo, namespace: default}
+spec:
+  hosts: [mongo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 27017, name: tcp, protocol: TCP}]
+  workloadSelector: {labels: {app: mongo}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: mysql, namespace: default}
+spec:
+  host: mysql
+  trafficPolicy:
+    connectionPool: {tcp: {idleTimeout: 5s, maxConnectionDuration: 1m}}
+    portLevelSettings:
+    - port: {number: 3306}
+      connectionPool: {tcp: {idleTimeout: 7s}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {tcp: {idleTimeout: 1s}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: redis, namespace: default}
+spec:
+  host: redis
+  trafficPolicy: {connectionPool: {tcp: {idleTimeout: 0s}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: redis, namespace: default}
+spec:
+  hosts: [redis]
+  tcp:
+  - route:
+    - {destination: {host: mysql, subset: v1}, weight: 50}
+    - {destination: {host: redis}, weight: 50}
+"#;
+    let c = config(extra);
+    let route = |service: &str| {
+        let svc = c
+            .tcp_services
+            .iter()
+            .find(|s| s.service == format!("{service}.default.svc.cluster.local"))
+            .unwrap_or_else(|| panic!("no tcp service {service}"));
+        let r = &svc.routes[0];
+        (r.idle_timeout_ms, r.max_connection_duration_ms)
+    };
+    // Top level only: subset and port-level settings shape clusters, not the route.
+    assert_eq!(route("mysql"), (Some(5_000), 60_000));
+    // A VirtualService's TCP route takes its first destination's rule (mysql's),
+    // not the rule of the host it is bound to.
+    assert_eq!(route("redis"), (Some(5_000), 60_000));
+    // No rule: the proxy's defaults.
+    assert_eq!(route("mongo"), (None, 0));
+    // The cluster still follows Istio's precedence for its own pool.
+    let v1 = cluster(&c, "outbound|3306|v1|mysql.default.svc.cluster.local");
+    let pool = v1.connection_pool.as_ref().expect("pool");
+    assert_eq!(pool.idle_timeout_ms, 1_000);
+}
+
+#[test]
+fn cluster_tcp_route_zero_idle_timeout_is_sent_as_never() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: redis, namespace: default}
+spec:
+  hosts: [redis.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 6379, name: tcp, protocol: TCP}]
+  workloadSelector: {labels: {app: redis}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: redis, namespace: default}
+spec:
+  host: redis
+  trafficPolicy: {connectionPool: {tcp: {idleTimeout: 0s}}}
+"#;
+    let c = config(extra);
+    let svc = &c.tcp_services[0];
+    assert_eq!(svc.routes[0].idle_timeout_ms, Some(0));
+}
