@@ -14,5 +14,6 @@ pub mod ca {
     include!("gen/sluice.ca.v1.rs");
 }
 
+pub mod capture;
 pub mod cel;
 pub mod delta;

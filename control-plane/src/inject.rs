@@ -44,6 +44,12 @@ pub const RESOURCE_ANNOTATIONS: [(&str, &str, &str); 4] = [
     ("sidecar.istio.io/proxyCPULimit", "limits", "cpu"),
     ("sidecar.istio.io/proxyMemoryLimit", "limits", "memory"),
 ];
+/// The pod's own image for the sidecar and its init container, Sluice's
+/// spelling first, then Istio's.
+pub const PROXY_IMAGE_ANNOTATIONS: [&str; 2] = [
+    "sidecar.sluice.io/proxyImage",
+    "sidecar.istio.io/proxyImage",
+];
 /// Label telling peers this workload speaks mTLS (Istio's name, so policies carry over).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 /// Istio's canonical service name label.
@@ -192,17 +198,22 @@ pub fn inject_workload(pod: &Pod, workload: &str, cfg: &InjectConfig) -> Result<
     }
     // Validate every annotation before changing anything.
     let capture = capture::Capture::from_pod(pod, cfg.proxy_uid)?;
+    let resources = pod_resources(pod)?;
+    let image = pod_image(pod)?;
     let overridden;
-    let cfg = match pod_resources(pod)? {
-        Some((requests, limits)) => {
-            overridden = InjectConfig {
-                requests,
-                limits,
-                ..cfg.clone()
-            };
-            &overridden
+    let cfg = if resources.is_some() || image.is_some() {
+        let mut own = cfg.clone();
+        if let Some((requests, limits)) = resources {
+            own.requests = requests;
+            own.limits = limits;
         }
-        None => cfg,
+        if let Some(image) = image {
+            own.proxy_image = image;
+        }
+        overridden = own;
+        &overridden
+    } else {
+        cfg
     };
     // Istio's order: the pod's ProxyConfig, the mesh's, then the sidecar's CPU limit.
     let concurrency = proxy_concurrency(pod)?.or(cfg.concurrency).or_else(|| {
@@ -412,6 +423,30 @@ fn quantities(
             )),
         })
         .collect()
+}
+
+/// The image a [`PROXY_IMAGE_ANNOTATIONS`] annotation asks for (Istio's
+/// `sidecar.istio.io/proxyImage`: the sidecar and its init container), if any.
+fn pod_image(pod: &Pod) -> Result<Option<String>, InjectError> {
+    let Some(annotations) = pod.metadata.annotations.as_ref() else {
+        return Ok(None);
+    };
+    let Some((annotation, value)) = PROXY_IMAGE_ANNOTATIONS
+        .iter()
+        .find_map(|a| annotations.get(*a).map(|v| (*a, v)))
+    else {
+        return Ok(None);
+    };
+    let image = value.trim();
+    if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InjectError::Annotation {
+            annotation: annotation.to_owned(),
+            reason: format!(
+                "{value:?} is not an image reference (such as \"registry/sluice-proxy:0.1.0\")"
+            ),
+        });
+    }
+    Ok(Some(image.to_owned()))
 }
 
 /// The sidecar's requests and limits from the pod's [`RESOURCE_ANNOTATIONS`],

@@ -335,6 +335,61 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
     }
     let _ = std::fs::remove_file(&mesh);
 
+    // The pod's own annotations reach what the API server stores: Istio's
+    // proxyImage and proxyCPU for both injected containers, excludeInterfaces
+    // for the capture; a malformed one refuses the pod, naming it.
+    let annotated = POD.replace(
+        "{name: ratings-1, labels: {app: ratings}}",
+        "{name: ratings-2, namespace: inject-demo, labels: {app: ratings}, annotations: \
+         {sidecar.istio.io/proxyImage: \"example.invalid/sluice-proxy:debug\", \
+         sidecar.istio.io/proxyCPU: 150m, traffic.sidecar.istio.io/excludeInterfaces: net1}}",
+    );
+    let (ok, stderr) = apply(env, &annotated).await;
+    assert!(ok, "annotated pod refused: {stderr}");
+    let stored: Value = serde_json::from_str(
+        &kubectl(
+            env,
+            &["get", "pod", "ratings-2", "-n", "inject-demo", "-o", "json"],
+        )
+        .await,
+    )
+    .expect("pod json");
+    for name in ["sluice-init", "sluice-proxy"] {
+        let c = stored["spec"]["initContainers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("no {name}: {stored}"));
+        assert_eq!(c["image"], "example.invalid/sluice-proxy:debug", "{c}");
+        assert_eq!(c["resources"]["requests"]["cpu"], "150m", "{c}");
+        assert!(
+            c["resources"]["limits"].is_null(),
+            "only what the pod set: {c}"
+        );
+    }
+    let init_args: Vec<&str> = stored["spec"]["initContainers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "sluice-init"))
+        .and_then(|c| c["args"].as_array())
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let at = init_args.iter().position(|a| *a == "--exclude-interfaces");
+    assert_eq!(
+        at.and_then(|i| init_args.get(i + 1)).copied(),
+        Some("net1"),
+        "{init_args:?}"
+    );
+    let malformed = POD.replace(
+        "{name: ratings-1, labels: {app: ratings}}",
+        "{name: ratings-3, namespace: inject-demo, labels: {app: ratings}, annotations: \
+         {sidecar.istio.io/proxyImage: \"two words\"}}",
+    );
+    let (ok, stderr) = apply(env, &malformed).await;
+    assert!(!ok, "a malformed proxyImage was admitted");
+    assert!(
+        stderr.contains("sidecar.istio.io/proxyImage") && stderr.contains("ratings-3"),
+        "{stderr}"
+    );
+
     // A Deployment's pods, created by kube-controller-manager's ReplicaSet
     // controller, are injected the same way: the native sidecar (an init
     // container that keeps running) after the iptables init container.

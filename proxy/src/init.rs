@@ -47,6 +47,10 @@ pub struct InitFlags {
     /// Destination ports never captured outbound: comma-separated ports.
     #[arg(long, default_value = "")]
     pub exclude_outbound_ports: String,
+    /// Network interfaces whose traffic is never captured, either way:
+    /// comma-separated names (Istio's `excludeInterfaces`).
+    #[arg(long, default_value = "")]
+    pub exclude_interfaces: String,
     /// Print the iptables-restore input instead of applying it.
     #[arg(long)]
     pub dry_run: bool,
@@ -154,6 +158,8 @@ pub struct Capture {
     pub include_inbound_ports: Scope<u16>,
     pub exclude_inbound_ports: Vec<u16>,
     pub exclude_outbound_ports: Vec<u16>,
+    /// Interfaces whose inbound and outbound traffic is left alone.
+    pub exclude_interfaces: Vec<String>,
 }
 
 impl TryFrom<&InitFlags> for Capture {
@@ -190,6 +196,11 @@ impl TryFrom<&InitFlags> for Capture {
                 &f.exclude_outbound_ports,
                 parse_port,
             )?,
+            exclude_interfaces: list(
+                "--exclude-interfaces",
+                &f.exclude_interfaces,
+                parse_interface,
+            )?,
         })
     }
 }
@@ -210,6 +221,16 @@ fn parse_port(s: &str) -> Result<u16, String> {
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("{s:?} is not a port (1..=65535)"))
+}
+
+/// An interface name as iptables takes it (`sluice_api::capture`).
+fn parse_interface(s: &str) -> Result<String, String> {
+    if sluice_api::capture::is_interface_name(s) {
+        Ok(s.to_owned())
+    } else {
+        let rule = sluice_api::capture::INTERFACE_NAME_RULE;
+        Err(format!("{s:?} is not an interface name ({rule})"))
+    }
 }
 
 fn scope<T>(

@@ -17,7 +17,13 @@
 //!   --include-inbound-ports '*'
 //!   --exclude-inbound-ports 15021,15090
 //!   --exclude-outbound-ports ''
+//!   [--exclude-interfaces net1,eth2]
 //! ```
+//!
+//! `--exclude-interfaces` comes last and only when the pod excludes an
+//! interface, so the argv of every other pod stays the same for an init image
+//! (possibly an older one, through `sidecar.istio.io/proxyImage`) that
+//! predates it.
 //!
 //! Value syntax (injection has validated and normalised every value; `init`
 //! should still reject a malformed one and exit non-zero):
@@ -46,6 +52,10 @@
 //!   the proxy's health (15021) and stats (15090) ports so kubelet probes
 //!   and Prometheus reach the proxy directly; wins over the include list.
 //! - `--exclude-outbound-ports`: destination ports never captured outbound.
+//! - `--exclude-interfaces`: interface names (1-15 of letters, digits, `.`,
+//!   `_`, `-`, `@`, an optional trailing `+` matching every name with that
+//!   prefix) whose traffic is never captured: arriving on them (inbound) or
+//!   leaving through them (outbound).
 //! - Traffic to loopback destinations (`127.0.0.0/8`, `::1`) is never
 //!   captured as outbound, so the proxy can reach the app on localhost.
 //!
@@ -86,6 +96,8 @@ pub struct Capture {
     pub exclude_inbound_ports: Vec<u16>,
     /// Outbound destination ports never redirected.
     pub exclude_outbound_ports: Vec<u16>,
+    /// Interfaces whose traffic is never redirected, either way.
+    pub exclude_interfaces: Vec<String>,
 }
 
 impl Capture {
@@ -115,6 +127,10 @@ impl Capture {
             None => Vec::new(),
             Some((name, value)) => ports(&name, value)?,
         };
+        let exclude_interfaces = match annotation(pod, "excludeInterfaces") {
+            None => Vec::new(),
+            Some((name, value)) => interfaces(&name, value)?,
+        };
         Ok(Capture {
             proxy_uid,
             include_outbound_cidrs,
@@ -122,6 +138,7 @@ impl Capture {
             include_inbound_ports,
             exclude_inbound_ports,
             exclude_outbound_ports,
+            exclude_interfaces,
         })
     }
 
@@ -140,7 +157,7 @@ impl Capture {
                 .collect::<Vec<_>>()
                 .join(",")
         }
-        [
+        let mut args: Vec<String> = [
             "init".to_owned(),
             "--proxy-uid".to_owned(),
             self.proxy_uid.to_string(),
@@ -159,7 +176,12 @@ impl Capture {
             "--exclude-outbound-ports".to_owned(),
             join(&self.exclude_outbound_ports),
         ]
-        .into()
+        .into();
+        if !self.exclude_interfaces.is_empty() {
+            args.push("--exclude-interfaces".to_owned());
+            args.push(join(&self.exclude_interfaces));
+        }
+        args
     }
 }
 
@@ -224,6 +246,25 @@ fn parse_cidr(entry: &str) -> Option<String> {
         Some(_) => return None,
     };
     (prefix <= max).then(|| format!("{addr}/{prefix}"))
+}
+
+/// Interface names as iptables takes them (see the contract above),
+/// duplicates removed, order kept.
+fn interfaces(annotation: &str, value: &str) -> Result<Vec<String>, InjectError> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in entries(value) {
+        if !sluice_api::capture::is_interface_name(entry) {
+            let rule = sluice_api::capture::INTERFACE_NAME_RULE;
+            return Err(bad(
+                annotation,
+                format!("{entry:?} is not a network interface name ({rule})"),
+            ));
+        }
+        if !out.iter().any(|i| i == entry) {
+            out.push(entry.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// Ports 1..=65535, deduplicated and sorted.

@@ -346,6 +346,10 @@ fn inject_traffic_annotations_become_init_args() {
         ("traffic.sidecar.istio.io/excludeOutboundPorts", "5432,3306"),
         // Sluice's spelling wins over Istio's.
         ("traffic.sidecar.sluice.io/excludeOutboundPorts", "6379"),
+        (
+            "traffic.sidecar.istio.io/excludeInterfaces",
+            "net1, eth2+,net1",
+        ),
     ]));
     let c = init(&p, "sluice-init");
     assert_eq!(
@@ -356,6 +360,15 @@ fn inject_traffic_annotations_become_init_args() {
     assert_eq!(arg_after(c, "--include-inbound-ports"), "8080,9090");
     assert_eq!(arg_after(c, "--exclude-inbound-ports"), "9091,15021,15090");
     assert_eq!(arg_after(c, "--exclude-outbound-ports"), "6379");
+    assert_eq!(arg_after(c, "--exclude-interfaces"), "net1,eth2+");
+    // Without the annotation the flag is left out (an older init image
+    // chosen by `proxyImage` would not know it).
+    let plain = injected(&annotated(&[]));
+    let args = init(&plain, "sluice-init").args.clone().unwrap_or_default();
+    assert!(
+        !args.iter().any(|a| a == "--exclude-interfaces"),
+        "{args:?}"
+    );
 }
 
 #[test]
@@ -385,6 +398,11 @@ fn inject_bad_annotation_is_refused_with_its_name() {
         ("traffic.sidecar.istio.io/excludeInboundPorts", "0"),
         ("traffic.sidecar.istio.io/excludeOutboundPorts", "70000"),
         ("traffic.sidecar.istio.io/excludeOutboundPorts", "+80"),
+        ("traffic.sidecar.istio.io/excludeInterfaces", "eth0;rm"),
+        (
+            "traffic.sidecar.istio.io/excludeInterfaces",
+            "averyverylongname0",
+        ),
     ] {
         let err = inject(&annotated(&[(key, value)]), &InjectConfig::default())
             .expect_err(&format!("{key}: {value:?} must be refused"));
@@ -845,6 +863,66 @@ fn inject_bad_resource_annotation_is_refused_naming_it() {
             InjectError::Annotation { annotation, reason } => {
                 assert_eq!(annotation, named, "{pairs:?}");
                 assert!(reason.contains(says), "{pairs:?}: {reason}");
+            }
+            other => panic!("unexpected error {other}"),
+        }
+    }
+}
+
+#[test]
+fn inject_proxy_image_annotation_sets_both_containers_images() {
+    let cfg = InjectConfig::default();
+    for (annotation, image) in [
+        (
+            "sidecar.istio.io/proxyImage",
+            "registry.local/mesh/sluice-proxy:debug",
+        ),
+        (
+            "sidecar.sluice.io/proxyImage",
+            "sluice-proxy@sha256:0123abcd",
+        ),
+    ] {
+        let p = inject(&annotated(&[(annotation, image)]), &cfg).unwrap();
+        for name in ["sluice-proxy", "sluice-init"] {
+            assert_eq!(
+                init(&p, name).image.as_deref(),
+                Some(image),
+                "{annotation} {name}"
+            );
+        }
+        let status = &p.metadata.annotations.as_ref().unwrap()["sidecar.sluice.io/status"];
+        assert!(status.contains(image), "{status}");
+    }
+    // Sluice's spelling wins when both are set.
+    let both = annotated(&[
+        ("sidecar.istio.io/proxyImage", "istio-spelling:1"),
+        ("sidecar.sluice.io/proxyImage", "sluice-spelling:1"),
+    ]);
+    let p = inject(&both, &cfg).unwrap();
+    assert_eq!(
+        init(&p, "sluice-proxy").image.as_deref(),
+        Some("sluice-spelling:1")
+    );
+    // Without one, the mesh's image.
+    let p = inject(&annotated(&[]), &cfg).unwrap();
+    assert_eq!(
+        init(&p, "sluice-proxy").image.as_deref(),
+        Some(cfg.proxy_image.as_str())
+    );
+}
+
+#[test]
+fn inject_bad_proxy_image_annotation_is_refused_naming_it() {
+    for value in ["", "  ", "two words:1"] {
+        let err = inject(
+            &annotated(&[("sidecar.istio.io/proxyImage", value)]),
+            &InjectConfig::default(),
+        )
+        .expect_err(&format!("{value:?} must be refused"));
+        match &err {
+            InjectError::Annotation { annotation, reason } => {
+                assert_eq!(annotation, "sidecar.istio.io/proxyImage");
+                assert!(reason.contains("image reference"), "{reason}");
             }
             other => panic!("unexpected error {other}"),
         }

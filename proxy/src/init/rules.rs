@@ -63,6 +63,9 @@ fn existing_jumps(existing: &str) -> impl Iterator<Item = &str> {
 
 fn inbound(out: &mut String, capture: &Capture) {
     let _ = writeln!(out, "-A PREROUTING -p tcp -j {INBOUND}");
+    for iface in &capture.exclude_interfaces {
+        let _ = writeln!(out, "-A {INBOUND} -i {iface} -j RETURN");
+    }
     let mut skip: Vec<u16> = PROXY_PORTS.to_vec();
     skip.extend([capture.outbound_port, capture.inbound_port]);
     skip.extend(&capture.exclude_inbound_ports);
@@ -94,6 +97,9 @@ fn outbound(out: &mut String, capture: &Capture, family: Family, inbound_on: boo
         return;
     }
     let _ = writeln!(out, "-A OUTPUT -p tcp -j {OUTPUT}");
+    for iface in &capture.exclude_interfaces {
+        let _ = writeln!(out, "-A {OUTPUT} -o {iface} -j RETURN");
+    }
     for port in &capture.exclude_outbound_ports {
         let _ = writeln!(out, "-A {OUTPUT} -p tcp --dport {port} -j RETURN");
     }

@@ -235,3 +235,41 @@ fn capture_injector_contract_argv_parses() {
     // Proxy ports already in the exclude list get one RETURN each.
     assert_eq!(text.matches("--dport 15021 -j RETURN").count(), 1, "{text}");
 }
+
+#[test]
+fn render_excluded_interfaces_return_first_both_ways() {
+    let c = capture(&["--exclude-interfaces", "net1, eth2+"]).unwrap();
+    assert_eq!(c.exclude_interfaces, ["net1", "eth2+"]);
+    let text = render(&c, Family::V4, "");
+    let l = lines(&text);
+    let pos = |s: &str| {
+        l.iter()
+            .position(|x| *x == s)
+            .unwrap_or_else(|| panic!("missing {s:?} in\n{text}"))
+    };
+    for iface in ["net1", "eth2+"] {
+        // Arriving on it: not redirected inbound, before any port rule.
+        let inbound = pos(&format!("-A SLUICE_INBOUND -i {iface} -j RETURN"));
+        assert!(inbound < pos("-A SLUICE_INBOUND -p tcp --dport 15001 -j RETURN"));
+        assert!(inbound < pos("-A SLUICE_INBOUND -p tcp -j SLUICE_IN_REDIRECT"));
+        // Leaving through it: not redirected outbound.
+        let outbound = pos(&format!("-A SLUICE_OUTPUT -o {iface} -j RETURN"));
+        assert!(outbound > pos("-A OUTPUT -p tcp -j SLUICE_OUTPUT"));
+        assert!(outbound < pos("-A SLUICE_OUTPUT -j SLUICE_REDIRECT"));
+    }
+    // None by default.
+    let plain = render(&capture(&[]).unwrap(), Family::V4, "");
+    assert!(
+        !plain.contains(" -i ") && !plain.contains("-o net"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn capture_bad_interface_names_the_flag() {
+    for bad in ["eth 0", "a/b", "abcdefghijklmnop", "+", "..", "eth+0"] {
+        let err = capture(&["--exclude-interfaces", bad]).unwrap_err();
+        assert_eq!(err.flag, "--exclude-interfaces", "{bad:?}");
+        assert!(err.to_string().contains("interface name"), "{err}");
+    }
+}

@@ -346,31 +346,7 @@ async fn capture_plain_client_reaches_app_through_both_sidecars() {
 
     // An unmodified client (root, not the proxy uid) in the client namespace.
     let target = app_addr.to_string();
-    let out = {
-        let exe = exe.to_owned();
-        let ns = t.ns("c");
-        tokio::task::spawn_blocking(move || {
-            Command::new("ip")
-                .args(["netns", "exec", &ns, &exe])
-                .args(["capture::helper_get", "--exact", "--ignored", "--nocapture"])
-                .env(GET_ENV, &target)
-                .output()
-                .expect("run client helper")
-        })
-        .await
-        .expect("client helper task")
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(RESULT))
-        .unwrap_or_else(|| {
-            panic!(
-                "client helper printed no result: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    assert_eq!(result.trim(), "200 capture-app", "{stdout}");
+    assert_eq!(client_get(&t, exe, &target).await, "200 capture-app");
 
     // The request passed through both sidecars exactly once: captured
     // outbound on the client, captured inbound on the server, no loop.
@@ -388,6 +364,60 @@ async fn capture_plain_client_reaches_app_through_both_sidecars() {
         metric(client_stats, "istio_requests_total", &destination).await,
         0.0
     );
+
+    // `traffic.sidecar.istio.io/excludeInterfaces`: the client's init runs
+    // again excluding the pod's interface, so the next request leaves
+    // through it uncaptured, straight to the server (whose sidecar still
+    // captures it inbound, as plaintext is permitted there).
+    let pod_link = format!("slc{}cs", t.tag);
+    let mut excluding = init.to_vec();
+    excluding.extend(["--exclude-interfaces", pod_link.as_str()]);
+    t.exec("c", &excluding);
+    let rules = nat_rules(&t, "c");
+    assert!(
+        rules.contains(&format!("-A SLUICE_OUTPUT -o {pod_link} -j RETURN")),
+        "{rules}"
+    );
+    assert_eq!(client_get(&t, exe, &target).await, "200 capture-app");
+    assert_eq!(
+        metric(client_stats, "istio_requests_total", &source).await,
+        1.0,
+        "the client's sidecar saw the request on the excluded interface"
+    );
+    assert_eq!(
+        metric(server_stats, "istio_requests_total", &destination).await,
+        2.0
+    );
+}
+
+/// Runs `helper_get` against `target` as an unmodified client (root, not the
+/// proxy uid) in the client namespace; its result (`<status> <x-backend>`).
+async fn client_get(t: &Topology, exe: &str, target: &str) -> String {
+    let exe = exe.to_owned();
+    let ns = t.ns("c");
+    let target = target.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns, &exe])
+            .args(["capture::helper_get", "--exact", "--ignored", "--nocapture"])
+            .env(GET_ENV, &target)
+            .output()
+            .expect("run client helper")
+    })
+    .await
+    .expect("client helper task");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT))
+        .unwrap_or_else(|| {
+            panic!(
+                "client helper printed no result: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .trim()
+        .to_owned()
 }
 
 #[test]
