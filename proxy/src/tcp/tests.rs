@@ -1,6 +1,6 @@
 use super::*;
 use crate::model::WorkloadMeta;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
 #[test]
 fn relay_limits_follow_envoys_tcp_proxy_defaults() {
@@ -51,6 +51,20 @@ fn labels(metrics: &Metrics) -> TcpLabels {
     )
 }
 
+/// Runs a relay between `client` and `upstream` in a task of its own.
+fn spawn_relay(
+    metrics: &Arc<Metrics>,
+    client: DuplexStream,
+    upstream: DuplexStream,
+    limits: RelayLimits,
+) -> tokio::task::JoinHandle<()> {
+    let m = Arc::clone(metrics);
+    tokio::spawn(async move {
+        let labels = labels(&m);
+        relay(&m, &labels, client, upstream, limits).await;
+    })
+}
+
 /// The value of the one series of `name` in an exposition.
 fn value<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     text.lines()
@@ -70,11 +84,7 @@ async fn relay_is_cut_after_idle_time_since_the_last_byte_and_counts_what_it_car
         idle: Some(Duration::from_secs(10)),
         max_duration: None,
     };
-    let m = Arc::clone(&metrics);
-    let task = tokio::spawn(async move {
-        let labels = labels(&m);
-        relay(&m, &labels, client, upstream, limits).await;
-    });
+    let task = spawn_relay(&metrics, client, upstream, limits);
     let start = Instant::now();
     let mut buf = [0u8; 16];
     // Traffic every 6 s keeps it open past 10 s.
@@ -175,11 +185,7 @@ async fn relay_writing_to_a_slow_reader_is_not_idle() {
         idle: Some(Duration::from_secs(10)),
         max_duration: None,
     };
-    let m = Arc::clone(&metrics);
-    let task = tokio::spawn(async move {
-        let labels = labels(&m);
-        relay(&m, &labels, client, upstream, limits).await;
-    });
+    let task = spawn_relay(&metrics, client, upstream, limits);
     server.write_all(&[7u8; 160]).await.unwrap();
     let mut buf = [0u8; 16];
     for _ in 0..10 {

@@ -250,6 +250,20 @@ impl Proxy {
     }
 
     /// Sums every series of `name` whose labels include all of `labels`.
+    /// Waits (up to ~3 s) for the summed series of `name` matching `labels`
+    /// to reach `want`; panics with the last value otherwise.
+    pub async fn metric_reaches(&self, name: &str, labels: &[(&str, &str)], want: f64) {
+        let mut last = 0.0;
+        for _ in 0..100 {
+            last = self.metric(name, labels).await;
+            if last == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        panic!("{name}{labels:?} is {last}, expected {want}");
+    }
+
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let resp = send(self.stats(), get("/stats/prometheus", "stats"))
             .await

@@ -129,19 +129,6 @@ fn server_config() -> pb::ProxyConfig {
     }
 }
 
-async fn eventually(proxy: &Proxy, name: &str, labels: &[(&str, &str)], want: f64) {
-    for _ in 0..100 {
-        if proxy.metric(name, labels).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "{name}{labels:?} never reached {want}: {}",
-        proxy.metric(name, labels).await
-    );
-}
-
 #[tokio::test]
 async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
     backend(server_addr(9080), "reviews-app").await;
@@ -253,7 +240,9 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
         ("response_code", "200"),
         ("request_protocol", "http"),
     ];
-    eventually(&client, "istio_requests_total", &source, 3.0).await;
+    client
+        .metric_reaches("istio_requests_total", &source, 3.0)
+        .await;
     let destination = [
         ("reporter", "destination"),
         ("source_workload", "productpage-v1"),
@@ -265,40 +254,46 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
         ("destination_service_name", "reviews"),
         ("response_code", "200"),
     ];
-    eventually(&server, "istio_requests_total", &destination, 3.0).await;
+    server
+        .metric_reaches("istio_requests_total", &destination, 3.0)
+        .await;
     let unknown = [
         ("reporter", "destination"),
         ("source_workload", "unknown"),
         ("response_code", "200"),
     ];
-    eventually(&server, "istio_requests_total", &unknown, 1.0).await;
+    server
+        .metric_reaches("istio_requests_total", &unknown, 1.0)
+        .await;
     let grpc_labels = [
         ("reporter", "destination"),
         ("request_protocol", "grpc"),
         ("grpc_response_status", "0"),
     ];
-    eventually(&server, "istio_requests_total", &grpc_labels, 1.0).await;
-    eventually(
-        &server,
-        "istio_request_duration_milliseconds_count",
-        &destination,
-        3.0,
-    )
-    .await;
-    eventually(
-        &client,
-        "istio_tcp_connections_closed_total",
-        &[("destination_service_name", "mysql")],
-        1.0,
-    )
-    .await;
-    eventually(
-        &server,
-        "istio_tcp_received_bytes_total",
-        &[("reporter", "destination")],
-        4.0,
-    )
-    .await;
+    server
+        .metric_reaches("istio_requests_total", &grpc_labels, 1.0)
+        .await;
+    server
+        .metric_reaches(
+            "istio_request_duration_milliseconds_count",
+            &destination,
+            3.0,
+        )
+        .await;
+    client
+        .metric_reaches(
+            "istio_tcp_connections_closed_total",
+            &[("destination_service_name", "mysql")],
+            1.0,
+        )
+        .await;
+    server
+        .metric_reaches(
+            "istio_tcp_received_bytes_total",
+            &[("reporter", "destination")],
+            4.0,
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -358,13 +353,13 @@ async fn mesh_concurrent_requests_share_pooled_connections_without_errors() {
     for w in workers {
         w.await.unwrap();
     }
-    eventually(
-        &server,
-        "istio_requests_total",
-        &[("reporter", "destination"), ("response_code", "200")],
-        640.0,
-    )
-    .await;
+    server
+        .metric_reaches(
+            "istio_requests_total",
+            &[("reporter", "destination"), ("response_code", "200")],
+            640.0,
+        )
+        .await;
     // HTTP/1.1 between the sidecars (an HTTP port, no upgrade): keep-alive
     // connections are pooled, so there are never more than the 32 requests in
     // flight at once, far fewer than the 640 requests.

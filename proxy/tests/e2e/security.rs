@@ -199,19 +199,6 @@ async fn first_mtls_request(m: &Mesh, path: &str) -> Got {
     panic!("no request reached the server over mTLS");
 }
 
-async fn eventually(proxy: &Proxy, name: &str, labels: &[(&str, &str)], want: f64) {
-    for _ in 0..100 {
-        if proxy.metric(name, labels).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "{name}{labels:?} never reached {want}: {}",
-        proxy.metric(name, labels).await
-    );
-}
-
 /// Opens `mysql:3306` through the client sidecar and checks the echo.
 async fn tcp_roundtrip(m: &Mesh) {
     let mut s = TcpStream::connect(m.client.outbound()).await.unwrap();
@@ -287,7 +274,9 @@ async fn security_mtls_between_sidecars_carries_caller_identity_and_strict_refus
         ("source_workload", "productpage-v1"),
         ("response_code", "200"),
     ];
-    eventually(&m.server, "istio_requests_total", &destination, 2.0).await;
+    m.server
+        .metric_reaches("istio_requests_total", &destination, 2.0)
+        .await;
 
     // Opaque TCP goes over mTLS too (ALPN sluice-tcp).
     tcp_roundtrip(&m).await;
@@ -296,13 +285,17 @@ async fn security_mtls_between_sidecars_carries_caller_identity_and_strict_refus
         ("connection_security_policy", "mutual_tls"),
         ("source_principal", CLIENT_ID),
     ];
-    eventually(&m.server, "istio_tcp_connections_opened_total", &tcp, 1.0).await;
+    m.server
+        .metric_reaches("istio_tcp_connections_opened_total", &tcp, 1.0)
+        .await;
 
     // A plaintext caller straight to the inbound is refused under STRICT.
     let direct = send(m.server.inbound(), get("/reviews/1", "reviews:9080")).await;
     assert!(direct.is_err(), "{direct:?}");
     let refused = [("direction", "inbound"), ("outcome", "plaintext_refused")];
-    eventually(&m.server, "sluice_tls_handshakes_total", &refused, 1.0).await;
+    m.server
+        .metric_reaches("sluice_tls_handshakes_total", &refused, 1.0)
+        .await;
     assert!(
         m.client
             .metric(
@@ -348,7 +341,9 @@ async fn security_permissive_accepts_plaintext_and_mtls_and_allow_policy_uses_ce
         ("connection_security_policy", "none"),
         ("source_principal", "unknown"),
     ];
-    eventually(&m.server, "istio_requests_total", &none, 1.0).await;
+    m.server
+        .metric_reaches("istio_requests_total", &none, 1.0)
+        .await;
 
     // A sidecar of an older version sends its metadata one header per field;
     // the labels come from them, and the app sees none of them.
@@ -370,7 +365,9 @@ async fn security_permissive_accepts_plaintext_and_mtls_and_allow_policy_uses_ce
         ("source_app", "ratings"),
         ("source_version", "v1"),
     ];
-    eventually(&m.server, "istio_requests_total", &labels, 1.0).await;
+    m.server
+        .metric_reaches("istio_requests_total", &labels, 1.0)
+        .await;
 
     m.server_ctl
         .publish("2", server_config(pb::MtlsMode::Permissive, vec![allow]));
@@ -446,7 +443,9 @@ async fn security_istio_mutual_refuses_server_outside_subject_alt_names() {
         ("response_code", "503"),
         ("response_flags", "UF"),
     ];
-    eventually(&m.client, "istio_requests_total", &flagged, 1.0).await;
+    m.client
+        .metric_reaches("istio_requests_total", &flagged, 1.0)
+        .await;
 }
 
 #[tokio::test]
@@ -498,13 +497,9 @@ async fn security_deny_policy_answers_403_and_bad_policy_is_nacked() {
     assert!(!seen.contains("mysql-app"), "{seen}");
     // (Istio ignores the HTTP-only fields of DENY rules on TCP, so either policy may decide.)
     let deny_count = [("decision", "deny")];
-    eventually(
-        &m.server,
-        "sluice_authorization_decisions_total",
-        &deny_count,
-        1.0,
-    )
-    .await;
+    m.server
+        .metric_reaches("sluice_authorization_decisions_total", &deny_count, 1.0)
+        .await;
 
     let denied = send(m.client.outbound(), get("/admin/users?x=1", "reviews:9080"))
         .await
@@ -513,14 +508,12 @@ async fn security_deny_policy_answers_403_and_bad_policy_is_nacked() {
     assert_eq!(denied.body, "RBAC: access denied");
     assert_eq!(denied.header("content-type"), "text/plain");
     let labels = [("reporter", "destination"), ("response_code", "403")];
-    eventually(&m.server, "istio_requests_total", &labels, 1.0).await;
-    eventually(
-        &m.server,
-        "sluice_authorization_decisions_total",
-        &deny_count,
-        2.0,
-    )
-    .await;
+    m.server
+        .metric_reaches("istio_requests_total", &labels, 1.0)
+        .await;
+    m.server
+        .metric_reaches("sluice_authorization_decisions_total", &deny_count, 2.0)
+        .await;
     let decision = [("policy", "default/no-admin"), ("decision", "deny")];
     assert!(
         m.server
@@ -619,11 +612,11 @@ async fn security_open_plaintext_tcp_connection_is_closed_when_port_turns_strict
         ended.is_ok(),
         "plaintext TCP connection still open under STRICT"
     );
-    eventually(
-        &m.server,
-        "sluice_tls_handshakes_total",
-        &[("direction", "inbound"), ("outcome", "plaintext_refused")],
-        1.0,
-    )
-    .await;
+    m.server
+        .metric_reaches(
+            "sluice_tls_handshakes_total",
+            &[("direction", "inbound"), ("outcome", "plaintext_refused")],
+            1.0,
+        )
+        .await;
 }

@@ -44,6 +44,25 @@ fn tcp_service(
     (c, svc)
 }
 
+/// A sidecar on `127.0.<net>.1` whose TCP service `name` reaches a TCP echo
+/// server (greeting `<name>-app`) through a route carrying `limits`.
+async fn sidecar_to_echo(
+    net: u8,
+    (name, greeting): (&str, &'static str),
+    port: u16,
+    limits: pb::TcpRoute,
+) -> (Controller, Proxy) {
+    let backend: SocketAddr = format!("127.0.{net}.11:{port}").parse().unwrap();
+    tcp_echo(backend, greeting).await;
+    let (c, svc) = tcp_service(name, u32::from(port), backend, limits);
+    let config = pb::ProxyConfig {
+        clusters: vec![c],
+        tcp_services: vec![svc],
+        ..Default::default()
+    };
+    mesh_of_one(net, config).await
+}
+
 /// Opens a `CONNECT` tunnel through the sidecar and reads the echo server's greeting.
 async fn tunnel(proxy: &Proxy, host: &str, greeting: &str) -> TcpStream {
     let mut s = TcpStream::connect(proxy.outbound()).await.unwrap();
@@ -84,39 +103,13 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
     }
 }
 
-async fn eventually(proxy: &Proxy, name: &str, labels: &[(&str, &str)], want: f64) {
-    for _ in 0..100 {
-        if proxy.metric(name, labels).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "{name}{labels:?} never reached {want}: {}",
-        proxy.metric(name, labels).await
-    );
-}
-
 #[tokio::test]
 async fn tcp_idle_timeout_closes_quiet_connections_and_spares_busy_ones() {
-    const NET: u8 = 145;
-    let backend: SocketAddr = format!("127.0.{NET}.11:3306").parse().unwrap();
-    tcp_echo(backend, "mysql-app").await;
-    let (c, svc) = tcp_service(
-        "mysql",
-        3306,
-        backend,
-        pb::TcpRoute {
-            idle_timeout_ms: Some(1_000),
-            ..Default::default()
-        },
-    );
-    let config = pb::ProxyConfig {
-        clusters: vec![c],
-        tcp_services: vec![svc],
+    let limits = pb::TcpRoute {
+        idle_timeout_ms: Some(1_000),
         ..Default::default()
     };
-    let (_ctl, proxy) = mesh_of_one(NET, config).await;
+    let (_ctl, proxy) = sidecar_to_echo(145, ("mysql", "mysql-app"), 3306, limits).await;
 
     // Bytes every 100 ms keep the connection open well past the timeout.
     let mut busy = tunnel(&proxy, "mysql:3306", "mysql-app\n").await;
@@ -133,37 +126,32 @@ async fn tcp_idle_timeout_closes_quiet_connections_and_spares_busy_ones() {
         "closed {quiet_for:?} after the last byte, before the 1 s timeout"
     );
     let timeouts = [("reporter", "source"), ("kind", "idle")];
-    eventually(&proxy, "sluice_tcp_timeouts_total", &timeouts, 1.0).await;
+    proxy
+        .metric_reaches("sluice_tcp_timeouts_total", &timeouts, 1.0)
+        .await;
     // A connection cut by its timeout still reports what it carried:
     // 4 × 25 + 10 bytes received from the client, the greeting and the same echoed.
     let service = [("destination_service_name", "mysql")];
-    eventually(&proxy, "istio_tcp_connections_closed_total", &service, 1.0).await;
-    eventually(&proxy, "istio_tcp_received_bytes_total", &service, 110.0).await;
-    eventually(&proxy, "istio_tcp_sent_bytes_total", &service, 120.0).await;
+    proxy
+        .metric_reaches("istio_tcp_connections_closed_total", &service, 1.0)
+        .await;
+    proxy
+        .metric_reaches("istio_tcp_received_bytes_total", &service, 110.0)
+        .await;
+    proxy
+        .metric_reaches("istio_tcp_sent_bytes_total", &service, 120.0)
+        .await;
 }
 
 #[tokio::test]
 async fn tcp_max_connection_duration_closes_busy_connections_and_zero_idle_never_times_out() {
-    const NET: u8 = 146;
-    let backend: SocketAddr = format!("127.0.{NET}.11:6379").parse().unwrap();
-    tcp_echo(backend, "redis-app").await;
-    let (c, svc) = tcp_service(
-        "redis",
-        6379,
-        backend,
-        pb::TcpRoute {
-            // `idleTimeout: 0s`: never idle out; the duration limit still holds.
-            idle_timeout_ms: Some(0),
-            max_connection_duration_ms: 3_000,
-            ..Default::default()
-        },
-    );
-    let config = pb::ProxyConfig {
-        clusters: vec![c],
-        tcp_services: vec![svc],
+    let limits = pb::TcpRoute {
+        // `idleTimeout: 0s`: never idle out; the duration limit still holds.
+        idle_timeout_ms: Some(0),
+        max_connection_duration_ms: 3_000,
         ..Default::default()
     };
-    let (_ctl, proxy) = mesh_of_one(NET, config).await;
+    let (_ctl, proxy) = sidecar_to_echo(146, ("redis", "redis-app"), 6379, limits).await;
 
     let opened = Instant::now();
     let mut s = tunnel(&proxy, "redis:6379", "redis-app\n").await;
@@ -188,7 +176,9 @@ async fn tcp_max_connection_duration_closes_busy_connections_and_zero_idle_never
         "closed after {lived:?}, before its 3 s maximum"
     );
     let timeouts = [("reporter", "source"), ("kind", "max_duration")];
-    eventually(&proxy, "sluice_tcp_timeouts_total", &timeouts, 1.0).await;
+    proxy
+        .metric_reaches("sluice_tcp_timeouts_total", &timeouts, 1.0)
+        .await;
     let idle = [("reporter", "source"), ("kind", "idle")];
     assert_eq!(proxy.metric("sluice_tcp_timeouts_total", &idle).await, 0.0);
 }

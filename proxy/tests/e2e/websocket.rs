@@ -196,18 +196,6 @@ fn refused_status(e: tokio_tungstenite::tungstenite::Error) -> u16 {
     }
 }
 
-async fn eventually(proxy: &Proxy, name: &str, labels: &[(&str, &str)], want: f64) {
-    let mut last = 0.0;
-    for _ in 0..100 {
-        last = proxy.metric(name, labels).await;
-        if last == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    panic!("{name}{labels:?} is {last}, expected {want}");
-}
-
 #[tokio::test]
 async fn websocket_upgrades_through_two_sidecars_over_mtls_both_ways() {
     let mut chat = chat_mesh(141, pb::MtlsMode::Strict).await;
@@ -237,8 +225,12 @@ async fn websocket_upgrades_through_two_sidecars_over_mtls_both_ways() {
 
     // Open: one upgraded connection on each side, reported as a 101 request.
     let upgraded = [("outcome", "upgraded")];
-    eventually(&chat.client, "sluice_http_upgrades_total", &upgraded, 1.0).await;
-    eventually(&chat.server, "sluice_http_upgrades_total", &upgraded, 1.0).await;
+    chat.client
+        .metric_reaches("sluice_http_upgrades_total", &upgraded, 1.0)
+        .await;
+    chat.server
+        .metric_reaches("sluice_http_upgrades_total", &upgraded, 1.0)
+        .await;
     let active = "sluice_http_upgrades_active";
     assert_eq!(
         chat.client.metric(active, &[("reporter", "source")]).await,
@@ -260,8 +252,8 @@ async fn websocket_upgrades_through_two_sidecars_over_mtls_both_ways() {
     ws.close(None).await.unwrap();
     while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {}
     drop(ws);
-    eventually(&chat.client, active, &[], 0.0).await;
-    eventually(&chat.server, active, &[], 0.0).await;
+    chat.client.metric_reaches(active, &[], 0.0).await;
+    chat.server.metric_reaches(active, &[], 0.0).await;
     let bytes = "sluice_http_upgraded_bytes_total";
     for (proxy, reporter) in [(&chat.client, "source"), (&chat.server, "destination")] {
         for direction in ["received", "sent"] {
@@ -277,7 +269,9 @@ async fn websocket_upgrades_through_two_sidecars_over_mtls_both_ways() {
     assert_eq!(status, 101);
     ws.send(Message::text("over h2 ports")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("over h2 ports"));
-    eventually(&chat.client, "sluice_http_upgrades_total", &upgraded, 2.0).await;
+    chat.client
+        .metric_reaches("sluice_http_upgrades_total", &upgraded, 2.0)
+        .await;
 }
 
 #[tokio::test]
@@ -305,7 +299,7 @@ async fn websocket_refusals_reach_the_client_and_a_deny_policy_applies_to_the_up
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, 403);
-    eventually(&chat.server, upgrades, &refused, 1.0).await;
+    chat.server.metric_reaches(upgrades, &refused, 1.0).await;
     let before = chat.client.metric(upgrades, &refused).await;
     assert!(before >= 1.0);
 
@@ -314,7 +308,9 @@ async fn websocket_refusals_reach_the_client_and_a_deny_policy_applies_to_the_up
         .await
         .unwrap_err();
     assert_eq!(refused_status(err), 403);
-    eventually(&chat.client, upgrades, &refused, before + 1.0).await;
+    chat.client
+        .metric_reaches(upgrades, &refused, before + 1.0)
+        .await;
     let denied = [("decision", "deny")];
     let decisions = "sluice_authorization_decisions_total";
     assert_eq!(chat.server.metric(decisions, &denied).await, 1.0);
@@ -348,7 +344,9 @@ async fn websocket_plaintext_upgrade_is_closed_when_its_port_turns_strict() {
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("before"));
     let active = [("reporter", "destination")];
-    eventually(&chat.server, "sluice_http_upgrades_active", &active, 1.0).await;
+    chat.server
+        .metric_reaches("sluice_http_upgrades_active", &active, 1.0)
+        .await;
 
     // The port turns STRICT: the upgraded stream ends with the HTTP
     // connection it came from, as a plaintext TCP relay does.
@@ -367,5 +365,7 @@ async fn websocket_plaintext_upgrade_is_closed_when_its_port_turns_strict() {
     })
     .await;
     assert!(ended.is_ok(), "plaintext WebSocket still open under STRICT");
-    eventually(&chat.server, "sluice_http_upgrades_active", &active, 0.0).await;
+    chat.server
+        .metric_reaches("sluice_http_upgrades_active", &active, 0.0)
+        .await;
 }

@@ -338,37 +338,7 @@ spec:
 
 #[test]
 fn cluster_tcp_routes_take_the_top_level_tcp_timeouts_of_the_first_destinations_rule() {
-    let extra = r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: mysql, namespace: default}
-spec:
-  hosts: [mysql.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 3306, name: tcp, protocol: TCP}]
-  workloadSelector: {labels: {app: mysql}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: redis, namespace: default}
-spec:
-  hosts: [redis.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 6379, name: tcp, protocol: TCP}]
-  workloadSelector: {labels: {app: redis}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: mongo, namespace: default}
-spec:
-  hosts: [mongo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 27017, name: tcp, protocol: TCP}]
-  workloadSelector: {labels: {app: mongo}}
----
+    let rules = r#"
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: mysql, namespace: default}
@@ -401,7 +371,12 @@ spec:
     - {destination: {host: mysql, subset: v1}, weight: 50}
     - {destination: {host: redis}, weight: 50}
 "#;
-    let c = config(extra);
+    let extra = [("mysql", 3306), ("redis", 6379), ("mongo", 27017)]
+        .map(|(name, port)| tcp_service_entry(name, port))
+        .join("---\n")
+        + "---\n"
+        + rules;
+    let c = config(&extra);
     let route = |service: &str| {
         let svc = c
             .tcp_services
@@ -426,17 +401,8 @@ spec:
 
 #[test]
 fn cluster_tcp_route_zero_idle_timeout_is_sent_as_never() {
-    let extra = r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: redis, namespace: default}
-spec:
-  hosts: [redis.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 6379, name: tcp, protocol: TCP}]
-  workloadSelector: {labels: {app: redis}}
----
+    let extra = tcp_service_entry("redis", 6379)
+        + r#"---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: redis, namespace: default}
@@ -444,7 +410,23 @@ spec:
   host: redis
   trafficPolicy: {connectionPool: {tcp: {idleTimeout: 0s}}}
 "#;
-    let c = config(extra);
+    let c = config(&extra);
     let svc = &c.tcp_services[0];
     assert_eq!(svc.routes[0].idle_timeout_ms, Some(0));
+}
+
+/// A mesh-internal ServiceEntry for `name` with one TCP port.
+fn tcp_service_entry(name: &str, port: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{name}.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {port}, name: tcp, protocol: TCP}}]
+  workloadSelector: {{labels: {{app: {name}}}}}
+"
+    )
 }
