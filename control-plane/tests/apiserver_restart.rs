@@ -228,11 +228,10 @@ async fn apiserver_restart_keeps_serving_then_resyncs_every_change() {
         ratings_route_status(&env)
     })
     .await;
-    assert_eq!(
-        watch_restarts(&c).await,
-        (0.0, WATCHED_KINDS),
-        "no failure yet, every kind exposed"
-    );
+    // Every kind is exposed. A watch may already have been restarted once on
+    // a loaded machine (an API server still settling): counted from here.
+    let (restarts_before, kinds) = watch_restarts(&c).await;
+    assert_eq!(kinds, WATCHED_KINDS, "every kind exposed");
     let failures_before = c.log().matches(WATCH_FAILED).count();
     assert_eq!(
         c.metric("sluice_leader").await,
@@ -262,7 +261,10 @@ async fn apiserver_restart_keeps_serving_then_resyncs_every_change() {
     assert!(matches!(child, Ok(None)), "controller exited: {child:?}");
     let (failed, kinds) = watch_restarts(&c).await;
     assert_eq!(kinds, WATCHED_KINDS);
-    assert!(failed >= 1.0, "no watch failure counted while down");
+    assert!(
+        failed >= restarts_before + 1.0,
+        "no watch failure counted while down"
+    );
 
     let ready_in = env.start_apiserver().await.expect("API server back");
     let back = Instant::now();
@@ -350,6 +352,7 @@ async fn apiserver_restart_keeps_serving_then_resyncs_every_change() {
 
     // Backed off, not spun: a few attempts per kind, not thousands.
     let (failed, _) = watch_restarts(&c).await;
+    let failed = failed - restarts_before;
     let logged = c.log().matches(WATCH_FAILED).count() - failures_before;
     eprintln!("{failed} failed list/watch requests, {logged} logged, over {WATCHED_KINDS} kinds");
     assert!(
