@@ -1,6 +1,8 @@
 //! Istio standard metrics (`istio_*`, Istio's label names) and the proxy's own
 //! `sluice_*` metrics, in one prometheus-client registry.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -129,6 +131,29 @@ pub struct ListenerLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Standard metrics a Telemetry switched off, per side: bit `m` is
+/// `StandardMetric` `m` of the config protocol (1 = `REQUEST_COUNT` ...
+/// 8 = `TCP_RECEIVED_BYTES`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DisabledMetrics {
+    /// Reporter `source` (this proxy's outbound side).
+    pub client: u16,
+    /// Reporter `destination` (its inbound side).
+    pub server: u16,
+}
+
+/// Bits of [`DisabledMetrics`].
+pub mod standard {
+    pub const REQUEST_COUNT: u16 = 1 << 1;
+    pub const REQUEST_DURATION: u16 = 1 << 2;
+    pub const REQUEST_SIZE: u16 = 1 << 3;
+    pub const RESPONSE_SIZE: u16 = 1 << 4;
+    pub const TCP_OPENED: u16 = 1 << 5;
+    pub const TCP_CLOSED: u16 = 1 << 6;
+    pub const TCP_SENT: u16 = 1 << 7;
+    pub const TCP_RECEIVED: u16 = 1 << 8;
+}
+
 /// Interned label values used on every request.
 #[derive(Clone, Debug)]
 pub struct Words {
@@ -203,6 +228,8 @@ pub struct Metrics {
     tcp_timeouts: Family<TcpTimeoutLabels, Counter>,
     /// The four request metrics of each label set seen, found with one lookup.
     series: SeriesCache,
+    /// [`DisabledMetrics`]: client bits low, server bits high.
+    disabled: AtomicU32,
 }
 
 /// Labels of `sluice_mirror_requests_total`.
@@ -439,7 +466,34 @@ impl Metrics {
             connections_accepted,
             connections_active,
             series: SeriesCache::default(),
+            disabled: AtomicU32::new(0),
         }
+    }
+
+    /// Switches standard metrics off (or on again) from the running config.
+    pub fn set_disabled(&self, d: DisabledMetrics) {
+        let packed = u32::from(d.client) | u32::from(d.server) << 16;
+        self.disabled.store(packed, Ordering::Relaxed);
+    }
+
+    /// The standard metrics switched off for `reporter`'s side.
+    fn disabled_for(&self, reporter: &Text) -> u16 {
+        let packed = self.disabled.load(Ordering::Relaxed);
+        if packed == 0 {
+            return 0;
+        }
+        let side = if reporter.as_str() == self.words.destination.as_str() {
+            packed >> 16
+        } else {
+            packed
+        };
+        // Masked to the low half.
+        (side & 0xffff) as u16
+    }
+
+    /// Whether `metric` (a [`standard`] bit) is recorded for `reporter`.
+    pub fn records(&self, reporter: &Text, metric: u16) -> bool {
+        self.disabled_for(reporter) & metric == 0
     }
 
     /// Records one finished request.
@@ -456,12 +510,34 @@ impl Metrics {
             request_bytes: self.request_bytes.get_or_create(labels).clone(),
             response_bytes: self.response_bytes.get_or_create(labels).clone(),
         };
-        self.series.with(labels, make, |s| {
-            s.requests.inc();
-            s.duration.observe(millis);
-            s.request_bytes.observe(request_bytes as f64);
-            s.response_bytes.observe(response_bytes as f64);
-        });
+        let off = self.disabled_for(&labels.reporter);
+        if off == 0 {
+            self.series.with(labels, make, |s| {
+                s.requests.inc();
+                s.duration.observe(millis);
+                s.request_bytes.observe(request_bytes as f64);
+                s.response_bytes.observe(response_bytes as f64);
+            });
+            return;
+        }
+        // Some switched off by a Telemetry: only the others get a series
+        // (a cached set would create all four).
+        if off & standard::REQUEST_COUNT == 0 {
+            self.requests.get_or_create(labels).inc();
+        }
+        if off & standard::REQUEST_DURATION == 0 {
+            self.duration.get_or_create(labels).observe(millis);
+        }
+        if off & standard::REQUEST_SIZE == 0 {
+            self.request_bytes
+                .get_or_create(labels)
+                .observe(request_bytes as f64);
+        }
+        if off & standard::RESPONSE_SIZE == 0 {
+            self.response_bytes
+                .get_or_create(labels)
+                .observe(response_bytes as f64);
+        }
     }
 
     /// Records a config snapshot outcome.

@@ -418,7 +418,11 @@ pub async fn relay_until<A, B>(
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    metrics.tcp_opened.get_or_create(labels).inc();
+    use crate::metrics::standard;
+    let records = |metric| metrics.records(&labels.reporter, metric);
+    if records(standard::TCP_OPENED) {
+        metrics.tcp_opened.get_or_create(labels).inc();
+    }
     let start_wall = std::time::SystemTime::now();
     let start = std::time::Instant::now();
     let done = splice(client, upstream, limits, stop).await;
@@ -427,9 +431,15 @@ pub async fn relay_until<A, B>(
         metrics.tcp_timeout(&labels.reporter, kind);
     }
     let (received, sent) = (done.from_a, done.from_b);
-    metrics.tcp_received.get_or_create(labels).inc_by(received);
-    metrics.tcp_sent.get_or_create(labels).inc_by(sent);
-    metrics.tcp_closed.get_or_create(labels).inc();
+    if records(standard::TCP_RECEIVED) {
+        metrics.tcp_received.get_or_create(labels).inc_by(received);
+    }
+    if records(standard::TCP_SENT) {
+        metrics.tcp_sent.get_or_create(labels).inc_by(sent);
+    }
+    if records(standard::TCP_CLOSED) {
+        metrics.tcp_closed.get_or_create(labels).inc();
+    }
     metrics
         .telemetry
         .tcp_closed(labels, start_wall, start.elapsed(), received, sent);

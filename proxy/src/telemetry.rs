@@ -43,6 +43,8 @@ pub struct TelemetryConfig {
     pub tracing: Option<Tracing>,
     /// One line per request or TCP connection; `None`: no access log.
     pub access_log: Option<AccessLog>,
+    /// Standard metrics switched off per side.
+    pub disabled_metrics: crate::metrics::DisabledMetrics,
 }
 
 /// Span sampling and export settings.

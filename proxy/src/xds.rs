@@ -152,6 +152,7 @@ pub fn apply(
             if let Some(prev) = config.borrow().as_ref() {
                 running.config.inherit_balancer_state(&prev.config);
             }
+            metrics.set_disabled(running.config.telemetry.disabled_metrics);
             config.send_replace(Some(Arc::new(running)));
             last.0 = Some((version.clone(), complete));
             metrics.config_outcome(true);

@@ -138,6 +138,13 @@ pub struct Telemetry {
     /// Absent: no access log.
     #[prost(message, optional, tag = "2")]
     pub access_log: ::core::option::Option<AccessLog>,
+    /// Standard metrics a Telemetry's `metrics.overrides\[\].disabled` switched
+    /// off on the client side (reporter "source") and the server side (reporter
+    /// "destination"): neither recorded nor created.
+    #[prost(enumeration = "StandardMetric", repeated, tag = "3")]
+    pub client_disabled_metrics: ::prost::alloc::vec::Vec<i32>,
+    #[prost(enumeration = "StandardMetric", repeated, tag = "4")]
+    pub server_disabled_metrics: ::prost::alloc::vec::Vec<i32>,
 }
 /// Span creation and export over OTLP/gRPC.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1172,6 +1179,54 @@ pub struct ConditionMatch {
     pub values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "3")]
     pub not_values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Istio's standard metrics (`istio_*`), as Telemetry names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum StandardMetric {
+    Unspecified = 0,
+    RequestCount = 1,
+    RequestDuration = 2,
+    RequestSize = 3,
+    ResponseSize = 4,
+    TcpOpenedConnections = 5,
+    TcpClosedConnections = 6,
+    TcpSentBytes = 7,
+    TcpReceivedBytes = 8,
+}
+impl StandardMetric {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "STANDARD_METRIC_UNSPECIFIED",
+            Self::RequestCount => "REQUEST_COUNT",
+            Self::RequestDuration => "REQUEST_DURATION",
+            Self::RequestSize => "REQUEST_SIZE",
+            Self::ResponseSize => "RESPONSE_SIZE",
+            Self::TcpOpenedConnections => "TCP_OPENED_CONNECTIONS",
+            Self::TcpClosedConnections => "TCP_CLOSED_CONNECTIONS",
+            Self::TcpSentBytes => "TCP_SENT_BYTES",
+            Self::TcpReceivedBytes => "TCP_RECEIVED_BYTES",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "STANDARD_METRIC_UNSPECIFIED" => Some(Self::Unspecified),
+            "REQUEST_COUNT" => Some(Self::RequestCount),
+            "REQUEST_DURATION" => Some(Self::RequestDuration),
+            "REQUEST_SIZE" => Some(Self::RequestSize),
+            "RESPONSE_SIZE" => Some(Self::ResponseSize),
+            "TCP_OPENED_CONNECTIONS" => Some(Self::TcpOpenedConnections),
+            "TCP_CLOSED_CONNECTIONS" => Some(Self::TcpClosedConnections),
+            "TCP_SENT_BYTES" => Some(Self::TcpSentBytes),
+            "TCP_RECEIVED_BYTES" => Some(Self::TcpReceivedBytes),
+            _ => None,
+        }
+    }
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

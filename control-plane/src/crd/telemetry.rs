@@ -38,7 +38,7 @@ pub struct TelemetrySpec {
     /// Access logging settings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_logging: Vec<TelemetryAccessLogging>,
-    /// Metrics customization (accepted; sidecars always export the standard metrics).
+    /// Metrics customization: overrides may switch standard metrics off per mode.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<TelemetryMetrics>,
 }
@@ -150,7 +150,7 @@ pub struct AccessLogFilter {
     pub expression: String,
 }
 
-/// `Metrics`: kept as written (sidecars always export the standard metrics).
+/// `Metrics`: providers and per-metric overrides.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TelemetryMetrics {
@@ -172,3 +172,69 @@ fn overrides_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true }
     })
 }
+
+impl TelemetryMetrics {
+    /// The overrides, each parsed (they are kept as written in the object).
+    pub fn parsed_overrides(&self) -> impl Iterator<Item = Result<MetricsOverride, String>> + '_ {
+        self.overrides
+            .iter()
+            .map(|v| MetricsOverride::deserialize(v).map_err(|e| e.to_string()))
+    }
+}
+
+/// One `metrics[].overrides[]` entry.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsOverride {
+    /// The metrics and mode it applies to; every metric on both sides when absent.
+    #[serde(default, rename = "match")]
+    pub match_: Option<MetricSelector>,
+    /// Turns the selected metrics off (`true`) or on again (`false`).
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    /// Label changes by label name.
+    #[serde(default)]
+    pub tag_overrides: BTreeMap<String, TagOverride>,
+}
+
+/// `MetricSelector`: a standard metric (or `ALL_METRICS`) or a custom one, and a mode.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricSelector {
+    /// `ALL_METRICS` (default), `REQUEST_COUNT`, `REQUEST_DURATION`, ...
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// A custom metric's name.
+    #[serde(default)]
+    pub custom_metric: Option<String>,
+    /// `CLIENT_AND_SERVER` (default), `CLIENT` or `SERVER`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// A `tagOverrides` entry.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TagOverride {
+    /// `UPSERT` (default) or `REMOVE`.
+    #[serde(default)]
+    pub operation: Option<String>,
+    /// A CEL expression giving the label's value (UPSERT).
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// Istio's standard metric names a selector may use, `ALL_METRICS` first.
+pub const METRIC_NAMES: &[&str] = &[
+    "ALL_METRICS",
+    "REQUEST_COUNT",
+    "REQUEST_DURATION",
+    "REQUEST_SIZE",
+    "RESPONSE_SIZE",
+    "TCP_OPENED_CONNECTIONS",
+    "TCP_CLOSED_CONNECTIONS",
+    "TCP_SENT_BYTES",
+    "TCP_RECEIVED_BYTES",
+    "GRPC_REQUEST_MESSAGES",
+    "GRPC_RESPONSE_MESSAGES",
+];

@@ -1,12 +1,13 @@
-//! Tracing and access logging of one proxy: Istio's Telemetry API merged over
-//! the mesh config's defaults.
+//! Tracing, access logging and metrics of one proxy: Istio's Telemetry API
+//! merged over the mesh config's defaults.
 //!
 //! Scopes, least to most specific: the root namespace without a selector,
 //! the proxy's namespace without a selector, then a Telemetry whose selector
 //! picks the workload (in its namespace). Of several at one level the oldest
 //! applies, as Istio does. A more specific level overrides each field it
 //! sets (providers, sampling, span reporting, `disabled`); custom tags merge
-//! by name.
+//! by name; metric overrides apply in order, so a later `disabled` on the
+//! same metric and mode wins.
 
 use super::{ProxyIdentity, canonical, namespace_of};
 use crate::crd::Telemetry;
@@ -26,6 +27,77 @@ pub(crate) fn for_proxy(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::Telemet
     pb::Telemetry {
         tracing: tracing(mesh, &levels, &format!("{app}.{}", proxy.namespace)),
         access_log: access_log(mesh, &levels),
+        ..disabled_metrics(&levels)
+    }
+}
+
+/// The metrics provider every sidecar has (`istio_*` on :15090).
+const PROMETHEUS: &str = "prometheus";
+
+/// Standard metrics in the order of `pb::StandardMetric`, by Istio's names.
+const STANDARD: [(&str, pb::StandardMetric); 8] = [
+    ("REQUEST_COUNT", pb::StandardMetric::RequestCount),
+    ("REQUEST_DURATION", pb::StandardMetric::RequestDuration),
+    ("REQUEST_SIZE", pb::StandardMetric::RequestSize),
+    ("RESPONSE_SIZE", pb::StandardMetric::ResponseSize),
+    (
+        "TCP_OPENED_CONNECTIONS",
+        pb::StandardMetric::TcpOpenedConnections,
+    ),
+    (
+        "TCP_CLOSED_CONNECTIONS",
+        pb::StandardMetric::TcpClosedConnections,
+    ),
+    ("TCP_SENT_BYTES", pb::StandardMetric::TcpSentBytes),
+    ("TCP_RECEIVED_BYTES", pb::StandardMetric::TcpReceivedBytes),
+];
+
+/// The standard metrics switched off per side by `metrics[].overrides[]`
+/// `disabled`, as Istio merges them: entries for the Prometheus provider
+/// (named, or no providers named), least specific level first, each override
+/// in order, so the last one naming a metric and mode decides.
+/// `GRPC_*_MESSAGES` and custom metrics select nothing Sluice exports.
+fn disabled_metrics(levels: &[&Telemetry]) -> pb::Telemetry {
+    let mut off = [[false; STANDARD.len()]; 2];
+    for entry in levels.iter().flat_map(|t| t.spec.metrics.iter()) {
+        if !entry.providers.is_empty() && !entry.providers.iter().any(|p| p.name == PROMETHEUS) {
+            continue;
+        }
+        // Validation refused what does not parse.
+        for o in entry.parsed_overrides().flatten() {
+            let Some(disabled) = o.disabled else {
+                continue;
+            };
+            let selector = o.match_.as_ref();
+            if selector.is_some_and(|s| s.custom_metric.is_some()) {
+                continue;
+            }
+            let metric = selector.and_then(|s| s.metric.as_deref());
+            let (client, server) = sides(selector.and_then(|s| s.mode.as_deref()));
+            for (i, (name, _)) in STANDARD.iter().enumerate() {
+                if metric.is_none_or(|m| m == "ALL_METRICS" || m == *name) {
+                    if client {
+                        off[0][i] = disabled;
+                    }
+                    if server {
+                        off[1][i] = disabled;
+                    }
+                }
+            }
+        }
+    }
+    let list = |side: &[bool; STANDARD.len()]| {
+        STANDARD
+            .iter()
+            .zip(side)
+            .filter(|(_, off)| **off)
+            .map(|((_, m), _)| *m as i32)
+            .collect()
+    };
+    pb::Telemetry {
+        client_disabled_metrics: list(&off[0]),
+        server_disabled_metrics: list(&off[1]),
+        ..Default::default()
     }
 }
 

@@ -4,7 +4,7 @@
 use super::field::{at, check_enum, check_selector, item};
 use super::{FieldErrors, Validate};
 use crate::crd::TelemetrySpec;
-use crate::crd::telemetry::{CustomTag, WorkloadModeSelector};
+use crate::crd::telemetry::{CustomTag, METRIC_NAMES, WorkloadModeSelector};
 
 const MODES: &[&str] = &["CLIENT_AND_SERVER", "CLIENT", "SERVER"];
 
@@ -75,6 +75,43 @@ impl Validate for TelemetrySpec {
                     at(&p, "reportingInterval"),
                     super::duration::check_duration(interval).map(drop),
                 );
+            }
+            for (j, provider) in m.providers.iter().enumerate() {
+                if provider.name.is_empty() {
+                    errors.push(at(&item(&p, "providers", j), "name"), "name is required");
+                }
+            }
+            for (j, o) in m.parsed_overrides().enumerate() {
+                let op = item(&p, "overrides", j);
+                let o = match o {
+                    Ok(o) => o,
+                    Err(e) => {
+                        errors.push(op, e);
+                        continue;
+                    }
+                };
+                if let Some(sel) = &o.match_ {
+                    let path = at(&op, "match");
+                    check_enum(
+                        errors,
+                        at(&path, "metric"),
+                        sel.metric.as_deref(),
+                        METRIC_NAMES,
+                    );
+                    check_enum(errors, at(&path, "mode"), sel.mode.as_deref(), MODES);
+                    if sel.metric.is_some() && sel.custom_metric.is_some() {
+                        errors.push(path, "only one of metric or customMetric can be set");
+                    }
+                }
+                for (tag, t) in &o.tag_overrides {
+                    let path = format!("{op}.tagOverrides.{tag}");
+                    check_enum(
+                        errors,
+                        at(&path, "operation"),
+                        t.operation.as_deref(),
+                        &["UPSERT", "REMOVE"],
+                    );
+                }
             }
         }
     }

@@ -35,12 +35,28 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
         }
         Resource::Telemetry(t) => {
             for (i, m) in t.spec.metrics.iter().enumerate() {
-                if !m.overrides.is_empty() || m.reporting_interval.is_some() {
+                if m.reporting_interval.is_some() {
                     out.push(FieldError::new(
-                        format!("spec.metrics[{i}]"),
-                        "not applied: Sluice sidecars always export Istio's standard metrics \
-                         with their standard labels",
+                        format!("spec.metrics[{i}].reportingInterval"),
+                        "not applied: Prometheus scrapes the sidecar's current values",
                     ));
+                }
+                for (j, o) in m.parsed_overrides().enumerate() {
+                    let Ok(o) = o else { continue };
+                    let path = format!("spec.metrics[{i}].overrides[{j}]");
+                    if !o.tag_overrides.is_empty() {
+                        out.push(FieldError::new(
+                            format!("{path}.tagOverrides"),
+                            "not applied: Sluice exports the standard labels; only `disabled` \
+                             is applied",
+                        ));
+                    }
+                    if o.match_.as_ref().is_some_and(|s| s.custom_metric.is_some()) {
+                        out.push(FieldError::new(
+                            format!("{path}.match.customMetric"),
+                            "not applied: Sluice sidecars have no custom metrics",
+                        ));
+                    }
                 }
             }
             for (i, tr) in t.spec.tracing.iter().enumerate() {

@@ -307,8 +307,40 @@ fn with_telemetry(tracing: pb::Tracing) -> pb::ProxyConfig {
                 mode: pb::TracingMode::ClientAndServer as i32,
                 filter: String::new(),
             }),
+            ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[test]
+fn convert_telemetry_disabled_metrics_become_bits_and_unknown_ones_are_refused() {
+    use crate::metrics::standard;
+    let cfg = pb::ProxyConfig {
+        telemetry: Some(pb::Telemetry {
+            client_disabled_metrics: vec![
+                pb::StandardMetric::RequestCount as i32,
+                pb::StandardMetric::TcpSentBytes as i32,
+            ],
+            server_disabled_metrics: vec![pb::StandardMetric::RequestDuration as i32],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let running = ProxyConfig::try_from(&cfg).unwrap();
+    let d = running.telemetry.disabled_metrics;
+    assert_eq!(d.client, standard::REQUEST_COUNT | standard::TCP_SENT);
+    assert_eq!(d.server, standard::REQUEST_DURATION);
+    for bad in [0, 99] {
+        let cfg = pb::ProxyConfig {
+            telemetry: Some(pb::Telemetry {
+                server_disabled_metrics: vec![bad],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = ProxyConfig::try_from(&cfg).unwrap_err().to_string();
+        assert!(err.contains("disabled metric"), "{err}");
     }
 }
 

@@ -39,6 +39,7 @@ fn running(access_log: Option<pb::AccessLog>) -> Running {
         telemetry: Some(pb::Telemetry {
             tracing: None,
             access_log,
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -169,6 +170,7 @@ fn access_log_filter_outside_the_subset_is_refused_by_conversion() {
                 filter: "request.time > 0".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         }),
         ..Default::default()
     };

@@ -220,6 +220,7 @@ fn apply_delta_with_telemetry_swaps_it_and_keeps_the_rest() {
             ..Default::default()
         }),
         access_log: None,
+        ..Default::default()
     };
     let delta = Snapshot {
         version: "2".to_owned(),

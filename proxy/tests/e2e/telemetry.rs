@@ -174,10 +174,12 @@ async fn telemetry_two_sidecars_export_linked_spans_and_log_json() {
             mode: pb::TracingMode::ClientAndServer as i32,
             filter: String::new(),
         }),
+        ..Default::default()
     };
     let server_telemetry = pb::Telemetry {
         tracing: Some(tracing(100.0, collector_addr, "reviews.default")),
         access_log: None,
+        ..Default::default()
     };
     client_ctl.publish("1", client_config(app, true, client_telemetry));
     server_ctl.publish("1", server_config(server_telemetry));
@@ -303,6 +305,7 @@ async fn telemetry_sampling_zero_exports_only_requests_sampled_upstream() {
     let telemetry = pb::Telemetry {
         tracing: Some(tracing(0.0, collector_addr, "productpage.default")),
         access_log: None,
+        ..Default::default()
     };
     let (_ctl, proxy) = mesh_of_one(NET, client_config(app, false, telemetry)).await;
 
@@ -370,6 +373,7 @@ async fn telemetry_collector_down_drops_spans_and_config_swap_redirects_export()
     let telemetry = |collector| pb::Telemetry {
         tracing: Some(tracing(100.0, collector, "productpage.default")),
         access_log: None,
+        ..Default::default()
     };
     let (ctl, proxy) = mesh_of_one(NET, client_config(app, false, telemetry(dead))).await;
     for i in 0..5 {

@@ -59,6 +59,7 @@ fn server_config() -> pb::ProxyConfig {
                 mode: pb::TracingMode::ClientAndServer as i32,
                 filter: String::new(),
             }),
+            ..Default::default()
         }),
         ..Default::default()
     }

@@ -340,3 +340,82 @@ spec:
     let shop = for_proxy(&idx, &proxy("shop", &[])).access_log.expect("on");
     assert_eq!(shop.filter, "response.code >= 500");
 }
+
+fn disabled(t: &pb::Telemetry) -> (Vec<pb::StandardMetric>, Vec<pb::StandardMetric>) {
+    let names = |list: &[i32]| {
+        list.iter()
+            .map(|m| pb::StandardMetric::try_from(*m).expect("known metric"))
+            .collect()
+    };
+    (
+        names(&t.client_disabled_metrics),
+        names(&t.server_disabled_metrics),
+    )
+}
+
+#[test]
+fn metrics_overrides_disable_per_mode_and_a_more_specific_level_enables_again() {
+    use pb::StandardMetric as M;
+    let yaml = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: ALL_METRICS, mode: CLIENT}
+      disabled: true
+    - match: {metric: REQUEST_DURATION, mode: SERVER}
+      disabled: true
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_COUNT}
+      disabled: false
+"#;
+    let idx = index(MESH, yaml);
+    // Another namespace: the root's overrides only.
+    let t = for_proxy(&idx, &proxy("shop", &[("app", "cart")]));
+    let (client, server) = disabled(&t);
+    assert_eq!(client.len(), 8, "ALL_METRICS covers every standard metric");
+    assert_eq!(server, vec![M::RequestDuration]);
+    // The selected workload: REQUEST_COUNT on again on both sides, the
+    // rest of the root's switches kept.
+    let t = for_proxy(&idx, &proxy("default", &[("app", "reviews")]));
+    let (client, server) = disabled(&t);
+    assert!(!client.contains(&M::RequestCount));
+    assert!(client.contains(&M::RequestSize) && client.contains(&M::TcpSentBytes));
+    assert_eq!(server, vec![M::RequestDuration]);
+}
+
+#[test]
+fn metrics_overrides_for_another_provider_or_custom_metrics_change_nothing() {
+    let yaml = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: stackdriver}]
+    overrides:
+    - disabled: true
+  - overrides:
+    - match: {customMetric: my_metric}
+      disabled: true
+    - match: {metric: GRPC_REQUEST_MESSAGES}
+      disabled: true
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides: {request_protocol: {operation: REMOVE}}
+"#;
+    let t = for_proxy(&index(MESH, yaml), &proxy("default", &[]));
+    assert_eq!(disabled(&t), (vec![], vec![]));
+    // No Telemetry: everything recorded.
+    let t = for_proxy(&index(MESH, ""), &proxy("default", &[]));
+    assert_eq!(disabled(&t), (vec![], vec![]));
+}

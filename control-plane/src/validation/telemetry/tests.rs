@@ -74,3 +74,61 @@ fn telemetry_istio_doc_filter_expressions_are_valid() {
         assert_eq!(telemetry(&spec), Vec::<String>::new(), "{expr}");
     }
 }
+
+#[test]
+fn telemetry_metrics_overrides_istio_examples_are_valid() {
+    for spec in [
+        "  metrics:\n  - providers: [{name: prometheus}]\n    overrides:\n    - disabled: true\n      match: {mode: CLIENT, metric: ALL_METRICS}\n",
+        "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNT}\n      tagOverrides:\n        request_protocol: {operation: REMOVE}\n        request_host: {value: request.host}\n",
+    ] {
+        assert_eq!(telemetry(spec), Vec::<String>::new(), "{spec}");
+    }
+}
+
+#[test]
+fn telemetry_metrics_override_errors_name_the_field() {
+    let p = telemetry(
+        "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNTS}\n      disabled: true\n",
+    );
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("spec.metrics[0].overrides[0].match.metric"),
+        "{p:?}"
+    );
+    assert!(p[0].contains("REQUEST_COUNTS"), "{p:?}");
+    let p = telemetry("  metrics:\n  - overrides:\n    - match: {mode: BOTH}\n");
+    assert!(
+        p[0].contains("spec.metrics[0].overrides[0].match.mode"),
+        "{p:?}"
+    );
+    let p = telemetry("  metrics:\n  - overrides:\n    - disable: true\n");
+    assert!(
+        p[0].contains("spec.metrics[0].overrides[0]") && p[0].contains("disable"),
+        "{p:?}"
+    );
+    let p = telemetry("  metrics:\n  - overrides:\n    - tagOverrides: {x: {operation: DROP}}\n");
+    assert!(
+        p[0].contains("spec.metrics[0].overrides[0].tagOverrides.x.operation"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn telemetry_metrics_tag_overrides_and_custom_metrics_warn_that_they_are_not_applied() {
+    let docs = crate::resource::parse_documents(
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: default}\nspec:\n  metrics:\n  - overrides:\n    - match: {customMetric: m}\n      disabled: true\n    - disabled: true\n      tagOverrides: {request_protocol: {operation: REMOVE}}\n",
+        "default",
+    );
+    let resource = docs.into_iter().next().expect("one").expect("parses");
+    let paths: Vec<String> = crate::validation::warnings(&resource)
+        .iter()
+        .map(|w| w.path.clone())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.metrics[0].overrides[0].match.customMetric",
+            "spec.metrics[0].overrides[1].tagOverrides"
+        ]
+    );
+}

@@ -63,3 +63,47 @@ fn record_request_different_code_keeps_separate_series() {
     assert_eq!(ok.as_deref(), Some("1"));
     assert_eq!(bad.as_deref(), Some("2"));
 }
+
+#[test]
+fn record_request_skips_metrics_a_telemetry_disabled_for_that_side_only() {
+    use crate::metrics::{DisabledMetrics, standard};
+    let m = Metrics::new();
+    m.set_disabled(DisabledMetrics {
+        client: standard::REQUEST_COUNT | standard::RESPONSE_SIZE,
+        server: 0,
+    });
+    let client = labels(&m, "c.ns", 200);
+    let mut server = labels(&m, "c.ns", 200);
+    server.reporter = m.words.destination.clone();
+    m.record_request(&client, 2.0, 5, 50);
+    m.record_request(&server, 2.0, 5, 50);
+    let text = m.encode();
+    let source = "reporter=\"source\"";
+    let destination = "reporter=\"destination\"";
+    // No series at all for what is off, not a zero.
+    assert_eq!(line_value(&text, "istio_requests_total", source), None);
+    assert_eq!(
+        line_value(&text, "istio_response_bytes_count", source),
+        None
+    );
+    assert_eq!(
+        line_value(&text, "istio_request_duration_milliseconds_count", source).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        line_value(&text, "istio_requests_total", destination).as_deref(),
+        Some("1")
+    );
+    // On again: recorded through the cached series.
+    m.set_disabled(DisabledMetrics::default());
+    m.record_request(&client, 2.0, 5, 50);
+    let text = m.encode();
+    assert_eq!(
+        line_value(&text, "istio_requests_total", source).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        line_value(&text, "istio_request_duration_milliseconds_count", source).as_deref(),
+        Some("2")
+    );
+}

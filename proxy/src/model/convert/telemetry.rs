@@ -4,6 +4,7 @@
 use sluice_api::config as pb;
 
 use super::{InvalidConfig, Problem, invalid};
+use crate::metrics::DisabledMetrics;
 use crate::telemetry::{
     AccessLog, CustomTag, LogEncoding, TagValue, TelemetryConfig, Tracing, TracingMode,
 };
@@ -15,6 +16,26 @@ pub(super) fn telemetry(t: Option<&pb::Telemetry>) -> Result<TelemetryConfig, In
     Ok(TelemetryConfig {
         tracing: t.tracing.as_ref().map(tracing).transpose()?,
         access_log: t.access_log.as_ref().map(access_log).transpose()?,
+        disabled_metrics: DisabledMetrics {
+            client: metric_bits(&t.client_disabled_metrics)?,
+            server: metric_bits(&t.server_disabled_metrics)?,
+        },
+    })
+}
+
+/// A list of standard metrics as a bit set (bit `m` for wire value `m`).
+fn metric_bits(list: &[i32]) -> Result<u16, InvalidConfig> {
+    list.iter().try_fold(0u16, |bits, &value| {
+        match pb::StandardMetric::try_from(value) {
+            Ok(m) if m != pb::StandardMetric::Unspecified => Ok(bits | 1 << (m as i32)),
+            _ => Err(invalid(
+                "telemetry metrics",
+                Problem::UnknownEnum {
+                    what: "disabled metric",
+                    value,
+                },
+            )),
+        }
     })
 }
 

@@ -14,6 +14,7 @@ fn tracing(percent: f64, mode: TracingMode) -> TelemetryConfig {
             provider: "otel".to_owned(),
         }),
         access_log: None,
+        ..Default::default()
     }
 }
 
@@ -127,6 +128,7 @@ fn begin_with_access_log_observes_unsampled_requests() {
             filter_expr: None,
             filter_headers: Vec::new(),
         }),
+        ..Default::default()
     };
     let mut h = HeaderMap::new();
     let b = begin(&cfg, Side::Outbound, &mut h);
@@ -145,6 +147,7 @@ fn begin_with_server_only_access_log_logs_inbound_not_outbound() {
             filter_expr: None,
             filter_headers: Vec::new(),
         }),
+        ..Default::default()
     };
     assert!(!begin(&cfg, Side::Outbound, &mut HeaderMap::new()).log);
     assert!(begin(&cfg, Side::Inbound, &mut HeaderMap::new()).log);
@@ -162,6 +165,7 @@ fn begin_on_a_side_without_spans_adds_no_trace_headers_but_passes_incoming_ones(
             provider: "otel".into(),
         }),
         access_log: None,
+        ..Default::default()
     };
     let mut none = HeaderMap::new();
     begin(&cfg, Side::Outbound, &mut none);
@@ -178,6 +182,7 @@ fn begin_without_tracing_passes_a_complete_context_on_untouched_and_fills_a_miss
     let cfg = TelemetryConfig {
         tracing: None,
         access_log: None,
+        ..Default::default()
     };
     // What a peer sidecar sends: both formats, same ids.
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
