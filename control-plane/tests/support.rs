@@ -42,12 +42,22 @@ spec:
   - route: [{destination: {host: reviews, subset: v1}}]
 "#;
 
-/// A loopback address that was free a moment ago.
+/// A loopback address that was free a moment ago, and not handed out before
+/// by this test process: the kernel may give a just-released port again, and
+/// two listeners of one controller must not get the same one.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// The workspace root (crds/, charts/, examples/).
