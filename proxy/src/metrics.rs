@@ -230,7 +230,29 @@ pub struct Metrics {
     series: SeriesCache,
     /// [`DisabledMetrics`]: client bits low, server bits high.
     disabled: AtomicU32,
+    /// 1 per standard metric and reporter a Telemetry switched off.
+    disabled_gauge: Family<DisabledMetricLabels, Gauge>,
 }
+
+/// Labels of `sluice_standard_metric_disabled`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DisabledMetricLabels {
+    reporter: &'static str,
+    /// Istio's name, e.g. `REQUEST_COUNT`.
+    metric: &'static str,
+}
+
+/// Istio's names of the [`standard`] bits, lowest bit first.
+const STANDARD_NAMES: [(u16, &str); 8] = [
+    (standard::REQUEST_COUNT, "REQUEST_COUNT"),
+    (standard::REQUEST_DURATION, "REQUEST_DURATION"),
+    (standard::REQUEST_SIZE, "REQUEST_SIZE"),
+    (standard::RESPONSE_SIZE, "RESPONSE_SIZE"),
+    (standard::TCP_OPENED, "TCP_OPENED_CONNECTIONS"),
+    (standard::TCP_CLOSED, "TCP_CLOSED_CONNECTIONS"),
+    (standard::TCP_SENT, "TCP_SENT_BYTES"),
+    (standard::TCP_RECEIVED, "TCP_RECEIVED_BYTES"),
+];
 
 /// Labels of `sluice_mirror_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -410,6 +432,12 @@ impl Metrics {
             "Requests with an Origin on routes with a CORS policy, by outcome: allowed, origin_not_allowed, preflight (answered), preflight_forwarded (origin not allowed, sent on), preflight_origin_not_allowed (answered without allowing it)",
             cors.clone(),
         );
+        let disabled_gauge = Family::default();
+        registry.register(
+            "sluice_standard_metric_disabled",
+            "1 for each standard metric (Istio's name) and reporter that a Telemetry's metrics overrides switched off",
+            disabled_gauge.clone(),
+        );
         let tcp_timeouts = Family::default();
         registry.register(
             "sluice_tcp_timeouts",
@@ -467,6 +495,7 @@ impl Metrics {
             connections_active,
             series: SeriesCache::default(),
             disabled: AtomicU32::new(0),
+            disabled_gauge,
         }
     }
 
@@ -474,6 +503,16 @@ impl Metrics {
     pub fn set_disabled(&self, d: DisabledMetrics) {
         let packed = u32::from(d.client) | u32::from(d.server) << 16;
         self.disabled.store(packed, Ordering::Relaxed);
+        self.disabled_gauge.clear();
+        for (reporter, bits) in [("source", d.client), ("destination", d.server)] {
+            for (bit, metric) in STANDARD_NAMES {
+                if bits & bit != 0 {
+                    self.disabled_gauge
+                        .get_or_create(&DisabledMetricLabels { reporter, metric })
+                        .set(1);
+                }
+            }
+        }
     }
 
     /// The standard metrics switched off for `reporter`'s side.

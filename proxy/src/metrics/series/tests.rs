@@ -78,6 +78,12 @@ fn record_request_skips_metrics_a_telemetry_disabled_for_that_side_only() {
     m.record_request(&client, 2.0, 5, 50);
     m.record_request(&server, 2.0, 5, 50);
     let text = m.encode();
+    assert!(
+        text.contains(
+            "sluice_standard_metric_disabled{reporter=\"source\",metric=\"RESPONSE_SIZE\"} 1"
+        ),
+        "{text}"
+    );
     let source = "reporter=\"source\"";
     let destination = "reporter=\"destination\"";
     // No series at all for what is off, not a zero.
@@ -98,6 +104,7 @@ fn record_request_skips_metrics_a_telemetry_disabled_for_that_side_only() {
     m.set_disabled(DisabledMetrics::default());
     m.record_request(&client, 2.0, 5, 50);
     let text = m.encode();
+    assert!(!text.contains("sluice_standard_metric_disabled{"), "{text}");
     assert_eq!(
         line_value(&text, "istio_requests_total", source).as_deref(),
         Some("1")
