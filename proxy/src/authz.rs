@@ -57,6 +57,8 @@ pub struct Request<'a> {
     /// Authority / Host.
     pub host: &'a str,
     pub headers: &'a http::HeaderMap,
+    /// The identity of a token RequestAuthentication verified, if any.
+    pub auth: Option<&'a crate::jwt::Identity>,
 }
 
 /// The outcome of an evaluation.
@@ -93,6 +95,8 @@ pub struct InboundPolicy {
     /// Dry-run DENY and ALLOW policies: evaluated on their own, never enforced.
     dry_deny: Vec<Policy>,
     dry_allow: Vec<Policy>,
+    /// RequestAuthentication rules; `None` when none applies.
+    pub jwt: Option<crate::jwt::Authn>,
 }
 
 impl Default for InboundPolicy {
@@ -105,6 +109,7 @@ impl Default for InboundPolicy {
             audit: Vec::new(),
             dry_deny: Vec::new(),
             dry_allow: Vec::new(),
+            jwt: None,
         }
     }
 }

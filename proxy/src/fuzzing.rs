@@ -265,11 +265,22 @@ pub fn authz(data: &[u8]) {
     }
     let Some(req) = req else { return };
     let authority = crate::http_util::authority_of(&req.uri, &req.headers).unwrap_or_default();
+    // Tokens from the network go through request authentication first.
+    let mut headers = req.headers.clone();
+    let identity = match policy
+        .jwt
+        .as_ref()
+        .map(|a| a.authenticate(&mut headers, req.uri.query()))
+    {
+        Some(crate::jwt::Outcome::Verified(id)) => Some(id),
+        _ => None,
+    };
     let request = authz::Request {
         method: req.method.as_str(),
         path: req.uri.path(),
         host: authority,
-        headers: &req.headers,
+        headers: &headers,
+        auth: identity.as_deref(),
     };
     let verdict = policy.check_http(&conn, &request);
     if !policy.has_policies() {

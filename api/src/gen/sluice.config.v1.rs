@@ -1051,6 +1051,70 @@ pub struct InboundSecurity {
     /// "<namespace>/<name>" of the PeerAuthentications that decided the mode.
     #[prost(string, repeated, tag = "4")]
     pub mtls_sources: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Every RequestAuthentication rule that applies (root namespace, then the
+    /// workload's namespace, then selector policies; oldest first in each), in
+    /// Istio's merge: all of them hold at once.
+    #[prost(message, repeated, tag = "5")]
+    pub jwt_rules: ::prost::alloc::vec::Vec<JwtRule>,
+}
+/// One RequestAuthentication `jwtRules` entry, keys resolved by the controller.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct JwtRule {
+    /// "<namespace>/<name>" of the RequestAuthentication.
+    #[prost(string, tag = "1")]
+    pub policy: ::prost::alloc::string::String,
+    /// `iss` a token must carry to be checked by this rule.
+    #[prost(string, tag = "2")]
+    pub issuer: ::prost::alloc::string::String,
+    /// Empty: any `aud`; else `aud` must name one of these.
+    #[prost(string, repeated, tag = "3")]
+    pub audiences: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The JSON Web Key Set (RFC 7517) verifying signatures: inline `jwks`, or
+    /// what the controller fetched from `jwksUri`. A set without keys (a fetch
+    /// that failed) makes every token of this issuer fail, as in Istio.
+    #[prost(string, tag = "4")]
+    pub jwks: ::prost::alloc::string::String,
+    /// Where tokens are looked for; both empty: `Authorization: Bearer <token>`
+    /// and the `access_token` query parameter.
+    #[prost(message, repeated, tag = "5")]
+    pub from_headers: ::prost::alloc::vec::Vec<JwtHeader>,
+    #[prost(string, repeated, tag = "6")]
+    pub from_params: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Cookie names holding a token.
+    #[prost(string, repeated, tag = "7")]
+    pub from_cookies: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Header that gets the verified payload (base64url, unpadded).
+    #[prost(string, tag = "8")]
+    pub output_payload_to_header: ::prost::alloc::string::String,
+    /// Keep the token's header after verification (default: removed).
+    #[prost(bool, tag = "9")]
+    pub forward_original_token: bool,
+    #[prost(message, repeated, tag = "10")]
+    pub output_claim_to_headers: ::prost::alloc::vec::Vec<JwtClaimToHeader>,
+    /// Why `jwks` has no keys, when the controller could not fetch them.
+    #[prost(string, tag = "11")]
+    pub jwks_error: ::prost::alloc::string::String,
+    /// Claims whose string value is a space-separated list (`scope` and
+    /// `permission` always are), for authorization's `request.auth.claims`.
+    #[prost(string, repeated, tag = "12")]
+    pub space_delimited_claims: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JwtHeader {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Text before the token, e.g. "Bearer " (case-sensitive); the token is the
+    /// run of base64url characters and dots after it.
+    #[prost(string, tag = "2")]
+    pub prefix: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JwtClaimToHeader {
+    #[prost(string, tag = "1")]
+    pub header: ::prost::alloc::string::String,
+    /// Claim name; nested claims are separated by ".".
+    #[prost(string, tag = "2")]
+    pub claim: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AuthorizationPolicy {
@@ -1145,7 +1209,7 @@ pub struct PeerMatch {
     pub remote_ip_blocks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "8")]
     pub not_remote_ip_blocks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// JWT identities: never present until request authentication exists.
+    /// JWT identities ("<iss>/<sub>" of a token a RequestAuthentication verified).
     #[prost(string, repeated, tag = "9")]
     pub request_principals: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "10")]

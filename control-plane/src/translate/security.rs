@@ -170,6 +170,7 @@ pub(crate) fn inbound_security(view: &View<'_>) -> pb::InboundSecurity {
             .map(|ap| policy(ap, &proxy.trust_domain))
             .collect(),
         mtls_sources: modes.sources,
+        jwt_rules: Vec::new(),
     }
 }
 

@@ -9,7 +9,7 @@ use sluice_api::config as pb;
 
 use super::AuthzError;
 use super::matcher::{IpBlock, PathMatch, StrMatch};
-use super::rule::{Condition, Field, IpKey, Operation, Peer, Rule, StrKey};
+use super::rule::{AuthKey, Condition, Field, IpKey, Operation, Peer, Rule, StrKey};
 
 /// What a policy does when it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,16 +295,20 @@ fn condition(cx: &Ctx<'_>, at: &str, c: &pb::ConditionMatch) -> Result<Condition
             any: cx.port_strings(&values, &c.values)?,
             none: cx.port_strings(&not_values, &c.not_values)?,
         }),
-        "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" => {
-            Condition::Jwt(strings()?)
-        }
+        "request.auth.principal" => Condition::Auth(AuthKey::Principal, strings()?),
+        "request.auth.audiences" => Condition::Auth(AuthKey::Audiences, strings()?),
+        "request.auth.presenter" => Condition::Auth(AuthKey::Presenter, strings()?),
         _ => {
             if let Some(name) = bracketed(key, "request.headers") {
                 let name = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| key_err(format!("{name:?} is not a valid header name")))?;
                 Condition::Header(name, strings()?)
-            } else if bracketed(key, "request.auth.claims").is_some() {
-                Condition::Jwt(strings()?)
+            } else if let Some(path) = bracketed(key, "request.auth.claims") {
+                let path: Vec<String> = path.split("][").map(str::to_owned).collect();
+                if path.iter().any(|p| p.is_empty() || p.contains(['[', ']'])) {
+                    return Err(key_err(format!("{key:?} is not a valid claim path")));
+                }
+                Condition::Auth(AuthKey::Claim(path), strings()?)
             } else if key.starts_with("experimental.envoy.filters.") {
                 return Err(key_err(format!("{key:?} is not supported by sluice")));
             } else {

@@ -92,7 +92,7 @@ pub(crate) struct Peer {
     pub(crate) namespaces: Field<StrMatch>,
     pub(crate) ip_blocks: Field<IpBlock>,
     pub(crate) remote_ip_blocks: Field<IpBlock>,
-    /// HTTP-only (JWT identities, not available yet).
+    /// HTTP-only: `<iss>/<sub>` of a verified token.
     pub(crate) request_principals: Field<StrMatch>,
 }
 
@@ -102,8 +102,10 @@ impl Peer {
             && self.namespaces.holds(str_hit(a.namespace))
             && self.ip_blocks.holds(ip_hit(a.conn.source_ip))
             && self.remote_ip_blocks.holds(ip_hit(a.conn.remote_ip))
-            // No request authentication yet: the request principal is absent.
-            && (a.req.is_none() || self.request_principals.holds(|_| false))
+            && a.req.is_none_or(|req| {
+                let principal = req.auth.and_then(|id| id.principal.as_deref());
+                self.request_principals.holds(str_hit(principal))
+            })
     }
 
     pub(crate) fn http_only(&self) -> bool {
@@ -168,8 +170,30 @@ pub(crate) enum Condition {
     Str(StrKey, Field<StrMatch>),
     /// `destination.port`.
     Port(Field<u16>),
-    /// `request.auth.*`, HTTP-only; absent until request authentication exists.
-    Jwt(Field<StrMatch>),
+    /// `request.auth.*`, HTTP-only; absent without a verified token.
+    Auth(AuthKey, Field<StrMatch>),
+}
+
+/// Which part of a verified token an `request.auth.*` condition reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AuthKey {
+    Principal,
+    Audiences,
+    Presenter,
+    /// `request.auth.claims[a][b]` as `[a, b]`.
+    Claim(Vec<String>),
+}
+
+impl AuthKey {
+    /// The values a token offers for this key (any may match).
+    fn values<'i>(&self, id: &'i crate::jwt::Identity) -> Vec<&'i str> {
+        match self {
+            AuthKey::Principal => id.principal.as_deref().into_iter().collect(),
+            AuthKey::Audiences => id.audiences.iter().map(String::as_str).collect(),
+            AuthKey::Presenter => id.presenter.as_deref().into_iter().collect(),
+            AuthKey::Claim(path) => id.claim_strings(path),
+        }
+    }
 }
 
 impl Condition {
@@ -194,12 +218,15 @@ impl Condition {
                 StrKey::Sni => a.conn.sni,
             })),
             Condition::Port(field) => field.holds(|p| *p == a.conn.destination_port),
-            Condition::Jwt(field) => a.req.is_none() || field.holds(|_| false),
+            Condition::Auth(key, field) => a.req.is_none_or(|req| {
+                let values = req.auth.map(|id| key.values(id)).unwrap_or_default();
+                field.holds(|m| values.iter().any(|v| m.matches(v.as_bytes())))
+            }),
         }
     }
 
     pub(crate) fn http_only(&self) -> bool {
-        matches!(self, Condition::Header(..) | Condition::Jwt(_))
+        matches!(self, Condition::Header(..) | Condition::Auth(..))
     }
 }
 

@@ -17,6 +17,8 @@ pub(super) struct Call {
     pub(super) path: &'static str,
     pub(super) host: &'static str,
     pub(super) headers: HeaderMap,
+    /// The identity of a verified token.
+    pub(super) auth: Option<crate::jwt::Identity>,
 }
 
 pub(super) fn call(method: &'static str, path: &'static str) -> Call {
@@ -25,12 +27,35 @@ pub(super) fn call(method: &'static str, path: &'static str) -> Call {
         path,
         host: "orders.default.svc.cluster.local:8080",
         headers: HeaderMap::new(),
+        auth: None,
     }
 }
 
 impl Call {
     pub(super) fn header(mut self, name: &'static str, value: &'static str) -> Self {
         self.headers.append(name, HeaderValue::from_static(value));
+        self
+    }
+
+    /// The request carries a verified token with these claims.
+    pub(super) fn token(mut self, claims: serde_json::Value) -> Self {
+        let claims = claims.as_object().cloned().unwrap_or_default();
+        let get = |k: &str| claims.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let audiences = match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => vec![a.clone()],
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.auth = Some(crate::jwt::Identity {
+            principal: get("iss").zip(get("sub")).map(|(i, s)| format!("{i}/{s}")),
+            audiences,
+            presenter: get("azp"),
+            claims,
+            space_delimited: Vec::new(),
+        });
         self
     }
 }
@@ -89,6 +114,7 @@ pub(super) fn http(p: &InboundPolicy, conn: &Connection<'_>, c: &Call) -> Verdic
             path: c.path,
             host: c.host,
             headers: &c.headers,
+            auth: c.auth.as_ref(),
         },
     )
 }
@@ -498,4 +524,95 @@ fn dry_run_allow_unmatched_would_deny_without_touching_enforced_allow() {
             policy: None
         })
     );
+}
+
+#[test]
+fn request_principals_and_auth_conditions_read_the_verified_token() {
+    let token = || {
+        call("GET", "/productpage").token(serde_json::json!({
+            "iss": "testing@secure.istio.io", "sub": "testing@secure.istio.io",
+            "aud": ["bookinfo", "reviews"], "azp": "web",
+            "groups": ["group1", "group2"], "org": {"team": "blue"}, "admin": true,
+        }))
+    };
+    let anonymous = || call("GET", "/productpage");
+    let principal = |values: &[&str]| {
+        from(pb::PeerMatch {
+            request_principals: strs(values),
+            ..Default::default()
+        })
+    };
+    let cases: Vec<(pb::AuthorizationRule, bool, bool)> = vec![
+        // (rule, allows the token, allows no token)
+        (principal(&["*"]), true, false),
+        (
+            principal(&["testing@secure.istio.io/testing@secure.istio.io"]),
+            true,
+            false,
+        ),
+        (principal(&["testing@secure.istio.io/*"]), true, false),
+        (principal(&["other/*"]), false, false),
+        (
+            from(pb::PeerMatch {
+                not_request_principals: strs(&["*"]),
+                ..Default::default()
+            }),
+            false,
+            true,
+        ),
+        (
+            when(
+                "request.auth.principal",
+                &["testing@secure.istio.io/*"],
+                &[],
+            ),
+            true,
+            false,
+        ),
+        (
+            when("request.auth.audiences", &["reviews"], &[]),
+            true,
+            false,
+        ),
+        (when("request.auth.presenter", &["web"], &[]), true, false),
+        (
+            when("request.auth.claims[groups]", &["group1"], &[]),
+            true,
+            false,
+        ),
+        (
+            when("request.auth.claims[groups]", &["group3"], &[]),
+            false,
+            false,
+        ),
+        (
+            when("request.auth.claims[org][team]", &["blue"], &[]),
+            true,
+            false,
+        ),
+        // Only strings and lists of strings match.
+        (
+            when("request.auth.claims[admin]", &["true"], &[]),
+            false,
+            false,
+        ),
+        (
+            when("request.auth.claims[groups]", &[], &["group2"]),
+            false,
+            true,
+        ),
+    ];
+    for (i, (rule, with_token, without)) in cases.into_iter().enumerate() {
+        let p = compile(vec![allow(vec![rule])]);
+        assert_eq!(
+            http(&p, &mtls(), &token()).allowed,
+            with_token,
+            "case {i} with a token"
+        );
+        assert_eq!(
+            http(&p, &mtls(), &anonymous()).allowed,
+            without,
+            "case {i} without"
+        );
+    }
 }

@@ -14,6 +14,7 @@ use super::{InboundCtx, authorized, find_port, port_service, sole_port};
 use crate::authz::{self, MtlsMode};
 use crate::body::{self, Body, Counted};
 use crate::http_util::{UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop};
+use crate::jwt;
 use crate::matching::{RequestView, port_of};
 use crate::metrics::Side;
 use crate::model::{Protocol, Text, WorkloadMeta};
@@ -151,6 +152,34 @@ fn rbac_denied() -> Response<Body> {
     resp
 }
 
+/// Envoy's answer to a request whose token failed verification: 401 (403
+/// for another audience) with the reason as the body.
+fn jwt_refused(failure: jwt::Failure, host: &str, path: &str) -> Response<Body> {
+    let mut resp = Response::new(body::full(failure.message()));
+    *resp.status_mut() = failure.status();
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    // RFC 6750's challenge, with the realm Envoy gives (path up to 256 bytes).
+    let path = path.get(..256).unwrap_or(path);
+    let challenge = format!("Bearer realm=\"http://{host}{path}\", error=\"invalid_token\"");
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// A CORS preflight, which request authentication lets through (Istio sets
+/// `bypass_cors_preflight`): the browser sends it without credentials.
+fn cors_preflight(parts: &http::request::Parts) -> bool {
+    parts.method == http::Method::OPTIONS
+        && parts.headers.contains_key(http::header::ORIGIN)
+        && parts
+            .headers
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
 /// Attaches what telemetry needs to know about `resp`, when it is observed.
 fn tag(
     observe: bool,
@@ -274,11 +303,30 @@ async fn serve(
             let resp = report.local(resp, &m.words.no_flags);
             return tag(observe, resp, || routed().detailed("mtls_required"));
         }
+        let mut identity = None;
+        if let Some(authn) = policy.jwt.as_ref().filter(|_| !cors_preflight(&parts)) {
+            let security = &shared.metrics.security;
+            match authn.authenticate(&mut parts.headers, parts.uri.query()) {
+                jwt::Outcome::Anonymous => security.request_authentication("no_token", ""),
+                jwt::Outcome::Verified(id) => {
+                    security.request_authentication("verified", "");
+                    identity = Some(id);
+                }
+                jwt::Outcome::Refused(failure) => {
+                    security.request_authentication("refused", failure.label());
+                    let host = authority.as_deref().unwrap_or("");
+                    let refused = jwt_refused(failure, host, parts.uri.path());
+                    let resp = report.local(refused, &m.words.no_flags);
+                    return tag(observe, resp, || routed().detailed(failure.details()));
+                }
+            }
+        }
         let request = authz::Request {
             method: parts.method.as_str(),
             path: parts.uri.path(),
             host: authority.as_deref().unwrap_or(""),
             headers: &parts.headers,
+            auth: identity.as_deref(),
         };
         let verdict = policy.check_http(&ctx.authz_connection(target_port), &request);
         if !authorized(&shared, policy.has_policies(), &verdict) {

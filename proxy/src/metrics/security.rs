@@ -1,5 +1,5 @@
 //! `sluice_*` metrics of the security layer: the workload certificate, TLS
-//! handshakes and authorization decisions.
+//! handshakes, request authentication (JWT) and authorization decisions.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +31,12 @@ struct AuthzLabels {
     decision: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthnLabels {
+    outcome: &'static str,
+    reason: &'static str,
+}
+
 /// Which side of a connection the proxy is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -48,6 +54,7 @@ pub struct SecurityMetrics {
     handshakes: Family<HandshakeLabels, Counter>,
     resumed: Family<DirectionLabels, Counter>,
     authz: Family<AuthzLabels, Counter>,
+    authn: Family<AuthnLabels, Counter>,
 }
 
 impl SecurityMetrics {
@@ -78,6 +85,11 @@ impl SecurityMetrics {
             "sluice_authorization_decisions",
             "AuthorizationPolicy decisions (allow, deny, audit, dry_run_allow, dry_run_deny) by deciding policy",
             m.authz.clone(),
+        );
+        registry.register(
+            "sluice_request_authentications",
+            "Requests checked by RequestAuthentication, by outcome (verified, no_token, refused) and refusal reason",
+            m.authn.clone(),
         );
         m
     }
@@ -115,6 +127,15 @@ impl SecurityMetrics {
         let policy = Text::from(if policy.is_empty() { "none" } else { policy });
         self.authz
             .get_or_create(&AuthzLabels { policy, decision })
+            .inc();
+    }
+}
+
+impl SecurityMetrics {
+    /// Counts a request-authentication outcome; `reason` "" unless refused.
+    pub fn request_authentication(&self, outcome: &'static str, reason: &'static str) {
+        self.authn
+            .get_or_create(&AuthnLabels { outcome, reason })
             .inc();
     }
 }

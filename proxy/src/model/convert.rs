@@ -57,6 +57,8 @@ pub enum Problem {
     Required(&'static str),
     #[error(transparent)]
     Authz(#[from] crate::authz::AuthzError),
+    #[error(transparent)]
+    Jwt(#[from] crate::jwt::JwtError),
     #[error("bad access log filter: {0}")]
     BadFilter(#[from] sluice_api::cel::CelError),
 }

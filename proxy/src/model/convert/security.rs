@@ -83,7 +83,13 @@ pub(super) fn inbound_security(
     inbound: &Option<pb::Inbound>,
 ) -> Result<InboundPolicy, InvalidConfig> {
     match inbound.as_ref().and_then(|i| i.security.as_ref()) {
-        Some(s) => InboundPolicy::compile(s).map_err(|e| invalid("inbound security", e)),
+        Some(s) => {
+            let mut policy =
+                InboundPolicy::compile(s).map_err(|e| invalid("inbound security", e))?;
+            policy.jwt = crate::jwt::Authn::compile(&s.jwt_rules)
+                .map_err(|e| invalid("inbound security", e))?;
+            Ok(policy)
+        }
         None => Ok(InboundPolicy::default()),
     }
 }
