@@ -250,6 +250,7 @@ impl ConfigDir {
             .then(|| tokio::time::Instant::now() + texts.window);
         let mut edge = Edge::new(self.debounce);
         let mut burst = Burst::default();
+        let mut keys = intake.key_set_changes();
         loop {
             self.metrics
                 .config_dir_watching
@@ -285,7 +286,25 @@ impl ConfigDir {
                 // A file read while racily clean: a second write in the same
                 // timestamp tick leaves its stamp equal, so look once more.
                 () = recheck_due => "recheck",
+                () = crate::jwks::changed(&mut keys) => "keys",
             };
+            if trigger == "keys" {
+                // A fetched key set changed: the same files, a new revision.
+                let files = texts.load(&self.root, &self.metrics);
+                let index = intake.ingest(files, Instant::now(), &self.metrics);
+                let changed = {
+                    let current = tx.borrow();
+                    index.changed_from(&current)
+                };
+                if let Some(index) = changed {
+                    tracing::info!(
+                        revision = index.revision,
+                        "RequestAuthentication key sets changed"
+                    );
+                    let _ = tx.send(Arc::new(index));
+                }
+                continue;
+            }
             drain(&mut watch, &mut edge, &mut burst);
             // A watch sees nothing once its folder is gone: the root deleted
             // and made again, or a symlinked root pointed elsewhere. Start a

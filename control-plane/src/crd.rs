@@ -8,6 +8,7 @@ mod generate;
 pub mod http_route;
 pub mod peer_authentication;
 pub mod rate_limit_policy;
+pub mod request_authentication;
 pub mod service_entry;
 pub mod status;
 pub mod string_match;
@@ -23,6 +24,7 @@ pub use generate::crd_documents;
 pub use http_route::*;
 pub use peer_authentication::{MutualTls, PeerAuthentication, PeerAuthenticationSpec, PortKey};
 pub use rate_limit_policy::{RateLimitMatch, RateLimitPolicy, RateLimitPolicySpec};
+pub use request_authentication::{RequestAuthentication, RequestAuthenticationSpec};
 pub use service_entry::{ServiceEntry, ServiceEntrySpec, ServicePort};
 pub use status::{Condition, IstioStatus};
 pub use string_match::{

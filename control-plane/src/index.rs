@@ -70,6 +70,8 @@ pub struct MeshIndex {
     pub own_generation: u64,
     /// Shared with the intake and with the next index while nothing changes.
     fingerprint: Arc<BTreeMap<ResourceKey, Fingerprint>>,
+    /// RequestAuthentication key sets fetched for this revision.
+    pub jwks: crate::jwks::Snapshot,
 }
 
 impl MeshIndex {
@@ -149,6 +151,7 @@ impl MeshIndex {
             selecting_label_keys,
             own_generation,
             fingerprint,
+            jwks: Default::default(),
         }
     }
 
@@ -171,7 +174,8 @@ impl MeshIndex {
     pub fn changed_from(self, previous: &MeshIndex) -> Option<Self> {
         let same = Arc::ptr_eq(&self.fingerprint, &previous.fingerprint)
             || self.fingerprint == previous.fingerprint;
-        (!same || self.rejected != previous.rejected).then_some(self)
+        let keys_changed = self.jwks.version != previous.jwks.version;
+        (!same || keys_changed || self.rejected != previous.rejected).then_some(self)
     }
 }
 
@@ -285,6 +289,11 @@ pub struct Intake {
     /// changed, with its fingerprints: the next index reuses its clusters
     /// when only VirtualServices differ.
     last_outbound: Option<(OutboundCache, Arc<BTreeMap<ResourceKey, Fingerprint>>)>,
+    /// Fetches the key sets RequestAuthentications name; `None` in tests
+    /// and tools that never serve proxies.
+    jwks: Option<Arc<crate::jwks::JwksStore>>,
+    /// The key set version of the last index.
+    jwks_version: u64,
 }
 
 impl Default for Intake {
@@ -310,7 +319,42 @@ impl Intake {
             parsed: HashMap::new(),
             catalog: None,
             last_outbound: None,
+            jwks: None,
+            jwks_version: 0,
         }
+    }
+
+    /// Fetches the key sets of RequestAuthentications with `store`; its
+    /// changes must lead to a new ingest (see [`crate::jwks::JwksStore::subscribe`]).
+    pub fn with_jwks(mut self, store: Arc<crate::jwks::JwksStore>) -> Self {
+        self.jwks = Some(store);
+        self
+    }
+
+    /// Wakes when fetched key sets changed: the caller ingests again then.
+    pub fn key_set_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.jwks.as_ref().map(|s| {
+            let mut rx = s.subscribe();
+            // A fetch may have finished since the last ingest: look once.
+            rx.mark_changed();
+            rx
+        })
+    }
+
+    /// Tells the store what the accepted objects need; returns what it knows.
+    fn key_sets(
+        &self,
+        accepted: &BTreeMap<ResourceKey, (Arc<str>, Arc<Resource>, Fingerprint)>,
+    ) -> crate::jwks::Snapshot {
+        let Some(store) = &self.jwks else {
+            return crate::jwks::Snapshot::default();
+        };
+        let rules = accepted.values().flat_map(|(_, r, _)| match r.as_ref() {
+            Resource::RequestAuthentication(ra) => ra.spec.jwt_rules.as_slice(),
+            _ => &[],
+        });
+        store.want(crate::jwks::sources_of(rules));
+        store.snapshot()
     }
 
     /// The documents of `file`, parsed again only when its text changed.
@@ -433,9 +477,13 @@ impl Intake {
             .iter()
             .map(|(k, (_, _, f))| (k.clone(), f.clone()))
             .collect();
-        if fingerprint != *self.fingerprint {
+        let jwks = self.key_sets(&next);
+        let keys_changed = jwks.version != self.jwks_version;
+        self.jwks_version = jwks.version;
+        if fingerprint != *self.fingerprint || keys_changed {
             self.revision += 1;
-            if !same_inputs(&fingerprint, &self.fingerprint, own_part_kind) {
+            // Key sets are an input of every proxy's own part (its inbound).
+            if keys_changed || !same_inputs(&fingerprint, &self.fingerprint, own_part_kind) {
                 self.own_generation = next_generation();
             }
             // Rebuilding the catalog is most of an ingest at 10,000 endpoints.
@@ -459,6 +507,7 @@ impl Intake {
             (rejected, self.mesh.clone()),
             (self.fingerprint.clone(), self.catalog.clone()),
         );
+        index.jwks = jwks;
         self.catalog = Some(index.catalog.clone());
         // Clusters read every kind but VirtualServices (and the mesh config,
         // fixed for an intake): after a change to VirtualServices alone the

@@ -135,9 +135,27 @@ impl KubeSource {
         let mut leader = Some(self.statuses.leadership());
         let mut recheck = tokio::time::interval(RECONCILED_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut keys = intake.key_set_changes();
         loop {
             let leadership = tokio::select! {
                 _ = changes.notified() => None,
+                // A fetched key set changed: the same objects, a new revision.
+                () = crate::jwks::changed(&mut keys) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    let files = self.last_files.clone().unwrap_or_else(|| self.files());
+                    let index = intake.ingest(files, Instant::now(), &self.metrics);
+                    let changed = {
+                        let current = tx.borrow();
+                        index.changed_from(&current)
+                    };
+                    if let Some(index) = changed {
+                        tracing::info!(revision = index.revision, "RequestAuthentication key sets changed");
+                        let _ = tx.send(Arc::new(index));
+                    }
+                    continue;
+                }
                 // Proxies ACK without any watch event: re-judge `Reconciled`.
                 _ = recheck.tick(), if self.sync.is_some() => {
                     if tx.is_closed() {

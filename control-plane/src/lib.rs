@@ -9,6 +9,7 @@ pub mod crd;
 pub mod debounce;
 pub mod index;
 pub mod inject;
+pub mod jwks;
 pub mod kube_source;
 pub mod leader;
 pub mod mesh_config;

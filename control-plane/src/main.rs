@@ -248,7 +248,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let proxy_concurrency = mesh.proxy_concurrency;
-    let mut intake = Intake::with_mesh(mesh);
+    let key_sets = sluice_control_plane::jwks::JwksStore::new(Some(metrics.clone()));
+    let mut intake = Intake::with_mesh(mesh).with_jwks(key_sets);
     let debounce = Duration::from_millis(args.debounce_ms);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut elector_task = None;

@@ -45,7 +45,7 @@ pub struct PublishLabels {
 /// Label set of push/ack outcome counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `ack` or `nack`.
+    /// `ack` or `nack` (`success` or `failure` for fetches).
     pub outcome: &'static str,
 }
 
@@ -105,6 +105,10 @@ pub struct ControllerMetrics {
     pub config_publishes: Family<PublishLabels, Counter>,
     /// 1 while the config source has seen a change it has not published.
     pub config_pending: Gauge,
+    /// RequestAuthentication key set fetches, by outcome.
+    pub jwks_fetches: Family<OutcomeLabels, Counter>,
+    /// Key sets wanted by a RequestAuthentication that have no keys yet.
+    pub jwks_unavailable: Gauge,
 }
 
 impl Default for ControllerMetrics {
@@ -238,8 +242,22 @@ impl ControllerMetrics {
             "Failed API server list or watch requests by kind (retried after a backoff; an expired watch relists at once)",
             crate::kube_source::watch::restarts().clone(),
         );
+        let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "sluice_jwks_fetches",
+            "Fetches of RequestAuthentication key sets (jwksUri, or the issuer's OpenID discovery) by outcome (success, failure)",
+            jwks_fetches.clone(),
+        );
+        let jwks_unavailable = Gauge::default();
+        registry.register(
+            "sluice_jwks_unavailable",
+            "Key sets a RequestAuthentication names that have never been fetched: tokens of their issuers are refused",
+            jwks_unavailable.clone(),
+        );
         registry.register_collector(Box::new(process::ProcessCollector));
         Self {
+            jwks_fetches,
+            jwks_unavailable,
             registry,
             leader,
             status_writes,

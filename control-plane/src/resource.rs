@@ -3,7 +3,7 @@
 
 use crate::crd::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
+    RequestAuthentication, ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
 };
 use serde::Serialize;
 use std::fmt;
@@ -25,6 +25,8 @@ pub mod kind {
     pub const PEER_AUTHENTICATION: &str = "PeerAuthentication";
     /// `security.istio.io` AuthorizationPolicy.
     pub const AUTHORIZATION_POLICY: &str = "AuthorizationPolicy";
+    /// `security.istio.io` RequestAuthentication.
+    pub const REQUEST_AUTHENTICATION: &str = "RequestAuthentication";
     /// `sluice.io` RateLimitPolicy.
     pub const RATE_LIMIT_POLICY: &str = "RateLimitPolicy";
     /// `telemetry.istio.io` Telemetry.
@@ -84,6 +86,11 @@ pub const KINDS: &[KindInfo] = &[
         versions: SECURITY,
     },
     KindInfo {
+        kind: kind::REQUEST_AUTHENTICATION,
+        group: "security.istio.io",
+        versions: SECURITY,
+    },
+    KindInfo {
         kind: kind::RATE_LIMIT_POLICY,
         group: "sluice.io",
         versions: &["v1alpha1"],
@@ -120,6 +127,8 @@ pub enum Resource {
     PeerAuthentication(PeerAuthentication),
     /// An AuthorizationPolicy.
     AuthorizationPolicy(AuthorizationPolicy),
+    /// A RequestAuthentication.
+    RequestAuthentication(RequestAuthentication),
     /// A RateLimitPolicy.
     RateLimitPolicy(RateLimitPolicy),
     /// A Telemetry.
@@ -178,6 +187,7 @@ macro_rules! each_kind {
             Resource::EnvoyFilter($r) => $e,
             Resource::PeerAuthentication($r) => $e,
             Resource::AuthorizationPolicy($r) => $e,
+            Resource::RequestAuthentication($r) => $e,
             Resource::RateLimitPolicy($r) => $e,
             Resource::Telemetry($r) => $e,
         }
@@ -195,6 +205,7 @@ impl Resource {
             Resource::EnvoyFilter(_) => kind::ENVOY_FILTER,
             Resource::PeerAuthentication(_) => kind::PEER_AUTHENTICATION,
             Resource::AuthorizationPolicy(_) => kind::AUTHORIZATION_POLICY,
+            Resource::RequestAuthentication(_) => kind::REQUEST_AUTHENTICATION,
             Resource::RateLimitPolicy(_) => kind::RATE_LIMIT_POLICY,
             Resource::Telemetry(_) => kind::TELEMETRY,
         }

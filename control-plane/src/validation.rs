@@ -7,7 +7,7 @@ mod envoy_filter;
 mod field;
 mod http_route;
 mod rate_limit_policy;
-mod security;
+pub(crate) mod security;
 mod service_entry;
 mod telemetry;
 mod virtual_service;
@@ -99,6 +99,7 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::EnvoyFilter(r) => r.spec.validate(&mut errors),
         Resource::PeerAuthentication(r) => r.spec.validate(&mut errors),
         Resource::AuthorizationPolicy(r) => r.spec.validate(&mut errors),
+        Resource::RequestAuthentication(r) => r.spec.validate(&mut errors),
         Resource::RateLimitPolicy(r) => r.spec.validate(&mut errors),
         Resource::Telemetry(r) => r.spec.validate(&mut errors),
     }

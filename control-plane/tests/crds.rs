@@ -64,6 +64,10 @@ fn crds_cover_every_kind_and_served_version() {
             "authorizationpolicies.security.istio.io.yaml",
             vec!["v1", "v1beta1"],
         ),
+        (
+            "requestauthentications.security.istio.io.yaml",
+            vec!["v1", "v1beta1"],
+        ),
         ("ratelimitpolicies.sluice.io.yaml", vec!["v1alpha1"]),
         (
             "telemetries.telemetry.istio.io.yaml",

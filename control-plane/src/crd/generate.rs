@@ -3,7 +3,7 @@
 
 use super::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
+    RequestAuthentication, ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
 };
 use crate::resource::kind_info;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -19,6 +19,7 @@ pub fn crd_documents() -> Vec<(String, String)> {
         EnvoyFilter::crd(),
         PeerAuthentication::crd(),
         AuthorizationPolicy::crd(),
+        RequestAuthentication::crd(),
         RateLimitPolicy::crd(),
         Telemetry::crd(),
     ]

@@ -4,7 +4,7 @@
 
 use crate::crd::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
+    RequestAuthentication, ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
 };
 use crate::debounce::Edge;
 use crate::metrics::KindLabels;
@@ -42,6 +42,7 @@ pub fn istio_resources() -> Vec<ApiResource> {
         ApiResource::erase::<WorkloadEntry>(&()),
         ApiResource::erase::<EnvoyFilter>(&()),
         ApiResource::erase::<PeerAuthentication>(&()),
+        ApiResource::erase::<RequestAuthentication>(&()),
         ApiResource::erase::<AuthorizationPolicy>(&()),
         ApiResource::erase::<RateLimitPolicy>(&()),
         ApiResource::erase::<Telemetry>(&()),

@@ -202,6 +202,7 @@ fn parse_document(
             kind::WORKLOAD_ENTRY => decode(value).map(Resource::WorkloadEntry),
             kind::ENVOY_FILTER => decode(value).map(Resource::EnvoyFilter),
             kind::PEER_AUTHENTICATION => decode(value).map(Resource::PeerAuthentication),
+            kind::REQUEST_AUTHENTICATION => decode(value).map(Resource::RequestAuthentication),
             kind::AUTHORIZATION_POLICY => decode(value).map(Resource::AuthorizationPolicy),
             kind::RATE_LIMIT_POLICY => decode(value).map(Resource::RateLimitPolicy),
             _ => decode(value).map(Resource::Telemetry),

@@ -3,7 +3,9 @@
 
 use super::{View, namespace_of};
 use crate::crd::authorization_policy::{Condition, Operation, Rule, Source};
-use crate::crd::{AuthorizationPolicy, PeerAuthentication, WorkloadLabelSelector};
+use crate::crd::{
+    AuthorizationPolicy, PeerAuthentication, RequestAuthentication, WorkloadLabelSelector,
+};
 use crate::resource::Resource;
 use crate::services::labels_match;
 use sluice_api::config as pb;
@@ -170,8 +172,82 @@ pub(crate) fn inbound_security(view: &View<'_>) -> pb::InboundSecurity {
             .map(|ap| policy(ap, &proxy.trust_domain))
             .collect(),
         mtls_sources: modes.sources,
-        jwt_rules: Vec::new(),
+        jwt_rules: jwt_rules(view),
     }
+}
+
+/// The rules of every RequestAuthentication that applies to the proxy in
+/// `view`, merged as Istio merges them (all hold at once): the root
+/// namespace's first, then the workload namespace's, oldest first in each.
+/// Key sets named by URL (or found by discovery) are the controller's fetch.
+fn jwt_rules(view: &View<'_>) -> Vec<pb::JwtRule> {
+    let proxy = view.proxy;
+    let root = view.index.mesh.root_namespace.as_str();
+    let mut policies: Vec<&RequestAuthentication> = view
+        .index
+        .of_kind(crate::resource::kind::REQUEST_AUTHENTICATION)
+        .filter_map(|r| match r {
+            Resource::RequestAuthentication(ra) => Some(ra),
+            _ => None,
+        })
+        .filter(|ra| {
+            let ns = namespace_of(&ra.metadata);
+            // targetRef(s) attach policies to gateways and waypoints, not sidecars.
+            let for_sidecars = ra.spec.target_ref.is_none() && ra.spec.target_refs.is_empty();
+            for_sidecars
+                && (ns == root || ns == proxy.namespace)
+                && selects(ra.spec.selector.as_ref(), &proxy.labels)
+        })
+        .collect();
+    policies.sort_by_key(|ra| {
+        (
+            namespace_of(&ra.metadata) != root,
+            ra.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            ra.metadata.name.clone(),
+        )
+    });
+    let mut out = Vec::new();
+    for ra in policies {
+        let policy = name(&ra.metadata);
+        for r in &ra.spec.jwt_rules {
+            let (jwks, jwks_error) = match crate::jwks::source_of(r) {
+                None => (r.jwks.clone().unwrap_or_default(), String::new()),
+                Some(source) => match view.index.jwks.get(&source) {
+                    crate::jwks::Keys::Fetched(doc) => (doc.to_string(), String::new()),
+                    crate::jwks::Keys::Unavailable(why) => (String::new(), why),
+                },
+            };
+            out.push(pb::JwtRule {
+                policy: policy.clone(),
+                issuer: r.issuer.clone(),
+                audiences: r.audiences.clone(),
+                jwks,
+                jwks_error,
+                from_headers: r
+                    .from_headers
+                    .iter()
+                    .map(|h| pb::JwtHeader {
+                        name: h.name.clone(),
+                        prefix: h.prefix.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+                from_params: r.from_params.clone(),
+                from_cookies: r.from_cookies.clone(),
+                output_payload_to_header: r.output_payload_to_header.clone().unwrap_or_default(),
+                forward_original_token: r.forward_original_token.unwrap_or(false),
+                output_claim_to_headers: r
+                    .output_claim_to_headers
+                    .iter()
+                    .map(|c| pb::JwtClaimToHeader {
+                        header: c.header.clone(),
+                        claim: c.claim.clone(),
+                    })
+                    .collect(),
+                space_delimited_claims: r.space_delimited_claims.clone(),
+            });
+        }
+    }
+    out
 }
 
 fn policy(ap: &AuthorizationPolicy, trust_domain: &str) -> pb::AuthorizationPolicy {

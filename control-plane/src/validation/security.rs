@@ -1,9 +1,13 @@
-//! PeerAuthentication and AuthorizationPolicy rules.
+//! PeerAuthentication, AuthorizationPolicy and RequestAuthentication rules.
 
-use super::field::{at, check_enum, check_selector, ip_or_cidr, item, port};
+use super::field::{at, check_enum, check_selector, header_name, ip_or_cidr, item, port};
 use super::{FieldErrors, Validate};
 use crate::crd::authorization_policy::{Operation, Rule, Source};
-use crate::crd::{AuthorizationPolicySpec, PeerAuthenticationSpec, PolicyTargetReference};
+use crate::crd::request_authentication::JwtRule;
+use crate::crd::{
+    AuthorizationPolicySpec, PeerAuthenticationSpec, PolicyTargetReference,
+    RequestAuthenticationSpec,
+};
 
 const MTLS_MODES: &[&str] = &["UNSET", "DISABLE", "PERMISSIVE", "STRICT"];
 const ACTIONS: &[&str] = &["ALLOW", "DENY", "AUDIT", "CUSTOM"];
@@ -327,3 +331,175 @@ fn check_operation(errors: &mut FieldErrors, path: &str, op: &Operation) {
 
 #[cfg(test)]
 mod tests;
+
+impl Validate for RequestAuthenticationSpec {
+    fn validate(&self, errors: &mut FieldErrors) {
+        let spec = "spec";
+        let attachments = [
+            self.selector.is_some(),
+            self.target_ref.is_some(),
+            !self.target_refs.is_empty(),
+        ];
+        if attachments.iter().filter(|a| **a).count() > 1 {
+            errors.push(
+                spec,
+                "only one of selector, targetRef or targetRefs can be set",
+            );
+        }
+        check_selector(errors, &at(spec, "selector"), self.selector.as_ref());
+        if let Some(t) = &self.target_ref {
+            check_target_ref(errors, &at(spec, "targetRef"), t);
+        }
+        for (i, t) in self.target_refs.iter().enumerate() {
+            check_target_ref(errors, &item(spec, "targetRefs", i), t);
+        }
+        for (i, rule) in self.jwt_rules.iter().enumerate() {
+            check_jwt_rule(errors, &item(spec, "jwtRules", i), rule);
+        }
+    }
+}
+
+fn check_jwt_rule(errors: &mut FieldErrors, path: &str, r: &JwtRule) {
+    for (i, a) in r.audiences.iter().enumerate() {
+        if a.is_empty() {
+            errors.push(
+                item(path, "audiences", i),
+                "audience must be non-empty string",
+            );
+        }
+    }
+    let uri = r.jwks_uri.as_deref().unwrap_or("");
+    if r.issuer.is_empty() && uri.is_empty() {
+        errors.push(
+            at(path, "issuer"),
+            "issuer or jwksUri must be non-empty string",
+        );
+    }
+    if !uri.is_empty() {
+        errors.check(at(path, "jwksUri"), jwks_uri(uri));
+    }
+    if let Some(jwks) = &r.jwks {
+        errors.check(at(path, "jwks"), jwks_document(jwks));
+    }
+    for (i, h) in r.from_headers.iter().enumerate() {
+        let p = item(path, "fromHeaders", i);
+        if h.name.is_empty() {
+            errors.push(
+                at(&p, "name"),
+                "location header name must be non-empty string",
+            );
+        } else {
+            errors.check(at(&p, "name"), header_name(&h.name));
+        }
+    }
+    for (i, q) in r.from_params.iter().enumerate() {
+        if q.is_empty() {
+            errors.push(
+                item(path, "fromParams", i),
+                "location query must be non-empty string",
+            );
+        }
+    }
+    for (i, c) in r.from_cookies.iter().enumerate() {
+        if c.is_empty() {
+            errors.push(
+                item(path, "fromCookies", i),
+                "cookie name must be non-empty string",
+            );
+        }
+    }
+    if let Some(h) = r
+        .output_payload_to_header
+        .as_deref()
+        .filter(|h| !h.is_empty())
+    {
+        errors.check(at(path, "outputPayloadToHeader"), header_name(h));
+    }
+    for (i, c) in r.output_claim_to_headers.iter().enumerate() {
+        let p = item(path, "outputClaimToHeaders", i);
+        if c.header.is_empty() || c.claim.is_empty() {
+            errors.push(
+                &p,
+                "outputClaimToHeaders header and claim value must be non-empty string",
+            );
+            continue;
+        }
+        let plain = c
+            .header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plain {
+            errors.push(
+                at(&p, "header"),
+                format!("header name {} is not a valid header name", c.header),
+            );
+        }
+    }
+    for (i, c) in r.space_delimited_claims.iter().enumerate() {
+        if c.is_empty() {
+            errors.push(
+                item(path, "spaceDelimitedClaims", i),
+                "claim name must be non-empty string",
+            );
+        }
+    }
+    if let Some(t) = &r.timeout {
+        match crate::validation::parse_duration(t) {
+            Ok(d) if d <= std::time::Duration::from_millis(1) => {
+                errors.push(at(path, "timeout"), "duration must be greater than 1ms");
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(at(path, "timeout"), e),
+        }
+    }
+}
+
+/// An `http` or `https` URL with a host.
+pub(crate) fn jwks_uri(uri: &str) -> Result<(), String> {
+    let parsed: http::Uri = uri
+        .parse()
+        .map_err(|e| format!("`{uri}` is not a valid URI: {e}"))?;
+    match parsed.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(format!("URI scheme {other:?} is not supported")),
+        None => return Err(format!("`{uri}` must be an absolute http or https URI")),
+    }
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(format!("`{uri}` has no host"));
+    }
+    Ok(())
+}
+
+/// A JSON Web Key Set whose keys name their type and carry base64url members.
+pub(crate) fn jwks_document(text: &str) -> Result<(), String> {
+    use base64::Engine;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("jwks parse error: {e}"))?;
+    let keys = value
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("jwks parse error: expected an object with a `keys` list")?;
+    for (i, key) in keys.iter().enumerate() {
+        let kty = key.get("kty").and_then(serde_json::Value::as_str);
+        let members: &[&str] = match kty {
+            Some("RSA") => &["n", "e"],
+            Some("EC") => &["x", "y"],
+            Some("OKP") => &["x"],
+            Some("oct") => &["k"],
+            Some(_) => &[],
+            None => return Err(format!("jwks parse error: keys[{i}] has no `kty`")),
+        };
+        for m in members {
+            let v = key.get(*m).and_then(serde_json::Value::as_str);
+            let decoded = v.map(|v| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim_end_matches('='))
+            });
+            if !matches!(decoded, Some(Ok(ref b)) if !b.is_empty()) {
+                return Err(format!(
+                    "jwks parse error: keys[{i}].{m} must be a non-empty base64url string"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
