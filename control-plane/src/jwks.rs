@@ -342,3 +342,6 @@ pub async fn changed(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

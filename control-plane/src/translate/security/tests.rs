@@ -171,3 +171,63 @@ spec:
         .collect();
     assert_eq!(flags, [("default/real", false), ("default/shadow", true)]);
 }
+
+const JWT_POLICIES: &str = r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: mesh, namespace: istio-system}
+spec:
+  jwtRules:
+  - issuer: mesh-issuer
+    jwksUri: http://127.0.0.1:1/keys
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: httpbin, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks: '{"keys":[]}'
+    audiences: [bookinfo]
+    fromHeaders: [{name: x-jwt}]
+    outputClaimToHeaders: [{header: x-sub, claim: sub}]
+    forwardOriginalToken: true
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: gateway-only, namespace: foo}
+spec:
+  targetRef: {kind: Gateway, name: ingress}
+  jwtRules: [{issuer: gw, jwks: '{"keys":[]}'}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: other, namespace: bar}
+spec:
+  jwtRules: [{issuer: bar-issuer, jwks: '{"keys":[]}'}]
+"#;
+
+#[test]
+fn request_authentications_merge_root_first_and_unfetched_keys_carry_the_reason() {
+    let idx = index(JWT_POLICIES);
+    let rules = security(&idx, &proxy("foo", &[("app", "httpbin")])).jwt_rules;
+    let issuers: Vec<&str> = rules.iter().map(|r| r.issuer.as_str()).collect();
+    // Root namespace first; the gateway policy and other namespaces never apply.
+    assert_eq!(issuers, ["mesh-issuer", "testing@secure.istio.io"]);
+    assert_eq!(rules[0].policy, "istio-system/mesh");
+    // Nothing fetched in this index: the proxy is told why there are no keys.
+    assert!(rules[0].jwks.is_empty());
+    assert!(!rules[0].jwks_error.is_empty());
+    let own = &rules[1];
+    assert_eq!(own.jwks, r#"{"keys":[]}"#);
+    assert_eq!(own.audiences, ["bookinfo"]);
+    assert_eq!(own.from_headers[0].name, "x-jwt");
+    assert_eq!(own.from_headers[0].prefix, "");
+    assert!(own.forward_original_token);
+    assert_eq!(own.output_claim_to_headers[0].claim, "sub");
+    // Another workload of the namespace gets the mesh rule only.
+    let rules = security(&idx, &proxy("foo", &[("app", "other")])).jwt_rules;
+    assert_eq!(rules.len(), 1);
+    assert!(security(&idx, &proxy("baz", &[])).jwt_rules.len() == 1);
+}

@@ -234,3 +234,100 @@ fn authorization_policy_envoy_filter_metadata_condition_is_refused() {
         "spec.rules[0].when[0].key: `experimental.envoy.filters.network.mysql_proxy[db.table]` is not supported by Sluice (no Envoy filter metadata)",
     );
 }
+
+fn ra(spec: &str) -> Vec<String> {
+    problems(&format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: r}}\nspec: {spec}\n"
+    ))
+}
+
+#[test]
+fn request_authentication_from_istio_docs_is_valid() {
+    let spec = r#"
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules:
+  - issuer: "testing@secure.istio.io"
+    jwksUri: "https://raw.githubusercontent.com/istio/istio/release-1.24/security/tools/jwt/samples/jwks.json"
+    audiences: [bookinfo]
+    fromHeaders: [{name: x-jwt-assertion, prefix: "Bearer "}]
+    fromParams: [my_token]
+    outputPayloadToHeader: x-jwt-payload
+    outputClaimToHeaders: [{header: x-jwt-claim-foo, claim: foo}]
+    forwardOriginalToken: true
+    timeout: 3s
+  - issuer: other
+    jwks: '{"keys":[{"kty":"EC","crv":"P-256","x":"AQ","y":"AQ"}]}'
+"#;
+    assert_eq!(ra(spec), Vec::<String>::new());
+    // The older snake_case spelling of jwksUri is read too.
+    assert_eq!(
+        ra("{jwtRules: [{issuer: a, jwks_uri: 'http://idp.local/keys'}]}"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn request_authentication_errors_name_the_field() {
+    let cases = [
+        (
+            "{jwtRules: [{audiences: [a]}]}",
+            "spec.jwtRules[0].issuer: issuer or jwksUri must be non-empty string",
+        ),
+        (
+            "{jwtRules: [{issuer: a, jwksUri: 'ftp://x/keys'}]}",
+            "spec.jwtRules[0].jwksUri: URI scheme \"ftp\" is not supported",
+        ),
+        (
+            "{jwtRules: [{issuer: a, jwks: 'nope'}]}",
+            "spec.jwtRules[0].jwks: jwks parse error",
+        ),
+        (
+            "{jwtRules: [{issuer: a, jwks: '{\"keys\":[{\"kty\":\"RSA\",\"n\":\"**\",\"e\":\"AQAB\"}]}'}]}",
+            "spec.jwtRules[0].jwks: jwks parse error: keys[0].n must be a non-empty base64url string",
+        ),
+        (
+            "{jwtRules: [{issuer: a, fromHeaders: [{prefix: x}]}]}",
+            "spec.jwtRules[0].fromHeaders[0].name: location header name must be non-empty string",
+        ),
+        (
+            "{jwtRules: [{issuer: a, fromParams: ['']}]}",
+            "spec.jwtRules[0].fromParams[0]: location query must be non-empty string",
+        ),
+        (
+            "{jwtRules: [{issuer: a, outputClaimToHeaders: [{header: x}]}]}",
+            "spec.jwtRules[0].outputClaimToHeaders[0]: outputClaimToHeaders header and claim value must be non-empty string",
+        ),
+        (
+            "{jwtRules: [{issuer: a, outputClaimToHeaders: [{header: 'x y', claim: c}]}]}",
+            "spec.jwtRules[0].outputClaimToHeaders[0].header: header name x y is not a valid header name",
+        ),
+        (
+            "{jwtRules: [{issuer: a, audiences: ['']}]}",
+            "spec.jwtRules[0].audiences[0]: audience must be non-empty string",
+        ),
+        (
+            "{jwtRules: [{issuer: a, timeout: 1ms}]}",
+            "spec.jwtRules[0].timeout: duration must be greater than 1ms",
+        ),
+        (
+            "{selector: {matchLabels: {app: a}}, targetRef: {kind: Gateway, name: g}, jwtRules: [{issuer: a}]}",
+            "spec: only one of selector, targetRef or targetRefs can be set",
+        ),
+    ];
+    for (spec, want) in cases {
+        let got = ra(spec);
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with(&format!("RequestAuthentication default/r: {want}"))),
+            "spec {spec}: {got:?}"
+        );
+    }
+    // An unknown field is refused, never ignored.
+    let yaml = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: r}\nspec: {jwtRules: [{issuer: a, jwksUrl: 'http://x'}]}\n";
+    let docs = crate::resource::parse_documents(yaml, "default");
+    let err = docs[0].as_ref().map(|_| ()).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.jwtRules[0].jwksUrl: unknown field"),
+        "{err}"
+    );
+}
