@@ -57,7 +57,7 @@ fn analyze_valid_examples_are_clean() {
     assert_eq!(lines(&out.stdout), Vec::<String>::new());
     assert_eq!(
         lines(&out.stderr),
-        ["analyzed 9 objects in 1 file: 0 problems"]
+        ["analyzed 10 objects in 1 file: 0 problems"]
     );
     assert_eq!(out.status.code(), Some(0));
 }

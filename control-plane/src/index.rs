@@ -331,6 +331,16 @@ impl Intake {
         self
     }
 
+    /// Waits (within the fetch timeouts) for the first fetch of every key
+    /// set the last ingest wanted; `true` when there were any, so the caller
+    /// ingests again before publishing its first index.
+    pub async fn first_key_sets(&self) -> bool {
+        match &self.jwks {
+            Some(store) => store.first_fetches().await,
+            None => false,
+        }
+    }
+
     /// Wakes when fetched key sets changed: the caller ingests again then.
     pub fn key_set_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.jwks.as_ref().map(|s| {
@@ -349,8 +359,13 @@ impl Intake {
         let Some(store) = &self.jwks else {
             return crate::jwks::Snapshot::default();
         };
+        // Policies attached by targetRef(s) never reach sidecars: no fetch for them.
         let rules = accepted.values().flat_map(|(_, r, _)| match r.as_ref() {
-            Resource::RequestAuthentication(ra) => ra.spec.jwt_rules.as_slice(),
+            Resource::RequestAuthentication(ra)
+                if ra.spec.target_ref.is_none() && ra.spec.target_refs.is_empty() =>
+            {
+                ra.spec.jwt_rules.as_slice()
+            }
             _ => &[],
         });
         store.want(crate::jwks::sources_of(rules));

@@ -73,6 +73,9 @@ struct Entry {
 struct Inner {
     entries: BTreeMap<Source, Entry>,
     snapshot: Snapshot,
+    /// Keys of sources no longer wanted, with when they were fetched: a
+    /// policy deleted and made again gets them back at once.
+    retired: BTreeMap<Source, (Arc<str>, std::time::Instant)>,
 }
 
 /// Shared between the config source (which says what is wanted and reads
@@ -96,6 +99,7 @@ impl JwksStore {
             inner: Mutex::new(Inner {
                 entries: BTreeMap::new(),
                 snapshot: Snapshot::default(),
+                retired: BTreeMap::new(),
             }),
             changed: tokio::sync::watch::channel(0).0,
             metrics,
@@ -132,10 +136,20 @@ impl JwksStore {
             if let Some(task) = inner.entries.remove(&s).and_then(|e| e.task) {
                 task.abort();
             }
-            dropped |= keys.remove(&s).is_some();
+            if let Some(Keys::Fetched(doc)) = keys.remove(&s) {
+                inner.retired.insert(s, (doc, std::time::Instant::now()));
+            }
+            dropped = true;
         }
+        inner.retired.retain(|_, (_, at)| at.elapsed() < REFRESH);
         let runtime = tokio::runtime::Handle::try_current().ok();
         for (source, timeout) in wanted {
+            if !inner.entries.contains_key(&source)
+                && let Some((doc, _)) = inner.retired.remove(&source)
+            {
+                keys.insert(source.clone(), Keys::Fetched(doc));
+                dropped = true;
+            }
             let entry = inner.entries.entry(source.clone()).or_insert(Entry {
                 timeout,
                 task: None,
@@ -149,7 +163,7 @@ impl JwksStore {
                 task.abort();
             }
             if let Some(rt) = &runtime {
-                let store = Arc::clone(self);
+                let store = Arc::downgrade(self);
                 let handle = rt.spawn(refresh(store, source.clone(), timeout));
                 entry.task = Some(handle.abort_handle());
             }
@@ -190,8 +204,10 @@ impl JwksStore {
         }
         let next = match (result, inner.snapshot.keys.get(source)) {
             (Ok(doc), _) => Keys::Fetched(doc),
-            (Err(_), Some(Keys::Fetched(_))) => return,
-            (Err(e), _) => Keys::Unavailable(e),
+            // A failed refresh keeps the keys; a failure after a failure
+            // changes nothing the proxies act on (no new revision for it).
+            (Err(_), Some(Keys::Fetched(_) | Keys::Unavailable(_))) => return,
+            (Err(e), None) => Keys::Unavailable(e),
         };
         if inner.snapshot.keys.get(source) == Some(&next) {
             return;
@@ -209,11 +225,59 @@ impl JwksStore {
     }
 }
 
-/// Fetches `source` now and then, for as long as it is wanted.
-async fn refresh(store: Arc<JwksStore>, source: Source, timeout: Duration) {
+impl Drop for JwksStore {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        for task in inner.entries.values().filter_map(|e| e.task.as_ref()) {
+            task.abort();
+        }
+    }
+}
+
+impl JwksStore {
+    /// Waits until every wanted source has been tried once, at most the
+    /// longest fetch timeout (plus a second); returns whether any is wanted.
+    /// The first revision then carries keys instead of refusing every token.
+    pub async fn first_fetches(&self) -> bool {
+        let mut rx = self.subscribe();
+        let limit = {
+            let inner = self.lock();
+            if inner.entries.is_empty() {
+                return false;
+            }
+            inner
+                .entries
+                .values()
+                .map(|e| e.timeout)
+                .max()
+                .unwrap_or(DEFAULT_TIMEOUT)
+        };
+        let all_tried = || {
+            let inner = self.lock();
+            inner
+                .entries
+                .keys()
+                .all(|s| inner.snapshot.keys.contains_key(s))
+        };
+        let wait = async {
+            while !all_tried() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit + Duration::from_secs(1), wait).await;
+        true
+    }
+}
+
+/// Fetches `source` now and then, for as long as it is wanted (and the store
+/// is there).
+async fn refresh(store: std::sync::Weak<JwksStore>, source: Source, timeout: Duration) {
+    let client = client();
     let mut retry = FIRST_RETRY;
     loop {
-        let result = fetch(&source, timeout).await;
+        let result = fetch_with(&client, &source, timeout).await;
         let wait = match &result {
             Ok(_) => {
                 retry = FIRST_RETRY;
@@ -226,7 +290,9 @@ async fn refresh(store: Arc<JwksStore>, source: Source, timeout: Duration) {
                 wait
             }
         };
-        store.record(&source, result.map(Arc::from));
+        let Some(live) = store.upgrade() else { return };
+        live.record(&source, result.map(Arc::from));
+        drop(live);
         tokio::time::sleep(wait).await;
     }
 }
@@ -236,17 +302,27 @@ type Client = hyper_util::client::legacy::Client<
     Empty<Bytes>,
 >;
 
-fn client() -> Result<Client, String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+/// An HTTP(S) client trusting the system's CA certificates. Without any
+/// (a minimal image), `http` URLs still work and `https` ones fail to verify.
+fn client() -> Client {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let https = match builder
         .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| format!("loading the system's CA certificates: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https),
-    )
+    {
+        Ok(b) => b.https_or_http().enable_http1().build(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no system CA certificates: https jwksUri fetches will fail");
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .enable_http1()
+                .build()
+        }
+    };
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
 }
 
 async fn get(client: &Client, uri: &str, timeout: Duration) -> Result<String, String> {
@@ -277,7 +353,10 @@ async fn get(client: &Client, uri: &str, timeout: Duration) -> Result<String, St
 
 /// The key set document of `source`, checked to be one.
 pub async fn fetch(source: &Source, timeout: Duration) -> Result<String, String> {
-    let client = client()?;
+    fetch_with(&client(), source, timeout).await
+}
+
+async fn fetch_with(client: &Client, source: &Source, timeout: Duration) -> Result<String, String> {
     let uri = match source {
         Source::Uri(u) => u.clone(),
         Source::Discovery(issuer) => {
@@ -285,7 +364,7 @@ pub async fn fetch(source: &Source, timeout: Duration) -> Result<String, String>
                 "{}/.well-known/openid-configuration",
                 issuer.trim_end_matches('/')
             );
-            let doc = get(&client, &at, timeout).await?;
+            let doc = get(client, &at, timeout).await?;
             let value: serde_json::Value =
                 serde_json::from_str(&doc).map_err(|e| format!("{at}: not JSON: {e}"))?;
             value
@@ -296,8 +375,8 @@ pub async fn fetch(source: &Source, timeout: Duration) -> Result<String, String>
         }
     };
     crate::validation::security::jwks_uri(&uri)?;
-    let doc = get(&client, &uri, timeout).await?;
-    crate::validation::security::jwks_document(&doc).map_err(|e| format!("{uri}: {e}"))?;
+    let doc = get(client, &uri, timeout).await?;
+    crate::validation::security::jwks_set(&doc).map_err(|e| format!("{uri}: {e}"))?;
     Ok(doc)
 }
 

@@ -256,7 +256,11 @@ async fn main() -> anyhow::Result<()> {
     let rx = match &args.config_dir {
         Some(config_dir) => {
             let dir = ConfigDir::new(config_dir.clone(), debounce, metrics.clone());
-            let first = dir.load(&mut intake);
+            let mut first = dir.load(&mut intake);
+            // Proxies' first config carries fetched keys, not refusals.
+            if intake.first_key_sets().await {
+                first = dir.load(&mut intake);
+            }
             log_first(&first, &config_dir.display().to_string());
             let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
             tokio::spawn(dir.run(intake, tx));
@@ -283,7 +287,10 @@ async fn main() -> anyhow::Result<()> {
             };
             let mut source = KubeSource::start(client, debounce, metrics.clone(), leader)
                 .with_sync(registry.clone());
-            let first = source.load(&mut intake).await;
+            let mut first = source.load(&mut intake).await;
+            if intake.first_key_sets().await {
+                first = source.load(&mut intake).await;
+            }
             log_first(&first, "the Kubernetes API server");
             let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
             tokio::spawn(source.run(intake, tx));

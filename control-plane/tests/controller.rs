@@ -441,3 +441,106 @@ async fn controller_signs_csr_for_token_identity_only() {
         "{metrics}"
     );
 }
+
+/// A key set server: `/keys` answers 503 until `ready` is set.
+async fn key_server(ready: std::sync::Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 4096];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(m) => n += m,
+                    }
+                }
+                let (status, body) = if ready.load(std::sync::atomic::Ordering::SeqCst) {
+                    ("200 OK", KEY_SET)
+                } else {
+                    ("503 Service Unavailable", "")
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+const KEY_SET: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"AQ","y":"AQ"}]}"#;
+
+fn jwt_rule(config: &ProxyConfig) -> sluice_api::config::JwtRule {
+    config
+        .inbound
+        .as_ref()
+        .and_then(|i| i.security.as_ref())
+        .and_then(|s| s.jwt_rules.first().cloned())
+        .expect("a jwt rule")
+}
+
+#[tokio::test]
+async fn controller_fetches_a_jwks_uri_and_pushes_the_keys_when_they_arrive() {
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keys = key_server(ready.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("00-workloads.yaml"), WORKLOADS).expect("write");
+    let ra = format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: default}}\nspec:\n  jwtRules:\n  - issuer: https://idp.example\n    jwksUri: http://{keys}/keys\n"
+    );
+    std::fs::write(dir.path().join("10-ra.yaml"), ra).expect("write");
+    let c = start(dir.path()).await;
+    let mut proxy = FakeProxy::connect(&c, "productpage-v1-0.default").await;
+
+    // The key server fails: the proxy is told there are no keys, and why.
+    let mut snapshot = proxy.next().await;
+    let mut config = proxy.resolve(&snapshot);
+    proxy.ack(&snapshot.version).await;
+    while !jwt_rule(&config).jwks_error.contains("503") {
+        snapshot = proxy.next().await;
+        config = proxy.resolve(&snapshot);
+        proxy.ack(&snapshot.version).await;
+    }
+    let rule = jwt_rule(&config);
+    assert_eq!(rule.issuer, "https://idp.example");
+    assert!(rule.jwks.is_empty(), "{rule:?}");
+    let metrics = wait_for(c.admin, "/metrics", |b| {
+        b.contains("sluice_jwks_fetches_total{outcome=\"failure\"}")
+    })
+    .await;
+    assert!(metrics.contains("sluice_jwks_unavailable 1"), "{metrics}");
+
+    // The server recovers: the retry fetches the keys and a new revision
+    // carries them, with no change to any file.
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    let before: u64 = snapshot.version.parse().expect("numeric version");
+    loop {
+        snapshot = proxy.next().await;
+        config = proxy.resolve(&snapshot);
+        proxy.ack(&snapshot.version).await;
+        if !jwt_rule(&config).jwks.is_empty() {
+            break;
+        }
+    }
+    assert!(snapshot.version.parse::<u64>().expect("numeric") > before);
+    let rule = jwt_rule(&config);
+    assert_eq!(rule.jwks, KEY_SET);
+    assert!(rule.jwks_error.is_empty(), "{rule:?}");
+    let metrics = wait_for(c.admin, "/metrics", |b| {
+        b.contains("sluice_jwks_unavailable 0")
+    })
+    .await;
+    assert!(
+        metrics.contains("sluice_jwks_fetches_total{outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+}

@@ -267,10 +267,11 @@ pub fn authz(data: &[u8]) {
     let authority = crate::http_util::authority_of(&req.uri, &req.headers).unwrap_or_default();
     // Tokens from the network go through request authentication first.
     let mut headers = req.headers.clone();
+    let mut uri = req.uri.clone();
     let identity = match policy
         .jwt
         .as_ref()
-        .map(|a| a.authenticate(&mut headers, req.uri.query()))
+        .map(|a| a.authenticate(&mut headers, &mut uri))
     {
         Some(crate::jwt::Outcome::Verified(id)) => Some(id),
         _ => None,

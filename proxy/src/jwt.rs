@@ -258,12 +258,20 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A NumericDate claim: whole seconds since the epoch.
+/// A NumericDate claim: seconds since the epoch.
 fn numeric_date(v: Option<&Value>) -> Result<Option<u64>, Failure> {
     match v {
         None => Ok(None),
-        // Envoy reads exp and nbf as integers only.
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or(Failure::Malformed),
+        // A non-negative number; a fraction is cut off (as jwt_verify_lib does).
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or(Failure::Malformed),
         Some(_) => Err(Failure::Malformed),
     }
 }
@@ -304,8 +312,17 @@ impl Rule {
         if nbf.is_some_and(|nbf| now.saturating_add(CLOCK_SKEW_SECS) < nbf) {
             return Err(Failure::NotYetValid);
         }
+        let aud = parsed.claims.get("aud");
+        let well_typed = match aud {
+            None | Some(Value::String(_)) => true,
+            Some(Value::Array(items)) => items.iter().all(Value::is_string),
+            Some(_) => false,
+        };
+        if !well_typed {
+            return Err(Failure::Malformed);
+        }
         if !self.audiences.is_empty() {
-            let aud = strings_of(parsed.claims.get("aud"));
+            let aud = strings_of(aud);
             let hit = aud.iter().any(|a| {
                 self.audiences
                     .iter()
@@ -359,10 +376,11 @@ fn default_locations() -> Vec<Location> {
 
 fn compile_rule(r: &pb::JwtRule) -> Result<Rule, String> {
     let (keys, jwks_error) = if r.jwks_error.is_empty() {
-        (
-            keys::parse_set(&r.jwks).map_err(|e| format!("jwks: {e}"))?,
-            None,
-        )
+        let (keys, skipped) = keys::parse_set(&r.jwks).map_err(|e| format!("jwks: {e}"))?;
+        for why in skipped {
+            tracing::warn!(policy = %r.policy, issuer = %r.issuer, "JWKS key skipped: {why}");
+        }
+        (keys, None)
     } else {
         (Vec::new(), Some(r.jwks_error.clone()))
     };
@@ -408,13 +426,36 @@ fn compile_rule(r: &pb::JwtRule) -> Result<Rule, String> {
     })
 }
 
-/// `name=value` of a query string, undecoded (tokens are base64url and dots).
+/// `name=value` of a query string. Token characters (base64url and dots)
+/// need no escaping, so values are compared undecoded; one that is escaped
+/// fails verification.
 fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// `uri` without the query parameters named in `names` (Envoy removes a
+/// verified token's parameter unless it is forwarded).
+fn without_params(uri: &http::Uri, names: &[String]) -> Option<http::Uri> {
+    let query = uri.query()?;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| {
+            let key = kv.split_once('=').map_or(*kv, |(k, _)| k);
+            !names.iter().any(|n| n == key)
+        })
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    http::Uri::from_parts(parts).ok()
 }
 
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -451,38 +492,47 @@ impl Authn {
         Ok(Some(out))
     }
 
-    /// The tokens of a request, one per location that holds one.
+    /// The tokens of a request: one per header value (every value of a
+    /// repeated header), query parameter or cookie that holds one.
     fn find<'s, 'h>(
         &'s self,
         headers: &'h HeaderMap,
         query: Option<&'h str>,
     ) -> Vec<Found<'s, 'h>> {
         let mut found = Vec::new();
-        for at in &self.locations {
-            let token = match at {
-                Location::Header { name, prefix } => headers
-                    .get_all(name)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .find_map(|v| strip_prefix(v, prefix)),
-                Location::Param(name) => query.and_then(|q| query_param(q, name)),
-                Location::Cookie(name) => cookie(headers, name),
-            };
-            if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+        let mut push = |token: &'h str, at: &'s Location| {
+            let token = token.trim();
+            if !token.is_empty() {
                 found.push(Found { token, at });
+            }
+        };
+        for at in &self.locations {
+            match at {
+                Location::Header { name, prefix } => {
+                    let values = headers.get_all(name).iter();
+                    for v in values.filter_map(|v| v.to_str().ok()) {
+                        if let Some(t) = strip_prefix(v, prefix) {
+                            push(t, at);
+                        }
+                    }
+                }
+                Location::Param(name) => {
+                    if let Some(t) = query.and_then(|q| query_param(q, name)) {
+                        push(t, at);
+                    }
+                }
+                Location::Cookie(name) => {
+                    if let Some(t) = cookie(headers, name) {
+                        push(t, at);
+                    }
+                }
             }
         }
         found
     }
 
-    /// Verifies the tokens of a request. On success the token's header is
-    /// removed (unless a rule forwards it) and the output headers are set.
-    pub fn authenticate(&self, headers: &mut HeaderMap, query: Option<&str>) -> Outcome {
-        self.authenticate_at(headers, query, now_secs())
-    }
-
-    fn authenticate_at(&self, headers: &mut HeaderMap, query: Option<&str>, now: u64) -> Outcome {
-        // Only this proxy sets the output headers: a caller's are dropped.
+    /// Drops a caller's own values of the headers only this proxy sets.
+    pub fn strip_output_headers(&self, headers: &mut HeaderMap) {
         for rule in &self.rules {
             if let Some(h) = &rule.payload_header {
                 headers.remove(h);
@@ -491,7 +541,38 @@ impl Authn {
                 headers.remove(h);
             }
         }
-        let mut verified: Option<(&Rule, &Location, Map<String, Value>, String)> = None;
+    }
+
+    /// Verifies the tokens of a request. On success each token is removed
+    /// from its header or query parameter (unless its rule forwards it) and
+    /// the output headers are set.
+    pub fn authenticate(&self, headers: &mut HeaderMap, uri: &mut http::Uri) -> Outcome {
+        let mut strip = Vec::new();
+        let outcome = self.authenticate_inner(headers, uri.query(), now_secs(), &mut strip);
+        if !strip.is_empty()
+            && let Some(stripped) = without_params(uri, &strip)
+        {
+            *uri = stripped;
+        }
+        outcome
+    }
+
+    #[cfg(test)]
+    fn authenticate_at(&self, headers: &mut HeaderMap, query: Option<&str>, now: u64) -> Outcome {
+        self.authenticate_inner(headers, query, now, &mut Vec::new())
+    }
+
+    /// `strip` gets the query parameters to remove from the request.
+    fn authenticate_inner(
+        &self,
+        headers: &mut HeaderMap,
+        query: Option<&str>,
+        now: u64,
+        strip: &mut Vec<String>,
+    ) -> Outcome {
+        self.strip_output_headers(headers);
+        // (rule, where, claims, payload) of every verified token.
+        let mut verified: Vec<(&Rule, &Location, Map<String, Value>, String)> = Vec::new();
         let mut failure = None;
         {
             let found = self.find(headers, query);
@@ -506,7 +587,14 @@ impl Authn {
                         continue;
                     }
                 };
-                let iss = parsed.claims.get("iss").and_then(Value::as_str);
+                let iss = match parsed.claims.get("iss") {
+                    None => None,
+                    Some(Value::String(s)) => Some(s.as_str()),
+                    Some(_) => {
+                        note(&mut failure, Failure::Malformed);
+                        continue;
+                    }
+                };
                 // The rules of this issuer that look where the token was.
                 let mut rules = self
                     .rules
@@ -526,13 +614,10 @@ impl Authn {
                     }
                 });
                 match hit {
-                    // Every token found is checked: one that fails refuses
-                    // the request even when another passed.
-                    Some(rule) if verified.is_none() => {
+                    Some(rule) => {
                         let payload = f.token.split('.').nth(1).unwrap_or_default().to_owned();
-                        verified = Some((rule, f.at, parsed.claims, payload));
+                        verified.push((rule, f.at, parsed.claims, payload));
                     }
-                    Some(_) => {}
                     None => {
                         if let Some(e) = last {
                             note(&mut failure, e);
@@ -541,34 +626,42 @@ impl Authn {
                 }
             }
         }
-        // Envoy refuses a request when any token it found fails, even if
-        // another one passed.
+        // Every token found is checked, and one that fails refuses the
+        // request even when another passed (Envoy's behaviour).
         if let Some(e) = failure {
             return Outcome::Refused(e);
         }
-        let Some((rule, at, claims, payload)) = verified else {
-            return Outcome::Refused(Failure::UnknownIssuer);
-        };
-        if !rule.forward
-            && let Location::Header { name, .. } = at
-        {
-            headers.remove(name);
-        }
-        if let Some(h) = &rule.payload_header
-            && let Ok(v) = HeaderValue::from_str(payload.trim_end_matches('='))
-        {
-            headers.insert(h.clone(), v);
-        }
-        for (h, claim) in &rule.claim_headers {
-            let mut steps = claim.split('.');
-            let mut at = claims.get(steps.next().unwrap_or_default());
-            for step in steps {
-                at = at.and_then(|v| v.get(step));
+        for (rule, at, claims, payload) in &verified {
+            if !rule.forward {
+                match at {
+                    Location::Header { name, .. } => {
+                        headers.remove(name);
+                    }
+                    Location::Param(name) => strip.push(name.clone()),
+                    // Envoy leaves cookies as they are.
+                    Location::Cookie(_) => {}
+                }
             }
-            if let Some(v) = at.and_then(claim_header_value) {
+            if let Some(h) = &rule.payload_header
+                && let Ok(v) = HeaderValue::from_str(payload.trim_end_matches('='))
+            {
                 headers.insert(h.clone(), v);
             }
+            for (h, claim) in &rule.claim_headers {
+                let mut steps = claim.split('.');
+                let mut at = claims.get(steps.next().unwrap_or_default());
+                for step in steps {
+                    at = at.and_then(|v| v.get(step));
+                }
+                if let Some(v) = at.and_then(claim_header_value) {
+                    headers.insert(h.clone(), v);
+                }
+            }
         }
+        // The identity is the first verified token's.
+        let Some((rule, _, claims, _)) = verified.into_iter().next() else {
+            return Outcome::Refused(Failure::UnknownIssuer);
+        };
         let iss = claims
             .get("iss")
             .and_then(Value::as_str)
@@ -631,5 +724,6 @@ fn claim_header_value(v: &Value) -> Option<HeaderValue> {
         }
         _ => return None,
     };
-    HeaderValue::from_str(&text).ok()
+    // Claims may hold any UTF-8 text; header values take its bytes as they are.
+    HeaderValue::from_bytes(text.as_bytes()).ok()
 }

@@ -470,35 +470,70 @@ pub(crate) fn jwks_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A JSON Web Key Set whose keys name their type and carry base64url members.
-pub(crate) fn jwks_document(text: &str) -> Result<(), String> {
-    use base64::Engine;
+/// A JSON Web Key Set (an object with a `keys` list); fetched documents are
+/// held to no more than that, since sidecars skip keys they cannot use.
+pub(crate) fn jwks_set(text: &str) -> Result<Vec<serde_json::Value>, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("jwks parse error: {e}"))?;
-    let keys = value
-        .get("keys")
-        .and_then(serde_json::Value::as_array)
-        .ok_or("jwks parse error: expected an object with a `keys` list")?;
+    match value.get("keys") {
+        Some(serde_json::Value::Array(keys)) => Ok(keys.clone()),
+        _ => Err("jwks parse error: expected an object with a `keys` list".into()),
+    }
+}
+
+/// An inline key set: every key usable, as the sidecars read it (type,
+/// curve, coordinate sizes, base64url members, string `kid`/`alg`/`use`).
+pub(crate) fn jwks_document(text: &str) -> Result<(), String> {
+    use base64::Engine;
+    use serde_json::Value;
+    let keys = jwks_set(text)?;
+    let b64 = |key: &Value, m: &str| -> Option<Vec<u8>> {
+        let v = key.get(m)?.as_str()?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v.trim_end_matches('='))
+            .ok()
+            .filter(|b| !b.is_empty())
+    };
     for (i, key) in keys.iter().enumerate() {
-        let kty = key.get("kty").and_then(serde_json::Value::as_str);
-        let members: &[&str] = match kty {
-            Some("RSA") => &["n", "e"],
-            Some("EC") => &["x", "y"],
-            Some("OKP") => &["x"],
-            Some("oct") => &["k"],
-            Some(_) => &[],
-            None => return Err(format!("jwks parse error: keys[{i}] has no `kty`")),
-        };
-        for m in members {
-            let v = key.get(*m).and_then(serde_json::Value::as_str);
-            let decoded = v.map(|v| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim_end_matches('='))
-            });
-            if !matches!(decoded, Some(Ok(ref b)) if !b.is_empty()) {
-                return Err(format!(
-                    "jwks parse error: keys[{i}].{m} must be a non-empty base64url string"
-                ));
+        let bad = |why: String| format!("jwks parse error: keys[{i}]{why}");
+        for m in ["kid", "alg", "use", "kty", "crv"] {
+            if key.get(m).is_some_and(|v| !v.is_string()) {
+                return Err(bad(format!(".{m} must be a string")));
             }
+        }
+        let member = |m: &str, len: Option<usize>| -> Result<(), String> {
+            match b64(key, m) {
+                Some(b) if len.is_none_or(|l| b.len() == l) => Ok(()),
+                Some(b) => Err(bad(format!(
+                    ".{m} must be {} bytes, not {}",
+                    len.unwrap_or(0),
+                    b.len()
+                ))),
+                None => Err(bad(format!(".{m} must be a non-empty base64url string"))),
+            }
+        };
+        let crv = key.get("crv").and_then(Value::as_str);
+        match key.get("kty").and_then(Value::as_str) {
+            Some("RSA") => {
+                member("n", None)?;
+                member("e", None)?;
+            }
+            Some("EC") => {
+                let size = match crv {
+                    Some("P-256") => 32,
+                    Some("P-384") => 48,
+                    Some("P-521") => 66,
+                    other => {
+                        return Err(bad(format!(".crv {other:?} is not P-256, P-384 or P-521")));
+                    }
+                };
+                member("x", Some(size))?;
+                member("y", Some(size))?;
+            }
+            Some("OKP") => member("x", (crv == Some("Ed25519")).then_some(32))?,
+            Some("oct") => member("k", None)?,
+            Some(_) => {}
+            None => return Err(bad(" has no `kty`".into())),
         }
     }
     Ok(())

@@ -304,9 +304,13 @@ async fn serve(
             return tag(observe, resp, || routed().detailed("mtls_required"));
         }
         let mut identity = None;
-        if let Some(authn) = policy.jwt.as_ref().filter(|_| !cors_preflight(&parts)) {
+        if let Some(authn) = &policy.jwt
+            && cors_preflight(&parts)
+        {
+            authn.strip_output_headers(&mut parts.headers);
+        } else if let Some(authn) = &policy.jwt {
             let security = &shared.metrics.security;
-            match authn.authenticate(&mut parts.headers, parts.uri.query()) {
+            match authn.authenticate(&mut parts.headers, &mut parts.uri) {
                 jwt::Outcome::Anonymous => security.request_authentication("no_token", ""),
                 jwt::Outcome::Verified(id) => {
                     security.request_authentication("verified", "");

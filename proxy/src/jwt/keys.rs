@@ -71,36 +71,48 @@ fn b64(field: &str, value: Option<&String>) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("\"{field}\" is not base64url: {e}"))
 }
 
-/// Reads a key set. A malformed key is an error naming it (a set that
-/// silently lost a key would refuse valid tokens later); a well-formed key
-/// of a type or curve this proxy cannot verify with (EC P-521) is skipped.
-pub(crate) fn parse_set(text: &str) -> Result<Vec<Key>, String> {
+/// Reads a key set. Only a document that is no key set at all is an error;
+/// a key this proxy cannot use (malformed, or of a type or curve it cannot
+/// verify with, such as EC P-521) is skipped and named in the second list,
+/// so one odd key an identity provider publishes never costs the others.
+pub(crate) fn parse_set(text: &str) -> Result<(Vec<Key>, Vec<String>), String> {
     let set: RawSet =
         serde_json::from_str(text).map_err(|e| format!("not a JSON Web Key Set: {e}"))?;
     let mut keys = Vec::with_capacity(set.keys.len());
+    let mut skipped = Vec::new();
     for (i, raw) in set.keys.into_iter().enumerate() {
-        let raw: RawKey = serde_json::from_value(raw)
-            .map_err(|e| format!("keys[{i}]: not a JSON Web Key: {e}"))?;
+        let raw: RawKey = match serde_json::from_value(raw) {
+            Ok(raw) => raw,
+            Err(e) => {
+                skipped.push(format!("keys[{i}]: not a JSON Web Key: {e}"));
+                continue;
+            }
+        };
         // Encryption keys never verify signatures.
         if raw.use_.as_deref() == Some("enc") {
             continue;
         }
-        let Some(material) = material(&raw).map_err(|e| format!("keys[{i}]: {e}"))? else {
-            continue;
-        };
-        keys.push(Key {
-            kid: raw.kid,
-            alg: raw.alg,
-            material,
-        });
+        match material(&raw) {
+            Ok(Some(material)) => keys.push(Key {
+                kid: raw.kid,
+                alg: raw.alg,
+                material,
+            }),
+            Ok(None) => skipped.push(format!("keys[{i}]: unsupported key type or curve")),
+            Err(e) => skipped.push(format!("keys[{i}]: {e}")),
+        }
     }
-    Ok(keys)
+    Ok((keys, skipped))
 }
 
 fn material(raw: &RawKey) -> Result<Option<Material>, String> {
     match raw.kty.as_deref() {
         Some("RSA") => {
-            let n = b64("n", raw.n.as_ref())?;
+            let mut n = b64("n", raw.n.as_ref())?;
+            // Some publishers keep the sign byte of the modulus; ring wants
+            // the minimal big-endian form.
+            let zeros = n.iter().take_while(|b| **b == 0).count();
+            n.drain(..zeros);
             let e = b64("e", raw.e.as_ref())?;
             if n.is_empty() || e.is_empty() {
                 return Err("empty RSA modulus or exponent".into());

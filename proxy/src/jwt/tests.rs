@@ -398,9 +398,24 @@ fn bad_rules_are_refused_with_the_field() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("default/jwt") && e.contains("jwks"), "{e}");
-    let bad_key = json!({"keys": [{"kty": "RSA", "n": "***", "e": "AQAB"}]}).to_string();
-    let e = Authn::compile(&[rule(&bad_key)]).unwrap_err().to_string();
-    assert!(e.contains("keys[0]") && e.contains("\"n\""), "{e}");
+    // A key that cannot be used is skipped; the set's other keys still work.
+    let mut set: Value = serde_json::from_str(&rsa().1).unwrap();
+    let keys = set["keys"].as_array_mut().unwrap();
+    keys.insert(
+        0,
+        json!({"kty": "RSA", "kid": "sluice-test-rsa", "n": "***", "e": "AQAB"}),
+    );
+    keys.insert(
+        0,
+        json!({"kty": "EC", "crv": "secp256k1", "x": "AQ", "y": "AQ"}),
+    );
+    keys.insert(
+        0,
+        json!({"kty": "EC", "crv": "P-256", "x": "AQ", "y": "AQ"}),
+    );
+    keys.insert(0, json!({"kty": "RSA", "kid": 7, "n": "AQAB", "e": "AQAB"}));
+    let a = authn(vec![rule(&set.to_string())]);
+    verified(&a, &mut bearer(&rs256(claims())), None);
     let mut r = rule(&rsa().1);
     r.output_payload_to_header = "bad header".into();
     let e = Authn::compile(&[r]).unwrap_err().to_string();
@@ -417,4 +432,60 @@ fn prefix_is_found_anywhere_and_the_token_ends_at_a_non_token_byte() {
     assert_eq!(strip_prefix("x, Bearer abc, y", "Bearer "), Some("abc"));
     assert_eq!(strip_prefix("abc", ""), Some("abc"));
     assert_eq!(strip_prefix("Basic abc", "Bearer "), None);
+}
+
+#[test]
+fn every_value_of_a_repeated_header_is_a_token_and_each_must_pass() {
+    let a = authn(vec![rule(&rsa().1)]);
+    let mut expired = claims();
+    expired["exp"] = json!(NOW - 3600);
+    let mut h = bearer(&rs256(claims()));
+    let second = format!("Bearer {}", rs256(expired));
+    h.append(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_str(&second).unwrap(),
+    );
+    assert_eq!(refused(&a, &mut h), Failure::Expired);
+}
+
+#[test]
+fn a_verified_query_token_leaves_the_url_unless_forwarded() {
+    let t = rs256(claims());
+    let a = authn(vec![rule(&rsa().1)]);
+    let mut uri: http::Uri = format!("/get?a=1&access_token={t}&b=2").parse().unwrap();
+    let mut h = HeaderMap::new();
+    assert!(matches!(
+        a.authenticate(&mut h, &mut uri),
+        Outcome::Verified(_)
+    ));
+    assert_eq!(uri.to_string(), "/get?a=1&b=2");
+    let mut only: http::Uri = format!("/get?access_token={t}").parse().unwrap();
+    assert!(matches!(
+        a.authenticate(&mut h, &mut only),
+        Outcome::Verified(_)
+    ));
+    assert_eq!(only.to_string(), "/get");
+    let mut r = rule(&rsa().1);
+    r.forward_original_token = true;
+    let a = authn(vec![r]);
+    let mut kept: http::Uri = format!("/get?access_token={t}").parse().unwrap();
+    assert!(matches!(
+        a.authenticate(&mut h, &mut kept),
+        Outcome::Verified(_)
+    ));
+    assert!(kept.to_string().contains("access_token="));
+}
+
+#[test]
+fn fractional_time_claims_are_cut_to_seconds_and_aud_must_be_strings() {
+    let a = authn(vec![rule(&rsa().1)]);
+    let mut c = claims();
+    c["exp"] = json!((NOW + 100) as f64 + 0.5);
+    verified(&a, &mut bearer(&rs256(c)), None);
+    let mut c = claims();
+    c["aud"] = json!(["bookinfo", 7]);
+    assert_eq!(refused(&a, &mut bearer(&rs256(c))), Failure::Malformed);
+    let mut c = claims();
+    c["iss"] = json!(42);
+    assert_eq!(refused(&a, &mut bearer(&rs256(c))), Failure::Malformed);
 }

@@ -256,9 +256,10 @@ fn request_authentication_from_istio_docs_is_valid() {
     forwardOriginalToken: true
     timeout: 3s
   - issuer: other
-    jwks: '{"keys":[{"kty":"EC","crv":"P-256","x":"AQ","y":"AQ"}]}'
+    jwks: 'JWKS'
 "#;
-    assert_eq!(ra(spec), Vec::<String>::new());
+    let jwks = include_str!("../../../../proxy/testdata/jwt-rsa-test-jwks.json").trim();
+    assert_eq!(ra(&spec.replace("JWKS", jwks)), Vec::<String>::new());
     // The older snake_case spelling of jwksUri is read too.
     assert_eq!(
         ra("{jwtRules: [{issuer: a, jwks_uri: 'http://idp.local/keys'}]}"),
