@@ -177,6 +177,13 @@ spec:
   tokensPerFill: 5
   fillInterval: 1s
 ---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: orders-jwt}
+spec:
+  selector: {matchLabels: {app: orders}}
+  jwtRules: [{issuer: https://idp.example, jwks: '{"keys":[]}'}]
+---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}
@@ -279,6 +286,9 @@ fn describe_pod_lists_policies_modes_and_tls_conflict() {
         ]
     );
     assert_eq!(w["authorization_policies"][0]["action"], "DENY");
+    assert_eq!(w["jwt_rules"][0]["policy"], "default/orders-jwt");
+    assert_eq!(w["jwt_rules"][0]["issuer"], "https://idp.example");
+    assert_eq!(w["jwt_rules"][0]["keys"], "0 key(s)");
     assert_eq!(
         w["rate_limits"][0]["name"],
         "default/EnvoyFilter/rate-limit-filter"

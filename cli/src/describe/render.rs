@@ -217,6 +217,25 @@ fn workload(out: &mut String, w: &WorkloadView) {
             format!(" ({})", ports.join(", "))
         }
     );
+    if w.jwt_rules.is_empty() {
+        let _ = writeln!(
+            out,
+            "   RequestAuthentication: none (tokens are not checked)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "   RequestAuthentication (every token found must pass):"
+        );
+    }
+    for r in &w.jwt_rules {
+        let issuer = if r.issuer.is_empty() {
+            "any issuer"
+        } else {
+            &r.issuer
+        };
+        let _ = writeln!(out, "      {} {} ({})", r.policy, issuer, r.keys);
+    }
     if w.authorization_policies.is_empty() {
         let _ = writeln!(out, "   AuthorizationPolicy: none (every request allowed)");
     } else {

@@ -120,6 +120,17 @@ pub struct AuthzView {
     pub why: String,
 }
 
+/// A RequestAuthentication rule in force for a workload.
+#[derive(Debug, Serialize)]
+pub struct JwtView {
+    /// `<namespace>/<name>` of the policy.
+    pub policy: String,
+    /// Issuer the rule checks (empty: any).
+    pub issuer: String,
+    /// Where the keys are: inline, fetched, or why there are none.
+    pub keys: String,
+}
+
 /// A token bucket in force for a workload.
 #[derive(Debug, Serialize)]
 pub struct RateLimitView {
@@ -153,6 +164,8 @@ pub struct WorkloadView {
     pub mtls: String,
     /// Mode per inbound port.
     pub ports: Vec<PortMode>,
+    /// RequestAuthentication rules in force (merged).
+    pub jwt_rules: Vec<JwtView>,
     /// AuthorizationPolicies in force, in evaluation order.
     pub authorization_policies: Vec<AuthzView>,
     /// Rate limits in force.
@@ -436,6 +449,27 @@ pub fn workload_view(mesh: &Mesh, instance: &Instance, config: &pb::ProxyConfig)
             }
         })
         .collect();
+    let jwt_rules = security
+        .jwt_rules
+        .iter()
+        .map(|r| JwtView {
+            policy: r.policy.clone(),
+            issuer: r.issuer.clone(),
+            keys: if !r.jwks_error.is_empty() {
+                // Only a running controller fetches: name where it would.
+                match jwks_uri(index, &r.policy, &r.issuer) {
+                    Some(uri) => format!("keys fetched by the controller from {uri}"),
+                    None => format!("no keys: {}", r.jwks_error),
+                }
+            } else {
+                let count = serde_json::from_str::<serde_json::Value>(&r.jwks)
+                    .ok()
+                    .and_then(|v| v.get("keys").and_then(|k| k.as_array()).map(Vec::len))
+                    .unwrap_or(0);
+                format!("{count} key(s)")
+            },
+        })
+        .collect();
     let rate_limits = inbound
         .rate_limits
         .iter()
@@ -451,10 +485,34 @@ pub fn workload_view(mesh: &Mesh, instance: &Instance, config: &pb::ProxyConfig)
         peer_authentications,
         mtls: mode_name(security.mtls),
         ports,
+        jwt_rules,
         authorization_policies,
         rate_limits,
         telemetry: telemetry_view(index, instance, config),
     }
+}
+
+/// Where the controller fetches the keys of `policy`'s rule for `issuer`.
+fn jwks_uri(index: &MeshIndex, policy: &str, issuer: &str) -> Option<String> {
+    let (namespace, name) = policy.split_once('/')?;
+    index
+        .of_kind(kind::REQUEST_AUTHENTICATION)
+        .find_map(|r| match r {
+            Resource::RequestAuthentication(ra)
+                if ra.metadata.namespace.as_deref() == Some(namespace)
+                    && ra.metadata.name.as_deref() == Some(name) =>
+            {
+                let rule = ra.spec.jwt_rules.iter().find(|j| j.issuer == issuer)?;
+                Some(match rule.jwks_uri.as_deref().filter(|u| !u.is_empty()) {
+                    Some(uri) => uri.to_owned(),
+                    None => format!(
+                        "{}/.well-known/openid-configuration",
+                        issuer.trim_end_matches('/')
+                    ),
+                })
+            }
+            _ => None,
+        })
 }
 
 fn selector_text(selector: Option<&serde_json::Value>) -> Option<String> {
