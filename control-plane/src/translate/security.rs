@@ -3,9 +3,7 @@
 
 use super::{View, namespace_of};
 use crate::crd::authorization_policy::{Condition, Operation, Rule, Source};
-use crate::crd::{
-    AuthorizationPolicy, PeerAuthentication, RequestAuthentication, WorkloadLabelSelector,
-};
+use crate::crd::{AuthorizationPolicy, PeerAuthentication, WorkloadLabelSelector};
 use crate::resource::Resource;
 use crate::services::labels_match;
 use sluice_api::config as pb;
@@ -140,30 +138,18 @@ pub(crate) fn inbound_security(view: &View<'_>) -> pb::InboundSecurity {
         &proxy.namespace,
         &proxy.labels,
     );
-    let mut authz: Vec<&AuthorizationPolicy> = view
-        .index
-        .of_kind(crate::resource::kind::AUTHORIZATION_POLICY)
-        .filter_map(|r| match r {
-            Resource::AuthorizationPolicy(ap) => Some(ap),
+    let authz = sidecar_policies(
+        view,
+        crate::resource::kind::AUTHORIZATION_POLICY,
+        |r| match r {
+            Resource::AuthorizationPolicy(ap) => Some((
+                ap,
+                ap.spec.selector.as_ref(),
+                ap.spec.target_ref.is_some() || !ap.spec.target_refs.is_empty(),
+            )),
             _ => None,
-        })
-        .filter(|ap| {
-            let ns = namespace_of(&ap.metadata);
-            // targetRef(s) attach policies to gateways and waypoints, not sidecars.
-            let for_sidecars = ap.spec.target_ref.is_none() && ap.spec.target_refs.is_empty();
-            for_sidecars
-                && (ns == root || ns == proxy.namespace)
-                && selects(ap.spec.selector.as_ref(), &proxy.labels)
-        })
-        .collect();
-    // Root namespace policies first, then the workload's own; oldest first within each.
-    authz.sort_by_key(|ap| {
-        (
-            namespace_of(&ap.metadata) != root,
-            ap.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            ap.metadata.name.clone(),
-        )
-    });
+        },
+    );
     pb::InboundSecurity {
         mtls: modes.mode as i32,
         port_mtls: modes.ports.iter().map(|(p, m)| (*p, *m as i32)).collect(),
@@ -181,31 +167,18 @@ pub(crate) fn inbound_security(view: &View<'_>) -> pb::InboundSecurity {
 /// namespace's first, then the workload namespace's, oldest first in each.
 /// Key sets named by URL (or found by discovery) are the controller's fetch.
 fn jwt_rules(view: &View<'_>) -> Vec<pb::JwtRule> {
-    let proxy = view.proxy;
-    let root = view.index.mesh.root_namespace.as_str();
-    let mut policies: Vec<&RequestAuthentication> = view
-        .index
-        .of_kind(crate::resource::kind::REQUEST_AUTHENTICATION)
-        .filter_map(|r| match r {
-            Resource::RequestAuthentication(ra) => Some(ra),
+    let policies = sidecar_policies(
+        view,
+        crate::resource::kind::REQUEST_AUTHENTICATION,
+        |r| match r {
+            Resource::RequestAuthentication(ra) => Some((
+                ra,
+                ra.spec.selector.as_ref(),
+                ra.spec.target_ref.is_some() || !ra.spec.target_refs.is_empty(),
+            )),
             _ => None,
-        })
-        .filter(|ra| {
-            let ns = namespace_of(&ra.metadata);
-            // targetRef(s) attach policies to gateways and waypoints, not sidecars.
-            let for_sidecars = ra.spec.target_ref.is_none() && ra.spec.target_refs.is_empty();
-            for_sidecars
-                && (ns == root || ns == proxy.namespace)
-                && selects(ra.spec.selector.as_ref(), &proxy.labels)
-        })
-        .collect();
-    policies.sort_by_key(|ra| {
-        (
-            namespace_of(&ra.metadata) != root,
-            ra.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            ra.metadata.name.clone(),
-        )
-    });
+        },
+    );
     let mut out = Vec::new();
     for ra in policies {
         let policy = name(&ra.metadata);
@@ -247,6 +220,39 @@ fn jwt_rules(view: &View<'_>) -> Vec<pb::JwtRule> {
             });
         }
     }
+    out
+}
+
+/// The policies of `kind` that apply to the sidecar in `view`: those of the
+/// root namespace and of the workload's, without a selector or with one that
+/// matches its labels; `targetRef(s)` ones attach to gateways and waypoints,
+/// never to sidecars. Root namespace first, then oldest first (Istio's order).
+/// `pick` gives (policy, selector, attached by targetRef).
+fn sidecar_policies<'i, T: kube::Resource>(
+    view: &View<'i>,
+    kind: &'static str,
+    pick: impl Fn(&'i Resource) -> Option<(&'i T, Option<&'i WorkloadLabelSelector>, bool)>,
+) -> Vec<&'i T> {
+    let proxy = view.proxy;
+    let root = view.index.mesh.root_namespace.as_str();
+    let mut out: Vec<&T> = view
+        .index
+        .of_kind(kind)
+        .filter_map(pick)
+        .filter(|(p, selector, targeted)| {
+            let ns = namespace_of(p.meta());
+            !targeted && (ns == root || ns == proxy.namespace) && selects(*selector, &proxy.labels)
+        })
+        .map(|(p, _, _)| p)
+        .collect();
+    out.sort_by_key(|p| {
+        let m = p.meta();
+        (
+            namespace_of(m) != root,
+            m.creation_timestamp.as_ref().map(|t| t.0),
+            m.name.clone(),
+        )
+    });
     out
 }
 

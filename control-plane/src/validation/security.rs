@@ -6,7 +6,7 @@ use crate::crd::authorization_policy::{Operation, Rule, Source};
 use crate::crd::request_authentication::JwtRule;
 use crate::crd::{
     AuthorizationPolicySpec, PeerAuthenticationSpec, PolicyTargetReference,
-    RequestAuthenticationSpec,
+    RequestAuthenticationSpec, WorkloadLabelSelector,
 };
 
 const MTLS_MODES: &[&str] = &["UNSET", "DISABLE", "PERMISSIVE", "STRICT"];
@@ -61,24 +61,12 @@ impl Validate for PeerAuthenticationSpec {
 impl Validate for AuthorizationPolicySpec {
     fn validate(&self, errors: &mut FieldErrors) {
         let spec = "spec";
-        let attachments = [
-            self.selector.is_some(),
-            self.target_ref.is_some(),
-            !self.target_refs.is_empty(),
-        ];
-        if attachments.iter().filter(|a| **a).count() > 1 {
-            errors.push(
-                spec,
-                "only one of selector, targetRef or targetRefs can be set",
-            );
-        }
-        check_selector(errors, &at(spec, "selector"), self.selector.as_ref());
-        if let Some(t) = &self.target_ref {
-            check_target_ref(errors, &at(spec, "targetRef"), t);
-        }
-        for (i, t) in self.target_refs.iter().enumerate() {
-            check_target_ref(errors, &item(spec, "targetRefs", i), t);
-        }
+        check_attachment(
+            errors,
+            self.selector.as_ref(),
+            self.target_ref.as_ref(),
+            &self.target_refs,
+        );
         check_enum(errors, at(spec, "action"), self.action.as_deref(), ACTIONS);
         let action = self.action.as_deref().unwrap_or("ALLOW");
         if action == "CUSTOM" {
@@ -115,6 +103,34 @@ impl Validate for AuthorizationPolicySpec {
         for (i, rule) in self.rules.iter().enumerate() {
             check_rule(errors, &item(spec, "rules", i), rule, action == "CUSTOM");
         }
+    }
+}
+
+/// A policy attaches by `selector`, `targetRef` or `targetRefs`: one of them at most.
+fn check_attachment(
+    errors: &mut FieldErrors,
+    selector: Option<&WorkloadLabelSelector>,
+    target_ref: Option<&PolicyTargetReference>,
+    target_refs: &[PolicyTargetReference],
+) {
+    let spec = "spec";
+    let attachments = [
+        selector.is_some(),
+        target_ref.is_some(),
+        !target_refs.is_empty(),
+    ];
+    if attachments.iter().filter(|a| **a).count() > 1 {
+        errors.push(
+            spec,
+            "only one of selector, targetRef or targetRefs can be set",
+        );
+    }
+    check_selector(errors, &at(spec, "selector"), selector);
+    if let Some(t) = target_ref {
+        check_target_ref(errors, &at(spec, "targetRef"), t);
+    }
+    for (i, t) in target_refs.iter().enumerate() {
+        check_target_ref(errors, &item(spec, "targetRefs", i), t);
     }
 }
 
@@ -335,24 +351,12 @@ mod tests;
 impl Validate for RequestAuthenticationSpec {
     fn validate(&self, errors: &mut FieldErrors) {
         let spec = "spec";
-        let attachments = [
-            self.selector.is_some(),
-            self.target_ref.is_some(),
-            !self.target_refs.is_empty(),
-        ];
-        if attachments.iter().filter(|a| **a).count() > 1 {
-            errors.push(
-                spec,
-                "only one of selector, targetRef or targetRefs can be set",
-            );
-        }
-        check_selector(errors, &at(spec, "selector"), self.selector.as_ref());
-        if let Some(t) = &self.target_ref {
-            check_target_ref(errors, &at(spec, "targetRef"), t);
-        }
-        for (i, t) in self.target_refs.iter().enumerate() {
-            check_target_ref(errors, &item(spec, "targetRefs", i), t);
-        }
+        check_attachment(
+            errors,
+            self.selector.as_ref(),
+            self.target_ref.as_ref(),
+            &self.target_refs,
+        );
         for (i, rule) in self.jwt_rules.iter().enumerate() {
             check_jwt_rule(errors, &item(spec, "jwtRules", i), rule);
         }
