@@ -31,8 +31,15 @@ fn rsa() -> (RsaKeyPair, String) {
 }
 
 fn rs256(claims: Value) -> String {
+    rs256_with(
+        json!({"alg": "RS256", "kid": "sluice-test-rsa", "typ": "JWT"}),
+        claims,
+    )
+}
+
+/// A token signed with the RSA test key under any header.
+fn rs256_with(header: Value, claims: Value) -> String {
     let (key, _) = rsa();
-    let header = json!({"alg": "RS256", "kid": "sluice-test-rsa", "typ": "JWT"});
     token(header, claims, |m| {
         let mut sig = vec![0; key.public().modulus_len()];
         key.sign(
@@ -203,18 +210,7 @@ fn unknown_issuer_bad_signature_wrong_kid_and_malformed_are_refused() {
         Failure::BadSignature
     );
 
-    let (key, _) = rsa();
-    let other_kid = token(json!({"alg": "RS256", "kid": "rotated"}), claims(), |m| {
-        let mut sig = vec![0; key.public().modulus_len()];
-        key.sign(
-            &ring::signature::RSA_PKCS1_SHA256,
-            &SystemRandom::new(),
-            m,
-            &mut sig,
-        )
-        .unwrap();
-        sig
-    });
+    let other_kid = rs256_with(json!({"alg": "RS256", "kid": "rotated"}), claims());
     assert_eq!(refused(&a, &mut bearer(&other_kid)), Failure::NoMatchingKey);
     assert_eq!(refused(&a, &mut bearer("a.b")), Failure::Malformed);
     let none = format!(
