@@ -1,7 +1,8 @@
 //! The subset of CEL that access-log filters (Istio Telemetry
-//! `accessLogging[].filter.expression`) may use, shared by the controller
-//! (which refuses anything outside it, naming what) and the sidecar (which
-//! evaluates it per request).
+//! `accessLogging[].filter.expression`) and metric label values
+//! (`metrics[].overrides[].tagOverrides[].value`) may use, shared by the
+//! controller (which refuses anything outside it, naming what) and the sidecar
+//! (which evaluates it per request).
 //!
 //! Supported: `&&`, `||`, `!`, parentheses, `== != < <= > >=` on integers,
 //! strings and booleans, the string methods `startsWith`, `endsWith`,
@@ -10,6 +11,11 @@
 //! error rules: a missing header is an error, `false && error` is false,
 //! `true || error` is true, and an expression that ends in an error (or a
 //! non-boolean) does not log.
+//!
+//! Label values ([`parse_value`]) may also use `c ? a : b`, `string(x)`,
+//! `int(x)`, `has(attribute)` and the attributes of [`TAG_ATTRIBUTES`] (ports
+//! and the peers' metadata); a value that ends in an error is `unknown`, as
+//! Istio's stats filter reports it.
 
 use std::fmt;
 
@@ -39,6 +45,41 @@ pub const ATTRIBUTES: &[(&str, Kind)] = &[
     ("upstream.address", Kind::Str),
     ("xds.cluster_name", Kind::Str),
     ("xds.route_name", Kind::Str),
+];
+
+/// What label values may read besides [`ATTRIBUTES`]: Envoy's port
+/// attributes and the peers' metadata (Istio ≥ 1.24 names them
+/// `filter_state.upstream_peer.<field>` / `filter_state.downstream_peer.<field>`;
+/// the older top-level `upstream_peer` / `downstream_peer` are accepted too).
+pub const TAG_ATTRIBUTES: &[(&str, Kind)] = &[
+    ("destination.port", Kind::Int),
+    ("source.port", Kind::Int),
+    ("response.grpc_status", Kind::Int),
+    ("filter_state.upstream_peer.app", Kind::Str),
+    ("filter_state.upstream_peer.version", Kind::Str),
+    ("filter_state.upstream_peer.service", Kind::Str),
+    ("filter_state.upstream_peer.revision", Kind::Str),
+    ("filter_state.upstream_peer.workload", Kind::Str),
+    ("filter_state.upstream_peer.namespace", Kind::Str),
+    ("filter_state.upstream_peer.cluster", Kind::Str),
+    ("filter_state.downstream_peer.app", Kind::Str),
+    ("filter_state.downstream_peer.version", Kind::Str),
+    ("filter_state.downstream_peer.service", Kind::Str),
+    ("filter_state.downstream_peer.revision", Kind::Str),
+    ("filter_state.downstream_peer.workload", Kind::Str),
+    ("filter_state.downstream_peer.namespace", Kind::Str),
+    ("filter_state.downstream_peer.cluster", Kind::Str),
+];
+
+/// The peers themselves, for `has(filter_state.upstream_peer)`: whether
+/// there is metadata of that peer at all.
+pub const PEERS: [&str; 2] = ["filter_state.upstream_peer", "filter_state.downstream_peer"];
+
+/// The peer-metadata prefixes of older Istio versions, read as the
+/// `filter_state.` ones.
+const LEGACY_PEERS: [(&str, &str); 2] = [
+    ("upstream_peer.", "filter_state.upstream_peer."),
+    ("downstream_peer.", "filter_state.downstream_peer."),
 ];
 
 /// A value's type.
@@ -121,11 +162,20 @@ pub enum Expr {
     Cmp(Cmp, Box<Expr>, Box<Expr>),
     /// `a.method(b)`
     Call(Method, Box<Expr>, Box<Expr>),
+    /// `c ? a : b` (both branches of one type).
+    Cond(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `string(x)`
+    ToString(Box<Expr>),
+    /// `int(x)`
+    ToInt(Box<Expr>),
+    /// `has(attribute)`: whether the attribute has a value here.
+    Has(&'static str),
 }
 
 /// What evaluation reads from the request being logged.
 pub trait Attributes {
     /// The value of a supported attribute, `None` when it has none here.
+    /// For a name of [`PEERS`], any value when that peer's metadata is known.
     fn attribute(&self, name: &str) -> Option<Value>;
     /// A request header's value (name lower-case), `None` when absent.
     fn header(&self, name: &str) -> Option<String>;
@@ -140,8 +190,8 @@ enum Token {
 }
 
 fn tokens(src: &str) -> Result<Vec<Token>, CelError> {
-    const OPS: [&str; 15] = [
-        "&&", "||", "==", "!=", "<=", ">=", "<", ">", "!", "(", ")", "[", "]", ".", ",",
+    const OPS: [&str; 17] = [
+        "&&", "||", "==", "!=", "<=", ">=", "<", ">", "!", "(", ")", "[", "]", ".", ",", "?", ":",
     ];
     let mut out = Vec::new();
     let chars: Vec<char> = src.chars().collect();
@@ -204,8 +254,25 @@ fn tokens(src: &str) -> Result<Vec<Token>, CelError> {
     Ok(out)
 }
 
-/// Parses `src`, checking attributes, methods and types.
+/// Parses `src`, a boolean filter, checking attributes, methods and types.
 pub fn parse(src: &str) -> Result<Expr, CelError> {
+    let e = parse_with(src, false)?;
+    if kind(&e) != Some(Kind::Bool) {
+        return err("the expression must be a boolean");
+    }
+    Ok(e)
+}
+
+/// Parses `src`, a label value of any type, which may also use
+/// [`TAG_ATTRIBUTES`], `?:`, `string()`, `int()` and `has()`.
+pub fn parse_value(src: &str) -> Result<Expr, CelError> {
+    if src.trim().is_empty() {
+        return err("the expression is empty");
+    }
+    parse_with(src, true)
+}
+
+fn parse_with(src: &str, values: bool) -> Result<Expr, CelError> {
     if src.len() > MAX_LEN {
         return err(format!("expression longer than {MAX_LEN} bytes"));
     }
@@ -213,13 +280,11 @@ pub fn parse(src: &str) -> Result<Expr, CelError> {
         toks: tokens(src)?,
         pos: 0,
         depth: 0,
+        values,
     };
-    let e = p.or()?;
+    let e = p.cond()?;
     if let Some(t) = p.toks.get(p.pos) {
         return err(format!("unexpected {t:?} after the expression"));
-    }
-    if kind(&e) != Some(Kind::Bool) {
-        return err("the expression must be a boolean");
     }
     Ok(e)
 }
@@ -228,16 +293,37 @@ struct Parser {
     toks: Vec<Token>,
     pos: usize,
     depth: usize,
+    /// Label-value syntax ([`parse_value`]) allowed.
+    values: bool,
 }
 
 fn kind(e: &Expr) -> Option<Kind> {
     match e {
-        Expr::Lit(Value::Int(_)) => Some(Kind::Int),
-        Expr::Lit(Value::Str(_)) | Expr::Header(_) => Some(Kind::Str),
+        Expr::Lit(Value::Int(_)) | Expr::ToInt(_) => Some(Kind::Int),
+        Expr::Lit(Value::Str(_)) | Expr::Header(_) | Expr::ToString(_) => Some(Kind::Str),
         Expr::Lit(Value::Bool(_)) => Some(Kind::Bool),
         Expr::Attr(_, k) => Some(*k),
+        Expr::Cond(_, a, _) => kind(a),
         _ => Some(Kind::Bool),
     }
+}
+
+/// The attribute called `path` that `values` syntax may read.
+fn attribute(path: &str, values: bool) -> Option<(&'static str, Kind)> {
+    let path = LEGACY_PEERS
+        .iter()
+        .find_map(|(old, new)| {
+            path.strip_prefix(old)
+                .filter(|_| values)
+                .map(|field| format!("{new}{field}"))
+        })
+        .unwrap_or_else(|| path.to_owned());
+    let extra: &[(&'static str, Kind)] = if values { TAG_ATTRIBUTES } else { &[] };
+    ATTRIBUTES
+        .iter()
+        .chain(extra)
+        .find(|(n, _)| *n == path)
+        .copied()
 }
 
 impl Parser {
@@ -267,6 +353,32 @@ impl Parser {
             return err(format!("nested deeper than {MAX_DEPTH}"));
         }
         Ok(())
+    }
+
+    /// `c ? a : b`, the lowest precedence (label values only).
+    fn cond(&mut self) -> Result<Expr, CelError> {
+        let c = self.or()?;
+        if !self.peek_op("?") {
+            return Ok(c);
+        }
+        if !self.values {
+            return err("`?:` is not supported in filters");
+        }
+        self.pos += 1;
+        self.deeper()?;
+        let a = self.cond()?;
+        self.expect_op(":")?;
+        let b = self.cond()?;
+        self.depth -= 1;
+        let c = bool_operand(c)?;
+        if kind(&a) != kind(&b) {
+            return err(format!(
+                "the branches of `?:` are {} and {}",
+                kind_name(kind(&a)),
+                kind_name(kind(&b))
+            ));
+        }
+        Ok(Expr::Cond(Box::new(c), Box::new(a), Box::new(b)))
     }
 
     fn or(&mut self) -> Result<Expr, CelError> {
@@ -398,13 +510,14 @@ impl Parser {
             Token::Int(n) => Ok(Expr::Lit(Value::Int(n))),
             Token::Str(s) => Ok(Expr::Lit(Value::Str(s))),
             Token::Op("(") => {
-                let e = self.or()?;
+                let e = self.cond()?;
                 self.expect_op(")")?;
                 Ok(e)
             }
             Token::Op(o) => err(format!("unexpected `{o}`")),
             Token::Ident(w) if w == "true" => Ok(Expr::Lit(Value::Bool(true))),
             Token::Ident(w) if w == "false" => Ok(Expr::Lit(Value::Bool(false))),
+            Token::Ident(f) if self.values && self.peek_op("(") => self.function(&f),
             Token::Ident(first) => {
                 let mut path = first;
                 // Attribute paths are `a.b`; a `.` followed by `(` later is a
@@ -428,20 +541,88 @@ impl Parser {
                     self.expect_op("]")?;
                     return Ok(Expr::Header(name.to_ascii_lowercase()));
                 }
-                match ATTRIBUTES.iter().find(|(n, _)| *n == path) {
-                    Some((name, k)) => Ok(Expr::Attr(name, *k)),
-                    None => err(format!(
-                        "unsupported attribute `{path}` (supported: {}, request.headers['name'])",
-                        ATTRIBUTES
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
+                match attribute(&path, self.values) {
+                    Some((name, k)) => Ok(Expr::Attr(name, k)),
+                    None => err(unsupported(&path, self.values)),
                 }
             }
         }
     }
+
+    /// `string(x)`, `int(x)`, `has(attribute)`; the name is eaten, `(` is next.
+    fn function(&mut self, name: &str) -> Result<Expr, CelError> {
+        self.expect_op("(")?;
+        self.deeper()?;
+        let e = match name {
+            "has" => {
+                let mut path = String::new();
+                while let Some(Token::Ident(w)) = self.toks.get(self.pos) {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(w);
+                    self.pos += 1;
+                    if !(self.peek_op(".")
+                        && matches!(self.toks.get(self.pos + 1), Some(Token::Ident(_))))
+                    {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                if path == "request.headers" && self.eat_op("[") {
+                    let Some(Token::Str(name)) = self.toks.get(self.pos).cloned() else {
+                        return err("request.headers[...] takes a string literal");
+                    };
+                    self.pos += 1;
+                    self.expect_op("]")?;
+                    Expr::HasHeader(name.to_ascii_lowercase())
+                } else if let Some(peer) = PEERS.iter().find(|p| {
+                    **p == path
+                        || LEGACY_PEERS.iter().any(|(old, new)| {
+                            new.strip_suffix('.') == Some(*p)
+                                && old.strip_suffix('.') == Some(&path)
+                        })
+                }) {
+                    Expr::Has(peer)
+                } else {
+                    match attribute(&path, true) {
+                        Some((name, _)) => Expr::Has(name),
+                        None if path.is_empty() => return err("has() takes an attribute"),
+                        None => return err(unsupported(&path, true)),
+                    }
+                }
+            }
+            "string" => Expr::ToString(Box::new(self.cond()?)),
+            "int" => {
+                let arg = self.cond()?;
+                if kind(&arg) == Some(Kind::Bool) {
+                    return err("int() takes an integer or a string");
+                }
+                Expr::ToInt(Box::new(arg))
+            }
+            other => {
+                return err(format!(
+                    "unsupported function `{other}` (supported: string, int, has)"
+                ));
+            }
+        };
+        self.expect_op(")")?;
+        self.depth -= 1;
+        Ok(e)
+    }
+}
+
+fn unsupported(path: &str, values: bool) -> String {
+    let extra: &[(&'static str, Kind)] = if values { TAG_ATTRIBUTES } else { &[] };
+    format!(
+        "unsupported attribute `{path}` (supported: {}, request.headers['name'])",
+        ATTRIBUTES
+            .iter()
+            .chain(extra)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn kind_name(k: Option<Kind>) -> &'static str {
@@ -474,6 +655,29 @@ impl Expr {
         matches!(self.eval(a), Ok(Value::Bool(true)))
     }
 
+    /// The value as a metric label: strings as they are, integers in
+    /// decimal, booleans `true` / `false`; `None` when evaluation fails.
+    pub fn label(&self, a: &dyn Attributes) -> Option<String> {
+        match self.eval(a).ok()? {
+            Value::Str(s) => Some(s),
+            Value::Int(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+        }
+    }
+
+    /// Attributes the expression reads.
+    pub fn attributes(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        self.walk(&mut |e| {
+            if let Expr::Attr(n, _) | Expr::Has(n) = e
+                && !out.contains(n)
+            {
+                out.push(*n);
+            }
+        });
+        out
+    }
+
     /// Header names the expression reads (lower-case), so a caller can keep
     /// only those until the request is logged.
     pub fn headers(&self) -> Vec<String> {
@@ -491,8 +695,13 @@ impl Expr {
     fn walk(&self, f: &mut dyn FnMut(&Expr)) {
         f(self);
         match self {
-            Expr::Not(e) => e.walk(f),
+            Expr::Not(e) | Expr::ToString(e) | Expr::ToInt(e) => e.walk(f),
             Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, a, b) | Expr::Call(_, a, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            Expr::Cond(c, a, b) => {
+                c.walk(f);
                 a.walk(f);
                 b.walk(f);
             }
@@ -544,6 +753,24 @@ impl Expr {
                     Method::Contains => s.contains(&arg),
                 })
             }
+            Expr::Cond(c, x, y) => {
+                if truth(c.eval(a))? {
+                    x.eval(a)?
+                } else {
+                    y.eval(a)?
+                }
+            }
+            Expr::ToString(e) => Value::Str(match e.eval(a)? {
+                Value::Str(s) => s,
+                Value::Int(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+            }),
+            Expr::ToInt(e) => Value::Int(match e.eval(a)? {
+                Value::Int(n) => n,
+                Value::Str(s) => s.trim().parse().map_err(|_| NoValue)?,
+                Value::Bool(_) => return Err(NoValue),
+            }),
+            Expr::Has(name) => Value::Bool(a.attribute(name).is_some()),
         })
     }
 }

@@ -33,6 +33,8 @@ struct InboundCtx {
     dst_port: Option<u16>,
     /// The caller: PROXY header source, else the TCP peer.
     source_ip: IpAddr,
+    /// The TCP peer's port (0 when the caller came in a PROXY header).
+    source_port: u16,
     /// The original destination address (this workload).
     destination_ip: IpAddr,
     /// The caller's verified identity, when it came over mutual TLS.
@@ -183,6 +185,11 @@ async fn handle_conn(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAdd
     let ctx = InboundCtx {
         dst_port,
         source_ip,
+        source_port: if source_ip == peer.ip() {
+            peer.port()
+        } else {
+            0
+        },
         destination_ip,
         cache: Arc::new(http::ConnCache::new(tls_peer.as_deref())),
         peer: tls_peer,

@@ -3,7 +3,11 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{
+    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,11 +19,13 @@ use crate::model::{Text, WorkloadMeta};
 mod resilience;
 mod security;
 mod series;
+mod tags;
 mod telemetry;
 
 pub use resilience::{ResilienceMetrics, RetryOutcome};
 pub use security::{SecurityMetrics, Side};
 use series::{RequestSeries, SeriesCache};
+pub use tags::{TagFacts, TagPlans};
 pub use telemetry::{LogOutcome, SpanOutcome, TcpLog, TelemetryMetrics};
 
 impl EncodeLabelValue for Text {
@@ -63,11 +69,15 @@ pub struct ServiceLabels {
     pub namespace: Text,
 }
 
-/// Labels of `istio_requests_total` and the request histograms.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of `istio_requests_total` and the request histograms, Istio's
+/// standard set; [`REQUEST_LABEL_NAMES`] in order, then what a Telemetry's
+/// `tagOverrides` changed ([`Custom`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RequestLabels {
     pub reporter: Text,
     pub source_workload: Text,
+    pub source_canonical_service: Text,
+    pub source_canonical_revision: Text,
     pub source_workload_namespace: Text,
     pub source_principal: Text,
     pub source_app: Text,
@@ -79,6 +89,8 @@ pub struct RequestLabels {
     pub destination_app: Text,
     pub destination_version: Text,
     pub destination_service: Text,
+    pub destination_canonical_service: Text,
+    pub destination_canonical_revision: Text,
     pub destination_service_name: Text,
     pub destination_service_namespace: Text,
     pub destination_cluster: Text,
@@ -87,13 +99,183 @@ pub struct RequestLabels {
     pub grpc_response_status: Text,
     pub response_flags: Text,
     pub connection_security_policy: Text,
+    /// Labels a Telemetry left out or added.
+    pub custom: Custom,
 }
 
-/// Labels of the `istio_tcp_*` metrics.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// The names of [`RequestLabels`]' standard labels, in their order.
+pub const REQUEST_LABEL_NAMES: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// The names of [`TcpLabels`]' standard labels, in their order.
+pub const TCP_LABEL_NAMES: [&str; 23] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "request_protocol",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// What `tagOverrides` did to one series' labels: standard labels left out
+/// (bit `i` = name `i` of the label set's names; their values are blanked so
+/// that series differing only there are one) and labels added or replaced
+/// (name, value), in order.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct Custom(Option<Arc<CustomLabels>>);
+
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct CustomLabels {
+    removed: u32,
+    added: Vec<(Text, Text)>,
+}
+
+impl Custom {
+    /// Labels left out (`removed` bits) and added.
+    pub fn new(removed: u32, added: Vec<(Text, Text)>) -> Self {
+        if removed == 0 && added.is_empty() {
+            return Custom(None);
+        }
+        Custom(Some(Arc::new(CustomLabels { removed, added })))
+    }
+
+    fn removed(&self) -> u32 {
+        self.0.as_ref().map_or(0, |c| c.removed)
+    }
+
+    fn added(&self) -> &[(Text, Text)] {
+        self.0.as_ref().map_or(&[], |c| &c.added)
+    }
+}
+
+/// A standard label's value while encoding.
+enum LabelValue<'a> {
+    Text(&'a Text),
+    Code(u16),
+}
+
+impl EncodeLabelValue for LabelValue<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            LabelValue::Text(t) => t.encode(encoder),
+            LabelValue::Code(c) => EncodeLabelValue::encode(&u32::from(*c), encoder),
+        }
+    }
+}
+
+/// Encodes the standard labels not left out, then the added ones.
+fn encode_labels<'a>(
+    encoder: &mut LabelSetEncoder<'_>,
+    names: &[&'static str],
+    values: impl Iterator<Item = LabelValue<'a>>,
+    custom: &Custom,
+) -> Result<(), std::fmt::Error> {
+    let removed = custom.removed();
+    for (i, (name, value)) in names.iter().zip(values).enumerate() {
+        if removed & (1 << i) == 0 {
+            (*name, value).encode(encoder.encode_label())?;
+        }
+    }
+    for (name, value) in custom.added() {
+        (name.as_str(), LabelValue::Text(value)).encode(encoder.encode_label())?;
+    }
+    Ok(())
+}
+
+impl RequestLabels {
+    /// The standard labels' values, in [`REQUEST_LABEL_NAMES`] order.
+    fn values(&self) -> [LabelValue<'_>; 25] {
+        use LabelValue::Text as T;
+        [
+            T(&self.reporter),
+            T(&self.source_workload),
+            T(&self.source_canonical_service),
+            T(&self.source_canonical_revision),
+            T(&self.source_workload_namespace),
+            T(&self.source_principal),
+            T(&self.source_app),
+            T(&self.source_version),
+            T(&self.source_cluster),
+            T(&self.destination_workload),
+            T(&self.destination_workload_namespace),
+            T(&self.destination_principal),
+            T(&self.destination_app),
+            T(&self.destination_version),
+            T(&self.destination_service),
+            T(&self.destination_canonical_service),
+            T(&self.destination_canonical_revision),
+            T(&self.destination_service_name),
+            T(&self.destination_service_namespace),
+            T(&self.destination_cluster),
+            T(&self.request_protocol),
+            LabelValue::Code(self.response_code),
+            T(&self.grpc_response_status),
+            T(&self.response_flags),
+            T(&self.connection_security_policy),
+        ]
+    }
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encode_labels(
+            encoder,
+            &REQUEST_LABEL_NAMES,
+            self.values().into_iter(),
+            &self.custom,
+        )
+    }
+}
+
+/// Labels of the `istio_tcp_*` metrics ([`TCP_LABEL_NAMES`], then [`Custom`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct TcpLabels {
     pub reporter: Text,
     pub source_workload: Text,
+    pub source_canonical_service: Text,
+    pub source_canonical_revision: Text,
     pub source_workload_namespace: Text,
     pub source_principal: Text,
     pub source_app: Text,
@@ -105,12 +287,59 @@ pub struct TcpLabels {
     pub destination_app: Text,
     pub destination_version: Text,
     pub destination_service: Text,
+    pub destination_canonical_service: Text,
+    pub destination_canonical_revision: Text,
     pub destination_service_name: Text,
     pub destination_service_namespace: Text,
     pub destination_cluster: Text,
     pub request_protocol: Text,
     pub response_flags: Text,
     pub connection_security_policy: Text,
+    /// Labels a Telemetry left out or added.
+    pub custom: Custom,
+}
+
+impl TcpLabels {
+    /// The standard labels' values, in [`TCP_LABEL_NAMES`] order.
+    fn values(&self) -> [LabelValue<'_>; 23] {
+        use LabelValue::Text as T;
+        [
+            T(&self.reporter),
+            T(&self.source_workload),
+            T(&self.source_canonical_service),
+            T(&self.source_canonical_revision),
+            T(&self.source_workload_namespace),
+            T(&self.source_principal),
+            T(&self.source_app),
+            T(&self.source_version),
+            T(&self.source_cluster),
+            T(&self.destination_workload),
+            T(&self.destination_workload_namespace),
+            T(&self.destination_principal),
+            T(&self.destination_app),
+            T(&self.destination_version),
+            T(&self.destination_service),
+            T(&self.destination_canonical_service),
+            T(&self.destination_canonical_revision),
+            T(&self.destination_service_name),
+            T(&self.destination_service_namespace),
+            T(&self.destination_cluster),
+            T(&self.request_protocol),
+            T(&self.response_flags),
+            T(&self.connection_security_policy),
+        ]
+    }
+}
+
+impl EncodeLabelSet for TcpLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encode_labels(
+            encoder,
+            &TCP_LABEL_NAMES,
+            self.values().into_iter(),
+            &self.custom,
+        )
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,6 +387,8 @@ pub mod standard {
 #[derive(Clone, Debug)]
 pub struct Words {
     pub unknown: Text,
+    /// Canonical revision of a workload that has none.
+    pub latest: Text,
     pub source: Text,
     pub destination: Text,
     pub http: Text,
@@ -232,6 +463,10 @@ pub struct Metrics {
     disabled: AtomicU32,
     /// 1 per standard metric and reporter a Telemetry switched off.
     disabled_gauge: Family<DisabledMetricLabels, Gauge>,
+    /// Label changes of Telemetry `tagOverrides`; `has_tags` is checked first
+    /// so that proxies without any take no lock.
+    tags: std::sync::RwLock<Option<Arc<TagPlans>>>,
+    has_tags: std::sync::atomic::AtomicBool,
 }
 
 /// Labels of `sluice_standard_metric_disabled`.
@@ -458,6 +693,7 @@ impl Metrics {
             mirrors,
             words: Words {
                 unknown: "unknown".into(),
+                latest: "latest".into(),
                 source: "source".into(),
                 destination: "destination".into(),
                 http: "http".into(),
@@ -496,7 +732,35 @@ impl Metrics {
             series: SeriesCache::default(),
             disabled: AtomicU32::new(0),
             disabled_gauge,
+            tags: std::sync::RwLock::new(None),
+            has_tags: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Applies the running config's label changes (`None`: standard labels).
+    pub fn set_tags(&self, plans: Option<Arc<TagPlans>>) {
+        let mut tags = self.tags.write().unwrap_or_else(|p| p.into_inner());
+        self.has_tags.store(plans.is_some(), Ordering::Relaxed);
+        *tags = plans;
+    }
+
+    /// The label changes in force, if any.
+    pub fn tag_plans(&self) -> Option<Arc<TagPlans>> {
+        if !self.has_tags.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.tags.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// 0 for the client side (reporter `source`), 1 for the server side.
+    pub fn side_of(&self, reporter: &Text) -> usize {
+        usize::from(reporter.as_str() == self.words.destination.as_str())
+    }
+
+    /// Label changes need [`TagFacts`] of requests reported by `reporter`.
+    pub fn wants_tag_facts(&self, reporter: &Text) -> Option<Arc<TagPlans>> {
+        self.tag_plans()
+            .filter(|p| p.wants_facts(self.side_of(reporter)))
     }
 
     /// Switches standard metrics off (or on again) from the running config.
@@ -535,10 +799,47 @@ impl Metrics {
         self.disabled_for(reporter) & metric == 0
     }
 
-    /// Records one finished request.
+    /// Records one finished request; `facts` feed label expressions.
     pub fn record_request(
         &self,
         labels: &RequestLabels,
+        facts: Option<&TagFacts>,
+        millis: f64,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
+        let off = self.disabled_for(&labels.reporter);
+        if let Some(plans) = self.tag_plans() {
+            let seen = tags::Seen {
+                facts,
+                request_bytes: Some(request_bytes),
+                response_bytes: Some(response_bytes),
+                response: Some((labels.response_code, &labels.grpc_response_status)),
+            };
+            if let Some(sets) = plans.request(self.side_of(&labels.reporter), labels, &seen) {
+                if sets.iter().all(|l| *l == sets[0]) {
+                    self.record_set(&sets[0], off, millis, request_bytes, response_bytes);
+                } else {
+                    // Each metric its own labels: one series each.
+                    let only = |bit: u16, l: &RequestLabels| {
+                        self.record_set(l, off | !bit, millis, request_bytes, response_bytes)
+                    };
+                    only(standard::REQUEST_COUNT, &sets[0]);
+                    only(standard::REQUEST_DURATION, &sets[1]);
+                    only(standard::REQUEST_SIZE, &sets[2]);
+                    only(standard::RESPONSE_SIZE, &sets[3]);
+                }
+                return;
+            }
+        }
+        self.record_set(labels, off, millis, request_bytes, response_bytes);
+    }
+
+    /// Records a request's metrics under `labels`, except the `off` ones.
+    fn record_set(
+        &self,
+        labels: &RequestLabels,
+        off: u16,
         millis: f64,
         request_bytes: u64,
         response_bytes: u64,
@@ -549,7 +850,6 @@ impl Metrics {
             request_bytes: self.request_bytes.get_or_create(labels).clone(),
             response_bytes: self.response_bytes.get_or_create(labels).clone(),
         };
-        let off = self.disabled_for(&labels.reporter);
         if off == 0 {
             self.series.with(labels, make, |s| {
                 s.requests.inc();
@@ -577,6 +877,21 @@ impl Metrics {
                 .get_or_create(labels)
                 .observe(response_bytes as f64);
         }
+    }
+
+    /// The labels of each TCP metric (opened, closed, sent, received) when a
+    /// Telemetry changed them for this connection's side.
+    pub fn tcp_tagged(&self, labels: &TcpLabels) -> Option<Box<[TcpLabels; 4]>> {
+        let plans = self.tag_plans()?;
+        let seen = tags::Seen {
+            facts: None,
+            request_bytes: None,
+            response_bytes: None,
+            response: None,
+        };
+        plans
+            .tcp(self.side_of(&labels.reporter), labels, &seen)
+            .map(Box::new)
     }
 
     /// Records a config snapshot outcome.
@@ -630,9 +945,12 @@ impl Metrics {
         security: &Text,
     ) -> RequestLabels {
         let u = &self.words.unknown;
+        let latest = &self.words.latest;
         RequestLabels {
             reporter: reporter.clone(),
             source_workload: or_unknown(&source.workload, u),
+            source_canonical_service: or_unknown(&source.app, u),
+            source_canonical_revision: or_unknown(&source.version, latest),
             source_workload_namespace: or_unknown(&source.namespace, u),
             source_principal: or_unknown(&source.principal, u),
             source_app: or_unknown(&source.app, u),
@@ -644,6 +962,8 @@ impl Metrics {
             destination_app: or_unknown(&destination.app, u),
             destination_version: or_unknown(&destination.version, u),
             destination_service: or_unknown(&service.service, u),
+            destination_canonical_service: or_unknown(&destination.app, u),
+            destination_canonical_revision: or_unknown(&destination.version, latest),
             destination_service_name: or_unknown(&service.name, u),
             destination_service_namespace: or_unknown(&service.namespace, u),
             destination_cluster: or_unknown(&destination.cluster, u),
@@ -652,6 +972,7 @@ impl Metrics {
             grpc_response_status: grpc_status.clone(),
             response_flags: flags.clone(),
             connection_security_policy: security.clone(),
+            custom: Custom::default(),
         }
     }
 
@@ -687,6 +1008,8 @@ impl Metrics {
         TcpLabels {
             reporter: r.reporter,
             source_workload: r.source_workload,
+            source_canonical_service: r.source_canonical_service,
+            source_canonical_revision: r.source_canonical_revision,
             source_workload_namespace: r.source_workload_namespace,
             source_principal: r.source_principal,
             source_app: r.source_app,
@@ -698,12 +1021,15 @@ impl Metrics {
             destination_app: r.destination_app,
             destination_version: r.destination_version,
             destination_service: r.destination_service,
+            destination_canonical_service: r.destination_canonical_service,
+            destination_canonical_revision: r.destination_canonical_revision,
             destination_service_name: r.destination_service_name,
             destination_service_namespace: r.destination_service_namespace,
             destination_cluster: r.destination_cluster,
             request_protocol: r.request_protocol,
             response_flags: r.response_flags,
             connection_security_policy: r.connection_security_policy,
+            custom: Custom::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ use http::Response;
 use http_body::Body as _;
 
 use crate::body::{self, Body, End, Finishing};
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::{Metrics, RequestLabels, TagFacts};
 use crate::model::Text;
 
 /// Counts a request against an endpoint while it is in flight.
@@ -35,6 +35,8 @@ pub struct Report {
     labels: RequestLabels,
     start: Instant,
     request_bytes: Arc<AtomicU64>,
+    /// What label expressions read of the request (only when some do).
+    facts: Option<Box<TagFacts>>,
 }
 
 impl Report {
@@ -50,7 +52,14 @@ impl Report {
             labels,
             start,
             request_bytes,
+            facts: None,
         }
+    }
+
+    /// Keeps `facts` of the request for a Telemetry's label expressions.
+    pub fn with_facts(mut self, facts: Option<Box<TagFacts>>) -> Self {
+        self.facts = facts;
+        self
     }
 
     /// Sets the response flags reported for a response that streams from upstream.
@@ -66,7 +75,9 @@ impl Report {
         let size = resp.body().size_hint().exact().unwrap_or(0);
         let millis = self.start.elapsed().as_secs_f64() * 1000.0;
         let req = self.request_bytes.load(Ordering::Relaxed);
-        self.metrics.record_request(&self.labels, millis, req, size);
+        let facts = self.facts.as_deref();
+        self.metrics
+            .record_request(&self.labels, facts, millis, req, size);
         resp
     }
 
@@ -92,8 +103,9 @@ impl Report {
                 }
                 let millis = self.start.elapsed().as_secs_f64() * 1000.0;
                 let req = self.request_bytes.load(Ordering::Relaxed);
+                let facts = self.facts.as_deref();
                 self.metrics
-                    .record_request(&self.labels, millis, req, end.bytes);
+                    .record_request(&self.labels, facts, millis, req, end.bytes);
             }))
         })
     }

@@ -420,8 +420,11 @@ pub async fn relay_until<A, B>(
 {
     use crate::metrics::standard;
     let records = |metric| metrics.records(&labels.reporter, metric);
+    // A Telemetry's label changes: each metric's own labels.
+    let tagged = metrics.tcp_tagged(labels);
+    let of = |i: usize| tagged.as_ref().map_or(labels, |t| &t[i]);
     if records(standard::TCP_OPENED) {
-        metrics.tcp_opened.get_or_create(labels).inc();
+        metrics.tcp_opened.get_or_create(of(0)).inc();
     }
     let start_wall = std::time::SystemTime::now();
     let start = std::time::Instant::now();
@@ -432,13 +435,13 @@ pub async fn relay_until<A, B>(
     }
     let (received, sent) = (done.from_a, done.from_b);
     if records(standard::TCP_RECEIVED) {
-        metrics.tcp_received.get_or_create(labels).inc_by(received);
+        metrics.tcp_received.get_or_create(of(3)).inc_by(received);
     }
     if records(standard::TCP_SENT) {
-        metrics.tcp_sent.get_or_create(labels).inc_by(sent);
+        metrics.tcp_sent.get_or_create(of(2)).inc_by(sent);
     }
     if records(standard::TCP_CLOSED) {
-        metrics.tcp_closed.get_or_create(labels).inc();
+        metrics.tcp_closed.get_or_create(of(1)).inc();
     }
     metrics
         .telemetry

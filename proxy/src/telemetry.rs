@@ -45,6 +45,8 @@ pub struct TelemetryConfig {
     pub access_log: Option<AccessLog>,
     /// Standard metrics switched off per side.
     pub disabled_metrics: crate::metrics::DisabledMetrics,
+    /// Label changes of standard metrics (`tagOverrides`); `None`: none.
+    pub metric_tags: Option<std::sync::Arc<crate::metrics::TagPlans>>,
 }
 
 /// Span sampling and export settings.

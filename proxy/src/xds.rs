@@ -153,6 +153,7 @@ pub fn apply(
                 running.config.inherit_balancer_state(&prev.config);
             }
             metrics.set_disabled(running.config.telemetry.disabled_metrics);
+            metrics.set_tags(running.config.telemetry.metric_tags.clone());
             config.send_replace(Some(Arc::new(running)));
             last.0 = Some((version.clone(), complete));
             metrics.config_outcome(true);

@@ -9,6 +9,15 @@ struct Req {
 
 impl Attributes for Req {
     fn attribute(&self, name: &str) -> Option<Value> {
+        if PEERS.contains(&name) {
+            // A peer is there when any of its fields is.
+            let prefix = format!("{name}.");
+            return self
+                .attrs
+                .keys()
+                .any(|k| k.starts_with(&prefix))
+                .then_some(Value::Bool(true));
+        }
         self.attrs.get(name).cloned()
     }
     fn header(&self, name: &str) -> Option<String> {
@@ -145,4 +154,93 @@ fn cel_random_bytes_never_panic() {
             let _ = e.matches(&req(200, "/"));
         }
     }
+}
+
+fn label(expr: &str, r: &Req) -> Option<String> {
+    parse_value(expr)
+        .unwrap_or_else(|e| panic!("{expr}: {e}"))
+        .label(r)
+}
+
+#[test]
+fn cel_values_of_istio_doc_tag_overrides() {
+    let mut r = req(200, "/");
+    r.attrs
+        .insert("request.host", Value::Str("reviews:9080".into()));
+    r.attrs.insert("destination.port", Value::Int(9080));
+    r.attrs.insert(
+        "filter_state.upstream_peer.app",
+        Value::Str("reviews".into()),
+    );
+    assert_eq!(label("request.host", &r).as_deref(), Some("reviews:9080"));
+    assert_eq!(
+        label("string(destination.port)", &r).as_deref(),
+        Some("9080")
+    );
+    // An integer or boolean value is printed as the label.
+    assert_eq!(label("destination.port", &r).as_deref(), Some("9080"));
+    assert_eq!(label("connection.mtls", &r).as_deref(), Some("true"));
+    assert_eq!(
+        label("filter_state.upstream_peer.app", &r).as_deref(),
+        Some("reviews")
+    );
+    // Older Istio's name of the same peer field.
+    assert_eq!(label("upstream_peer.app", &r).as_deref(), Some("reviews"));
+    // A missing attribute is an error: the label becomes `unknown` upstream.
+    assert_eq!(label("filter_state.downstream_peer.app", &r), None);
+    assert_eq!(label("request.headers['x-missing']", &r), None);
+}
+
+#[test]
+fn cel_values_conditional_has_and_conversions() {
+    let mut r = req(503, "/");
+    r.headers.insert("x-tier", "gold");
+    r.attrs.insert(
+        "filter_state.downstream_peer.namespace",
+        Value::Str("bookinfo".into()),
+    );
+    assert_eq!(
+        label("response.code >= 500 ? 'error' : 'ok'", &r).as_deref(),
+        Some("error")
+    );
+    assert_eq!(
+        label(
+            "has(filter_state.downstream_peer) ? filter_state.downstream_peer.namespace : 'none'",
+            &r
+        )
+        .as_deref(),
+        Some("bookinfo")
+    );
+    assert_eq!(
+        label(
+            "has(request.headers['x-tier']) ? request.headers['x-tier'] : 'free'",
+            &r
+        )
+        .as_deref(),
+        Some("gold")
+    );
+    assert_eq!(label("int('42')", &r).as_deref(), Some("42"));
+    assert_eq!(label("int('x')", &r), None);
+    assert_eq!(
+        label("string(response.code == 503)", &r).as_deref(),
+        Some("true")
+    );
+}
+
+#[test]
+fn cel_values_refused_with_the_reason() {
+    let e = parse_value("request.hostname").unwrap_err();
+    assert!(
+        e.0.contains("unsupported attribute `request.hostname`"),
+        "{e}"
+    );
+    assert!(e.0.contains("filter_state.upstream_peer.app"), "{e}");
+    let e = parse_value("response.code > 1 ? 'a' : 2").unwrap_err();
+    assert!(e.0.contains("branches"), "{e}");
+    let e = parse_value("lower(request.host)").unwrap_err();
+    assert!(e.0.contains("unsupported function `lower`"), "{e}");
+    assert!(parse_value("  ").is_err());
+    // Filters keep their narrower language.
+    assert!(parse("destination.port == 80").is_err());
+    assert!(parse("response.code > 1 ? true : false").is_err());
 }

@@ -145,6 +145,31 @@ pub struct Telemetry {
     pub client_disabled_metrics: ::prost::alloc::vec::Vec<i32>,
     #[prost(enumeration = "StandardMetric", repeated, tag = "4")]
     pub server_disabled_metrics: ::prost::alloc::vec::Vec<i32>,
+    /// Label changes of `metrics.overrides\[\].tagOverrides`, merged by the
+    /// controller: at most one entry per label name, metric and side.
+    #[prost(message, repeated, tag = "5")]
+    pub metric_tags: ::prost::alloc::vec::Vec<MetricTag>,
+}
+/// One label change of standard metrics (Istio's `tagOverrides` entry).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MetricTag {
+    /// The label (a Prometheus label name): a standard one is replaced or left
+    /// out, any other is added.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Left out of the metrics (operation REMOVE).
+    #[prost(bool, tag = "2")]
+    pub remove: bool,
+    /// Otherwise: the CEL expression of the value (`sluice_api::cel::parse_value`);
+    /// a value that fails to evaluate is "unknown".
+    #[prost(string, tag = "3")]
+    pub value: ::prost::alloc::string::String,
+    /// The metrics it applies to, on the client side (reporter "source") and
+    /// the server side (reporter "destination").
+    #[prost(enumeration = "StandardMetric", repeated, tag = "4")]
+    pub client_metrics: ::prost::alloc::vec::Vec<i32>,
+    #[prost(enumeration = "StandardMetric", repeated, tag = "5")]
+    pub server_metrics: ::prost::alloc::vec::Vec<i32>,
 }
 /// Span creation and export over OTLP/gRPC.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -53,21 +53,21 @@ const STANDARD: [(&str, pb::StandardMetric); 8] = [
 ];
 
 /// The standard metrics switched off per side by `metrics[].overrides[]`
-/// `disabled`, as Istio merges them: entries for the Prometheus provider
-/// (named, or no providers named), least specific level first, each override
-/// in order, so the last one naming a metric and mode decides.
+/// `disabled`, and the label changes of their `tagOverrides`, as Istio merges
+/// them: entries for the Prometheus provider (named, or no providers named),
+/// least specific level first, each override in order, so the last one
+/// naming a metric and mode decides (for a label: the last one naming it).
 /// `GRPC_*_MESSAGES` and custom metrics select nothing Sluice exports.
 fn disabled_metrics(levels: &[&Telemetry]) -> pb::Telemetry {
     let mut off = [[false; STANDARD.len()]; 2];
+    // (label, side, metric) → Some(value expression) or None (REMOVE).
+    let mut tags: BTreeMap<(String, usize, usize), Option<String>> = BTreeMap::new();
     for entry in levels.iter().flat_map(|t| t.spec.metrics.iter()) {
         if !entry.providers.is_empty() && !entry.providers.iter().any(|p| p.name == PROMETHEUS) {
             continue;
         }
         // Validation refused what does not parse.
         for o in entry.parsed_overrides().flatten() {
-            let Some(disabled) = o.disabled else {
-                continue;
-            };
             let selector = o.match_.as_ref();
             if selector.is_some_and(|s| s.custom_metric.is_some()) {
                 continue;
@@ -75,12 +75,22 @@ fn disabled_metrics(levels: &[&Telemetry]) -> pb::Telemetry {
             let metric = selector.and_then(|s| s.metric.as_deref());
             let (client, server) = sides(selector.and_then(|s| s.mode.as_deref()));
             for (i, (name, _)) in STANDARD.iter().enumerate() {
-                if metric.is_none_or(|m| m == "ALL_METRICS" || m == *name) {
-                    if client {
-                        off[0][i] = disabled;
+                if !metric.is_none_or(|m| m == "ALL_METRICS" || m == *name) {
+                    continue;
+                }
+                for (side, applies) in [client, server].into_iter().enumerate() {
+                    if !applies {
+                        continue;
                     }
-                    if server {
-                        off[1][i] = disabled;
+                    if let Some(disabled) = o.disabled {
+                        off[side][i] = disabled;
+                    }
+                    for (tag, t) in &o.tag_overrides {
+                        let value = match t.operation.as_deref() {
+                            Some("REMOVE") => None,
+                            _ => Some(t.value.clone().unwrap_or_default()),
+                        };
+                        tags.insert((tag.clone(), side, i), value);
                     }
                 }
             }
@@ -97,8 +107,41 @@ fn disabled_metrics(levels: &[&Telemetry]) -> pb::Telemetry {
     pb::Telemetry {
         client_disabled_metrics: list(&off[0]),
         server_disabled_metrics: list(&off[1]),
+        metric_tags: metric_tags(&tags),
         ..Default::default()
     }
+}
+
+/// One entry per label and change, with the metrics of each side it applies to.
+fn metric_tags(tags: &BTreeMap<(String, usize, usize), Option<String>>) -> Vec<pb::MetricTag> {
+    let mut out: Vec<pb::MetricTag> = Vec::new();
+    for ((name, side, metric), value) in tags {
+        let (name, side, metric) = (name.as_str(), *side, *metric);
+        let remove = value.is_none();
+        let value = value.as_deref().unwrap_or_default();
+        let at = match out
+            .iter()
+            .position(|t| t.name == name && t.remove == remove && t.value == value)
+        {
+            Some(at) => at,
+            None => {
+                out.push(pb::MetricTag {
+                    name: name.to_owned(),
+                    remove,
+                    value: value.to_owned(),
+                    ..Default::default()
+                });
+                out.len() - 1
+            }
+        };
+        let m = STANDARD[metric].1 as i32;
+        if side == 0 {
+            out[at].client_metrics.push(m);
+        } else {
+            out[at].server_metrics.push(m);
+        }
+    }
+    out
 }
 
 /// The Telemetry objects that apply, least specific first.

@@ -4,7 +4,7 @@
 use super::field::{at, check_enum, check_selector, item};
 use super::{FieldErrors, Validate};
 use crate::crd::TelemetrySpec;
-use crate::crd::telemetry::{CustomTag, METRIC_NAMES, WorkloadModeSelector};
+use crate::crd::telemetry::{CustomTag, METRIC_NAMES, TagOverride, WorkloadModeSelector};
 
 const MODES: &[&str] = &["CLIENT_AND_SERVER", "CLIENT", "SERVER"];
 
@@ -105,13 +105,50 @@ impl Validate for TelemetrySpec {
                 }
                 for (tag, t) in &o.tag_overrides {
                     let path = format!("{op}.tagOverrides.{tag}");
-                    check_enum(
-                        errors,
-                        at(&path, "operation"),
-                        t.operation.as_deref(),
-                        &["UPSERT", "REMOVE"],
-                    );
+                    check_tag_override(errors, &path, tag, t);
                 }
+            }
+        }
+    }
+}
+
+/// A `tagOverrides` entry: Istio's rules (a value with UPSERT, none with
+/// REMOVE), a name Prometheus accepts, and a value in the CEL subset the
+/// sidecars evaluate.
+fn check_tag_override(errors: &mut FieldErrors, path: &str, name: &str, t: &TagOverride) {
+    check_enum(
+        errors,
+        at(path, "operation"),
+        t.operation.as_deref(),
+        &["UPSERT", "REMOVE"],
+    );
+    let valid_name = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__");
+    if !valid_name {
+        errors.push(
+            path,
+            "a tag name must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting \
+             with __)",
+        );
+    }
+    let value = t.value.as_deref().filter(|v| !v.is_empty());
+    match (t.operation.as_deref(), value) {
+        (Some("REMOVE"), Some(_)) => errors.push(
+            at(path, "value"),
+            "value must not be set when operation is REMOVE",
+        ),
+        (Some("REMOVE"), None) => {}
+        (_, None) => errors.push(
+            at(path, "value"),
+            "value must be set when operation is UPSERT",
+        ),
+        (_, Some(v)) => {
+            if let Err(e) = sluice_api::cel::parse_value(v) {
+                errors.push(at(path, "value"), format!("{e} in `{v}`"));
             }
         }
     }

@@ -44,13 +44,6 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
                 for (j, o) in m.parsed_overrides().enumerate() {
                     let Ok(o) = o else { continue };
                     let path = format!("spec.metrics[{i}].overrides[{j}]");
-                    if !o.tag_overrides.is_empty() {
-                        out.push(FieldError::new(
-                            format!("{path}.tagOverrides"),
-                            "not applied: Sluice exports the standard labels; only `disabled` \
-                             is applied",
-                        ));
-                    }
                     if o.match_.as_ref().is_some_and(|s| s.custom_metric.is_some()) {
                         out.push(FieldError::new(
                             format!("{path}.match.customMetric"),

@@ -16,7 +16,7 @@ use crate::body::{self, Body, Counted};
 use crate::http_util::{UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop};
 use crate::jwt;
 use crate::matching::{RequestView, port_of};
-use crate::metrics::Side;
+use crate::metrics::{Side, TagFacts};
 use crate::model::{Protocol, Text, WorkloadMeta};
 use crate::rate_limit::{self, Gate};
 use crate::report::Report;
@@ -272,7 +272,16 @@ async fn serve(
         &m.words.no_flags,
         ctx.security_label(&m.words),
     );
-    let report = Report::new(Arc::clone(&m), labels, start, Arc::clone(&request_bytes));
+    let facts = m.wants_tag_facts(&m.words.destination).map(|plans| {
+        let mut f = TagFacts::of(&parts, plans.headers());
+        f.source = Some(SocketAddr::new(ctx.source_ip, ctx.source_port));
+        f.destination = ctx.dst_port.map(|p| SocketAddr::new(ctx.destination_ip, p));
+        f.mtls = ctx.peer.is_some();
+        f.requested_server_name = ctx.peer.as_deref().and_then(|p| p.sni.clone());
+        Box::new(f)
+    });
+    let report =
+        Report::new(Arc::clone(&m), labels, start, Arc::clone(&request_bytes)).with_facts(facts);
     let Some((target_port, app_protocol)) = port
         .map(|p| (p.target_port, p.protocol))
         .or(ctx.dst_port.map(|p| (p, Protocol::Unspecified)))

@@ -61,6 +61,8 @@ pub enum Problem {
     Jwt(#[from] crate::jwt::JwtError),
     #[error("bad access log filter: {0}")]
     BadFilter(#[from] sluice_api::cel::CelError),
+    #[error("{0}")]
+    BadMetricTag(String),
 }
 
 fn invalid(item: impl Into<String>, problem: impl Into<Problem>) -> InvalidConfig {

@@ -22,8 +22,8 @@ use crate::http_util::{
     BadTarget, UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop,
 };
 use crate::matching::{Matched, RequestView, host_of, port_of, select_vhost};
-use crate::metrics::Metrics;
 use crate::metrics::ServiceLabels;
+use crate::metrics::{Metrics, TagFacts};
 use crate::model::{Action, Cluster, Route, Running, Text, WeightedCluster, WorkloadMeta};
 use crate::report::Report;
 use crate::retry::Failure;
@@ -57,6 +57,8 @@ struct Reporting<'a> {
     request_bytes: Arc<AtomicU64>,
     /// Telemetry wants an [`Outcome`] on every response.
     observe: bool,
+    /// What a Telemetry's label expressions read of the request, if any do.
+    facts: Option<Box<TagFacts>>,
 }
 
 impl Reporting<'_> {
@@ -88,6 +90,7 @@ impl Reporting<'_> {
             self.start,
             Arc::clone(&self.request_bytes),
         )
+        .with_facts(self.facts.clone())
     }
 
     /// Records and returns a reply the proxy generated about `service`.
@@ -171,6 +174,25 @@ async fn route(
         start,
         request_bytes,
         observe,
+        facts: m.wants_tag_facts(&m.words.source).map(|plans| {
+            let mut f = TagFacts::of_head(
+                req.method(),
+                req.uri(),
+                req.version(),
+                req.headers(),
+                plans.headers(),
+            );
+            f.source = Some(ctx.peer);
+            // The service port the app called (iptables), else the authority's.
+            f.destination = ctx.orig_dst.or_else(|| {
+                let port = crate::matching::port_of(&authority).unwrap_or(80);
+                Some(std::net::SocketAddr::new(
+                    shared.settings.outbound.ip(),
+                    port,
+                ))
+            });
+            Box::new(f)
+        }),
     };
     let host = host_of(&authority);
     let port = port_of(&authority)

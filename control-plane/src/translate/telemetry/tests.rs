@@ -419,3 +419,115 @@ spec:
     let t = for_proxy(&index(MESH, ""), &proxy("default", &[]));
     assert_eq!(disabled(&t), (vec![], vec![]));
 }
+
+/// `(name, remove, value, client metrics, server metrics)` of each entry.
+type TagRow = (
+    String,
+    bool,
+    String,
+    Vec<pb::StandardMetric>,
+    Vec<pb::StandardMetric>,
+);
+
+fn tags(t: &pb::Telemetry) -> Vec<TagRow> {
+    let names = |list: &[i32]| {
+        list.iter()
+            .map(|m| pb::StandardMetric::try_from(*m).expect("known metric"))
+            .collect()
+    };
+    t.metric_tags
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.remove,
+                m.value.clone(),
+                names(&m.client_metrics),
+                names(&m.server_metrics),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tag_overrides_merge_by_metric_side_and_name_last_wins() {
+    use pb::StandardMetric::*;
+    let yaml = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: ALL_METRICS}
+      tagOverrides:
+        grpc_response_status: {operation: REMOVE}
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides:
+        request_host: {value: request.host}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: ns, namespace: default}
+spec:
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_COUNT, mode: SERVER}
+      tagOverrides:
+        request_host: {value: "request.headers['host']"}
+        grpc_response_status: {value: "'none'"}
+  - providers: [{name: stackdriver}]
+    overrides:
+    - tagOverrides:
+        ignored: {value: request.host}
+"#;
+    let t = for_proxy(&index(MESH, yaml), &proxy("default", &[]));
+    let all_but_count = vec![
+        RequestDuration,
+        RequestSize,
+        ResponseSize,
+        TcpOpenedConnections,
+        TcpClosedConnections,
+        TcpSentBytes,
+        TcpReceivedBytes,
+    ];
+    let mut all = vec![RequestCount];
+    all.extend(all_but_count.iter().copied());
+    assert_eq!(
+        tags(&t),
+        vec![
+            (
+                "grpc_response_status".into(),
+                true,
+                String::new(),
+                all,
+                all_but_count
+            ),
+            (
+                "grpc_response_status".into(),
+                false,
+                "'none'".into(),
+                vec![],
+                vec![RequestCount]
+            ),
+            (
+                "request_host".into(),
+                false,
+                "request.host".into(),
+                vec![RequestCount],
+                vec![]
+            ),
+            (
+                "request_host".into(),
+                false,
+                "request.headers['host']".into(),
+                vec![],
+                vec![RequestCount]
+            ),
+        ]
+    );
+    // Another namespace gets the mesh-wide changes only.
+    let t = for_proxy(&index(MESH, yaml), &proxy("other", &[]));
+    assert_eq!(t.metric_tags.len(), 2, "{:?}", tags(&t));
+}

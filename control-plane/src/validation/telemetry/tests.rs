@@ -114,7 +114,7 @@ fn telemetry_metrics_override_errors_name_the_field() {
 }
 
 #[test]
-fn telemetry_metrics_tag_overrides_and_custom_metrics_warn_that_they_are_not_applied() {
+fn telemetry_metrics_custom_metrics_warn_that_they_are_not_applied() {
     let docs = crate::resource::parse_documents(
         "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: default}\nspec:\n  metrics:\n  - overrides:\n    - match: {customMetric: m}\n      disabled: true\n    - disabled: true\n      tagOverrides: {request_protocol: {operation: REMOVE}}\n",
         "default",
@@ -124,11 +124,65 @@ fn telemetry_metrics_tag_overrides_and_custom_metrics_warn_that_they_are_not_app
         .iter()
         .map(|w| w.path.clone())
         .collect();
-    assert_eq!(
-        paths,
-        [
-            "spec.metrics[0].overrides[0].match.customMetric",
-            "spec.metrics[0].overrides[1].tagOverrides"
-        ]
-    );
+    // Tag overrides are applied: no warning for them.
+    assert_eq!(paths, ["spec.metrics[0].overrides[0].match.customMetric"]);
+}
+
+#[test]
+fn telemetry_tag_overrides_follow_istios_rules_and_the_cel_subset() {
+    // Istio's documented examples are valid.
+    for spec in [
+        "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNT}\n      tagOverrides:\n        destination_port: {value: \"string(destination.port)\"}\n        request_host: {value: request.host}\n",
+        "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNT, mode: CLIENT}\n      tagOverrides:\n        destination_x: {value: filter_state.upstream_peer.app}\n    - match: {metric: REQUEST_COUNT, mode: SERVER}\n      tagOverrides:\n        source_x: {value: filter_state.downstream_peer.app}\n",
+        "  metrics:\n  - overrides:\n    - match: {metric: ALL_METRICS}\n      tagOverrides:\n        grpc_response_status: {operation: REMOVE}\n",
+    ] {
+        assert_eq!(telemetry(spec), Vec::<String>::new(), "{spec}");
+    }
+    let cases = [
+        (
+            "x: {operation: UPSERT}",
+            "tagOverrides.x.value",
+            "value must be set when operation is UPSERT",
+        ),
+        (
+            "x: {}",
+            "tagOverrides.x.value",
+            "value must be set when operation is UPSERT",
+        ),
+        (
+            "x: {operation: REMOVE, value: request.host}",
+            "tagOverrides.x.value",
+            "value must not be set when operation is REMOVE",
+        ),
+        (
+            "x: {value: request.hostname}",
+            "tagOverrides.x.value",
+            "unsupported attribute `request.hostname`",
+        ),
+        (
+            "x: {value: \"request.host ==\"}",
+            "tagOverrides.x.value",
+            "request.host ==",
+        ),
+        (
+            "bad-name: {value: request.host}",
+            "tagOverrides.bad-name",
+            "Prometheus label name",
+        ),
+        (
+            "__reserved: {value: request.host}",
+            "tagOverrides.__reserved",
+            "Prometheus label name",
+        ),
+    ];
+    for (tags, path, msg) in cases {
+        let p = telemetry(&format!(
+            "  metrics:\n  - overrides:\n    - tagOverrides: {{{tags}}}\n"
+        ));
+        assert_eq!(p.len(), 1, "{tags}: {p:?}");
+        assert!(
+            p[0].contains(&format!("spec.metrics[0].overrides[0].{path}")) && p[0].contains(msg),
+            "{tags}: {p:?}"
+        );
+    }
 }

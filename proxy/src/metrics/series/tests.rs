@@ -33,8 +33,8 @@ fn line_value(text: &str, metric: &str, needle: &str) -> Option<String> {
 fn record_request_same_labels_accumulates_in_registered_families() {
     let m = Metrics::new();
     let a = labels(&m, "a.ns.svc.cluster.local", 200);
-    m.record_request(&a, 3.0, 10, 1000);
-    m.record_request(&a.clone(), 7.0, 20, 2000);
+    m.record_request(&a, None, 3.0, 10, 1000);
+    m.record_request(&a.clone(), None, 7.0, 20, 2000);
     let text = m.encode();
     let needle = "destination_service=\"a.ns.svc.cluster.local\"";
     assert_eq!(
@@ -54,9 +54,9 @@ fn record_request_same_labels_accumulates_in_registered_families() {
 #[test]
 fn record_request_different_code_keeps_separate_series() {
     let m = Metrics::new();
-    m.record_request(&labels(&m, "b.ns", 200), 1.0, 0, 0);
-    m.record_request(&labels(&m, "b.ns", 503), 1.0, 0, 0);
-    m.record_request(&labels(&m, "b.ns", 503), 1.0, 0, 0);
+    m.record_request(&labels(&m, "b.ns", 200), None, 1.0, 0, 0);
+    m.record_request(&labels(&m, "b.ns", 503), None, 1.0, 0, 0);
+    m.record_request(&labels(&m, "b.ns", 503), None, 1.0, 0, 0);
     let text = m.encode();
     let ok = line_value(&text, "istio_requests_total", "response_code=\"200\"");
     let bad = line_value(&text, "istio_requests_total", "response_code=\"503\"");
@@ -75,8 +75,8 @@ fn record_request_skips_metrics_a_telemetry_disabled_for_that_side_only() {
     let client = labels(&m, "c.ns", 200);
     let mut server = labels(&m, "c.ns", 200);
     server.reporter = m.words.destination.clone();
-    m.record_request(&client, 2.0, 5, 50);
-    m.record_request(&server, 2.0, 5, 50);
+    m.record_request(&client, None, 2.0, 5, 50);
+    m.record_request(&server, None, 2.0, 5, 50);
     let text = m.encode();
     assert!(
         text.contains(
@@ -102,7 +102,7 @@ fn record_request_skips_metrics_a_telemetry_disabled_for_that_side_only() {
     );
     // On again: recorded through the cached series.
     m.set_disabled(DisabledMetrics::default());
-    m.record_request(&client, 2.0, 5, 50);
+    m.record_request(&client, None, 2.0, 5, 50);
     let text = m.encode();
     assert!(!text.contains("sluice_standard_metric_disabled{"), "{text}");
     assert_eq!(

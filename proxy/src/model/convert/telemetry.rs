@@ -4,7 +4,7 @@
 use sluice_api::config as pb;
 
 use super::{InvalidConfig, Problem, invalid};
-use crate::metrics::DisabledMetrics;
+use crate::metrics::{DisabledMetrics, TagPlans};
 use crate::telemetry::{
     AccessLog, CustomTag, LogEncoding, TagValue, TelemetryConfig, Tracing, TracingMode,
 };
@@ -20,6 +20,11 @@ pub(super) fn telemetry(t: Option<&pb::Telemetry>) -> Result<TelemetryConfig, In
             client: metric_bits(&t.client_disabled_metrics)?,
             server: metric_bits(&t.server_disabled_metrics)?,
         },
+        metric_tags: TagPlans::new(&t.metric_tags, |list| {
+            metric_bits(list).map_err(|e| e.to_string())
+        })
+        .map_err(|e| invalid("telemetry metrics", Problem::BadMetricTag(e)))?
+        .map(std::sync::Arc::new),
     })
 }
 
