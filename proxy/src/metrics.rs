@@ -467,6 +467,10 @@ pub struct Metrics {
     /// so that proxies without any take no lock.
     tags: std::sync::RwLock<Option<Arc<TagPlans>>>,
     has_tags: std::sync::atomic::AtomicBool,
+    /// Label changes in force, per reporter (one per metric and label).
+    label_changes: Family<ReporterLabels, Gauge>,
+    /// Label values that could not be evaluated and were reported `unknown`.
+    label_values_unknown: Counter,
 }
 
 /// Labels of `sluice_standard_metric_disabled`.
@@ -673,6 +677,18 @@ impl Metrics {
             "1 for each standard metric (Istio's name) and reporter that a Telemetry's metrics overrides switched off",
             disabled_gauge.clone(),
         );
+        let label_changes = Family::default();
+        registry.register(
+            "sluice_metric_label_changes",
+            "Labels of standard metrics a Telemetry's tagOverrides removed, replaced or added, counted once per metric, by reporter",
+            label_changes.clone(),
+        );
+        let label_values_unknown = Counter::default();
+        registry.register(
+            "sluice_metric_label_values_unknown",
+            "Label values of tagOverrides that could not be evaluated (reported as unknown)",
+            label_values_unknown.clone(),
+        );
         let tcp_timeouts = Family::default();
         registry.register(
             "sluice_tcp_timeouts",
@@ -734,11 +750,21 @@ impl Metrics {
             disabled_gauge,
             tags: std::sync::RwLock::new(None),
             has_tags: std::sync::atomic::AtomicBool::new(false),
+            label_changes,
+            label_values_unknown,
         }
     }
 
     /// Applies the running config's label changes (`None`: standard labels).
     pub fn set_tags(&self, plans: Option<Arc<TagPlans>>) {
+        self.label_changes.clear();
+        if let Some(p) = &plans {
+            for (side, reporter) in ["source", "destination"].into_iter().enumerate() {
+                self.label_changes
+                    .get_or_create(&ReporterLabels { reporter })
+                    .set(p.changes(side));
+            }
+        }
         let mut tags = self.tags.write().unwrap_or_else(|p| p.into_inner());
         self.has_tags.store(plans.is_some(), Ordering::Relaxed);
         *tags = plans;
@@ -816,7 +842,8 @@ impl Metrics {
                 response_bytes: Some(response_bytes),
                 response: Some((labels.response_code, &labels.grpc_response_status)),
             };
-            if let Some(sets) = plans.request(self.side_of(&labels.reporter), labels, &seen) {
+            let side = self.side_of(&labels.reporter);
+            if let Some(sets) = plans.request(side, labels, &seen, &self.label_values_unknown) {
                 if sets.iter().all(|l| *l == sets[0]) {
                     self.record_set(&sets[0], off, millis, request_bytes, response_bytes);
                 } else {
@@ -890,7 +917,12 @@ impl Metrics {
             response: None,
         };
         plans
-            .tcp(self.side_of(&labels.reporter), labels, &seen)
+            .tcp(
+                self.side_of(&labels.reporter),
+                labels,
+                &seen,
+                &self.label_values_unknown,
+            )
             .map(Box::new)
     }
 

@@ -11,6 +11,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use sluice_api::cel::{self, Attributes, Expr, Value};
 use sluice_api::config as pb;
@@ -158,6 +159,37 @@ impl TagPlans {
             .any(|p| !p.set.is_empty())
     }
 
+    /// Label changes on `side`: one per metric and label removed, replaced
+    /// or added.
+    pub fn changes(&self, side: usize) -> i64 {
+        let per_metric = |m: usize, p: &Plan| {
+            let removed = if m < 4 {
+                p.request_removed
+            } else {
+                p.tcp_removed
+            };
+            let replaced = p
+                .set
+                .iter()
+                .filter(|(n, _)| {
+                    let names: &[&str] = if m < 4 {
+                        &REQUEST_LABEL_NAMES
+                    } else {
+                        &TCP_LABEL_NAMES
+                    };
+                    names.contains(&n.as_str())
+                })
+                .count();
+            // A replaced label is in `removed` and in `set`: count it once.
+            i64::from(removed.count_ones()) + p.set.len() as i64 - replaced as i64
+        };
+        self.plans[side]
+            .iter()
+            .enumerate()
+            .filter_map(|(m, p)| p.as_ref().map(|p| per_metric(m, p)))
+            .sum()
+    }
+
     /// Header names the expressions read.
     pub fn headers(&self) -> &[String] {
         &self.headers
@@ -171,6 +203,7 @@ impl TagPlans {
         side: usize,
         labels: &RequestLabels,
         seen: &Seen<'_>,
+        unknown: &Counter,
     ) -> Option<[RequestLabels; 4]> {
         let plans = &self.plans[side][..4];
         if plans.iter().all(Option::is_none) {
@@ -180,7 +213,7 @@ impl TagPlans {
             seen,
             peers: Peers::of_request(side, labels),
         };
-        let values = self.evaluate(plans, &attrs);
+        let values = self.evaluate(plans, &attrs, unknown);
         let apply = |p: &Option<Arc<Plan>>| match p {
             None => labels.clone(),
             Some(p) => {
@@ -200,7 +233,13 @@ impl TagPlans {
 
     /// The labels of each TCP metric (opened, closed, sent, received) of a
     /// connection on `side`; `None` when none of them changes.
-    pub fn tcp(&self, side: usize, labels: &TcpLabels, seen: &Seen<'_>) -> Option<[TcpLabels; 4]> {
+    pub fn tcp(
+        &self,
+        side: usize,
+        labels: &TcpLabels,
+        seen: &Seen<'_>,
+        unknown: &Counter,
+    ) -> Option<[TcpLabels; 4]> {
         let plans = &self.plans[side][4..];
         if plans.iter().all(Option::is_none) {
             return None;
@@ -209,7 +248,7 @@ impl TagPlans {
             seen,
             peers: Peers::of_tcp(side, labels),
         };
-        let values = self.evaluate(plans, &attrs);
+        let values = self.evaluate(plans, &attrs, unknown);
         let apply = |p: &Option<Arc<Plan>>| match p {
             None => labels.clone(),
             Some(p) => {
@@ -228,11 +267,19 @@ impl TagPlans {
     }
 
     /// The value of each expression the `plans` use (others stay empty).
-    fn evaluate(&self, plans: &[Option<Arc<Plan>>], attrs: &Facts<'_>) -> Vec<Option<Text>> {
+    fn evaluate(
+        &self,
+        plans: &[Option<Arc<Plan>>],
+        attrs: &Facts<'_>,
+        unknown: &Counter,
+    ) -> Vec<Option<Text>> {
         let mut values: Vec<Option<Text>> = vec![None; self.exprs.len()];
         for (_, i) in plans.iter().flatten().flat_map(|p| p.set.iter()) {
             if values[*i].is_none() {
                 let v = self.exprs[*i].label(attrs);
+                if v.is_none() {
+                    unknown.inc();
+                }
                 values[*i] = Some(Text::from(v.as_deref().unwrap_or("unknown")));
             }
         }

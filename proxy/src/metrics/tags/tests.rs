@@ -215,6 +215,16 @@ fn failed_evaluation_gives_unknown_and_peers_come_from_labels() {
     // The client side has no downstream peer.
     assert!(count.contains("source_x=\"unknown\""), "{count}");
     assert!(count.contains("code_class=\"error\""), "{count}");
+    let text = m.encode();
+    // Two of the four could not be evaluated.
+    assert!(
+        text.contains("sluice_metric_label_values_unknown_total 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_metric_label_changes{reporter=\"source\"} 4"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -234,6 +244,11 @@ fn tcp_metrics_get_their_own_changes() {
         &meta("reviews-v2", "reviews", "v2"),
         &ServiceLabels::default(),
         &m.words.mutual_tls,
+    );
+    // One label added and one removed, on one metric.
+    assert!(
+        m.encode()
+            .contains("sluice_metric_label_changes{reporter=\"destination\"} 2")
     );
     let tagged = m.tcp_tagged(&l).expect("changed");
     m.tcp_opened.get_or_create(&tagged[0]).inc();
