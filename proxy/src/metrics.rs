@@ -414,6 +414,8 @@ pub struct Words {
     pub di: Text,
     pub fi: Text,
     pub di_fi: Text,
+    /// A connection cut at its maximum duration (Envoy's `DT`).
+    pub dt: Text,
 }
 
 /// Every metric the proxy exports.
@@ -730,6 +732,7 @@ impl Metrics {
                 di: "DI".into(),
                 fi: "FI".into(),
                 di_fi: "DI,FI".into(),
+                dt: "DT".into(),
             },
             requests,
             duration,

@@ -443,7 +443,19 @@ pub async fn relay_until<A, B>(
     if records(standard::TCP_CLOSED) {
         metrics.tcp_closed.get_or_create(of(1)).inc();
     }
+    // Envoy flags a connection its maximum duration cut `DT` in the access
+    // log; the metrics keep the labels they were opened with, as Istio's.
+    let cut;
+    let logged = if matches!(done.end, End::MaxDuration) {
+        cut = TcpLabels {
+            response_flags: metrics.words.dt.clone(),
+            ..labels.clone()
+        };
+        &cut
+    } else {
+        labels
+    };
     metrics
         .telemetry
-        .tcp_closed(labels, start_wall, start.elapsed(), received, sent);
+        .tcp_closed(logged, start_wall, start.elapsed(), received, sent);
 }

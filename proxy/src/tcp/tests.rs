@@ -120,6 +120,10 @@ async fn relay_is_cut_after_idle_time_since_the_last_byte_and_counts_what_it_car
 async fn relay_is_cut_at_its_maximum_duration_and_ends_normally_when_both_sides_close() {
     let metrics = Arc::new(Metrics::new());
     let labels = labels(&metrics);
+    let flags = Arc::new(std::sync::Mutex::new(Vec::new()));
+    metrics
+        .telemetry
+        .install_tcp_log(Box::new(Flags(Arc::clone(&flags))));
     let limits = RelayLimits {
         idle: None,
         max_duration: Some(Duration::from_secs(30)),
@@ -172,6 +176,22 @@ async fn relay_is_cut_at_its_maximum_duration_and_ends_normally_when_both_sides_
         value(&text, "istio_tcp_connections_closed_total"),
         Some("2")
     );
+    // Envoy's access-log flag for the cut connection only; the metrics keep
+    // the flags the connection opened with.
+    assert_eq!(*flags.lock().unwrap(), ["DT", "-"]);
+    assert!(!text.contains(r#"response_flags="DT""#), "{text}");
+}
+
+/// Records the response flags of each TCP access-log line.
+struct Flags(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl crate::metrics::TcpLog for Flags {
+    fn closed(&self, labels: &TcpLabels, _: std::time::SystemTime, _: Duration, _: u64, _: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(labels.response_flags.as_str().to_owned());
+    }
 }
 
 #[tokio::test(start_paused = true)]
