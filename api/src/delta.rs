@@ -52,7 +52,7 @@ pub fn order_by_name(config: &mut pb::ProxyConfig) {
 }
 
 /// Changes from `old` to `new`: entries added or different, names removed,
-/// and `inbound` / `self` / `telemetry` only when they differ. `base_version` is left empty.
+/// and `inbound` / `self` / `telemetry` / `outbound` only when they differ. `base_version` is left empty.
 pub fn diff(old: &pb::ProxyConfig, new: &pb::ProxyConfig) -> pb::ConfigDelta {
     let (virtual_hosts, removed_virtual_hosts) = diff_list(&old.virtual_hosts, &new.virtual_hosts);
     let (clusters, removed_clusters) = diff_list(&old.clusters, &new.clusters);
@@ -68,6 +68,7 @@ pub fn diff(old: &pb::ProxyConfig, new: &pb::ProxyConfig) -> pb::ConfigDelta {
         inbound: changed(&old.inbound, &new.inbound),
         self_: changed(&old.self_, &new.self_),
         telemetry: changed(&old.telemetry, &new.telemetry),
+        outbound: changed(&old.outbound, &new.outbound),
     }
 }
 
@@ -82,6 +83,7 @@ pub fn is_empty(delta: &pb::ConfigDelta) -> bool {
         && delta.inbound.is_none()
         && delta.self_.is_none()
         && delta.telemetry.is_none()
+        && delta.outbound.is_none()
 }
 
 /// `new` when it differs from `old`. An unset side that becomes set is sent;
@@ -159,6 +161,9 @@ pub fn apply_in_place(
     }
     if let Some(meta) = &delta.self_ {
         config.self_ = Some(meta.clone());
+    }
+    if let Some(outbound) = &delta.outbound {
+        config.outbound = Some(*outbound);
     }
     if let Some(telemetry) = &delta.telemetry {
         config.telemetry = Some(telemetry.clone());

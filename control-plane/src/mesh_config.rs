@@ -20,6 +20,10 @@ pub struct MeshConfig {
     /// upstream as HTTP/2 unless a DestinationRule says otherwise (Istio's
     /// default `DO_NOT_UPGRADE` is `false`).
     pub h2_upgrade: bool,
+    /// `outboundTrafficPolicy.mode: REGISTRY_ONLY`: captured traffic for
+    /// destinations no service covers is refused instead of passed through
+    /// (Istio's default `ALLOW_ANY` is `false`).
+    pub registry_only: bool,
     /// Tracing and access logging defaults and providers.
     pub telemetry: MeshTelemetry,
     /// `defaultConfig.concurrency`: worker threads of injected sidecars
@@ -34,6 +38,7 @@ impl Default for MeshConfig {
             retry_budget_percent: 20.0,
             retry_budget_min_per_second: 10,
             h2_upgrade: false,
+            registry_only: false,
             telemetry: MeshTelemetry::default(),
             proxy_concurrency: None,
         }

@@ -269,6 +269,7 @@ pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
         inbound: Some(parts.inbound),
         self_: Some(parts.self_),
         telemetry: Some(parts.telemetry),
+        outbound: Some(parts.outbound_settings),
     }
 }
 
@@ -296,6 +297,7 @@ pub(crate) struct Parts {
     pub inbound: pb::Inbound,
     pub self_: pb::WorkloadMeta,
     pub telemetry: pb::Telemetry,
+    pub outbound_settings: pb::Outbound,
 }
 
 /// A proxy's own parts: what only it gets, beside the shared outbound half.
@@ -304,6 +306,8 @@ pub(crate) struct Own {
     pub inbound: pb::Inbound,
     pub self_: pb::WorkloadMeta,
     pub telemetry: pb::Telemetry,
+    /// Mesh-wide outbound settings.
+    pub outbound: pb::Outbound,
 }
 
 /// Kinds that only the outbound half reads: [`translate_own`] never looks at
@@ -322,6 +326,7 @@ pub(crate) fn translate_parts(index: &MeshIndex, proxy: &ProxyIdentity) -> Parts
         inbound: own.inbound,
         self_: own.self_,
         telemetry: own.telemetry,
+        outbound_settings: own.outbound,
     }
 }
 
@@ -362,6 +367,13 @@ pub(crate) fn translate_own(index: &MeshIndex, proxy: &ProxyIdentity) -> Own {
             cluster: "Kubernetes".into(),
         },
         telemetry: telemetry::for_proxy(index, proxy),
+        outbound: pb::Outbound {
+            traffic_policy: if index.mesh.registry_only {
+                pb::OutboundTrafficPolicy::RegistryOnly as i32
+            } else {
+                pb::OutboundTrafficPolicy::AllowAny as i32
+            },
+        },
     }
 }
 

@@ -416,6 +416,10 @@ pub struct Words {
     pub di_fi: Text,
     /// A connection cut at its maximum duration (Envoy's `DT`).
     pub dt: Text,
+    /// `destination_service_name` of traffic for destinations no service
+    /// covers: passed through, or refused under `REGISTRY_ONLY`.
+    pub passthrough: Text,
+    pub black_hole: Text,
 }
 
 /// Every metric the proxy exports.
@@ -469,6 +473,9 @@ pub struct Metrics {
     /// so that proxies without any take no lock.
     tags: std::sync::RwLock<Option<Arc<TagPlans>>>,
     has_tags: std::sync::atomic::AtomicBool,
+    /// Captured traffic for destinations no service covers, by protocol and
+    /// outcome (`passed` through or `refused` under `REGISTRY_ONLY`).
+    passthroughs: Family<PassthroughLabels, Counter>,
     /// Label changes in force, per reporter (one per metric and label).
     label_changes: Family<ReporterLabels, Gauge>,
     /// Label values that could not be evaluated and were reported `unknown`.
@@ -535,6 +542,15 @@ pub struct UpgradeBytesLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReporterLabels {
     pub reporter: &'static str,
+}
+
+/// Labels of `sluice_outbound_passthrough_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassthroughLabels {
+    /// `http` or `tcp`.
+    protocol: &'static str,
+    /// `passed` or `refused`.
+    outcome: &'static str,
 }
 
 /// Labels of `sluice_app_probes_total`.
@@ -679,6 +695,12 @@ impl Metrics {
             "1 for each standard metric (Istio's name) and reporter that a Telemetry's metrics overrides switched off",
             disabled_gauge.clone(),
         );
+        let passthroughs = Family::default();
+        registry.register(
+            "sluice_outbound_passthrough",
+            "Captured outbound requests (http) and connections (tcp) for destinations no service covers: passed through to their original destination (ALLOW_ANY) or refused (REGISTRY_ONLY)",
+            passthroughs.clone(),
+        );
         let label_changes = Family::default();
         registry.register(
             "sluice_metric_label_changes",
@@ -733,6 +755,8 @@ impl Metrics {
                 fi: "FI".into(),
                 di_fi: "DI,FI".into(),
                 dt: "DT".into(),
+                passthrough: "PassthroughCluster".into(),
+                black_hole: "BlackHoleCluster".into(),
             },
             requests,
             duration,
@@ -755,7 +779,16 @@ impl Metrics {
             has_tags: std::sync::atomic::AtomicBool::new(false),
             label_changes,
             label_values_unknown,
+            passthroughs,
         }
+    }
+
+    /// Counts captured traffic for a destination no service covers.
+    pub fn passthrough(&self, refused: bool, protocol: &'static str) {
+        let outcome = if refused { "refused" } else { "passed" };
+        self.passthroughs
+            .get_or_create(&PassthroughLabels { protocol, outcome })
+            .inc();
     }
 
     /// Applies the running config's label changes (`None`: standard labels).

@@ -159,6 +159,10 @@ pub struct ProxyConfig {
     pub self_meta: Option<WorkloadMeta>,
     /// Tracing and access logging, swapped with the rest of the config.
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// MeshConfig `outboundTrafficPolicy: REGISTRY_ONLY`: captured traffic
+    /// for destinations no service covers is refused (502 / closed) instead
+    /// of passed through to its original destination.
+    pub registry_only: bool,
     /// PeerAuthentication modes and AuthorizationPolicies of the inbound side.
     #[serde(skip)]
     pub security: crate::authz::InboundPolicy,

@@ -66,6 +66,64 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// A captured connection to a destination no service covers: relayed as it
+/// is to that destination (Istio's `ALLOW_ANY`, Envoy's PassthroughCluster),
+/// or closed under `REGISTRY_ONLY` (BlackHoleCluster). Counted either way
+/// with `destination_service_name` naming which.
+async fn passthrough_tcp(
+    shared: &Arc<Shared>,
+    running: &crate::model::Running,
+    stream: TcpStream,
+    client: SocketAddr,
+    dst: SocketAddr,
+) {
+    let m = &shared.metrics;
+    let registry_only = running.config.registry_only;
+    let service = crate::metrics::ServiceLabels {
+        service: Default::default(),
+        name: if registry_only {
+            m.words.black_hole.clone()
+        } else {
+            m.words.passthrough.clone()
+        },
+        namespace: Default::default(),
+    };
+    let me = shared.self_meta(Some(running));
+    let labels = m.tcp_labels(
+        &m.words.source,
+        me,
+        &crate::model::WorkloadMeta::default(),
+        &service,
+        &m.words.unknown,
+    );
+    m.passthrough(registry_only, "tcp");
+    if registry_only {
+        tracing::debug!(%dst, "no service for original destination; closed (REGISTRY_ONLY)");
+        if m.records(&labels.reporter, crate::metrics::standard::TCP_OPENED) {
+            m.tcp_opened.get_or_create(&labels).inc();
+        }
+        if m.records(&labels.reporter, crate::metrics::standard::TCP_CLOSED) {
+            m.tcp_closed.get_or_create(&labels).inc();
+        }
+        return;
+    }
+    let target = crate::upstream::Target::plain(dst);
+    let timeout = shared.settings.connect_timeout;
+    match crate::upstream::connect(&target, client, timeout, None).await {
+        Ok(upstream) => {
+            crate::tcp::relay(
+                &shared.metrics,
+                &labels,
+                stream,
+                upstream,
+                crate::tcp::RelayLimits::INBOUND,
+            )
+            .await
+        }
+        Err(e) => tracing::debug!(%dst, error = %e, "passthrough connection failed"),
+    }
+}
+
 async fn transparent_tcp(shared: Arc<Shared>, stream: TcpStream, ctx: ConnCtx) {
     let Some(dst) = ctx.orig_dst else {
         tracing::debug!(peer = %ctx.peer, "non-HTTP connection without an original destination; closing");
@@ -75,7 +133,7 @@ async fn transparent_tcp(shared: Arc<Shared>, stream: TcpStream, ctx: ConnCtx) {
         return;
     };
     let Some(svc) = crate::tcp::service_for_dst(&running.config, dst) else {
-        tracing::debug!(%dst, "no tcp service for original destination; closing");
+        passthrough_tcp(&shared, &running, stream, ctx.peer, dst).await;
         return;
     };
     match crate::tcp::connect_service(&shared, &running, svc, ctx.peer).await {

@@ -43,6 +43,7 @@ fn config(vhs: &[(&str, u32)], clusters: &[(&str, usize)], tcps: &[&str]) -> pb:
         inbound: Some(pb::Inbound::default()),
         self_: Some(meta("web")),
         telemetry: None,
+        outbound: None,
     };
     order_by_name(&mut c);
     c
@@ -61,6 +62,9 @@ fn diff_then_apply_reproduces_the_new_config_with_changes_additions_and_removals
         &["t2"],
     );
     b.self_ = Some(meta("web-v2"));
+    b.outbound = Some(pb::Outbound {
+        traffic_policy: pb::OutboundTrafficPolicy::RegistryOnly as i32,
+    });
     let d = diff(&a, &b);
     assert_eq!(
         d.virtual_hosts
@@ -83,6 +87,7 @@ fn diff_then_apply_reproduces_the_new_config_with_changes_additions_and_removals
     assert!(d.tcp_services.is_empty());
     assert!(d.inbound.is_none(), "unchanged inbound is not sent");
     assert_eq!(d.self_, Some(meta("web-v2")));
+    assert_eq!(d.outbound, b.outbound);
     assert_eq!(apply(&a, &d).unwrap(), b);
 }
 

@@ -104,6 +104,9 @@ pub struct ConfigDelta {
     /// Replaces the telemetry settings when set.
     #[prost(message, optional, tag = "10")]
     pub telemetry: ::core::option::Option<Telemetry>,
+    /// Replaces the outbound settings when set.
+    #[prost(message, optional, tag = "11")]
+    pub outbound: ::core::option::Option<Outbound>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProxyConfig {
@@ -128,6 +131,17 @@ pub struct ProxyConfig {
     /// context headers are still propagated.
     #[prost(message, optional, tag = "6")]
     pub telemetry: ::core::option::Option<Telemetry>,
+    /// Outbound settings that are not per service. Absent: the defaults.
+    #[prost(message, optional, tag = "7")]
+    pub outbound: ::core::option::Option<Outbound>,
+}
+/// Outbound settings of the whole proxy.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Outbound {
+    /// What happens to captured traffic for destinations the proxy has no
+    /// service for (MeshConfig `outboundTrafficPolicy.mode`).
+    #[prost(enumeration = "OutboundTrafficPolicy", tag = "1")]
+    pub traffic_policy: i32,
 }
 /// What the proxy records about the requests it handles.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1268,6 +1282,35 @@ pub struct ConditionMatch {
     pub values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "3")]
     pub not_values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum OutboundTrafficPolicy {
+    /// Istio's default: passed through to the original destination, without
+    /// mTLS (Envoy's PassthroughCluster).
+    AllowAny = 0,
+    /// Refused: HTTP gets 502, other connections are closed (BlackHoleCluster).
+    RegistryOnly = 1,
+}
+impl OutboundTrafficPolicy {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::AllowAny => "ALLOW_ANY",
+            Self::RegistryOnly => "REGISTRY_ONLY",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "ALLOW_ANY" => Some(Self::AllowAny),
+            "REGISTRY_ONLY" => Some(Self::RegistryOnly),
+            _ => None,
+        }
+    }
 }
 /// Istio's standard metrics (`istio_*`), as Telemetry names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

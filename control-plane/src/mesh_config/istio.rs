@@ -32,6 +32,7 @@ const READ: &[&str] = &[
     "accessLogFile",
     "accessLogEncoding",
     "h2UpgradePolicy",
+    "outboundTrafficPolicy",
 ];
 
 /// Applies the MeshConfig YAML in `text` over `base`; returns the result and
@@ -69,6 +70,34 @@ pub fn parse_mesh_config(
                 ));
             }
         };
+    }
+    match root.get("outboundTrafficPolicy") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(m)) => {
+            let path = "outboundTrafficPolicy.mode";
+            if let Some(mode) = string(m, "mode", path)? {
+                mesh.registry_only = match mode.as_str() {
+                    "REGISTRY_ONLY" => true,
+                    "ALLOW_ANY" => false,
+                    other => {
+                        return Err(err(
+                            path,
+                            format!(
+                                "unknown value `{other}` (expected ALLOW_ANY or REGISTRY_ONLY)"
+                            ),
+                        ));
+                    }
+                };
+            }
+            // `egressProxy` (ALLOW_ANY through a gateway) is not served.
+            if let Some(k) = m.keys().find(|k| k.as_str() != Some("mode")) {
+                return Err(err(
+                    "outboundTrafficPolicy",
+                    format!("unsupported field {k:?} (only mode is read)"),
+                ));
+            }
+        }
+        Some(_) => return Err(err("outboundTrafficPolicy", "must be a mapping")),
     }
     let t = &mut mesh.telemetry;
     if let Some(v) = root.get("enableTracing") {

@@ -37,7 +37,8 @@ outboundTrafficPolicy: {mode: REGISTRY_ONLY}
     assert_eq!(t.default_access_logging, ["envoy"]);
     assert_eq!(t.access_log_file.as_deref(), Some("/dev/stdout"));
     assert_eq!(t.access_log_encoding, AccessLogEncoding::Json);
-    assert_eq!(ignored, ["outboundTrafficPolicy"]);
+    assert!(ignored.is_empty(), "{ignored:?}");
+    assert!(m.registry_only);
     assert_eq!(m.proxy_concurrency, Some(1));
 }
 
@@ -115,4 +116,27 @@ fn mesh_config_h2_upgrade_policy_is_read_and_unknown_value_named() {
     let e = parse_mesh_config("h2UpgradePolicy: ALWAYS", MeshConfig::default()).unwrap_err();
     assert_eq!(e.path, "h2UpgradePolicy");
     assert!(e.message.contains("ALWAYS"), "{e}");
+}
+
+#[test]
+fn mesh_config_outbound_traffic_policy_modes_and_errors() {
+    let parse = |t: &str| parse_mesh_config(t, MeshConfig::default());
+    assert!(
+        !parse("outboundTrafficPolicy: {mode: ALLOW_ANY}")
+            .unwrap()
+            .0
+            .registry_only
+    );
+    assert!(!parse("outboundTrafficPolicy: {}").unwrap().0.registry_only);
+    let e = parse("outboundTrafficPolicy: {mode: DENY}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("outboundTrafficPolicy.mode") && e.contains("DENY"),
+        "{e}"
+    );
+    let e = parse("outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: x}}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("egressProxy"), "{e}");
 }

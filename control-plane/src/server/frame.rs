@@ -69,11 +69,13 @@ pub fn complete(
     inbound: Option<&pb::Inbound>,
     self_: Option<&pb::WorkloadMeta>,
     telemetry: Option<&pb::Telemetry>,
+    outbound_settings: Option<&pb::Outbound>,
 ) -> Result<EncodedSnapshot, TooLarge> {
     let own = pb::ProxyConfig {
         inbound: inbound.cloned(),
         self_: self_.cloned(),
         telemetry: telemetry.cloned(),
+        outbound: outbound_settings.copied(),
         ..pb::ProxyConfig::default()
     }
     .encode_to_vec();

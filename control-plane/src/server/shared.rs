@@ -46,6 +46,8 @@ pub struct OwnParts {
     pub self_: Option<pb::WorkloadMeta>,
     /// This workload's tracing and access logging.
     pub telemetry: Option<pb::Telemetry>,
+    /// Mesh-wide outbound settings (MeshConfig `outboundTrafficPolicy`).
+    pub outbound: Option<pb::Outbound>,
 }
 
 impl OwnParts {
@@ -57,6 +59,7 @@ impl OwnParts {
             self_: (self.self_ != next.self_).then(|| next.self_.clone().unwrap_or_default()),
             telemetry: (self.telemetry != next.telemetry)
                 .then(|| next.telemetry.clone().unwrap_or_default()),
+            outbound: (self.outbound != next.outbound).then(|| next.outbound.unwrap_or_default()),
             ..pb::ConfigDelta::default()
         }
     }
@@ -69,6 +72,7 @@ impl ProxyView {
             inbound: self.own.inbound.clone(),
             self_: self.own.self_.clone(),
             telemetry: self.own.telemetry.clone(),
+            outbound: self.own.outbound,
             ..self.half.decode()
         }
     }
@@ -151,6 +155,7 @@ impl Sharing {
                     inbound: Some(own.inbound),
                     self_: Some(own.self_),
                     telemetry: Some(own.telemetry),
+                    outbound: Some(own.outbound),
                 };
                 match previous {
                     // Most changes to own-part inputs (an endpoint of some
@@ -269,6 +274,7 @@ impl Sharing {
             inbound: own.inbound,
             self_: own.self_,
             telemetry: own.telemetry,
+            outbound: own.outbound,
             ..pb::ConfigDelta::decode(outbound).unwrap_or_default()
         })
     }

@@ -140,6 +140,7 @@ fn next_snapshot(
                 view.own.inbound.as_ref(),
                 view.own.self_.as_ref(),
                 view.own.telemetry.as_ref(),
+                view.own.outbound.as_ref(),
             )?;
             (Kind::Full, snapshot)
         }

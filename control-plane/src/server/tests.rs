@@ -122,6 +122,7 @@ fn complete_frame_with_and_without_inbound_ports_equals_translated_snapshot_byte
             view.own.inbound.as_ref(),
             view.own.self_.as_ref(),
             view.own.telemetry.as_ref(),
+            view.own.outbound.as_ref(),
         )
         .unwrap();
         let mut config = translate(&idx, &who);
@@ -158,6 +159,7 @@ fn complete_frame_alike_proxies_share_one_outbound_buffer() {
             v.own.inbound.as_ref(),
             v.own.self_.as_ref(),
             v.own.telemetry.as_ref(),
+            v.own.outbound.as_ref(),
         )
         .unwrap()
         .into_chunks()

@@ -661,3 +661,22 @@ spec:
     assert_eq!(a.virtual_hosts, a2.virtual_hosts);
     assert_ne!(a.virtual_hosts, b.virtual_hosts);
 }
+
+#[test]
+fn outbound_traffic_policy_follows_mesh_config() {
+    let mut idx = index("");
+    let policy = |idx: &MeshIndex| {
+        translate(idx, &proxy("default", &[]))
+            .outbound
+            .map(|o| o.traffic_policy())
+    };
+    // Istio's default: unknown destinations pass through.
+    assert_eq!(policy(&idx), Some(pb::OutboundTrafficPolicy::AllowAny));
+    let (mesh, _) = crate::mesh_config::parse_mesh_config(
+        "outboundTrafficPolicy: {mode: REGISTRY_ONLY}",
+        (*idx.mesh).clone(),
+    )
+    .expect("mesh config parses");
+    idx.mesh = std::sync::Arc::new(mesh);
+    assert_eq!(policy(&idx), Some(pb::OutboundTrafficPolicy::RegistryOnly));
+}

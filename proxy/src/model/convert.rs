@@ -611,6 +611,21 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
             self_meta: c.self_.as_ref().map(WorkloadMeta::from),
             security: security::inbound_security(&c.inbound)?,
             telemetry: telemetry::telemetry(c.telemetry.as_ref())?,
+            registry_only: match c.outbound.map(|o| o.traffic_policy) {
+                None => false,
+                Some(p) => match pb::OutboundTrafficPolicy::try_from(p) {
+                    Ok(p) => p == pb::OutboundTrafficPolicy::RegistryOnly,
+                    Err(_) => {
+                        return Err(invalid(
+                            "outbound",
+                            Problem::UnknownEnum {
+                                what: "traffic policy",
+                                value: p,
+                            },
+                        ));
+                    }
+                },
+            },
             cluster_index,
         })
     }

@@ -108,6 +108,86 @@ impl Reporting<'_> {
     }
 }
 
+/// A captured request for a host no service covers, to the address the app
+/// connected to, in plaintext and with the caller's protocol version (Envoy's
+/// PassthroughCluster); under `REGISTRY_ONLY`, Istio's `block_all` route: a
+/// 502 from the proxy. `destination_service_name` says which.
+async fn passthrough(
+    shared: &Arc<Shared>,
+    running: &Running,
+    rep: &Reporting<'_>,
+    req: Request<Incoming>,
+    dst: std::net::SocketAddr,
+    authority: &str,
+    host: &str,
+) -> Response<Body> {
+    let m = rep.metrics;
+    let registry_only = running.config.registry_only;
+    m.passthrough(registry_only, "http");
+    let service = ServiceLabels {
+        service: Text::from(host),
+        name: if registry_only {
+            m.words.black_hole.clone()
+        } else {
+            m.words.passthrough.clone()
+        },
+        namespace: Text::default(),
+    };
+    if registry_only {
+        let msg = format!(
+            "sluice-proxy: {authority} is not a service of the mesh (outboundTrafficPolicy REGISTRY_ONLY)"
+        );
+        return rep.reply(&service, StatusCode::BAD_GATEWAY, &msg, &m.words.no_flags);
+    }
+    let report = rep.report(&service, &WorkloadMeta::default());
+    let h2 = req.version() == http::Version::HTTP_2;
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let shaped = UpstreamTarget::unchanged(&parts, authority).and_then(|t| t.shape(&mut parts, h2));
+    if let Err(e) = shaped {
+        let msg = format!("sluice-proxy: {e}");
+        let resp = report.local(
+            local_reply(StatusCode::BAD_REQUEST, &msg),
+            &m.words.no_flags,
+        );
+        return rep.tag(resp, || Outcome::local(&m.words.no_flags));
+    }
+    let body = body::boxed(Counted::new(body, Arc::clone(&rep.request_bytes)));
+    let req = Request::from_parts(parts, body);
+    let target = crate::upstream::Target::plain(dst);
+    let result = if h2 {
+        shared
+            .app_pools
+            .send_h2(target, req)
+            .await
+            .map(|r| r.map(body::boxed))
+    } else {
+        shared.app_pools.send_h1(target, req).await
+    };
+    let outcome = || Outcome {
+        cluster: m.words.passthrough.clone(),
+        upstream_host: Some(dst),
+        ..Outcome::default()
+    };
+    match result {
+        Ok(resp) => {
+            let resp = rep.tag(resp, outcome);
+            report.streamed(resp, ())
+        }
+        Err(e) => {
+            tracing::debug!(%dst, error = %e, "passthrough request failed");
+            let flag = if e.is_connect_failure() {
+                &m.words.uf
+            } else {
+                &m.words.uc
+            };
+            let msg = format!("sluice-proxy: {e}");
+            let resp = report.local(local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg), flag);
+            rep.tag(resp, || outcome().flagged(flag))
+        }
+    }
+}
+
 /// Handles one request from the local application.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -199,6 +279,11 @@ async fn route(
         .or(ctx.orig_dst.map(|d| d.port()))
         .unwrap_or(80);
     let Some(vh) = select_vhost(&running.config, &host, port) else {
+        // Captured traffic for a host no service covers goes where the app
+        // sent it, as Istio's `ALLOW_ANY` (or is refused: `REGISTRY_ONLY`).
+        if let Some(dst) = ctx.orig_dst {
+            return passthrough(shared, running, &rep, req, dst, &authority, &host).await;
+        }
         let service = service_labels(&Text::from(host.as_ref()));
         let msg = format!("sluice-proxy: no virtual host for {host}:{port}");
         return rep.reply(&service, StatusCode::NOT_FOUND, &msg, &m.words.nr);

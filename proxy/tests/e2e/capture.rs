@@ -21,6 +21,8 @@ use crate::harness::{Controller, Reply, cluster, endpoint, forward, get, send, v
 const APP_ENV: &str = "SLUICE_CAPTURE_APP";
 /// Env var that makes `helper_get` send one GET to its value.
 const GET_ENV: &str = "SLUICE_CAPTURE_GET";
+/// Env var that makes `helper_tcp` send a line of non-HTTP bytes to its value.
+const TCP_ENV: &str = "SLUICE_CAPTURE_TCP";
 /// Marker of `helper_get`'s result line.
 const RESULT: &str = "CAPTURE-RESULT";
 const APP_PORT: u16 = 8080;
@@ -393,14 +395,21 @@ async fn capture_plain_client_reaches_app_through_both_sidecars() {
 /// Runs `helper_get` against `target` as an unmodified client (root, not the
 /// proxy uid) in the client namespace; its result (`<status> <x-backend>`).
 async fn client_get(t: &Topology, exe: &str, target: &str) -> String {
+    client_run(t, exe, ("capture::helper_get", GET_ENV), target).await
+}
+
+/// Runs a helper (`(test name, env var)`) against `target` in the client
+/// namespace as an unmodified client; its result line.
+async fn client_run(t: &Topology, exe: &str, helper: (&str, &str), target: &str) -> String {
     let exe = exe.to_owned();
     let ns = t.ns("c");
     let target = target.to_owned();
+    let (name, env) = (helper.0.to_owned(), helper.1.to_owned());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("ip")
             .args(["netns", "exec", &ns, &exe])
-            .args(["capture::helper_get", "--exact", "--ignored", "--nocapture"])
-            .env(GET_ENV, &target)
+            .args([name.as_str(), "--exact", "--ignored", "--nocapture"])
+            .env(env, &target)
             .output()
             .expect("run client helper")
     })
@@ -418,6 +427,89 @@ async fn client_get(t: &Topology, exe: &str, target: &str) -> String {
         })
         .trim()
         .to_owned()
+}
+
+/// Istio's `outboundTrafficPolicy`: a captured request or connection to an
+/// address no service covers (here an app without a sidecar, absent from the
+/// client's config) goes to that address as it is under `ALLOW_ANY` (the
+/// default), and gets a 502 / a closed connection under `REGISTRY_ONLY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_unknown_destinations_pass_through_unless_registry_only() {
+    let mut t = Topology::create();
+    let server_ip = t.ip(1, 2);
+    let exe = std::env::current_exe().expect("test binary path");
+    let exe = exe.to_str().expect("utf-8 path");
+    let bind_all = format!("0.0.0.0:{APP_PORT}");
+    t.spawn(
+        "s",
+        &[exe, "capture::helper_app", "--exact", "--ignored"],
+        &[(APP_ENV, &bind_all)],
+    );
+    let app_via_root: SocketAddr = format!("{}:{APP_PORT}", t.ip(3, 2)).parse().unwrap();
+    wait_listening(app_via_root, "app").await;
+    // Only the client has a sidecar.
+    t.exec("c", &init_args());
+    let ctl = Controller::start(format!("{}:15010", t.ip(2, 1)).parse().unwrap()).await;
+    t.start_proxy("c", &t.ip(1, 1), ctl.addr, "client");
+    let stats: SocketAddr = format!("{}:15090", t.ip(2, 2)).parse().unwrap();
+    wait_listening(stats, "client sidecar").await;
+    ctl.publish("1", pb::ProxyConfig::default());
+    assert_eq!(ctl.reply("1").await, Reply::Ack);
+
+    let target = format!("{server_ip}:{APP_PORT}");
+    let tcp = ("capture::helper_tcp", TCP_ENV);
+    assert_eq!(client_get(&t, exe, &target).await, "200 capture-app");
+    // Non-HTTP bytes are relayed too: the app's HTTP server answers them.
+    assert_eq!(
+        client_run(&t, exe, tcp, &target).await,
+        "HTTP/1.1 400 Bad Request"
+    );
+    let passed = [
+        ("reporter", "source"),
+        ("destination_service_name", "PassthroughCluster"),
+    ];
+    assert_eq!(metric(stats, "istio_requests_total", &passed).await, 1.0);
+    assert_eq!(
+        metric(stats, "istio_tcp_connections_opened_total", &passed).await,
+        1.0
+    );
+    let outcome = |o| [("outcome", o)];
+    assert_eq!(
+        metric(
+            stats,
+            "sluice_outbound_passthrough_total",
+            &outcome("passed")
+        )
+        .await,
+        2.0
+    );
+
+    let registry_only = pb::ProxyConfig {
+        outbound: Some(pb::Outbound {
+            traffic_policy: pb::OutboundTrafficPolicy::RegistryOnly as i32,
+        }),
+        ..Default::default()
+    };
+    ctl.publish("2", registry_only);
+    assert_eq!(ctl.reply("2").await, Reply::Ack);
+    let got = client_get(&t, exe, &target).await;
+    assert!(got.starts_with("502"), "{got}");
+    assert_eq!(client_run(&t, exe, tcp, &target).await, "closed");
+    let refused = [("destination_service_name", "BlackHoleCluster")];
+    assert_eq!(metric(stats, "istio_requests_total", &refused).await, 1.0);
+    assert_eq!(
+        metric(stats, "istio_tcp_connections_closed_total", &refused).await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            stats,
+            "sluice_outbound_passthrough_total",
+            &outcome("refused")
+        )
+        .await,
+        2.0
+    );
 }
 
 #[test]
@@ -460,6 +552,35 @@ async fn helper_app() {
     };
     crate::harness::backend(addr.parse().expect("app address"), "capture-app").await;
     std::future::pending::<()>().await;
+}
+
+/// Helper process: a client of non-HTTP bytes in the client namespace; prints
+/// `CAPTURE-RESULT` and the first line it got back, or `closed`.
+#[tokio::test]
+#[ignore = "helper process started by the capture test"]
+async fn helper_tcp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(addr) = std::env::var(TCP_ENV) else {
+        return;
+    };
+    let addr: SocketAddr = addr.parse().expect("target address");
+    let talk = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(b"\x16not http at all\r\n\r\n").await?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await?;
+        Ok::<_, std::io::Error>(got)
+    };
+    match tokio::time::timeout(Duration::from_secs(20), talk).await {
+        Ok(Ok(got)) if got.is_empty() => println!("{RESULT} closed"),
+        Ok(Ok(got)) => {
+            let text = String::from_utf8_lossy(&got);
+            println!("{RESULT} {}", text.lines().next().unwrap_or(""));
+        }
+        // A reset is a refusal too.
+        Ok(Err(_)) => println!("{RESULT} closed"),
+        Err(_) => println!("{RESULT} timeout"),
+    }
 }
 
 /// Helper process: a plain HTTP client in the client namespace; prints

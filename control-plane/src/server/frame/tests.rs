@@ -38,7 +38,7 @@ fn whole_delta_is_prefixed_prost_encoding() {
 fn complete_without_own_fields_or_version_matches_prost() {
     let shared = outbound_bytes(&outbound());
     for version in ["", "3"] {
-        let sent = complete(version, &shared, None, None, None).unwrap();
+        let sent = complete(version, &shared, None, None, None, None).unwrap();
         let expected = pb::Snapshot {
             version: version.into(),
             config: Some(outbound()),
@@ -60,7 +60,7 @@ fn complete_with_empty_outbound_and_own_fields_matches_prost() {
         ..pb::WorkloadMeta::default()
     };
     let empty = outbound_bytes(&pb::ProxyConfig::default());
-    let sent = complete("1", &empty, Some(&inbound), Some(&me), None).unwrap();
+    let sent = complete("1", &empty, Some(&inbound), Some(&me), None, None).unwrap();
     let expected = pb::Snapshot {
         version: "1".into(),
         config: Some(pb::ProxyConfig {
