@@ -127,3 +127,28 @@ spec:
         ]
     );
 }
+
+#[test]
+fn warnings_locality_and_warmup_are_not_applied() {
+    let lines = warning_lines(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: d}
+spec:
+  host: d
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      localityLbSetting: {enabled: true}
+      warmupDurationSecs: 10s
+"#,
+    );
+    assert_eq!(
+        lines,
+        [
+            "DestinationRule default/d: spec.trafficPolicy.loadBalancer.localityLbSetting: not applied: Sluice balances over every endpoint alike, whatever its locality",
+            "DestinationRule default/d: spec.trafficPolicy.loadBalancer.warmupDurationSecs: not applied: a new endpoint takes its full share at once",
+        ]
+    );
+}

@@ -77,6 +77,25 @@ fn policy(out: &mut Vec<FieldError>, path: &str, p: &TrafficPolicy) {
                  consecutiveGatewayErrors does; use consecutiveGatewayErrors or consecutive5xxErrors",
             ));
         }
+        if let Some(lb) = &p.load_balancer {
+            if lb.locality_lb_setting.is_some() {
+                out.push(FieldError::new(
+                    format!("{path}.loadBalancer.localityLbSetting"),
+                    "not applied: Sluice balances over every endpoint alike, whatever its locality",
+                ));
+            }
+            if lb.warmup.is_some() || lb.warmup_duration_secs.is_some() {
+                let field = if lb.warmup.is_some() {
+                    "warmup"
+                } else {
+                    "warmupDurationSecs"
+                };
+                out.push(FieldError::new(
+                    format!("{path}.loadBalancer.{field}"),
+                    "not applied: a new endpoint takes its full share at once",
+                ));
+            }
+        }
         if p.load_balancer.as_ref().and_then(|lb| lb.simple.as_deref()) == Some("LEAST_CONN") {
             out.push(FieldError::new(
                 format!("{path}.loadBalancer.simple"),
