@@ -63,7 +63,7 @@ fn analyze_valid_examples_have_no_problems() {
     );
     assert_eq!(
         lines(&out.stderr),
-        ["analyzed 10 objects in 1 file: 0 problems, 1 warning"]
+        ["analyzed 11 objects in 1 file: 0 problems, 1 warning"]
     );
     assert_eq!(out.status.code(), Some(0));
 }
@@ -91,7 +91,7 @@ fn analyze_invalid_files_print_one_line_per_problem() {
             "destination-rule.yaml: DestinationRule shop/reviews: spec.trafficPolicy.outlierDetection.maxEjectionPercent: percentage 150 must be in [0, 100]",
             "destination-rule.yaml: DestinationRule shop/reviews: spec.subsets[1].name: duplicate subset name `v1`",
             "envoy-filter.yaml: EnvoyFilter default/lua: spec.configPatches[0]: unsupported EnvoyFilter patch: filter `envoy.filters.http.lua` (only envoy.filters.http.local_ratelimit is supported)",
-            "mixed.yaml: document 2: unsupported kind `Gateway` (supported: VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, EnvoyFilter, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, Telemetry)",
+            "mixed.yaml: document 2: unsupported kind `Gateway` (supported: VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, EnvoyFilter, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, Telemetry)",
             "mixed.yaml: AuthorizationPolicy default/old: apiVersion: AuthorizationPolicy is not served at `security.istio.io/v1alpha1` (served: security.istio.io/v1, security.istio.io/v1beta1)",
             "mixed.yaml: AuthorizationPolicy shop/block: spec.action: unknown value `BLOCK` (expected one of ALLOW, DENY, AUDIT, CUSTOM)",
             "mixed.yaml: RateLimitPolicy default/orders: spec.maxTokens: must be > 0",

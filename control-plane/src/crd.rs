@@ -10,6 +10,7 @@ pub mod peer_authentication;
 pub mod rate_limit_policy;
 pub mod request_authentication;
 pub mod service_entry;
+pub mod sidecar;
 pub mod status;
 pub mod string_match;
 pub mod telemetry;
@@ -26,6 +27,7 @@ pub use peer_authentication::{MutualTls, PeerAuthentication, PeerAuthenticationS
 pub use rate_limit_policy::{RateLimitMatch, RateLimitPolicy, RateLimitPolicySpec};
 pub use request_authentication::{RequestAuthentication, RequestAuthenticationSpec};
 pub use service_entry::{ServiceEntry, ServiceEntrySpec, ServicePort};
+pub use sidecar::{Sidecar, SidecarSpec};
 pub use status::{Condition, IstioStatus};
 pub use string_match::{
     Percent, PolicyTargetReference, StringMatch, WorkloadLabelSelector, WorkloadSelector,

@@ -179,8 +179,8 @@ impl MeshIndex {
     }
 }
 
-/// Every label key that a VirtualService match or a DestinationRule
-/// selector of `resources` looks at.
+/// Every label key that a VirtualService match, a DestinationRule selector
+/// or a Sidecar selector of `resources` looks at.
 fn selecting_label_keys<'a>(resources: impl Iterator<Item = &'a Resource>) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     for r in resources {
@@ -196,6 +196,11 @@ fn selecting_label_keys<'a>(resources: impl Iterator<Item = &'a Resource>) -> BT
             Resource::DestinationRule(dr) => {
                 if let Some(sel) = &dr.spec.workload_selector {
                     keys.extend(sel.match_labels.keys().cloned());
+                }
+            }
+            Resource::Sidecar(s) => {
+                if let Some(sel) = &s.spec.workload_selector {
+                    keys.extend(sel.labels.keys().cloned());
                 }
             }
             _ => {}

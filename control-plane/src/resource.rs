@@ -3,7 +3,7 @@
 
 use crate::crd::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    RequestAuthentication, ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
+    RequestAuthentication, ServiceEntry, Sidecar, Telemetry, VirtualService, WorkloadEntry,
 };
 use serde::Serialize;
 use std::fmt;
@@ -19,6 +19,8 @@ pub mod kind {
     pub const SERVICE_ENTRY: &str = "ServiceEntry";
     /// `networking.istio.io` WorkloadEntry.
     pub const WORKLOAD_ENTRY: &str = "WorkloadEntry";
+    /// `networking.istio.io` Sidecar.
+    pub const SIDECAR: &str = "Sidecar";
     /// `networking.istio.io` EnvoyFilter.
     pub const ENVOY_FILTER: &str = "EnvoyFilter";
     /// `security.istio.io` PeerAuthentication.
@@ -67,6 +69,11 @@ pub const KINDS: &[KindInfo] = &[
     },
     KindInfo {
         kind: kind::WORKLOAD_ENTRY,
+        group: "networking.istio.io",
+        versions: NETWORKING,
+    },
+    KindInfo {
+        kind: kind::SIDECAR,
         group: "networking.istio.io",
         versions: NETWORKING,
     },
@@ -121,6 +128,8 @@ pub enum Resource {
     ServiceEntry(ServiceEntry),
     /// A WorkloadEntry.
     WorkloadEntry(WorkloadEntry),
+    /// A Sidecar.
+    Sidecar(Sidecar),
     /// An EnvoyFilter.
     EnvoyFilter(EnvoyFilter),
     /// A PeerAuthentication.
@@ -184,6 +193,7 @@ macro_rules! each_kind {
             Resource::DestinationRule($r) => $e,
             Resource::ServiceEntry($r) => $e,
             Resource::WorkloadEntry($r) => $e,
+            Resource::Sidecar($r) => $e,
             Resource::EnvoyFilter($r) => $e,
             Resource::PeerAuthentication($r) => $e,
             Resource::AuthorizationPolicy($r) => $e,
@@ -202,6 +212,7 @@ impl Resource {
             Resource::DestinationRule(_) => kind::DESTINATION_RULE,
             Resource::ServiceEntry(_) => kind::SERVICE_ENTRY,
             Resource::WorkloadEntry(_) => kind::WORKLOAD_ENTRY,
+            Resource::Sidecar(_) => kind::SIDECAR,
             Resource::EnvoyFilter(_) => kind::ENVOY_FILTER,
             Resource::PeerAuthentication(_) => kind::PEER_AUTHENTICATION,
             Resource::AuthorizationPolicy(_) => kind::AUTHORIZATION_POLICY,

@@ -9,6 +9,7 @@ mod outbound;
 mod policy;
 mod rate_limit;
 mod security;
+mod sidecar;
 mod telemetry;
 #[cfg(test)]
 mod tests;
@@ -163,12 +164,14 @@ pub(crate) struct View<'a> {
     pub destination_rules: Vec<&'a DestinationRule>,
     /// Every PeerAuthentication, oldest first.
     pub peer_authentications: Vec<&'a crate::crd::PeerAuthentication>,
+    /// What the proxy's Sidecar lets it reach (everything without one).
+    pub scope: Option<sidecar::Scope>,
 }
 
 impl<'a> View<'a> {
     fn new(index: &'a MeshIndex, proxy: &'a ProxyIdentity) -> Self {
         let ns = proxy.namespace.as_str();
-        let services = index
+        let mut services: Vec<&Service> = index
             .catalog
             .services
             .values()
@@ -208,6 +211,13 @@ impl<'a> View<'a> {
                 })
             })
             .collect();
+        // A Sidecar narrows both to what its egress listeners import.
+        let scope = sidecar::sidecar_for(index, ns, &proxy.labels)
+            .map(|s| sidecar::Scope::new(s, ns, &services, &virtual_services));
+        if let Some(scope) = &scope {
+            services.retain(|s| scope.reaches_any(s));
+            virtual_services.retain(|vs| scope.imports(vs));
+        }
         Self {
             index,
             proxy,
@@ -215,6 +225,7 @@ impl<'a> View<'a> {
             virtual_services,
             destination_rules,
             peer_authentications: security::peer_authentications(index),
+            scope,
         }
     }
 
@@ -229,7 +240,15 @@ impl<'a> View<'a> {
             virtual_services: Vec::new(),
             destination_rules: Vec::new(),
             peer_authentications: security::peer_authentications(index),
+            scope: None,
         }
+    }
+
+    /// Whether the proxy's Sidecar lets it reach `service` on `port`.
+    pub fn reaches(&self, service: &Service, port: u32) -> bool {
+        self.scope
+            .as_ref()
+            .is_none_or(|s| s.reaches(&service.fqdn, port))
     }
 
     /// The service a (resolved) host names.
@@ -368,12 +387,24 @@ pub(crate) fn translate_own(index: &MeshIndex, proxy: &ProxyIdentity) -> Own {
         },
         telemetry: telemetry::for_proxy(index, proxy),
         outbound: pb::Outbound {
-            traffic_policy: if index.mesh.registry_only {
+            traffic_policy: if registry_only(index, proxy) {
                 pb::OutboundTrafficPolicy::RegistryOnly as i32
             } else {
                 pb::OutboundTrafficPolicy::AllowAny as i32
             },
         },
+    }
+}
+
+/// Whether traffic for hosts outside `proxy`'s scope is refused: its
+/// Sidecar's `outboundTrafficPolicy` when set (an unset mode is
+/// `REGISTRY_ONLY`, the proto default), else the mesh config's.
+fn registry_only(index: &MeshIndex, proxy: &ProxyIdentity) -> bool {
+    match sidecar::sidecar_for(index, &proxy.namespace, &proxy.labels)
+        .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+    {
+        Some(policy) => policy.mode.as_deref() != Some("ALLOW_ANY"),
+        None => index.mesh.registry_only,
     }
 }
 
@@ -413,8 +444,12 @@ fn inbound(view: &View<'_>) -> pb::Inbound {
                 service: service.fqdn.clone(),
                 service_name: service.short_name.clone(),
                 service_namespace: service.namespace.clone(),
+                app_port: 0,
             });
         }
+    }
+    if let Some(sc) = sidecar::sidecar_for(view.index, &proxy.namespace, &proxy.labels) {
+        sidecar::apply_ingress(sc, &mut ports);
     }
     ports.sort_by(|a, b| (a.target_port, &a.service).cmp(&(b.target_port, &b.service)));
     pb::Inbound {

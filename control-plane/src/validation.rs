@@ -9,12 +9,15 @@ mod http_route;
 mod rate_limit_policy;
 pub(crate) mod security;
 mod service_entry;
+mod sidecar;
 mod telemetry;
 mod virtual_service;
 mod warnings;
 
 pub use duration::parse_duration;
 pub use envoy_filter::{LocalRateLimit, PatchContext, local_rate_limit, local_rate_limits};
+pub(crate) use field::host_subset_of;
+pub(crate) use sidecar::default_endpoint;
 pub use warnings::warnings;
 
 use crate::resource::{Resource, ResourceKey};
@@ -96,6 +99,7 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::DestinationRule(r) => r.spec.validate(&mut errors),
         Resource::ServiceEntry(r) => r.spec.validate(&mut errors),
         Resource::WorkloadEntry(r) => r.spec.validate(&mut errors),
+        Resource::Sidecar(r) => r.spec.validate(&mut errors),
         Resource::EnvoyFilter(r) => r.spec.validate(&mut errors),
         Resource::PeerAuthentication(r) => r.spec.validate(&mut errors),
         Resource::AuthorizationPolicy(r) => r.spec.validate(&mut errors),

@@ -277,7 +277,11 @@ async fn relay_tcp(shared: Arc<Shared>, stream: Stream, target_port: u16, ctx: I
             return;
         }
     }
-    let app = SocketAddr::new(shared.settings.app_ip, target_port);
+    let app_port = running
+        .as_ref()
+        .and_then(|r| find_port(&r.config, target_port))
+        .map_or(target_port, |p| p.app_port);
+    let app = SocketAddr::new(shared.settings.app_ip, app_port);
     let target = Target::plain(app);
     let timeout = shared.settings.connect_timeout;
     let upstream = match crate::upstream::connect(&target, app, timeout, None).await {

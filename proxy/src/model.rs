@@ -587,6 +587,9 @@ pub struct TcpRoute {
 #[derive(Debug, Serialize)]
 pub struct InboundPort {
     pub target_port: u16,
+    /// Where the app listens for this port (`target_port` unless a Sidecar
+    /// ingress listener names another).
+    pub app_port: u16,
     pub service_port: u16,
     pub protocol: Protocol,
     pub service: Text,

@@ -1072,6 +1072,10 @@ pub struct InboundPort {
     pub service_name: ::prost::alloc::string::String,
     #[prost(string, tag = "6")]
     pub service_namespace: ::prost::alloc::string::String,
+    /// Port the application listens on when it is not target_port (a Sidecar
+    /// ingress listener's defaultEndpoint); 0 = target_port.
+    #[prost(uint32, tag = "7")]
+    pub app_port: u32,
 }
 /// Inbound security of one workload, resolved by the controller from
 /// PeerAuthentication (mesh, namespace, workload levels with Istio's

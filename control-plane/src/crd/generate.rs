@@ -3,7 +3,7 @@
 
 use super::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    RequestAuthentication, ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
+    RequestAuthentication, ServiceEntry, Sidecar, Telemetry, VirtualService, WorkloadEntry,
 };
 use crate::resource::kind_info;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -16,6 +16,7 @@ pub fn crd_documents() -> Vec<(String, String)> {
         DestinationRule::crd(),
         ServiceEntry::crd(),
         WorkloadEntry::crd(),
+        Sidecar::crd(),
         EnvoyFilter::crd(),
         PeerAuthentication::crd(),
         AuthorizationPolicy::crd(),

@@ -4,7 +4,7 @@
 
 use crate::crd::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    RequestAuthentication, ServiceEntry, Telemetry, VirtualService, WorkloadEntry,
+    RequestAuthentication, ServiceEntry, Sidecar, Telemetry, VirtualService, WorkloadEntry,
 };
 use crate::debounce::Edge;
 use crate::metrics::KindLabels;
@@ -40,6 +40,7 @@ pub fn istio_resources() -> Vec<ApiResource> {
         ApiResource::erase::<DestinationRule>(&()),
         ApiResource::erase::<ServiceEntry>(&()),
         ApiResource::erase::<WorkloadEntry>(&()),
+        ApiResource::erase::<Sidecar>(&()),
         ApiResource::erase::<EnvoyFilter>(&()),
         ApiResource::erase::<PeerAuthentication>(&()),
         ApiResource::erase::<RequestAuthentication>(&()),

@@ -200,6 +200,7 @@ fn parse_document(
             kind::DESTINATION_RULE => decode(value).map(Resource::DestinationRule),
             kind::SERVICE_ENTRY => decode(value).map(Resource::ServiceEntry),
             kind::WORKLOAD_ENTRY => decode(value).map(Resource::WorkloadEntry),
+            kind::SIDECAR => decode(value).map(Resource::Sidecar),
             kind::ENVOY_FILTER => decode(value).map(Resource::EnvoyFilter),
             kind::PEER_AUTHENTICATION => decode(value).map(Resource::PeerAuthentication),
             kind::REQUEST_AUTHENTICATION => decode(value).map(Resource::RequestAuthentication),

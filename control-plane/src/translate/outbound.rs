@@ -121,7 +121,11 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
     let mut tcp_services = Vec::new();
     for service in &view.services {
         let vs = host::virtual_service_for(view, service);
-        for port in &service.ports {
+        for port in service
+            .ports
+            .iter()
+            .filter(|p| view.reaches(service, p.number))
+        {
             let domains = host::domains(service, port.number, &view.proxy.namespace);
             if port.protocol.is_http() {
                 let routes = match vs {

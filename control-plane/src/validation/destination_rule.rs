@@ -298,7 +298,11 @@ fn check_locality(errors: &mut FieldErrors, path: &str, l: &LocalityLoadBalancer
     }
 }
 
-fn check_connection_pool(errors: &mut FieldErrors, path: &str, pool: &ConnectionPoolSettings) {
+pub(crate) fn check_connection_pool(
+    errors: &mut FieldErrors,
+    path: &str,
+    pool: &ConnectionPoolSettings,
+) {
     if pool.http.is_none() && pool.tcp.is_none() {
         errors.push(path, "connection pool must have at least one field");
     }

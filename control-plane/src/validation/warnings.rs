@@ -2,7 +2,7 @@
 //! analyzers give (deprecated fields, settings that do nothing).
 
 use super::FieldError;
-use crate::crd::{HttpFaultInjection, TrafficPolicy};
+use crate::crd::{HttpFaultInjection, SidecarSpec, TrafficPolicy};
 use crate::resource::Resource;
 
 /// Warnings for `resource`; it stays valid whatever they say.
@@ -61,9 +61,74 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
                 }
             }
         }
+        Resource::Sidecar(s) => sidecar(&mut out, &s.spec),
         _ => {}
     }
     out
+}
+
+fn sidecar(out: &mut Vec<FieldError>, spec: &SidecarSpec) {
+    let mut warn = |path: String, message: &str| out.push(FieldError::new(path, message));
+    if spec
+        .workload_selector
+        .as_ref()
+        .is_some_and(|s| s.labels.is_empty())
+    {
+        warn(
+            "spec.workloadSelector".into(),
+            "selects every workload of the namespace (no labels)",
+        );
+    }
+    if spec.inbound_connection_pool.is_some() {
+        warn(
+            "spec.inboundConnectionPool".into(),
+            "not applied: the sidecar does not limit connections to its workload",
+        );
+    }
+    let listener = |warn: &mut dyn FnMut(String, &str), path: String, bind: &str, capture: &str| {
+        if !bind.is_empty() {
+            warn(
+                format!("{path}.bind"),
+                "not applied: the sidecar serves every port on its own listeners (15001, 15006)",
+            );
+        }
+        if !capture.is_empty() && capture != "DEFAULT" && capture != "IPTABLES" {
+            warn(
+                format!("{path}.captureMode"),
+                "not applied: traffic is captured by iptables as for DEFAULT",
+            );
+        }
+    };
+    for (i, l) in spec.ingress.iter().enumerate() {
+        let path = format!("spec.ingress[{i}]");
+        listener(&mut warn, path.clone(), &l.bind, &l.capture_mode);
+        if l.default_endpoint.starts_with("unix://") {
+            warn(
+                format!("{path}.defaultEndpoint"),
+                "not applied: unix sockets are not served; traffic goes to the app at the same port",
+            );
+        }
+        if l.tls.is_some() {
+            warn(
+                format!("{path}.tls"),
+                "not applied: the sidecar terminates only mesh mTLS",
+            );
+        }
+        if l.connection_pool.is_some() {
+            warn(
+                format!("{path}.connectionPool"),
+                "not applied: the sidecar does not limit connections to its workload",
+            );
+        }
+    }
+    for (i, l) in spec.egress.iter().enumerate() {
+        listener(
+            &mut warn,
+            format!("spec.egress[{i}]"),
+            &l.bind,
+            &l.capture_mode,
+        );
+    }
 }
 
 fn policy(out: &mut Vec<FieldError>, path: &str, p: &TrafficPolicy) {

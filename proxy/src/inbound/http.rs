@@ -293,7 +293,8 @@ async fn serve(
         let resp = report.local(resp, &m.words.nr);
         return tag(observe, resp, || Outcome::local(&m.words.nr));
     };
-    let app = SocketAddr::new(shared.settings.app_ip, target_port);
+    let app_port = port.map_or(target_port, |p| p.app_port);
+    let app = SocketAddr::new(shared.settings.app_ip, app_port);
     let routed = || Outcome::inbound(port, target_port, app);
     if let Some(r) = &running {
         let policy = &r.config.security;

@@ -96,8 +96,13 @@ pub(super) fn inbound_security(
 
 pub(super) fn inbound_port(p: &pb::InboundPort) -> Result<InboundPort, InvalidConfig> {
     let item = format!("inbound port {}", p.target_port);
+    let target_port = port(&item, p.target_port)?;
     Ok(InboundPort {
-        target_port: port(&item, p.target_port)?,
+        target_port,
+        app_port: match p.app_port {
+            0 => target_port,
+            n => port(&format!("{item} app port"), n)?,
+        },
         service_port: port(&item, p.service_port)?,
         protocol: protocol(&item, p.protocol)?,
         service: p.service.as_str().into(),

@@ -1,0 +1,269 @@
+//! The `Sidecar` that applies to a proxy, and the scope of services and
+//! VirtualServices its egress listeners import (Istio's `SidecarScope`).
+
+use super::{fqdn, namespace_of};
+use crate::crd::Sidecar;
+use crate::crd::VirtualService;
+use crate::index::MeshIndex;
+use crate::resource::Resource;
+use crate::services::{PortProtocol, Service, labels_match};
+use crate::validation::host_subset_of;
+use sluice_api::config as pb;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The Sidecar in force for a workload of `namespace` with `labels`:
+/// the oldest of its namespace whose selector matches, else the oldest of
+/// its namespace without a selector, else the oldest selector-less one of
+/// the root namespace (the mesh default).
+pub(crate) fn sidecar_for<'a>(
+    index: &'a MeshIndex,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Option<&'a Sidecar> {
+    let mut all: Vec<&Sidecar> = index
+        .of_kind(crate::resource::kind::SIDECAR)
+        .filter_map(|r| match r {
+            Resource::Sidecar(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    all.sort_by_key(|s| {
+        (
+            s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            s.metadata.name.clone(),
+            s.metadata.namespace.clone(),
+        )
+    });
+    let selector_less = |ns: &str| {
+        all.iter()
+            .copied()
+            .find(|s| namespace_of(&s.metadata) == ns && s.spec.workload_selector.is_none())
+    };
+    all.iter()
+        .copied()
+        .find(|s| {
+            namespace_of(&s.metadata) == namespace
+                && s.spec
+                    .workload_selector
+                    .as_ref()
+                    .is_some_and(|sel| labels_match(&sel.labels, labels))
+        })
+        .or_else(|| selector_less(namespace))
+        .or_else(|| selector_less(&index.mesh.root_namespace))
+}
+
+/// One `namespace/dnsName` entry of an egress listener.
+#[derive(Debug)]
+struct Import {
+    /// `None`: any namespace (`*`); `Some("")`: none (`~`).
+    namespace: Option<String>,
+    /// `*`, a wildcard or a full name.
+    host: String,
+}
+
+impl Import {
+    fn parse(entry: &str, config_ns: &str) -> Option<Self> {
+        let (ns, host) = entry.split_once('/')?;
+        let namespace = match ns {
+            "*" => None,
+            "." => Some(config_ns.to_owned()),
+            "~" => Some(String::new()),
+            ns => Some(ns.to_owned()),
+        };
+        Some(Self {
+            namespace,
+            host: host.to_ascii_lowercase(),
+        })
+    }
+
+    fn namespace_matches(&self, ns: &str) -> bool {
+        self.namespace
+            .as_deref()
+            .is_none_or(|want| !want.is_empty() && want == ns)
+    }
+}
+
+/// The services (by name) one egress listener makes reachable.
+#[derive(Debug)]
+struct Listener {
+    /// `None`: every port no other listener names.
+    port: Option<u32>,
+    imports: Vec<Import>,
+    /// Services imported by name, or as destinations of imported
+    /// VirtualServices.
+    services: BTreeSet<String>,
+}
+
+/// What a proxy with a Sidecar can reach on its outbound side.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    listeners: Vec<Listener>,
+}
+
+impl Scope {
+    /// The scope of `sidecar` for a proxy of `config_ns`, over the services
+    /// and VirtualServices the proxy may see (`exportTo` already applied).
+    /// A Sidecar without egress listeners imports everything (`*/*`).
+    pub fn new(
+        sidecar: &Sidecar,
+        config_ns: &str,
+        services: &[&Service],
+        virtual_services: &[&VirtualService],
+    ) -> Self {
+        let egress: Vec<(Option<u32>, Vec<Import>)> = if sidecar.spec.egress.is_empty() {
+            vec![(None, Import::parse("*/*", config_ns).into_iter().collect())]
+        } else {
+            sidecar
+                .spec
+                .egress
+                .iter()
+                .map(|l| {
+                    let imports = l
+                        .hosts
+                        .iter()
+                        .filter_map(|h| Import::parse(h, config_ns))
+                        .collect();
+                    (l.port.as_ref().map(|p| p.number), imports)
+                })
+                .collect()
+        };
+        let listeners = egress
+            .into_iter()
+            .map(|(port, imports)| {
+                let mut names: BTreeSet<String> = services
+                    .iter()
+                    .filter(|s| imports_service(&imports, s))
+                    .map(|s| s.fqdn.clone())
+                    .collect();
+                // Istio adds the destinations of the VirtualServices a
+                // listener imports, found by exact name.
+                for vs in virtual_services
+                    .iter()
+                    .filter(|vs| imports_virtual_service(&imports, vs))
+                {
+                    let ns = namespace_of(&vs.metadata);
+                    for host in destinations(vs) {
+                        let host = fqdn(host, ns);
+                        if services.iter().any(|s| s.fqdn == host) {
+                            names.insert(host);
+                        }
+                    }
+                }
+                Listener {
+                    port,
+                    imports,
+                    services: names,
+                }
+            })
+            .collect();
+        Self { listeners }
+    }
+
+    /// The listener traffic to `port` uses: the one naming the port, else
+    /// the one without a port.
+    fn listener(&self, port: u32) -> Option<&Listener> {
+        self.listeners
+            .iter()
+            .find(|l| l.port == Some(port))
+            .or_else(|| self.listeners.iter().find(|l| l.port.is_none()))
+    }
+
+    /// Whether `service` is reachable on `port`.
+    pub fn reaches(&self, service: &str, port: u32) -> bool {
+        self.listener(port)
+            .is_some_and(|l| l.services.contains(service))
+    }
+
+    /// Whether `service` is reachable on some port.
+    pub fn reaches_any(&self, service: &Service) -> bool {
+        service
+            .ports
+            .iter()
+            .any(|p| self.reaches(&service.fqdn, p.number))
+    }
+
+    /// Whether some listener imports `vs`.
+    pub fn imports(&self, vs: &VirtualService) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| imports_virtual_service(&l.imports, vs))
+    }
+}
+
+/// A service is imported by an entry of its own namespace (or `*`) whose
+/// name covers its host.
+fn imports_service(imports: &[Import], service: &Service) -> bool {
+    imports
+        .iter()
+        .any(|i| i.namespace_matches(&service.namespace) && host_subset_of(&service.fqdn, &i.host))
+}
+
+/// A VirtualService is imported by an entry of its own namespace (or `*`)
+/// whose name covers one of its hosts or is covered by one.
+fn imports_virtual_service(imports: &[Import], vs: &VirtualService) -> bool {
+    let ns = namespace_of(&vs.metadata);
+    imports.iter().any(|i| {
+        i.namespace_matches(ns)
+            && vs.spec.hosts.iter().any(|h| {
+                let h = fqdn(h, ns);
+                host_subset_of(&h, &i.host) || host_subset_of(&i.host, &h)
+            })
+    })
+}
+
+/// Every destination host a VirtualService names (routes and mirrors).
+fn destinations(vs: &VirtualService) -> impl Iterator<Item = &str> {
+    let http = vs.spec.http.iter().flat_map(|r| {
+        r.route
+            .iter()
+            .map(|d| &d.destination)
+            .chain(r.mirror.iter())
+            .chain(r.mirrors.iter().map(|m| &m.destination))
+    });
+    let tcp = vs
+        .spec
+        .tcp
+        .iter()
+        .flat_map(|r| r.route.iter().map(|d| &d.destination));
+    let tls = vs
+        .spec
+        .tls
+        .iter()
+        .flat_map(|r| r.route.iter().map(|d| &d.destination));
+    http.chain(tcp).chain(tls).map(|d| d.host.as_str())
+}
+
+/// A Sidecar's ingress listeners on the inbound ports: traffic arriving at
+/// a listener's port goes to its `defaultEndpoint`'s port; a listener for a
+/// port no service names adds that port (with the listener's protocol).
+/// Unix socket endpoints are not served (warned at validation) and leave
+/// the port as it is.
+pub(crate) fn apply_ingress(sidecar: &Sidecar, ports: &mut Vec<pb::InboundPort>) {
+    for listener in &sidecar.spec.ingress {
+        let Some(port) = &listener.port else { continue };
+        let app_port = crate::validation::default_endpoint(&listener.default_endpoint)
+            .ok()
+            .flatten()
+            .map_or(0, u32::from);
+        let mut found = false;
+        for p in ports.iter_mut().filter(|p| p.target_port == port.number) {
+            p.app_port = app_port;
+            found = true;
+        }
+        if !found {
+            let protocol = PortProtocol::select(Some(&port.protocol), &port.name);
+            ports.push(pb::InboundPort {
+                target_port: port.number,
+                service_port: port.number,
+                protocol: super::protocol(protocol) as i32,
+                service: String::new(),
+                service_name: String::new(),
+                service_namespace: String::new(),
+                app_port,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
