@@ -68,6 +68,7 @@ fn server_config() -> pb::ProxyConfig {
                 service: "reviews.default.svc.cluster.local".to_owned(),
                 service_name: "reviews".to_owned(),
                 service_namespace: "default".to_owned(),
+                app_port: 0,
             }],
             rate_limits: vec![],
             security: None,

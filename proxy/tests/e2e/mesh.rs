@@ -103,6 +103,7 @@ fn inbound_port(port: u32, protocol: pb::Protocol, service: &str) -> pb::Inbound
         service: format!("{service}.default.svc.cluster.local"),
         service_name: service.to_owned(),
         service_namespace: "default".to_owned(),
+        app_port: 0,
     }
 }
 

@@ -413,6 +413,7 @@ fn inbound_config(net: u8, limit: pb::RateLimit) -> pb::ProxyConfig {
                 service: "reviews.default.svc.cluster.local".to_owned(),
                 service_name: "reviews".to_owned(),
                 service_namespace: "default".to_owned(),
+                app_port: 0,
             }],
             rate_limits: vec![limit],
             security: None,

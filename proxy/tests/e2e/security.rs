@@ -115,6 +115,7 @@ pub fn inbound_port(port: u32, protocol: pb::Protocol, service: &str) -> pb::Inb
         service: format!("{service}.default.svc.cluster.local"),
         service_name: service.to_owned(),
         service_namespace: "default".to_owned(),
+        app_port: 0,
     }
 }
 
