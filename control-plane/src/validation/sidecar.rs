@@ -222,3 +222,6 @@ fn egress_host(host: &str) -> Result<(), String> {
     }
     wildcard_domain(name).map_err(|e| format!("`{host}`: {e}"))
 }
+
+#[cfg(test)]
+mod tests;

@@ -127,7 +127,11 @@ pub fn explain(running: &Running, d: &Described) -> Value {
             .filter(|v| v.port == port)
             .map(|v| json!({"name": v.name, "why_not": format!("domains {:?} do not include {host:?}", domain_list(v))}))
             .collect();
-        out["result"] = json!(format!("404 NR: no virtual host for {host}:{port}"));
+        out["result"] = json!(if cfg.registry_only {
+            format!("502: no virtual host for {host}:{port} (outboundTrafficPolicy REGISTRY_ONLY)")
+        } else {
+            format!("404 NR: no virtual host for {host}:{port}")
+        });
         out["virtual_hosts_on_port"] = json!(on_port);
         return out;
     };

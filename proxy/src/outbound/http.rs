@@ -108,21 +108,34 @@ impl Reporting<'_> {
     }
 }
 
-/// A captured request for a host no service covers, to the address the app
-/// connected to, in plaintext and with the caller's protocol version (Envoy's
-/// PassthroughCluster); under `REGISTRY_ONLY`, Istio's `block_all` route: a
-/// 502 from the proxy. `destination_service_name` says which.
+/// A request for a host no service in scope covers. Captured, it goes to
+/// the address the app connected to (`dst`), in plaintext and with the
+/// caller's protocol version (Envoy's PassthroughCluster); sent to the
+/// proxy explicitly (`dst` is then the port asked for), there is no such
+/// address and it gets a 404. Under
+/// `REGISTRY_ONLY` either gets Istio's `block_all` answer: a 502 from the
+/// proxy. `destination_service_name` says which.
 async fn passthrough(
     shared: &Arc<Shared>,
     running: &Running,
     rep: &Reporting<'_>,
     req: Request<Incoming>,
-    dst: std::net::SocketAddr,
+    dst: Result<std::net::SocketAddr, u16>,
     authority: &str,
     host: &str,
 ) -> Response<Body> {
     let m = rep.metrics;
     let registry_only = running.config.registry_only;
+    let dst = match dst {
+        Ok(dst) => dst,
+        Err(port) if !registry_only => {
+            let service = service_labels(&Text::from(host));
+            let msg = format!("sluice-proxy: no virtual host for {host}:{port}");
+            return rep.reply(&service, StatusCode::NOT_FOUND, &msg, &m.words.nr);
+        }
+        // Refused below without being forwarded anywhere.
+        Err(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
     m.passthrough(registry_only, "http");
     let service = ServiceLabels {
         service: Text::from(host),
@@ -279,14 +292,10 @@ async fn route(
         .or(ctx.orig_dst.map(|d| d.port()))
         .unwrap_or(80);
     let Some(vh) = select_vhost(&running.config, &host, port) else {
-        // Captured traffic for a host no service covers goes where the app
-        // sent it, as Istio's `ALLOW_ANY` (or is refused: `REGISTRY_ONLY`).
-        if let Some(dst) = ctx.orig_dst {
-            return passthrough(shared, running, &rep, req, dst, &authority, &host).await;
-        }
-        let service = service_labels(&Text::from(host.as_ref()));
-        let msg = format!("sluice-proxy: no virtual host for {host}:{port}");
-        return rep.reply(&service, StatusCode::NOT_FOUND, &msg, &m.words.nr);
+        // A host no service in scope covers: Istio's `ALLOW_ANY` sends
+        // captured traffic where the app sent it; `REGISTRY_ONLY` refuses it.
+        let dst = ctx.orig_dst.ok_or(port);
+        return passthrough(shared, running, &rep, req, dst, &authority, &host).await;
     };
     // Labels for the proxy's own answers; a forwarded request reports its cluster's.
     let vh_service = || service_labels(&vh.service);

@@ -375,3 +375,53 @@ async fn mesh_concurrent_requests_share_pooled_connections_without_errors() {
         "inbound accepted {accepted} connections for 640 requests from 32 callers"
     );
 }
+
+/// A Sidecar ingress listener's `defaultEndpoint`: requests arriving for
+/// port 9080 reach the app at 8080, while a port without one stays as it is.
+#[tokio::test]
+async fn inbound_port_passes_to_its_app_port() {
+    let ip = format!("127.0.{NET}.3");
+    let app = |port: u16| -> SocketAddr { format!("{ip}:{port}").parse().unwrap() };
+    backend(app(8080), "moved-app").await;
+    backend(app(9090), "same-port-app").await;
+    let ctl = Controller::start(format!("127.0.{NET}.252:15010").parse().unwrap()).await;
+    let server = Proxy::start(&ip, ctl.addr, "reviews-v1", &[]).await;
+    let mut config = server_config();
+    if let Some(inbound) = config.inbound.as_mut() {
+        inbound.ports = vec![
+            pb::InboundPort {
+                app_port: 8080,
+                ..inbound_port(9080, pb::Protocol::Http, "reviews")
+            },
+            inbound_port(9090, pb::Protocol::Http, "ratings"),
+        ];
+    }
+    ctl.publish("1", config);
+    assert_eq!(ctl.reply("1").await, Reply::Ack);
+
+    let got = send(server.inbound(), get("/r", "reviews:9080"))
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.header("x-backend"), "moved-app");
+    let got = send(server.inbound(), get("/r", "ratings:9090"))
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.header("x-backend"), "same-port-app");
+
+    // An app port the proxy cannot use is refused, and the last good config stays.
+    let mut bad = server_config();
+    if let Some(inbound) = bad.inbound.as_mut() {
+        inbound.ports = vec![pb::InboundPort {
+            app_port: 70000,
+            ..inbound_port(9080, pb::Protocol::Http, "reviews")
+        }];
+    }
+    ctl.publish("2", bad);
+    assert!(matches!(ctl.reply("2").await, Reply::Nack(_)));
+    let got = send(server.inbound(), get("/r", "reviews:9080"))
+        .await
+        .unwrap();
+    assert_eq!(got.header("x-backend"), "moved-app");
+}
