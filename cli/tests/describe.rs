@@ -189,6 +189,17 @@ kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}
 spec:
   accessLogging: [{providers: [{name: envoy}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: orders}
+spec:
+  workloadSelector: {labels: {app: orders}}
+  egress:
+  - port: {number: 9080, protocol: HTTP}
+    hosts: ["./ratings.default.svc.cluster.local"]
+  - hosts: ["./orders.default.svc.cluster.local"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
 "#;
 
 fn sluicectl(args: &[&str]) -> Output {
@@ -297,6 +308,14 @@ fn describe_pod_lists_policies_modes_and_tls_conflict() {
         keys(&w["telemetry"]["objects"], "object"),
         ["Telemetry istio-system/mesh-default"]
     );
+    let sc = &w["sidecar"];
+    assert_eq!(sc["object"]["name"], "orders");
+    assert_eq!(sc["why"], "selector");
+    assert_eq!(sc["egress"][0], "9080: ./ratings.default.svc.cluster.local");
+    assert_eq!(sc["egress"][1], "*: ./orders.default.svc.cluster.local");
+    assert_eq!(sc["outbound_traffic_policy"], "REGISTRY_ONLY");
+    // ratings:9080 and orders' two ports.
+    assert_eq!(sc["reachable"], 3);
     let warns = warnings(&d);
     assert!(
         warns.iter().any(

@@ -292,6 +292,14 @@ pub fn translate(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::ProxyConfig {
     }
 }
 
+/// The `Sidecar` in force for `proxy` (for `sluicectl describe`).
+pub fn sidecar_for<'a>(
+    index: &'a MeshIndex,
+    proxy: &ProxyIdentity,
+) -> Option<&'a crate::crd::Sidecar> {
+    sidecar::sidecar_for(index, &proxy.namespace, &proxy.labels)
+}
+
 /// The VirtualService and DestinationRule `proxy` applies to the service
 /// `fqdn`, chosen exactly as `translate` chooses them (for `sluicectl describe`).
 pub fn rules_for_service<'a>(

@@ -266,4 +266,19 @@ fn workload(out: &mut String, w: &WorkloadView) {
     for t in &w.telemetry.objects {
         let _ = writeln!(out, "      {} ({})", t.object, t.why);
     }
+    match &w.sidecar {
+        None => {
+            let _ = writeln!(out, "   Sidecar: none (every service in scope)");
+        }
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "   Sidecar: {} ({}): {} service port(s) in scope, outbound {}",
+                s.object, s.why, s.reachable, s.outbound_traffic_policy
+            );
+            for e in &s.egress {
+                let _ = writeln!(out, "      egress {e}");
+            }
+        }
+    }
 }

@@ -172,6 +172,23 @@ pub struct WorkloadView {
     pub rate_limits: Vec<RateLimitView>,
     /// Telemetry objects in scope.
     pub telemetry: TelemetryView,
+    /// The Sidecar in force, if any.
+    pub sidecar: Option<SidecarView>,
+}
+
+/// The Sidecar in force for a workload and what it leaves in scope.
+#[derive(Debug, Serialize)]
+pub struct SidecarView {
+    /// The object.
+    pub object: ResourceKey,
+    /// Why it applies: `selector`, `namespace` or `root namespace`.
+    pub why: &'static str,
+    /// Egress listeners: `port: hosts` (`*` = every other port).
+    pub egress: Vec<String>,
+    /// `ALLOW_ANY` or `REGISTRY_ONLY` in force for the workload.
+    pub outbound_traffic_policy: String,
+    /// Services (host:port) the sidecar can reach.
+    pub reachable: usize,
 }
 
 /// The proxy identity an instance's sidecar announces.
@@ -489,7 +506,51 @@ pub fn workload_view(mesh: &Mesh, instance: &Instance, config: &pb::ProxyConfig)
         authorization_policies,
         rate_limits,
         telemetry: telemetry_view(index, instance, config),
+        sidecar: sidecar_view(index, instance, config),
     }
+}
+
+fn sidecar_view(
+    index: &MeshIndex,
+    instance: &Instance,
+    config: &pb::ProxyConfig,
+) -> Option<SidecarView> {
+    let sc = sluice_control_plane::translate::sidecar_for(index, &identity(instance))?;
+    let object = ResourceKey {
+        kind: kind::SIDECAR,
+        namespace: sc.metadata.namespace.as_deref().unwrap_or_default().into(),
+        name: sc.metadata.name.as_deref().unwrap_or_default().into(),
+    };
+    let why = if sc.spec.workload_selector.is_some() {
+        "selector"
+    } else if *object.namespace == *instance.namespace {
+        "namespace"
+    } else {
+        "root namespace"
+    };
+    let egress = sc
+        .spec
+        .egress
+        .iter()
+        .map(|l| {
+            let port = l
+                .port
+                .as_ref()
+                .map_or("*".to_owned(), |p| p.number.to_string());
+            format!("{port}: {}", l.hosts.join(", "))
+        })
+        .collect();
+    let policy = config
+        .outbound
+        .as_ref()
+        .map_or(pb::OutboundTrafficPolicy::AllowAny, |o| o.traffic_policy());
+    Some(SidecarView {
+        object,
+        why,
+        egress,
+        outbound_traffic_policy: policy.as_str_name().to_owned(),
+        reachable: config.virtual_hosts.len() + config.tcp_services.len(),
+    })
 }
 
 /// Where the controller fetches the keys of `policy`'s rule for `issuer`.
