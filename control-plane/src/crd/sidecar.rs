@@ -78,11 +78,76 @@ pub struct IngressListener {
     pub default_endpoint: String,
     /// TLS the sidecar terminates for this port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::preserve_unknown_object")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<ServerTlsSettings>,
     /// Limits of the connections on this port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<ConnectionPoolSettings>,
+}
+
+/// Istio's `ServerTLSSettings`, as a Sidecar ingress listener takes it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerTlsSettings {
+    /// Redirect plain HTTP to HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<bool>,
+    /// `PASSTHROUGH`, `SIMPLE`, `MUTUAL`, `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL`, `OPTIONAL_MUTUAL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Server certificate file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_certificate: Option<String>,
+    /// Private key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// CA certificates file for client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    /// Certificate revocation list file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_crl: Option<String>,
+    /// Secret holding the certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
+    /// Secrets holding the certificates (RSA and ECDSA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_names: Vec<String>,
+    /// Certificate and key file pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_certificates: Vec<TlsCertificate>,
+    /// Accepted client identities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    /// Accepted client certificate SPKI hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_certificate_spki: Vec<String>,
+    /// Accepted client certificate hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_certificate_hash: Vec<String>,
+    /// Lowest TLS version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_protocol_version: Option<String>,
+    /// Highest TLS version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_protocol_version: Option<String>,
+    /// Cipher suites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+}
+
+/// A certificate and key pair of `ServerTLSSettings.tlsCertificates`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// Certificate file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_certificate: Option<String>,
+    /// Private key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// CA certificates file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
 }
 
 /// Hosts the workload can reach, on one port or on every port.

@@ -8,7 +8,7 @@ use super::field::{
 use super::service_entry::PROTOCOLS;
 use super::{FieldErrors, Validate};
 use crate::crd::SidecarSpec;
-use crate::crd::sidecar::{EgressListener, IngressListener, SidecarPort};
+use crate::crd::sidecar::{EgressListener, IngressListener, ServerTlsSettings, SidecarPort};
 use std::collections::BTreeSet;
 
 const CAPTURE_MODES: &[&str] = &["DEFAULT", "IPTABLES", "NONE"];
@@ -155,6 +155,45 @@ fn check_ingress(errors: &mut FieldErrors, path: &str, l: &IngressListener) {
     }
     if let Some(pool) = &l.connection_pool {
         check_connection_pool(errors, &at(path, "connectionPool"), pool);
+    }
+    if let Some(tls) = &l.tls {
+        check_ingress_tls(errors, &at(path, "tls"), l.port.as_ref(), tls);
+    }
+}
+
+/// Istio's limits on TLS a sidecar terminates itself.
+fn check_ingress_tls(
+    errors: &mut FieldErrors,
+    path: &str,
+    port: Option<&SidecarPort>,
+    tls: &ServerTlsSettings,
+) {
+    if let Some(p) = port {
+        let protocol = p.protocol.to_ascii_uppercase();
+        if protocol != "HTTPS" && protocol != "TLS" {
+            errors.push(
+                path,
+                format!(
+                    "TLS settings need an HTTPS or TLS port (the port says `{}`)",
+                    p.protocol
+                ),
+            );
+        }
+    }
+    if let Some(mode) = &tls.mode {
+        errors.check(at(path, "mode"), one_of(mode, &["SIMPLE", "MUTUAL"]));
+    }
+    let not_allowed = [
+        ("httpsRedirect", tls.https_redirect.is_some()),
+        ("credentialName", tls.credential_name.is_some()),
+        ("credentialNames", !tls.credential_names.is_empty()),
+        ("tlsCertificates", !tls.tls_certificates.is_empty()),
+        ("subjectAltNames", !tls.subject_alt_names.is_empty()),
+    ];
+    for (field, set) in not_allowed {
+        if set {
+            errors.push(at(path, field), "not allowed on a Sidecar ingress listener");
+        }
     }
 }
 

@@ -133,3 +133,18 @@ fn fields_not_applied_are_warned() {
         ]
     );
 }
+
+#[test]
+fn ingress_tls_follows_istios_limits() {
+    assert_eq!(
+        sidecar(
+            "  ingress:\n  - port: {number: 9080, protocol: HTTP}\n    tls: {mode: ISTIO_MUTUAL, credentialName: cert, subjectAltNames: [a]}\n  - port: {number: 9443, protocol: HTTPS}\n    tls: {mode: SIMPLE, serverCertificate: /etc/c.pem, privateKey: /etc/k.pem}\n"
+        ),
+        [
+            "spec.ingress[0].tls: TLS settings need an HTTPS or TLS port (the port says `HTTP`)",
+            "spec.ingress[0].tls.mode: unknown value `ISTIO_MUTUAL` (expected one of SIMPLE, MUTUAL)",
+            "spec.ingress[0].tls.credentialName: not allowed on a Sidecar ingress listener",
+            "spec.ingress[0].tls.subjectAltNames: not allowed on a Sidecar ingress listener",
+        ]
+    );
+}
