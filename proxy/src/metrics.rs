@@ -69,95 +69,123 @@ pub struct ServiceLabels {
     pub namespace: Text,
 }
 
-/// Labels of `istio_requests_total` and the request histograms, Istio's
-/// standard set; [`REQUEST_LABEL_NAMES`] in order, then what a Telemetry's
-/// `tagOverrides` changed ([`Custom`]).
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct RequestLabels {
-    pub reporter: Text,
-    pub source_workload: Text,
-    pub source_canonical_service: Text,
-    pub source_canonical_revision: Text,
-    pub source_workload_namespace: Text,
-    pub source_principal: Text,
-    pub source_app: Text,
-    pub source_version: Text,
-    pub source_cluster: Text,
-    pub destination_workload: Text,
-    pub destination_workload_namespace: Text,
-    pub destination_principal: Text,
-    pub destination_app: Text,
-    pub destination_version: Text,
-    pub destination_service: Text,
-    pub destination_canonical_service: Text,
-    pub destination_canonical_revision: Text,
-    pub destination_service_name: Text,
-    pub destination_service_namespace: Text,
-    pub destination_cluster: Text,
-    pub request_protocol: Text,
-    pub response_code: u16,
-    pub grpc_response_status: Text,
-    pub response_flags: Text,
-    pub connection_security_policy: Text,
-    /// Labels a Telemetry left out or added.
-    pub custom: Custom,
+/// Declares a standard label set: the struct (one field per label, then
+/// [`Custom`]), the names in order, the values for encoding and the
+/// blanking of left-out labels — from one list, so they cannot disagree.
+/// A field is `text` ([`Text`]) or `code` (a `u16` status code).
+macro_rules! label_set {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $names:ident { $($field:ident: $kind:ident),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Hash, PartialEq, Eq)]
+        pub struct $name {
+            $(pub $field: label_set!(@type $kind),)*
+            /// Labels a Telemetry left out or added.
+            pub custom: Custom,
+        }
+
+        #[doc = concat!("The names of [`", stringify!($name), "`]'s standard labels, in their order.")]
+        pub const $names: &[&str] = &[$(stringify!($field)),*];
+
+        impl $name {
+            /// The standard labels' values, in name order.
+            fn values(&self) -> impl Iterator<Item = LabelValue<'_>> {
+                [$(label_set!(@value self.$field, $kind)),*].into_iter()
+            }
+
+            /// Blanks the standard labels whose bit (their position among
+            /// the names) is set, so series differing only there are one.
+            pub(crate) fn blank(&mut self, removed: u32) {
+                if removed == 0 {
+                    return;
+                }
+                let mut bit = 1u32;
+                $(
+                    if removed & bit != 0 {
+                        self.$field = Default::default();
+                    }
+                    bit <<= 1;
+                )*
+                let _ = bit;
+            }
+        }
+
+        impl EncodeLabelSet for $name {
+            fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+                encode_labels(encoder, $names, self.values(), &self.custom)
+            }
+        }
+    };
+    (@type text) => { Text };
+    (@type code) => { u16 };
+    (@value $v:expr, text) => { LabelValue::Text(&$v) };
+    (@value $v:expr, code) => { LabelValue::Code($v) };
 }
 
-/// The names of [`RequestLabels`]' standard labels, in their order.
-pub const REQUEST_LABEL_NAMES: [&str; 25] = [
-    "reporter",
-    "source_workload",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_cluster",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_cluster",
-    "request_protocol",
-    "response_code",
-    "grpc_response_status",
-    "response_flags",
-    "connection_security_policy",
-];
+label_set! {
+    /// Labels of `istio_requests_total` and the request histograms: Istio's
+    /// standard set in order, then what a Telemetry's `tagOverrides` changed
+    /// ([`Custom`]).
+    RequestLabels, REQUEST_LABEL_NAMES {
+        reporter: text,
+        source_workload: text,
+        source_canonical_service: text,
+        source_canonical_revision: text,
+        source_workload_namespace: text,
+        source_principal: text,
+        source_app: text,
+        source_version: text,
+        source_cluster: text,
+        destination_workload: text,
+        destination_workload_namespace: text,
+        destination_principal: text,
+        destination_app: text,
+        destination_version: text,
+        destination_service: text,
+        destination_canonical_service: text,
+        destination_canonical_revision: text,
+        destination_service_name: text,
+        destination_service_namespace: text,
+        destination_cluster: text,
+        request_protocol: text,
+        response_code: code,
+        grpc_response_status: text,
+        response_flags: text,
+        connection_security_policy: text,
+    }
+}
 
-/// The names of [`TcpLabels`]' standard labels, in their order.
-pub const TCP_LABEL_NAMES: [&str; 23] = [
-    "reporter",
-    "source_workload",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_cluster",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_cluster",
-    "request_protocol",
-    "response_flags",
-    "connection_security_policy",
-];
+label_set! {
+    /// Labels of the `istio_tcp_*` metrics: the request set without the
+    /// response code and gRPC status, then [`Custom`].
+    TcpLabels, TCP_LABEL_NAMES {
+        reporter: text,
+        source_workload: text,
+        source_canonical_service: text,
+        source_canonical_revision: text,
+        source_workload_namespace: text,
+        source_principal: text,
+        source_app: text,
+        source_version: text,
+        source_cluster: text,
+        destination_workload: text,
+        destination_workload_namespace: text,
+        destination_principal: text,
+        destination_app: text,
+        destination_version: text,
+        destination_service: text,
+        destination_canonical_service: text,
+        destination_canonical_revision: text,
+        destination_service_name: text,
+        destination_service_namespace: text,
+        destination_cluster: text,
+        request_protocol: text,
+        response_flags: text,
+        connection_security_policy: text,
+    }
+}
 
 /// What `tagOverrides` did to one series' labels: standard labels left out
 /// (bit `i` = name `i` of the label set's names; their values are blanked so
@@ -222,124 +250,6 @@ fn encode_labels<'a>(
         (name.as_str(), LabelValue::Text(value)).encode(encoder.encode_label())?;
     }
     Ok(())
-}
-
-impl RequestLabels {
-    /// The standard labels' values, in [`REQUEST_LABEL_NAMES`] order.
-    fn values(&self) -> [LabelValue<'_>; 25] {
-        use LabelValue::Text as T;
-        [
-            T(&self.reporter),
-            T(&self.source_workload),
-            T(&self.source_canonical_service),
-            T(&self.source_canonical_revision),
-            T(&self.source_workload_namespace),
-            T(&self.source_principal),
-            T(&self.source_app),
-            T(&self.source_version),
-            T(&self.source_cluster),
-            T(&self.destination_workload),
-            T(&self.destination_workload_namespace),
-            T(&self.destination_principal),
-            T(&self.destination_app),
-            T(&self.destination_version),
-            T(&self.destination_service),
-            T(&self.destination_canonical_service),
-            T(&self.destination_canonical_revision),
-            T(&self.destination_service_name),
-            T(&self.destination_service_namespace),
-            T(&self.destination_cluster),
-            T(&self.request_protocol),
-            LabelValue::Code(self.response_code),
-            T(&self.grpc_response_status),
-            T(&self.response_flags),
-            T(&self.connection_security_policy),
-        ]
-    }
-}
-
-impl EncodeLabelSet for RequestLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encode_labels(
-            encoder,
-            &REQUEST_LABEL_NAMES,
-            self.values().into_iter(),
-            &self.custom,
-        )
-    }
-}
-
-/// Labels of the `istio_tcp_*` metrics ([`TCP_LABEL_NAMES`], then [`Custom`]).
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct TcpLabels {
-    pub reporter: Text,
-    pub source_workload: Text,
-    pub source_canonical_service: Text,
-    pub source_canonical_revision: Text,
-    pub source_workload_namespace: Text,
-    pub source_principal: Text,
-    pub source_app: Text,
-    pub source_version: Text,
-    pub source_cluster: Text,
-    pub destination_workload: Text,
-    pub destination_workload_namespace: Text,
-    pub destination_principal: Text,
-    pub destination_app: Text,
-    pub destination_version: Text,
-    pub destination_service: Text,
-    pub destination_canonical_service: Text,
-    pub destination_canonical_revision: Text,
-    pub destination_service_name: Text,
-    pub destination_service_namespace: Text,
-    pub destination_cluster: Text,
-    pub request_protocol: Text,
-    pub response_flags: Text,
-    pub connection_security_policy: Text,
-    /// Labels a Telemetry left out or added.
-    pub custom: Custom,
-}
-
-impl TcpLabels {
-    /// The standard labels' values, in [`TCP_LABEL_NAMES`] order.
-    fn values(&self) -> [LabelValue<'_>; 23] {
-        use LabelValue::Text as T;
-        [
-            T(&self.reporter),
-            T(&self.source_workload),
-            T(&self.source_canonical_service),
-            T(&self.source_canonical_revision),
-            T(&self.source_workload_namespace),
-            T(&self.source_principal),
-            T(&self.source_app),
-            T(&self.source_version),
-            T(&self.source_cluster),
-            T(&self.destination_workload),
-            T(&self.destination_workload_namespace),
-            T(&self.destination_principal),
-            T(&self.destination_app),
-            T(&self.destination_version),
-            T(&self.destination_service),
-            T(&self.destination_canonical_service),
-            T(&self.destination_canonical_revision),
-            T(&self.destination_service_name),
-            T(&self.destination_service_namespace),
-            T(&self.destination_cluster),
-            T(&self.request_protocol),
-            T(&self.response_flags),
-            T(&self.connection_security_policy),
-        ]
-    }
-}
-
-impl EncodeLabelSet for TcpLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encode_labels(
-            encoder,
-            &TCP_LABEL_NAMES,
-            self.values().into_iter(),
-            &self.custom,
-        )
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

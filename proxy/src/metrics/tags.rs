@@ -120,8 +120,8 @@ impl TagPlans {
                     if metrics & (1 << (m + 1)) == 0 {
                         continue;
                     }
-                    plan.request_removed |= bit_of(&REQUEST_LABEL_NAMES, &t.name);
-                    plan.tcp_removed |= bit_of(&TCP_LABEL_NAMES, &t.name);
+                    plan.request_removed |= bit_of(REQUEST_LABEL_NAMES, &t.name);
+                    plan.tcp_removed |= bit_of(TCP_LABEL_NAMES, &t.name);
                     plan.set.retain(|(n, _)| n.as_str() != t.name);
                     if let Some(i) = expr {
                         plan.set.push((Text::from(t.name.as_str()), i));
@@ -173,9 +173,9 @@ impl TagPlans {
                 .iter()
                 .filter(|(n, _)| {
                     let names: &[&str] = if m < 4 {
-                        &REQUEST_LABEL_NAMES
+                        REQUEST_LABEL_NAMES
                     } else {
-                        &TCP_LABEL_NAMES
+                        TCP_LABEL_NAMES
                     };
                     names.contains(&n.as_str())
                 })
@@ -218,7 +218,7 @@ impl TagPlans {
             None => labels.clone(),
             Some(p) => {
                 let mut l = labels.clone();
-                blank_request(&mut l, p.request_removed);
+                l.blank(p.request_removed);
                 l.custom = custom(p, p.request_removed, &values);
                 l
             }
@@ -253,7 +253,7 @@ impl TagPlans {
             None => labels.clone(),
             Some(p) => {
                 let mut l = labels.clone();
-                blank_tcp(&mut l, p.tcp_removed);
+                l.blank(p.tcp_removed);
                 l.custom = custom(p, p.tcp_removed, &values);
                 l
             }
@@ -297,88 +297,6 @@ fn custom(p: &Plan, removed: u32, values: &[Option<Text>]) -> Custom {
         })
         .collect();
     Custom::new(removed, added)
-}
-
-/// Blanks the left-out standard labels, so series differing only there merge.
-fn blank_request(l: &mut RequestLabels, removed: u32) {
-    if removed == 0 {
-        return;
-    }
-    let e = Text::default();
-    let fields: [&mut Text; 24] = [
-        &mut l.reporter,
-        &mut l.source_workload,
-        &mut l.source_canonical_service,
-        &mut l.source_canonical_revision,
-        &mut l.source_workload_namespace,
-        &mut l.source_principal,
-        &mut l.source_app,
-        &mut l.source_version,
-        &mut l.source_cluster,
-        &mut l.destination_workload,
-        &mut l.destination_workload_namespace,
-        &mut l.destination_principal,
-        &mut l.destination_app,
-        &mut l.destination_version,
-        &mut l.destination_service,
-        &mut l.destination_canonical_service,
-        &mut l.destination_canonical_revision,
-        &mut l.destination_service_name,
-        &mut l.destination_service_namespace,
-        &mut l.destination_cluster,
-        &mut l.request_protocol,
-        &mut l.grpc_response_status,
-        &mut l.response_flags,
-        &mut l.connection_security_policy,
-    ];
-    // Index 21 of the names is the response code, the one number.
-    const CODE: usize = 21;
-    for (i, f) in fields.into_iter().enumerate() {
-        let bit = if i < CODE { i } else { i + 1 };
-        if removed & (1 << bit) != 0 {
-            *f = e.clone();
-        }
-    }
-    if removed & (1 << CODE) != 0 {
-        l.response_code = 0;
-    }
-}
-
-fn blank_tcp(l: &mut TcpLabels, removed: u32) {
-    if removed == 0 {
-        return;
-    }
-    let e = Text::default();
-    let fields: [&mut Text; 23] = [
-        &mut l.reporter,
-        &mut l.source_workload,
-        &mut l.source_canonical_service,
-        &mut l.source_canonical_revision,
-        &mut l.source_workload_namespace,
-        &mut l.source_principal,
-        &mut l.source_app,
-        &mut l.source_version,
-        &mut l.source_cluster,
-        &mut l.destination_workload,
-        &mut l.destination_workload_namespace,
-        &mut l.destination_principal,
-        &mut l.destination_app,
-        &mut l.destination_version,
-        &mut l.destination_service,
-        &mut l.destination_canonical_service,
-        &mut l.destination_canonical_revision,
-        &mut l.destination_service_name,
-        &mut l.destination_service_namespace,
-        &mut l.destination_cluster,
-        &mut l.request_protocol,
-        &mut l.response_flags,
-        &mut l.connection_security_policy,
-    ];
-    for (i, f) in fields.into_iter().enumerate() {
-        if removed & (1 << i) != 0 {
-            *f = e.clone();
-        }
-    }
 }
 
 /// What a request looked like when it arrived, kept for label expressions
