@@ -36,7 +36,12 @@ spec:
 "#;
 
 fn index(extra: &str) -> MeshIndex {
-    let text = format!("{MESH}\n---\n{extra}");
+    index_of(MESH, extra)
+}
+
+/// An index of the objects of `mesh` and then `extra` (YAML documents).
+pub(super) fn index_of(mesh: &str, extra: &str) -> MeshIndex {
+    let text = format!("{mesh}\n---\n{extra}");
     let resources = parse_documents(&text, "default")
         .into_iter()
         .map(|r| r.expect("test YAML parses"));
@@ -44,6 +49,11 @@ fn index(extra: &str) -> MeshIndex {
 }
 
 fn proxy(namespace: &str, labels: &[(&str, &str)]) -> ProxyIdentity {
+    proxy_at(namespace, labels, "127.0.9.9")
+}
+
+/// A `productpage-v1` proxy of `namespace` with `labels` at `ip`.
+pub(super) fn proxy_at(namespace: &str, labels: &[(&str, &str)], ip: &str) -> ProxyIdentity {
     ProxyIdentity {
         id: "p".into(),
         workload: "productpage-v1".into(),
@@ -53,7 +63,7 @@ fn proxy(namespace: &str, labels: &[(&str, &str)]) -> ProxyIdentity {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        ips: vec!["127.0.9.9".parse().expect("ip")],
+        ips: vec![ip.parse().expect("ip")],
         trust_domain: "cluster.local".into(),
     }
 }

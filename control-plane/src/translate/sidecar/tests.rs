@@ -1,6 +1,6 @@
+use super::super::tests::{index_of, proxy_at};
 use super::super::{ProxyIdentity, translate};
 use crate::index::MeshIndex;
-use crate::resource::parse_documents;
 use sluice_api::config as pb;
 
 /// Services in two namespaces, one with two ports, and a VirtualService of
@@ -55,26 +55,12 @@ spec:
 "#;
 
 fn index(extra: &str) -> MeshIndex {
-    let text = format!("{MESH}\n---\n{extra}");
-    let resources = parse_documents(&text, "default")
-        .into_iter()
-        .map(|r| r.expect("test YAML parses"));
-    MeshIndex::from_resources(1, resources)
+    index_of(MESH, extra)
 }
 
+/// A proxy at reviews' endpoint address.
 fn proxy(namespace: &str, labels: &[(&str, &str)]) -> ProxyIdentity {
-    ProxyIdentity {
-        id: "p".into(),
-        workload: "w".into(),
-        namespace: namespace.into(),
-        service_account: "default".into(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ips: vec!["127.0.9.1".parse().expect("ip")],
-        trust_domain: "cluster.local".into(),
-    }
+    proxy_at(namespace, labels, "127.0.9.1")
 }
 
 /// `host:port` of every virtual host and TCP service the proxy gets.
