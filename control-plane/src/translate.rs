@@ -383,8 +383,9 @@ pub(crate) fn translate_outbound(
 pub(crate) fn translate_own(index: &MeshIndex, proxy: &ProxyIdentity) -> Own {
     let view = View::inbound_only(index, proxy);
     let (app, version) = canonical(&proxy.labels, &proxy.workload);
+    let sidecar = sidecar::sidecar_for(index, &proxy.namespace, &proxy.labels);
     Own {
-        inbound: inbound(&view),
+        inbound: inbound(&view, sidecar),
         self_: pb::WorkloadMeta {
             workload: proxy.workload.clone(),
             namespace: proxy.namespace.clone(),
@@ -395,7 +396,7 @@ pub(crate) fn translate_own(index: &MeshIndex, proxy: &ProxyIdentity) -> Own {
         },
         telemetry: telemetry::for_proxy(index, proxy),
         outbound: pb::Outbound {
-            traffic_policy: if registry_only(index, proxy) {
+            traffic_policy: if registry_only(index, sidecar) {
                 pb::OutboundTrafficPolicy::RegistryOnly as i32
             } else {
                 pb::OutboundTrafficPolicy::AllowAny as i32
@@ -404,13 +405,11 @@ pub(crate) fn translate_own(index: &MeshIndex, proxy: &ProxyIdentity) -> Own {
     }
 }
 
-/// Whether traffic for hosts outside `proxy`'s scope is refused: its
+/// Whether traffic for hosts outside a proxy's scope is refused: its
 /// Sidecar's `outboundTrafficPolicy` when set (an unset mode is
 /// `REGISTRY_ONLY`, the proto default), else the mesh config's.
-fn registry_only(index: &MeshIndex, proxy: &ProxyIdentity) -> bool {
-    match sidecar::sidecar_for(index, &proxy.namespace, &proxy.labels)
-        .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
-    {
+fn registry_only(index: &MeshIndex, sidecar: Option<&crate::crd::Sidecar>) -> bool {
+    match sidecar.and_then(|s| s.spec.outbound_traffic_policy.as_ref()) {
         Some(policy) => policy.mode.as_deref() != Some("ALLOW_ANY"),
         None => index.mesh.registry_only,
     }
@@ -428,8 +427,9 @@ pub(crate) fn protocol(p: PortProtocol) -> pb::Protocol {
 }
 
 /// The services this proxy's workload serves: those whose endpoints include
-/// one of its addresses (or, with no address match, whose selector labels it carries).
-fn inbound(view: &View<'_>) -> pb::Inbound {
+/// one of its addresses (or, with no address match, whose selector labels it carries),
+/// with the ports its Sidecar's ingress listeners change.
+fn inbound(view: &View<'_>, sidecar: Option<&crate::crd::Sidecar>) -> pb::Inbound {
     let proxy = view.proxy;
     let mut ports = Vec::new();
     // A service counts once, through its first endpoint at one of the
@@ -456,7 +456,7 @@ fn inbound(view: &View<'_>) -> pb::Inbound {
             });
         }
     }
-    if let Some(sc) = sidecar::sidecar_for(view.index, &proxy.namespace, &proxy.labels) {
+    if let Some(sc) = sidecar {
         sidecar::apply_ingress(sc, &mut ports);
     }
     ports.sort_by(|a, b| (a.target_port, &a.service).cmp(&(b.target_port, &b.service)));

@@ -20,36 +20,40 @@ pub(crate) fn sidecar_for<'a>(
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> Option<&'a Sidecar> {
-    let mut all: Vec<&Sidecar> = index
-        .of_kind(crate::resource::kind::SIDECAR)
-        .filter_map(|r| match r {
-            Resource::Sidecar(s) => Some(s),
-            _ => None,
-        })
-        .collect();
-    all.sort_by_key(|s| {
-        (
-            s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            s.metadata.name.clone(),
-            s.metadata.namespace.clone(),
-        )
-    });
-    let selector_less = |ns: &str| {
-        all.iter()
-            .copied()
-            .find(|s| namespace_of(&s.metadata) == ns && s.spec.workload_selector.is_none())
+    // The oldest of those `pick` accepts, by (creation, name) as istiod
+    // orders them; no allocation, as this runs for every proxy.
+    let oldest = |pick: &dyn Fn(&Sidecar) -> bool| {
+        index
+            .of_kind(crate::resource::kind::SIDECAR)
+            .filter_map(|r| match r {
+                Resource::Sidecar(s) => Some(s),
+                _ => None,
+            })
+            .filter(|s| pick(s))
+            .min_by(|a, b| {
+                let key = |s: &'a Sidecar| {
+                    (
+                        s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                        s.metadata.name.as_deref(),
+                    )
+                };
+                key(a).cmp(&key(b))
+            })
     };
-    all.iter()
-        .copied()
-        .find(|s| {
-            namespace_of(&s.metadata) == namespace
-                && s.spec
-                    .workload_selector
-                    .as_ref()
-                    .is_some_and(|sel| labels_match(&sel.labels, labels))
-        })
-        .or_else(|| selector_less(namespace))
-        .or_else(|| selector_less(&index.mesh.root_namespace))
+    oldest(&|s| {
+        namespace_of(&s.metadata) == namespace
+            && s.spec
+                .workload_selector
+                .as_ref()
+                .is_some_and(|sel| labels_match(&sel.labels, labels))
+    })
+    .or_else(|| {
+        oldest(&|s| namespace_of(&s.metadata) == namespace && s.spec.workload_selector.is_none())
+    })
+    .or_else(|| {
+        let root = index.mesh.root_namespace.as_str();
+        oldest(&|s| namespace_of(&s.metadata) == root && s.spec.workload_selector.is_none())
+    })
 }
 
 /// One `namespace/dnsName` entry of an egress listener.
