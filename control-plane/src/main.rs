@@ -20,7 +20,7 @@ use sluice_control_plane::index::{Intake, MeshIndex};
 use sluice_control_plane::inject::InjectConfig;
 use sluice_control_plane::kube_source::{self, KubeSource};
 use sluice_control_plane::leader::{self, LeaderConfig, LeaderElector};
-use sluice_control_plane::mesh_config::{MeshConfig, parse_mesh_config};
+use sluice_control_plane::mesh_config::{MeshConfig, RetryBudget, parse_mesh_config};
 use sluice_control_plane::metrics::ControllerMetrics;
 use sluice_control_plane::server::ConfigServer;
 use sluice_control_plane::sync::SyncRegistry;
@@ -64,12 +64,14 @@ struct Args {
     /// overrides --root-namespace.
     #[arg(long, env = "SLUICE_MESH_CONFIG")]
     mesh_config: Option<PathBuf>,
-    /// Retry budget: retries allowed as a share (%) of recent requests.
-    #[arg(long, env = "SLUICE_RETRY_BUDGET_PERCENT", default_value_t = 20.0)]
-    retry_budget_percent: f64,
-    /// Retry budget: retries always allowed per second on top of the share.
-    #[arg(long, env = "SLUICE_RETRY_BUDGET_MIN_PER_SECOND", default_value_t = 10)]
-    retry_budget_min_per_second: u32,
+    /// Mesh-wide retry budget: retries allowed as a share (%) of recent
+    /// requests (default: no budget, as Istio; with this flag, 20 %).
+    #[arg(long, env = "SLUICE_RETRY_BUDGET_PERCENT")]
+    retry_budget_percent: Option<f64>,
+    /// Mesh-wide retry budget: retries always allowed per second on top of
+    /// the share (setting it alone sets a budget of 20 % plus this).
+    #[arg(long, env = "SLUICE_RETRY_BUDGET_MIN_PER_SECOND")]
+    retry_budget_min_per_second: Option<u32>,
     /// Address of the TLS listener: config stream and certificate signing
     /// (default: the --listen address with port 15012).
     #[arg(long, env = "SLUICE_SECURE_LISTEN")]
@@ -222,15 +224,25 @@ async fn main() -> anyhow::Result<()> {
 
     let metrics = Arc::new(ControllerMetrics::new());
     let registry = Arc::new(SyncRegistry::default());
-    anyhow::ensure!(
-        (0.0..=100.0).contains(&args.retry_budget_percent),
-        "--retry-budget-percent {}: must be from 0 to 100",
-        args.retry_budget_percent
-    );
+    if let Some(p) = args.retry_budget_percent {
+        anyhow::ensure!(
+            (0.0..=100.0).contains(&p),
+            "--retry-budget-percent {p}: must be from 0 to 100"
+        );
+    }
+    let retry_budget = (args.retry_budget_percent.is_some()
+        || args.retry_budget_min_per_second.is_some())
+    .then(|| RetryBudget {
+        percent: args
+            .retry_budget_percent
+            .unwrap_or(RetryBudget::DEFAULT.percent),
+        min_per_second: args
+            .retry_budget_min_per_second
+            .unwrap_or(RetryBudget::DEFAULT.min_per_second),
+    });
     let mut mesh = MeshConfig {
         root_namespace: args.root_namespace.clone(),
-        retry_budget_percent: args.retry_budget_percent,
-        retry_budget_min_per_second: args.retry_budget_min_per_second,
+        retry_budget,
         ..MeshConfig::default()
     };
     if let Some(path) = &args.mesh_config {

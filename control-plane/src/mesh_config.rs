@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 pub struct MeshConfig {
     /// Namespace whose policies apply mesh-wide (Istio's root namespace).
     pub root_namespace: String,
-    /// Retry budget: retries allowed as a share (%) of requests in the last 10 s.
-    pub retry_budget_percent: f64,
-    /// Retry budget: retries always allowed per second, on top of the share.
-    pub retry_budget_min_per_second: u32,
+    /// Sluice's mesh-wide retry budget, when one is set (`None`, the
+    /// default: retries are limited only by each route's `attempts`, as in
+    /// Istio, where `connectionPool.http.maxRetries` defaults to 2³²−1).
+    pub retry_budget: Option<RetryBudget>,
     /// `h2UpgradePolicy: UPGRADE`: HTTP/1.1 requests to ports declared HTTP go
     /// upstream as HTTP/2 unless a DestinationRule says otherwise (Istio's
     /// default `DO_NOT_UPGRADE` is `false`).
@@ -35,8 +35,7 @@ impl Default for MeshConfig {
     fn default() -> Self {
         Self {
             root_namespace: "istio-system".into(),
-            retry_budget_percent: 20.0,
-            retry_budget_min_per_second: 10,
+            retry_budget: None,
             h2_upgrade: false,
             registry_only: false,
             telemetry: MeshTelemetry::default(),
@@ -116,9 +115,27 @@ pub enum Provider {
 /// Name of Istio's built-in access log provider.
 pub const ENVOY_PROVIDER: &str = "envoy";
 
-/// VirtualService annotation overriding the retry budget's share (%) for its routes.
+/// A retry budget (after Linkerd's): over the last 10 s, retries may not
+/// exceed `percent`% of requests plus `min_per_second` per second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryBudget {
+    /// Retries allowed as a share (%) of requests in the last 10 s.
+    pub percent: f64,
+    /// Retries always allowed per second, on top of the share.
+    pub min_per_second: u32,
+}
+
+impl RetryBudget {
+    /// Linkerd's default, used for whatever part of a budget is not given.
+    pub const DEFAULT: RetryBudget = RetryBudget {
+        percent: 20.0,
+        min_per_second: 10,
+    };
+}
+
+/// VirtualService annotation setting the retry budget's share (%) for its routes.
 pub const RETRY_BUDGET_PERCENT_ANNOTATION: &str = "retry.sluice.io/budget-percent";
-/// VirtualService annotation overriding the retry budget's floor (retries per second).
+/// VirtualService annotation setting the retry budget's floor (retries per second).
 pub const RETRY_BUDGET_MIN_ANNOTATION: &str = "retry.sluice.io/budget-min-retries-per-second";
 
 #[cfg(test)]

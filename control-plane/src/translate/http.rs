@@ -6,6 +6,7 @@ use crate::crd::{
     Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, L4MatchAttributes,
     StringMatch, VirtualService,
 };
+use crate::mesh_config::RetryBudget;
 use crate::services::{Service, ServicePort, labels_match};
 use sluice_api::config as pb;
 
@@ -25,19 +26,24 @@ pub(crate) fn default_route(
             }],
         })),
         retries: Some(pb::RetryPolicy {
-            budget: Some(pb::RetryBudget {
-                percent: view.index.mesh.retry_budget_percent,
-                min_retries_per_second: view.index.mesh.retry_budget_min_per_second,
-            }),
+            budget: view.index.mesh.retry_budget.map(wire_budget),
             ..default_retries()
         }),
         ..Default::default()
     }
 }
 
-/// The retry budget of a VirtualService's routes: the mesh default unless
-/// the VirtualService's annotations override it.
-fn retry_budget(view: &View<'_>, vs: &VirtualService) -> pb::RetryBudget {
+fn wire_budget(b: RetryBudget) -> pb::RetryBudget {
+    pb::RetryBudget {
+        percent: b.percent,
+        min_retries_per_second: b.min_per_second,
+    }
+}
+
+/// The retry budget of a VirtualService's routes: its annotations', each
+/// unset part taken from the mesh budget (or Linkerd's default); else the
+/// mesh budget; else none, as Istio (retries bounded only by `attempts`).
+fn retry_budget(view: &View<'_>, vs: &VirtualService) -> Option<pb::RetryBudget> {
     let annotation = |key: &str| {
         vs.metadata
             .annotations
@@ -45,16 +51,20 @@ fn retry_budget(view: &View<'_>, vs: &VirtualService) -> pb::RetryBudget {
             .and_then(|a| a.get(key))
             .map(|v| v.trim().to_owned())
     };
-    let mesh = &view.index.mesh;
-    pb::RetryBudget {
-        percent: annotation(crate::mesh_config::RETRY_BUDGET_PERCENT_ANNOTATION)
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|p| (0.0..=100.0).contains(p))
-            .unwrap_or(mesh.retry_budget_percent),
-        min_retries_per_second: annotation(crate::mesh_config::RETRY_BUDGET_MIN_ANNOTATION)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(mesh.retry_budget_min_per_second),
+    let percent = annotation(crate::mesh_config::RETRY_BUDGET_PERCENT_ANNOTATION)
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|p| (0.0..=100.0).contains(p));
+    let min = annotation(crate::mesh_config::RETRY_BUDGET_MIN_ANNOTATION)
+        .and_then(|v| v.parse::<u32>().ok());
+    let mesh = view.index.mesh.retry_budget;
+    if percent.is_none() && min.is_none() {
+        return mesh.map(wire_budget);
     }
+    let base = mesh.unwrap_or(RetryBudget::DEFAULT);
+    Some(wire_budget(RetryBudget {
+        percent: percent.unwrap_or(base.percent),
+        min_per_second: min.unwrap_or(base.min_per_second),
+    }))
 }
 
 /// What Istio retries when a route names no `retryOn`. Since Istio 1.24
@@ -127,7 +137,7 @@ pub(crate) fn routes(
             timeout_ms: rule.timeout.as_deref().and_then(millis).unwrap_or(0),
             retries: Some(match &rule.retries {
                 None => pb::RetryPolicy {
-                    budget: Some(budget),
+                    budget,
                     ..default_retries()
                 },
                 Some(r) => pb::RetryPolicy {
@@ -141,7 +151,7 @@ pub(crate) fn routes(
                     retry_remote_localities: r.retry_remote_localities.unwrap_or(false),
                     retry_ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
                     is_default: false,
-                    budget: Some(budget),
+                    budget,
                     backoff_base_ms: 25,
                 },
             }),

@@ -492,7 +492,7 @@ fn translate_outlier_defaults_follow_istio() {
 }
 
 #[test]
-fn translate_seed_orders_retries_timeout_and_budget() {
+fn translate_seed_orders_retries_timeout_and_no_budget() {
     let config = translate(&seed_index(), &proxy("default", &[]));
     let vh = config
         .virtual_hosts
@@ -505,8 +505,8 @@ fn translate_seed_orders_retries_timeout_and_budget() {
     assert_eq!((r.attempts, r.per_try_timeout_ms), (3, 2_000));
     assert_eq!(r.retry_on, "5xx,reset,connect-failure,refused-stream");
     assert!(!r.is_default && r.retry_ignore_previous_hosts);
-    let budget = r.budget.as_ref().expect("budget");
-    assert_eq!((budget.percent, budget.min_retries_per_second), (20.0, 10));
+    // As Istio: retries bounded by `attempts` only, unless a budget is set.
+    assert_eq!(r.budget, None);
     assert_eq!(r.backoff_base_ms, 25);
 }
 
@@ -588,6 +588,46 @@ spec:
         .and_then(|r| r.budget)
         .expect("budget");
     assert_eq!((b.percent, b.min_retries_per_second), (5.0, 1));
+}
+
+#[test]
+fn translate_retry_budget_mesh_default_and_partial_annotation() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  annotations: {retry.sluice.io/budget-min-retries-per-second: "3"}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+"#;
+    let budget = |idx: &MeshIndex| {
+        let config = translate(idx, &proxy("default", &[]));
+        reviews_host(&config).routes[0]
+            .retries
+            .as_ref()
+            .and_then(|r| r.budget)
+            .map(|b| (b.percent, b.min_retries_per_second))
+    };
+    // One annotation: the other part is Linkerd's default.
+    assert_eq!(budget(&index(vs)), Some((20.0, 3)));
+    // With a mesh budget, the unset part comes from it; without any
+    // annotation the mesh budget applies, also to the default policy.
+    // (A fresh index each time: outbound halves are cached per index.)
+    let mut idx = index(vs);
+    let mut mesh = (*idx.mesh).clone();
+    mesh.retry_budget = Some(crate::mesh_config::RetryBudget {
+        percent: 50.0,
+        min_per_second: 7,
+    });
+    idx.mesh = std::sync::Arc::new(mesh.clone());
+    assert_eq!(budget(&idx), Some((50.0, 3)));
+    assert_eq!(budget(&index("")), None);
+    let mut plain = index("");
+    plain.mesh = std::sync::Arc::new(mesh);
+    assert_eq!(budget(&plain), Some((50.0, 7)));
 }
 
 #[test]
