@@ -95,24 +95,29 @@ impl<'e> Clusters<'e> {
     }
 }
 
-/// The DestinationRule for `service` seen from this proxy: Istio looks in the
-/// proxy's namespace, then the service's, then anywhere; most specific host first.
+/// The DestinationRule for `service` seen from this proxy, as istiod looks
+/// it up: in the proxy's namespace, else the service's, else the root
+/// namespace (rules elsewhere never apply); the most specific host within
+/// the first of those that has one.
 pub(crate) fn destination_rule_for<'a>(
     view: &View<'a>,
     service: &Service,
 ) -> Option<&'a DestinationRule> {
+    let root = view.index.mesh.root_namespace.as_str();
     let mut best: Option<((u8, usize), &'a DestinationRule)> = None;
     for &dr in &view.destination_rules {
         let ns = namespace_of(&dr.metadata);
-        let Some(score) = super::resolve_host(&fqdn(&dr.spec.host, ns), &service.fqdn) else {
-            continue;
-        };
         let place = if ns == view.proxy.namespace {
-            2
+            3
         } else if ns == service.namespace {
+            2
+        } else if ns == root {
             1
         } else {
-            0
+            continue;
+        };
+        let Some(score) = super::resolve_host(&fqdn(&dr.spec.host, ns), &service.fqdn) else {
+            continue;
         };
         let key = (place, score);
         if best.is_none_or(|(b, _)| key > b) {

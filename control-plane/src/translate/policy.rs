@@ -6,8 +6,12 @@ use crate::crd::parse_duration;
 use crate::crd::{ConnectionPoolSettings, DestinationRule, OutlierDetection, TrafficPolicy};
 use sluice_api::config as pb;
 
-/// Picks a policy field with Istio's precedence: subset port-level, subset,
-/// top-level port-level, top-level.
+/// Picks a policy field as istiod merges policies for a cluster
+/// (`MergeSubsetTrafficPolicy`): at each level, a `portLevelSettings` entry
+/// for the port replaces that level's policy whole (a field it leaves out
+/// is unset, not inherited). A subset's policy then wins field by field over
+/// the top level's, except that a subset's port-level entry decides every
+/// field alone.
 pub(crate) fn pick<T: Clone>(
     top: Option<&TrafficPolicy>,
     subset: Option<&TrafficPolicy>,
@@ -15,15 +19,22 @@ pub(crate) fn pick<T: Clone>(
     field: impl Fn(&TrafficPolicy) -> Option<&T>,
     port_field: impl Fn(&crate::crd::PortTrafficPolicy) -> Option<&T>,
 ) -> Option<T> {
-    let level = |p: &TrafficPolicy| -> Option<T> {
-        p.port_level_settings
+    // (the level's value, whether a port-level entry gave it)
+    let level = |p: &TrafficPolicy| -> (Option<T>, bool) {
+        match p
+            .port_level_settings
             .iter()
             .find(|pl| pl.port.as_ref().is_some_and(|s| s.number == port))
-            .and_then(&port_field)
-            .or_else(|| field(p))
-            .cloned()
+        {
+            Some(entry) => (port_field(entry).cloned(), true),
+            None => (field(p).cloned(), false),
+        }
     };
-    subset.and_then(level).or_else(|| top.and_then(level))
+    match subset.map(level) {
+        Some((value, true)) => value,
+        Some((Some(value), false)) => Some(value),
+        _ => top.and_then(|t| level(t).0),
+    }
 }
 
 fn ms(d: Option<&String>) -> u64 {

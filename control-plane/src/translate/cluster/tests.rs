@@ -430,3 +430,85 @@ spec:
 "
     )
 }
+
+#[test]
+fn cluster_port_level_settings_replace_their_level_whole() {
+    // Istio: a port-level entry is that level's whole policy for the port;
+    // what it leaves out is unset, not taken from the level around it.
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 1}}
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      outlierDetection: {consecutive5xxErrors: 2}
+      portLevelSettings:
+      - port: {number: 9080}
+        connectionPool: {tcp: {maxConnections: 5}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      outlierDetection: {consecutive5xxErrors: 3}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
+"#,
+    );
+    let pool = |c: &pb::Cluster| c.connection_pool.as_ref().map_or(0, |p| p.max_connections);
+    let ejecting = |c: &pb::Cluster| {
+        c.outlier_detection
+            .as_ref()
+            .map(|o| o.consecutive_5xx_errors)
+    };
+    // v1: its port-level entry (pool 5) decides every field: no outlier
+    // detection, neither its own nor the top level's.
+    let v1 = cluster(&c, "outbound|9080|v1|reviews.default.svc.cluster.local");
+    assert_eq!(pool(v1), 5);
+    assert_eq!(ejecting(v1), None);
+    // v2: its own outlier detection, the top level's pool.
+    let v2 = cluster(&c, "outbound|9080|v2|reviews.default.svc.cluster.local");
+    assert_eq!(ejecting(v2), Some(3));
+    assert_eq!(pool(v2), 1);
+}
+
+#[test]
+fn cluster_top_level_port_entry_leaves_out_what_it_does_not_set() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 1}}
+    outlierDetection: {consecutive5xxErrors: 1}
+    portLevelSettings:
+    - port: {number: 9080}
+      loadBalancer: {simple: ROUND_ROBIN}
+"#,
+    );
+    let all = cluster(&c, ALL);
+    assert!(all.outlier_detection.is_none(), "{all:?}");
+    assert_eq!(
+        all.connection_pool
+            .as_ref()
+            .map_or(0, |p| p.max_connections),
+        0
+    );
+}
