@@ -69,14 +69,6 @@ fn namespace_of(principal: &str) -> Option<&str> {
     (!ns.is_empty()).then_some(ns)
 }
 
-/// Authority without its port (`host:8080` → `host`, `[::1]:80` → `[::1]`).
-fn strip_port(authority: &str) -> Option<&str> {
-    let (host, port) = authority.rsplit_once(':')?;
-    let bracketed = host.starts_with('[') && host.ends_with(']');
-    let ok = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
-    (ok && (bracketed || !host.contains(':'))).then_some(host)
-}
-
 fn str_hit(value: Option<&str>) -> impl Fn(&StrMatch) -> bool + '_ {
     move |m| value.is_some_and(|v| m.matches(v.as_bytes()))
 }
@@ -131,12 +123,12 @@ impl Operation {
         let Some(req) = a.req else {
             return true;
         };
-        let host = req.host;
-        let bare = strip_port(host);
-        self.hosts.holds(|m| {
-            m.matches_ignore_case(host.as_bytes())
-                || bare.is_some_and(|b| m.matches_ignore_case(b.as_bytes()))
-        }) && self.methods.holds(|m| m.matches(req.method.as_bytes()))
+        // Istio matches the authority exactly as sent, port included:
+        // `example.com` does not match `example.com:8080` (write both, or
+        // `example.com:*`).
+        self.hosts
+            .holds(|m| m.matches_ignore_case(req.host.as_bytes()))
+            && self.methods.holds(|m| m.matches(req.method.as_bytes()))
             && self.paths.holds(|m| m.matches(req.path.as_bytes()))
     }
 

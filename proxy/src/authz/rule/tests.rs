@@ -375,18 +375,31 @@ fn operation_fields_each_value_and_not_form_match_as_documented() {
         (
             "host without port",
             o(|m, v| m.hosts = v, &["orders.default.svc.cluster.local"]),
+            false,
+        ),
+        (
+            "host with any port",
+            o(|m, v| m.hosts = v, &["orders.default.svc.cluster.local:*"]),
             true,
         ),
         (
             "host any case",
-            o(|m, v| m.hosts = v, &["ORDERS.Default.svc.cluster.local"]),
+            o(
+                |m, v| m.hosts = v,
+                &["ORDERS.Default.svc.cluster.local:8080"],
+            ),
             true,
         ),
         ("host prefix", o(|m, v| m.hosts = v, &["orders.*"]), true),
         (
             "host suffix",
-            o(|m, v| m.hosts = v, &["*.svc.cluster.local"]),
+            o(|m, v| m.hosts = v, &["*.svc.cluster.local:8080"]),
             true,
+        ),
+        (
+            "host suffix without the port",
+            o(|m, v| m.hosts = v, &["*.svc.cluster.local"]),
+            false,
         ),
         ("host other", o(|m, v| m.hosts = v, &["payments"]), false),
         (
@@ -460,13 +473,15 @@ fn operation_fields_each_value_and_not_form_match_as_documented() {
 }
 
 #[test]
-fn operation_host_ipv6_authority_port_stripped() {
+fn operation_host_ipv6_authority_matches_with_its_port() {
     let rule = to(pb::OperationMatch {
-        hosts: strs(&["[2001:db8::1]"]),
+        hosts: strs(&["[2001:db8::1]", "[2001:db8::1]:*"]),
         ..Default::default()
     });
     let mut c = call("GET", "/");
     c.host = "[2001:db8::1]:8080";
+    assert!(allows(rule.clone(), &mtls(), &c));
+    c.host = "[2001:db8::1]";
     assert!(allows(rule.clone(), &mtls(), &c));
     c.host = "[2001:db8::2]:8080";
     assert!(!allows(rule, &mtls(), &c));
