@@ -17,6 +17,7 @@ use crate::detect::{self, Detected};
 use crate::listener::head_guard;
 use crate::matching::{RequestView, host_of, port_of, select_vhost};
 use crate::model::{Action, ProxyConfig, Running};
+use crate::path_normalization::{self, PathNormalization};
 use crate::proxy_protocol::{self, Addresses};
 use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
 
@@ -162,6 +163,36 @@ fn addresses_from(data: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     Some((source, destination))
 }
 
+/// Request path normalization, every mode, on `data` as a path: a refusal or
+/// a result that is normal under the same mode (normalizing is idempotent),
+/// starts with `/` and is a valid request target; an unchanged path is one
+/// the proxy may forward as it is.
+pub fn request_path(data: &[u8]) {
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    for mode in [
+        PathNormalization::None,
+        PathNormalization::Base,
+        PathNormalization::MergeSlashes,
+        PathNormalization::DecodeAndMergeSlashes,
+    ] {
+        let Ok(Some(normal)) = path_normalization::normalize(path, mode) else {
+            continue;
+        };
+        assert!(normal.starts_with('/'), "{mode:?}: {path:?} → {normal:?}");
+        assert_eq!(
+            path_normalization::normalize(&normal, mode),
+            Ok(None),
+            "{mode:?}: {path:?} → {normal:?} is not normal"
+        );
+        assert!(
+            http::uri::PathAndQuery::try_from(normal.as_str()).is_ok(),
+            "{mode:?}: {path:?} → {normal:?} is no request target"
+        );
+    }
+}
+
 /// Config snapshot decoding and conversion: prost bytes of a `Snapshot` into
 /// the running model, then into the `/config_dump` JSON. Invalid input must
 /// come back as an `InvalidConfig`, never as a panic.
@@ -191,9 +222,14 @@ pub fn route_match(data: &[u8]) {
     let Ok(cfg) = ProxyConfig::try_from(&wire) else {
         return;
     };
-    let Some(req) = split_request(rest).1 else {
+    let Some(mut req) = split_request(rest).1 else {
         return;
     };
+    // The outbound side normalizes the path before it selects anything.
+    request_path(req.uri.path().as_bytes());
+    if path_normalization::normalize_uri(&mut req.uri, cfg.path_normalization).is_err() {
+        return;
+    }
     let authority = crate::http_util::authority_of(&req.uri, &req.headers)
         .unwrap_or_default()
         .to_owned();
@@ -263,7 +299,11 @@ pub fn authz(data: &[u8]) {
     if !policy.has_policies() {
         assert!(tcp.allowed, "no policy, yet a TCP connection was denied");
     }
-    let Some(req) = req else { return };
+    let Some(mut req) = req else { return };
+    // The inbound side normalizes the path before authorization.
+    if path_normalization::normalize_uri(&mut req.uri, PathNormalization::default()).is_err() {
+        return;
+    }
     let authority = crate::http_util::authority_of(&req.uri, &req.headers).unwrap_or_default();
     // Tokens from the network go through request authentication first.
     let mut headers = req.headers.clone();

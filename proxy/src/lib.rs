@@ -24,6 +24,7 @@ pub mod metrics;
 mod model;
 pub mod outbound;
 mod outlier;
+mod path_normalization;
 pub mod proxy_protocol;
 mod rate_limit;
 mod report;

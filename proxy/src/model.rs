@@ -163,6 +163,9 @@ pub struct ProxyConfig {
     /// for destinations no service covers is refused (502 / closed) instead
     /// of passed through to its original destination.
     pub registry_only: bool,
+    /// MeshConfig `pathNormalization`: how request paths are normalized on
+    /// both listeners before routing and authorization.
+    pub path_normalization: crate::path_normalization::PathNormalization,
     /// PeerAuthentication modes and AuthorizationPolicies of the inbound side.
     #[serde(skip)]
     pub security: crate::authz::InboundPolicy,

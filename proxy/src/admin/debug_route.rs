@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::matching::{Matched, RequestView, host_of, port_of, select_vhost};
 use crate::model::{Action, Running};
+use crate::path_normalization;
 use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
 
 /// Decodes `%XX` and `+` in a query component.
@@ -120,6 +121,18 @@ pub fn explain(running: &Running, d: &Described) -> Value {
             "headers": d.headers.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("<binary>"))).collect::<Vec<_>>(),
         },
     });
+    // Routing sees the normalized path, as the outbound listener does.
+    let normalized = match path_normalization::normalize(&d.path, cfg.path_normalization) {
+        Ok(normalized) => normalized,
+        Err(e) => {
+            out["result"] = json!(format!("400: path normalization refused the path ({e})"));
+            return out;
+        }
+    };
+    if let Some(p) = &normalized {
+        out["request"]["normalized_path"] = json!(p);
+    }
+    let path = normalized.as_deref().unwrap_or(&d.path);
     let Some(vh) = select_vhost(cfg, &host, port) else {
         let on_port: Vec<Value> = cfg
             .virtual_hosts
@@ -162,7 +175,7 @@ pub fn explain(running: &Running, d: &Described) -> Value {
         method: &d.method,
         scheme: &d.scheme,
         authority: &d.authority,
-        path: &d.path,
+        path,
         query: d.query.as_deref(),
         headers: &d.headers,
     };

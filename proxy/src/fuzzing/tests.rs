@@ -24,3 +24,20 @@ fn split_request_reads_facts_and_head() {
     assert_eq!(req.uri.query(), Some("y=1"));
     assert_eq!(req.headers.len(), 1);
 }
+
+#[test]
+fn request_path_hostile_paths_hold_the_invariants() {
+    for path in [
+        "/public/../admin",
+        "/%61dmin/%2e%2e/%2E./x",
+        "/%%34%31/%%30%30",
+        "\\..\\%5c..%2f..//x",
+        "/a%00",
+        "/é{}|^\"",
+        "*",
+        "",
+    ] {
+        request_path(path.as_bytes());
+    }
+    request_path(&[b'/', 0xFF, 0xFE]);
+}

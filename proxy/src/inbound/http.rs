@@ -18,6 +18,7 @@ use crate::jwt;
 use crate::matching::{RequestView, port_of};
 use crate::metrics::{Side, TagFacts};
 use crate::model::{Protocol, Text, WorkloadMeta};
+use crate::path_normalization;
 use crate::rate_limit::{self, Gate};
 use crate::report::Report;
 use crate::source_meta;
@@ -209,9 +210,20 @@ pub(super) async fn handle(
     // trace context, request id) in one growth.
     req.headers_mut().reserve(INBOUND_ADDED_HEADERS);
     let begun = telemetry::begin(telemetry, side, req.headers_mut());
+    // Before anything reads the path: authorization, rate limits, telemetry
+    // and the app all see the normalized one, as behind Envoy's connection
+    // manager (Istio's default when no config has arrived yet).
+    let mode = running
+        .as_ref()
+        .map_or_else(Default::default, |r| r.config.path_normalization);
+    let normalized =
+        path_normalization::at_entry(req.uri_mut(), mode, &shared.metrics.security, Side::Inbound);
     let request_bytes = Arc::new(AtomicU64::new(0));
     if !begun.observed() {
-        return serve(shared, running, ctx, req, start, request_bytes, false).await;
+        return match normalized {
+            Ok(()) => serve(shared, running, ctx, req, start, request_bytes, false).await,
+            Err(_) => path_normalization::rejected(),
+        };
     }
     let peer = ctx.peer.as_deref();
     let local = ctx.dst_port.map(|p| SocketAddr::new(ctx.destination_ip, p));
@@ -224,7 +236,14 @@ pub(super) async fn handle(
     let bytes = Arc::clone(&request_bytes);
     let observed = Observed::new(begun, side, telemetry, me, &facts, bytes);
     let sinks = Arc::clone(&shared.telemetry);
-    let resp = serve(shared, running, ctx, req, start, request_bytes, true).await;
+    let resp = match normalized {
+        Ok(()) => serve(shared, running, ctx, req, start, request_bytes, true).await,
+        Err(_) => {
+            let flags = &shared.metrics.words.no_flags;
+            let outcome = || Outcome::local(flags).detailed(path_normalization::REJECTED_DETAILS);
+            tag(true, path_normalization::rejected(), outcome)
+        }
+    };
     observed.finish(sinks, resp)
 }
 

@@ -1,5 +1,6 @@
 //! `sluice_*` metrics of the security layer: the workload certificate, TLS
-//! handshakes, request authentication (JWT) and authorization decisions.
+//! handshakes, request path normalization, request authentication (JWT) and
+//! authorization decisions.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,6 +33,14 @@ struct AuthzLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathNormalizationLabels {
+    /// `source` (outbound) or `destination` (inbound), as Istio's `reporter`.
+    reporter: &'static str,
+    /// `normalized` (the path was rewritten) or `rejected` (400).
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuthnLabels {
     outcome: &'static str,
     reason: &'static str,
@@ -55,6 +64,7 @@ pub struct SecurityMetrics {
     resumed: Family<DirectionLabels, Counter>,
     authz: Family<AuthzLabels, Counter>,
     authn: Family<AuthnLabels, Counter>,
+    paths: Family<PathNormalizationLabels, Counter>,
 }
 
 impl SecurityMetrics {
@@ -90,6 +100,11 @@ impl SecurityMetrics {
             "sluice_request_authentications",
             "Requests checked by RequestAuthentication, by outcome (verified, no_token, refused) and refusal reason",
             m.authn.clone(),
+        );
+        registry.register(
+            "sluice_path_normalizations",
+            "Request paths rewritten by path normalization (normalized) or refused with 400 (rejected), by reporter",
+            m.paths.clone(),
         );
         m
     }
@@ -136,6 +151,18 @@ impl SecurityMetrics {
     pub fn request_authentication(&self, outcome: &'static str, reason: &'static str) {
         self.authn
             .get_or_create(&AuthnLabels { outcome, reason })
+            .inc();
+    }
+
+    /// Counts a request path that normalization rewrote (`normalized`) or
+    /// refused (`rejected`) on the listener of `side`.
+    pub fn path_normalization(&self, side: Side, outcome: &'static str) {
+        let reporter = match side {
+            Side::Outbound => "source",
+            Side::Inbound => "destination",
+        };
+        self.paths
+            .get_or_create(&PathNormalizationLabels { reporter, outcome })
             .inc();
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicUsize;
 use sluice_api::config as pb;
 
 use super::*;
+use crate::path_normalization::PathNormalization;
 
 mod resilience;
 mod security;
@@ -626,6 +627,10 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
                     }
                 },
             },
+            // MeshConfig `pathNormalization` is not in the config protocol yet:
+            // Istio's default until the controller sends it (then parsed with
+            // `PathNormalization::from_str`, Istio's names).
+            path_normalization: PathNormalization::default(),
             cluster_index,
         })
     }

@@ -22,9 +22,9 @@ use crate::http_util::{
     BadTarget, UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop,
 };
 use crate::matching::{Matched, RequestView, host_of, port_of, select_vhost};
-use crate::metrics::ServiceLabels;
-use crate::metrics::{Metrics, TagFacts};
+use crate::metrics::{self, Metrics, ServiceLabels, TagFacts};
 use crate::model::{Action, Cluster, Route, Running, Text, WeightedCluster, WorkloadMeta};
+use crate::path_normalization;
 use crate::report::Report;
 use crate::retry::Failure;
 use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
@@ -222,17 +222,39 @@ pub async fn handle(
     // attempt count) in one growth instead of one rehash per doubling.
     req.headers_mut().reserve(OUTBOUND_ADDED_HEADERS);
     let begun = telemetry::begin(telemetry, Side::Outbound, req.headers_mut());
+    // Before anything reads the path: routing, telemetry and the upstream
+    // all see the normalized one, as behind Envoy's connection manager.
+    let normalized = path_normalization::at_entry(
+        req.uri_mut(),
+        running.config.path_normalization,
+        &shared.metrics.security,
+        metrics::Side::Outbound,
+    );
     let request_bytes = Arc::new(AtomicU64::new(0));
     if !begun.observed() {
-        return route(&shared, &running, ctx, req, start, request_bytes, false).await;
+        return match normalized {
+            Ok(()) => route(&shared, &running, ctx, req, start, request_bytes, false).await,
+            Err(_) => path_normalization::rejected(),
+        };
     }
     let local = ctx.orig_dst.unwrap_or(shared.settings.outbound);
     let facts = RequestFacts::of(&req, ctx.peer, Some(local));
     let me = shared.self_meta(Some(&running));
     let bytes = Arc::clone(&request_bytes);
     let observed = Observed::new(begun, Side::Outbound, telemetry, me, &facts, bytes);
-    let resp = route(&shared, &running, ctx, req, start, request_bytes, true).await;
+    let resp = match normalized {
+        Ok(()) => route(&shared, &running, ctx, req, start, request_bytes, true).await,
+        Err(_) => path_rejected(&shared.metrics),
+    };
     observed.finish(Arc::clone(&shared.telemetry), resp)
+}
+
+/// The 400 for a path normalization refused, as telemetry sees it.
+fn path_rejected(m: &Metrics) -> Response<Body> {
+    let mut resp = path_normalization::rejected();
+    let outcome = Outcome::local(&m.words.no_flags).detailed(path_normalization::REJECTED_DETAILS);
+    resp.extensions_mut().insert(outcome);
+    resp
 }
 
 /// Headers the outbound side may add to a request (B3 and W3C trace context,
