@@ -171,7 +171,7 @@ async fn handle_conn(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAdd
     };
     let http = !is_tcp_port
         && match &tls_peer {
-            Some(p) => p.alpn.as_deref() != Some(tls::ALPN_TCP),
+            Some(p) => !matches!(p.alpn.as_deref(), Some(tls::ALPN_TCP | tls::ALPN_TCP_META)),
             None => matches!(detected, Detected::Http1 | Detected::Http2),
         };
     // A plaintext HTTP connection accepted before its port became STRICT
@@ -267,7 +267,21 @@ fn authorized(shared: &Shared, has_policies: bool, verdict: &authz::Verdict) -> 
     verdict.allowed
 }
 
-async fn relay_tcp(shared: Arc<Shared>, stream: Stream, target_port: u16, ctx: InboundCtx) {
+async fn relay_tcp(shared: Arc<Shared>, mut stream: Stream, target_port: u16, ctx: InboundCtx) {
+    // A peer sidecar on `sluice-tcp-meta` first says who is calling.
+    let caller = match ctx.peer.as_ref().and_then(|p| p.alpn.as_deref()) {
+        Some(tls::ALPN_TCP_META) => {
+            let read = crate::source_meta::read_frame(&mut stream);
+            match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read).await {
+                Ok(Some(value)) => crate::source_meta::decode(&value),
+                _ => {
+                    tracing::debug!(source = %ctx.source_ip, "peer sidecar sent no caller metadata; closing");
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
     let running = shared.current();
     if let Some(r) = &running {
         let policy = &r.config.security;
@@ -298,13 +312,25 @@ async fn relay_tcp(shared: Arc<Shared>, stream: Stream, target_port: u16, ctx: I
         .unwrap_or_default();
     let m = &shared.metrics;
     let me = shared.self_meta(running.as_deref());
-    let source = WorkloadMeta {
-        principal: ctx
-            .peer
-            .as_ref()
-            .map(|p| Text::from(p.spiffe_id.as_str()))
-            .unwrap_or_default(),
-        ..WorkloadMeta::default()
+    let principal = ctx
+        .peer
+        .as_ref()
+        .map(|p| Text::from(p.spiffe_id.as_str()))
+        .unwrap_or_default();
+    let source = match caller.filter(|f| !f[0].is_empty()) {
+        Some([workload, namespace, app, version]) => WorkloadMeta {
+            workload: workload.as_str().into(),
+            namespace: namespace.as_str().into(),
+            app: app.as_str().into(),
+            version: version.as_str().into(),
+            principal,
+            // Callers with a sidecar are in this mesh's cluster.
+            cluster: me.cluster.clone(),
+        },
+        None => WorkloadMeta {
+            principal,
+            ..WorkloadMeta::default()
+        },
     };
     let security = ctx.security_label(&m.words);
     let labels = m.tcp_labels(&m.words.destination, &source, me, &service, security);

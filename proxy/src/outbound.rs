@@ -4,6 +4,7 @@
 mod attempts;
 mod fault;
 mod http;
+pub(crate) use http::identity_value;
 mod mirror;
 
 use std::net::SocketAddr;

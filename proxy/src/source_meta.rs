@@ -93,3 +93,33 @@ fn unescape(field: &[u8]) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+/// Longest metadata frame accepted on a TCP connection.
+pub const MAX_FRAME: usize = 1024;
+
+/// The caller's metadata as the first bytes of a TCP connection between
+/// sidecars (ALPN `sluice-tcp-meta`): a 2-byte big-endian length, then the
+/// header's value.
+pub fn frame(value: &HeaderValue) -> Vec<u8> {
+    let bytes = value.as_bytes();
+    let len = u16::try_from(bytes.len().min(MAX_FRAME)).unwrap_or(0);
+    let mut out = Vec::with_capacity(2 + usize::from(len));
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&bytes[..usize::from(len)]);
+    out
+}
+
+/// Reads a frame written by [`frame`]; `None` when the connection ends
+/// inside it or announces more than [`MAX_FRAME`] bytes.
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(io: &mut R) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 2];
+    io.read_exact(&mut len).await.ok()?;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > MAX_FRAME {
+        return None;
+    }
+    let mut value = vec![0u8; len];
+    io.read_exact(&mut value).await.ok()?;
+    Some(value)
+}

@@ -104,7 +104,19 @@ pub async fn connect_service(
         0 => shared.settings.connect_timeout,
         ms => std::time::Duration::from_millis(ms),
     };
-    let stream = upstream::connect(&target, client, timeout, Some(&shared.tls)).await?;
+    let mut stream = upstream::connect(&target, client, timeout, Some(&shared.tls)).await?;
+    let me = shared.self_meta(Some(running));
+    if stream.alpn() == Some(crate::tls::ALPN_TCP_META) {
+        // The peer sidecar reads who is calling before relaying (its
+        // metrics' source_* labels), as Istio's sidecars exchange metadata.
+        // The frame is always sent (empty without metadata): the peer waits for it.
+        use tokio::io::AsyncWriteExt;
+        let frame = crate::outbound::identity_value(me)
+            .map_or_else(|| vec![0, 0], |v| crate::source_meta::frame(&v));
+        if let Err(e) = stream.write_all(&frame).await {
+            tracing::debug!(error = %e, "sending caller metadata to the peer sidecar failed");
+        }
+    }
     let m = &shared.metrics;
     let service = ServiceLabels {
         service: cluster.service.clone(),
@@ -113,7 +125,7 @@ pub async fn connect_service(
     };
     let labels = m.tcp_labels(
         &m.words.source,
-        shared.self_meta(Some(running)),
+        me,
         &ep.workload,
         &service,
         &m.words.unknown,

@@ -41,6 +41,11 @@ pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// ALPN of opaque TCP between sidecars.
 pub const ALPN_TCP: &[u8] = b"sluice-tcp";
+/// ALPN of opaque TCP between sidecars that begins, inside TLS, with the
+/// caller's workload metadata (`source_meta::write_frame`), as Istio's
+/// sidecars exchange peer metadata on TCP connections. Offered before
+/// [`ALPN_TCP`], so a sidecar of an earlier release still accepts.
+pub const ALPN_TCP_META: &[u8] = b"sluice-tcp-meta";
 /// Time a TLS handshake may take, either side.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -85,7 +90,7 @@ impl Alpn {
         match self {
             Alpn::H2 => vec![ALPN_H2.to_vec()],
             Alpn::Http1 => vec![ALPN_HTTP1.to_vec(), ALPN_H2.to_vec()],
-            Alpn::Tcp => vec![ALPN_TCP.to_vec()],
+            Alpn::Tcp => vec![ALPN_TCP_META.to_vec(), ALPN_TCP.to_vec()],
         }
     }
 }
@@ -372,7 +377,12 @@ fn build(provider: &Arc<CryptoProvider>, creds: Arc<Credentials>) -> Result<Buil
         .with_client_cert_verifier(client_verifier)
         .with_cert_resolver(Arc::new(FixedServerCert(Arc::clone(&key))));
     // rustls picks the first of these the client offers, so HTTP/1.1 goes first.
-    server.alpn_protocols = vec![ALPN_HTTP1.to_vec(), ALPN_H2.to_vec(), ALPN_TCP.to_vec()];
+    server.alpn_protocols = vec![
+        ALPN_HTTP1.to_vec(),
+        ALPN_H2.to_vec(),
+        ALPN_TCP_META.to_vec(),
+        ALPN_TCP.to_vec(),
+    ];
     Ok(Built {
         creds,
         roots,

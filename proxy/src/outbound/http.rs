@@ -643,7 +643,8 @@ struct IdentityValue {
 /// Built once per metadata instead of on every request; a clone shares the bytes.
 static IDENTITY: std::sync::RwLock<Option<IdentityValue>> = std::sync::RwLock::new(None);
 
-fn identity_value(me: &WorkloadMeta) -> Option<HeaderValue> {
+/// The caller-metadata value (`x-sluice-source-meta`) of this workload.
+pub(crate) fn identity_value(me: &WorkloadMeta) -> Option<HeaderValue> {
     let meta = [&me.workload, &me.namespace, &me.app, &me.version];
     let same = |c: &IdentityValue| c.meta.iter().zip(meta).all(|(a, b)| a == b);
     {

@@ -62,3 +62,27 @@ fn arbitrary_bytes_never_panic_and_what_decodes_encodes_back() {
         }
     }
 }
+
+#[tokio::test]
+async fn frame_round_trips_and_refuses_oversized_or_cut_frames() {
+    let value = encode(["ratings-v1", "default", "ratings", "v1"]).expect("encodes");
+    let bytes = frame(&value);
+    assert_eq!(
+        &bytes[..2],
+        &u16::try_from(value.len()).unwrap().to_be_bytes()
+    );
+    let mut io = &bytes[..];
+    let read = read_frame(&mut io).await.expect("frame");
+    assert_eq!(
+        decode(&read),
+        Some(["ratings-v1", "default", "ratings", "v1"].map(String::from))
+    );
+    // An empty frame (a caller without metadata) reads as empty.
+    let mut empty: &[u8] = &[0, 0];
+    assert_eq!(read_frame(&mut empty).await, Some(Vec::new()));
+    // Announcing more than the limit, or ending inside the frame: none.
+    let mut big: &[u8] = &[0x04, 0x01];
+    assert_eq!(read_frame(&mut big).await, None);
+    let mut cut: &[u8] = &[0, 5, b'a'];
+    assert_eq!(read_frame(&mut cut).await, None);
+}

@@ -17,6 +17,17 @@ pub enum Stream {
     Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// The application protocol the TLS handshake settled on, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Server(s) => s.get_ref().1.alpn_protocol(),
+            Stream::Client(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
 impl From<TcpStream> for Stream {
     fn from(s: TcpStream) -> Self {
         Stream::Plain(s)
