@@ -4,6 +4,8 @@
 mod istio;
 
 pub use istio::{MeshConfigError, parse_mesh_config};
+/// How sidecars normalize request paths (the config protocol's enum).
+pub use sluice_api::config::PathNormalization;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +26,8 @@ pub struct MeshConfig {
     /// destinations no service covers is refused instead of passed through
     /// (Istio's default `ALLOW_ANY` is `false`).
     pub registry_only: bool,
+    /// `pathNormalization.normalization` (Istio's `DEFAULT` is `BASE`).
+    pub path_normalization: PathNormalization,
     /// Tracing and access logging defaults and providers.
     pub telemetry: MeshTelemetry,
     /// `defaultConfig.concurrency`: worker threads of injected sidecars
@@ -38,6 +42,7 @@ impl Default for MeshConfig {
             retry_budget: None,
             h2_upgrade: false,
             registry_only: false,
+            path_normalization: PathNormalization::Base,
             telemetry: MeshTelemetry::default(),
             proxy_concurrency: None,
         }

@@ -401,6 +401,7 @@ pub(crate) fn translate_own(index: &MeshIndex, proxy: &ProxyIdentity) -> Own {
             } else {
                 pb::OutboundTrafficPolicy::AllowAny as i32
             },
+            path_normalization: index.mesh.path_normalization as i32,
         },
     }
 }

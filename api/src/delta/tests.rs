@@ -64,6 +64,7 @@ fn diff_then_apply_reproduces_the_new_config_with_changes_additions_and_removals
     b.self_ = Some(meta("web-v2"));
     b.outbound = Some(pb::Outbound {
         traffic_policy: pb::OutboundTrafficPolicy::RegistryOnly as i32,
+        path_normalization: pb::PathNormalization::MergeSlashes as i32,
     });
     let d = diff(&a, &b);
     assert_eq!(

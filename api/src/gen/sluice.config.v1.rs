@@ -135,13 +135,17 @@ pub struct ProxyConfig {
     #[prost(message, optional, tag = "7")]
     pub outbound: ::core::option::Option<Outbound>,
 }
-/// Outbound settings of the whole proxy.
+/// Settings of the whole proxy that are not per service (MeshConfig).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Outbound {
     /// What happens to captured traffic for destinations the proxy has no
     /// service for (MeshConfig `outboundTrafficPolicy.mode`).
     #[prost(enumeration = "OutboundTrafficPolicy", tag = "1")]
     pub traffic_policy: i32,
+    /// How request paths are normalized on both listeners, before routing
+    /// and authorization (MeshConfig `pathNormalization.normalization`).
+    #[prost(enumeration = "PathNormalization", tag = "2")]
+    pub path_normalization: i32,
 }
 /// What the proxy records about the requests it handles.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1286,6 +1290,41 @@ pub struct ConditionMatch {
     pub values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "3")]
     pub not_values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum PathNormalization {
+    /// Istio's DEFAULT: RFC 3986 normalization as Envoy's `normalize_path`.
+    Base = 0,
+    None = 1,
+    MergeSlashes = 2,
+    DecodeAndMergeSlashes = 3,
+}
+impl PathNormalization {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Base => "PATH_NORMALIZATION_BASE",
+            Self::None => "PATH_NORMALIZATION_NONE",
+            Self::MergeSlashes => "PATH_NORMALIZATION_MERGE_SLASHES",
+            Self::DecodeAndMergeSlashes => "PATH_NORMALIZATION_DECODE_AND_MERGE_SLASHES",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "PATH_NORMALIZATION_BASE" => Some(Self::Base),
+            "PATH_NORMALIZATION_NONE" => Some(Self::None),
+            "PATH_NORMALIZATION_MERGE_SLASHES" => Some(Self::MergeSlashes),
+            "PATH_NORMALIZATION_DECODE_AND_MERGE_SLASHES" => {
+                Some(Self::DecodeAndMergeSlashes)
+            }
+            _ => None,
+        }
+    }
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

@@ -2,7 +2,7 @@
 //! ConfigMap). Only the fields Sluice applies are read; any other top-level
 //! field is reported back so the controller can log that it is ignored.
 
-use super::{AccessLogEncoding, ENVOY_PROVIDER, MeshConfig, Provider};
+use super::{AccessLogEncoding, ENVOY_PROVIDER, MeshConfig, PathNormalization, Provider};
 use serde_yaml::{Mapping, Value};
 
 /// A MeshConfig field Sluice reads has a value it cannot use.
@@ -33,6 +33,7 @@ const READ: &[&str] = &[
     "accessLogEncoding",
     "h2UpgradePolicy",
     "outboundTrafficPolicy",
+    "pathNormalization",
 ];
 
 /// Applies the MeshConfig YAML in `text` over `base`; returns the result and
@@ -70,6 +71,35 @@ pub fn parse_mesh_config(
                 ));
             }
         };
+    }
+    match root.get("pathNormalization") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(m)) => {
+            let path = "pathNormalization.normalization";
+            if let Some(mode) = string(m, "normalization", path)? {
+                mesh.path_normalization = match mode.as_str() {
+                    "DEFAULT" | "BASE" => PathNormalization::Base,
+                    "NONE" => PathNormalization::None,
+                    "MERGE_SLASHES" => PathNormalization::MergeSlashes,
+                    "DECODE_AND_MERGE_SLASHES" => PathNormalization::DecodeAndMergeSlashes,
+                    other => {
+                        return Err(err(
+                            path,
+                            format!(
+                                "unknown value `{other}` (expected DEFAULT, NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES)"
+                            ),
+                        ));
+                    }
+                };
+            }
+            if let Some(k) = m.keys().find(|k| k.as_str() != Some("normalization")) {
+                return Err(err(
+                    "pathNormalization",
+                    format!("unknown field {k:?} (expected normalization)"),
+                ));
+            }
+        }
+        Some(_) => return Err(err("pathNormalization", "must be a mapping")),
     }
     match root.get("outboundTrafficPolicy") {
         None | Some(Value::Null) => {}

@@ -119,6 +119,41 @@ fn mesh_config_h2_upgrade_policy_is_read_and_unknown_value_named() {
 }
 
 #[test]
+fn mesh_config_path_normalization_modes_and_errors() {
+    let parse = |t: &str| parse_mesh_config(t, MeshConfig::default());
+    assert_eq!(
+        MeshConfig::default().path_normalization,
+        PathNormalization::Base
+    );
+    for (text, want) in [
+        ("DEFAULT", PathNormalization::Base),
+        ("BASE", PathNormalization::Base),
+        ("NONE", PathNormalization::None),
+        ("MERGE_SLASHES", PathNormalization::MergeSlashes),
+        (
+            "DECODE_AND_MERGE_SLASHES",
+            PathNormalization::DecodeAndMergeSlashes,
+        ),
+    ] {
+        let yaml = format!("pathNormalization: {{normalization: {text}}}");
+        let (mesh, ignored) = parse(&yaml).unwrap();
+        assert_eq!(mesh.path_normalization, want, "{text}");
+        assert!(ignored.is_empty());
+    }
+    let e = parse("pathNormalization: {normalization: DECODE}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pathNormalization.normalization") && e.contains("DECODE"),
+        "{e}"
+    );
+    let e = parse("pathNormalization: {mode: NONE}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pathNormalization") && e.contains("mode"), "{e}");
+}
+
+#[test]
 fn mesh_config_outbound_traffic_policy_modes_and_errors() {
     let parse = |t: &str| parse_mesh_config(t, MeshConfig::default());
     assert!(

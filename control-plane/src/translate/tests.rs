@@ -730,3 +730,21 @@ fn outbound_traffic_policy_follows_mesh_config() {
     idx.mesh = std::sync::Arc::new(mesh);
     assert_eq!(policy(&idx), Some(pb::OutboundTrafficPolicy::RegistryOnly));
 }
+
+#[test]
+fn path_normalization_follows_mesh_config() {
+    let mode = |idx: &MeshIndex| {
+        translate(idx, &proxy("default", &[]))
+            .outbound
+            .map(|o| o.path_normalization())
+    };
+    let mut idx = index("");
+    assert_eq!(mode(&idx), Some(pb::PathNormalization::Base));
+    let (mesh, _) = crate::mesh_config::parse_mesh_config(
+        "pathNormalization: {normalization: MERGE_SLASHES}",
+        (*idx.mesh).clone(),
+    )
+    .expect("mesh config parses");
+    idx.mesh = std::sync::Arc::new(mesh);
+    assert_eq!(mode(&idx), Some(pb::PathNormalization::MergeSlashes));
+}

@@ -627,10 +627,26 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
                     }
                 },
             },
-            // MeshConfig `pathNormalization` is not in the config protocol yet:
-            // Istio's default until the controller sends it (then parsed with
-            // `PathNormalization::from_str`, Istio's names).
-            path_normalization: PathNormalization::default(),
+            path_normalization: match c.outbound.map(|o| o.path_normalization) {
+                None => PathNormalization::default(),
+                Some(p) => match pb::PathNormalization::try_from(p) {
+                    Ok(pb::PathNormalization::Base) => PathNormalization::Base,
+                    Ok(pb::PathNormalization::None) => PathNormalization::None,
+                    Ok(pb::PathNormalization::MergeSlashes) => PathNormalization::MergeSlashes,
+                    Ok(pb::PathNormalization::DecodeAndMergeSlashes) => {
+                        PathNormalization::DecodeAndMergeSlashes
+                    }
+                    Err(_) => {
+                        return Err(invalid(
+                            "outbound",
+                            Problem::UnknownEnum {
+                                what: "path normalization",
+                                value: p,
+                            },
+                        ));
+                    }
+                },
+            },
             cluster_index,
         })
     }

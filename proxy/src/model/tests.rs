@@ -497,3 +497,26 @@ fn upstream_h2_follows_declared_protocol_upgrade_policy_and_client_protocol() {
         assert_eq!(h2(name, Version::HTTP_2), from_h2, "{name} from HTTP/2");
     }
 }
+
+#[test]
+fn convert_path_normalization_from_mesh_settings_or_refused_when_unknown() {
+    use crate::path_normalization::PathNormalization;
+    let mut cfg = config_with_route(forward_route());
+    let mode = |cfg: &pb::ProxyConfig| ProxyConfig::try_from(cfg).map(|c| c.path_normalization);
+    // Absent: Istio's default.
+    assert_eq!(mode(&cfg).unwrap(), PathNormalization::Base);
+    cfg.outbound = Some(pb::Outbound {
+        path_normalization: pb::PathNormalization::DecodeAndMergeSlashes as i32,
+        ..Default::default()
+    });
+    assert_eq!(
+        mode(&cfg).unwrap(),
+        PathNormalization::DecodeAndMergeSlashes
+    );
+    cfg.outbound = Some(pb::Outbound {
+        path_normalization: 9,
+        ..Default::default()
+    });
+    let err = mode(&cfg).unwrap_err().to_string();
+    assert!(err.contains("path normalization"), "{err}");
+}

@@ -487,6 +487,7 @@ async fn capture_unknown_destinations_pass_through_unless_registry_only() {
     let registry_only = pb::ProxyConfig {
         outbound: Some(pb::Outbound {
             traffic_policy: pb::OutboundTrafficPolicy::RegistryOnly as i32,
+            ..Default::default()
         }),
         ..Default::default()
     };
