@@ -22,6 +22,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 pub fn local_reply(status: StatusCode, message: &str) -> Response<Body> {
     let mut resp = Response::new(body::full(format!("{message}\n")));
     *resp.status_mut() = status;
+    resp.extensions_mut()
+        .insert(crate::report::LocalMessage(std::sync::Arc::from(message)));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp

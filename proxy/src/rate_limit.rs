@@ -241,6 +241,10 @@ pub fn gate<'a>(
 pub fn refused(limit: &RateLimit, d: Decision) -> http::Response<crate::body::Body> {
     let mut resp = http::Response::new(crate::body::full("local_rate_limited"));
     *resp.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    resp.extensions_mut()
+        .insert(crate::report::LocalMessage(std::sync::Arc::from(
+            "local_rate_limited",
+        )));
     limit.headers(d, resp.headers_mut());
     // Envoy marks every answer its rate limiters refused.
     resp.headers_mut().insert(

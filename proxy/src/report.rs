@@ -68,9 +68,23 @@ impl Report {
         self
     }
 
-    /// Records a reply the proxy generated itself.
+    /// Records a reply the proxy generated itself. An error answer to a
+    /// gRPC request goes out in gRPC's form, as Envoy sends local replies
+    /// ([`grpc_local`]).
     pub fn local(mut self, resp: Response<Body>, flags: &Text) -> Response<Body> {
+        let resp = if self.labels.request_protocol.as_str() == "grpc" {
+            grpc_local(resp)
+        } else {
+            resp
+        };
         self.labels.response_code = resp.status().as_u16();
+        if let Some(s) = resp
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.labels.grpc_response_status = Text::from(s);
+        }
         self.labels.response_flags = flags.clone();
         let size = resp.body().size_hint().exact().unwrap_or(0);
         let millis = self.start.elapsed().as_secs_f64() * 1000.0;
@@ -110,3 +124,68 @@ impl Report {
         })
     }
 }
+
+/// The text of a reply the proxy made, kept (as a response extension) for
+/// its gRPC form's `grpc-message`.
+#[derive(Clone, Debug)]
+pub struct LocalMessage(pub Arc<str>);
+
+/// Envoy's mapping of a local reply's HTTP status to a gRPC status
+/// (`Grpc::Utility::httpToGrpcStatus`).
+pub fn grpc_status_of(status: http::StatusCode) -> u16 {
+    match status.as_u16() {
+        400 => 13,             // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        429 | 502..=504 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
+    }
+}
+
+/// A gRPC request's error answer from the proxy in gRPC's form, as Envoy's
+/// local replies to gRPC requests: trailers-only (HTTP 200,
+/// `content-type: application/grpc`), `grpc-status` mapped from the HTTP
+/// status, `grpc-message` the reply's text; its other headers kept. Answers
+/// below 400, and those already in gRPC's form, are left as they are.
+pub fn grpc_local(resp: Response<Body>) -> Response<Body> {
+    if resp.status().as_u16() < 400 || resp.headers().contains_key("grpc-status") {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    let code = grpc_status_of(parts.status);
+    let message = parts
+        .extensions
+        .get::<LocalMessage>()
+        .map(|m| m.0.to_string())
+        .unwrap_or_else(|| parts.status.canonical_reason().unwrap_or("").to_owned());
+    parts.status = http::StatusCode::OK;
+    let h = &mut parts.headers;
+    h.remove(http::header::CONTENT_LENGTH);
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", http::HeaderValue::from(code));
+    if let Ok(v) = http::HeaderValue::from_str(&grpc_message(&message)) {
+        h.insert("grpc-message", v);
+    }
+    Response::from_parts(parts, body::empty())
+}
+
+/// `grpc-message` is percent-encoded (gRPC's HTTP/2 mapping): bytes outside
+/// printable ASCII, and `%`.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.trim_end().bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -146,6 +146,10 @@ fn set_client_cert_header(headers: &mut HeaderMap, cache: &ConnCache) {
 fn rbac_denied() -> Response<Body> {
     let mut resp = Response::new(body::full(RBAC_DENIED));
     *resp.status_mut() = StatusCode::FORBIDDEN;
+    resp.extensions_mut()
+        .insert(crate::report::LocalMessage(std::sync::Arc::from(
+            RBAC_DENIED,
+        )));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain"),
@@ -158,6 +162,10 @@ fn rbac_denied() -> Response<Body> {
 fn jwt_refused(failure: jwt::Failure, host: &str, path: &str) -> Response<Body> {
     let mut resp = Response::new(body::full(failure.message()));
     *resp.status_mut() = failure.status();
+    resp.extensions_mut()
+        .insert(crate::report::LocalMessage(std::sync::Arc::from(
+            failure.message(),
+        )));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain"),
