@@ -1,15 +1,21 @@
 //! Circuit breaking for one cluster (DestinationRule `connectionPool`):
 //! connection slots, requests waiting for one, concurrent requests and
-//! concurrent retries. Overflow is answered at once (503, flag `UO`).
+//! concurrent retries, the latter either a fixed limit or Envoy's retry
+//! budget (DestinationRule `retryBudget`). Overflow is answered at once (503,
+//! flag `UO`); a retry the limit refuses is not made.
 
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::window::Window;
 
 /// The limits; 0 = unlimited.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -20,8 +26,23 @@ pub struct Limits {
     pub max_pending: u32,
     /// Concurrent requests (http2MaxRequests).
     pub max_requests: u32,
-    /// Concurrent retries.
+    /// Concurrent retries (when there is no `retry_budget`).
     pub max_retries: u32,
+    /// Concurrent retries as a share of requests, replacing `max_retries`.
+    pub retry_budget: Option<RetryBudgetLimit>,
+}
+
+/// Envoy's retry budget: concurrent retries may not exceed
+/// `max(percent% of the requests counted, min_concurrency)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RetryBudgetLimit {
+    /// The share in hundredths of a percent (2000 = 20 %).
+    pub basis_points: u32,
+    /// Concurrent retries always allowed.
+    pub min_concurrency: u32,
+    /// 0: the requests active and pending now are counted; otherwise those
+    /// started in the last this many milliseconds.
+    pub interval_ms: u64,
 }
 
 /// Which limit overflowed.
@@ -32,6 +53,8 @@ pub enum Overflow {
     Requests,
     Pending,
     Retries,
+    /// A retry past the retry budget.
+    RetryBudget,
 }
 
 impl Overflow {
@@ -42,6 +65,7 @@ impl Overflow {
             Overflow::Requests => "max_requests",
             Overflow::Pending => "pending",
             Overflow::Retries => "retries",
+            Overflow::RetryBudget => "retry_budget",
         }
     }
 }
@@ -55,6 +79,8 @@ pub struct CircuitBreaker {
     pending: Arc<AtomicU32>,
     requests: Arc<AtomicU32>,
     retries: Arc<AtomicU32>,
+    /// Requests started recently, for a retry budget with an interval.
+    started: Option<Window<1>>,
 }
 
 /// Decrements a counter when dropped.
@@ -86,17 +112,25 @@ impl CircuitBreaker {
     pub fn new(limits: Limits) -> Self {
         let slots = (limits.max_connections > 0)
             .then(|| Arc::new(Semaphore::new(limits.max_connections as usize)));
+        let started = limits
+            .retry_budget
+            .filter(|b| b.interval_ms > 0)
+            .map(|b| Window::new_at(Duration::from_millis(b.interval_ms), Instant::now()));
         CircuitBreaker {
             limits,
             slots,
             pending: Arc::default(),
             requests: Arc::default(),
             retries: Arc::default(),
+            started,
         }
     }
 
     /// Admits a request, waiting for a connection slot when the pending queue has room.
     pub async fn admit(&self) -> Result<Admission, Overflow> {
+        if let Some(started) = &self.started {
+            started.add(0, Instant::now());
+        }
         let request = take(&self.requests, self.limits.max_requests).ok_or(Overflow::Requests)?;
         let Some(slots) = &self.slots else {
             return Ok(Admission {
@@ -134,8 +168,25 @@ impl CircuitBreaker {
         }
     }
 
-    /// Takes a concurrent-retry unit, if `max_retries` allows one more.
+    /// Takes a concurrent-retry unit, if the retry budget (or else
+    /// `max_retries`) allows one more.
     pub fn try_retry(&self) -> Result<Held, Overflow> {
-        take(&self.retries, self.limits.max_retries).ok_or(Overflow::Retries)
+        let Some(budget) = self.limits.retry_budget else {
+            return take(&self.retries, self.limits.max_retries).ok_or(Overflow::Retries);
+        };
+        let counted = match &self.started {
+            Some(started) => started.sums(Instant::now())[0],
+            // Requests waiting for a connection are among those admitted.
+            None => u64::from(self.requests.load(Ordering::Acquire)),
+        };
+        let share = counted.saturating_mul(u64::from(budget.basis_points)) / 10_000;
+        let max = share.max(u64::from(budget.min_concurrency));
+        let before = self.retries.fetch_add(1, Ordering::AcqRel);
+        let held = Held(Arc::clone(&self.retries));
+        if u64::from(before) < max {
+            Ok(held)
+        } else {
+            Err(Overflow::RetryBudget)
+        }
     }
 }

@@ -41,4 +41,5 @@ mod tls;
 mod token_bucket;
 mod upgrade;
 mod upstream;
+mod window;
 pub mod xds;

@@ -657,6 +657,26 @@ pub struct Cluster {
     /// in force, subset and port level merged). Unset = AUTO.
     #[prost(message, optional, tag = "13")]
     pub tls: ::core::option::Option<UpstreamTls>,
+    /// DestinationRule trafficPolicy.retryBudget in force (a subset's over the
+    /// top level's; port-level settings carry none). Unset = no budget, and
+    /// connection_pool.max_retries caps concurrent retries.
+    #[prost(message, optional, tag = "14")]
+    pub retry_budget: ::core::option::Option<ConcurrentRetryBudget>,
+}
+/// Envoy's circuit-breaker retry budget: concurrent retries to the cluster may
+/// not exceed max(percent% of the requests counted, min_retry_concurrency). It
+/// replaces connection_pool.max_retries.
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct ConcurrentRetryBudget {
+    /// 0..=100.
+    #[prost(double, tag = "1")]
+    pub percent: f64,
+    #[prost(uint32, tag = "2")]
+    pub min_retry_concurrency: u32,
+    /// 0 = count the requests active and pending now; otherwise the requests
+    /// started in the last interval_ms.
+    #[prost(uint64, tag = "3")]
+    pub interval_ms: u64,
 }
 /// Client-side TLS towards a cluster's endpoints.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -209,6 +209,11 @@ fn build(
         |p| p.tls.as_ref(),
     );
     let tls = upstream_tls(tls.as_ref(), service, &view.proxy.trust_domain);
+    // `portLevelSettings` carry no retry budget: a subset's wins over the top level's.
+    let retry_budget = sub
+        .and_then(|p| p.retry_budget.as_ref())
+        .or_else(|| top.and_then(|p| p.retry_budget.as_ref()))
+        .map(policy::retry_budget);
     pb::Cluster {
         name,
         service: service.fqdn.clone(),
@@ -223,6 +228,7 @@ fn build(
         connection_pool,
         outlier_detection,
         tls: Some(tls),
+        retry_budget,
     }
 }
 

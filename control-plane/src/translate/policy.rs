@@ -47,6 +47,19 @@ fn count(v: Option<i32>) -> u32 {
     v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
 }
 
+/// Istio's `retryBudget` with its documented defaults (20 %, 3 concurrent
+/// retries, no interval) filled in; `minRetryConcurrency: 0` means the
+/// default, as istiod reads it.
+pub(crate) fn retry_budget(
+    rb: &crate::crd::traffic_policy::RetryBudget,
+) -> pb::ConcurrentRetryBudget {
+    pb::ConcurrentRetryBudget {
+        percent: rb.percent.unwrap_or(20.0),
+        min_retry_concurrency: rb.min_retry_concurrency.filter(|&m| m > 0).unwrap_or(3),
+        interval_ms: ms(rb.budget_interval.as_ref()),
+    }
+}
+
 /// Istio's `connectionPool` → the proxy's limits (0 = Istio's default).
 pub(crate) fn connection_pool(cp: &ConnectionPoolSettings) -> pb::ConnectionPool {
     let tcp = cp.tcp.clone().unwrap_or_default();

@@ -68,3 +68,62 @@ async fn breaker_tcp_connection_past_max_connections_overflows_at_once() {
     let unlimited = CircuitBreaker::new(Limits::default());
     assert!(unlimited.try_connection().unwrap().is_none());
 }
+
+fn budget(percent: u32, min_concurrency: u32, interval_ms: u64) -> Limits {
+    Limits {
+        max_retries: 1,
+        retry_budget: Some(RetryBudgetLimit {
+            basis_points: percent * 100,
+            min_concurrency,
+            interval_ms,
+        }),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn retry_budget_caps_concurrent_retries_at_a_share_of_active_requests() {
+    let cb = CircuitBreaker::new(budget(50, 0, 0));
+    let active: Vec<_> = futures::future::join_all((0..4).map(|_| cb.admit())).await;
+    // 50 % of 4 active requests: 2 retries at once, `max_retries: 1` replaced.
+    let r1 = cb.try_retry().unwrap();
+    let _r2 = cb.try_retry().unwrap();
+    assert_eq!(cb.try_retry().unwrap_err(), Overflow::RetryBudget);
+    drop(r1);
+    assert!(cb.try_retry().is_ok(), "a finished retry frees its unit");
+    drop(active);
+    assert_eq!(
+        cb.try_retry().unwrap_err(),
+        Overflow::RetryBudget,
+        "no active request, no share"
+    );
+}
+
+#[tokio::test]
+async fn retry_budget_min_concurrency_is_a_floor() {
+    let cb = CircuitBreaker::new(budget(0, 2, 0));
+    let _a = cb.admit().await.unwrap();
+    let _r1 = cb.try_retry().unwrap();
+    let _r2 = cb.try_retry().unwrap();
+    assert_eq!(cb.try_retry().unwrap_err(), Overflow::RetryBudget);
+    assert_eq!(Overflow::RetryBudget.kind(), "retry_budget");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_budget_with_interval_counts_requests_started_in_it() {
+    let cb = CircuitBreaker::new(budget(10, 0, 1_000));
+    for _ in 0..20 {
+        drop(cb.admit().await.unwrap());
+    }
+    // Nothing is active, but 20 requests started within the last second: 2 retries.
+    let _r1 = cb.try_retry().unwrap();
+    let _r2 = cb.try_retry().unwrap();
+    assert_eq!(cb.try_retry().unwrap_err(), Overflow::RetryBudget);
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    drop(_r1);
+    assert_eq!(
+        cb.try_retry().unwrap_err(),
+        Overflow::RetryBudget,
+        "the requests left the interval"
+    );
+}

@@ -509,7 +509,8 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
             })
         })
         .collect::<Result<_, _>>()?;
-    let pool = resilience::pool(&c.connection_pool);
+    let mut pool = resilience::pool(&c.connection_pool);
+    pool.limits.retry_budget = resilience::retry_budget_limit(&item, &c.retry_budget)?;
     Ok(Cluster {
         name: c.name.clone(),
         service: c.service.as_str().into(),

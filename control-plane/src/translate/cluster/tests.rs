@@ -512,3 +512,58 @@ spec:
         0
     );
 }
+
+#[test]
+fn cluster_retry_budget_subset_over_top_with_istio_defaults() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    retryBudget: {minRetryConcurrency: 0}
+    portLevelSettings:
+    - port: {number: 9080}
+      connectionPool: {tcp: {maxConnections: 5}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      retryBudget: {percent: 50, minRetryConcurrency: 7, budgetInterval: 10s}
+  - name: v2
+    labels: {version: v2}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
+"#,
+    );
+    let budget = |name: &str| cluster(&c, name).retry_budget;
+    // A port-level entry carries no budget, so the top level's stays; its
+    // unset percent is 20 and a minRetryConcurrency of 0 means 3, as istiod reads it.
+    let top = pb::ConcurrentRetryBudget {
+        percent: 20.0,
+        min_retry_concurrency: 3,
+        interval_ms: 0,
+    };
+    assert_eq!(
+        budget("outbound|9080|v2|reviews.default.svc.cluster.local"),
+        Some(top)
+    );
+    assert_eq!(
+        budget("outbound|9080|v1|reviews.default.svc.cluster.local"),
+        Some(pb::ConcurrentRetryBudget {
+            percent: 50.0,
+            min_retry_concurrency: 7,
+            interval_ms: 10_000,
+        })
+    );
+}

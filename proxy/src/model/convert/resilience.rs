@@ -9,7 +9,7 @@ use std::time::Duration;
 use sluice_api::config as pb;
 
 use super::{InvalidConfig, Problem, invalid, port, route_match};
-use crate::circuit::Limits;
+use crate::circuit::{Limits, RetryBudgetLimit};
 use crate::model::{PoolSettings, RetryPolicy, Text};
 use crate::outlier::{OutlierConfig, OutlierDetector};
 use crate::rate_limit::{Callers, RateLimit};
@@ -49,6 +49,21 @@ pub(super) fn retry_policy(item: &str, p: &pb::RetryPolicy) -> Result<RetryPolic
     })
 }
 
+/// DestinationRule `retryBudget` → the breaker's retry limit; a share outside
+/// 0..=100 is refused.
+pub(super) fn retry_budget_limit(
+    item: &str,
+    b: &Option<pb::ConcurrentRetryBudget>,
+) -> Result<Option<RetryBudgetLimit>, InvalidConfig> {
+    let Some(b) = b else { return Ok(None) };
+    let share = percent(item, "retry budget", b.percent)?;
+    Ok(Some(RetryBudgetLimit {
+        basis_points: (share * 100.0).round() as u32,
+        min_concurrency: b.min_retry_concurrency,
+        interval_ms: b.interval_ms,
+    }))
+}
+
 pub(super) fn pool(p: &Option<pb::ConnectionPool>) -> PoolSettings {
     let Some(p) = p else {
         return PoolSettings::default();
@@ -59,6 +74,7 @@ pub(super) fn pool(p: &Option<pb::ConnectionPool>) -> PoolSettings {
             max_pending: p.http1_max_pending_requests,
             max_requests: p.http2_max_requests,
             max_retries: p.max_retries,
+            retry_budget: None,
         },
         connect_timeout_ms: p.connect_timeout_ms,
         max_requests_per_connection: p.max_requests_per_connection,
