@@ -9,6 +9,7 @@ mod hot {
     pub mod outlier;
     pub mod retry_budget;
     pub mod token_bucket;
+    pub mod window;
 }
 
 use std::hint::black_box;

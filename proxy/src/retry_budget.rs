@@ -8,7 +8,7 @@ mod tests;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::window::Window;
+use super::window::Window;
 
 /// Seconds of history the budget looks at.
 const WINDOW_SECS: u64 = 10;
