@@ -17,6 +17,7 @@ mod http_util;
 pub mod identity;
 pub mod inbound;
 pub mod init;
+mod ip_block;
 pub mod jwt;
 pub mod listener;
 mod matching;

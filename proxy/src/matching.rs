@@ -257,7 +257,10 @@ pub fn port_of(authority: &str) -> Option<u16> {
 }
 
 /// The virtual host for `host` on `port`: most specific domain on that port; else,
-/// when exactly one virtual host (on another port) names the host exactly, that one.
+/// under `ALLOW_ANY`, when exactly one virtual host (on another port) names the
+/// host exactly, that one (standing in for Istio's passthrough, which reaches
+/// the host's workloads on a port no service declares). Under `REGISTRY_ONLY`
+/// a port the registry does not declare for the host has no virtual host.
 pub fn select_vhost<'c>(cfg: &'c ProxyConfig, host: &str, port: u16) -> Option<&'c VirtualHost> {
     let best = cfg
         .virtual_hosts
@@ -266,7 +269,7 @@ pub fn select_vhost<'c>(cfg: &'c ProxyConfig, host: &str, port: u16) -> Option<&
         .filter_map(|vh| vh.domain_score(host).map(|s| (s, vh)))
         .max_by_key(|(s, _)| *s)
         .map(|(_, vh)| vh);
-    if best.is_some() {
+    if best.is_some() || cfg.registry_only {
         return best;
     }
     // Only an exact name is strong enough to ignore the port.

@@ -567,7 +567,8 @@ pub struct Endpoint {
 pub struct TcpService {
     pub name: String,
     pub port: u16,
-    pub addresses: Vec<IpAddr>,
+    /// ServiceEntry `addresses`: IPs or CIDR ranges.
+    pub addresses: Vec<crate::ip_block::IpBlock>,
     pub routes: Vec<TcpRoute>,
     pub service: Text,
     pub domains: Vec<Domain>,

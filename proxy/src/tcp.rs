@@ -22,7 +22,9 @@ use crate::state::Shared;
 use crate::tls::Alpn;
 use crate::upstream::{self, Target};
 
-/// The TCP service for an original destination: address-specific entries first.
+/// The TCP service for an original destination: the entry whose address or
+/// CIDR range holds it most specifically (the first on a tie), else the
+/// first without addresses.
 pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService> {
     let on_port = || {
         cfg.tcp_services
@@ -30,7 +32,17 @@ pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService
             .filter(move |s| s.port == dst.port())
     };
     on_port()
-        .find(|s| s.addresses.contains(&dst.ip()))
+        .filter_map(|s| {
+            let best = s
+                .addresses
+                .iter()
+                .filter(|a| a.contains(dst.ip()))
+                .map(|a| a.prefix_len())
+                .max()?;
+            Some((best, s))
+        })
+        .min_by_key(|(len, _)| std::cmp::Reverse(*len))
+        .map(|(_, s)| s)
         .or_else(|| on_port().find(|s| s.addresses.is_empty()))
 }
 

@@ -278,19 +278,20 @@ fn upstream_tls(
             .map(|s| s.trim_start_matches("spiffe://").to_owned())
             .collect()
     } else if matches!(mode, Mode::Auto | Mode::IstioMutual) {
-        let mut names: Vec<String> = if service.subject_alt_names.is_empty() {
-            service
-                .endpoints
-                .iter()
-                .map(|e| format!("{trust_domain}/ns/{}/sa/{}", e.namespace, e.service_account))
-                .collect()
-        } else {
-            service
-                .subject_alt_names
-                .iter()
-                .map(|s| s.trim_start_matches("spiffe://").to_owned())
-                .collect()
-        };
+        // A ServiceEntry's `subjectAltNames` and, as its doc says, the service
+        // accounts of the mesh workloads it selects (without ServiceEntry
+        // names: every endpoint's).
+        let workloads = service
+            .endpoints
+            .iter()
+            .filter(|e| service.subject_alt_names.is_empty() || e.has_sidecar())
+            .map(|e| format!("{trust_domain}/ns/{}/sa/{}", e.namespace, e.service_account));
+        let mut names: Vec<String> = service
+            .subject_alt_names
+            .iter()
+            .map(|s| s.trim_start_matches("spiffe://").to_owned())
+            .chain(workloads)
+            .collect();
         names.sort();
         names.dedup();
         names

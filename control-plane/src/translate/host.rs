@@ -57,7 +57,14 @@ pub(crate) fn domains(service: &Service, port: u32, viewer_ns: &str) -> Vec<Stri
             out.push(name.to_owned());
         }
     }
-    out.extend(service.addresses.iter().cloned());
+    // A CIDR range is no name a request can carry.
+    out.extend(
+        service
+            .addresses
+            .iter()
+            .filter(|a| !a.contains('/'))
+            .cloned(),
+    );
     let _ = port;
     out
 }

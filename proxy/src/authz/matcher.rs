@@ -4,7 +4,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::net::IpAddr;
+pub(crate) use crate::ip_block::IpBlock;
 
 /// One Istio string value: exact, prefix (`abc*`), suffix (`*abc`) or presence (`*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,60 +58,6 @@ impl StrMatch {
                 .and_then(|start| value.get(start..))
                 .is_some_and(|tail| tail.eq_ignore_ascii_case(p.as_bytes())),
             StrMatch::Present => !value.is_empty(),
-        }
-    }
-}
-
-/// A single address or a CIDR range, v4 or v6.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum IpBlock {
-    V4 { net: u32, mask: u32 },
-    V6 { net: u128, mask: u128 },
-}
-
-impl IpBlock {
-    /// Parses `1.2.3.4`, `10.0.0.0/8`, `::1` or `2001:db8::/32`; host bits
-    /// below the prefix are ignored, as a CIDR range does.
-    pub(crate) fn parse(value: &str) -> Result<Self, String> {
-        let (addr, len) = match value.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (value, None),
-        };
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{value:?} is not an IP address or CIDR range"))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let len = match len {
-            None => max,
-            Some(l) => match l.parse::<u32>() {
-                Ok(n) if n <= max && !l.starts_with('+') => n,
-                _ => return Err(format!("{value:?} has a prefix length outside 0..={max}")),
-            },
-        };
-        Ok(match ip {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                IpBlock::V4 {
-                    net: u32::from(v4) & mask,
-                    mask,
-                }
-            }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                IpBlock::V6 {
-                    net: u128::from(v6) & mask,
-                    mask,
-                }
-            }
-        })
-    }
-
-    /// Whether the address is in the block; IPv4-mapped IPv6 addresses count as IPv4.
-    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        match (self, ip.to_canonical()) {
-            (IpBlock::V4 { net, mask }, IpAddr::V4(v4)) => u32::from(v4) & mask == *net,
-            (IpBlock::V6 { net, mask }, IpAddr::V6(v6)) => u128::from(v6) & mask == *net,
-            _ => false,
         }
     }
 }

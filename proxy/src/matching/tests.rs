@@ -184,6 +184,17 @@ fn select_vhost_prefers_exact_then_longest_wildcard_then_unique_other_port() {
     assert_eq!(name("reviews", 7000), Some("reviews"));
     assert_eq!(name("dup", 7000), None);
     assert_eq!(name("example.com", 81), None);
+    // Under REGISTRY_ONLY a port the registry does not declare finds nothing.
+    let mut cfg = cfg;
+    cfg.registry_only = true;
+    assert_eq!(
+        select_vhost(&cfg, "reviews", 7000).map(|v| v.name.as_str()),
+        None
+    );
+    assert_eq!(
+        select_vhost(&cfg, "reviews", 9080).map(|v| v.name.as_str()),
+        Some("reviews")
+    );
 }
 
 #[test]

@@ -537,7 +537,10 @@ fn tcp_service(t: &pb::TcpService) -> Result<TcpService, InvalidConfig> {
         addresses: t
             .addresses
             .iter()
-            .map(|a| address(&item, a))
+            .map(|a| {
+                crate::ip_block::IpBlock::parse(a)
+                    .map_err(|_| invalid(&item, Problem::BadAddress(a.clone())))
+            })
             .collect::<Result<_, _>>()?,
         routes: t
             .routes

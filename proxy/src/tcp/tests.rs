@@ -220,3 +220,38 @@ async fn relay_writing_to_a_slow_reader_is_not_idle() {
     assert!(text.contains(r#"kind="idle"} 1"#), "{text}");
     assert_eq!(value(&text, "istio_tcp_sent_bytes_total"), Some("160"));
 }
+
+#[test]
+fn service_for_dst_picks_the_most_specific_address_or_range() {
+    use sluice_api::config as pb;
+    let svc = |name: &str, addresses: &[&str]| pb::TcpService {
+        name: name.to_owned(),
+        port: 3306,
+        addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
+        ..Default::default()
+    };
+    let cfg = ProxyConfig::try_from(&pb::ProxyConfig {
+        tcp_services: vec![
+            svc("wide", &["240.240.0.0/16"]),
+            svc("narrow", &["240.240.20.0/24", "10.0.0.9"]),
+            svc("any", &[]),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let pick = |ip: &str| {
+        service_for_dst(&cfg, SocketAddr::new(ip.parse().unwrap(), 3306)).map(|s| s.name.as_str())
+    };
+    assert_eq!(pick("240.240.20.7"), Some("narrow"));
+    assert_eq!(pick("240.240.21.7"), Some("wide"));
+    assert_eq!(pick("10.0.0.9"), Some("narrow"));
+    assert_eq!(pick("10.0.0.10"), Some("any"));
+    assert!(
+        ProxyConfig::try_from(&pb::ProxyConfig {
+            tcp_services: vec![svc("bad", &["240.240.20.0/33"])],
+            ..Default::default()
+        })
+        .is_err(),
+        "a prefix past 32 bits is refused"
+    );
+}

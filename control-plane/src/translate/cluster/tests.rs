@@ -567,3 +567,46 @@ spec:
         })
     );
 }
+
+#[test]
+fn cluster_tls_service_entry_names_join_the_selected_workloads_accounts() {
+    // ServiceEntry `subjectAltNames`: the selected workloads' service
+    // accounts are verified as well; an inline endpoint adds none.
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.internal.example]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 9080}]
+  subjectAltNames: ["spiffe://cluster.local/ns/default/sa/api-front"]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: default}
+spec:
+  hosts: [legacy.internal.example]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  subjectAltNames: ["spiffe://cluster.local/ns/default/sa/legacy"]
+  endpoints: [{address: 127.0.9.50}]
+"#,
+    );
+    assert_eq!(
+        tls(cluster(&c, "outbound|80||api.internal.example")).subject_alt_names,
+        [
+            "cluster.local/ns/default/sa/api-front",
+            "cluster.local/ns/default/sa/reviews",
+            "cluster.local/ns/default/sa/reviews-v2"
+        ]
+    );
+    assert_eq!(
+        tls(cluster(&c, "outbound|80||legacy.internal.example")).subject_alt_names,
+        ["cluster.local/ns/default/sa/legacy"]
+    );
+}
