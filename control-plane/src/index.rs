@@ -238,6 +238,12 @@ fn catalog_kind(kind: &str) -> bool {
 enum Doc {
     /// Not readable as an object: the rejection's message.
     Unreadable(String),
+    /// An object of a kind Sluice does not serve: refused, but it cannot
+    /// stand for any of Sluice's objects, so nothing is kept for it.
+    Foreign(String),
+    /// One of Sluice's objects that does not parse (an unknown field, a
+    /// value of the wrong type): refused, its last good version kept.
+    Refused { key: ResourceKey, message: String },
     /// An object, its validation problems (`path: message`; none when
     /// valid) and its fingerprint.
     Object {
@@ -260,7 +266,18 @@ fn parse_file(text: &str) -> Vec<Doc> {
     parse_documents(text, DEFAULT_NAMESPACE)
         .into_iter()
         .map(|doc| match doc {
-            Err(e) => Doc::Unreadable(e.to_string()),
+            Err(e) => match &e.key {
+                Some(key) => Doc::Refused {
+                    key: key.clone(),
+                    message: if e.path.is_empty() {
+                        e.message.clone()
+                    } else {
+                        format!("{}: {}", e.path, e.message)
+                    },
+                },
+                None if e.foreign_kind => Doc::Foreign(e.to_string()),
+                None => Doc::Unreadable(e.to_string()),
+            },
             Ok(resource) => {
                 let problems = validate(&resource)
                     .into_iter()
@@ -437,6 +454,21 @@ impl Intake {
                             message: message.clone(),
                         });
                         unreadable_files.insert(file.clone());
+                    }
+                    Doc::Foreign(message) => {
+                        rejected.push(Rejection {
+                            file: file.clone(),
+                            object: None,
+                            message: message.clone(),
+                        });
+                    }
+                    Doc::Refused { key, message } => {
+                        rejected.push(Rejection {
+                            file: file.clone(),
+                            object: Some(key.to_string()),
+                            message: message.clone(),
+                        });
+                        refused_keys.insert(key.clone());
                     }
                     Doc::Object {
                         key,

@@ -263,6 +263,9 @@ pub struct ParseError {
     pub path: String,
     /// What is wrong.
     pub message: String,
+    /// The document is an object of a kind Sluice does not serve (so it
+    /// cannot be an earlier version of one of Sluice's objects).
+    pub foreign_kind: bool,
 }
 
 impl fmt::Display for ParseError {

@@ -255,3 +255,73 @@ fn clusters_are_reused_after_a_virtual_service_change_and_rebuilt_after_any_othe
         assert_eq!(bytes, clusters_of(&ingest(&mut Intake::new(), &files)).1);
     }
 }
+
+const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+    metadata: {name: reviews, namespace: default}\nspec: {host: reviews}\n";
+
+const GADGET: &str = "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\nspec: {}\n";
+
+fn keys(index: &MeshIndex) -> Vec<String> {
+    index.resources.keys().map(ToString::to_string).collect()
+}
+
+#[test]
+fn intake_foreign_kind_is_refused_but_deletes_in_its_file_still_apply() {
+    let mut intake = Intake::new();
+    let both = format!("{GADGET}---\n{}---\n{DR}", vs(1));
+    let first = ingest(&mut intake, &[("svc.yaml", SERVICE), ("all.yaml", &both)]);
+    assert_eq!(first.rejected.len(), 1, "{:?}", first.rejected);
+    assert!(
+        first.rejected[0]
+            .message
+            .contains("unsupported kind `Gadget`")
+    );
+    assert_eq!(first.resources.len(), 4);
+    // The VirtualService leaves the file: it is deleted, the Gadget notwithstanding.
+    let later = ingest(
+        &mut intake,
+        &[
+            ("svc.yaml", SERVICE),
+            ("all.yaml", &format!("{GADGET}---\n{DR}")),
+        ],
+    );
+    assert!(
+        !keys(&later).iter().any(|k| k.starts_with("VirtualService")),
+        "{:?}",
+        keys(&later)
+    );
+    assert_eq!(later.resources.len(), 3);
+}
+
+#[test]
+fn intake_unparsable_object_keeps_only_its_own_last_good_version() {
+    let mut intake = Intake::new();
+    let both = format!("{}---\n{DR}", vs(1));
+    let first = ingest(&mut intake, &[("svc.yaml", SERVICE), ("all.yaml", &both)]);
+    assert!(first.rejected.is_empty(), "{:?}", first.rejected);
+    // The VirtualService gets an unknown field and the DestinationRule is deleted:
+    // the last good VirtualService stays, the DestinationRule goes.
+    let typo = vs(1).replace("  http:", "  htp: []\n  http:");
+    let later = ingest(&mut intake, &[("svc.yaml", SERVICE), ("all.yaml", &typo)]);
+    assert_eq!(later.rejected.len(), 1, "{:?}", later.rejected);
+    assert_eq!(
+        later.rejected[0].object.as_deref(),
+        Some("VirtualService default/reviews")
+    );
+    let k = keys(&later);
+    assert!(k.iter().any(|k| k.starts_with("VirtualService")), "{k:?}");
+    assert!(!k.iter().any(|k| k.starts_with("DestinationRule")), "{k:?}");
+}
+
+#[test]
+fn intake_broken_yaml_keeps_everything_its_file_held() {
+    let mut intake = Intake::new();
+    let both = format!("{}---\n{DR}", vs(1));
+    let first = ingest(&mut intake, &[("svc.yaml", SERVICE), ("all.yaml", &both)]);
+    let later = ingest(
+        &mut intake,
+        &[("svc.yaml", SERVICE), ("all.yaml", "kind: [unclosed\n")],
+    );
+    assert_eq!(later.rejected.len(), 1, "{:?}", later.rejected);
+    assert_eq!(later.resources.len(), first.resources.len());
+}

@@ -71,6 +71,7 @@ fn whole(document: usize, key: Option<ResourceKey>, message: String) -> ParseErr
         key,
         path: String::new(),
         message,
+        foreign_kind: false,
     }
 }
 
@@ -115,14 +116,17 @@ impl<'a> Header<'a> {
         };
         let Some(info) = kind_info(kind) else {
             let known: Vec<&str> = KINDS.iter().map(|k| k.kind).collect();
-            return Err(whole(
-                document,
-                None,
-                format!(
-                    "unsupported kind `{kind}` (supported: {})",
-                    known.join(", ")
-                ),
-            ));
+            return Err(ParseError {
+                foreign_kind: true,
+                ..whole(
+                    document,
+                    None,
+                    format!(
+                        "unsupported kind `{kind}` (supported: {})",
+                        known.join(", ")
+                    ),
+                )
+            });
         };
         let name = self
             .name
@@ -132,6 +136,7 @@ impl<'a> Header<'a> {
                 key: None,
                 path: "metadata.name".into(),
                 message: format!("{kind} has no name"),
+                foreign_kind: false,
             })?;
         Ok(ResourceKey {
             kind: info.kind,
@@ -170,6 +175,7 @@ fn parse_document(
                 key.kind,
                 versions.join(", ")
             ),
+            foreign_kind: false,
         });
     }
     let namespace = header.namespace.clone();
@@ -187,6 +193,7 @@ fn parse_document(
                 key: Some(key),
                 path: name,
                 message: "unknown field".into(),
+                foreign_kind: false,
             });
         }
         // The namespace is part of the object's identity everywhere else.
@@ -213,6 +220,7 @@ fn parse_document(
             key: Some(key.clone()),
             path,
             message,
+            foreign_kind: false,
         })
     };
     typed(value)
