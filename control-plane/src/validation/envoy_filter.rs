@@ -1,6 +1,8 @@
 //! EnvoyFilter support: the only patch Sluice understands is the insertion
 //! of `envoy.filters.http.local_ratelimit`, read into a [`LocalRateLimit`].
-//! Every other patch is refused by name, never silently ignored.
+//! Patches that cannot change what a sidecar does (those for gateways, a
+//! cluster added for other patches to use) are accepted with a warning;
+//! every other patch is refused by name, never silently ignored.
 
 use super::field::{at, check_labels, item};
 use super::{FieldError, FieldErrors, Validate, parse_duration};
@@ -95,15 +97,40 @@ pub fn local_rate_limits(filter: &EnvoyFilter) -> Result<Vec<LocalRateLimit>, Fi
         .config_patches
         .iter()
         .enumerate()
-        .map(|(i, patch)| read_patch(&item("spec", "configPatches", i), patch))
+        .filter_map(|(i, patch)| read_patch(&item("spec", "configPatches", i), patch).transpose())
         .collect()
+}
+
+/// Why `patch` is accepted without being applied, when it cannot change what
+/// a sidecar does.
+pub fn inert_patch(patch: &EnvoyConfigObjectPatch) -> Option<&'static str> {
+    let context = patch.match_.as_ref().and_then(|m| m.context.as_deref());
+    let operation = patch.patch.as_ref().and_then(|p| p.operation.as_deref());
+    if context == Some("GATEWAY") {
+        Some(
+            "not applied: the patch is for gateways, and Sluice runs no gateway proxy (Istio's sidecars ignore it too)",
+        )
+    } else if patch.apply_to.as_deref() == Some("CLUSTER") && operation == Some("ADD") {
+        Some(
+            "not applied: it adds a cluster that no sidecar route uses (only other EnvoyFilter patches could refer to it)",
+        )
+    } else {
+        None
+    }
 }
 
 fn unsupported(path: &str, why: impl std::fmt::Display) -> FieldError {
     FieldError::new(path, format!("unsupported EnvoyFilter patch: {why}"))
 }
 
-fn read_patch(path: &str, patch: &EnvoyConfigObjectPatch) -> Result<LocalRateLimit, FieldError> {
+/// The patch's rate limit; `None` for an inert patch.
+fn read_patch(
+    path: &str,
+    patch: &EnvoyConfigObjectPatch,
+) -> Result<Option<LocalRateLimit>, FieldError> {
+    if inert_patch(patch).is_some() {
+        return Ok(None);
+    }
     let apply_to = patch.apply_to.as_deref().unwrap_or("INVALID");
     if apply_to != "HTTP_FILTER" {
         return Err(unsupported(
@@ -151,7 +178,7 @@ fn read_patch(path: &str, patch: &EnvoyConfigObjectPatch) -> Result<LocalRateLim
     }
     let value_path = format!("{path}.patch.value");
     let (config, config_path) = typed_config(value, &value_path)?;
-    read_config(config, &config_path, context)
+    read_config(config, &config_path, context).map(Some)
 }
 
 /// Finds the LocalRateLimit config, directly typed or inside a TypedStruct.

@@ -33,6 +33,13 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
                 }
             }
         }
+        Resource::EnvoyFilter(f) => {
+            for (i, patch) in f.spec.config_patches.iter().enumerate() {
+                if let Some(why) = super::envoy_filter::inert_patch(patch) {
+                    out.push(FieldError::new(format!("spec.configPatches[{i}]"), why));
+                }
+            }
+        }
         Resource::Telemetry(t) => {
             for (i, m) in t.spec.metrics.iter().enumerate() {
                 if m.reporting_interval.is_some() {

@@ -109,14 +109,11 @@ fn local_rate_limit_merge_operation_is_unsupported() {
 }
 
 #[test]
-fn local_rate_limit_gateway_context_is_unsupported() {
+fn local_rate_limit_gateway_context_limits_no_sidecar() {
     let f = filter(
         "{applyTo: HTTP_FILTER, match: {context: GATEWAY}, patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.local_ratelimit}}}",
     );
-    assert_eq!(
-        local_rate_limit(&f).unwrap_err().to_string(),
-        "spec.configPatches[0]: unsupported EnvoyFilter patch: match.context GATEWAY"
-    );
+    assert_eq!(local_rate_limit(&f).unwrap(), None);
 }
 
 #[test]
@@ -181,5 +178,75 @@ fn envoy_filter_without_patches_is_refused() {
     assert_eq!(
         problems(yaml),
         ["EnvoyFilter default/f: spec.configPatches: at least one config patch is required"]
+    );
+}
+
+#[test]
+fn gateway_patches_and_added_clusters_are_accepted_with_a_warning() {
+    // The shape of Istio's global rate-limit sample: a filter and a virtual
+    // host patch for the ingress gateway, plus the cluster of the rate-limit
+    // service; none of it changes what a sidecar does.
+    let text = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: gateway-ratelimit, namespace: istio-system}
+spec:
+  workloadSelector: {labels: {istio: ingressgateway}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: GATEWAY
+      listener:
+        filterChain:
+          filter:
+            name: envoy.filters.network.http_connection_manager
+            subFilter: {name: envoy.filters.http.router}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.ratelimit
+        typed_config:
+          '@type': type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+          domain: shop
+  - applyTo: CLUSTER
+    match:
+      cluster: {service: ratelimit.default.svc.cluster.local}
+    patch:
+      operation: ADD
+      value:
+        name: rate_limit_cluster
+        type: STRICT_DNS
+        connect_timeout: 10s
+  - applyTo: VIRTUAL_HOST
+    match:
+      context: GATEWAY
+      routeConfiguration: {vhost: {name: "", route: {action: ANY}}}
+    patch:
+      operation: MERGE
+      value: {rate_limits: [{actions: [{request_headers: {header_name: ":path", descriptor_key: PATH}}]}]}
+"#;
+    let f = match parse_documents(text, "default").remove(0) {
+        Ok(Resource::EnvoyFilter(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    let r = Resource::EnvoyFilter(f.clone());
+    assert!(crate::validation::validate(&r).is_empty());
+    assert_eq!(local_rate_limits(&f).unwrap(), []);
+    let warned: Vec<String> = crate::validation::warnings(&r)
+        .into_iter()
+        .map(|w| format!("{}: {}", w.path, w.message))
+        .collect();
+    assert_eq!(warned.len(), 3, "{warned:#?}");
+    assert!(warned[0].starts_with("spec.configPatches[0]: not applied: the patch is for gateways"));
+    assert!(warned[1].starts_with("spec.configPatches[1]: not applied: it adds a cluster"));
+    // A cluster patch that changes a sidecar's clusters is still refused.
+    let merge = filter(
+        "{applyTo: CLUSTER, match: {context: SIDECAR_OUTBOUND}, patch: {operation: MERGE, value: {}}}",
+    );
+    assert!(
+        local_rate_limit(&merge)
+            .unwrap_err()
+            .to_string()
+            .contains("applyTo CLUSTER")
     );
 }
