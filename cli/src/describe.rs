@@ -14,7 +14,7 @@ mod tests;
 use report::{ServiceView, WorkloadView};
 use request::SampleRequest;
 use serde::Serialize;
-use sluice_control_plane::translate::{ProxyIdentity, fqdn, translate};
+use sluice_control_plane::translate::{ProxyIdentity, fqdn, service_for, translate};
 use source::{Mesh, SourceError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -278,7 +278,8 @@ fn describe_pod(mesh: &Mesh, args: &Args, source: String) -> Result<Description,
     }
     let services: Vec<ServiceView> = hosts
         .iter()
-        .filter_map(|h| mesh.index.catalog.services.get(*h))
+        // The inbound side serves the declarations of the pod's namespace.
+        .filter_map(|h| mesh.index.catalog.declared_in(h, &identity.namespace))
         .map(|s| report::service_view(&mesh.index, &identity, s))
         .collect();
     let workloads = vec![report::workload_view(mesh, instance, &config)];
@@ -304,22 +305,36 @@ fn describe_service(
     args: &Args,
     source: String,
 ) -> Result<Description, DescribeError> {
-    let catalog = &mesh.index.catalog.services;
-    let service = catalog
-        .get(&fqdn(&args.name, &args.namespace))
-        .or_else(|| catalog.get(&args.name.to_ascii_lowercase()))
+    let catalog = &mesh.index.catalog;
+    // A host declared in several namespaces: the declaration of the
+    // namespace asked about, else the first.
+    let declared = |host: &str| {
+        catalog
+            .declared_in(host, &args.namespace)
+            .or_else(|| catalog.services.get(host))
+    };
+    let service = declared(&fqdn(&args.name, &args.namespace))
+        .or_else(|| declared(&args.name.to_ascii_lowercase()))
         .ok_or_else(|| {
             DescribeError::NotFound(format!(
                 "no service {} in namespace {} (hosts known: {})",
                 args.name,
                 args.namespace,
-                catalog.keys().cloned().collect::<Vec<_>>().join(", ")
+                catalog
+                    .services
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
     let viewer = match &args.from {
         Some(from) => pod(mesh, from, &args.namespace)?,
         None => report::generic_client(&service.namespace),
     };
+    // What the viewer's sidecar uses for the host (its own namespace's
+    // declaration, else the first it may see), as `translate` chooses it.
+    let service = service_for(&mesh.index, &viewer, &service.fqdn).unwrap_or(service);
     let view = report::service_view(&mesh.index, &viewer, service);
     let mut workloads = Vec::new();
     for e in &service.endpoints {

@@ -426,6 +426,37 @@ fn describe_service_flags_undefined_subset_and_missing_sidecar() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no pod nope in namespace default"));
 }
 
+#[test]
+fn describe_service_shows_the_declaration_of_the_namespace_asked_about() {
+    // The same host declared in two namespaces: each namespace's sidecars
+    // use their own declaration; a third namespace's, the first.
+    let se = |ns: &str, ip: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+             metadata: {{name: shared, namespace: {ns}}}\n\
+             spec: {{hosts: [shared.internal.example], location: MESH_INTERNAL, \
+             resolution: STATIC, ports: [{{number: 80, name: http, protocol: HTTP}}], \
+             endpoints: [{{address: {ip}}}]}}\n---\n"
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!("{}{}", se("default", "127.0.9.1"), se("other", "127.0.9.2"));
+    std::fs::write(dir.path().join("mesh.yaml"), text).expect("write");
+    for (ns, want_ns, want_ip) in [
+        ("default", "default", "127.0.9.1"),
+        ("other", "other", "127.0.9.2"),
+        ("third", "default", "127.0.9.1"),
+    ] {
+        let d = describe_json(
+            dir.path(),
+            &["service", "shared.internal.example", "-n", ns],
+        );
+        let svc = &d["services"][0];
+        assert_eq!(svc["namespace"], want_ns, "from {ns}");
+        assert_eq!(svc["endpoints"][0]["address"], want_ip, "from {ns}");
+    }
+}
+
 const LIVE_CONFIG: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

@@ -13,6 +13,11 @@ pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 /// `service.istio.io/workload-name`); else the WorkloadEntry's own name.
 pub const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
 
+/// Annotation the Kubernetes source puts on the ServiceEntry it renders for a
+/// Kubernetes Service: istiod prefers a Kubernetes Service over ServiceEntries
+/// of other namespaces that declare the same host, and never merges it with one.
+pub const KUBERNETES_SERVICE_ANNOTATION: &str = "sluice.io/kubernetes-service";
+
 /// Kubernetes cluster DNS suffix.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
 
@@ -122,6 +127,8 @@ pub struct Service {
     pub wildcard: bool,
     /// ServiceEntry `subjectAltNames`: identities its servers present.
     pub subject_alt_names: Vec<String>,
+    /// Declared by a Kubernetes Service (see [`KUBERNETES_SERVICE_ANNOTATION`]).
+    pub kubernetes: bool,
 }
 
 impl Service {
@@ -131,16 +138,120 @@ impl Service {
     }
 }
 
-/// Every service, by FQDN.
+/// Every service, by FQDN. A host may be declared in several namespaces
+/// (ServiceEntries with the same host, or a ServiceEntry naming a Kubernetes
+/// Service's host): the catalog keeps one declaration per (host, namespace)
+/// and each proxy picks the one it uses (see [`choose`]).
 #[derive(Debug, Default)]
 pub struct ServiceCatalog {
-    /// Services in FQDN order; a host declared twice keeps its first declaration.
+    /// Each host's first declaration in precedence order: a Kubernetes
+    /// Service's, else the oldest (creation time, namespace, name). What a
+    /// proxy uses unless its own namespace declares the host or exportTo
+    /// hides this one.
     pub services: BTreeMap<String, Service>,
-    /// Endpoint addresses → (service FQDN, index into its endpoints), built on
-    /// first use: every proxy's inbound side looks itself up here instead of
-    /// scanning (and parsing) every endpoint of the mesh.
-    by_address:
-        std::sync::OnceLock<std::collections::HashMap<std::net::IpAddr, Vec<(String, usize)>>>,
+    /// The host's declarations in other namespaces, in precedence order.
+    pub others: BTreeMap<String, Vec<Service>>,
+    /// Endpoint addresses → (service FQDN, declaration — 0 for the one in
+    /// `services`, n for `others[n - 1]` —, index into its endpoints), built
+    /// on first use: every proxy's inbound side looks itself up here instead
+    /// of scanning (and parsing) every endpoint of the mesh.
+    by_address: std::sync::OnceLock<HashMap<std::net::IpAddr, Vec<EndpointAt>>>,
+}
+
+/// (service FQDN, declaration, endpoint) of [`ServiceCatalog::endpoints_at`].
+type EndpointAt = (String, usize, usize);
+
+/// What two ServiceEntries of one namespace declaring the same host must
+/// share for istiod to merge them into one service (its `canMergeServices`):
+/// resolution, labels, workload selector and exportTo.
+#[derive(Debug, PartialEq, Eq)]
+struct MergeKey {
+    resolution: String,
+    labels: BTreeMap<String, String>,
+    selector: BTreeMap<String, String>,
+    export_to: std::collections::BTreeSet<String>,
+}
+
+impl MergeKey {
+    fn of(se: &ServiceEntry) -> Self {
+        Self {
+            resolution: se
+                .spec
+                .resolution
+                .as_deref()
+                .unwrap_or("NONE")
+                .to_ascii_uppercase(),
+            labels: se.metadata.labels.clone().unwrap_or_default(),
+            selector: se
+                .spec
+                .workload_selector
+                .as_ref()
+                .map(|s| s.labels.clone())
+                .unwrap_or_default(),
+            export_to: se.spec.export_to.iter().cloned().collect(),
+        }
+    }
+}
+
+/// Whether `se` stands for a Kubernetes Service.
+fn is_kubernetes(se: &ServiceEntry) -> bool {
+    se.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(KUBERNETES_SERVICE_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// Adds `new` (declared by an object with `key`) to the declaration of the
+/// same host in the same namespace, as istiod's sidecar scope does: a
+/// Kubernetes Service takes the place of a ServiceEntry and is never merged;
+/// ServiceEntries with the same ports, or that [`MergeKey`] says may merge,
+/// become one service (ports by number, the older's first, and endpoints by
+/// address); otherwise the older declaration stays as it is.
+fn merge_into(existing: &mut (Service, MergeKey), new: Service, key: MergeKey) {
+    let (old, old_key) = existing;
+    if old.kubernetes || new.kubernetes {
+        if !old.kubernetes {
+            *existing = (new, key);
+        }
+        return;
+    }
+    let same_ports = old.ports.len() == new.ports.len()
+        && old
+            .ports
+            .iter()
+            .zip(&new.ports)
+            .all(|(a, b)| a.number == b.number && a.name == b.name && a.protocol == b.protocol);
+    if !same_ports && *old_key != key {
+        return;
+    }
+    for p in new.ports {
+        if old.port(p.number).is_none() {
+            old.ports.push(p);
+        }
+    }
+    for e in new.endpoints {
+        if !old.endpoints.iter().any(|o| o.address == e.address) {
+            old.endpoints.push(e);
+        }
+    }
+}
+
+/// The declaration of a host a proxy of `viewer_ns` uses among `candidates`
+/// (the declarations it may see, in the catalog's precedence order): the one
+/// of its own namespace, else the first (istiod's `selectServices`).
+pub fn choose<'a>(
+    candidates: impl IntoIterator<Item = &'a Service>,
+    viewer_ns: &str,
+) -> Option<&'a Service> {
+    let mut first = None;
+    for s in candidates {
+        if s.namespace == viewer_ns {
+            return Some(s);
+        }
+        first = first.or(Some(s));
+    }
+    first
 }
 
 impl ServiceCatalog {
@@ -155,8 +266,20 @@ impl ServiceCatalog {
                 _ => {}
             }
         }
+        // Oldest first, as istiod orders services.
+        entries.sort_by(|a, b| {
+            let key = |se: &'a ServiceEntry| {
+                (
+                    se.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    se.metadata.namespace.as_deref(),
+                    se.metadata.name.as_deref(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
         let by_label = WorkloadIndex::new(&workloads);
-        let mut services = BTreeMap::new();
+        // Per host, one declaration per namespace, oldest first.
+        let mut declared: BTreeMap<String, Vec<(Service, MergeKey)>> = BTreeMap::new();
         for se in entries {
             let namespace = se.metadata.namespace.clone().unwrap_or_default();
             let ports: Vec<ServicePort> = se
@@ -190,15 +313,16 @@ impl ServiceCatalog {
                     }
                 }
             }
+            let kubernetes = is_kubernetes(se);
             for host in &se.spec.hosts {
                 let fqdn = host.to_ascii_lowercase();
                 let short_name = fqdn
                     .strip_suffix(&format!(".{namespace}.{DOMAIN_SUFFIX}"))
                     .unwrap_or(&fqdn)
                     .to_owned();
-                services.entry(fqdn.clone()).or_insert_with(|| Service {
+                let service = Service {
                     wildcard: fqdn.starts_with('*'),
-                    fqdn,
+                    fqdn: fqdn.clone(),
                     namespace: namespace.clone(),
                     short_name,
                     addresses: se.spec.addresses.clone(),
@@ -206,12 +330,64 @@ impl ServiceCatalog {
                     endpoints: endpoints.clone(),
                     export_to: se.spec.export_to.clone(),
                     subject_alt_names: se.spec.subject_alt_names.clone(),
-                });
+                    kubernetes,
+                };
+                let list = declared.entry(fqdn).or_default();
+                match list.iter_mut().find(|(s, _)| s.namespace == namespace) {
+                    Some(existing) => merge_into(existing, service, MergeKey::of(se)),
+                    None => list.push((service, MergeKey::of(se))),
+                }
+            }
+        }
+        let mut services = BTreeMap::new();
+        let mut others = BTreeMap::new();
+        for (fqdn, list) in declared {
+            // A Kubernetes Service first (istiod's guard against a
+            // ServiceEntry squatting its name), then the oldest.
+            let mut list: Vec<Service> = list.into_iter().map(|(s, _)| s).collect();
+            list.sort_by_key(|s| !s.kubernetes);
+            let mut list = list.into_iter();
+            if let Some(first) = list.next() {
+                let rest: Vec<Service> = list.collect();
+                if !rest.is_empty() {
+                    others.insert(fqdn.clone(), rest);
+                }
+                services.insert(fqdn, first);
             }
         }
         Self {
             services,
+            others,
             by_address: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Every declaration of `fqdn`, in precedence order.
+    pub fn declarations<'s>(&'s self, fqdn: &str) -> impl Iterator<Item = &'s Service> {
+        self.services
+            .get(fqdn)
+            .into_iter()
+            .chain(self.others.get(fqdn).into_iter().flatten())
+    }
+
+    /// The declaration of `fqdn` made in `namespace`, if any.
+    pub fn declared_in(&self, fqdn: &str, namespace: &str) -> Option<&Service> {
+        self.declarations(fqdn).find(|s| s.namespace == namespace)
+    }
+
+    /// Every declaration of every host: hosts in FQDN order, each host's
+    /// declarations in precedence order.
+    pub fn all(&self) -> impl Iterator<Item = &Service> {
+        self.services.iter().flat_map(|(fqdn, first)| {
+            std::iter::once(first).chain(self.others.get(fqdn).into_iter().flatten())
+        })
+    }
+
+    /// The declaration n of `fqdn` as `by_address` numbers them.
+    fn nth(&self, fqdn: &str, n: usize) -> Option<&Service> {
+        match n {
+            0 => self.services.get(fqdn),
+            n => self.others.get(fqdn)?.get(n - 1),
         }
     }
 
@@ -221,21 +397,27 @@ impl ServiceCatalog {
         ip: &std::net::IpAddr,
     ) -> impl Iterator<Item = (&Service, &Endpoint)> {
         let index = self.by_address.get_or_init(|| {
-            let mut map: std::collections::HashMap<std::net::IpAddr, Vec<(String, usize)>> =
-                std::collections::HashMap::new();
-            for (fqdn, service) in &self.services {
-                for (n, e) in service.endpoints.iter().enumerate() {
-                    if let Ok(addr) = e.address.parse::<std::net::IpAddr>() {
-                        map.entry(addr).or_default().push((fqdn.clone(), n));
+            let mut map: HashMap<std::net::IpAddr, Vec<EndpointAt>> = HashMap::new();
+            for (fqdn, first) in &self.services {
+                let rest = self.others.get(fqdn).into_iter().flatten();
+                for (d, service) in std::iter::once(first).chain(rest).enumerate() {
+                    for (n, e) in service.endpoints.iter().enumerate() {
+                        if let Ok(addr) = e.address.parse::<std::net::IpAddr>() {
+                            map.entry(addr).or_default().push((fqdn.clone(), d, n));
+                        }
                     }
                 }
             }
             map
         });
-        index.get(ip).into_iter().flatten().filter_map(|(fqdn, n)| {
-            let service = self.services.get(fqdn)?;
-            Some((service, service.endpoints.get(*n)?))
-        })
+        index
+            .get(ip)
+            .into_iter()
+            .flatten()
+            .filter_map(|(fqdn, d, n)| {
+                let service = self.nth(fqdn, *d)?;
+                Some((service, service.endpoints.get(*n)?))
+            })
     }
 }
 
@@ -323,3 +505,6 @@ pub fn labels_match(
 ) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
+
+#[cfg(test)]
+mod tests;

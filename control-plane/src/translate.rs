@@ -171,10 +171,11 @@ pub(crate) struct View<'a> {
 impl<'a> View<'a> {
     fn new(index: &'a MeshIndex, proxy: &'a ProxyIdentity) -> Self {
         let ns = proxy.namespace.as_str();
-        let mut services: Vec<&Service> = index
+        // Every declaration exportTo lets the proxy see; one per host is
+        // chosen below, once the Sidecar's imports are known.
+        let declarations: Vec<&Service> = index
             .catalog
-            .services
-            .values()
+            .all()
             .filter(|s| visible(&s.export_to, &s.namespace, ns))
             .collect();
         let mut virtual_services: Vec<&VirtualService> = index
@@ -213,11 +214,13 @@ impl<'a> View<'a> {
             .collect();
         // A Sidecar narrows both to what its egress listeners import.
         let scope = sidecar::sidecar_for(index, ns, &proxy.labels)
-            .map(|s| sidecar::Scope::new(s, ns, &services, &virtual_services));
+            .map(|s| sidecar::Scope::new(s, ns, &declarations, &virtual_services));
         if let Some(scope) = &scope {
-            services.retain(|s| scope.reaches_any(s));
             virtual_services.retain(|vs| scope.imports(vs));
         }
+        let services = choose_declarations(&declarations, ns, |s| {
+            scope.as_ref().is_none_or(|scope| scope.reaches_any(s))
+        });
         Self {
             index,
             proxy,
@@ -246,15 +249,31 @@ impl<'a> View<'a> {
 
     /// Whether the proxy's Sidecar lets it reach `service` on `port`.
     pub fn reaches(&self, service: &Service, port: u32) -> bool {
-        self.scope
-            .as_ref()
-            .is_none_or(|s| s.reaches(&service.fqdn, port))
+        self.scope.as_ref().is_none_or(|s| s.reaches(service, port))
     }
 
     /// The service a (resolved) host names.
     pub fn service(&self, fqdn: &str) -> Option<&'a Service> {
         self.services.iter().copied().find(|s| s.fqdn == fqdn)
     }
+}
+
+/// One declaration per host out of `declarations` (hosts in order, each
+/// host's declarations in precedence order), among those `imported`: the
+/// proxy's own namespace's, else the first (see [`crate::services::choose`]).
+fn choose_declarations<'a>(
+    declarations: &[&'a Service],
+    viewer_ns: &str,
+    imported: impl Fn(&Service) -> bool,
+) -> Vec<&'a Service> {
+    let mut out = Vec::new();
+    for same_host in declarations.chunk_by(|a, b| a.fqdn == b.fqdn) {
+        let candidates = same_host.iter().copied().filter(|s| imported(s));
+        if let Some(s) = crate::services::choose(candidates, viewer_ns) {
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// Namespace of an object's metadata ("" when unset).
@@ -298,6 +317,16 @@ pub fn sidecar_for<'a>(
     proxy: &ProxyIdentity,
 ) -> Option<&'a crate::crd::Sidecar> {
     sidecar::sidecar_for(index, &proxy.namespace, &proxy.labels)
+}
+
+/// The declaration of host `fqdn` that `proxy` uses, chosen exactly as
+/// `translate` chooses it (for `sluicectl describe`).
+pub fn service_for<'a>(
+    index: &'a MeshIndex,
+    proxy: &'a ProxyIdentity,
+    fqdn: &str,
+) -> Option<&'a Service> {
+    View::new(index, proxy).service(fqdn)
 }
 
 /// The VirtualService and DestinationRule `proxy` applies to the service

@@ -2,7 +2,9 @@
 //! parses: Istio objects as written, and Kubernetes Services (with their
 //! ready EndpointSlice endpoints and Pods) as synthetic ServiceEntries.
 
-use crate::services::{DOMAIN_SUFFIX, TLS_MODE_LABEL, WORKLOAD_NAME_LABEL};
+use crate::services::{
+    DOMAIN_SUFFIX, KUBERNETES_SERVICE_ANNOTATION, TLS_MODE_LABEL, WORKLOAD_NAME_LABEL,
+};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -208,10 +210,21 @@ pub fn service_entry(
     if !endpoints.is_empty() {
         spec["endpoints"] = Value::Array(endpoints);
     }
+    let mut metadata = json!({
+        "name": service_entry_name(name),
+        "namespace": namespace,
+        "annotations": {KUBERNETES_SERVICE_ANNOTATION: "true"},
+    });
+    // The Service's age orders it among declarations of the same host.
+    if let Some(created) = &service.metadata.creation_timestamp
+        && let Ok(created) = serde_json::to_value(created)
+    {
+        metadata["creationTimestamp"] = created;
+    }
     Some(json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
-        "metadata": {"name": service_entry_name(name), "namespace": namespace},
+        "metadata": metadata,
         "spec": spec,
     }))
 }

@@ -89,7 +89,11 @@ fn service_entry_service_with_ready_pod_has_host_ports_and_endpoint() {
     assert_eq!(se["kind"], "ServiceEntry");
     assert_eq!(
         se["metadata"],
-        json!({"name": "reviews.svc", "namespace": "shop"})
+        json!({
+            "name": "reviews.svc",
+            "namespace": "shop",
+            "annotations": {"sluice.io/kubernetes-service": "true"},
+        })
     );
     let spec = &se["spec"];
     assert_eq!(spec["hosts"], json!(["reviews.shop.svc.cluster.local"]));
@@ -197,6 +201,7 @@ fn service_entry_rendered_document_feeds_the_catalog() {
     assert!(mesh.rejected.is_empty(), "{:?}", mesh.rejected);
     let svc = &mesh.catalog.services["reviews.shop.svc.cluster.local"];
     assert_eq!(svc.short_name, "reviews");
+    assert!(svc.kubernetes, "marked as a Kubernetes Service");
     let ep = &svc.endpoints[0];
     assert!(ep.has_sidecar());
     assert_eq!(ep.service_account, "bookinfo-reviews");

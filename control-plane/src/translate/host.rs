@@ -3,6 +3,7 @@
 use super::{View, fqdn, namespace_of};
 use crate::crd::VirtualService;
 use crate::services::{DOMAIN_SUFFIX, Service};
+use crate::validation::host_subset_of;
 
 /// How well a (resolved) host pattern covers `service_host`: `None` when it
 /// does not, else a score where exact beats any wildcard and longer wildcards
@@ -40,6 +41,41 @@ pub(crate) fn virtual_service_for<'a>(
         }
     }
     best.map(|(_, vs)| vs)
+}
+
+/// VirtualService hosts that are no service of the proxy's but fall under
+/// one of its wildcard services (`canary.internal.example` under a
+/// ServiceEntry for `*.internal.example`), each with the VirtualService that
+/// routes it (the oldest naming it) and the most specific wildcard service
+/// covering it: Istio gives such a host a virtual host of its own, routed by
+/// that VirtualService, beside the wildcard's.
+pub(crate) fn hosts_under_wildcards<'a>(
+    view: &View<'a>,
+) -> Vec<(String, &'a VirtualService, &'a Service)> {
+    let mut out: Vec<(String, &'a VirtualService, &'a Service)> = Vec::new();
+    if !view.services.iter().any(|s| s.wildcard) {
+        return out;
+    }
+    for &vs in &view.virtual_services {
+        let ns = namespace_of(&vs.metadata);
+        for host in &vs.spec.hosts {
+            let host = fqdn(host, ns);
+            if host == "*" || view.service(&host).is_some() || out.iter().any(|(h, ..)| *h == host)
+            {
+                continue;
+            }
+            let covering = view
+                .services
+                .iter()
+                .copied()
+                .filter(|s| s.wildcard && host_subset_of(&host, &s.fqdn))
+                .max_by_key(|s| s.fqdn.len());
+            if let Some(service) = covering {
+                out.push((host, vs, service));
+            }
+        }
+    }
+    out
 }
 
 /// Names a request may use for `service` from a proxy in `viewer_ns`, as

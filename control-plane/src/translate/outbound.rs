@@ -1,6 +1,10 @@
 //! The outbound half of a proxy's config: virtual hosts, clusters and TCP
 //! services. It depends only on the proxy's namespace, labels and trust
 //! domain, so proxies that share those share one translation per revision.
+//! Which declaration of a host declared in several namespaces a proxy uses
+//! depends on its namespace and Sidecar (namespace and selected labels), so
+//! clusters of the same name but of different declarations never meet in
+//! one group.
 
 use super::{View, cluster, host, http, policy, protocol};
 use sluice_api::config as pb;
@@ -176,9 +180,29 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
             }
         }
     }
+    for (host, vs, service) in host::hosts_under_wildcards(view) {
+        for port in service
+            .ports
+            .iter()
+            .filter(|p| p.protocol.is_http() && view.reaches(service, p.number))
+        {
+            let routes = http::routes(view, vs, service, port, &mut clusters);
+            virtual_hosts.push(pb::VirtualHost {
+                name: format!("{host}:{}", port.number),
+                port: port.number,
+                domains: vec![host.clone()],
+                routes,
+                service: host.clone(),
+                protocol: protocol(port.protocol) as i32,
+            });
+        }
+    }
     Outbound {
         virtual_hosts,
         clusters: clusters.into_vec(),
         tcp_services,
     }
 }
+
+#[cfg(test)]
+mod tests;

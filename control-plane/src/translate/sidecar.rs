@@ -93,9 +93,9 @@ struct Listener {
     /// `None`: every port no other listener names.
     port: Option<u32>,
     imports: Vec<Import>,
-    /// Services imported by name, or as destinations of imported
-    /// VirtualServices.
-    services: BTreeSet<String>,
+    /// Declarations (host → namespaces) imported by name, or as
+    /// destinations of imported VirtualServices.
+    services: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What a proxy with a Sidecar can reach on its outbound side.
@@ -105,8 +105,9 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    /// The scope of `sidecar` for a proxy of `config_ns`, over the services
-    /// and VirtualServices the proxy may see (`exportTo` already applied).
+    /// The scope of `sidecar` for a proxy of `config_ns`, over the service
+    /// declarations (hosts in order, each host's declarations in precedence
+    /// order) and VirtualServices the proxy may see (`exportTo` already applied).
     /// A Sidecar without egress listeners imports everything (`*/*`).
     pub fn new(
         sidecar: &Sidecar,
@@ -134,13 +135,16 @@ impl Scope {
         let listeners = egress
             .into_iter()
             .map(|(port, imports)| {
-                let mut names: BTreeSet<String> = services
-                    .iter()
-                    .filter(|s| imports_service(&imports, s))
-                    .map(|s| s.fqdn.clone())
-                    .collect();
+                let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                for s in services.iter().filter(|s| imports_service(&imports, s)) {
+                    names
+                        .entry(s.fqdn.clone())
+                        .or_default()
+                        .insert(s.namespace.clone());
+                }
                 // Istio adds the destinations of the VirtualServices a
-                // listener imports, found by exact name.
+                // listener imports, found by exact name: the declaration of
+                // the proxy's namespace, else the first namespace by name.
                 for vs in virtual_services
                     .iter()
                     .filter(|vs| imports_virtual_service(&imports, vs))
@@ -148,8 +152,13 @@ impl Scope {
                     let ns = namespace_of(&vs.metadata);
                     for host in destinations(vs) {
                         let host = fqdn(host, ns);
-                        if services.iter().any(|s| s.fqdn == host) {
-                            names.insert(host);
+                        let declared = services.iter().filter(|s| s.fqdn == host);
+                        let pick = declared
+                            .clone()
+                            .find(|s| s.namespace == config_ns)
+                            .or_else(|| declared.min_by(|a, b| a.namespace.cmp(&b.namespace)));
+                        if let Some(s) = pick {
+                            names.entry(host).or_default().insert(s.namespace.clone());
                         }
                     }
                 }
@@ -172,18 +181,21 @@ impl Scope {
             .or_else(|| self.listeners.iter().find(|l| l.port.is_none()))
     }
 
-    /// Whether `service` is reachable on `port`.
-    pub fn reaches(&self, service: &str, port: u32) -> bool {
-        self.listener(port)
-            .is_some_and(|l| l.services.contains(service))
+    /// Whether (this declaration of) `service` is reachable on `port`.
+    pub fn reaches(&self, service: &Service, port: u32) -> bool {
+        self.listener(port).is_some_and(|l| {
+            l.services
+                .get(&service.fqdn)
+                .is_some_and(|namespaces| namespaces.contains(&service.namespace))
+        })
     }
 
-    /// Whether `service` is reachable on some port.
+    /// Whether (this declaration of) `service` is reachable on some port.
     pub fn reaches_any(&self, service: &Service) -> bool {
         service
             .ports
             .iter()
-            .any(|p| self.reaches(&service.fqdn, p.number))
+            .any(|p| self.reaches(service, p.number))
     }
 
     /// Whether some listener imports `vs`.
