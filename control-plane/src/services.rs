@@ -129,6 +129,9 @@ pub struct Service {
     pub subject_alt_names: Vec<String>,
     /// Declared by a Kubernetes Service (see [`KUBERNETES_SERVICE_ANNOTATION`]).
     pub kubernetes: bool,
+    /// ServiceEntry `location: MESH_EXTERNAL`: its servers have no sidecar,
+    /// so auto mTLS never applies to them.
+    pub mesh_external: bool,
 }
 
 impl Service {
@@ -331,6 +334,7 @@ impl ServiceCatalog {
                     export_to: se.spec.export_to.clone(),
                     subject_alt_names: se.spec.subject_alt_names.clone(),
                     kubernetes,
+                    mesh_external: se.spec.location.as_deref() == Some("MESH_EXTERNAL"),
                 };
                 let list = declared.entry(fqdn).or_default();
                 match list.iter_mut().find(|(s, _)| s.namespace == namespace) {

@@ -269,6 +269,9 @@ fn upstream_tls(
         Some("ISTIO_MUTUAL") => Mode::IstioMutual,
         Some("SIMPLE") => Mode::Simple,
         Some("MUTUAL") => Mode::Mutual,
+        // istiod builds no auto mTLS for a MESH_EXTERNAL ServiceEntry: plaintext
+        // unless a DestinationRule asks for TLS.
+        _ if service.mesh_external => Mode::Disable,
         _ => Mode::Auto,
     };
     let listed = tls.map(|t| t.subject_alt_names.clone()).unwrap_or_default();

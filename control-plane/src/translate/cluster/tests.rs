@@ -610,3 +610,47 @@ spec:
         ["cluster.local/ns/default/sa/legacy"]
     );
 }
+
+#[test]
+fn cluster_tls_mesh_external_service_gets_no_auto_mtls() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [ext.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 9080}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext-mtls, namespace: default}
+spec:
+  hosts: [ext-mtls.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 9080}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext-mtls, namespace: default}
+spec:
+  host: ext-mtls.example.com
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+"#,
+    );
+    // Even though the selected workloads run sidecars.
+    assert_eq!(
+        tls(cluster(&c, "outbound|80||ext.example.com")).mode(),
+        Mode::Disable
+    );
+    assert_eq!(
+        tls(cluster(&c, "outbound|80||ext-mtls.example.com")).mode(),
+        Mode::IstioMutual
+    );
+    assert_eq!(tls(cluster(&c, ALL)).mode(), Mode::Auto);
+}
