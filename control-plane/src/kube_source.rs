@@ -263,6 +263,15 @@ impl KubeSource {
                 Some(((m.namespace.as_deref()?, m.name.as_deref()?), p.as_ref()))
             })
             .collect();
+        for pod in &pods {
+            let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+                continue;
+            };
+            if let Some(doc) = catalog::workload_entry(pod) {
+                let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string());
+                files.insert(file_key("Pod", ns, name), text);
+            }
+        }
         let slices = self.watched.slices.state();
         let by_service = slices_by_service(&slices);
         for svc in self.watched.services.state() {

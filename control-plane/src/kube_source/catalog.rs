@@ -1,6 +1,8 @@
 //! Rendering what the API server holds as the YAML documents `Intake`
-//! parses: Istio objects as written, and Kubernetes Services (with their
-//! ready EndpointSlice endpoints and Pods) as synthetic ServiceEntries.
+//! parses: Istio objects as written, Kubernetes Services (with their
+//! ready EndpointSlice endpoints and Pods) as synthetic ServiceEntries, and
+//! ready Pods as synthetic WorkloadEntries, which ServiceEntry
+//! `workloadSelector`s select as istiod's do.
 
 use crate::services::{
     DOMAIN_SUFFIX, KUBERNETES_SERVICE_ANNOTATION, TLS_MODE_LABEL, WORKLOAD_NAME_LABEL,
@@ -225,6 +227,46 @@ pub fn service_entry(
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
         "metadata": metadata,
+        "spec": spec,
+    }))
+}
+
+/// Annotation marking the WorkloadEntries that stand for Pods.
+pub const KUBERNETES_POD_ANNOTATION: &str = "sluice.io/kubernetes-pod";
+
+/// The WorkloadEntry document standing for `pod`, for ServiceEntry
+/// `workloadSelector`s to select: its IP, labels (with Istio's tlsMode and
+/// workload name when it runs a sidecar), service account. `None` unless the
+/// pod runs, is ready, has an IP and is not being deleted (istiod sends no
+/// traffic to such endpoints either).
+pub fn workload_entry(pod: &Pod) -> Option<Value> {
+    let name = pod.metadata.name.as_deref()?;
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if status.phase.as_deref() != Some("Running") || !ready {
+        return None;
+    }
+    let ip = status.pod_ip.as_deref().filter(|ip| !ip.is_empty())?;
+    let mut spec = endpoint(ip, &BTreeMap::new(), Some(pod));
+    if spec.get("labels").is_none() {
+        spec["labels"] = json!({});
+    }
+    Some(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {
+            "name": format!("pod-{name}"),
+            "namespace": namespace,
+            "annotations": {KUBERNETES_POD_ANNOTATION: "true"},
+        },
         "spec": spec,
     }))
 }

@@ -366,3 +366,52 @@ fn reconciled_waits_for_every_proxy_then_names_a_refusal() {
     let done = Reconciled::judge(true, 7, &registry.view(8));
     assert!(done.done, "{done:?}");
 }
+
+fn running(mut p: Pod, ip: &str, ready: &str) -> Pod {
+    p.status = Some(
+        serde_json::from_value(json!({
+            "phase": "Running", "podIP": ip,
+            "conditions": [{"type": "Ready", "status": ready}]
+        }))
+        .unwrap(),
+    );
+    p
+}
+
+#[test]
+fn pods_become_workload_entries_a_service_entry_selector_picks() {
+    let ready = running(pod("p1", true), "10.0.0.7", "True");
+    let unready = running(pod("p2", true), "10.0.0.8", "False");
+    let pending = pod("p3", true);
+    assert!(super::catalog::workload_entry(&unready).is_none());
+    assert!(super::catalog::workload_entry(&pending).is_none());
+    let we = super::catalog::workload_entry(&ready).unwrap();
+    let se = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.internal.example]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 9080}]
+  workloadSelector: {labels: {app: reviews, version: v2}}
+"#;
+    let files = BTreeMap::from([
+        (
+            "k8s/Pod/shop/p1".to_string(),
+            Ok(serde_yaml::to_string(&we).unwrap()),
+        ),
+        ("k8s/ServiceEntry/shop/api".to_string(), Ok(se.to_string())),
+    ]);
+    let mesh = Intake::new().ingest(files, Instant::now(), &ControllerMetrics::new());
+    assert!(mesh.rejected.is_empty(), "{:?}", mesh.rejected);
+    let svc = &mesh.catalog.services["api.internal.example"];
+    assert_eq!(svc.endpoints.len(), 1);
+    let ep = &svc.endpoints[0];
+    assert_eq!(ep.address, "10.0.0.7");
+    assert!(ep.has_sidecar());
+    assert_eq!(ep.service_account, "bookinfo-reviews");
+    assert_eq!(ep.workload, "reviews-v2");
+    assert_eq!(ep.target_port(svc.port(80).unwrap()), 9080);
+}
