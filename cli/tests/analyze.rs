@@ -54,16 +54,21 @@ fn analyze_seed_mesh_is_clean() {
 #[test]
 fn analyze_valid_examples_have_no_problems() {
     let out = analyze(&testdata("valid"), &["all-kinds.yaml"]);
-    // Valid, with one field accepted but not applied.
+    // Valid, with one field accepted but not applied and a Gateway no proxy serves.
     assert_eq!(
         lines(&out.stdout),
-        ["all-kinds.yaml: warning: DestinationRule shop/shop: \
-          spec.subsets[1].trafficPolicy.loadBalancer.warmup: not applied: a new endpoint takes \
-          its full share at once"]
+        [
+            "all-kinds.yaml: warning: DestinationRule shop/shop: \
+             spec.subsets[1].trafficPolicy.loadBalancer.warmup: not applied: a new endpoint takes \
+             its full share at once",
+            "all-kinds.yaml: warning: Gateway istio-system/ingress: spec: accepted and validated, \
+             not served: Sluice runs no gateway proxy; VirtualServices that name this Gateway in \
+             `gateways` apply to sidecars only where they also list `mesh`",
+        ]
     );
     assert_eq!(
         lines(&out.stderr),
-        ["analyzed 11 objects in 1 file: 0 problems, 1 warning"]
+        ["analyzed 12 objects in 1 file: 0 problems, 2 warnings"]
     );
     assert_eq!(out.status.code(), Some(0));
 }
@@ -91,7 +96,7 @@ fn analyze_invalid_files_print_one_line_per_problem() {
             "destination-rule.yaml: DestinationRule shop/reviews: spec.trafficPolicy.outlierDetection.maxEjectionPercent: percentage 150 must be in [0, 100]",
             "destination-rule.yaml: DestinationRule shop/reviews: spec.subsets[1].name: duplicate subset name `v1`",
             "envoy-filter.yaml: EnvoyFilter default/lua: spec.configPatches[0]: unsupported EnvoyFilter patch: filter `envoy.filters.http.lua` (only envoy.filters.http.local_ratelimit is supported)",
-            "mixed.yaml: document 2: unsupported kind `Gateway` (supported: VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, EnvoyFilter, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, Telemetry)",
+            "mixed.yaml: document 2: unsupported kind `WorkloadGroup` (supported: VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, Gateway, EnvoyFilter, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, Telemetry)",
             "mixed.yaml: AuthorizationPolicy default/old: apiVersion: AuthorizationPolicy is not served at `security.istio.io/v1alpha1` (served: security.istio.io/v1, security.istio.io/v1beta1)",
             "mixed.yaml: AuthorizationPolicy shop/block: spec.action: unknown value `BLOCK` (expected one of ALLOW, DENY, AUDIT, CUSTOM)",
             "mixed.yaml: RateLimitPolicy default/orders: spec.maxTokens: must be > 0",
@@ -148,4 +153,60 @@ fn analyze_unreadable_file_exits_2_and_checks_the_rest() {
         "analyzed 1 object in 2 files: 1 problem, 1 unreadable file"
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn analyze_accepts_istio_bookinfo_gateway_with_warnings() {
+    // Istio's bookinfo-gateway.yaml as shipped: a Gateway and a VirtualService
+    // bound only to it. Both are valid; neither programs a sidecar.
+    let out = analyze(&testdata("valid"), &["bookinfo-gateway.yaml"]);
+    assert_eq!(
+        lines(&out.stdout),
+        [
+            "bookinfo-gateway.yaml: warning: Gateway default/bookinfo-gateway: spec: accepted and \
+             validated, not served: Sluice runs no gateway proxy; VirtualServices that name this \
+             Gateway in `gateways` apply to sidecars only where they also list `mesh`",
+            "bookinfo-gateway.yaml: warning: VirtualService default/bookinfo: spec.gateways: \
+             applies to no sidecar: bound only to gateways (no `mesh`), and Sluice runs no gateway \
+             proxy",
+        ]
+    );
+    assert_eq!(
+        lines(&out.stderr),
+        ["analyzed 2 objects in 1 file: 0 problems, 2 warnings"]
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn analyze_warns_of_gateways_no_analyzed_file_defines() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+        .args(["analyze", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: shop, namespace: shop}\nspec:\n  hosts: [shop]\n  gateways: [mesh, istio-system/ingress, edge, edge.outside.svc.cluster.local]\n  http:\n  - route: [{destination: {host: shop}}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: shop}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = lines(&out.stdout);
+    assert_eq!(
+        stdout
+            .iter()
+            .filter(|l| l.contains("IST0101"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        [
+            "<stdin>: warning: VirtualService shop/shop: spec.gateways[1]: gateway `istio-system/ingress` is not among the analyzed objects (Istio: IST0101 ReferencedResourceNotFound)",
+            "<stdin>: warning: VirtualService shop/shop: spec.gateways[3]: gateway `outside/edge` is not among the analyzed objects (Istio: IST0101 ReferencedResourceNotFound)",
+        ]
+    );
+    assert_eq!(out.status.code(), Some(0));
 }

@@ -162,6 +162,21 @@ spec:
   http: [{route: [{destination: {host: reviews, subset: v1}}]}]
 ---
 apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ratings-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings-ingress}
+spec:
+  hosts: [ratings]
+  gateways: [ratings-gateway]
+  http: [{route: [{destination: {host: ratings}}]}]
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: ratings}
 spec:
@@ -401,6 +416,13 @@ fn describe_pod_routes_header_matched_request_and_reports_conflicts() {
 fn describe_service_flags_undefined_subset_and_missing_sidecar() {
     let dir = config_dir();
     let d = describe_json(dir.path(), &["service", "ratings"]);
+    // A VirtualService bound only to a Gateway names the host but reaches no sidecar.
+    let ignored = &d["services"][0]["ignored_virtual_services"][0];
+    assert_eq!(ignored["object"]["name"], "ratings-ingress", "{d}");
+    assert_eq!(
+        ignored["why"],
+        "bound only to gateways (ratings-gateway), not to `mesh`: Sluice runs no gateway proxy"
+    );
     assert_eq!(d["target"]["name"], "ratings.default.svc.cluster.local");
     assert_eq!(d["workloads"][0]["instance"]["sidecar"], false);
     let warns = warnings(&d);

@@ -4,6 +4,7 @@
 pub mod authorization_policy;
 pub mod destination_rule;
 pub mod envoy_filter;
+pub mod gateway;
 mod generate;
 pub mod http_route;
 pub mod peer_authentication;
@@ -21,6 +22,7 @@ pub mod workload_entry;
 pub use authorization_policy::{AuthorizationPolicy, AuthorizationPolicySpec};
 pub use destination_rule::{DestinationRule, DestinationRuleSpec, Subset};
 pub use envoy_filter::{EnvoyFilter, EnvoyFilterSpec};
+pub use gateway::{Gateway, GatewaySpec};
 pub use generate::crd_documents;
 pub use http_route::*;
 pub use peer_authentication::{MutualTls, PeerAuthentication, PeerAuthenticationSpec, PortKey};

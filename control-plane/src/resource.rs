@@ -2,8 +2,9 @@
 //! resources, with errors that name the document, the object and the field.
 
 use crate::crd::{
-    AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    RequestAuthentication, ServiceEntry, Sidecar, Telemetry, VirtualService, WorkloadEntry,
+    AuthorizationPolicy, DestinationRule, EnvoyFilter, Gateway, PeerAuthentication,
+    RateLimitPolicy, RequestAuthentication, ServiceEntry, Sidecar, Telemetry, VirtualService,
+    WorkloadEntry,
 };
 use serde::Serialize;
 use std::fmt;
@@ -21,6 +22,8 @@ pub mod kind {
     pub const WORKLOAD_ENTRY: &str = "WorkloadEntry";
     /// `networking.istio.io` Sidecar.
     pub const SIDECAR: &str = "Sidecar";
+    /// `networking.istio.io` Gateway.
+    pub const GATEWAY: &str = "Gateway";
     /// `networking.istio.io` EnvoyFilter.
     pub const ENVOY_FILTER: &str = "EnvoyFilter";
     /// `security.istio.io` PeerAuthentication.
@@ -78,6 +81,11 @@ pub const KINDS: &[KindInfo] = &[
         versions: NETWORKING,
     },
     KindInfo {
+        kind: kind::GATEWAY,
+        group: "networking.istio.io",
+        versions: NETWORKING,
+    },
+    KindInfo {
         kind: kind::ENVOY_FILTER,
         group: "networking.istio.io",
         versions: &["v1alpha3", "v1beta1"],
@@ -130,6 +138,8 @@ pub enum Resource {
     WorkloadEntry(WorkloadEntry),
     /// A Sidecar.
     Sidecar(Sidecar),
+    /// A Gateway (stored and validated; no proxy serves it).
+    Gateway(Gateway),
     /// An EnvoyFilter.
     EnvoyFilter(EnvoyFilter),
     /// A PeerAuthentication.
@@ -194,6 +204,7 @@ macro_rules! each_kind {
             Resource::ServiceEntry($r) => $e,
             Resource::WorkloadEntry($r) => $e,
             Resource::Sidecar($r) => $e,
+            Resource::Gateway($r) => $e,
             Resource::EnvoyFilter($r) => $e,
             Resource::PeerAuthentication($r) => $e,
             Resource::AuthorizationPolicy($r) => $e,
@@ -213,6 +224,7 @@ impl Resource {
             Resource::ServiceEntry(_) => kind::SERVICE_ENTRY,
             Resource::WorkloadEntry(_) => kind::WORKLOAD_ENTRY,
             Resource::Sidecar(_) => kind::SIDECAR,
+            Resource::Gateway(_) => kind::GATEWAY,
             Resource::EnvoyFilter(_) => kind::ENVOY_FILTER,
             Resource::PeerAuthentication(_) => kind::PEER_AUTHENTICATION,
             Resource::AuthorizationPolicy(_) => kind::AUTHORIZATION_POLICY,

@@ -366,12 +366,15 @@ pub(crate) struct Own {
     pub outbound: pb::Outbound,
 }
 
-/// Kinds that only the outbound half reads: [`translate_own`] never looks at
-/// them, so a change confined to them leaves every proxy's own parts as they
-/// were (see `MeshIndex::own_generation`). Keep in step with `translate_own`.
+/// Kinds that [`translate_own`] never looks at, so a change confined to
+/// them leaves every proxy's own parts as they were (see
+/// `MeshIndex::own_generation`): the ones only the outbound half reads, and
+/// Gateway, which no translation reads (Sluice runs no gateway proxy).
+/// Keep in step with `translate_own`.
 pub const OUTBOUND_ONLY_KINDS: &[&str] = &[
     crate::resource::kind::VIRTUAL_SERVICE,
     crate::resource::kind::DESTINATION_RULE,
+    crate::resource::kind::GATEWAY,
 ];
 
 /// What `translate` assembles, without copying the shared outbound half.

@@ -5,6 +5,7 @@ mod destination_rule;
 mod duration;
 mod envoy_filter;
 mod field;
+mod gateway;
 mod http_route;
 mod rate_limit_policy;
 pub(crate) mod security;
@@ -100,6 +101,10 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::ServiceEntry(r) => r.spec.validate(&mut errors),
         Resource::WorkloadEntry(r) => r.spec.validate(&mut errors),
         Resource::Sidecar(r) => r.spec.validate(&mut errors),
+        Resource::Gateway(r) => {
+            r.spec.validate(&mut errors);
+            gateway::check_name(&mut errors, resource.name());
+        }
         Resource::EnvoyFilter(r) => r.spec.validate(&mut errors),
         Resource::PeerAuthentication(r) => r.spec.validate(&mut errors),
         Resource::AuthorizationPolicy(r) => r.spec.validate(&mut errors),

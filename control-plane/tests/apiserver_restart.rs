@@ -20,7 +20,7 @@ const NODE: &str = "restart-node";
 /// How long the API server stays down.
 const DOWNTIME: Duration = Duration::from_secs(5);
 /// Istio kinds plus Service, EndpointSlice and Pod: one watch each.
-const WATCHED_KINDS: usize = 14;
+const WATCHED_KINDS: usize = 15;
 
 /// Service `name` selecting `app: name`, port 9080 to 8080.
 fn service(name: &str) -> String {

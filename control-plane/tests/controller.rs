@@ -284,6 +284,79 @@ async fn controller_keeps_last_good_object_when_new_version_invalid() {
     );
 }
 
+/// Istio's bookinfo-gateway.yaml: a Gateway and a VirtualService bound only to it.
+const BOOKINFO_GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: bookinfo-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: bookinfo}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {exact: /productpage}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+"#;
+
+#[tokio::test]
+async fn controller_applies_the_other_kinds_of_a_file_holding_a_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("00-workloads.yaml"), WORKLOADS).expect("write");
+    std::fs::write(
+        dir.path().join("10-bookinfo.yaml"),
+        format!("{BOOKINFO_GATEWAY}---{VS_V1}"),
+    )
+    .expect("write");
+    let c = start(dir.path()).await;
+    let mut proxy = FakeProxy::connect(&c, "productpage-v1-0.default").await;
+    let first = proxy.next().await;
+    // The reviews VirtualService next to the Gateway applies.
+    assert_eq!(
+        first_route_cluster(&proxy.resolve(&first)),
+        "outbound|9080|v1|reviews.default.svc.cluster.local"
+    );
+    proxy.ack(&first.version).await;
+    let configz = get(c.admin, "/debug/configz").await;
+    for accepted in [
+        "Gateway default/bookinfo-gateway",
+        "VirtualService default/bookinfo",
+        "VirtualService default/reviews",
+    ] {
+        assert!(configz.contains(accepted), "{accepted}: {configz}");
+    }
+    assert!(
+        configz.contains("\"rejected\": []"),
+        "nothing refused: {configz}"
+    );
+    let metrics = get(c.admin, "/metrics").await;
+    assert!(
+        metrics.contains("sluice_config_objects{kind=\"Gateway\"} 1"),
+        "{metrics}"
+    );
+
+    // The reviews VirtualService taken out of the file: deleted, while the
+    // Gateway stays.
+    std::fs::write(dir.path().join("10-bookinfo.yaml"), BOOKINFO_GATEWAY).expect("write");
+    let second = proxy.next().await;
+    assert_eq!(
+        first_route_cluster(&proxy.resolve(&second)),
+        "outbound|9080||reviews.default.svc.cluster.local"
+    );
+    wait_for(c.admin, "/debug/configz", |b| {
+        b.contains("Gateway default/bookinfo-gateway")
+            && !b.contains("VirtualService default/reviews")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn controller_refuses_stream_without_hello() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -57,6 +57,10 @@ fn crds_cover_every_kind_and_served_version() {
             vec!["v1", "v1beta1", "v1alpha3"],
         ),
         (
+            "gateways.networking.istio.io.yaml",
+            vec!["v1", "v1beta1", "v1alpha3"],
+        ),
+        (
             "envoyfilters.networking.istio.io.yaml",
             vec!["v1alpha3", "v1beta1"],
         ),

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 const ISTIO_KINDS: &str = "virtualservices.networking.istio.io,destinationrules.networking.istio.io,\
 serviceentries.networking.istio.io,workloadentries.networking.istio.io,\
+sidecars.networking.istio.io,gateways.networking.istio.io,\
 envoyfilters.networking.istio.io,peerauthentications.security.istio.io,\
 authorizationpolicies.security.istio.io,ratelimitpolicies.sluice.io";
 
@@ -28,6 +29,28 @@ spec:
   hosts: [reviews]
   http:
   - route: [{destination: {host: reviews}, weight: -1}]
+"#;
+
+/// Istio's samples/bookinfo/networking/bookinfo-gateway.yaml.
+const BOOKINFO_GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {exact: /productpage}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
 "#;
 
 /// Namespace of the Service/Pod part; the Node exists only so the
@@ -174,6 +197,43 @@ async fn controller_in_kubernetes_mode_writes_status_and_serves_endpoints() {
                 && m["subresource"] == "status"
                 && m["operation"] == "Apply"),
         "{managers}"
+    );
+
+    // Istio's bookinfo-gateway.yaml: the Gateway is stored by its CRD,
+    // watched and accepted (no proxy serves it), as its VirtualService is.
+    env.apply(BOOKINFO_GATEWAY)
+        .await
+        .expect("apply bookinfo-gateway");
+    eventually(
+        &c,
+        "bookinfo Gateway and VirtualService Accepted=True",
+        || async {
+            for (kind, name) in [
+                ("gateway", "bookinfo-gateway"),
+                ("virtualservice", "bookinfo"),
+            ] {
+                let obj = kubectl(env, &["get", kind, name, "-n", "default", "-o", "json"]).await;
+                let obj: Value = serde_json::from_str(&obj).map_err(|e| e.to_string())?;
+                let cond = accepted_condition(&obj).ok_or(format!("{kind} {name}: no Accepted"))?;
+                if cond["status"] != "True" {
+                    return Err(format!("{kind} {name}: {}", obj["status"]));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let configz: Value =
+        serde_json::from_str(&get_admin(c.admin, "/debug/configz").await).expect("configz json");
+    let accepted = configz["accepted"].as_array().expect("accepted list");
+    assert!(
+        accepted.contains(&Value::from("Gateway default/bookinfo-gateway")),
+        "{configz}"
+    );
+    let metrics = get_admin(c.admin, "/metrics").await;
+    assert!(
+        metrics.contains("sluice_config_objects{kind=\"Gateway\"} 1"),
+        "{metrics}"
     );
 
     // A VirtualService the schema admits but Sluice refuses.

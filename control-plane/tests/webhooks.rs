@@ -39,6 +39,29 @@ spec:
   trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}
 "#;
 
+/// Istio's samples/bookinfo/networking/bookinfo-gateway.yaml: a Gateway and
+/// the VirtualService bound to it.
+const BOOKINFO_GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {exact: /productpage}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+"#;
+
 const POD: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -247,6 +270,34 @@ async fn api_server_calls_controller_webhooks_after_ca_bundle_patch() {
     assert!(ok, "{stderr}");
     assert!(
         stderr.contains("Warning: DestinationRule default/ratings-lb: spec.trafficPolicy.loadBalancer.simple: deprecated"),
+        "{stderr}"
+    );
+
+    // A Gateway is admitted with the warning that no proxy serves it, and
+    // one Istio would refuse is refused naming the field.
+    let (ok, stderr) = apply(env, BOOKINFO_GATEWAY).await;
+    assert!(ok, "bookinfo-gateway refused: {stderr}");
+    assert!(
+        stderr.contains(
+            "Warning: Gateway default/bookinfo-gateway: spec: accepted and validated, not served"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "Warning: VirtualService default/bookinfo: spec.gateways: applies to no sidecar"
+        ),
+        "{stderr}"
+    );
+    let (ok, stderr) = apply(
+        env,
+        &BOOKINFO_GATEWAY.replace("name: http, protocol: HTTP", "protocol: HTTP"),
+    )
+    .await;
+    assert!(
+        !ok && stderr.contains(
+            "Gateway default/bookinfo-gateway: spec.servers[0].port.name: port name is required"
+        ),
         "{stderr}"
     );
 

@@ -249,6 +249,19 @@ fn vs_score(vs: &VirtualService, host: &str, viewer_ns: &str) -> Option<usize> {
         .max()
 }
 
+/// Whether `vs` would name `host` for a viewer in `viewer_ns` but binds to
+/// gateways only (no `mesh`), so no sidecar takes it.
+fn gateway_only_names(vs: &VirtualService, host: &str, viewer_ns: &str) -> bool {
+    let ns = vs.metadata.namespace.as_deref().unwrap_or_default();
+    !binds_to_mesh(&vs.spec.gateways)
+        && visible(&vs.spec.export_to, ns, viewer_ns)
+        && vs
+            .spec
+            .hosts
+            .iter()
+            .any(|h| resolve_host(&fqdn(h, ns), host).is_some())
+}
+
 /// The service `host` as seen by `viewer`: the objects that route it.
 pub fn service_view(index: &MeshIndex, viewer: &ProxyIdentity, service: &Service) -> ServiceView {
     let (vs, dr) = rules_for_service(index, viewer, &service.fqdn);
@@ -269,6 +282,12 @@ pub fn service_view(index: &MeshIndex, viewer: &ProxyIdentity, service: &Service
             } else {
                 "names the host less specifically".to_owned()
             };
+            ignored_virtual_services.push(Applied { object: key, why });
+        } else if gateway_only_names(other, &service.fqdn, &viewer.namespace) {
+            let why = format!(
+                "bound only to gateways ({}), not to `mesh`: Sluice runs no gateway proxy",
+                other.spec.gateways.join(", ")
+            );
             ignored_virtual_services.push(Applied { object: key, why });
         }
     }

@@ -2,8 +2,9 @@
 //! served version sharing one schema (the committed `crds/` folder).
 
 use super::{
-    AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    RequestAuthentication, ServiceEntry, Sidecar, Telemetry, VirtualService, WorkloadEntry,
+    AuthorizationPolicy, DestinationRule, EnvoyFilter, Gateway, PeerAuthentication,
+    RateLimitPolicy, RequestAuthentication, ServiceEntry, Sidecar, Telemetry, VirtualService,
+    WorkloadEntry,
 };
 use crate::resource::kind_info;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -17,6 +18,7 @@ pub fn crd_documents() -> Vec<(String, String)> {
         ServiceEntry::crd(),
         WorkloadEntry::crd(),
         Sidecar::crd(),
+        Gateway::crd(),
         EnvoyFilter::crd(),
         PeerAuthentication::crd(),
         AuthorizationPolicy::crd(),

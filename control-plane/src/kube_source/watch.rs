@@ -3,8 +3,9 @@
 //! is away (counted in `sluice_kube_watch_restarts_total{kind}`).
 
 use crate::crd::{
-    AuthorizationPolicy, DestinationRule, EnvoyFilter, PeerAuthentication, RateLimitPolicy,
-    RequestAuthentication, ServiceEntry, Sidecar, Telemetry, VirtualService, WorkloadEntry,
+    AuthorizationPolicy, DestinationRule, EnvoyFilter, Gateway, PeerAuthentication,
+    RateLimitPolicy, RequestAuthentication, ServiceEntry, Sidecar, Telemetry, VirtualService,
+    WorkloadEntry,
 };
 use crate::debounce::Edge;
 use crate::metrics::KindLabels;
@@ -41,6 +42,7 @@ pub fn istio_resources() -> Vec<ApiResource> {
         ApiResource::erase::<ServiceEntry>(&()),
         ApiResource::erase::<WorkloadEntry>(&()),
         ApiResource::erase::<Sidecar>(&()),
+        ApiResource::erase::<Gateway>(&()),
         ApiResource::erase::<EnvoyFilter>(&()),
         ApiResource::erase::<PeerAuthentication>(&()),
         ApiResource::erase::<RequestAuthentication>(&()),

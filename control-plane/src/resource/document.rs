@@ -208,6 +208,7 @@ fn parse_document(
             kind::SERVICE_ENTRY => decode(value).map(Resource::ServiceEntry),
             kind::WORKLOAD_ENTRY => decode(value).map(Resource::WorkloadEntry),
             kind::SIDECAR => decode(value).map(Resource::Sidecar),
+            kind::GATEWAY => decode(value).map(Resource::Gateway),
             kind::ENVOY_FILTER => decode(value).map(Resource::EnvoyFilter),
             kind::PEER_AUTHENTICATION => decode(value).map(Resource::PeerAuthentication),
             kind::REQUEST_AUTHENTICATION => decode(value).map(Resource::RequestAuthentication),

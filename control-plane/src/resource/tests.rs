@@ -65,12 +65,13 @@ fn parse_documents_wrong_type_names_path() {
 
 #[test]
 fn parse_documents_unknown_kind_is_refused() {
-    let err =
-        one("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {}\n")
-            .unwrap_err();
+    let err = one(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {name: g}\nspec: {}\n",
+    )
+    .unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("document 1: unsupported kind `Gateway`"),
+            .starts_with("document 1: unsupported kind `WorkloadGroup`"),
         "{err}"
     );
 }

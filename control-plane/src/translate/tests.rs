@@ -748,3 +748,48 @@ fn path_normalization_follows_mesh_config() {
     idx.mesh = std::sync::Arc::new(mesh);
     assert_eq!(mode(&idx), Some(pb::PathNormalization::MergeSlashes));
 }
+
+#[test]
+fn translate_gateway_binds_no_sidecar_and_changes_no_config() {
+    // Istio's bookinfo-gateway.yaml, plus a VirtualService bound to the
+    // gateway and to `mesh`: only `mesh` reaches sidecars, and the Gateway
+    // itself changes nothing a sidecar gets.
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  gateways: [bookinfo-gateway, mesh]
+  http:
+  - route: [{destination: {host: reviews, subset: v2}}]
+"#;
+    let gateway = r#"
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: bookinfo-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+"#;
+    let with_gateway = index(&format!("{vs}{gateway}"));
+    assert!(
+        with_gateway.rejected.is_empty(),
+        "{:?}",
+        with_gateway.rejected
+    );
+    assert_eq!(
+        with_gateway.of_kind(crate::resource::kind::GATEWAY).count(),
+        1
+    );
+    let p = proxy("default", &[]);
+    let config = translate(&with_gateway, &p);
+    assert_eq!(
+        reviews_host(&config).routes[0].virtual_service,
+        "default/reviews"
+    );
+    assert_eq!(config, translate(&index(vs), &p));
+}

@@ -20,6 +20,12 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
             }
         }
         Resource::VirtualService(vs) => {
+            if !vs.spec.gateways.is_empty() && !vs.spec.gateways.iter().any(|g| g == "mesh") {
+                out.push(FieldError::new(
+                    "spec.gateways",
+                    "applies to no sidecar: bound only to gateways (no `mesh`), and Sluice runs no gateway proxy",
+                ));
+            }
             for (i, r) in vs.spec.http.iter().enumerate() {
                 let path = format!("spec.http[{i}]");
                 if r.mirror_percent.is_some() {
@@ -69,6 +75,7 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
             }
         }
         Resource::Sidecar(s) => sidecar(&mut out, &s.spec),
+        Resource::Gateway(g) => super::gateway::warnings(&mut out, &g.spec),
         _ => {}
     }
     out
