@@ -561,13 +561,14 @@ impl Intake {
         );
         index.jwks = jwks;
         self.catalog = Some(index.catalog.clone());
-        // Clusters read every kind but VirtualServices (and the mesh config,
-        // fixed for an intake): after a change to VirtualServices alone the
-        // last translations' clusters are still right.
+        // Clusters read every kind but VirtualServices and Gateways (and the
+        // mesh config, fixed for an intake): after a change to those alone
+        // the last translations' clusters are still right.
         match &self.last_outbound {
             Some((earlier, fingerprint))
                 if same_inputs(&self.fingerprint, fingerprint, |k| {
                     k != crate::resource::kind::VIRTUAL_SERVICE
+                        && k != crate::resource::kind::GATEWAY
                 }) =>
             {
                 index.outbound_cache = OutboundCache::reusing_clusters_of(earlier);

@@ -129,8 +129,8 @@ pub struct Service {
     pub subject_alt_names: Vec<String>,
     /// Declared by a Kubernetes Service (see [`KUBERNETES_SERVICE_ANNOTATION`]).
     pub kubernetes: bool,
-    /// ServiceEntry `location: MESH_EXTERNAL`: its servers have no sidecar,
-    /// so auto mTLS never applies to them.
+    /// ServiceEntry `location: MESH_EXTERNAL` (also when unset, the proto's
+    /// default): its servers have no sidecar, so auto mTLS never applies.
     pub mesh_external: bool,
 }
 
@@ -334,7 +334,8 @@ impl ServiceCatalog {
                     export_to: se.spec.export_to.clone(),
                     subject_alt_names: se.spec.subject_alt_names.clone(),
                     kubernetes,
-                    mesh_external: se.spec.location.as_deref() == Some("MESH_EXTERNAL"),
+                    // MESH_EXTERNAL is the proto's default (its 0 value).
+                    mesh_external: se.spec.location.as_deref() != Some("MESH_INTERNAL"),
                 };
                 let list = declared.entry(fqdn).or_default();
                 match list.iter_mut().find(|(s, _)| s.namespace == namespace) {

@@ -325,3 +325,30 @@ fn intake_broken_yaml_keeps_everything_its_file_held() {
     assert_eq!(later.rejected.len(), 1, "{:?}", later.rejected);
     assert_eq!(later.resources.len(), first.resources.len());
 }
+
+#[test]
+fn intake_misspelt_kind_of_ours_freezes_its_file() {
+    // `Virtualservice` could be the VirtualService that left the file: its
+    // file keeps its last good objects, as for any unreadable document.
+    let mut intake = Intake::new();
+    let both = format!("{}---\n{DR}", vs(1));
+    let first = ingest(&mut intake, &[("svc.yaml", SERVICE), ("all.yaml", &both)]);
+    let typo = format!(
+        "{}---\n{DR}",
+        vs(1).replace("kind: VirtualService", "kind: Virtualservice")
+    );
+    let later = ingest(&mut intake, &[("svc.yaml", SERVICE), ("all.yaml", &typo)]);
+    assert_eq!(later.rejected.len(), 1, "{:?}", later.rejected);
+    assert_eq!(later.resources.len(), first.resources.len());
+    // An Istio kind Sluice does not serve is foreign like any other group's.
+    let group =
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {name: g}\nspec: {}\n";
+    let later = ingest(
+        &mut intake,
+        &[
+            ("svc.yaml", SERVICE),
+            ("all.yaml", &format!("{group}---\n{DR}")),
+        ],
+    );
+    assert!(!keys(&later).iter().any(|k| k.starts_with("VirtualService")));
+}

@@ -65,6 +65,10 @@ fn split(text: &str) -> Vec<(usize, Result<Value, ParseError>)> {
     out
 }
 
+/// Kinds of Istio's groups that Sluice does not serve (they configure
+/// nothing a sidecar of Sluice's does).
+const UNSERVED_ISTIO_KINDS: &[&str] = &["WorkloadGroup", "ProxyConfig"];
+
 fn whole(document: usize, key: Option<ResourceKey>, message: String) -> ParseError {
     ParseError {
         document,
@@ -116,8 +120,15 @@ impl<'a> Header<'a> {
         };
         let Some(info) = kind_info(kind) else {
             let known: Vec<&str> = KINDS.iter().map(|k| k.kind).collect();
+            // Foreign only when it cannot be a misspelt kind of ours: another
+            // API group, or an Istio kind Sluice does not serve.
+            let group = self
+                .api_version
+                .and_then(|v| v.split_once('/'))
+                .map_or("", |(g, _)| g);
+            let ours = KINDS.iter().any(|k| k.group == group);
             return Err(ParseError {
-                foreign_kind: true,
+                foreign_kind: !ours || UNSERVED_ISTIO_KINDS.contains(&kind),
                 ..whole(
                     document,
                     None,

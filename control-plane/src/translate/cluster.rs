@@ -54,7 +54,12 @@ impl<'e> Clusters<'e> {
             service.fqdn
         );
         if !self.by_name.contains_key(&name) {
-            let cluster = self.earlier(&name).unwrap_or_else(|| {
+            // The name does not say which namespace's declaration of the
+            // host it was built from; a proxy may now use another one.
+            let earlier = self
+                .earlier(&name)
+                .filter(|c| c.cluster.service_namespace == service.namespace);
+            let cluster = earlier.unwrap_or_else(|| {
                 Arc::new(SharedCluster::new(build(
                     view,
                     service,

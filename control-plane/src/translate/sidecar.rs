@@ -145,6 +145,8 @@ impl Scope {
                 // Istio adds the destinations of the VirtualServices a
                 // listener imports, found by exact name: the declaration of
                 // the proxy's namespace, else the first namespace by name.
+                // They never override a host the listener imports itself.
+                let explicit: BTreeSet<String> = names.keys().cloned().collect();
                 for vs in virtual_services
                     .iter()
                     .filter(|vs| imports_virtual_service(&imports, vs))
@@ -152,6 +154,9 @@ impl Scope {
                     let ns = namespace_of(&vs.metadata);
                     for host in destinations(vs) {
                         let host = fqdn(host, ns);
+                        if explicit.contains(&host) {
+                            continue;
+                        }
                         let declared = services.iter().filter(|s| s.fqdn == host);
                         let pick = declared
                             .clone()

@@ -105,8 +105,10 @@ pub(crate) fn ip_or_cidr(value: &str) -> Result<(), String> {
         .map_err(|_| format!("`{value}` is not a valid IP address or CIDR block"))?;
     if let Some(prefix) = prefix {
         let max = if ip.is_ipv4() { 32 } else { 128 };
+        // Digits only, as Go's net.ParseCIDR (Rust's parse would take `+8`).
+        let digits = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit());
         match prefix.parse::<u8>() {
-            Ok(p) if p <= max => {}
+            Ok(p) if digits && p <= max => {}
             _ => return Err(format!("`{value}` has an invalid prefix length")),
         }
     }

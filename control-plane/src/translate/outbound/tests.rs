@@ -151,6 +151,33 @@ spec:
 }
 
 #[test]
+fn virtual_service_destinations_never_override_an_explicit_import() {
+    // istiod adds a VirtualService's destinations only for hosts the Sidecar
+    // listener does not import itself: the `other` declaration stays, though
+    // the VirtualService sits in `default`, whose own declaration would
+    // otherwise win.
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: [other/*, ./front.internal.example]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front, namespace: default}
+spec:
+  hosts: [front.internal.example]
+  http: [{route: [{destination: {host: shared.internal.example}}]}]
+"#;
+    let idx = index(&shared("['*']"), extra);
+    let config = translate(&idx, &proxy_at("default", &[], "127.0.8.1"));
+    let c = cluster(&config, SHARED);
+    assert_eq!(c.service_namespace, "other");
+    assert_eq!(addresses(c), ["127.0.9.2"]);
+}
+
+#[test]
 fn inbound_side_serves_its_own_namespace_declaration() {
     let idx = index(&shared("['*']"), "");
     let config = translate(&idx, &proxy_at("other", &[], "127.0.9.2"));

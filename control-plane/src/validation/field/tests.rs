@@ -65,7 +65,15 @@ fn ip_or_cidr_checks_address_and_prefix() {
     for ok in ["10.0.0.1", "10.0.0.0/8", "::1", "fd00::/64"] {
         assert_eq!(ip_or_cidr(ok), Ok(()), "{ok}");
     }
-    for bad in ["10.0.0", "10.0.0.0/33", "fd00::/129", "host", "10.0.0.0/x"] {
+    for bad in [
+        "10.0.0",
+        "10.0.0.0/33",
+        "fd00::/129",
+        "host",
+        "10.0.0.0/x",
+        "10.0.0.0/+8",
+        "10.0.0.0/",
+    ] {
         assert!(ip_or_cidr(bad).is_err(), "{bad}");
     }
 }
