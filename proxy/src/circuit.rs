@@ -126,33 +126,33 @@ impl CircuitBreaker {
         }
     }
 
-    /// Admits a request, waiting for a connection slot when the pending queue has room.
+    /// Admits a request, waiting for a connection slot when the pending queue
+    /// has room. As in Envoy, `max_requests` counts the requests on the wire
+    /// (checked once a slot is held), not those still waiting in the queue.
     pub async fn admit(&self) -> Result<Admission, Overflow> {
+        let slot = match &self.slots {
+            None => None,
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    let _pending =
+                        take(&self.pending, self.limits.max_pending).ok_or(Overflow::Pending)?;
+                    // The semaphore is never closed, so this only fails if it were.
+                    let slot = Arc::clone(slots)
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| Overflow::Pending)?;
+                    Some(slot)
+                }
+            },
+        };
+        let request = take(&self.requests, self.limits.max_requests).ok_or(Overflow::Requests)?;
         if let Some(started) = &self.started {
             started.add(0, Instant::now());
         }
-        let request = take(&self.requests, self.limits.max_requests).ok_or(Overflow::Requests)?;
-        let Some(slots) = &self.slots else {
-            return Ok(Admission {
-                _request: request,
-                _slot: None,
-            });
-        };
-        if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
-            return Ok(Admission {
-                _request: request,
-                _slot: Some(slot),
-            });
-        }
-        let _pending = take(&self.pending, self.limits.max_pending).ok_or(Overflow::Pending)?;
-        // The semaphore is never closed, so this only fails if it were.
-        let slot = Arc::clone(slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| Overflow::Pending)?;
         Ok(Admission {
             _request: request,
-            _slot: Some(slot),
+            _slot: slot,
         })
     }
 
@@ -176,8 +176,12 @@ impl CircuitBreaker {
         };
         let counted = match &self.started {
             Some(started) => started.sums(Instant::now())[0],
-            // Requests waiting for a connection are among those admitted.
-            None => u64::from(self.requests.load(Ordering::Acquire)),
+            // Envoy: active plus pending requests.
+            None => u64::from(
+                self.requests
+                    .load(Ordering::Acquire)
+                    .saturating_add(self.pending.load(Ordering::Acquire)),
+            ),
         };
         let share = counted.saturating_mul(u64::from(budget.basis_points)) / 10_000;
         let max = share.max(u64::from(budget.min_concurrency));

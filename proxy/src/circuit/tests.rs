@@ -127,3 +127,25 @@ async fn retry_budget_with_interval_counts_requests_started_in_it() {
         "the requests left the interval"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn queued_requests_do_not_count_against_max_requests() {
+    // Envoy: http2MaxRequests bounds requests on the wire; one waiting for a
+    // connection is only in the pending queue (http1MaxPendingRequests).
+    let cb = Arc::new(CircuitBreaker::new(Limits {
+        max_connections: 1,
+        max_pending: 1,
+        max_requests: 1,
+        ..Limits::default()
+    }));
+    let first = cb.admit().await.unwrap();
+    let queued = tokio::spawn({
+        let cb = Arc::clone(&cb);
+        async move { cb.admit().await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!queued.is_finished(), "waits in the queue, not refused");
+    assert_eq!(cb.admit().await.unwrap_err(), Overflow::Pending);
+    drop(first);
+    assert_eq!(queued.await.unwrap(), Ok(()));
+}
