@@ -4,7 +4,7 @@
 //! cluster added for other patches to use) are accepted with a warning;
 //! every other patch is refused by name, never silently ignored.
 
-use super::field::{at, check_labels, item};
+use super::field::{at, check_labels, item, one_of};
 use super::{FieldError, FieldErrors, Validate, parse_duration};
 use crate::crd::envoy_filter::EnvoyConfigObjectPatch;
 use crate::crd::{EnvoyFilter, EnvoyFilterSpec};
@@ -23,6 +23,37 @@ const HCM_NAMES: &[&str] = &[
     "envoy.http_connection_manager",
 ];
 const INSERT_OPERATIONS: &[&str] = &["ADD", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST"];
+/// Istio's `EnvoyFilter.ApplyTo` values (without `INVALID`, refused as unset).
+const APPLY_TO: &[&str] = &[
+    "LISTENER",
+    "FILTER_CHAIN",
+    "NETWORK_FILTER",
+    "HTTP_FILTER",
+    "ROUTE_CONFIGURATION",
+    "VIRTUAL_HOST",
+    "HTTP_ROUTE",
+    "CLUSTER",
+    "EXTENSION_CONFIG",
+    "BOOTSTRAP",
+    "LISTENER_FILTER",
+];
+/// `applyTo` values patched through a listener match.
+const LISTENER_OBJECTS: &[&str] = &["LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER"];
+/// `applyTo` values patched through a route configuration match.
+const ROUTE_OBJECTS: &[&str] = &["ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE"];
+/// Istio's `Patch.Operation` values (without `INVALID`, refused as unset).
+const OPERATIONS: &[&str] = &[
+    "MERGE",
+    "ADD",
+    "REMOVE",
+    "INSERT_BEFORE",
+    "INSERT_AFTER",
+    "INSERT_FIRST",
+    "REPLACE",
+];
+const CONTEXTS: &[&str] = &["ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"];
+const FILTER_CLASSES: &[&str] = &["UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"];
+const ROUTE_ACTIONS: &[&str] = &["ANY", "ROUTE", "REDIRECT", "DIRECT_RESPONSE"];
 /// Envoy refuses token buckets that refill faster than this.
 const MIN_FILL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -104,6 +135,10 @@ pub fn local_rate_limits(filter: &EnvoyFilter) -> Result<Vec<LocalRateLimit>, Fi
 /// Why `patch` is accepted without being applied, when it cannot change what
 /// a sidecar does.
 pub fn inert_patch(patch: &EnvoyConfigObjectPatch) -> Option<&'static str> {
+    // A malformed patch is refused, whatever it is for.
+    if check_structure("", patch).is_err() {
+        return None;
+    }
     let context = patch.match_.as_ref().and_then(|m| m.context.as_deref());
     let operation = patch.patch.as_ref().and_then(|p| p.operation.as_deref());
     if context == Some("GATEWAY") {
@@ -123,11 +158,169 @@ fn unsupported(path: &str, why: impl std::fmt::Display) -> FieldError {
     FieldError::new(path, format!("unsupported EnvoyFilter patch: {why}"))
 }
 
+fn required(path: String, why: &str) -> FieldError {
+    FieldError::new(path, format!("required: {why}"))
+}
+
+fn known(path: String, value: &str, allowed: &[&str]) -> Result<(), FieldError> {
+    one_of(value, allowed).map_err(|e| FieldError::new(path, e))
+}
+
+/// Istio's structural rules for any patch (`ValidateEnvoyFilter`), whether
+/// or not Sluice applies it: `applyTo`, `patch`, `patch.operation` set and
+/// known, `patch.value` set unless the operation is `REMOVE`, known enum
+/// values, a proxy version regex that compiles, a match of the kind
+/// `applyTo` patches (listener, route configuration or cluster, only one
+/// of them) and well-formed filter matches. The first problem is returned.
+fn check_structure(path: &str, patch: &EnvoyConfigObjectPatch) -> Result<(), FieldError> {
+    let apply_to = match patch.apply_to.as_deref() {
+        None | Some("INVALID") => {
+            return Err(required(
+                at(path, "applyTo"),
+                "the kind of Envoy object patched",
+            ));
+        }
+        Some(a) => a,
+    };
+    known(at(path, "applyTo"), apply_to, APPLY_TO)?;
+    let patch_path = at(path, "patch");
+    let Some(p) = &patch.patch else {
+        return Err(required(patch_path, "the operation and value of the patch"));
+    };
+    let operation = match p.operation.as_deref() {
+        None | Some("INVALID") => {
+            return Err(required(
+                at(&patch_path, "operation"),
+                "how the patch is applied",
+            ));
+        }
+        Some(o) => o,
+    };
+    known(at(&patch_path, "operation"), operation, OPERATIONS)?;
+    if operation != "REMOVE" && p.value.is_none() {
+        return Err(required(
+            at(&patch_path, "value"),
+            &format!("operation {operation} needs a value (only REMOVE takes none)"),
+        ));
+    }
+    if let Some(class) = &p.filter_class {
+        known(at(&patch_path, "filterClass"), class, FILTER_CLASSES)?;
+    }
+    let Some(m) = &patch.match_ else {
+        return Ok(());
+    };
+    let match_path = at(path, "match");
+    if let Some(context) = &m.context {
+        known(at(&match_path, "context"), context, CONTEXTS)?;
+    }
+    if let Some(version) = m.proxy.as_ref().and_then(|p| p.proxy_version.as_deref())
+        && !version.is_empty()
+        && let Err(e) = regex::Regex::new(version)
+    {
+        return Err(FieldError::new(
+            at(&match_path, "proxy.proxyVersion"),
+            format!("invalid regular expression: {e}"),
+        ));
+    }
+    let objects = [
+        m.listener.is_some(),
+        m.route_configuration.is_some(),
+        m.cluster.is_some(),
+    ];
+    if objects.iter().filter(|set| **set).count() > 1 {
+        return Err(FieldError::new(
+            match_path,
+            "set only one of listener, routeConfiguration and cluster",
+        ));
+    }
+    if let Some(action) = m
+        .route_configuration
+        .as_ref()
+        .and_then(|r| r.vhost.as_ref())
+        .and_then(|v| v.route.as_ref())
+        .and_then(|r| r.action.as_deref())
+    {
+        known(
+            at(&match_path, "routeConfiguration.vhost.route.action"),
+            action,
+            ROUTE_ACTIONS,
+        )?;
+    }
+    let any_object = objects.iter().any(|set| *set);
+    if LISTENER_OBJECTS.contains(&apply_to) {
+        if any_object && m.listener.is_none() {
+            return Err(FieldError::new(
+                match_path,
+                format!(
+                    "applyTo {apply_to} patches listener objects: the match must be a listener match"
+                ),
+            ));
+        }
+        if let Some(filter) = m
+            .listener
+            .as_ref()
+            .and_then(|l| l.filter_chain.as_ref())
+            .and_then(|c| c.filter.as_ref())
+        {
+            let filter_path = at(&match_path, "listener.filterChain.filter");
+            let name = filter.name.as_deref().unwrap_or("");
+            if name.is_empty() {
+                return Err(required(
+                    at(&filter_path, "name"),
+                    "a filter match needs a name to match on",
+                ));
+            }
+            if let Some(sub) = &filter.sub_filter {
+                let sub_path = at(&filter_path, "subFilter");
+                if apply_to != "HTTP_FILTER" {
+                    return Err(FieldError::new(
+                        sub_path,
+                        format!(
+                            "a subFilter match is only for applyTo HTTP_FILTER (not {apply_to})"
+                        ),
+                    ));
+                }
+                if !HCM_NAMES.contains(&name) {
+                    return Err(FieldError::new(
+                        sub_path,
+                        format!(
+                            "a subFilter match needs the filter match to name {}",
+                            HCM_NAMES[0]
+                        ),
+                    ));
+                }
+                if sub.name.as_deref().unwrap_or("").is_empty() {
+                    return Err(required(
+                        at(&sub_path, "name"),
+                        "a subFilter match needs a name to match on",
+                    ));
+                }
+            }
+        }
+    } else if ROUTE_OBJECTS.contains(&apply_to) {
+        if any_object && m.route_configuration.is_none() {
+            return Err(FieldError::new(
+                match_path,
+                format!(
+                    "applyTo {apply_to} patches route objects: the match must be a routeConfiguration match"
+                ),
+            ));
+        }
+    } else if apply_to == "CLUSTER" && any_object && m.cluster.is_none() {
+        return Err(FieldError::new(
+            match_path,
+            "applyTo CLUSTER patches clusters: the match must be a cluster match",
+        ));
+    }
+    Ok(())
+}
+
 /// The patch's rate limit; `None` for an inert patch.
 fn read_patch(
     path: &str,
     patch: &EnvoyConfigObjectPatch,
 ) -> Result<Option<LocalRateLimit>, FieldError> {
+    check_structure(path, patch)?;
     if inert_patch(patch).is_some() {
         return Ok(None);
     }

@@ -201,6 +201,13 @@ fn is_http_protocol(protocol: &str) -> bool {
 
 /// `dnsName` or `namespace/dnsName`: the namespace `*`, `.` or a name; the
 /// name `*`, a full (wildcard) domain name or an IP address.
+///
+/// Istio (`ValidateNamespaceSlashWildcardHostname` for gateways) checks more
+/// than `ValidateWildcardDomain` alone: a name without a dot (`localhost`,
+/// `ns/foo`) is refused as a short name, and any `*` other than a whole `*`
+/// or a leading `*.` is a refused partial wildcard (`*foo.example.com`,
+/// `*-foo.example.com`), though the wildcard-label rule alone would take
+/// them.
 fn gateway_host(host: &str) -> Result<(), String> {
     let name = match host.split_once('/') {
         None => host,
@@ -234,6 +241,18 @@ fn gateway_host(host: &str) -> Result<(), String> {
     if is_ip(name) {
         return Ok(());
     }
+    // Istio's DNS-1123 check refuses an all-numeric last label (so that a
+    // malformed IP such as `10.0.0.256` is not read as a name); IP literals
+    // are accepted above. A trailing dot leaves an empty last label, which
+    // passes.
+    if let Some(tld) = name.rsplit('.').next()
+        && !tld.is_empty()
+        && tld.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "`{host}`: not an IP address, and the top-level domain `{tld}` of a domain name cannot be all-numeric"
+        ));
+    }
     wildcard_domain(name).map_err(|e| format!("`{host}`: {e}"))
 }
 
@@ -247,31 +266,14 @@ fn check_tls(errors: &mut FieldErrors, path: &str, tls: &ServerTlsSettings) {
         errors.check(at(path, "mode"), one_of(mode, TLS_MODES));
     }
     let version = |field: &str, value: &Option<String>, errors: &mut FieldErrors| {
-        let v = value.as_deref()?;
-        match TLS_VERSIONS.iter().position(|known| *known == v) {
-            Some(rank) => Some(rank),
-            None => {
-                errors.check(at(path, field), one_of(v, TLS_VERSIONS));
-                None
-            }
+        if let Some(v) = value.as_deref() {
+            errors.check(at(path, field), one_of(v, TLS_VERSIONS));
         }
     };
-    let min = version("minProtocolVersion", &tls.min_protocol_version, errors);
-    let max = version("maxProtocolVersion", &tls.max_protocol_version, errors);
-    // TLS_AUTO (rank 0) leaves the bound to the proxy.
-    if let (Some(min), Some(max)) = (min, max)
-        && min > 0
-        && max > 0
-        && min > max
-    {
-        errors.push(
-            at(path, "maxProtocolVersion"),
-            format!(
-                "{} is below minProtocolVersion {}",
-                TLS_VERSIONS[max], TLS_VERSIONS[min]
-            ),
-        );
-    }
+    // Istio compares neither bound with the other: a maximum below the
+    // minimum is only warned about (see `warnings`).
+    version("minProtocolVersion", &tls.min_protocol_version, errors);
+    version("maxProtocolVersion", &tls.max_protocol_version, errors);
     let mode = tls.mode.as_deref().unwrap_or("PASSTHROUGH");
     if mode == "ISTIO_MUTUAL" {
         // The gateway presents its own mesh certificate: no other source.
@@ -407,6 +409,26 @@ pub(crate) fn warnings(out: &mut Vec<FieldError>, spec: &GatewaySpec) {
             out.push(FieldError::new(
                 at(&tls_path, "minProtocolVersion"),
                 "versions below TLSV1_2 need cipherSuites set: the default suites no longer include ones they can use",
+            ));
+        }
+        let rank = |v: &Option<String>| {
+            v.as_deref()
+                .and_then(|v| TLS_VERSIONS.iter().position(|known| *known == v))
+        };
+        // TLS_AUTO (rank 0) leaves the bound to the proxy.
+        if let (Some(min), Some(max)) = (
+            rank(&tls.min_protocol_version),
+            rank(&tls.max_protocol_version),
+        ) && min > 0
+            && max > 0
+            && min > max
+        {
+            out.push(FieldError::new(
+                at(&tls_path, "maxProtocolVersion"),
+                format!(
+                    "{} is below minProtocolVersion {}: no TLS version is left, so the proxy cannot serve this port (Istio does not check this)",
+                    TLS_VERSIONS[max], TLS_VERSIONS[min]
+                ),
             ));
         }
         let mut seen = std::collections::BTreeSet::new();

@@ -167,7 +167,7 @@ fn envoy_filter_validation_reports_each_unsupported_patch() {
     assert_eq!(
         problems(&yaml),
         [
-            "EnvoyFilter default/f: spec.configPatches[1]: unsupported EnvoyFilter patch: applyTo LISTENER (only HTTP_FILTER is supported)"
+            "EnvoyFilter default/f: spec.configPatches[1].patch: required: the operation and value of the patch"
         ]
     );
 }
@@ -249,4 +249,142 @@ spec:
             .to_string()
             .contains("applyTo CLUSTER")
     );
+}
+
+#[test]
+fn well_formed_unsupported_patch_is_refused_by_name() {
+    let yaml = filter_yaml("{applyTo: LISTENER, patch: {operation: MERGE, value: {}}}");
+    assert_eq!(
+        problems(&yaml),
+        [
+            "EnvoyFilter default/f: spec.configPatches[0]: unsupported EnvoyFilter patch: applyTo LISTENER (only HTTP_FILTER is supported)"
+        ]
+    );
+}
+
+/// Istio's `ValidateEnvoyFilter` checks every patch, gateway ones included:
+/// they are refused before being classified as "not applied".
+#[test]
+fn malformed_patches_are_refused_even_when_inert() {
+    let cases = [
+        (
+            "{match: {context: GATEWAY}, patch: {operation: MERGE, value: {}}}",
+            "spec.configPatches[0].applyTo: required: the kind of Envoy object patched",
+        ),
+        (
+            "{applyTo: INVALID, match: {context: GATEWAY}, patch: {operation: MERGE, value: {}}}",
+            "spec.configPatches[0].applyTo: required: the kind of Envoy object patched",
+        ),
+        (
+            "{applyTo: SECRET, match: {context: GATEWAY}, patch: {operation: MERGE, value: {}}}",
+            "spec.configPatches[0].applyTo: unknown value `SECRET` (expected one of LISTENER, FILTER_CHAIN, NETWORK_FILTER, HTTP_FILTER, ROUTE_CONFIGURATION, VIRTUAL_HOST, HTTP_ROUTE, CLUSTER, EXTENSION_CONFIG, BOOTSTRAP, LISTENER_FILTER)",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY}}",
+            "spec.configPatches[0].patch: required: the operation and value of the patch",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY}, patch: {value: {}}}",
+            "spec.configPatches[0].patch.operation: required: how the patch is applied",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY}, patch: {operation: PREPEND, value: {}}}",
+            "spec.configPatches[0].patch.operation: unknown value `PREPEND` (expected one of MERGE, ADD, REMOVE, INSERT_BEFORE, INSERT_AFTER, INSERT_FIRST, REPLACE)",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY}, patch: {operation: INSERT_BEFORE}}",
+            "spec.configPatches[0].patch.value: required: operation INSERT_BEFORE needs a value (only REMOVE takes none)",
+        ),
+        (
+            "{applyTo: CLUSTER, patch: {operation: ADD}}",
+            "spec.configPatches[0].patch.value: required: operation ADD needs a value (only REMOVE takes none)",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY}, patch: {operation: ADD, value: {}, filterClass: FIRST}}",
+            "spec.configPatches[0].patch.filterClass: unknown value `FIRST` (expected one of UNSPECIFIED, AUTHN, AUTHZ, STATS)",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAYS}, patch: {operation: MERGE, value: {}}}",
+            "spec.configPatches[0].match.context: unknown value `GATEWAYS` (expected one of ANY, SIDECAR_INBOUND, SIDECAR_OUTBOUND, GATEWAY)",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY, proxy: {proxyVersion: '^1\\.(2'}}, patch: {operation: MERGE, value: {}}}",
+            "spec.configPatches[0].match.proxy.proxyVersion: invalid regular expression",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY, cluster: {name: x}}, patch: {operation: MERGE, value: {}}}",
+            "spec.configPatches[0].match: applyTo HTTP_FILTER patches listener objects: the match must be a listener match",
+        ),
+        (
+            "{applyTo: CLUSTER, match: {listener: {name: x}}, patch: {operation: ADD, value: {name: c}}}",
+            "spec.configPatches[0].match: applyTo CLUSTER patches clusters: the match must be a cluster match",
+        ),
+        (
+            "{applyTo: VIRTUAL_HOST, match: {context: GATEWAY, listener: {name: x}}, patch: {operation: MERGE, value: {}}}",
+            "spec.configPatches[0].match: applyTo VIRTUAL_HOST patches route objects: the match must be a routeConfiguration match",
+        ),
+        (
+            "{applyTo: VIRTUAL_HOST, match: {context: GATEWAY, routeConfiguration: {vhost: {route: {action: FORWARD}}}}, patch: {operation: MERGE, value: {}}}",
+            "spec.configPatches[0].match.routeConfiguration.vhost.route.action: unknown value `FORWARD` (expected one of ANY, ROUTE, REDIRECT, DIRECT_RESPONSE)",
+        ),
+        (
+            "{applyTo: CLUSTER, match: {cluster: {name: x}, listener: {name: y}}, patch: {operation: ADD, value: {name: c}}}",
+            "spec.configPatches[0].match: set only one of listener, routeConfiguration and cluster",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY, listener: {filterChain: {filter: {subFilter: {name: envoy.filters.http.router}}}}}, patch: {operation: INSERT_BEFORE, value: {}}}",
+            "spec.configPatches[0].match.listener.filterChain.filter.name: required: a filter match needs a name to match on",
+        ),
+        (
+            "{applyTo: NETWORK_FILTER, match: {context: GATEWAY, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {name: envoy.filters.http.router}}}}}, patch: {operation: MERGE, value: {}}}",
+            "spec.configPatches[0].match.listener.filterChain.filter.subFilter: a subFilter match is only for applyTo HTTP_FILTER (not NETWORK_FILTER)",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY, listener: {filterChain: {filter: {name: envoy.filters.network.tcp_proxy, subFilter: {name: envoy.filters.http.router}}}}}, patch: {operation: INSERT_BEFORE, value: {}}}",
+            "spec.configPatches[0].match.listener.filterChain.filter.subFilter: a subFilter match needs the filter match to name envoy.filters.network.http_connection_manager",
+        ),
+        (
+            "{applyTo: HTTP_FILTER, match: {context: GATEWAY, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {}}}}}, patch: {operation: INSERT_BEFORE, value: {}}}",
+            "spec.configPatches[0].match.listener.filterChain.filter.subFilter.name: required: a subFilter match needs a name to match on",
+        ),
+    ];
+    for (patch, expected) in cases {
+        let f = filter(patch);
+        let r = Resource::EnvoyFilter(f.clone());
+        let refused = problems(&filter_yaml(patch));
+        assert_eq!(refused.len(), 1, "{patch}: {refused:?}");
+        assert!(
+            refused[0].starts_with(&format!("EnvoyFilter default/f: {expected}")),
+            "{patch}: {refused:?}"
+        );
+        let err = local_rate_limit(&f).unwrap_err().to_string();
+        assert!(err.starts_with(expected), "{patch}: {err}");
+        assert!(
+            crate::validation::warnings(&r)
+                .iter()
+                .all(|w| !w.message.starts_with("not applied")),
+            "{patch}: a malformed patch is not classified as inert"
+        );
+    }
+}
+
+#[test]
+fn remove_needs_no_value_and_well_formed_gateway_patches_stay_inert() {
+    for patch in [
+        "{applyTo: HTTP_FILTER, match: {context: GATEWAY, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {name: envoy.filters.http.cors}}}}}, patch: {operation: REMOVE}}",
+        "{applyTo: LISTENER, match: {context: GATEWAY, proxy: {proxyVersion: '^1\\.2[0-9].*'}}, patch: {operation: MERGE, value: {}}}",
+        "{applyTo: CLUSTER, match: {cluster: {service: ratelimit.default.svc.cluster.local}}, patch: {operation: ADD, value: {name: c}}}",
+    ] {
+        let r = Resource::EnvoyFilter(filter(patch));
+        assert!(
+            crate::validation::validate(&r).is_empty(),
+            "{patch}: {:?}",
+            problems(&filter_yaml(patch))
+        );
+        let warned = crate::validation::warnings(&r);
+        assert!(
+            warned.iter().any(|w| w.message.starts_with("not applied")),
+            "{patch}: {warned:?}"
+        );
+    }
 }

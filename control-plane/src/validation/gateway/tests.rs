@@ -112,6 +112,53 @@ fn hosts_are_namespace_slash_dns_names() {
     );
 }
 
+/// Istio's gateway host rules refuse short names and partial wildcards
+/// beyond what `ValidateWildcardDomain` refuses (istio/istio
+/// `pkg/config/validation/agent`: `validateSidecarOrGatewayHostnamePart`,
+/// `ValidatePartialWildCard`; its Gateway test "invalid partial wildcard"
+/// refuses `*bar.com`).
+#[test]
+fn short_names_and_partial_wildcards_are_refused_as_istio_does() {
+    assert_eq!(
+        gateway(
+            "  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [localhost, \"*/foo\", \"ns/foo\", \"*foo.example.com\", \"*-foo.example.com\", \"ns/*foo.example.com\", \"a*.x.com\", \"foo.*.com\"]\n"
+        ),
+        [
+            "spec.servers[0].hosts[0]: `localhost`: short names are not allowed; write the full name (e.g. `localhost.example.com`)",
+            "spec.servers[0].hosts[1]: `*/foo`: short names are not allowed; write the full name (e.g. `foo.example.com`)",
+            "spec.servers[0].hosts[2]: `ns/foo`: short names are not allowed; write the full name (e.g. `foo.example.com`)",
+            "spec.servers[0].hosts[3]: `*foo.example.com`: partial wildcard `*foo.example.com` is not allowed (only `*` or `*.suffix`)",
+            "spec.servers[0].hosts[4]: `*-foo.example.com`: partial wildcard `*-foo.example.com` is not allowed (only `*` or `*.suffix`)",
+            "spec.servers[0].hosts[5]: `ns/*foo.example.com`: partial wildcard `*foo.example.com` is not allowed (only `*` or `*.suffix`)",
+            "spec.servers[0].hosts[6]: `a*.x.com`: partial wildcard `a*.x.com` is not allowed (only `*` or `*.suffix`)",
+            "spec.servers[0].hosts[7]: `foo.*.com`: partial wildcard `foo.*.com` is not allowed (only `*` or `*.suffix`)",
+        ]
+    );
+}
+
+/// IP literals are gateway hosts (Istio falls back to an IP check when the
+/// DNS check fails); a name whose last label is all digits is not.
+#[test]
+fn ip_hosts_are_accepted_and_numeric_top_level_domains_refused() {
+    assert_eq!(
+        gateway(
+            "  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [10.0.0.1, \"ns/192.168.1.1\", \"::ffff:10.0.0.1\", example.com., foo.123a]\n"
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        gateway(
+            "  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [10.0.0.256, foo.123, \"*.42\", \"ns/1.2.3\"]\n"
+        ),
+        [
+            "spec.servers[0].hosts[0]: `10.0.0.256`: not an IP address, and the top-level domain `256` of a domain name cannot be all-numeric",
+            "spec.servers[0].hosts[1]: `foo.123`: not an IP address, and the top-level domain `123` of a domain name cannot be all-numeric",
+            "spec.servers[0].hosts[2]: `*.42`: not an IP address, and the top-level domain `42` of a domain name cannot be all-numeric",
+            "spec.servers[0].hosts[3]: `ns/1.2.3`: not an IP address, and the top-level domain `3` of a domain name cannot be all-numeric",
+        ]
+    );
+}
+
 #[test]
 fn bind_addresses_and_unix_sockets() {
     assert_eq!(
@@ -175,7 +222,6 @@ fn istio_mutual_crl_and_protocol_versions() {
             "spec.servers[0].tls.credentialName: not allowed with mode ISTIO_MUTUAL (the gateway's mesh certificate is used)",
             "spec.servers[1].tls.caCrl: not supported with mode SIMPLE",
             "spec.servers[2].tls.caCrl: not supported with credentialName: put the CRL in the credential",
-            "spec.servers[3].tls.maxProtocolVersion: TLSV1_2 is below minProtocolVersion TLSV1_3",
             "spec.servers[4].tls.minProtocolVersion: unknown value `TLS1.2` (expected one of TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3)",
         ]
     );
@@ -232,6 +278,20 @@ fn settings_istio_warns_about_are_warned() {
             "spec.servers[1].tls.tlsCertificates: at most 2 server certificates are used",
             "spec.servers[1].tls.minProtocolVersion: versions below TLSV1_2 need cipherSuites set: the default suites no longer include ones they can use",
             "spec.servers[2].tls.cipherSuites[1]: duplicate cipher suite `AES128-SHA` is ignored",
+        ]
+    );
+}
+
+/// Istio compares neither protocol version bound with the other: a maximum
+/// below the minimum is valid there, so only warned here.
+#[test]
+fn max_protocol_version_below_min_is_a_warning() {
+    let spec = "  servers:\n  - port: {number: 443, name: d, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: PASSTHROUGH, minProtocolVersion: TLSV1_3, maxProtocolVersion: TLSV1_2}\n  - port: {number: 444, name: e, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: PASSTHROUGH, minProtocolVersion: TLSV1_3, maxProtocolVersion: TLS_AUTO}\n";
+    assert_eq!(gateway(spec), Vec::<String>::new());
+    assert_eq!(
+        warned(spec),
+        [
+            "spec.servers[0].tls.maxProtocolVersion: TLSV1_2 is below minProtocolVersion TLSV1_3: no TLS version is left, so the proxy cannot serve this port (Istio does not check this)"
         ]
     );
 }
