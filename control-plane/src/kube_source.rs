@@ -19,7 +19,7 @@ pub mod catalog;
 pub mod status;
 pub mod watch;
 
-use catalog::{file_key, istio_document, service_entry, slices_by_service};
+use catalog::{file_key, istio_document, pod_file_key, service_entry, slices_by_service};
 use status::{Reconciled, StatusWriter, Verdict};
 use watch::Watched;
 
@@ -85,6 +85,69 @@ pub struct KubeSource {
     /// Per object (file key): the generation last seen and the first index
     /// revision that included it, which `Reconciled` waits for.
     since: HashMap<String, (Option<i64>, u64)>,
+    /// Pods' WorkloadEntry documents, by the Pod's resourceVersion.
+    pod_docs: Rendered<String>,
+    /// Services' ServiceEntry documents, by the resourceVersions of the
+    /// Service, its EndpointSlices and their Pods.
+    service_docs: Rendered<Vec<String>>,
+}
+
+/// Rendered documents by namespace and name, with the versions they were
+/// rendered from (`None`: the object stands for no document, e.g. a Pod
+/// that is not ready): an object is rendered again only when one of them
+/// changed, not on every event of any object.
+#[derive(Debug)]
+pub(crate) struct Rendered<V> {
+    docs: HashMap<(String, String), (V, Option<Document>)>,
+}
+
+/// A rendered document, or why it could not be.
+type Document = Result<String, String>;
+
+impl<V> Default for Rendered<V> {
+    fn default() -> Self {
+        Self {
+            docs: HashMap::new(),
+        }
+    }
+}
+
+impl<V: PartialEq> Rendered<V> {
+    /// The document of `namespace/name`, rendered by `render` unless the one
+    /// cached came from `version` (`None`: unknown, always rendered).
+    pub(crate) fn get(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        version: Option<V>,
+        render: impl FnOnce() -> Option<serde_json::Value>,
+    ) -> Option<Document> {
+        let render = || render().map(|doc| serde_yaml::to_string(&doc).map_err(|e| e.to_string()));
+        let Some(version) = version else {
+            return render();
+        };
+        let key = (namespace.to_owned(), name.to_owned());
+        match self.docs.get(&key) {
+            Some((v, doc)) if *v == version => doc.clone(),
+            _ => {
+                let doc = render();
+                self.docs.insert(key, (version, doc.clone()));
+                doc
+            }
+        }
+    }
+
+    /// Forgets the objects not in `present`.
+    pub(crate) fn retain(&mut self, present: &HashSet<(&str, &str)>) {
+        self.docs
+            .retain(|(ns, name), _| present.contains(&(ns.as_str(), name.as_str())));
+    }
+
+    /// How many objects are cached.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.docs.len()
+    }
 }
 
 impl KubeSource {
@@ -105,6 +168,8 @@ impl KubeSource {
             last_files: None,
             sync: None,
             since: HashMap::new(),
+            pod_docs: Rendered::default(),
+            service_docs: Rendered::default(),
         }
     }
 
@@ -244,15 +309,20 @@ impl KubeSource {
     }
 
     /// Every watched object as a document.
-    fn files(&self) -> Files {
+    fn files(&mut self) -> Files {
         let mut files = Files::new();
-        for (ar, store) in &self.watched.istio {
-            for object in store.state() {
+        // Names of the users' WorkloadEntries, which Pods' must not shadow.
+        let mut workload_entries = HashSet::new();
+        for k in self.watched.istio_present() {
+            for object in k.store.state() {
                 let (Some(ns), Some(name)) = (&object.metadata.namespace, &object.metadata.name)
                 else {
                     continue;
                 };
-                files.insert(file_key(&ar.kind, ns, name), istio_document(&object));
+                if k.ar.kind == "WorkloadEntry" {
+                    workload_entries.insert((ns.clone(), name.clone()));
+                }
+                files.insert(file_key(&k.ar.kind, ns, name), istio_document(&object));
             }
         }
         let pods = self.watched.pods.state();
@@ -263,30 +333,43 @@ impl KubeSource {
                 Some(((m.namespace.as_deref()?, m.name.as_deref()?), p.as_ref()))
             })
             .collect();
-        for pod in &pods {
-            let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+        for (&(ns, name), pod) in &pod_index {
+            // A user's WorkloadEntry of the same name wins: the Pod's is left out.
+            if workload_entries.contains(&(ns.to_owned(), catalog::pod_workload_entry_name(name))) {
                 continue;
-            };
-            if let Some(doc) = catalog::workload_entry(pod) {
-                let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string());
-                files.insert(file_key("Pod", ns, name), text);
+            }
+            let version = pod.metadata.resource_version.clone();
+            if let Some(text) = self
+                .pod_docs
+                .get(ns, name, version, || catalog::workload_entry(pod))
+            {
+                files.insert(pod_file_key(ns, name), text);
             }
         }
+        self.pod_docs
+            .retain(&pod_index.keys().copied().collect::<HashSet<_>>());
         let slices = self.watched.slices.state();
         let by_service = slices_by_service(&slices);
-        for svc in self.watched.services.state() {
+        let services = self.watched.services.state();
+        let mut present = HashSet::new();
+        for svc in &services {
             let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
                 continue;
             };
+            present.insert((ns.as_str(), name.as_str()));
             let own = by_service
                 .get(&(ns.clone(), name.clone()))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            if let Some(doc) = service_entry(&svc, own, &pod_index) {
-                let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string());
+            let version = catalog::service_entry_versions(svc, own, &pod_index);
+            if let Some(text) = self
+                .service_docs
+                .get(ns, name, version, || service_entry(svc, own, &pod_index))
+            {
                 files.insert(file_key("Service", ns, name), text);
             }
         }
+        self.service_docs.retain(&present);
         files
     }
 
@@ -301,7 +384,8 @@ impl KubeSource {
         let view = self.sync.as_ref().map(|s| s.view(revision));
         let mut present = HashSet::new();
         let mut files = HashSet::new();
-        for (ar, store) in &self.watched.istio {
+        for k in self.watched.istio_present() {
+            let (ar, store) = (&k.ar, &k.store);
             for object in store.state() {
                 let (Some(ns), Some(name)) = (&object.metadata.namespace, &object.metadata.name)
                 else {

@@ -242,6 +242,11 @@ impl ControllerMetrics {
             "Failed API server list or watch requests by kind (retried after a backoff; an expired watch relists at once)",
             crate::kube_source::watch::restarts().clone(),
         );
+        registry.register(
+            "sluice_kube_kind_missing",
+            "1 per Istio kind whose CRD the API server does not serve (404 Not Found: not installed, or without the watched version): the kind counts as empty, and is watched again until it lists",
+            crate::kube_source::watch::missing().clone(),
+        );
         let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "sluice_jwks_fetches",

@@ -29,15 +29,41 @@ pub fn file_key(kind: &str, namespace: &str, name: &str) -> String {
     format!("k8s/{kind}/{namespace}/{name}")
 }
 
+/// The `files` key of the WorkloadEntry standing for Pod `name`:
+/// `k8s/pods/<namespace>/<name>`. Lowercase, it sorts after every kind's key
+/// (`k8s/WorkloadEntry/...` included): `Intake` keeps the first of two
+/// definitions of one object, so a user's WorkloadEntry would win even if
+/// one were named as a Pod's (the source also leaves such Pods out).
+pub fn pod_file_key(namespace: &str, name: &str) -> String {
+    format!("k8s/pods/{namespace}/{name}")
+}
+
+/// Name of the WorkloadEntry standing for Pod `name`.
+pub fn pod_workload_entry_name(name: &str) -> String {
+    format!("pod-{name}")
+}
+
+/// Longest object name (a DNS subdomain).
+const MAX_NAME: usize = 253;
+
+/// Longest label value.
+const MAX_LABEL_VALUE: usize = 63;
+
 /// Name of the ServiceEntry standing for Service `name`. Service names
 /// cannot contain dots, so this never collides with another Service's.
 pub fn service_entry_name(name: &str) -> String {
     format!("{name}.svc")
 }
 
+/// Annotations only the documents this source synthesizes may carry: on a
+/// user's object, [`KUBERNETES_SERVICE_ANNOTATION`] would claim a Kubernetes
+/// Service's precedence for any ServiceEntry. Dropped from Istio objects.
+const SYNTHETIC_ANNOTATIONS: [&str; 2] = [KUBERNETES_SERVICE_ANNOTATION, KUBERNETES_POD_ANNOTATION];
+
 /// An Istio object as the API server returned it, as a YAML document: type,
 /// identifying metadata and spec (status is ours, resourceVersion changes
-/// with every status write and means nothing to translation).
+/// with every status write and means nothing to translation). The
+/// annotations marking synthetic documents are left out.
 pub fn istio_document(object: &DynamicObject) -> Result<String, String> {
     let (api_version, kind) = match &object.types {
         Some(t) => (t.api_version.clone(), t.kind.clone()),
@@ -53,7 +79,9 @@ pub fn istio_document(object: &DynamicObject) -> Result<String, String> {
     insert(&mut metadata, "labels", &m.labels);
     let annotations = m.annotations.as_ref().map(|a| {
         a.iter()
-            .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+            .filter(|(k, _)| {
+                k.as_str() != LAST_APPLIED && !SYNTHETIC_ANNOTATIONS.contains(&k.as_str())
+            })
             .collect::<BTreeMap<_, _>>()
     });
     if let Some(a) = annotations.filter(|a| !a.is_empty()) {
@@ -231,6 +259,41 @@ pub fn service_entry(
     }))
 }
 
+/// What [`service_entry`] renders from, as resourceVersions: the Service's,
+/// each slice's (in the order given), and those of the Pods the slices'
+/// endpoints name (`-` for one not found). Equal lists render equal
+/// documents. `None` if an object has no resourceVersion.
+pub fn service_entry_versions(
+    service: &Service,
+    slices: &[&EndpointSlice],
+    pods: &PodIndex<'_>,
+) -> Option<Vec<String>> {
+    let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
+    let mut versions = vec![service.metadata.resource_version.clone()?];
+    for slice in slices {
+        let m = &slice.metadata;
+        versions.push(format!(
+            "slice {}/{} {}",
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default(),
+            m.resource_version.as_deref()?
+        ));
+        for r in slice.endpoints.iter().filter_map(|e| e.target_ref.as_ref()) {
+            if r.kind.as_deref() != Some("Pod") {
+                continue;
+            }
+            let ns = r.namespace.as_deref().unwrap_or(namespace);
+            let name = r.name.as_deref().unwrap_or_default();
+            let version = match pods.get(&(ns, name)) {
+                Some(pod) => pod.metadata.resource_version.as_deref()?,
+                None => "-",
+            };
+            versions.push(format!("pod {ns}/{name} {version}"));
+        }
+    }
+    Some(versions)
+}
+
 /// Annotation marking the WorkloadEntries that stand for Pods.
 pub const KUBERNETES_POD_ANNOTATION: &str = "sluice.io/kubernetes-pod";
 
@@ -238,9 +301,14 @@ pub const KUBERNETES_POD_ANNOTATION: &str = "sluice.io/kubernetes-pod";
 /// `workloadSelector`s to select: its IP, labels (with Istio's tlsMode and
 /// workload name when it runs a sidecar), service account. `None` unless the
 /// pod runs, is ready, has an IP and is not being deleted (istiod sends no
-/// traffic to such endpoints either).
+/// traffic to such endpoints either), and for a pod whose `pod-<name>` would
+/// be longer than an object name may be.
 pub fn workload_entry(pod: &Pod) -> Option<Value> {
     let name = pod.metadata.name.as_deref()?;
+    let we_name = pod_workload_entry_name(name);
+    if we_name.len() > MAX_NAME {
+        return None;
+    }
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     if pod.metadata.deletion_timestamp.is_some() {
         return None;
@@ -263,7 +331,7 @@ pub fn workload_entry(pod: &Pod) -> Option<Value> {
         "apiVersion": "networking.istio.io/v1",
         "kind": "WorkloadEntry",
         "metadata": {
-            "name": format!("pod-{name}"),
+            "name": we_name,
             "namespace": namespace,
             "annotations": {KUBERNETES_POD_ANNOTATION: "true"},
         },
@@ -286,8 +354,12 @@ fn endpoint(address: &str, ports: &BTreeMap<String, i32>, pod: Option<&Pod>) -> 
     {
         labels.insert(TLS_MODE_LABEL.into(), "istio".into());
     }
+    // A name longer than a label value may be is not injected (the label
+    // would make the whole document invalid): the catalog then names the
+    // workload after the WorkloadEntry or ServiceEntry.
     if !labels.contains_key(WORKLOAD_NAME_LABEL)
         && let Some(workload) = workload_name(&pod.metadata)
+        && workload.len() <= MAX_LABEL_VALUE
     {
         labels.insert(WORKLOAD_NAME_LABEL.into(), workload);
     }

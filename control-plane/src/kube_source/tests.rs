@@ -415,3 +415,208 @@ spec:
     assert_eq!(ep.workload, "reviews-v2");
     assert_eq!(ep.target_port(svc.port(80).unwrap()), 9080);
 }
+
+fn ingest(files: Vec<(String, String)>) -> crate::index::MeshIndex {
+    let files: BTreeMap<String, Result<String, String>> =
+        files.into_iter().map(|(k, v)| (k, Ok(v))).collect();
+    Intake::new().ingest(files, Instant::now(), &ControllerMetrics::new())
+}
+
+#[test]
+fn istio_document_drops_the_annotations_of_synthetic_documents() {
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {
+            "name": "reviews-claim", "namespace": "attacker",
+            "annotations": {
+                "sluice.io/kubernetes-service": "true",
+                "sluice.io/kubernetes-pod": "true",
+                "team": "a"
+            }
+        },
+        "spec": {
+            "hosts": ["reviews.shop.svc.cluster.local"],
+            "ports": [{"number": 9080, "name": "http", "protocol": "HTTP"}],
+            "resolution": "STATIC",
+            "endpoints": [{"address": "10.9.9.9"}]
+        }
+    }))
+    .unwrap();
+    let text = istio_document(&object).unwrap();
+    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(doc["metadata"]["annotations"], json!({"team": "a"}));
+    let mesh = ingest(vec![(
+        "k8s/ServiceEntry/attacker/reviews-claim".into(),
+        text,
+    )]);
+    let svc = &mesh.catalog.services["reviews.shop.svc.cluster.local"];
+    assert!(
+        !svc.kubernetes,
+        "a user's ServiceEntry is no Kubernetes Service"
+    );
+}
+
+#[test]
+fn user_workload_entry_wins_over_a_pods_of_the_same_name() {
+    let we = super::catalog::workload_entry(&running(pod("p1", true), "10.0.0.7", "True")).unwrap();
+    assert_eq!(we["metadata"]["name"], "pod-p1");
+    let user = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+                metadata: {name: pod-p1, namespace: shop}\n\
+                spec: {address: 10.1.1.1, labels: {app: mine}}\n";
+    let pod_key = super::catalog::pod_file_key("shop", "p1");
+    let user_key = super::catalog::file_key("WorkloadEntry", "shop", "pod-p1");
+    assert!(pod_key > user_key, "{pod_key} sorts after {user_key}");
+    let mesh = ingest(vec![
+        (pod_key.clone(), serde_yaml::to_string(&we).unwrap()),
+        (user_key, user.into()),
+    ]);
+    // The second definition is refused: the Pod's, not the user's.
+    assert_eq!(mesh.rejected.len(), 1, "{:?}", mesh.rejected);
+    assert_eq!(mesh.rejected[0].file, pod_key);
+    let se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+              metadata: {name: mine, namespace: shop}\n\
+              spec: {hosts: [mine.example], ports: [{number: 80, name: http}],\n\
+              resolution: STATIC, workloadSelector: {labels: {app: mine}}}\n";
+    let mesh = ingest(vec![
+        (pod_key, serde_yaml::to_string(&we).unwrap()),
+        (
+            super::catalog::file_key("WorkloadEntry", "shop", "pod-p1"),
+            user.into(),
+        ),
+        ("k8s/ServiceEntry/shop/mine".into(), se.into()),
+    ]);
+    let eps = &mesh.catalog.services["mine.example"].endpoints;
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].address, "10.1.1.1");
+}
+
+#[test]
+fn pod_whose_workload_entry_name_is_too_long_is_left_out() {
+    let longest = "p".repeat(249);
+    let p = running(pod(&longest, true), "10.0.0.7", "True");
+    assert!(
+        super::catalog::workload_entry(&p).is_some(),
+        "253 characters"
+    );
+    let p = running(pod(&"p".repeat(250), true), "10.0.0.7", "True");
+    assert!(
+        super::catalog::workload_entry(&p).is_none(),
+        "254 characters"
+    );
+}
+
+#[test]
+fn workload_name_longer_than_a_label_value_is_not_injected() {
+    let deployment = "d".repeat(64);
+    let mut p = running(pod("p1", true), "10.0.0.7", "True");
+    let owner = &mut p.metadata.owner_references.as_mut().unwrap()[0];
+    owner.name = format!("{deployment}-5d8f9c");
+    assert_eq!(
+        workload_name(&p.metadata).as_deref(),
+        Some(deployment.as_str())
+    );
+    let we = super::catalog::workload_entry(&p).unwrap();
+    assert!(
+        we["spec"]["labels"]
+            .get("service.istio.io/workload-name")
+            .is_none(),
+        "{we}"
+    );
+    let se = render(&[slice(Some(true), "10.0.0.7", "p1")], &[p]);
+    let ep = &se["spec"]["endpoints"][0];
+    assert!(ep["labels"].get("service.istio.io/workload-name").is_none());
+    // Both documents stay valid; the workload is named after the entry.
+    let mesh = ingest(vec![
+        (
+            super::catalog::pod_file_key("shop", "p1"),
+            serde_yaml::to_string(&we).unwrap(),
+        ),
+        (
+            "k8s/Service/shop/reviews".into(),
+            serde_yaml::to_string(&se).unwrap(),
+        ),
+    ]);
+    assert!(mesh.rejected.is_empty(), "{:?}", mesh.rejected);
+    let svc = &mesh.catalog.services["reviews.shop.svc.cluster.local"];
+    assert_eq!(svc.endpoints[0].workload, "reviews.svc-0");
+    // At 63 characters it still is.
+    let mut p = running(pod("p1", true), "10.0.0.7", "True");
+    let owner = &mut p.metadata.owner_references.as_mut().unwrap()[0];
+    owner.name = format!("{}-5d8f9c", "d".repeat(63));
+    let we = super::catalog::workload_entry(&p).unwrap();
+    assert_eq!(
+        we["spec"]["labels"]["service.istio.io/workload-name"],
+        "d".repeat(63)
+    );
+}
+
+#[test]
+fn rendered_documents_are_rendered_again_only_when_their_version_changes() {
+    let mut cache = super::Rendered::<String>::default();
+    let renders = std::cell::Cell::new(0);
+    let doc = || {
+        renders.set(renders.get() + 1);
+        Some(json!({"kind": "WorkloadEntry"}))
+    };
+    let first = cache.get("shop", "p1", Some("1".into()), doc);
+    assert!(matches!(first, Some(Ok(ref t)) if t.contains("WorkloadEntry")));
+    assert_eq!(cache.get("shop", "p1", Some("1".into()), doc), first);
+    assert_eq!(renders.get(), 1, "same resourceVersion: cached");
+    cache.get("shop", "p1", Some("2".into()), doc);
+    assert_eq!(renders.get(), 2, "changed: rendered again");
+    // An object standing for no document is cached too.
+    assert_eq!(cache.get("shop", "p2", Some("7".into()), || None), None);
+    assert_eq!(cache.get("shop", "p2", Some("7".into()), doc), None);
+    assert_eq!(renders.get(), 2);
+    // Without a version: always rendered.
+    cache.get("shop", "p3", None, doc);
+    cache.get("shop", "p3", None, doc);
+    assert_eq!(renders.get(), 4);
+    assert_eq!(cache.len(), 2);
+    cache.retain(&[("shop", "p1")].into_iter().collect());
+    assert_eq!(cache.len(), 1, "gone pods are forgotten");
+}
+
+#[test]
+fn service_entry_versions_change_with_the_service_its_slices_and_their_pods() {
+    let versioned = |mut p: Pod, v: &str| {
+        p.metadata.resource_version = Some(v.into());
+        p
+    };
+    let mut svc = service();
+    svc.metadata.resource_version = Some("10".into());
+    let mut s = slice(Some(true), "10.0.0.7", "p1");
+    s.metadata.resource_version = Some("20".into());
+    let versions = |svc: &Service, s: &EndpointSlice, pods: &[Pod]| {
+        let index: PodIndex<'_> = pods.iter().map(|p| (("shop", "p1"), p)).collect();
+        super::catalog::service_entry_versions(svc, &[s], &index)
+    };
+    let base = versions(&svc, &s, &[versioned(pod("p1", true), "30")]);
+    assert!(base.is_some());
+    assert_eq!(
+        versions(&svc, &s, &[versioned(pod("p1", true), "30")]),
+        base
+    );
+    assert_ne!(
+        versions(&svc, &s, &[versioned(pod("p1", true), "31")]),
+        base,
+        "pod changed"
+    );
+    assert_ne!(versions(&svc, &s, &[]), base, "pod gone");
+    let mut s2 = s.clone();
+    s2.metadata.resource_version = Some("21".into());
+    assert_ne!(
+        versions(&svc, &s2, &[versioned(pod("p1", true), "30")]),
+        base,
+        "slice changed"
+    );
+    let mut svc2 = svc.clone();
+    svc2.metadata.resource_version = Some("11".into());
+    assert_ne!(
+        versions(&svc2, &s, &[versioned(pod("p1", true), "30")]),
+        base,
+        "service changed"
+    );
+    assert_eq!(versions(&svc, &s, &[pod("p1", true)]), None, "no version");
+}

@@ -1,6 +1,11 @@
 //! One reflector (watch + local cache) per kind, each waking the source's
 //! loop on every change, and retrying with a backoff when the API server
 //! is away (counted in `sluice_kube_watch_restarts_total{kind}`).
+//!
+//! An Istio kind whose CRD is not installed (the API server answers 404 Not
+//! Found) has no objects: it counts as listed and empty, so the controller
+//! starts without it, and is shown in `sluice_kube_kind_missing{kind}`. Its
+//! watch keeps retrying, and lists the kind once the CRD is installed.
 
 use crate::crd::{
     AuthorizationPolicy, DestinationRule, EnvoyFilter, Gateway, PeerAuthentication,
@@ -18,6 +23,7 @@ use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -32,6 +38,126 @@ static RESTARTS: LazyLock<Family<KindLabels, Counter>> = LazyLock::new(Family::d
 /// resource version" in a row, relisted at once.
 pub fn restarts() -> &'static Family<KindLabels, Counter> {
     &RESTARTS
+}
+
+/// 1 per Istio kind whose CRD the API server does not serve (404 Not
+/// Found); process-wide for the same reason as [`restarts`].
+static MISSING: LazyLock<Family<KindLabels, Gauge>> = LazyLock::new(Family::default);
+
+/// Istio kinds whose CRD is not installed: 1 while the last list or watch
+/// request of the kind was answered 404 Not Found, 0 once it lists.
+pub fn missing() -> &'static Family<KindLabels, Gauge> {
+    &MISSING
+}
+
+/// The name of the CRD defining `ar`, e.g. `gateways.networking.istio.io`.
+pub fn crd_name(ar: &ApiResource) -> String {
+    format!("{}.{}", ar.plural, ar.group)
+}
+
+/// Whether `err` says the API server does not serve the kind at all (its CRD
+/// is not installed, or was deleted): a 404 Not Found, from the list, the
+/// watch request or the watch stream. Anything else (403 Forbidden, a
+/// timeout, a refused connection) says nothing about the kind's objects.
+pub(crate) fn is_not_found(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => {
+            matches!(e, kube::Error::Api(status) if status.code == 404)
+        }
+        watcher::Error::WatchError(status) => status.code == 404,
+        watcher::Error::NoResourceVersion => false,
+    }
+}
+
+/// Whether an Istio kind's CRD is missing, as its watch last found: set by
+/// the watch task, read by [`Watched::wait_synced`] and the source (which
+/// then ignores whatever the kind's cache still holds).
+#[derive(Clone, Debug)]
+pub struct Presence {
+    missing: Arc<tokio::sync::watch::Sender<bool>>,
+    gauge: Gauge,
+    kind: String,
+    crd: String,
+    group_version: String,
+    version: String,
+    plural: String,
+}
+
+impl Presence {
+    /// The kind `ar`, not known to be missing (its gauge shows 0).
+    pub fn new(ar: &ApiResource) -> Self {
+        let gauge = MISSING
+            .get_or_create(&KindLabels {
+                kind: ar.kind.clone(),
+            })
+            .clone();
+        gauge.set(0);
+        Self {
+            missing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            gauge,
+            kind: ar.kind.clone(),
+            crd: crd_name(ar),
+            group_version: ar.api_version.clone(),
+            version: ar.version.clone(),
+            plural: ar.plural.clone(),
+        }
+    }
+
+    /// Whether the CRD was missing at the last request.
+    pub fn is_missing(&self) -> bool {
+        *self.missing.borrow()
+    }
+
+    /// The API server answered 404: warns (once per disappearance) and
+    /// returns whether this is news.
+    pub(crate) fn absent(&self) -> bool {
+        let news = self
+            .missing
+            .send_if_modified(|m| !std::mem::replace(m, true));
+        if news {
+            self.gauge.set(1);
+            tracing::warn!(
+                kind = %self.kind,
+                "the API server does not serve {} of {} (CRD {} not installed, or without version {}): no {} can exist, so the configuration is built without any; install it from crds/ (the watch retries, and picks the kind up within 30 s of its CRD)",
+                self.plural,
+                self.group_version,
+                self.crd,
+                self.version,
+                self.kind,
+            );
+        }
+        news
+    }
+
+    /// The kind listed or changed: its CRD is there.
+    pub(crate) fn present(&self) {
+        if self
+            .missing
+            .send_if_modified(|m| std::mem::replace(m, false))
+        {
+            self.gauge.set(0);
+            tracing::info!(kind = %self.kind, "CRD {} is installed: watching it", self.crd);
+        }
+    }
+
+    /// Returns once the CRD is known to be missing.
+    async fn until_missing(&self) {
+        let mut rx = self.missing.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail here.
+        let _ = rx.wait_for(|m| *m).await;
+    }
+}
+
+/// One Istio kind's cache.
+pub struct IstioKind {
+    /// The kind.
+    pub ar: ApiResource,
+    /// Its objects (stale, to be ignored, while the CRD is missing).
+    pub store: Store<DynamicObject>,
+    /// Whether its CRD is installed.
+    pub presence: Presence,
 }
 
 /// The API resource of every Istio/Sluice kind, at the version its CRD stores.
@@ -101,7 +227,7 @@ impl Changes {
 /// Caches of everything the controller reads from the API server.
 pub struct Watched {
     /// Istio/Sluice objects, one store per kind.
-    pub istio: Vec<(ApiResource, Store<DynamicObject>)>,
+    pub istio: Vec<IstioKind>,
     /// Kubernetes Services.
     pub services: Store<Service>,
     /// EndpointSlices.
@@ -135,8 +261,19 @@ impl Watched {
             let writer = Writer::<DynamicObject>::new(ar.clone());
             let store = writer.as_reader();
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            tasks.push(spawn(ar.kind.clone(), api, writer, changes.clone()));
-            istio.push((ar, store));
+            let presence = Presence::new(&ar);
+            tasks.push(spawn(
+                ar.kind.clone(),
+                api,
+                writer,
+                changes.clone(),
+                Some(presence.clone()),
+            ));
+            istio.push(IstioKind {
+                ar,
+                store,
+                presence,
+            });
         }
         let (services, writer) = reflector::store();
         tasks.push(spawn(
@@ -144,6 +281,7 @@ impl Watched {
             Api::all(client.clone()),
             writer,
             changes.clone(),
+            None,
         ));
         let (slices, writer) = reflector::store();
         tasks.push(spawn(
@@ -151,6 +289,7 @@ impl Watched {
             Api::all(client.clone()),
             writer,
             changes.clone(),
+            None,
         ));
         let (pods, writer) = reflector::store();
         tasks.push(spawn(
@@ -158,6 +297,7 @@ impl Watched {
             Api::all(client.clone()),
             writer,
             changes.clone(),
+            None,
         ));
         Self {
             istio,
@@ -169,45 +309,81 @@ impl Watched {
         }
     }
 
-    /// Waits until every cache holds a full list, naming the kinds still
-    /// missing every `every` (a kind whose CRD is not installed never syncs).
+    /// The Istio kinds whose CRD is installed (as far as their watches
+    /// know): the caches of the others are ignored.
+    pub fn istio_present(&self) -> impl Iterator<Item = &IstioKind> {
+        self.istio.iter().filter(|k| !k.presence.is_missing())
+    }
+
+    /// Waits until every cache holds a full list, or (Istio kinds) its CRD
+    /// is known not to be installed, naming the kinds still waited for
+    /// every `every`. A kind the controller may not list (403) is waited for.
     pub async fn wait_synced(&self, every: Duration) {
         loop {
-            let mut missing = Vec::new();
-            for (ar, store) in &self.istio {
-                if !ready(store, every).await {
-                    missing.push(ar.kind.clone());
+            let mut waiting = Vec::new();
+            for k in &self.istio {
+                if !synced(&k.store, Some(&k.presence), every).await {
+                    waiting.push(k.ar.kind.clone());
                 }
             }
-            if !ready(&self.services, every).await {
-                missing.push("Service".into());
+            if !synced(&self.services, None, every).await {
+                waiting.push("Service".into());
             }
-            if !ready(&self.slices, every).await {
-                missing.push("EndpointSlice".into());
+            if !synced(&self.slices, None, every).await {
+                waiting.push("EndpointSlice".into());
             }
-            if !ready(&self.pods, every).await {
-                missing.push("Pod".into());
+            if !synced(&self.pods, None, every).await {
+                waiting.push("Pod".into());
             }
-            if missing.is_empty() {
+            if waiting.is_empty() {
+                let missing: Vec<String> = self
+                    .istio
+                    .iter()
+                    .filter(|k| k.presence.is_missing())
+                    .map(|k| crd_name(&k.ar))
+                    .collect();
+                if !missing.is_empty() {
+                    tracing::warn!(
+                        "starting without the CRDs {} (not installed: their kinds have no objects until they are)",
+                        missing.join(", ")
+                    );
+                }
                 return;
             }
             tracing::warn!(
-                "waiting for the API server's lists of {} (are the CRDs in crds/ installed, and may the controller list them?)",
-                missing.join(", ")
+                "waiting for the API server's lists of {} (may the controller list them? see `sluice_kube_watch_restarts_total` and the watch errors above)",
+                waiting.join(", ")
             );
         }
     }
 }
 
-async fn ready<K>(store: &Store<K>, wait: Duration) -> bool
+/// Whether `store` holds a full list, or `presence` says its CRD is missing,
+/// within `wait`.
+pub(crate) async fn synced<K>(store: &Store<K>, presence: Option<&Presence>, wait: Duration) -> bool
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    matches!(
-        tokio::time::timeout(wait, store.wait_until_ready()).await,
-        Ok(Ok(()))
-    )
+    let listed = async {
+        // Err: the writer is gone (the task ended); not listed, ever.
+        if store.wait_until_ready().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let absent = async {
+        match presence {
+            Some(p) => p.until_missing().await,
+            None => std::future::pending().await,
+        }
+    };
+    let either = async {
+        tokio::select! {
+            () = listed => {}
+            () = absent => {}
+        }
+    };
+    tokio::time::timeout(wait, either).await.is_ok()
 }
 
 fn spawn<K>(
@@ -215,6 +391,7 @@ fn spawn<K>(
     api: Api<K>,
     writer: Writer<K>,
     changes: Arc<Changes>,
+    presence: Option<Presence>,
 ) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource
@@ -241,14 +418,29 @@ where
         let mut retry = Retry::new(watcher::DefaultBackoff::default());
         while let Some(event) = stream.next().await {
             match event {
+                // A (re)list starts: no request has succeeded yet (it comes
+                // before every retried list), and no cache changes.
+                Ok(watcher::Event::Init) => {}
                 Ok(_) => {
                     retry.succeeded();
+                    if let Some(p) = &presence {
+                        p.present();
+                    }
                     changes.signal();
                 }
                 Err(e) => {
                     restarts.inc();
                     let pause = retry.failed(&e);
-                    tracing::warn!(%kind, ?pause, "watch failed (retrying): {e}");
+                    match &presence {
+                        Some(p) if is_not_found(&e) => {
+                            // The source ignores this kind's cache from now on.
+                            if p.absent() {
+                                changes.signal();
+                            }
+                            tracing::debug!(%kind, ?pause, "CRD not installed (retrying): {e}");
+                        }
+                        _ => tracing::warn!(%kind, ?pause, "watch failed (retrying): {e}"),
+                    }
                     if let Some(pause) = pause {
                         tokio::time::sleep(pause).await;
                     }
