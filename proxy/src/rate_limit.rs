@@ -42,6 +42,9 @@ pub struct RateLimit {
     pub enforced_percent: f64,
     pub callers: Callers,
     pub ports: Vec<u16>,
+    /// Whether answers carry `x-ratelimit-*` (`RateLimitPolicy` always;
+    /// an EnvoyFilter's limit only with `enable_x_ratelimit_headers`).
+    pub x_ratelimit_headers: bool,
     #[serde(skip)]
     shared: Arc<TokenBucket>,
     #[serde(skip)]
@@ -113,6 +116,7 @@ impl RateLimit {
             enforced_percent,
             callers,
             ports,
+            x_ratelimit_headers: true,
             shared,
             per_caller: Arc::default(),
         }
@@ -189,6 +193,9 @@ impl RateLimit {
     /// `x-ratelimit-*` headers for `d`, as Envoy's local rate limit sends
     /// them: the bucket size, the tokens left, and seconds until the next fill.
     pub fn headers(&self, d: Decision, headers: &mut http::HeaderMap) {
+        if !self.x_ratelimit_headers {
+            return;
+        }
         let limit = self.max_tokens.to_string();
         let reset = d.reset.as_millis().div_ceil(1000) as u64;
         let pairs = [

@@ -1078,6 +1078,10 @@ pub struct RateLimit {
     /// Only requests to these application ports; empty = all.
     #[prost(uint32, repeated, tag = "10")]
     pub ports: ::prost::alloc::vec::Vec<u32>,
+    /// x-ratelimit-limit / -remaining / -reset on answers the limit covers
+    /// (Envoy's enable_x_ratelimit_headers; off unless asked for).
+    #[prost(bool, tag = "11")]
+    pub x_ratelimit_headers: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct InboundPort {

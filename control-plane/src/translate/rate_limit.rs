@@ -82,6 +82,7 @@ pub(crate) fn inbound_rate_limits(view: &View<'_>) -> Vec<pb::RateLimit> {
                 source_principals: Vec::new(),
                 stat_prefix: limit.stat_prefix.clone().unwrap_or_default(),
                 ports: Vec::new(),
+                x_ratelimit_headers: limit.x_ratelimit_headers,
             });
         }
     }
@@ -109,6 +110,8 @@ pub(crate) fn inbound_rate_limits(view: &View<'_>) -> Vec<pb::RateLimit> {
                 .collect(),
             stat_prefix: String::new(),
             ports: Vec::new(),
+            // Sluice's own policy always reports its bucket.
+            x_ratelimit_headers: true,
         });
     }
     out

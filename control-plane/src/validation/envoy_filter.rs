@@ -87,6 +87,9 @@ pub struct LocalRateLimit {
     pub enforced_percent: f64,
     /// `stat_prefix` of the filter, when given.
     pub stat_prefix: Option<String>,
+    /// `enable_x_ratelimit_headers: DRAFT_VERSION_03`: answers carry the
+    /// `x-ratelimit-*` headers (Envoy sends none by default).
+    pub x_ratelimit_headers: bool,
 }
 
 impl Validate for EnvoyFilterSpec {
@@ -452,6 +455,24 @@ fn read_config(
     let enforced_percent = fraction(config, path, "filter_enforced", "filterEnforced")?;
     let stat_prefix = field(config, "stat_prefix", "statPrefix")
         .and_then(|(v, _)| v.as_str().map(str::to_string));
+    // Envoy: `OFF` (the default) or `DRAFT_VERSION_03`.
+    let x_ratelimit_headers = match field(
+        config,
+        "enable_x_ratelimit_headers",
+        "enableXRatelimitHeaders",
+    ) {
+        None => false,
+        Some((v, key)) => match v.as_str() {
+            Some("OFF") => false,
+            Some("DRAFT_VERSION_03") => true,
+            _ => {
+                return Err(FieldError::new(
+                    format!("{path}.{key}"),
+                    "must be OFF or DRAFT_VERSION_03",
+                ));
+            }
+        },
+    };
     Ok(LocalRateLimit {
         context,
         max_tokens,
@@ -460,6 +481,7 @@ fn read_config(
         enabled_percent,
         enforced_percent,
         stat_prefix,
+        x_ratelimit_headers,
     })
 }
 

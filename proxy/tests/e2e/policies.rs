@@ -436,6 +436,7 @@ fn limit(fill_interval_ms: u64) -> pb::RateLimit {
         fill_interval_ms,
         enabled_percent: 100.0,
         enforced_percent: 100.0,
+        x_ratelimit_headers: true,
         ..Default::default()
     }
 }

@@ -46,6 +46,8 @@ fn local_rate_limit_seed_filter_is_read() {
             enabled_percent: 100.0,
             enforced_percent: 100.0,
             stat_prefix: Some("http_local_rate_limiter".into()),
+            // The seed does not ask for Envoy's x-ratelimit-* headers.
+            x_ratelimit_headers: false,
         }
     );
 }
@@ -387,4 +389,24 @@ fn remove_needs_no_value_and_well_formed_gateway_patches_stay_inert() {
             "{patch}: {warned:?}"
         );
     }
+}
+
+#[test]
+fn local_rate_limit_x_ratelimit_headers_follow_envoys_option() {
+    let with = |v: &str| {
+        filter(&bucket(&format!(
+            "token_bucket: {{max_tokens: 5, fill_interval: 1s}}, enable_x_ratelimit_headers: {v}"
+        )))
+    };
+    let on = local_rate_limit(&with("DRAFT_VERSION_03"))
+        .unwrap()
+        .unwrap();
+    assert!(on.x_ratelimit_headers);
+    let off = local_rate_limit(&with("OFF")).unwrap().unwrap();
+    assert!(!off.x_ratelimit_headers);
+    let bad = local_rate_limit(&with("V4")).unwrap_err().to_string();
+    assert!(
+        bad.ends_with("enable_x_ratelimit_headers: must be OFF or DRAFT_VERSION_03"),
+        "{bad}"
+    );
 }

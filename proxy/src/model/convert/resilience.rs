@@ -144,7 +144,7 @@ fn rate_limit(r: &pb::RateLimit) -> Result<RateLimit, InvalidConfig> {
         let bare = |p: &String| p.strip_prefix("spiffe://").unwrap_or(p).to_owned();
         Callers::Listed(r.source_principals.iter().map(bare).collect())
     };
-    Ok(RateLimit::new(
+    let mut limit = RateLimit::new(
         Text::from(r.name.as_str()),
         r.max_tokens,
         r.tokens_per_fill,
@@ -157,7 +157,9 @@ fn rate_limit(r: &pb::RateLimit) -> Result<RateLimit, InvalidConfig> {
             .iter()
             .map(|p| port(&item, *p))
             .collect::<Result<_, _>>()?,
-    ))
+    );
+    limit.x_ratelimit_headers = r.x_ratelimit_headers;
+    Ok(limit)
 }
 
 pub(super) fn rate_limits(list: &[pb::RateLimit]) -> Result<Vec<RateLimit>, InvalidConfig> {
