@@ -61,7 +61,7 @@ async fn certificates_rotating_every_2s_under_load_no_errors() {
             .await,
         );
     }
-    let report = load.finish().await;
+    let report = load.finish_after(500).await;
     let after = issued("success").await;
     let failed = issued("failure").await;
     let mut handshake_failures = 0.0;

@@ -75,7 +75,7 @@ async fn config_churn_100_per_second_under_load_no_errors_and_flat_memory() {
             .unwrap();
     }
     let churn_revision = sync::fetch(metrics_addr).await.unwrap().revision;
-    let report = load.finish().await;
+    let report = load.finish_after(500).await;
     let series = sampler.finish().await;
 
     // The last change wins once the churn stops (it ended on v2 = 100).

@@ -52,7 +52,7 @@ async fn controller_killed_under_load_proxies_keep_serving_and_resync_on_return(
     assert_eq!(changed.status, Some(418), "{:?}", changed.error);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let report = load.finish().await;
+    let report = load.finish_after(100).await;
     report.assert_all_ok(100);
     assert!(
         during >= 100 && report.ok() > during,

@@ -84,6 +84,18 @@ impl Load {
         self.records.lock().unwrap().len()
     }
 
+    /// Keeps the load running until at least `min` requests have finished (or a minute has
+    /// passed), then stops it as [`Load::finish`] does. On a busy machine a fault window holds
+    /// fewer requests than planned; the extra requests after the fault still must succeed, and
+    /// [`Report::assert_all_ok`] still fails if the load stalled.
+    pub async fn finish_after(self, min: usize) -> Report {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.count() < min && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.finish().await
+    }
+
     /// Stops the workers, waits for their last request and returns every record.
     pub async fn finish(self) -> Report {
         self.stop.store(true, Ordering::Relaxed);

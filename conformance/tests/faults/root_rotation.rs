@@ -178,7 +178,7 @@ async fn root_rotated_in_three_steps_under_load_no_errors() {
     std::fs::remove_file(ca.join("extra-roots.pem")).unwrap();
     restart_and_renew(&mut mesh, &stats).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let report = load.finish().await;
+    let report = load.finish_after(300).await;
     drop(old_key);
     // Pooled connections between sidecars may predate the last step: a restarted client
     // sidecar must handshake afresh, with only the new root on both sides.

@@ -115,7 +115,7 @@ async fn backend_sidecar_restarted_under_load_retries_hide_it_and_it_serves_agai
     mesh.restart_sidecar(v1).await.unwrap();
     let ready_at = load.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let report = load.finish().await;
+    let report = load.finish_after(300).await;
 
     let v1_after = report
         .records

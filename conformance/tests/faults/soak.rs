@@ -36,7 +36,7 @@ async fn soak_steady_load_memory_and_descriptors_stay_flat() {
     let sampler = Sampler::start(targets, Duration::from_secs(1));
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let series = sampler.finish().await;
-    let report = load.finish().await;
+    let report = load.finish_after(seconds as usize * 50).await;
 
     eprintln!(
         "soak: {seconds} s, {} requests, slowest {:?}",
