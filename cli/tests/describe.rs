@@ -319,6 +319,11 @@ fn describe_pod_lists_policies_modes_and_tls_conflict() {
         w["rate_limits"][0]["name"],
         "default/EnvoyFilter/rate-limit-filter"
     );
+    // The seed inserts it at the front of the chain.
+    assert_eq!(
+        w["rate_limits"][0]["runs"],
+        "before authentication and authorization"
+    );
     assert_eq!(
         keys(&w["telemetry"]["objects"], "object"),
         ["Telemetry istio-system/mesh-default"]

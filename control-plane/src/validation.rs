@@ -16,7 +16,9 @@ mod virtual_service;
 mod warnings;
 
 pub use duration::parse_duration;
-pub use envoy_filter::{LocalRateLimit, PatchContext, local_rate_limit, local_rate_limits};
+pub use envoy_filter::{
+    LimitStage, LocalRateLimit, PatchContext, local_rate_limit, local_rate_limits,
+};
 pub(crate) use field::host_subset_of;
 pub(crate) use sidecar::default_endpoint;
 pub use warnings::warnings;

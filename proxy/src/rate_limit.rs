@@ -30,6 +30,18 @@ pub enum Callers {
     Listed(Vec<String>),
 }
 
+/// Which inbound check a limit runs before, in the order a request meets them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Stage {
+    /// Before JWT authentication and authorization.
+    BeforeAuthentication,
+    /// After JWT authentication, before authorization.
+    BeforeAuthorization,
+    /// After authorization (refused requests never reach it).
+    #[default]
+    AfterAuthorization,
+}
+
 /// One token-bucket limit on the inbound.
 #[derive(Debug, Serialize)]
 pub struct RateLimit {
@@ -45,6 +57,8 @@ pub struct RateLimit {
     /// Whether answers carry `x-ratelimit-*` (`RateLimitPolicy` always;
     /// an EnvoyFilter's limit only with `enable_x_ratelimit_headers`).
     pub x_ratelimit_headers: bool,
+    /// Where among the inbound checks it runs.
+    pub stage: Stage,
     #[serde(skip)]
     shared: Arc<TokenBucket>,
     #[serde(skip)]
@@ -117,6 +131,7 @@ impl RateLimit {
             callers,
             ports,
             x_ratelimit_headers: true,
+            stage: Stage::default(),
             shared,
             per_caller: Arc::default(),
         }
@@ -219,9 +234,11 @@ pub enum Gate<'a> {
     Refuse(&'a RateLimit, Decision),
 }
 
-/// Runs `limits` in order for a request to application `port` from `principal`.
+/// Runs the limits of `stage` in order for a request to application `port`
+/// from `principal`.
 pub fn gate<'a>(
     limits: &'a [RateLimit],
+    stage: Stage,
     port: Option<u16>,
     req: &RequestView<'_>,
     principal: &str,
@@ -229,7 +246,7 @@ pub fn gate<'a>(
 ) -> Gate<'a> {
     let mut shown = None;
     for limit in limits {
-        if !limit.covers(port, req, principal) {
+        if limit.stage != stage || !limit.covers(port, req, principal) {
             continue;
         }
         let Some(verdict) = limit.check(principal) else {

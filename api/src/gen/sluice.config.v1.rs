@@ -1082,6 +1082,12 @@ pub struct RateLimit {
     /// (Envoy's enable_x_ratelimit_headers; off unless asked for).
     #[prost(bool, tag = "11")]
     pub x_ratelimit_headers: bool,
+    /// Where in the inbound request's checks the limit runs: an EnvoyFilter
+    /// inserted at the front of Envoy's inbound HTTP filters (the seed's
+    /// INSERT_BEFORE without a subFilter) runs before JWT authentication and
+    /// authorization, so refused requests spend tokens too.
+    #[prost(enumeration = "RateLimitStage", tag = "12")]
+    pub stage: i32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct InboundPort {
@@ -1515,6 +1521,40 @@ impl Protocol {
             "HTTP2" => Some(Self::Http2),
             "GRPC" => Some(Self::Grpc),
             "TCP" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+/// The check a rate limit runs before, in the order an inbound request meets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RateLimitStage {
+    /// After authentication and authorization (RateLimitPolicy; an EnvoyFilter
+    /// inserted next to the router).
+    AfterAuthorization = 0,
+    /// After request (JWT) authentication, before authorization.
+    BeforeAuthorization = 1,
+    /// Before request authentication and authorization.
+    BeforeAuthentication = 2,
+}
+impl RateLimitStage {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::AfterAuthorization => "RATE_LIMIT_STAGE_AFTER_AUTHORIZATION",
+            Self::BeforeAuthorization => "RATE_LIMIT_STAGE_BEFORE_AUTHORIZATION",
+            Self::BeforeAuthentication => "RATE_LIMIT_STAGE_BEFORE_AUTHENTICATION",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "RATE_LIMIT_STAGE_AFTER_AUTHORIZATION" => Some(Self::AfterAuthorization),
+            "RATE_LIMIT_STAGE_BEFORE_AUTHORIZATION" => Some(Self::BeforeAuthorization),
+            "RATE_LIMIT_STAGE_BEFORE_AUTHENTICATION" => Some(Self::BeforeAuthentication),
             _ => None,
         }
     }

@@ -174,7 +174,8 @@ pub async fn run(mesh: &LocalMesh, collector: &Collector) -> anyhow::Result<bool
     }
 
     // 5. Authorization: the seed's policy refuses an orders call without
-    //    x-api-key with 403 before it reaches the app (or the token bucket).
+    //    x-api-key with 403 before it reaches the app (after the token
+    //    bucket, which the seed inserts at the front of the chain).
     let denied_class = &CLASSES[4];
     let outcomes = send_many(&call(outbound, denied_class), 10, 2).await;
     let denied = outcomes

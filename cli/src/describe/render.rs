@@ -258,8 +258,8 @@ fn workload(out: &mut String, w: &WorkloadView) {
     for rl in &w.rate_limits {
         let _ = writeln!(
             out,
-            "   Rate limit: {} ({} tokens, +{} every {} ms)",
-            rl.name, rl.max_tokens, rl.tokens_per_fill, rl.fill_interval_ms
+            "   Rate limit: {} ({} tokens, +{} every {} ms; {})",
+            rl.name, rl.max_tokens, rl.tokens_per_fill, rl.fill_interval_ms, rl.runs
         );
     }
     let _ = writeln!(out, "   Telemetry: {}", w.telemetry.effective);

@@ -142,6 +142,8 @@ pub struct RateLimitView {
     pub tokens_per_fill: u32,
     /// Fill interval.
     pub fill_interval_ms: u64,
+    /// Which inbound checks it runs before.
+    pub runs: &'static str,
 }
 
 /// Telemetry objects in scope and the settings in force.
@@ -514,6 +516,14 @@ pub fn workload_view(mesh: &Mesh, instance: &Instance, config: &pb::ProxyConfig)
             max_tokens: r.max_tokens,
             tokens_per_fill: r.tokens_per_fill,
             fill_interval_ms: r.fill_interval_ms,
+            runs: match pb::RateLimitStage::try_from(r.stage) {
+                Ok(pb::RateLimitStage::BeforeAuthentication) => {
+                    "before authentication and authorization"
+                }
+                Ok(pb::RateLimitStage::BeforeAuthorization) => "before authorization",
+                Ok(pb::RateLimitStage::AfterAuthorization) => "after authorization",
+                Err(_) => "at an unknown stage",
+            },
         })
         .collect();
     WorkloadView {

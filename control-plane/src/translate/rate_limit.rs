@@ -7,7 +7,7 @@ use crate::crd::parse_duration;
 use crate::crd::{RateLimitMatch, StringMatch};
 use crate::resource::Resource;
 use crate::services::labels_match;
-use crate::validation::{PatchContext, local_rate_limits};
+use crate::validation::{LimitStage, PatchContext, local_rate_limits};
 use sluice_api::config as pb;
 
 /// Rate limits applied to requests arriving at this proxy, EnvoyFilters
@@ -83,6 +83,7 @@ pub(crate) fn inbound_rate_limits(view: &View<'_>) -> Vec<pb::RateLimit> {
                 stat_prefix: limit.stat_prefix.clone().unwrap_or_default(),
                 ports: Vec::new(),
                 x_ratelimit_headers: limit.x_ratelimit_headers,
+                stage: stage(limit.stage).into(),
             });
         }
     }
@@ -112,9 +113,18 @@ pub(crate) fn inbound_rate_limits(view: &View<'_>) -> Vec<pb::RateLimit> {
             ports: Vec::new(),
             // Sluice's own policy always reports its bucket.
             x_ratelimit_headers: true,
+            stage: pb::RateLimitStage::AfterAuthorization.into(),
         });
     }
     out
+}
+
+fn stage(s: LimitStage) -> pb::RateLimitStage {
+    match s {
+        LimitStage::AfterAuthorization => pb::RateLimitStage::AfterAuthorization,
+        LimitStage::BeforeAuthorization => pb::RateLimitStage::BeforeAuthorization,
+        LimitStage::BeforeAuthentication => pb::RateLimitStage::BeforeAuthentication,
+    }
 }
 
 fn route_match(m: &RateLimitMatch) -> pb::RouteMatch {

@@ -68,6 +68,48 @@ pub enum PatchContext {
     Any,
 }
 
+/// Where an inserted filter lands among the HTTP filters istiod generates for
+/// a sidecar's inbound (`istio.metadata_exchange`, `envoy.filters.http.jwt_authn`,
+/// `istio_authn`, `envoy.filters.http.rbac`, then stats, the router), as far as
+/// it decides which requests the limit sees.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum LimitStage {
+    /// After authorization: requests refused by a policy never reach it.
+    #[default]
+    AfterAuthorization,
+    /// After JWT authentication, before authorization.
+    BeforeAuthorization,
+    /// Before JWT authentication and authorization: every request spends a token.
+    BeforeAuthentication,
+}
+
+impl LimitStage {
+    /// The stage of a filter inserted with `operation` next to `sub_filter`.
+    /// Istio puts `INSERT_FIRST` and an `INSERT_BEFORE` without a subFilter
+    /// at the front of the chain, `ADD` and an `INSERT_AFTER` without one at
+    /// the end.
+    fn of(operation: &str, sub_filter: Option<&str>) -> Self {
+        const METADATA: &str = "istio.metadata_exchange";
+        const JWT: &[&str] = &["envoy.filters.http.jwt_authn", "envoy.jwt_authn"];
+        const AUTHN: &str = "istio_authn";
+        const RBAC: &[&str] = &["envoy.filters.http.rbac", "envoy.rbac"];
+        match (operation, sub_filter) {
+            ("INSERT_FIRST", _) | ("INSERT_BEFORE", None) => Self::BeforeAuthentication,
+            ("INSERT_BEFORE", Some(f)) if f == METADATA || JWT.contains(&f) => {
+                Self::BeforeAuthentication
+            }
+            ("INSERT_BEFORE", Some(f)) if f == AUTHN || RBAC.contains(&f) => {
+                Self::BeforeAuthorization
+            }
+            ("INSERT_AFTER", Some(f)) if f == METADATA => Self::BeforeAuthentication,
+            ("INSERT_AFTER", Some(f)) if f == AUTHN || JWT.contains(&f) => {
+                Self::BeforeAuthorization
+            }
+            _ => Self::AfterAuthorization,
+        }
+    }
+}
+
 /// A local (per proxy) token bucket read from an EnvoyFilter patch.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LocalRateLimit {
@@ -90,6 +132,8 @@ pub struct LocalRateLimit {
     /// `enable_x_ratelimit_headers: DRAFT_VERSION_03`: answers carry the
     /// `x-ratelimit-*` headers (Envoy sends none by default).
     pub x_ratelimit_headers: bool,
+    /// Which inbound checks run before it.
+    pub stage: LimitStage,
 }
 
 impl Validate for EnvoyFilterSpec {
@@ -374,7 +418,15 @@ fn read_patch(
     }
     let value_path = format!("{path}.patch.value");
     let (config, config_path) = typed_config(value, &value_path)?;
-    read_config(config, &config_path, context).map(Some)
+    let sub_filter = m
+        .listener
+        .as_ref()
+        .and_then(|l| l.filter_chain.as_ref())
+        .and_then(|c| c.filter.as_ref())
+        .and_then(|f| f.sub_filter.as_ref())
+        .and_then(|f| f.name.as_deref());
+    let stage = LimitStage::of(operation, sub_filter);
+    read_config(config, &config_path, context).map(|limit| Some(LocalRateLimit { stage, ..limit }))
 }
 
 /// Finds the LocalRateLimit config, directly typed or inside a TypedStruct.
@@ -482,6 +534,7 @@ fn read_config(
         enforced_percent,
         stat_prefix,
         x_ratelimit_headers,
+        stage: LimitStage::default(),
     })
 }
 

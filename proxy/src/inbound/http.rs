@@ -19,7 +19,7 @@ use crate::matching::{RequestView, port_of};
 use crate::metrics::{Side, TagFacts};
 use crate::model::{Protocol, Text, WorkloadMeta};
 use crate::path_normalization;
-use crate::rate_limit::{self, Gate};
+use crate::rate_limit::{self, Gate, Stage};
 use crate::report::Report;
 use crate::source_meta;
 use crate::state::Shared;
@@ -181,6 +181,61 @@ fn jwt_refused(failure: jwt::Failure, host: &str, path: &str) -> Response<Body> 
 
 /// A CORS preflight, which request authentication lets through (Istio sets
 /// `bypass_cors_preflight`): the browser sends it without credentials.
+/// Runs the rate limits of `stage` for a request to `target_port` from
+/// `principal`: the 429 answer when one refuses it; otherwise the first
+/// covering limit's headers are kept in `shown` for the answer, unless an
+/// earlier stage kept some.
+#[allow(clippy::too_many_arguments)]
+fn run_limits(
+    running: &crate::model::Running,
+    stage: Stage,
+    target_port: u16,
+    parts: &http::request::Parts,
+    authority: Option<&str>,
+    principal: &str,
+    m: &crate::metrics::Metrics,
+    shown: &mut Option<HeaderMap>,
+) -> Option<Response<Body>> {
+    let limits = &running.config.rate_limits;
+    if limits.is_empty() {
+        return None;
+    }
+    let view = RequestView {
+        method: parts.method.as_str(),
+        scheme: parts.uri.scheme_str().unwrap_or("http"),
+        authority: authority.unwrap_or(""),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+    };
+    match rate_limit::gate(
+        limits,
+        stage,
+        Some(target_port),
+        &view,
+        principal,
+        &m.resilience,
+    ) {
+        Gate::Refuse(limit, d) => Some(rate_limit::refused(limit, d)),
+        Gate::Pass(Some((limit, d))) if shown.is_none() => {
+            let mut headers = HeaderMap::new();
+            limit.headers(d, &mut headers);
+            *shown = Some(headers);
+            None
+        }
+        Gate::Pass(_) => None,
+    }
+}
+
+/// An answer with the headers of the rate limit that let the request through,
+/// as a limit earlier in Envoy's filter chain adds them to every answer.
+fn with_limit(mut resp: Response<Body>, shown: Option<HeaderMap>) -> Response<Body> {
+    if let Some(headers) = shown {
+        resp.headers_mut().extend(headers);
+    }
+    resp
+}
+
 fn cors_preflight(parts: &http::request::Parts) -> bool {
     parts.method == http::Method::OPTIONS
         && parts.headers.contains_key(http::header::ORIGIN)
@@ -323,6 +378,7 @@ async fn serve(
     let app_port = port.map_or(target_port, |p| p.app_port);
     let app = SocketAddr::new(shared.settings.app_ip, app_port);
     let routed = || Outcome::inbound(port, target_port, app);
+    let mut shown_limit = None;
     if let Some(r) = &running {
         let policy = &r.config.security;
         // The port may have become STRICT after this plaintext connection was
@@ -340,6 +396,25 @@ async fn serve(
             let resp = report.local(resp, &m.words.no_flags);
             return tag(observe, resp, || routed().detailed("mtls_required"));
         }
+        let principal = source.principal.as_str();
+        let limits = |stage, parts: &http::request::Parts, shown: &mut Option<HeaderMap>| {
+            run_limits(
+                r,
+                stage,
+                target_port,
+                parts,
+                authority.as_deref(),
+                principal,
+                &m,
+                shown,
+            )
+        };
+        // An EnvoyFilter inserted at the front of the chain counts every
+        // request, also those authentication or authorization refuse next.
+        if let Some(refused) = limits(Stage::BeforeAuthentication, &parts, &mut shown_limit) {
+            let resp = report.local(refused, &m.words.rl);
+            return tag(observe, resp, || routed().flagged(&m.words.rl));
+        }
         let mut identity = None;
         if let Some(authn) = &policy.jwt
             && cors_preflight(&parts)
@@ -356,11 +431,16 @@ async fn serve(
                 jwt::Outcome::Refused(failure) => {
                     security.request_authentication("refused", failure.label());
                     let host = authority.as_deref().unwrap_or("");
-                    let refused = jwt_refused(failure, host, parts.uri.path());
+                    let refused =
+                        with_limit(jwt_refused(failure, host, parts.uri.path()), shown_limit);
                     let resp = report.local(refused, &m.words.no_flags);
                     return tag(observe, resp, || routed().detailed(failure.details()));
                 }
             }
+        }
+        if let Some(refused) = limits(Stage::BeforeAuthorization, &parts, &mut shown_limit) {
+            let resp = report.local(refused, &m.words.rl);
+            return tag(observe, resp, || routed().flagged(&m.words.rl));
         }
         let request = authz::Request {
             method: parts.method.as_str(),
@@ -371,37 +451,12 @@ async fn serve(
         };
         let verdict = policy.check_http(&ctx.authz_connection(target_port), &request);
         if !authorized(&shared, policy.has_policies(), &verdict) {
-            let resp = report.local(rbac_denied(), &m.words.no_flags);
+            let resp = report.local(with_limit(rbac_denied(), shown_limit), &m.words.no_flags);
             return tag(observe, resp, || routed().detailed("rbac_access_denied"));
         }
-    }
-    let mut shown_limit = None;
-    if let Some(r) = running
-        .as_ref()
-        .filter(|r| !r.config.rate_limits.is_empty())
-    {
-        let view = RequestView {
-            method: parts.method.as_str(),
-            scheme: parts.uri.scheme_str().unwrap_or("http"),
-            authority: authority.as_deref().unwrap_or(""),
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: &parts.headers,
-        };
-        let principal = source.principal.as_str();
-        let limits = &r.config.rate_limits;
-        match rate_limit::gate(limits, Some(target_port), &view, principal, &m.resilience) {
-            Gate::Refuse(limit, d) => {
-                let resp = report.local(rate_limit::refused(limit, d), &m.words.rl);
-                return tag(observe, resp, || routed().flagged(&m.words.rl));
-            }
-            Gate::Pass(shown) => {
-                shown_limit = shown.map(|(limit, d)| {
-                    let mut headers = HeaderMap::new();
-                    limit.headers(d, &mut headers);
-                    headers
-                });
-            }
+        if let Some(refused) = limits(Stage::AfterAuthorization, &parts, &mut shown_limit) {
+            let resp = report.local(refused, &m.words.rl);
+            return tag(observe, resp, || routed().flagged(&m.words.rl));
         }
     }
     // An upgrade is carried only by HTTP/1.1.

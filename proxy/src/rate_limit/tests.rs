@@ -37,6 +37,7 @@ async fn limit_shared_bucket_refuses_after_burst() {
         assert!(matches!(
             gate(
                 &limits,
+                Stage::AfterAuthorization,
                 Some(9080),
                 &view("/", &h),
                 "a",
@@ -47,6 +48,7 @@ async fn limit_shared_bucket_refuses_after_burst() {
     }
     let Gate::Refuse(l, d) = gate(
         &limits,
+        Stage::AfterAuthorization,
         Some(9080),
         &view("/", &h),
         "b",
@@ -67,7 +69,16 @@ async fn limit_each_caller_gets_its_own_bucket() {
     let metrics = crate::metrics::Metrics::new();
     let limits = vec![limit(Callers::Each, vec![], vec![])];
     let h = HeaderMap::new();
-    let go = |p| gate(&limits, None, &view("/", &h), p, &metrics.resilience);
+    let go = |p| {
+        gate(
+            &limits,
+            Stage::AfterAuthorization,
+            None,
+            &view("/", &h),
+            p,
+            &metrics.resilience,
+        )
+    };
     assert!(matches!(go("spiffe://td/ns/a/sa/x"), Gate::Pass(_)));
     assert!(matches!(go("td/ns/a/sa/x"), Gate::Pass(_)));
     assert!(
@@ -101,9 +112,44 @@ async fn limit_not_enforced_is_shadow_only() {
     let h = HeaderMap::new();
     for _ in 0..5 {
         assert!(matches!(
-            gate(&limits, None, &view("/", &h), "", &metrics.resilience),
+            gate(
+                &limits,
+                Stage::AfterAuthorization,
+                None,
+                &view("/", &h),
+                "",
+                &metrics.resilience
+            ),
             Gate::Pass(_)
         ));
     }
     assert!(metrics.encode().contains("decision=\"shadow\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_runs_only_at_its_stage() {
+    let metrics = crate::metrics::Metrics::new();
+    let mut early = limit(Callers::Shared, vec![], vec![]);
+    early.stage = Stage::BeforeAuthentication;
+    let limits = vec![early];
+    let h = HeaderMap::new();
+    let go = |stage| {
+        gate(
+            &limits,
+            stage,
+            None,
+            &view("/", &h),
+            "",
+            &metrics.resilience,
+        )
+    };
+    // The other stages never touch the bucket.
+    for _ in 0..5 {
+        assert!(matches!(go(Stage::AfterAuthorization), Gate::Pass(None)));
+        assert!(matches!(go(Stage::BeforeAuthorization), Gate::Pass(None)));
+    }
+    assert!(matches!(
+        go(Stage::BeforeAuthentication),
+        Gate::Pass(Some(_))
+    ));
 }

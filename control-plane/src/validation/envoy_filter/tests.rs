@@ -48,6 +48,8 @@ fn local_rate_limit_seed_filter_is_read() {
             stat_prefix: Some("http_local_rate_limiter".into()),
             // The seed does not ask for Envoy's x-ratelimit-* headers.
             x_ratelimit_headers: false,
+            // INSERT_BEFORE without a subFilter: the front of the chain.
+            stage: LimitStage::BeforeAuthentication,
         }
     );
 }
@@ -409,4 +411,47 @@ fn local_rate_limit_x_ratelimit_headers_follow_envoys_option() {
         bad.ends_with("enable_x_ratelimit_headers: must be OFF or DRAFT_VERSION_03"),
         "{bad}"
     );
+}
+
+#[test]
+fn local_rate_limit_stage_follows_where_istio_inserts_it() {
+    let at = |operation: &str, sub: Option<&str>| {
+        let sub = sub.map_or(String::new(), |n| format!(", subFilter: {{name: {n}}}"));
+        let f = filter(&format!(
+            "{{applyTo: HTTP_FILTER, match: {{context: SIDECAR_INBOUND, listener: {{filterChain: {{filter: \
+             {{name: envoy.filters.network.http_connection_manager{sub}}}}}}}}}, patch: {{operation: {operation}, \
+             value: {{name: envoy.filters.http.local_ratelimit, typed_config: {{'@type': '{CONFIG_TYPE}', \
+             token_bucket: {{max_tokens: 1, fill_interval: 1s}}}}}}}}}}"
+        ));
+        local_rate_limit(&f).unwrap().unwrap().stage
+    };
+    use LimitStage::*;
+    assert_eq!(at("INSERT_FIRST", None), BeforeAuthentication);
+    assert_eq!(at("INSERT_BEFORE", None), BeforeAuthentication);
+    assert_eq!(
+        at("INSERT_BEFORE", Some("envoy.filters.http.jwt_authn")),
+        BeforeAuthentication
+    );
+    assert_eq!(
+        at("INSERT_AFTER", Some("istio.metadata_exchange")),
+        BeforeAuthentication
+    );
+    assert_eq!(
+        at("INSERT_BEFORE", Some("envoy.filters.http.rbac")),
+        BeforeAuthorization
+    );
+    assert_eq!(
+        at("INSERT_AFTER", Some("envoy.filters.http.jwt_authn")),
+        BeforeAuthorization
+    );
+    assert_eq!(
+        at("INSERT_BEFORE", Some("envoy.filters.http.router")),
+        AfterAuthorization
+    );
+    assert_eq!(
+        at("INSERT_AFTER", Some("envoy.filters.http.rbac")),
+        AfterAuthorization
+    );
+    assert_eq!(at("ADD", None), AfterAuthorization);
+    assert_eq!(at("INSERT_AFTER", None), AfterAuthorization);
 }

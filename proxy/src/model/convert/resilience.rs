@@ -12,7 +12,7 @@ use super::{InvalidConfig, Problem, invalid, port, route_match};
 use crate::circuit::{Limits, RetryBudgetLimit};
 use crate::model::{PoolSettings, RetryPolicy, Text};
 use crate::outlier::{OutlierConfig, OutlierDetector};
-use crate::rate_limit::{Callers, RateLimit};
+use crate::rate_limit::{Callers, RateLimit, Stage};
 use crate::retry::RetryOn;
 use crate::retry_budget::RetryBudget;
 
@@ -159,6 +159,20 @@ fn rate_limit(r: &pb::RateLimit) -> Result<RateLimit, InvalidConfig> {
             .collect::<Result<_, _>>()?,
     );
     limit.x_ratelimit_headers = r.x_ratelimit_headers;
+    limit.stage = match pb::RateLimitStage::try_from(r.stage) {
+        Ok(pb::RateLimitStage::AfterAuthorization) => Stage::AfterAuthorization,
+        Ok(pb::RateLimitStage::BeforeAuthorization) => Stage::BeforeAuthorization,
+        Ok(pb::RateLimitStage::BeforeAuthentication) => Stage::BeforeAuthentication,
+        Err(_) => {
+            return Err(invalid(
+                item,
+                Problem::UnknownEnum {
+                    what: "rate limit stage",
+                    value: r.stage,
+                },
+            ));
+        }
+    };
     Ok(limit)
 }
 
