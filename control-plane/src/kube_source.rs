@@ -85,6 +85,10 @@ pub struct KubeSource {
     /// Per object (file key): the generation last seen and the first index
     /// revision that included it, which `Reconciled` waits for.
     since: HashMap<String, (Option<i64>, u64)>,
+    /// Per object (file key): the generation in the documents last built,
+    /// which the published index holds. The watch caches may already hold a
+    /// newer one: its status waits for the index that includes it.
+    indexed: HashMap<String, Option<i64>>,
     /// Pods' WorkloadEntry documents, by the Pod's resourceVersion.
     pod_docs: Rendered<String>,
     /// Services' ServiceEntry documents, by the resourceVersions of the
@@ -168,6 +172,7 @@ impl KubeSource {
             last_files: None,
             sync: None,
             since: HashMap::new(),
+            indexed: HashMap::new(),
             pod_docs: Rendered::default(),
             service_docs: Rendered::default(),
         }
@@ -313,6 +318,7 @@ impl KubeSource {
         let mut files = Files::new();
         // Names of the users' WorkloadEntries, which Pods' must not shadow.
         let mut workload_entries = HashSet::new();
+        self.indexed.clear();
         for k in self.watched.istio_present() {
             for object in k.store.state() {
                 let (Some(ns), Some(name)) = (&object.metadata.namespace, &object.metadata.name)
@@ -322,7 +328,9 @@ impl KubeSource {
                 if k.ar.kind == "WorkloadEntry" {
                     workload_entries.insert((ns.clone(), name.clone()));
                 }
-                files.insert(file_key(&k.ar.kind, ns, name), istio_document(&object));
+                let key = file_key(&k.ar.kind, ns, name);
+                self.indexed.insert(key.clone(), object.metadata.generation);
+                files.insert(key, istio_document(&object));
             }
         }
         let pods = self.watched.pods.state();
@@ -393,8 +401,14 @@ impl KubeSource {
                 };
                 present.insert((format!("{}/{ns}", ar.kind), name.clone()));
                 let file = file_key(&ar.kind, ns, name);
-                let own = by_file.get(file.as_str()).into_iter().flatten().copied();
                 let generation = object.metadata.generation;
+                if self.indexed.get(&file) != Some(&generation) {
+                    // Changed since the published index was built: the
+                    // index to come judges it, and its status waits for it.
+                    files.insert(file);
+                    continue;
+                }
+                let own = by_file.get(file.as_str()).into_iter().flatten().copied();
                 let mut verdict = Verdict::from_rejections(own, generation);
                 let since = self
                     .since
