@@ -196,14 +196,19 @@ impl Route {
             .map(Matched::Alternative)
     }
 
-    /// The uri prefix that matched, when the applying alternative matched by prefix.
+    /// The uri prefix a `rewrite.uri` replaces (Envoy's `prefix_rewrite`):
+    /// the matched prefix, or `/` when the applying alternative has no uri
+    /// condition (istiod matches those with prefix `/`). `None` for exact and
+    /// regex matches, whose whole path is replaced.
     pub fn matched_prefix(&self, matched: Matched) -> Option<&str> {
-        match matched {
-            Matched::Alternative(i) => match self.matches.get(i)?.uri.as_ref()? {
-                StringMatch::Prefix(p) => Some(p),
-                _ => None,
-            },
+        let uri = match matched {
+            Matched::Alternative(i) => self.matches.get(i)?.uri.as_ref(),
             Matched::Always => None,
+        };
+        match uri {
+            Some(StringMatch::Prefix(p)) => Some(p),
+            Some(_) => None,
+            None => Some("/"),
         }
     }
 }

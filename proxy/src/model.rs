@@ -312,6 +312,9 @@ pub struct WeightedCluster {
     pub weight: u32,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// Authority this destination rewrites to (a `host` set in its request
+    /// headers), when the route rewrites none.
+    pub authority: Option<String>,
 }
 
 /// Header manipulation: remove, then set, then add.

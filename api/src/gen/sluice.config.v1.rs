@@ -432,6 +432,11 @@ pub struct WeightedCluster {
     pub request_headers: ::core::option::Option<HeaderOps>,
     #[prost(message, optional, tag = "4")]
     pub response_headers: ::core::option::Option<HeaderOps>,
+    /// Authority sent to this destination (a `host` set in its request headers,
+    /// which istiod turns into a host rewrite); used when the route's rewrite
+    /// sets none. Empty = no rewrite.
+    #[prost(string, tag = "5")]
+    pub authority: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HeaderOps {

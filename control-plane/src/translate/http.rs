@@ -85,8 +85,53 @@ fn default_retries() -> pb::RetryPolicy {
         retry_ignore_previous_hosts: true,
         is_default: true,
         budget: None,
-        backoff_base_ms: 25,
+        backoff_base_ms: DEFAULT_BACKOFF_MS,
     }
+}
+
+/// Envoy's retry back-off base interval when `retries.backoff` is unset.
+const DEFAULT_BACKOFF_MS: u64 = 25;
+
+/// The route's rewrite: `rewrite.uri`/`uriRegexRewrite`, and the authority
+/// from `rewrite.authority`, else from a `host` (or `:authority`) set or added
+/// in the route's request headers, which istiod turns into a host rewrite.
+fn rewrite(rule: &HttpRoute) -> Option<pb::Rewrite> {
+    let from_headers = header_authority(rule.headers.as_ref());
+    let r = rule.rewrite.as_ref();
+    if r.is_none() && from_headers.is_none() {
+        return None;
+    }
+    Some(pb::Rewrite {
+        uri: r.and_then(|r| r.uri.clone()).unwrap_or_default(),
+        authority: r
+            .and_then(|r| r.authority.clone())
+            .or(from_headers)
+            .unwrap_or_default(),
+        uri_regex: r
+            .and_then(|r| r.uri_regex_rewrite.as_ref())
+            .map(|x| pb::RegexRewrite {
+                pattern: x.match_.clone(),
+                substitution: re2_substitution(&x.rewrite),
+            }),
+    })
+}
+
+/// Headers Envoy does not let a route modify (`:`-pseudo-headers and
+/// `host`); istiod drops them from header operations.
+fn internal_header(name: &str) -> bool {
+    name.starts_with(':') || name.eq_ignore_ascii_case("host")
+}
+
+/// The authority a `host` or `:authority` request header operation asks
+/// for: `set` over `add`, as istiod reads them.
+fn header_authority(headers: Option<&Headers>) -> Option<String> {
+    let ops = headers?.request.as_ref()?;
+    let find = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host") || k.eq_ignore_ascii_case(":authority"))
+            .map(|(_, v)| v.clone())
+    };
+    find(&ops.set).or_else(|| find(&ops.add))
 }
 
 /// The HTTP routes of `vs` that apply to this proxy on `port` of `service`.
@@ -124,14 +169,7 @@ pub(crate) fn routes(
             name: rule.name.clone().unwrap_or_default(),
             matches,
             action: Some(action),
-            rewrite: rule.rewrite.as_ref().map(|r| pb::Rewrite {
-                uri: r.uri.clone().unwrap_or_default(),
-                authority: r.authority.clone().unwrap_or_default(),
-                uri_regex: r.uri_regex_rewrite.as_ref().map(|x| pb::RegexRewrite {
-                    pattern: x.match_.clone(),
-                    substitution: re2_substitution(&x.rewrite),
-                }),
-            }),
+            rewrite: rewrite(rule),
             request_headers: header_ops(rule.headers.as_ref(), true),
             response_headers: header_ops(rule.headers.as_ref(), false),
             timeout_ms: rule.timeout.as_deref().and_then(millis).unwrap_or(0),
@@ -152,7 +190,11 @@ pub(crate) fn routes(
                     retry_ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
                     is_default: false,
                     budget,
-                    backoff_base_ms: 25,
+                    backoff_base_ms: r
+                        .backoff
+                        .as_deref()
+                        .and_then(millis)
+                        .unwrap_or(DEFAULT_BACKOFF_MS),
                 },
             }),
             fault: rule.fault.as_ref().map(|f| {
@@ -416,6 +458,7 @@ fn weighted<'a>(
                 weight,
                 request_headers: header_ops(headers, true),
                 response_headers: header_ops(headers, false),
+                authority: header_authority(headers).unwrap_or_default(),
             }
         })
         .collect();
@@ -496,18 +539,21 @@ fn header_ops(headers: Option<&Headers>, request: bool) -> Option<pb::HeaderOps>
             h.response.as_ref()
         }
     })?;
+    let kept = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .filter(|(k, _)| !internal_header(k))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    };
     Some(pb::HeaderOps {
-        set: ops
-            .set
+        set: kept(&ops.set),
+        add: kept(&ops.add),
+        remove: ops
+            .remove
             .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .filter(|k| !internal_header(k))
+            .map(|k| k.to_ascii_lowercase())
             .collect(),
-        add: ops
-            .add
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect(),
-        remove: ops.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
     })
 }
 

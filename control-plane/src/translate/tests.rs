@@ -793,3 +793,58 @@ spec:
     );
     assert_eq!(config, translate(&index(vs), &p));
 }
+
+#[test]
+fn translate_host_header_operations_become_authority_rewrites() {
+    let idx = index(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - headers: {request: {set: {Host: set.example, x-a: "1"}, add: {host: added.example}, remove: [host, x-b]}}
+    retries: {attempts: 2, backoff: 2s}
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 50
+      headers: {request: {add: {":authority": dest.example}}}
+    - destination: {host: reviews, subset: v2}
+      weight: 50
+"#,
+    );
+    let config = translate(&idx, &proxy("default", &[]));
+    let vh = config
+        .virtual_hosts
+        .iter()
+        .find(|v| v.service == "reviews.default.svc.cluster.local")
+        .expect("reviews vhost");
+    let route = &vh.routes[0];
+    // `set` wins over `add`; Envoy cannot set `host` as a header.
+    assert_eq!(
+        route.rewrite.as_ref().expect("rewrite").authority,
+        "set.example"
+    );
+    let ops = route.request_headers.as_ref().expect("ops");
+    assert_eq!(ops.set.keys().collect::<Vec<_>>(), ["x-a"]);
+    assert!(ops.add.is_empty());
+    assert_eq!(ops.remove, ["x-b"]);
+    let Some(pb::route::Action::Forward(w)) = &route.action else {
+        panic!("forward")
+    };
+    assert_eq!(w.clusters[0].authority, "dest.example");
+    assert!(
+        w.clusters[0]
+            .request_headers
+            .as_ref()
+            .expect("ops")
+            .add
+            .is_empty()
+    );
+    assert_eq!(w.clusters[1].authority, "");
+    assert_eq!(
+        route.retries.as_ref().expect("retries").backoff_base_ms,
+        2_000
+    );
+}

@@ -43,6 +43,7 @@ fn dest(weight: u32) -> WeightedCluster {
         weight,
         request_headers: HeaderOps::default(),
         response_headers: HeaderOps::default(),
+        authority: None,
     }
 }
 

@@ -232,6 +232,15 @@ fn weighted(item: &str, w: &pb::WeightedClusters) -> Result<Vec<WeightedCluster>
                     &format!("{item} response headers"),
                     &c.response_headers,
                 )?,
+                authority: match non_empty(&c.authority) {
+                    Some(a) if http::uri::Authority::try_from(a.as_str()).is_err() => {
+                        return Err(invalid(
+                            format!("{item} authority"),
+                            Problem::BadHeaderValue(a),
+                        ));
+                    }
+                    a => a,
+                },
             })
         })
         .collect()

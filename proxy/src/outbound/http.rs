@@ -338,6 +338,11 @@ async fn route(
         Action::DirectResponse { status, body } => {
             let mut resp = Response::new(body::full(body.clone()));
             *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            // Envoy's local reply labels a body; the route's headers may relabel it.
+            if !body.is_empty() {
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
             route.response_headers.apply(resp.headers_mut());
             let report = rep.report(&vh_service(), &WorkloadMeta::default());
             let resp = report.local(resp, &m.words.no_flags);
@@ -536,8 +541,7 @@ async fn forward(
             };
             let report = rep.report(&service, &dest).with_flags(&flags);
             let upgraded = upgrade::answer(rep.metrics, upgrade::SOURCE, asked, &mut resp);
-            f.route.response_headers.apply(resp.headers_mut());
-            f.dest.response_headers.apply(resp.headers_mut());
+            apply_header_ops(f.route, f.dest, false, resp.headers_mut());
             if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
@@ -682,8 +686,7 @@ fn build_request(
             headers.insert(REQUEST_ID, crate::http_util::request_id());
         }
     }
-    f.route.request_headers.apply(headers);
-    f.dest.request_headers.apply(headers);
+    apply_header_ops(f.route, f.dest, true, headers);
     strip_identity(headers);
     let template = mirrored.then(|| {
         let (authority, path_and_query) = upstream_target(&parts, f);
@@ -720,9 +723,40 @@ fn checked_upstream_target(
     }
 }
 
-/// The authority the upstream sees: the route's rewrite, else the request's.
+/// The authority the upstream sees: the route's rewrite, else the chosen
+/// destination's, else the request's.
 fn upstream_authority<'a>(f: &'a Forwarding<'_>) -> &'a str {
-    f.route.rewrite.authority.as_deref().unwrap_or(f.authority)
+    f.route
+        .rewrite
+        .authority
+        .as_deref()
+        .or(f.dest.authority.as_deref())
+        .unwrap_or(f.authority)
+}
+
+/// Applies the header operations of the route and of the chosen destination
+/// in Envoy's order: with one destination istiod folds the destination's
+/// operations into the route's, after them (so they win); with several, they
+/// sit on the weighted cluster, which Envoy applies before the route's (the
+/// less specific level wins, `most_specific_header_mutations_wins` unset).
+fn apply_header_ops(
+    route: &Route,
+    dest: &WeightedCluster,
+    request: bool,
+    headers: &mut http::HeaderMap,
+) {
+    let (route_ops, dest_ops) = if request {
+        (&route.request_headers, &dest.request_headers)
+    } else {
+        (&route.response_headers, &dest.response_headers)
+    };
+    if matches!(&route.action, Action::Forward(c) if c.len() > 1) {
+        dest_ops.apply(headers);
+        route_ops.apply(headers);
+    } else {
+        route_ops.apply(headers);
+        dest_ops.apply(headers);
+    }
 }
 
 /// `CONNECT host:port`: connect to the named TCP service, answer 200 and relay bytes.

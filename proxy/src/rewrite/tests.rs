@@ -163,3 +163,44 @@ fn redirect_location_derives_ports_from_scheme_or_request() {
         "https://shop/x"
     );
 }
+
+#[test]
+fn rewrite_without_uri_match_replaces_the_leading_slash() {
+    // istiod matches a rule without a uri condition with prefix `/`, so
+    // Envoy's prefix_rewrite swaps only that slash.
+    let header_only = pb::Route {
+        matches: vec![pb::RouteMatch {
+            headers: [(
+                "x-v".to_owned(),
+                pb::StringMatch {
+                    kind: Some(pb::string_match::Kind::Exact("2".to_owned())),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }],
+        rewrite: Some(uri("/v2")),
+        action: Some(pb::route::Action::Forward(pb::WeightedClusters::default())),
+        ..Default::default()
+    };
+    let no_match = pb::Route {
+        matches: vec![],
+        ..header_only.clone()
+    };
+    let cfg = ProxyConfig::try_from(&pb::ProxyConfig {
+        virtual_hosts: vec![pb::VirtualHost {
+            name: "v".to_owned(),
+            port: 80,
+            routes: vec![header_only, no_match],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let routes = &cfg.virtual_hosts[0].routes;
+    assert_eq!(
+        rewritten_path(&routes[0], Matched::Alternative(0), "/foo"),
+        "/v2foo"
+    );
+    assert_eq!(rewritten_path(&routes[1], Matched::Always, "/"), "/v2");
+}
