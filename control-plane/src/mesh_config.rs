@@ -61,6 +61,8 @@ pub struct MeshTelemetry {
     pub providers: BTreeMap<String, Provider>,
     /// `defaultProviders.tracing`: used when no Telemetry names providers.
     pub default_tracing: Vec<String>,
+    /// `defaultProviders.metrics` (Istio's default: `prometheus`).
+    pub default_metrics: Vec<String>,
     /// `defaultProviders.accessLogging`.
     pub default_access_logging: Vec<String>,
     /// `accessLogFile`: a non-empty path turns the built-in `envoy` access
@@ -77,6 +79,7 @@ impl Default for MeshTelemetry {
             default_sampling: 1.0,
             providers: BTreeMap::new(),
             default_tracing: Vec::new(),
+            default_metrics: vec![PROMETHEUS_PROVIDER.to_owned()],
             default_access_logging: Vec::new(),
             access_log_file: None,
             access_log_encoding: AccessLogEncoding::Text,
@@ -109,6 +112,8 @@ pub enum Provider {
         /// Line format.
         encoding: AccessLogEncoding,
     },
+    /// `prometheus`: the `istio_*` metrics on the sidecar's :15090.
+    Prometheus,
     /// A provider type sidecars cannot use (e.g. `zipkin`, `envoyExtAuthzHttp`);
     /// Telemetry naming it gets nothing from it.
     Unsupported {
@@ -119,6 +124,10 @@ pub enum Provider {
 
 /// Name of Istio's built-in access log provider.
 pub const ENVOY_PROVIDER: &str = "envoy";
+
+/// Name of Istio's built-in Prometheus metrics provider (the `istio_*`
+/// metrics every sidecar serves on :15090).
+pub const PROMETHEUS_PROVIDER: &str = "prometheus";
 
 /// A retry budget (after Linkerd's): over the last 10 s, retries may not
 /// exceed `percent`% of requests plus `min_per_second` per second.

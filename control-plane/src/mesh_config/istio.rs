@@ -170,6 +170,9 @@ pub fn parse_mesh_config(
             .as_mapping()
             .ok_or_else(|| err("defaultProviders", "must be a mapping"))?;
         t.default_tracing = names(defaults, "tracing")?;
+        if defaults.get("metrics").is_some() {
+            t.default_metrics = names(defaults, "metrics")?;
+        }
         t.default_access_logging = names(defaults, "accessLogging")?;
     }
     if let Some(list) = root.get("extensionProviders") {
@@ -265,6 +268,7 @@ fn provider(entry: &Mapping, path: &str) -> Result<Provider, MeshConfigError> {
             };
             Ok(Provider::FileAccessLog { encoding })
         }
+        "prometheus" => Ok(Provider::Prometheus),
         other => Ok(Provider::Unsupported {
             kind: other.to_string(),
         }),

@@ -11,9 +11,11 @@
 
 use super::{ProxyIdentity, canonical, namespace_of};
 use crate::crd::Telemetry;
-use crate::crd::telemetry::{TelemetryAccessLogging, TelemetryTracing};
+use crate::crd::telemetry::{TelemetryAccessLogging, TelemetryMetrics, TelemetryTracing};
 use crate::index::MeshIndex;
-use crate::mesh_config::{AccessLogEncoding, ENVOY_PROVIDER, MeshTelemetry, Provider};
+use crate::mesh_config::{
+    AccessLogEncoding, ENVOY_PROVIDER, MeshTelemetry, PROMETHEUS_PROVIDER, Provider,
+};
 use crate::resource::{Resource, kind};
 use crate::services::labels_match;
 use sluice_api::config as pb;
@@ -27,12 +29,18 @@ pub(crate) fn for_proxy(index: &MeshIndex, proxy: &ProxyIdentity) -> pb::Telemet
     pb::Telemetry {
         tracing: tracing(mesh, &levels, &format!("{app}.{}", proxy.namespace)),
         access_log: access_log(mesh, &levels),
-        ..disabled_metrics(&levels)
+        ..disabled_metrics(mesh, &levels)
     }
 }
 
-/// The metrics provider every sidecar has (`istio_*` on :15090).
-const PROMETHEUS: &str = "prometheus";
+/// Whether the provider named `name` is the Prometheus one (the built-in
+/// `prometheus`, or an `extensionProviders` entry of that type).
+fn is_prometheus(mesh: &MeshTelemetry, name: &str) -> bool {
+    match mesh.providers.get(name) {
+        Some(p) => matches!(p, Provider::Prometheus),
+        None => name.eq_ignore_ascii_case(PROMETHEUS_PROVIDER),
+    }
+}
 
 /// Standard metrics in the order of `pb::StandardMetric`, by Istio's names.
 const STANDARD: [(&str, pb::StandardMetric); 8] = [
@@ -53,27 +61,68 @@ const STANDARD: [(&str, pb::StandardMetric); 8] = [
 ];
 
 /// The standard metrics switched off per side by `metrics[].overrides[]`
-/// `disabled`, and the label changes of their `tagOverrides`, as Istio merges
-/// them: entries for the Prometheus provider (named, or no providers named),
-/// least specific level first, each override in order, so the last one
-/// naming a metric and mode decides (for a label: the last one naming it).
-/// `GRPC_*_MESSAGES` and custom metrics select nothing Sluice exports.
-fn disabled_metrics(levels: &[&Telemetry]) -> pb::Telemetry {
+/// `disabled`, and the label changes of their `tagOverrides`, as istiod merges
+/// them (`mergeMetrics`). Providers: the ones named by the last `metrics`
+/// entry that names any (the most specific level's), else MeshConfig's
+/// `defaultProviders.metrics`; without the Prometheus provider among them the
+/// proxy serves no standard metric. An entry naming no providers applies to
+/// its predecessor's. The Prometheus entries' overrides apply least specific
+/// level first, each in order, so the last one naming a metric and mode
+/// decides (for a label: the last one naming it). `disabled: true` for all
+/// metrics (`ALL_METRICS`, or no metric named) switches a side off whole
+/// until a later override for that side, which brings back every metric not
+/// switched off one by one. `GRPC_*_MESSAGES` and custom metrics select
+/// nothing Sluice exports.
+fn disabled_metrics(mesh: &MeshTelemetry, levels: &[&Telemetry]) -> pb::Telemetry {
+    let entries: Vec<_> = levels.iter().flat_map(|t| t.spec.metrics.iter()).collect();
+    let names = |e: &TelemetryMetrics| -> Vec<String> {
+        e.providers.iter().map(|p| p.name.clone()).collect()
+    };
+    let in_scope = entries
+        .iter()
+        .rev()
+        .map(|e| names(e))
+        .find(|n| !n.is_empty())
+        .unwrap_or_else(|| mesh.default_metrics.clone());
+    let prometheus_in = |list: &[String]| list.iter().any(|n| is_prometheus(mesh, n));
+    let mut served = entries.is_empty() && prometheus_in(&mesh.default_metrics);
+    // Per side: every metric off (istiod drops the side's stats filter).
+    let mut side_off = [false; 2];
     let mut off = [[false; STANDARD.len()]; 2];
     // (label, side, metric) → Some(value expression) or None (REMOVE).
     let mut tags: BTreeMap<(String, usize, usize), Option<String>> = BTreeMap::new();
-    for entry in levels.iter().flat_map(|t| t.spec.metrics.iter()) {
-        if !entry.providers.is_empty() && !entry.providers.iter().any(|p| p.name == PROMETHEUS) {
+    let mut parent = mesh.default_metrics.clone();
+    for entry in entries {
+        let own = names(entry);
+        if !own.is_empty() {
+            parent = own;
+        }
+        // A provider counts only while the most specific level keeps it.
+        if !parent
+            .iter()
+            .any(|n| is_prometheus(mesh, n) && in_scope.contains(n))
+        {
             continue;
         }
+        served = true;
         // Validation refused what does not parse.
         for o in entry.parsed_overrides().flatten() {
             let selector = o.match_.as_ref();
-            if selector.is_some_and(|s| s.custom_metric.is_some()) {
+            let (client, server) = sides(selector.and_then(|s| s.mode.as_deref()));
+            let every = selector.is_none_or(|s| {
+                s.custom_metric.is_none() && s.metric.as_deref().is_none_or(|m| m == "ALL_METRICS")
+            });
+            for (side, applies) in [client, server].into_iter().enumerate() {
+                if applies {
+                    side_off[side] = every && o.disabled == Some(true);
+                }
+            }
+            if (every && o.disabled == Some(true))
+                || selector.is_some_and(|s| s.custom_metric.is_some())
+            {
                 continue;
             }
             let metric = selector.and_then(|s| s.metric.as_deref());
-            let (client, server) = sides(selector.and_then(|s| s.mode.as_deref()));
             for (i, (name, _)) in STANDARD.iter().enumerate() {
                 if !metric.is_none_or(|m| m == "ALL_METRICS" || m == *name) {
                     continue;
@@ -104,6 +153,12 @@ fn disabled_metrics(levels: &[&Telemetry]) -> pb::Telemetry {
             .map(|((_, m), _)| *m as i32)
             .collect()
     };
+    for (side, whole) in side_off.iter().enumerate() {
+        if !served || *whole {
+            off[side] = [true; STANDARD.len()];
+        }
+    }
+    tags.retain(|(_, side, _), _| !off[*side].iter().all(|o| *o));
     pb::Telemetry {
         client_disabled_metrics: list(&off[0]),
         server_disabled_metrics: list(&off[1]),

@@ -54,6 +54,17 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
                         "not applied: Prometheus scrapes the sidecar's current values",
                     ));
                 }
+                for (k, p) in m.providers.iter().enumerate() {
+                    if p.name != crate::mesh_config::PROMETHEUS_PROVIDER {
+                        out.push(FieldError::new(
+                            format!("spec.metrics[{i}].providers[{k}]"),
+                            format!(
+                                "Sluice sidecars export metrics only to Prometheus: `{}` gets nothing (unless MeshConfig defines it as a prometheus provider), and where the most specific Telemetry names no Prometheus provider the workloads serve no istio_* metrics",
+                                p.name
+                            ),
+                        ));
+                    }
+                }
                 for (j, o) in m.parsed_overrides().enumerate() {
                     let Ok(o) = o else { continue };
                     let path = format!("spec.metrics[{i}].overrides[{j}]");
@@ -61,6 +72,19 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
                         out.push(FieldError::new(
                             format!("{path}.match.customMetric"),
                             "not applied: Sluice sidecars have no custom metrics",
+                        ));
+                    }
+                    if let Some(metric) = o
+                        .match_
+                        .as_ref()
+                        .and_then(|s| s.metric.as_deref())
+                        .filter(|m| m.starts_with("GRPC_"))
+                    {
+                        out.push(FieldError::new(
+                            format!("{path}.match.metric"),
+                            format!(
+                                "not applied: Sluice sidecars do not export the gRPC message counters ({metric})"
+                            ),
                         ));
                     }
                 }

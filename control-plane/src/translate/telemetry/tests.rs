@@ -385,13 +385,77 @@ spec:
     let (client, server) = disabled(&t);
     assert_eq!(client.len(), 8, "ALL_METRICS covers every standard metric");
     assert_eq!(server, vec![M::RequestDuration]);
-    // The selected workload: REQUEST_COUNT on again on both sides, the
-    // rest of the root's switches kept.
+    // The selected workload: any later override for the client side brings
+    // the whole side back, as istiod's `mergeMetrics` (the ALL_METRICS switch
+    // is per side, not per metric); the server side keeps its own switch.
     let t = for_proxy(&idx, &proxy("default", &[("app", "reviews")]));
     let (client, server) = disabled(&t);
-    assert!(!client.contains(&M::RequestCount));
-    assert!(client.contains(&M::RequestSize) && client.contains(&M::TcpSentBytes));
+    assert_eq!(client, vec![]);
     assert_eq!(server, vec![M::RequestDuration]);
+}
+
+#[test]
+fn metrics_without_a_metric_named_disable_a_side_whole_until_a_later_override() {
+    use pb::StandardMetric as M;
+    let yaml = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - overrides:
+    - disabled: true
+    - match: {metric: REQUEST_SIZE, mode: SERVER}
+      disabled: true
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_COUNT, mode: CLIENT}
+      tagOverrides: {request_protocol: {operation: REMOVE}}
+"#;
+    let idx = index(MESH, yaml);
+    let t = for_proxy(&idx, &proxy("shop", &[("app", "cart")]));
+    let (client, server) = disabled(&t);
+    assert_eq!(client.len(), 8, "no metric named: all of them");
+    assert_eq!(
+        server,
+        vec![M::RequestSize],
+        "a later override brings the side back"
+    );
+    let t = for_proxy(&idx, &proxy("default", &[("app", "reviews")]));
+    assert_eq!(disabled(&t), (vec![], vec![M::RequestSize]));
+}
+
+#[test]
+fn metrics_providers_of_the_most_specific_level_replace_the_others() {
+    let yaml = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: ns, namespace: default}
+spec:
+  metrics:
+  - providers: [{name: stackdriver}]
+"#;
+    let idx = index(MESH, yaml);
+    // Only stackdriver in scope for default's proxies: no Prometheus metrics.
+    let t = for_proxy(&idx, &proxy("default", &[]));
+    let (client, server) = disabled(&t);
+    assert_eq!((client.len(), server.len()), (8, 8));
+    // Other namespaces keep the root's provider.
+    let t = for_proxy(&idx, &proxy("shop", &[]));
+    assert_eq!(disabled(&t), (vec![], vec![]));
 }
 
 #[test]
@@ -405,7 +469,8 @@ spec:
   - providers: [{name: stackdriver}]
     overrides:
     - disabled: true
-  - overrides:
+  - providers: [{name: prometheus}]
+    overrides:
     - match: {customMetric: my_metric}
       disabled: true
     - match: {metric: GRPC_REQUEST_MESSAGES}
@@ -472,15 +537,16 @@ kind: Telemetry
 metadata: {name: ns, namespace: default}
 spec:
   metrics:
-  - overrides:
-    - match: {metric: REQUEST_COUNT, mode: SERVER}
-      tagOverrides:
-        request_host: {value: "request.headers['host']"}
-        grpc_response_status: {value: "'none'"}
   - providers: [{name: stackdriver}]
     overrides:
     - tagOverrides:
         ignored: {value: request.host}
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: REQUEST_COUNT, mode: SERVER}
+      tagOverrides:
+        request_host: {value: "request.headers['host']"}
+        grpc_response_status: {value: "'none'"}
 "#;
     let t = for_proxy(&index(MESH, yaml), &proxy("default", &[]));
     let all_but_count = vec![
