@@ -35,13 +35,20 @@ pub struct OutlierConfig {
     pub consecutive_local: u32,
 }
 
-/// What one exchange with an endpoint came to.
+/// What the router learnt about an endpoint (Envoy's outlier `Result`s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The request got its connection to the endpoint (Envoy's
+    /// `LocalOriginConnectSuccess`, reported at "pool ready").
+    Connected,
     /// The endpoint answered with this status.
     Status(u16),
-    /// No answer: connect failure, reset or timeout (a local-origin error).
-    LocalFailure,
+    /// No connection, or it broke before an answer: connect failure or reset
+    /// (Envoy's `LocalOriginConnectFailed`).
+    ConnectFailed,
+    /// A per-try or route timeout cut a request that had its connection
+    /// (Envoy's `LocalOriginTimeout`).
+    Timeout,
 }
 
 /// One endpoint's counters and ejection state.
@@ -159,35 +166,50 @@ impl OutlierDetector {
         now: Instant,
     ) -> bool {
         let cfg = &self.config;
+        // Without the split every result is an HTTP code, as Envoy maps it
+        // (`resultToHttpCode`); with it, connection-side results only move
+        // the local-origin counter and answers only the 5xx ones.
         let status = match outcome {
-            Outcome::Status(s) => Some(s),
-            // Without the split a local failure is what the client sees: a 503.
-            Outcome::LocalFailure if !cfg.split_local_origin => Some(503),
-            Outcome::LocalFailure => None,
-        };
-        let tripped = match status {
-            None => reached(&endpoint.consecutive_local, cfg.consecutive_local),
-            Some(s) if s >= 500 => {
+            Outcome::Status(s) => s,
+            Outcome::Connected => {
                 if cfg.split_local_origin {
-                    // The endpoint answered, so the connection side is fine.
                     endpoint.consecutive_local.store(0, Ordering::Release);
                 }
-                let gateway = matches!(s, 502..=504)
-                    && reached(&endpoint.consecutive_gateway, cfg.consecutive_gateway);
-                if !matches!(s, 502..=504) {
-                    endpoint.consecutive_gateway.store(0, Ordering::Release);
-                }
-                let any = reached(&endpoint.consecutive_5xx, cfg.consecutive_5xx);
-                gateway || any
+                return false;
             }
-            Some(_) => {
-                endpoint.consecutive_5xx.store(0, Ordering::Release);
-                endpoint.consecutive_gateway.store(0, Ordering::Release);
-                endpoint.consecutive_local.store(0, Ordering::Release);
-                false
+            Outcome::ConnectFailed | Outcome::Timeout if cfg.split_local_origin => {
+                let tripped = reached(&endpoint.consecutive_local, cfg.consecutive_local);
+                return tripped && self.eject_within_limits(endpoint, pool, now);
             }
+            Outcome::ConnectFailed => 503,
+            Outcome::Timeout => 504,
         };
-        if !tripped || endpoint.is_ejected_at(now) {
+        let tripped = if status >= 500 {
+            let gateway = matches!(status, 502..=504)
+                && reached(&endpoint.consecutive_gateway, cfg.consecutive_gateway);
+            if !matches!(status, 502..=504) {
+                endpoint.consecutive_gateway.store(0, Ordering::Release);
+            }
+            let any = reached(&endpoint.consecutive_5xx, cfg.consecutive_5xx);
+            gateway || any
+        } else {
+            endpoint.consecutive_5xx.store(0, Ordering::Release);
+            endpoint.consecutive_gateway.store(0, Ordering::Release);
+            false
+        };
+        tripped && self.eject_within_limits(endpoint, pool, now)
+    }
+
+    /// Ejects `endpoint`, which reached a threshold, unless it already is
+    /// ejected or the max-ejection cap forbids it; true when it was.
+    fn eject_within_limits<'a>(
+        &self,
+        endpoint: &EndpointHealth,
+        pool: impl Iterator<Item = &'a EndpointHealth>,
+        now: Instant,
+    ) -> bool {
+        let cfg = &self.config;
+        if endpoint.is_ejected_at(now) {
             return false;
         }
         let (mut total, mut ejected) = (0u64, 0u64);

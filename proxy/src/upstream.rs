@@ -31,6 +31,13 @@ const MAX_IDLE_PER_KEY: usize = 256;
 /// Longest wait for a pooled HTTP/1.1 connection to turn to the next request.
 const READY_WAIT: Duration = Duration::from_millis(50);
 
+/// Called once a request has its connection, before it is written (Envoy's
+/// "pool ready"): what goes wrong after that is the endpoint's doing.
+pub type OnConnected<'a> = &'a (dyn Fn() + Sync);
+
+/// An [`OnConnected`] for callers that do not keep track.
+pub fn unobserved() {}
+
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -292,16 +299,18 @@ impl Pools {
         target: Target,
         req: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        self.send_h2_with(target, req, &ConnSettings::default())
-            .await
+        let settings = ConnSettings::default();
+        self.send_h2_with(target, req, &settings, &unobserved).await
     }
 
-    /// `send_h2` with a cluster's connection settings.
+    /// `send_h2` with a cluster's connection settings, telling `connected`
+    /// once the connection can take the stream.
     pub async fn send_h2_with(
         &self,
         target: Target,
         req: Request<Body>,
         settings: &ConnSettings,
+        connected: OnConnected<'_>,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         let addr = target.connect;
         let mut sender = self.h2_sender(target, settings).await?;
@@ -309,6 +318,7 @@ impl Pools {
             .ready()
             .await
             .map_err(|source| UpstreamError::Request { addr, source })?;
+        connected();
         sender
             .send_request(req)
             .await
@@ -367,35 +377,45 @@ impl Pools {
         target: Target,
         req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        self.send_h1_with(target, req, &ConnSettings::default())
-            .await
+        let settings = ConnSettings::default();
+        self.send_h1_with(target, req, &settings, &unobserved).await
     }
 
-    /// `send_h1` with a cluster's connection settings.
+    /// `send_h1` with a cluster's connection settings, telling `connected`
+    /// once a connection is in hand.
     pub async fn send_h1_with(
         &self,
         target: Target,
         req: Request<Body>,
         settings: &ConnSettings,
+        connected: OnConnected<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
         let addr = target.connect;
         let idle = self.ready_idle(&target, settings).await;
+        let fresh = || async {
+            let conn = self.new_h1(&target, settings).await?;
+            connected();
+            Ok::<_, UpstreamError>(conn)
+        };
         let (mut conn, req) = match idle {
-            Some(mut conn) => match conn.sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.recycle(target, conn, resp, *settings)),
-                // The idle connection was closed under us before the request went out:
-                // the request is intact, so it can go on a fresh connection.
-                Err(mut e) => match e.take_message() {
-                    Some(req) => (self.new_h1(&target, settings).await?, req),
-                    None => {
-                        return Err(UpstreamError::Request {
-                            addr,
-                            source: e.into_error(),
-                        });
-                    }
-                },
-            },
-            None => (self.new_h1(&target, settings).await?, req),
+            Some(mut conn) => {
+                connected();
+                match conn.sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(self.recycle(target, conn, resp, *settings)),
+                    // The idle connection was closed under us before the request went out:
+                    // the request is intact, so it can go on a fresh connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => (fresh().await?, req),
+                        None => {
+                            return Err(UpstreamError::Request {
+                                addr,
+                                source: e.into_error(),
+                            });
+                        }
+                    },
+                }
+            }
+            None => (fresh().await?, req),
         };
         let resp = conn
             .sender
@@ -485,15 +505,17 @@ impl Pools {
     /// Sends an upgrade request (WebSocket) over HTTP/1.1 on a connection of
     /// its own: after a `101` it carries the upgraded stream (the response's
     /// `OnUpgrade` hands it over), so it never returns to the pool. Any other
-    /// answer closes it once its body ends.
+    /// answer closes it once its body ends. `connected` is told after the handshake.
     pub async fn send_upgrade(
         &self,
         target: Target,
         req: Request<Body>,
         settings: &ConnSettings,
+        connected: OnConnected<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
         let addr = target.connect;
         let mut sender = self.new_h1_with_upgrades(&target, settings).await?;
+        connected();
         let resp = sender
             .send_request(req)
             .await

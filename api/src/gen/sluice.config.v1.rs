@@ -878,7 +878,8 @@ pub struct OutlierDetection {
     pub min_health_percent: u32,
     #[prost(bool, tag = "7")]
     pub split_external_local_origin_errors: bool,
-    /// With the split: consecutive local-origin failures (connect errors, resets) that eject.
+    /// With the split: consecutive local-origin failures (connect errors, resets, timeouts) that
+    /// eject; each connection a request gets resets the count, as in Envoy.
     #[prost(uint32, tag = "8")]
     pub consecutive_local_origin_failures: u32,
 }

@@ -26,7 +26,7 @@ use crate::state::Shared;
 use crate::telemetry::{self, Observed, Outcome, RequestFacts, TelemetryConfig};
 use crate::tls::Peer;
 use crate::upgrade;
-use crate::upstream::{ConnSettings, Target};
+use crate::upstream::{self, ConnSettings, Target};
 
 const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
@@ -490,7 +490,10 @@ async fn serve(
             .map(|r| r.map(body::boxed))
     } else if asked.is_some() {
         let settings = ConnSettings::default();
-        shared.app_pools.send_upgrade(target, req, &settings).await
+        shared
+            .app_pools
+            .send_upgrade(target, req, &settings, &upstream::unobserved)
+            .await
     } else {
         shared.app_pools.send_h1(target, req).await
     };

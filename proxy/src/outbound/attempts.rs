@@ -1,9 +1,15 @@
 //! The upstream exchange of a forwarded request: endpoint choice (skipping
 //! ejected and, when asked, already tried endpoints), circuit breaking,
-//! per-try timeouts, retries with backoff and budgets, outlier bookkeeping.
+//! per-try and route timeouts, retries with backoff and budgets, outlier
+//! bookkeeping.
 
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -53,6 +59,9 @@ pub(super) struct Exchange<'a> {
     /// The `Upgrade` value of a WebSocket upgrade request: every attempt
     /// goes over HTTP/1.1 on a connection of its own, with the upgrade asked.
     pub upgrade: Option<http::HeaderValue>,
+    /// When the route timeout ends the exchange, if the route has one: it
+    /// covers every attempt and backoff, until response headers.
+    pub deadline: Option<Instant>,
 }
 
 /// What hashing load balancers look at, owned.
@@ -120,6 +129,8 @@ pub(super) enum Ending {
         endpoint: usize,
         exhausted: bool,
     },
+    /// The route timeout passed before response headers (504 `UT`).
+    RouteTimeout,
     /// A pool limit overflowed (503 `UO`).
     Overflow,
     /// No endpoint to send to (503 `UH`).
@@ -131,6 +142,26 @@ pub(super) enum Ending {
 enum Attempt {
     Answer(Response<Body>, Hold),
     Failed(Failure, String),
+    /// Cut by the route timeout.
+    RouteTimeout,
+}
+
+/// Which timeout ends an attempt first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    PerTry,
+    Route,
+}
+
+/// The first of the per-try end and the route deadline, and which it is
+/// (the route's on a tie: no retry could follow anyway).
+fn first_cut(per_try_end: Option<Instant>, deadline: Option<Instant>) -> Option<(Instant, Cut)> {
+    match (per_try_end, deadline) {
+        (Some(p), Some(d)) if p < d => Some((p, Cut::PerTry)),
+        (_, Some(d)) => Some((d, Cut::Route)),
+        (Some(p), None) => Some((p, Cut::PerTry)),
+        (None, None) => None,
+    }
 }
 
 fn ms(v: u64) -> Option<Duration> {
@@ -293,28 +324,49 @@ impl Exchange<'_> {
         let in_flight = InFlight::start(&ep.in_flight);
         let pools = &self.shared.pools;
         let settings = conn_settings(&cluster.pool);
+        // Envoy's router knows the attempt's host from "pool ready" on: only
+        // then does a timeout count against the endpoint (a request still
+        // waiting for a connection is the pool's, not the endpoint's).
+        let connected = AtomicBool::new(false);
+        let on_connected = || {
+            connected.store(true, Ordering::Relaxed);
+            self.record(endpoint, Outcome::Connected);
+        };
         let send = async {
             if h2 {
-                let resp = pools.send_h2_with(target, req, &settings).await;
+                let resp = pools
+                    .send_h2_with(target, req, &settings, &on_connected)
+                    .await;
                 resp.map(|r| r.map(body::boxed))
             } else if upgrade.is_some() {
-                pools.send_upgrade(target, req, &settings).await
+                pools
+                    .send_upgrade(target, req, &settings, &on_connected)
+                    .await
             } else {
-                pools.send_h1_with(target, req, &settings).await
+                pools
+                    .send_h1_with(target, req, &settings, &on_connected)
+                    .await
             }
         };
         let per_try = self.policy.map_or(0, |p| p.per_try_timeout_ms);
-        let result = if per_try > 0 {
-            match tokio::time::timeout(Duration::from_millis(per_try), send).await {
+        let per_try_end = (per_try > 0).then(|| Instant::now() + Duration::from_millis(per_try));
+        let result = match first_cut(per_try_end, self.deadline) {
+            Some((at, cut)) => match tokio::time::timeout_at(at, send).await {
                 Ok(r) => r,
                 Err(_) => {
-                    self.record(endpoint, Outcome::LocalFailure);
-                    let msg = "upstream per-try timeout".to_owned();
-                    return Ok(Attempt::Failed(Failure::PerTryTimeout, msg));
+                    if connected.load(Ordering::Relaxed) {
+                        self.record(endpoint, Outcome::Timeout);
+                    }
+                    return Ok(match cut {
+                        Cut::Route => Attempt::RouteTimeout,
+                        Cut::PerTry => {
+                            let msg = "upstream per-try timeout".to_owned();
+                            Attempt::Failed(Failure::PerTryTimeout, msg)
+                        }
+                    });
                 }
-            }
-        } else {
-            send.await
+            },
+            None => send.await,
         };
         Ok(match result {
             Ok(resp) => {
@@ -328,7 +380,7 @@ impl Exchange<'_> {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "upstream request failed");
-                self.record(endpoint, Outcome::LocalFailure);
+                self.record(endpoint, Outcome::ConnectFailed);
                 Attempt::Failed(classify(&e), format!("sluice-proxy: {e}"))
             }
         })
@@ -344,6 +396,7 @@ impl Exchange<'_> {
                 on.retries_status(resp.status().as_u16(), grpc_status(resp))
             }
             Attempt::Failed(f, _) => on.retries_failure(*f),
+            Attempt::RouteTimeout => false,
         }
     }
 
@@ -376,14 +429,23 @@ impl Exchange<'_> {
         Ok(unit)
     }
 
-    /// Runs attempts, with request bodies from `source`, until one is not retried.
+    /// `fut`'s output, or `None` when the route deadline passes first.
+    async fn before_deadline<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        match self.deadline {
+            Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
+            None => Some(fut.await),
+        }
+    }
+
+    /// Runs attempts, with request bodies from `source`, until one is not
+    /// retried or the route deadline passes.
     pub(super) async fn run(self, mut source: Source) -> Ending {
         if let Some(budget) = self.policy.and_then(|p| p.budget.as_ref()) {
             budget.record_request();
         }
         let metrics = &self.shared.metrics.resilience;
-        // Counts the request as retried even when the route timeout drops
-        // this future between attempts.
+        // Counts the request as retried even when the route timeout (or the
+        // caller going away) ends it between attempts.
         let mut record = RetryRecord {
             metrics,
             cluster: &self.cluster.name,
@@ -396,9 +458,11 @@ impl Exchange<'_> {
             let Some(choice) = self.choose(&tried) else {
                 return Ending::NoHealthy;
             };
-            let admission = match self.cluster.circuit.admit().await {
-                Ok(a) => a,
-                Err(o) => {
+            // Waiting for a connection slot: no endpoint has the request yet.
+            let admission = match self.before_deadline(self.cluster.circuit.admit()).await {
+                None => return Ending::RouteTimeout,
+                Some(Ok(a)) => a,
+                Some(Err(o)) => {
                     metrics.overflow(&self.cluster.name, o.kind());
                     record.finish(RetryOutcome::Failure);
                     return Ending::Overflow;
@@ -413,6 +477,7 @@ impl Exchange<'_> {
                 .attempt(endpoint, body, admission, retry_unit.take())
                 .await
             {
+                Ok(Attempt::RouteTimeout) => return Ending::RouteTimeout,
                 Ok(a) => a,
                 Err(msg) => return Ending::Bad(msg),
             };
@@ -428,7 +493,14 @@ impl Exchange<'_> {
                     record.retried = true;
                     retry_unit = Some(unit);
                     let base = self.policy.map_or(0, |p| p.backoff_base_ms);
-                    tokio::time::sleep(retry::backoff(Duration::from_millis(base), retries)).await;
+                    let wait = retry::backoff(Duration::from_millis(base), retries);
+                    if self
+                        .before_deadline(tokio::time::sleep(wait))
+                        .await
+                        .is_none()
+                    {
+                        return Ending::RouteTimeout;
+                    }
                 }
                 Err(outcome) => {
                     record.finish(outcome);
@@ -447,6 +519,7 @@ impl Exchange<'_> {
                             endpoint,
                             exhausted,
                         },
+                        Attempt::RouteTimeout => Ending::RouteTimeout,
                     };
                 }
             }
@@ -471,7 +544,7 @@ impl RetryRecord<'_> {
 
 impl Drop for RetryRecord<'_> {
     fn drop(&mut self) {
-        // Dropped mid-way: the route timeout stopped the retries.
+        // Ended mid-way: the route timeout stopped the retries.
         self.finish(RetryOutcome::Failure);
     }
 }

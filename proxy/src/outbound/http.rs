@@ -506,23 +506,10 @@ async fn forward(
         target,
         hash,
         upgrade: asked.as_ref().map(|u| u.protocol.clone()),
+        deadline: (f.route.timeout_ms > 0)
+            .then(|| tokio::time::Instant::now() + Duration::from_millis(f.route.timeout_ms)),
     };
-    let ending = if f.route.timeout_ms > 0 {
-        // The route timeout covers every attempt and backoff, until response headers.
-        let limit = Duration::from_millis(f.route.timeout_ms);
-        match tokio::time::timeout(limit, exchange.run(source)).await {
-            Ok(e) => e,
-            Err(_) => {
-                let resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
-                let report = rep.report(&service, &WorkloadMeta::default());
-                let flags = join_flags(flags, &words.ut);
-                let resp = report.local(resp, &flags);
-                return rep.tag(resp, || routed().flagged(&flags));
-            }
-        }
-    } else {
-        exchange.run(source).await
-    };
+    let ending = exchange.run(source).await;
     let service_time = rep.start.elapsed();
     let destination = |i: usize| cluster.endpoints.get(i).map(|e| &e.workload);
     match ending {
@@ -587,6 +574,13 @@ async fn forward(
             rep.tag(resp, || {
                 routed().flagged(&flag).at(cluster.endpoints.get(endpoint))
             })
+        }
+        Ending::RouteTimeout => {
+            let resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+            let report = rep.report(&service, &WorkloadMeta::default());
+            let flags = join_flags(flags, &words.ut);
+            let resp = report.local(resp, &flags);
+            rep.tag(resp, || routed().flagged(&flags))
         }
         Ending::Overflow => {
             let report = rep.report(&service, &WorkloadMeta::default());

@@ -10,6 +10,7 @@ mod lifecycle;
 mod logged;
 mod mesh;
 mod origination;
+mod outlier;
 mod path_normalization;
 mod policies;
 mod resilience;

@@ -1,0 +1,21 @@
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+
+#[test]
+fn first_cut_earlier_timeout_wins_route_on_a_tie() {
+    let now = Instant::now();
+    let soon = now + Duration::from_millis(100);
+    let later = now + Duration::from_millis(200);
+    assert_eq!(first_cut(None, None), None);
+    assert_eq!(first_cut(Some(soon), None), Some((soon, Cut::PerTry)));
+    assert_eq!(first_cut(None, Some(soon)), Some((soon, Cut::Route)));
+    assert_eq!(
+        first_cut(Some(soon), Some(later)),
+        Some((soon, Cut::PerTry))
+    );
+    assert_eq!(first_cut(Some(later), Some(soon)), Some((soon, Cut::Route)));
+    assert_eq!(first_cut(Some(soon), Some(soon)), Some((soon, Cut::Route)));
+}
