@@ -2,8 +2,12 @@
 //! ejected and, when asked, already tried endpoints), circuit breaking,
 //! per-try timeouts, retries with backoff and budgets, outlier bookkeeping.
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -53,6 +57,35 @@ pub(super) struct Exchange<'a> {
     /// The `Upgrade` value of a WebSocket upgrade request: every attempt
     /// goes over HTTP/1.1 on a connection of its own, with the upgrade asked.
     pub upgrade: Option<http::HeaderValue>,
+    /// Where the latest attempt went, for the request's metrics.
+    pub picked: &'a Picked,
+}
+
+/// The endpoint the latest attempt of an exchange went to, and whether its
+/// connection is mesh mTLS; readable after the exchange was dropped (route
+/// timeout, or the caller went away).
+#[derive(Debug)]
+pub(super) struct Picked(AtomicUsize);
+
+impl Picked {
+    /// Nothing picked; else `(index + 1) << 1 | mesh mTLS`.
+    const NONE: usize = 0;
+
+    pub(super) fn new() -> Self {
+        Picked(AtomicUsize::new(Self::NONE))
+    }
+
+    fn set(&self, endpoint: usize, mesh_tls: bool) {
+        let packed = endpoint.saturating_add(1) << 1 | usize::from(mesh_tls);
+        self.0.store(packed, Ordering::Relaxed);
+    }
+
+    /// The endpoint's index in its cluster and whether the attempt's
+    /// connection to it is mesh mTLS, if an attempt picked one.
+    pub(super) fn get(&self) -> Option<(usize, bool)> {
+        let packed = self.0.load(Ordering::Relaxed);
+        (packed != Self::NONE).then(|| ((packed >> 1) - 1, packed & 1 == 1))
+    }
 }
 
 /// What hashing load balancers look at, owned.
@@ -277,6 +310,7 @@ impl Exchange<'_> {
         let upgrade = self.upgrade.as_ref();
         let h2 = upgrade.is_none() && cluster.upstream_h2(self.parts.version);
         let target = Target::endpoint(cluster, ep, has_credentials, Alpn::for_http(h2));
+        self.picked.set(endpoint, target.is_mesh_tls());
         let h2 = h2 && !target.forces_h1();
         let mut parts = clone_parts(&self.parts);
         if !ep.sidecar {
@@ -396,6 +430,8 @@ impl Exchange<'_> {
             let Some(choice) = self.choose(&tried) else {
                 return Ending::NoHealthy;
             };
+            // Before admission: a pool overflow, as Envoy's, has a host.
+            self.picked.set(choice.index, false);
             let admission = match self.cluster.circuit.admit().await {
                 Ok(a) => a,
                 Err(o) => {
