@@ -312,11 +312,8 @@ async fn relay_tcp(shared: Arc<Shared>, mut stream: Stream, target_port: u16, ct
         .unwrap_or_default();
     let m = &shared.metrics;
     let me = shared.self_meta(running.as_deref());
-    let principal = ctx
-        .peer
-        .as_ref()
-        .map(|p| Text::from(p.spiffe_id.as_str()))
-        .unwrap_or_default();
+    let principals = ctx.cache.principals();
+    let principal = principals.map(|p| p.source.clone()).unwrap_or_default();
     let source = match caller.filter(|f| !f[0].is_empty()) {
         Some([workload, namespace, app, version]) => WorkloadMeta {
             workload: workload.as_str().into(),
@@ -333,7 +330,14 @@ async fn relay_tcp(shared: Arc<Shared>, mut stream: Stream, target_port: u16, ct
         },
     };
     let security = ctx.security_label(&m.words);
-    let labels = m.tcp_labels(&m.words.destination, &source, me, &service, security);
+    let labels = m.tcp_labels(
+        &m.words.destination,
+        &source,
+        me,
+        &service,
+        security,
+        principals,
+    );
     if ctx.peer.is_some() {
         crate::tcp::relay(
             &shared.metrics,

@@ -14,14 +14,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::model::{Text, WorkloadMeta};
+use crate::model::Text;
 
+mod exposition;
+mod labels;
 mod resilience;
 mod security;
 mod series;
 mod tags;
 mod telemetry;
 
+pub use labels::Principals;
 pub use resilience::{ResilienceMetrics, RetryOutcome};
 pub use security::{SecurityMetrics, Side};
 use series::{RequestSeries, SeriesCache};
@@ -297,6 +300,13 @@ pub mod standard {
 #[derive(Clone, Debug)]
 pub struct Words {
     pub unknown: Text,
+    /// `grpc_response_status` of non-gRPC requests and of gRPC requests
+    /// without any answer, as Istio writes it.
+    pub empty: Text,
+    /// `grpc_response_status` values 0-16, and `-1` for a `grpc-status`
+    /// Envoy does not read as a known code.
+    pub grpc_codes: [Text; 17],
+    pub grpc_invalid: Text,
     /// Canonical revision of a workload that has none.
     pub latest: Text,
     pub source: Text,
@@ -326,6 +336,10 @@ pub struct Words {
     pub di_fi: Text,
     /// A connection cut at its maximum duration (Envoy's `DT`).
     pub dt: Text,
+    /// The caller went away before the answer: its HTTP/1 connection closed
+    /// (Envoy's `DC`) or its HTTP/2 stream was reset (`DR`).
+    pub dc: Text,
+    pub dr: Text,
     /// `destination_service_name` of traffic for destinations no service
     /// covers: passed through, or refused under `REGISTRY_ONLY`.
     pub passthrough: Text,
@@ -643,6 +657,9 @@ impl Metrics {
             mirrors,
             words: Words {
                 unknown: "unknown".into(),
+                empty: "".into(),
+                grpc_codes: std::array::from_fn(|c| Text::from(c.to_string())),
+                grpc_invalid: "-1".into(),
                 latest: "latest".into(),
                 source: "source".into(),
                 destination: "destination".into(),
@@ -665,6 +682,8 @@ impl Metrics {
                 fi: "FI".into(),
                 di_fi: "DI,FI".into(),
                 dt: "DT".into(),
+                dc: "DC".into(),
+                dr: "DR".into(),
                 passthrough: "PassthroughCluster".into(),
                 black_hole: "BlackHoleCluster".into(),
             },
@@ -890,68 +909,13 @@ impl Metrics {
             .set(1);
     }
 
-    /// The text exposition of every metric.
+    /// The text exposition of every metric, histogram bucket bounds written
+    /// as Envoy's `/stats/prometheus` writes them.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
-}
-
-fn or_unknown(t: &Text, unknown: &Text) -> Text {
-    if t.as_str().is_empty() {
-        unknown.clone()
-    } else {
-        t.clone()
-    }
-}
-
-impl Metrics {
-    /// Builds request labels from cached parts; only clones `Arc`s.
-    #[allow(clippy::too_many_arguments)]
-    pub fn request_labels(
-        &self,
-        reporter: &Text,
-        source: &WorkloadMeta,
-        destination: &WorkloadMeta,
-        service: &ServiceLabels,
-        protocol: &Text,
-        response_code: u16,
-        grpc_status: &Text,
-        flags: &Text,
-        security: &Text,
-    ) -> RequestLabels {
-        let u = &self.words.unknown;
-        let latest = &self.words.latest;
-        RequestLabels {
-            reporter: reporter.clone(),
-            source_workload: or_unknown(&source.workload, u),
-            source_canonical_service: or_unknown(&source.app, u),
-            source_canonical_revision: or_unknown(&source.version, latest),
-            source_workload_namespace: or_unknown(&source.namespace, u),
-            source_principal: or_unknown(&source.principal, u),
-            source_app: or_unknown(&source.app, u),
-            source_version: or_unknown(&source.version, u),
-            source_cluster: or_unknown(&source.cluster, u),
-            destination_workload: or_unknown(&destination.workload, u),
-            destination_workload_namespace: or_unknown(&destination.namespace, u),
-            destination_principal: or_unknown(&destination.principal, u),
-            destination_app: or_unknown(&destination.app, u),
-            destination_version: or_unknown(&destination.version, u),
-            destination_service: or_unknown(&service.service, u),
-            destination_canonical_service: or_unknown(&destination.app, u),
-            destination_canonical_revision: or_unknown(&destination.version, latest),
-            destination_service_name: or_unknown(&service.name, u),
-            destination_service_namespace: or_unknown(&service.namespace, u),
-            destination_cluster: or_unknown(&destination.cluster, u),
-            request_protocol: protocol.clone(),
-            response_code,
-            grpc_response_status: grpc_status.clone(),
-            response_flags: flags.clone(),
-            connection_security_policy: security.clone(),
-            custom: Custom::default(),
-        }
+        exposition::envoy_bucket_bounds(out)
     }
 
     /// Counts a relayed TCP connection closed by its `kind` of timeout.
@@ -961,53 +925,5 @@ impl Metrics {
             kind,
         };
         self.tcp_timeouts.get_or_create(&labels).inc();
-    }
-
-    /// Builds TCP labels from cached parts.
-    pub fn tcp_labels(
-        &self,
-        reporter: &Text,
-        source: &WorkloadMeta,
-        destination: &WorkloadMeta,
-        service: &ServiceLabels,
-        security: &Text,
-    ) -> TcpLabels {
-        let r = self.request_labels(
-            reporter,
-            source,
-            destination,
-            service,
-            &self.words.tcp,
-            0,
-            &self.words.unknown,
-            &self.words.no_flags,
-            security,
-        );
-        TcpLabels {
-            reporter: r.reporter,
-            source_workload: r.source_workload,
-            source_canonical_service: r.source_canonical_service,
-            source_canonical_revision: r.source_canonical_revision,
-            source_workload_namespace: r.source_workload_namespace,
-            source_principal: r.source_principal,
-            source_app: r.source_app,
-            source_version: r.source_version,
-            source_cluster: r.source_cluster,
-            destination_workload: r.destination_workload,
-            destination_workload_namespace: r.destination_workload_namespace,
-            destination_principal: r.destination_principal,
-            destination_app: r.destination_app,
-            destination_version: r.destination_version,
-            destination_service: r.destination_service,
-            destination_canonical_service: r.destination_canonical_service,
-            destination_canonical_revision: r.destination_canonical_revision,
-            destination_service_name: r.destination_service_name,
-            destination_service_namespace: r.destination_service_namespace,
-            destination_cluster: r.destination_cluster,
-            request_protocol: r.request_protocol,
-            response_flags: r.response_flags,
-            connection_security_policy: r.connection_security_policy,
-            custom: Custom::default(),
-        }
     }
 }

@@ -96,6 +96,7 @@ async fn passthrough_tcp(
         &crate::model::WorkloadMeta::default(),
         &service,
         &m.words.unknown,
+        None,
     );
     m.passthrough(registry_only, "tcp");
     if registry_only {

@@ -1,5 +1,6 @@
-//! Per-request metrics reporting: labels are prepared when the destination is
-//! known and recorded when the response body ends (streamed) or at once (local).
+//! Per-request metrics reporting: labels are prepared when the request comes
+//! in and recorded when the response body ends (streamed), at once (local), or
+//! when the request is dropped unanswered (its caller went away).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,7 +30,10 @@ impl Drop for InFlight {
     }
 }
 
-/// A request being reported.
+/// A request being reported. Every request is recorded once: with its
+/// answer, or, when it is dropped before one went out (the caller went away,
+/// so the proxy stopped handling it), with response code 0 and Envoy's
+/// downstream flag, as Envoy's stats run for every stream.
 pub struct Report {
     metrics: Arc<Metrics>,
     labels: RequestLabels,
@@ -37,15 +41,22 @@ pub struct Report {
     request_bytes: Arc<AtomicU64>,
     /// What label expressions read of the request (only when some do).
     facts: Option<Box<TagFacts>>,
+    /// Not recorded yet.
+    pending: bool,
+    /// The caller's request came on an HTTP/2 stream (which it resets:
+    /// `DR`), not an HTTP/1 connection (which it closes: `DC`).
+    caller_h2: bool,
 }
 
 impl Report {
-    /// Starts reporting with `labels` (code and flags are filled in at the end).
+    /// Starts reporting with `labels` (code and flags are filled in at the
+    /// end) a request that came in over `caller`'s HTTP version.
     pub fn new(
         metrics: Arc<Metrics>,
         labels: RequestLabels,
         start: Instant,
         request_bytes: Arc<AtomicU64>,
+        caller: http::Version,
     ) -> Self {
         Report {
             metrics,
@@ -53,6 +64,8 @@ impl Report {
             start,
             request_bytes,
             facts: None,
+            pending: true,
+            caller_h2: caller == http::Version::HTTP_2,
         }
     }
 
@@ -62,36 +75,40 @@ impl Report {
         self
     }
 
-    /// Sets the response flags reported for a response that streams from upstream.
+    /// Sets the response flags reported for a response that streams from
+    /// upstream (or for the request, if its caller leaves before the answer).
     pub fn with_flags(mut self, flags: &Text) -> Self {
         self.labels.response_flags = flags.clone();
         self
+    }
+
+    /// Leaves out the destination labels Istio's client side does not have
+    /// without an answer ([`Metrics::endpoint_metadata_only`]).
+    pub fn endpoint_metadata_only(&mut self) {
+        self.metrics.endpoint_metadata_only(&mut self.labels);
+    }
+
+    fn grpc(&self) -> bool {
+        self.labels.request_protocol.as_str() == self.metrics.words.grpc.as_str()
     }
 
     /// Records a reply the proxy generated itself. An error answer to a
     /// gRPC request goes out in gRPC's form, as Envoy sends local replies
     /// ([`grpc_local`]).
     pub fn local(mut self, resp: Response<Body>, flags: &Text) -> Response<Body> {
-        let resp = if self.labels.request_protocol.as_str() == "grpc" {
-            grpc_local(resp)
-        } else {
-            resp
-        };
-        self.labels.response_code = resp.status().as_u16();
-        if let Some(s) = resp
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-        {
-            self.labels.grpc_response_status = Text::from(s);
+        let grpc = self.grpc();
+        let resp = if grpc { grpc_local(resp) } else { resp };
+        let code = resp.status().as_u16();
+        self.labels.response_code = code;
+        if grpc {
+            self.labels.grpc_response_status = match resp.headers().get("grpc-status") {
+                Some(v) => self.metrics.grpc_status_label(v),
+                None => self.metrics.grpc_status_of_http(code),
+            };
         }
         self.labels.response_flags = flags.clone();
         let size = resp.body().size_hint().exact().unwrap_or(0);
-        let millis = self.start.elapsed().as_secs_f64() * 1000.0;
-        let req = self.request_bytes.load(Ordering::Relaxed);
-        let facts = self.facts.as_deref();
-        self.metrics
-            .record_request(&self.labels, facts, millis, req, size);
+        self.record(size);
         resp
     }
 
@@ -101,27 +118,63 @@ impl Report {
         resp: Response<Body>,
         guard: G,
     ) -> Response<Body> {
-        self.labels.response_code = resp.status().as_u16();
-        if let Some(s) = resp
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-        {
-            self.labels.grpc_response_status = Text::from(s);
+        let code = resp.status().as_u16();
+        self.labels.response_code = code;
+        let grpc = self.grpc();
+        if grpc && let Some(v) = resp.headers().get("grpc-status") {
+            self.labels.grpc_response_status = self.metrics.grpc_status_label(v);
         }
         resp.map(move |b| {
             body::boxed(Finishing::new(b, move |end: End| {
                 let _guard = guard;
-                if let Some(s) = end.grpc_status.as_ref().and_then(|v| v.to_str().ok()) {
-                    self.labels.grpc_response_status = Text::from(s);
+                let mut report = self;
+                // Envoy's order: trailers, headers, then the HTTP status.
+                if grpc {
+                    let m = &report.metrics;
+                    if let Some(v) = &end.grpc_status {
+                        report.labels.grpc_response_status = m.grpc_status_label(v);
+                    } else if report.labels.grpc_response_status.as_str().is_empty() {
+                        report.labels.grpc_response_status = m.grpc_status_of_http(code);
+                    }
                 }
-                let millis = self.start.elapsed().as_secs_f64() * 1000.0;
-                let req = self.request_bytes.load(Ordering::Relaxed);
-                let facts = self.facts.as_deref();
-                self.metrics
-                    .record_request(&self.labels, facts, millis, req, end.bytes);
+                report.record(end.bytes);
             }))
         })
+    }
+
+    fn record(&mut self, response_bytes: u64) {
+        self.pending = false;
+        let millis = self.start.elapsed().as_secs_f64() * 1000.0;
+        let req = self.request_bytes.load(Ordering::Relaxed);
+        let facts = self.facts.as_deref();
+        self.metrics
+            .record_request(&self.labels, facts, millis, req, response_bytes);
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if !self.pending {
+            return;
+        }
+        // No answer went out: code 0, no gRPC status, and the request's
+        // duration and bytes up to now, as Envoy logs a stream reset by its
+        // downstream. The flags keep what was already set (a fault delay).
+        let w = &self.metrics.words;
+        let gone = if self.caller_h2 { &w.dr } else { &w.dc };
+        self.labels.response_flags = join_flags(&self.labels.response_flags, gone);
+        self.labels.response_code = 0;
+        self.labels.grpc_response_status = w.empty.clone();
+        self.record(0);
+    }
+}
+
+/// `a,b` (Envoy's order when `a` comes first in it), or just the one that is not "-".
+pub fn join_flags(a: &Text, b: &Text) -> Text {
+    match (a.as_str(), b.as_str()) {
+        ("-", _) => b.clone(),
+        (_, "-") => a.clone(),
+        (x, y) => Text::from(format!("{x},{y}")),
     }
 }
 

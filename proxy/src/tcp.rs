@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::balance::{HashInput, pick_endpoint, pick_weighted};
 use crate::matching::domains_match;
-use crate::metrics::{Metrics, ServiceLabels, TcpLabels};
+use crate::metrics::{Metrics, Principals, ServiceLabels, TcpLabels};
 use crate::model::{ProxyConfig, Running, TcpRoute, TcpService};
 use crate::state::Shared;
 use crate::tls::Alpn;
@@ -135,12 +135,18 @@ pub async fn connect_service(
         name: cluster.service_name.clone(),
         namespace: cluster.service_namespace.clone(),
     };
+    // Istio takes both principals from the upstream connection's certificates.
+    let principals = target.is_mesh_tls().then_some(Principals {
+        source: &me.principal,
+        destination: &ep.workload.principal,
+    });
     let labels = m.tcp_labels(
         &m.words.source,
         me,
         &ep.workload,
         &service,
         &m.words.unknown,
+        principals,
     );
     Ok(TcpUpstream {
         stream,

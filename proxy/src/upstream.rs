@@ -128,6 +128,12 @@ impl Target {
         }
     }
 
+    /// Whether the connection uses the mesh's mutual TLS (both sides' workload
+    /// certificates), not plaintext or TLS origination to another server.
+    pub fn is_mesh_tls(&self) -> bool {
+        matches!(self.security, Security::Mesh { .. })
+    }
+
     /// Whether HTTP on this connection must be HTTP/1.1 (TLS origination offers only that).
     pub fn forces_h1(&self) -> bool {
         matches!(self.security, Security::Originate(_))

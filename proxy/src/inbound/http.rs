@@ -16,7 +16,7 @@ use crate::body::{self, Body, Counted};
 use crate::http_util::{UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop};
 use crate::jwt;
 use crate::matching::{RequestView, port_of};
-use crate::metrics::{Side, TagFacts};
+use crate::metrics::{Principals, Side, TagFacts};
 use crate::model::{Protocol, Text, WorkloadMeta};
 use crate::path_normalization;
 use crate::rate_limit::{self, Gate, Stage};
@@ -34,10 +34,13 @@ const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client
 const RBAC_DENIED: &str = "RBAC: access denied";
 
 /// What stays the same for every request of one connection: the XFCC value
-/// (from the peer certificate) and the caller metadata its sidecar sends.
+/// and the principals (from the mTLS certificates), and the caller metadata
+/// its sidecar sends.
 #[derive(Debug)]
 pub(super) struct ConnCache {
     xfcc: Option<HeaderValue>,
+    /// The caller's SPIFFE id, then this side's.
+    principals: Option<(Text, Text)>,
     source: Mutex<Option<(SourceValues, Text, WorkloadMeta)>>,
 }
 
@@ -55,10 +58,25 @@ impl ConnCache {
             );
             HeaderValue::from_str(&value).ok()
         });
+        let principals = peer.map(|p| {
+            let own = Text::from(p.own_id.as_str());
+            (Text::from(p.spiffe_id.as_str()), own)
+        });
         ConnCache {
             xfcc,
+            principals,
             source: Mutex::new(None),
         }
+    }
+
+    /// The principals of the connection's mutual TLS, if it has it.
+    pub(super) fn principals(&self) -> Option<Principals<'_>> {
+        self.principals
+            .as_ref()
+            .map(|(source, destination)| Principals {
+                source,
+                destination,
+            })
     }
 }
 
@@ -68,12 +86,7 @@ const INBOUND_ADDED_HEADERS: usize = 8;
 
 /// Takes the caller metadata headers out of the request; the principal is the
 /// mTLS peer identity, whatever the headers claim.
-fn take_source(
-    headers: &mut HeaderMap,
-    own_cluster: &Text,
-    peer: Option<&Peer>,
-    cache: &ConnCache,
-) -> WorkloadMeta {
+fn take_source(headers: &mut HeaderMap, own_cluster: &Text, cache: &ConnCache) -> WorkloadMeta {
     // Every caller-metadata header is taken out, whichever the app gets to see.
     let present = headers
         .keys()
@@ -116,8 +129,10 @@ fn take_source(
         namespace,
         app,
         version,
-        principal: peer
-            .map(|p| Text::from(p.spiffe_id.as_str()))
+        principal: cache
+            .principals
+            .as_ref()
+            .map(|(caller, _)| caller.clone())
             .unwrap_or_default(),
         cluster: Text::default(),
     };
@@ -337,8 +352,7 @@ async fn serve(
     });
     let m = Arc::clone(&shared.metrics);
     let me = shared.self_meta(running.as_deref());
-    let peer = ctx.peer.as_deref();
-    let source = take_source(&mut parts.headers, &me.cluster, peer, &ctx.cache);
+    let source = take_source(&mut parts.headers, &me.cluster, &ctx.cache);
     set_client_cert_header(&mut parts.headers, &ctx.cache);
     let grpc = is_grpc(&parts.headers);
     let protocol = if grpc { &m.words.grpc } else { &m.words.http };
@@ -349,10 +363,9 @@ async fn serve(
         me,
         &service,
         protocol,
-        0,
-        &m.words.unknown,
         &m.words.no_flags,
         ctx.security_label(&m.words),
+        ctx.cache.principals(),
     );
     let facts = m.wants_tag_facts(&m.words.destination).map(|plans| {
         let mut f = TagFacts::of(&parts, plans.headers());
@@ -362,8 +375,9 @@ async fn serve(
         f.requested_server_name = ctx.peer.as_deref().and_then(|p| p.sni.clone());
         Box::new(f)
     });
-    let report =
-        Report::new(Arc::clone(&m), labels, start, Arc::clone(&request_bytes)).with_facts(facts);
+    // Dropped unanswered (the caller went away), it records the request.
+    let bytes = Arc::clone(&request_bytes);
+    let report = Report::new(Arc::clone(&m), labels, start, bytes, parts.version).with_facts(facts);
     let Some((target_port, app_protocol)) = port
         .map(|p| (p.target_port, p.protocol))
         .or(ctx.dst_port.map(|p| (p, Protocol::Unspecified)))

@@ -9,7 +9,7 @@ mod tests;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -62,6 +62,35 @@ pub(super) struct Exchange<'a> {
     /// When the route timeout ends the exchange, if the route has one: it
     /// covers every attempt and backoff, until response headers.
     pub deadline: Option<Instant>,
+    /// Where the latest attempt went, for the request's metrics.
+    pub picked: &'a Picked,
+}
+
+/// The endpoint the latest attempt of an exchange went to, and whether its
+/// connection is mesh mTLS; readable after the exchange was dropped (route
+/// timeout, or the caller went away).
+#[derive(Debug)]
+pub(super) struct Picked(AtomicUsize);
+
+impl Picked {
+    /// Nothing picked; else `(index + 1) << 1 | mesh mTLS`.
+    const NONE: usize = 0;
+
+    pub(super) fn new() -> Self {
+        Picked(AtomicUsize::new(Self::NONE))
+    }
+
+    fn set(&self, endpoint: usize, mesh_tls: bool) {
+        let packed = endpoint.saturating_add(1) << 1 | usize::from(mesh_tls);
+        self.0.store(packed, Ordering::Relaxed);
+    }
+
+    /// The endpoint's index in its cluster and whether the attempt's
+    /// connection to it is mesh mTLS, if an attempt picked one.
+    pub(super) fn get(&self) -> Option<(usize, bool)> {
+        let packed = self.0.load(Ordering::Relaxed);
+        (packed != Self::NONE).then(|| ((packed >> 1) - 1, packed & 1 == 1))
+    }
 }
 
 /// What hashing load balancers look at, owned.
@@ -308,6 +337,7 @@ impl Exchange<'_> {
         let upgrade = self.upgrade.as_ref();
         let h2 = upgrade.is_none() && cluster.upstream_h2(self.parts.version);
         let target = Target::endpoint(cluster, ep, has_credentials, Alpn::for_http(h2));
+        self.picked.set(endpoint, target.is_mesh_tls());
         let h2 = h2 && !target.forces_h1();
         let mut parts = clone_parts(&self.parts);
         if !ep.sidecar {
@@ -458,6 +488,8 @@ impl Exchange<'_> {
             let Some(choice) = self.choose(&tried) else {
                 return Ending::NoHealthy;
             };
+            // Before admission: a pool overflow, as Envoy's, has a host.
+            self.picked.set(choice.index, false);
             // Waiting for a connection slot: no endpoint has the request yet.
             let admission = match self.before_deadline(self.cluster.circuit.admit()).await {
                 None => return Ending::RouteTimeout,

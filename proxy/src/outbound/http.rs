@@ -12,7 +12,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::attempts::{self, Ending, Exchange, HashKeys, Source};
+use super::attempts::{self, Ending, Exchange, HashKeys, Picked, Source};
 use super::mirror::{self, Template};
 use super::{ConnCtx, fault};
 use crate::balance::pick_weighted;
@@ -22,10 +22,10 @@ use crate::http_util::{
     BadTarget, UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop,
 };
 use crate::matching::{Matched, RequestView, host_of, port_of, select_vhost};
-use crate::metrics::{self, Metrics, ServiceLabels, TagFacts};
+use crate::metrics::{self, Metrics, Principals, ServiceLabels, TagFacts};
 use crate::model::{Action, Cluster, Route, Running, Text, WeightedCluster, WorkloadMeta};
 use crate::path_normalization;
-use crate::report::Report;
+use crate::report::{Report, join_flags};
 use crate::retry::Failure;
 use crate::rewrite::{path_and_query, redirect_location, rewritten_path};
 use crate::source_meta;
@@ -55,6 +55,8 @@ struct Reporting<'a> {
     protocol: &'a Text,
     start: Instant,
     request_bytes: Arc<AtomicU64>,
+    /// The app's HTTP version (how it would leave: closed connection or reset stream).
+    caller: http::Version,
     /// Telemetry wants an [`Outcome`] on every response.
     observe: bool,
     /// What a Telemetry's label expressions read of the request, if any do.
@@ -70,8 +72,19 @@ impl Reporting<'_> {
         resp
     }
 
-    /// A report for a request to `service`, answered by `destination`.
-    fn report(&self, service: &ServiceLabels, destination: &WorkloadMeta) -> Report {
+    /// A report for a request to `service` that reached no endpoint.
+    fn report(&self, service: &ServiceLabels) -> Report {
+        self.report_to(service, &WorkloadMeta::default(), None)
+    }
+
+    /// A report for a request to `service` sent to `destination`, over a
+    /// connection with `principals` when it is mesh mTLS.
+    fn report_to(
+        &self,
+        service: &ServiceLabels,
+        destination: &WorkloadMeta,
+        principals: Option<Principals<'_>>,
+    ) -> Report {
         let m = self.metrics;
         let labels = m.request_labels(
             &m.words.source,
@@ -79,16 +92,16 @@ impl Reporting<'_> {
             destination,
             service,
             self.protocol,
-            0,
-            &m.words.unknown,
             &m.words.no_flags,
             &m.words.unknown,
+            principals,
         );
         Report::new(
             Arc::clone(m),
             labels,
             self.start,
             Arc::clone(&self.request_bytes),
+            self.caller,
         )
         .with_facts(self.facts.clone())
     }
@@ -101,9 +114,7 @@ impl Reporting<'_> {
         msg: &str,
         flag: &Text,
     ) -> Response<Body> {
-        let resp = self
-            .report(service, &WorkloadMeta::default())
-            .local(local_reply(status, msg), flag);
+        let resp = self.report(service).local(local_reply(status, msg), flag);
         self.tag(resp, || Outcome::local(flag))
     }
 }
@@ -152,7 +163,7 @@ async fn passthrough(
         );
         return rep.reply(&service, StatusCode::BAD_GATEWAY, &msg, &m.words.no_flags);
     }
-    let report = rep.report(&service, &WorkloadMeta::default());
+    let report = rep.report(&service);
     let h2 = req.version() == http::Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -288,6 +299,7 @@ async fn route(
         },
         start,
         request_bytes,
+        caller: req.version(),
         observe,
         facts: m.wants_tag_facts(&m.words.source).map(|plans| {
             let mut f = TagFacts::of_head(
@@ -344,7 +356,7 @@ async fn route(
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
             route.response_headers.apply(resp.headers_mut());
-            let report = rep.report(&vh_service(), &WorkloadMeta::default());
+            let report = rep.report(&vh_service());
             let resp = report.local(resp, &m.words.no_flags);
             rep.tag(resp, || Outcome::direct(route))
         }
@@ -357,7 +369,7 @@ async fn route(
                 resp.headers_mut().insert(header::LOCATION, v);
             }
             route.response_headers.apply(resp.headers_mut());
-            let report = rep.report(&vh_service(), &WorkloadMeta::default());
+            let report = rep.report(&vh_service());
             let resp = report.local(resp, &m.words.no_flags);
             rep.tag(resp, || Outcome::direct(route))
         }
@@ -366,7 +378,7 @@ async fn route(
             let cors = match &route.cors {
                 Some(policy) => match cors::check(policy, req.method(), req.headers(), m) {
                     cors::Verdict::Answer(resp) => {
-                        let report = rep.report(&vh_service(), &WorkloadMeta::default());
+                        let report = rep.report(&vh_service());
                         let resp = report.local(resp, &m.words.no_flags);
                         return rep.tag(resp, || Outcome::direct(route).detailed("cors_response"));
                     }
@@ -441,12 +453,21 @@ async fn forward(
         name: cluster.service_name.clone(),
         namespace: cluster.service_namespace.clone(),
     };
-    let mut flags = &words.no_flags;
+    let picked = Picked::new();
+    let mut pending = Pending {
+        rep,
+        service: &service,
+        flags: &words.no_flags,
+        picked: &picked,
+        cluster,
+        taken: false,
+    };
     if let Some(fault) = &f.route.fault {
         let injected = fault::decide(fault);
         if injected.delayed {
+            // An app that leaves during the delay is reported with it.
+            pending.flags = &words.di;
             fault::delay(fault).await;
-            flags = &words.di;
         }
         if let Some(abort) = &injected.abort {
             let flag = if injected.delayed {
@@ -454,11 +475,12 @@ async fn forward(
             } else {
                 &words.fi
             };
-            let report = rep.report(&service, &WorkloadMeta::default());
+            let report = pending.take(Reached::Nothing);
             let resp = report.local(fault::abort_response(abort), flag);
             return rep.tag(resp, || routed().flagged(flag));
         }
     }
+    let flags = pending.flags;
     let hash = HashKeys::of(&req, ctx.peer.ip(), &cluster.load_balancer);
     // A mirror cannot take part in an upgraded connection.
     let mirrors = match asked {
@@ -508,10 +530,10 @@ async fn forward(
         upgrade: asked.as_ref().map(|u| u.protocol.clone()),
         deadline: (f.route.timeout_ms > 0)
             .then(|| tokio::time::Instant::now() + Duration::from_millis(f.route.timeout_ms)),
+        picked: &picked,
     };
     let ending = exchange.run(source).await;
     let service_time = rep.start.elapsed();
-    let destination = |i: usize| cluster.endpoints.get(i).map(|e| &e.workload);
     match ending {
         Ending::Answer {
             mut resp,
@@ -520,13 +542,12 @@ async fn forward(
             set_cookie,
             exhausted,
         } => {
-            let dest = destination(endpoint).cloned().unwrap_or_default();
             let flags = if exhausted {
                 join_flags(flags, &words.urx)
             } else {
                 flags.clone()
             };
-            let report = rep.report(&service, &dest).with_flags(&flags);
+            let report = pending.take(Reached::Answer).with_flags(&flags);
             let upgraded = upgrade::answer(rep.metrics, upgrade::SOURCE, asked, &mut resp);
             apply_header_ops(f.route, f.dest, false, resp.headers_mut());
             if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -557,8 +578,11 @@ async fn forward(
             endpoint,
             exhausted,
         } => {
-            let dest = destination(endpoint).cloned().unwrap_or_default();
-            let report = rep.report(&service, &dest);
+            // A connect failure has no upstream connection (no principals).
+            let report = pending.take(match failure {
+                Failure::Connect => Reached::Nothing,
+                _ => Reached::Connection,
+            });
             let (status, flag) = match failure {
                 Failure::Connect => (StatusCode::SERVICE_UNAVAILABLE, &words.uf),
                 Failure::PerTryTimeout => (StatusCode::GATEWAY_TIMEOUT, &words.ut),
@@ -577,24 +601,25 @@ async fn forward(
         }
         Ending::RouteTimeout => {
             let resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
-            let report = rep.report(&service, &WorkloadMeta::default());
+            let report = pending.take(Reached::Connection);
             let flags = join_flags(flags, &words.ut);
             let resp = report.local(resp, &flags);
             rep.tag(resp, || routed().flagged(&flags))
         }
         Ending::Overflow => {
-            let report = rep.report(&service, &WorkloadMeta::default());
+            let report = pending.take(Reached::Nothing);
             let flags = join_flags(flags, &words.uo);
             let resp = report.local(attempts::overloaded(), &flags);
             rep.tag(resp, || routed().flagged(&flags))
         }
         Ending::NoHealthy => {
             let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
-            let resp = rep.reply(&service, StatusCode::SERVICE_UNAVAILABLE, &msg, &words.uh);
+            let reply = local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg);
+            let resp = pending.take(Reached::Nothing).local(reply, &words.uh);
             rep.tag(resp, || routed().flagged(&words.uh))
         }
         Ending::Bad(msg) => {
-            let report = rep.report(&service, &WorkloadMeta::default());
+            let report = pending.take(Reached::Nothing);
             let msg = format!("sluice-proxy: {msg}");
             let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, &msg);
             let resp = report.local(resp, &words.no_flags);
@@ -603,12 +628,68 @@ async fn forward(
     }
 }
 
-/// `a,b`, or just the one that is not "-".
-fn join_flags(a: &Text, b: &Text) -> Text {
-    match (a.as_str(), b.as_str()) {
-        ("-", _) => b.clone(),
-        (_, "-") => a.clone(),
-        (x, y) => Text::from(format!("{x},{y}")),
+/// A forwarded request until its outcome is known. Taken, it makes the
+/// request's report naming the endpoint the latest attempt picked: Istio's
+/// client side falls back to the upstream host's metadata when no answer
+/// (and so no peer metadata) came back, and takes the principals from the
+/// upstream TLS connection. Dropped untaken (the app went away during a
+/// fault delay or the exchange), it reports the request as unanswered.
+struct Pending<'a> {
+    rep: &'a Reporting<'a>,
+    service: &'a ServiceLabels,
+    /// Flags set so far (a fault delay).
+    flags: &'a Text,
+    picked: &'a Picked,
+    cluster: &'a Cluster,
+    taken: bool,
+}
+
+/// How far a forwarded request got with the endpoint its latest attempt picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reached {
+    /// It answered.
+    Answer,
+    /// A connection, but no answer (timeout, reset): the principals are the
+    /// connection's, the workload only the endpoint's metadata.
+    Connection,
+    /// Not even a connection (connect failure, pool overflow), or no endpoint.
+    Nothing,
+}
+
+impl Pending<'_> {
+    /// The request's report, as far as it `reached` the endpoint.
+    fn take(mut self, reached: Reached) -> Report {
+        self.taken = true;
+        self.report(reached)
+    }
+
+    fn report(&self, reached: Reached) -> Report {
+        let endpoint = self.picked.get().and_then(|(i, mtls)| {
+            let ep = self.cluster.endpoints.get(i)?;
+            Some((ep, mtls))
+        });
+        let Some((ep, mtls)) = endpoint else {
+            return self.rep.report(self.service).with_flags(self.flags);
+        };
+        let principals = (mtls && reached != Reached::Nothing).then_some(Principals {
+            source: &self.rep.me.principal,
+            destination: &ep.workload.principal,
+        });
+        let mut report = self.rep.report_to(self.service, &ep.workload, principals);
+        if reached != Reached::Answer {
+            report.endpoint_metadata_only();
+        }
+        report.with_flags(self.flags)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            // Mid-exchange, the attempt's connection is usually up; the
+            // report records the request as its caller's leaving.
+            drop(self.report(Reached::Connection));
+        }
     }
 }
 

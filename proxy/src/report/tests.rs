@@ -54,3 +54,197 @@ fn grpc_local_leaves_successes_and_grpc_answers_alone_and_escapes_messages() {
     let g = grpc_local(text_reply(StatusCode::FORBIDDEN, "100% é"));
     assert_eq!(g.headers()["grpc-message"], "100%25 %C3%A9");
 }
+
+mod recording {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
+    use http_body_util::BodyExt;
+
+    use crate::body::{self, Body};
+    use crate::metrics::{Metrics, ServiceLabels};
+    use crate::model::{Text, WorkloadMeta};
+    use crate::report::Report;
+
+    fn report(m: &Arc<Metrics>, protocol: &Text, caller: Version, bytes: u64) -> Report {
+        let labels = m.request_labels(
+            &m.words.destination,
+            &WorkloadMeta::default(),
+            &WorkloadMeta::default(),
+            &ServiceLabels::default(),
+            protocol,
+            &m.words.no_flags,
+            &m.words.none,
+            None,
+        );
+        let start = Instant::now() - Duration::from_millis(30);
+        let request_bytes = Arc::new(AtomicU64::new(bytes));
+        Report::new(Arc::clone(m), labels, start, request_bytes, caller)
+    }
+
+    /// The `istio_*` lines of the exposition.
+    fn lines(m: &Metrics) -> Vec<String> {
+        m.encode()
+            .lines()
+            .filter(|l| l.starts_with("istio_"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The value of the one line of `metric` carrying every label of `with`.
+    fn value(m: &Metrics, metric: &str, with: &[&str]) -> Option<String> {
+        let found: Vec<String> = lines(m)
+            .into_iter()
+            .filter(|l| l.starts_with(&format!("{metric}{{")))
+            .filter(|l| with.iter().all(|w| l.contains(w)))
+            .collect();
+        assert!(found.len() <= 1, "{found:?}");
+        found
+            .first()
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    }
+
+    fn streamed(status: StatusCode, grpc_header: Option<&'static str>) -> Response<Body> {
+        let mut resp = Response::new(body::full("four"));
+        *resp.status_mut() = status;
+        if let Some(v) = grpc_header {
+            resp.headers_mut()
+                .insert("grpc-status", HeaderValue::from_static(v));
+        }
+        resp
+    }
+
+    #[test]
+    fn report_dropped_unanswered_counts_code_0_dc_with_its_duration_and_request_bytes() {
+        let m = Arc::new(Metrics::new());
+        // Dropped during a fault delay: the delay's flag stays.
+        drop(report(&m, &m.words.http, Version::HTTP_11, 12).with_flags(&m.words.di));
+        let dc = [
+            "response_code=\"0\"",
+            "response_flags=\"DI,DC\"",
+            "grpc_response_status=\"\"",
+        ];
+        assert_eq!(value(&m, "istio_requests_total", &dc).as_deref(), Some("1"));
+        // Every histogram has its sample, as Envoy's stats for a reset stream.
+        let count = |metric| value(&m, metric, &dc);
+        assert_eq!(
+            count("istio_request_duration_milliseconds_count").as_deref(),
+            Some("1")
+        );
+        let millis: f64 = value(&m, "istio_request_duration_milliseconds_sum", &dc)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        assert!(millis >= 30.0, "{millis}");
+        assert_eq!(
+            value(&m, "istio_request_bytes_sum", &dc).as_deref(),
+            Some("12.0")
+        );
+        assert_eq!(
+            value(&m, "istio_response_bytes_sum", &dc).as_deref(),
+            Some("0.0")
+        );
+    }
+
+    #[test]
+    fn report_dropped_unanswered_on_an_h2_stream_is_dr() {
+        let m = Arc::new(Metrics::new());
+        drop(report(&m, &m.words.grpc, Version::HTTP_2, 0));
+        let dr = [
+            "response_code=\"0\"",
+            "response_flags=\"DR\"",
+            "request_protocol=\"grpc\"",
+            "grpc_response_status=\"\"",
+        ];
+        assert_eq!(value(&m, "istio_requests_total", &dr).as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn report_local_is_recorded_once() {
+        let m = Arc::new(Metrics::new());
+        let r = report(&m, &m.words.http, Version::HTTP_11, 0);
+        let resp = r.local(streamed(StatusCode::FORBIDDEN, None), &m.words.no_flags);
+        drop(resp);
+        let total: Vec<String> = lines(&m)
+            .into_iter()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(total.len(), 1, "{total:?}");
+        assert!(total[0].contains("response_code=\"403\""), "{total:?}");
+        assert!(total[0].ends_with(" 1"), "{total:?}");
+    }
+
+    #[tokio::test]
+    async fn report_streamed_http_has_an_empty_grpc_status_whatever_the_headers() {
+        let m = Arc::new(Metrics::new());
+        let r = report(&m, &m.words.http, Version::HTTP_11, 0);
+        let resp = r.streamed(streamed(StatusCode::OK, Some("0")), ());
+        let _ = resp.into_body().collect().await;
+        let ok = ["response_code=\"200\"", "grpc_response_status=\"\""];
+        assert_eq!(value(&m, "istio_requests_total", &ok).as_deref(), Some("1"));
+        assert_eq!(
+            value(&m, "istio_response_bytes_sum", &ok).as_deref(),
+            Some("4.0")
+        );
+    }
+
+    #[tokio::test]
+    async fn report_streamed_grpc_status_from_trailers_then_headers_then_http_status() {
+        let m = Arc::new(Metrics::new());
+        // Trailers win over headers.
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("5"));
+        let frames = futures::stream::iter([
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"x"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ]);
+        let mut resp = Response::new(body::boxed(http_body_util::StreamBody::new(frames)));
+        resp.headers_mut()
+            .insert("grpc-status", HeaderValue::from_static("3"));
+        let r = report(&m, &m.words.grpc, Version::HTTP_2, 0);
+        let _ = r.streamed(resp, ()).into_body().collect().await;
+        // Without trailers: the header, else inferred from the HTTP status.
+        let r = report(&m, &m.words.grpc, Version::HTTP_2, 0);
+        let _ = r
+            .streamed(streamed(StatusCode::OK, Some("7")), ())
+            .into_body()
+            .collect()
+            .await;
+        let r = report(&m, &m.words.grpc, Version::HTTP_2, 0);
+        let _ = r
+            .streamed(streamed(StatusCode::SERVICE_UNAVAILABLE, None), ())
+            .into_body()
+            .collect()
+            .await;
+        for (status, code) in [("5", "200"), ("7", "200"), ("14", "503")] {
+            let with = [
+                format!("grpc_response_status=\"{status}\""),
+                format!("response_code=\"{code}\""),
+            ];
+            let with: Vec<&str> = with.iter().map(String::as_str).collect();
+            assert_eq!(
+                value(&m, "istio_requests_total", &with).as_deref(),
+                Some("1"),
+                "{status}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn report_streamed_response_dropped_mid_body_counts_once_with_its_code() {
+        let m = Arc::new(Metrics::new());
+        let r = report(&m, &m.words.http, Version::HTTP_11, 0);
+        // The answer's headers went out; its body is dropped unread.
+        drop(r.streamed(streamed(StatusCode::OK, None), ()));
+        let total: Vec<String> = lines(&m)
+            .into_iter()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(total.len(), 1, "{total:?}");
+        assert!(total[0].contains("response_code=\"200\""), "{total:?}");
+        assert!(total[0].ends_with(" 1"), "{total:?}");
+    }
+}

@@ -48,6 +48,7 @@ fn labels(metrics: &Metrics) -> TcpLabels {
         &nobody,
         &ServiceLabels::default(),
         &w.none,
+        None,
     )
 }
 

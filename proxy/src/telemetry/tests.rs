@@ -67,6 +67,7 @@ fn tcp_access_log_writes_a_line_only_while_configured() {
         &Default::default(),
         &Default::default(),
         &metrics.words.unknown,
+        None,
     );
     labels.destination_service = "mysql.default.svc.cluster.local".into();
     log.closed(&labels, SystemTime::now(), Duration::from_millis(5), 10, 20);
@@ -101,6 +102,7 @@ fn tcp_access_log_client_only_mode_skips_destination_reports() {
             &Default::default(),
             &Default::default(),
             &metrics.words.unknown,
+            None,
         )
     };
     log.closed(
@@ -140,6 +142,7 @@ fn tcp_access_log_filter_decides_per_connection() {
         &Default::default(),
         &Default::default(),
         &metrics.words.unknown,
+        None,
     );
     labels.destination_service = "mysql.default.svc.cluster.local".into();
     // TCP has no response code: the attribute is absent, so this never logs.

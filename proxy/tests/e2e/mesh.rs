@@ -240,6 +240,11 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
         ("destination_service_name", "reviews"),
         ("response_code", "200"),
         ("request_protocol", "http"),
+        // Only gRPC requests have a gRPC status (Istio writes it empty).
+        ("grpc_response_status", ""),
+        // No mutual TLS between these sidecars: no principals.
+        ("source_principal", "unknown"),
+        ("destination_principal", "unknown"),
     ];
     client
         .metric_reaches("istio_requests_total", &source, 3.0)
@@ -247,8 +252,10 @@ async fn mesh_two_sidecars_carry_http1_grpc_trailers_and_tcp() {
     let destination = [
         ("reporter", "destination"),
         ("source_workload", "productpage-v1"),
-        // Plaintext: the principal header of the peer is not trusted.
+        // Plaintext: the principal header of the peer is not trusted, and
+        // without a certificate this side has none either.
         ("source_principal", "unknown"),
+        ("destination_principal", "unknown"),
         ("connection_security_policy", "none"),
         ("source_app", "productpage"),
         ("destination_workload", "reviews-v1"),

@@ -621,3 +621,142 @@ async fn security_open_plaintext_tcp_connection_is_closed_when_port_turns_strict
         )
         .await;
 }
+
+/// The client sidecar of [`client_config`] with a 300 ms route timeout on
+/// `/delay/1500`, the endpoint named with the server's real identity (as the
+/// controller names it), and HTTP/2 between the sidecars when `h2`.
+fn timeout_config(net: u8, h2: bool) -> pb::ProxyConfig {
+    let mut cfg = client_config(net, None);
+    let reviews = cname("reviews", 9080, "");
+    let mut slow = forward(
+        vec![pb::RouteMatch {
+            uri: Some(prefix("/delay/1500")),
+            ..Default::default()
+        }],
+        &[(&reviews, 1)],
+    );
+    slow.timeout_ms = 300;
+    cfg.virtual_hosts[0].routes.insert(0, slow);
+    let cluster = &mut cfg.clusters[0];
+    for ep in &mut cluster.endpoints {
+        if let Some(w) = ep.workload.as_mut() {
+            w.principal = SERVER_ID.to_owned();
+        }
+    }
+    if h2 {
+        let mut pool = pb::ConnectionPool::default();
+        pool.set_h2_upgrade_policy(pb::connection_pool::H2UpgradePolicy::Upgrade);
+        cluster.connection_pool = Some(pool);
+    }
+    cfg
+}
+
+#[tokio::test]
+async fn security_unanswered_requests_name_the_endpoint_and_count_on_the_server_as_dc_or_dr() {
+    let net = 86;
+    let m = mesh(
+        net,
+        timeout_config(net, false),
+        server_config(pb::MtlsMode::Permissive, vec![]),
+    )
+    .await;
+    first_mtls_request(&m, "/warm").await;
+    let late = send(m.client.outbound(), get("/delay/1500", "reviews:9080"))
+        .await
+        .unwrap();
+    assert_eq!(late.status, 504);
+    // No answer came back: the client names the endpoint it picked (its
+    // metadata has no app or version labels, as Istio's), and the principals
+    // of its mTLS connection.
+    let source = [
+        ("reporter", "source"),
+        ("response_code", "504"),
+        ("response_flags", "UT"),
+        ("destination_workload", "reviews-v1"),
+        ("destination_workload_namespace", "default"),
+        ("destination_canonical_service", "reviews"),
+        ("destination_canonical_revision", "v1"),
+        ("destination_cluster", "Kubernetes"),
+        ("destination_version", "unknown"),
+        ("destination_principal", SERVER_ID),
+        ("source_principal", CLIENT_ID),
+        ("grpc_response_status", ""),
+    ];
+    m.client
+        .metric_reaches("istio_requests_total", &source, 1.0)
+        .await;
+    // The server counts the request its caller left: HTTP/1.1 between the
+    // sidecars, so the caller closed the connection (DC), code 0.
+    let destination = [
+        ("reporter", "destination"),
+        ("response_code", "0"),
+        ("response_flags", "DC"),
+        ("source_principal", CLIENT_ID),
+        ("destination_principal", SERVER_ID),
+        ("connection_security_policy", "mutual_tls"),
+    ];
+    m.server
+        .metric_reaches("istio_requests_total", &destination, 1.0)
+        .await;
+    m.server
+        .metric_reaches(
+            "istio_request_duration_milliseconds_count",
+            &destination,
+            1.0,
+        )
+        .await;
+    // Once, however late the app answers.
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let all = [("reporter", "destination")];
+    let before = m.server.metric("istio_requests_total", &all).await;
+    assert_eq!(
+        m.server.metric("istio_requests_total", &destination).await,
+        1.0
+    );
+    assert_eq!(
+        m.server
+            .metric("istio_requests_total", &[("response_code", "200")])
+            .await
+            + 1.0,
+        before
+    );
+
+    // Over HTTP/2 the client resets the stream instead (DR).
+    m.client_ctl.publish("2", timeout_config(net, true));
+    assert_eq!(m.client_ctl.reply("2").await, Reply::Ack);
+    let start = std::time::Instant::now();
+    let late = send(m.client.outbound(), get("/delay/1500", "reviews:9080"))
+        .await
+        .unwrap();
+    assert_eq!(late.status, 504, "{:?} {}", start.elapsed(), late.body);
+    let reset = [
+        ("reporter", "destination"),
+        ("response_code", "0"),
+        ("response_flags", "DR"),
+    ];
+    m.server
+        .metric_reaches("istio_requests_total", &reset, 1.0)
+        .await;
+
+    // The app itself leaves mid-request (no route timeout on this path): the
+    // client side counts it too, naming the endpoint the request was at.
+    let mut app = TcpStream::connect(m.client.outbound()).await.unwrap();
+    app.write_all(b"GET /delay/1400 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(app);
+    let gone = [
+        ("reporter", "source"),
+        ("response_code", "0"),
+        ("response_flags", "DC"),
+        ("destination_workload", "reviews-v1"),
+        ("destination_principal", SERVER_ID),
+    ];
+    m.client
+        .metric_reaches("istio_requests_total", &gone, 1.0)
+        .await;
+    m.server
+        .metric_reaches("istio_requests_total", &reset, 2.0)
+        .await;
+}

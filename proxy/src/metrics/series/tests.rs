@@ -13,10 +13,9 @@ fn labels(m: &Metrics, service: &str, code: u16) -> crate::metrics::RequestLabel
         &WorkloadMeta::default(),
         &service,
         &m.words.http,
-        0,
-        &m.words.unknown,
         &m.words.no_flags,
         &m.words.unknown,
+        None,
     );
     l.response_code = code;
     l

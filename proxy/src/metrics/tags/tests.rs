@@ -54,10 +54,9 @@ fn request(m: &Metrics, reporter: &Text, code: u16) -> crate::metrics::RequestLa
         &meta("reviews-v2", "reviews", "v2"),
         &service,
         &m.words.http,
-        0,
-        &m.words.unknown,
         &m.words.no_flags,
         &m.words.unknown,
+        None,
     );
     l.response_code = code;
     l
@@ -107,10 +106,9 @@ fn standard_labels_include_istios_canonical_service_and_revision() {
         &meta("reviews-v2", "reviews", "v2"),
         &ServiceLabels::default(),
         &m.words.http,
-        200,
-        &m.words.unknown,
         &m.words.no_flags,
         &m.words.unknown,
+        None,
     );
     assert_eq!(plain.source_canonical_service.as_str(), "unknown");
     assert_eq!(plain.source_canonical_revision.as_str(), "latest");
@@ -244,6 +242,7 @@ fn tcp_metrics_get_their_own_changes() {
         &meta("reviews-v2", "reviews", "v2"),
         &ServiceLabels::default(),
         &m.words.mutual_tls,
+        None,
     );
     // One label added and one removed, on one metric.
     assert!(
