@@ -194,8 +194,6 @@ fn jwt_refused(failure: jwt::Failure, host: &str, path: &str) -> Response<Body> 
     resp
 }
 
-/// A CORS preflight, which request authentication lets through (Istio sets
-/// `bypass_cors_preflight`): the browser sends it without credentials.
 /// Runs the rate limits of `stage` for a request to `target_port` from
 /// `principal`: the 429 answer when one refuses it; otherwise the first
 /// covering limit's headers are kept in `shown` for the answer, unless an
@@ -251,6 +249,8 @@ fn with_limit(mut resp: Response<Body>, shown: Option<HeaderMap>) -> Response<Bo
     resp
 }
 
+/// A CORS preflight, which request authentication lets through (Istio sets
+/// `bypass_cors_preflight`): the browser sends it without credentials.
 fn cors_preflight(parts: &http::request::Parts) -> bool {
     parts.method == http::Method::OPTIONS
         && parts.headers.contains_key(http::header::ORIGIN)

@@ -66,30 +66,39 @@ pub(super) struct Exchange<'a> {
     pub picked: &'a Picked,
 }
 
-/// The endpoint the latest attempt of an exchange went to, and whether its
-/// connection is mesh mTLS; readable after the exchange was dropped (route
-/// timeout, or the caller went away).
+/// The endpoint the latest attempt of an exchange went to, and whether it
+/// has a mesh mTLS connection to it; readable after the exchange was dropped
+/// (route timeout, or the caller went away).
 #[derive(Debug)]
 pub(super) struct Picked(AtomicUsize);
 
 impl Picked {
-    /// Nothing picked; else `(index + 1) << 1 | mesh mTLS`.
+    /// Nothing picked; else `(index + 1) << 2 | connected << 1 | mesh mTLS`.
     const NONE: usize = 0;
+    const CONNECTED: usize = 0b10;
 
     pub(super) fn new() -> Self {
         Picked(AtomicUsize::new(Self::NONE))
     }
 
+    /// An attempt picked `endpoint`, not connected yet.
     fn set(&self, endpoint: usize, mesh_tls: bool) {
-        let packed = endpoint.saturating_add(1) << 1 | usize::from(mesh_tls);
+        let packed = endpoint.saturating_add(1) << 2 | usize::from(mesh_tls);
         self.0.store(packed, Ordering::Relaxed);
     }
 
-    /// The endpoint's index in its cluster and whether the attempt's
-    /// connection to it is mesh mTLS, if an attempt picked one.
+    /// The latest attempt has its connection (Envoy's "pool ready").
+    fn connected(&self) {
+        self.0.fetch_or(Self::CONNECTED, Ordering::Relaxed);
+    }
+
+    /// The endpoint's index in its cluster and whether the attempt has a
+    /// mesh mTLS connection to it (the connection's principals are known),
+    /// if an attempt picked one.
     pub(super) fn get(&self) -> Option<(usize, bool)> {
         let packed = self.0.load(Ordering::Relaxed);
-        (packed != Self::NONE).then(|| ((packed >> 1) - 1, packed & 1 == 1))
+        let mtls = packed & 1 == 1 && packed & Self::CONNECTED != 0;
+        (packed != Self::NONE).then(|| ((packed >> 2) - 1, mtls))
     }
 }
 
@@ -360,6 +369,7 @@ impl Exchange<'_> {
         let connected = AtomicBool::new(false);
         let on_connected = || {
             connected.store(true, Ordering::Relaxed);
+            self.picked.connected();
             self.record(endpoint, Outcome::Connected);
         };
         let send = async {
@@ -384,9 +394,14 @@ impl Exchange<'_> {
             Some((at, cut)) => match tokio::time::timeout_at(at, send).await {
                 Ok(r) => r,
                 Err(_) => {
-                    if connected.load(Ordering::Relaxed) {
-                        self.record(endpoint, Outcome::Timeout);
-                    }
+                    // A connect the timeout cut short counts as failed, as
+                    // Envoy's pool records a connect that never completes.
+                    let outcome = if connected.load(Ordering::Relaxed) {
+                        Outcome::Timeout
+                    } else {
+                        Outcome::ConnectFailed
+                    };
+                    self.record(endpoint, outcome);
                     return Ok(match cut {
                         Cut::Route => Attempt::RouteTimeout,
                         Cut::PerTry => {

@@ -27,6 +27,9 @@ fn picked_keeps_the_latest_endpoint_and_its_mesh_tls() {
     picked.set(0, false);
     assert_eq!(picked.get(), Some((0, false)));
     picked.set(3, true);
+    // Mesh mTLS principals are known once the connection is up.
+    assert_eq!(picked.get(), Some((3, false)));
+    picked.connected();
     assert_eq!(picked.get(), Some((3, true)));
     // A retry to another endpoint replaces it.
     picked.set(1, false);
