@@ -12,9 +12,11 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 
 mod drain;
+mod grpc_frames;
 mod replay;
 
 pub use drain::DrainOnDrop;
+pub use grpc_frames::{Direction, GrpcFrames, GrpcMessages};
 pub use replay::Replay;
 
 /// Boxed error of any body.

@@ -190,6 +190,64 @@ label_set! {
     }
 }
 
+label_set! {
+    /// Labels of `istio_request_messages_total` and
+    /// `istio_response_messages_total`: the request set up to
+    /// `destination_cluster`, then [`Custom`]. Istio's stats filter adds the
+    /// gRPC message counts before it appends `request_protocol`, the response
+    /// code, gRPC status, flags and security policy, so those are not there.
+    MessageLabels, MESSAGE_LABEL_NAMES {
+        reporter: text,
+        source_workload: text,
+        source_canonical_service: text,
+        source_canonical_revision: text,
+        source_workload_namespace: text,
+        source_principal: text,
+        source_app: text,
+        source_version: text,
+        source_cluster: text,
+        destination_workload: text,
+        destination_workload_namespace: text,
+        destination_principal: text,
+        destination_app: text,
+        destination_version: text,
+        destination_service: text,
+        destination_canonical_service: text,
+        destination_canonical_revision: text,
+        destination_service_name: text,
+        destination_service_namespace: text,
+        destination_cluster: text,
+    }
+}
+
+impl From<&RequestLabels> for MessageLabels {
+    fn from(l: &RequestLabels) -> Self {
+        MessageLabels {
+            reporter: l.reporter.clone(),
+            source_workload: l.source_workload.clone(),
+            source_canonical_service: l.source_canonical_service.clone(),
+            source_canonical_revision: l.source_canonical_revision.clone(),
+            source_workload_namespace: l.source_workload_namespace.clone(),
+            source_principal: l.source_principal.clone(),
+            source_app: l.source_app.clone(),
+            source_version: l.source_version.clone(),
+            source_cluster: l.source_cluster.clone(),
+            destination_workload: l.destination_workload.clone(),
+            destination_workload_namespace: l.destination_workload_namespace.clone(),
+            destination_principal: l.destination_principal.clone(),
+            destination_app: l.destination_app.clone(),
+            destination_version: l.destination_version.clone(),
+            destination_service: l.destination_service.clone(),
+            destination_canonical_service: l.destination_canonical_service.clone(),
+            destination_canonical_revision: l.destination_canonical_revision.clone(),
+            destination_service_name: l.destination_service_name.clone(),
+            destination_service_namespace: l.destination_service_namespace.clone(),
+            destination_cluster: l.destination_cluster.clone(),
+            custom: Custom::default(),
+        }
+    }
+}
+
 /// What `tagOverrides` did to one series' labels: standard labels left out
 /// (bit `i` = name `i` of the label set's names; their values are blanked so
 /// that series differing only there are one) and labels added or replaced
@@ -275,7 +333,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Standard metrics a Telemetry switched off, per side: bit `m` is
 /// `StandardMetric` `m` of the config protocol (1 = `REQUEST_COUNT` ...
-/// 8 = `TCP_RECEIVED_BYTES`).
+/// 8 = `TCP_RECEIVED_BYTES`, 9 and 10 the gRPC message counters).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DisabledMetrics {
     /// Reporter `source` (this proxy's outbound side).
@@ -294,6 +352,8 @@ pub mod standard {
     pub const TCP_CLOSED: u16 = 1 << 6;
     pub const TCP_SENT: u16 = 1 << 7;
     pub const TCP_RECEIVED: u16 = 1 << 8;
+    pub const GRPC_REQUEST_MESSAGES: u16 = 1 << 9;
+    pub const GRPC_RESPONSE_MESSAGES: u16 = 1 << 10;
 }
 
 /// Interned label values used on every request.
@@ -354,6 +414,9 @@ pub struct Metrics {
     duration: HistogramFamily<RequestLabels>,
     request_bytes: HistogramFamily<RequestLabels>,
     response_bytes: HistogramFamily<RequestLabels>,
+    /// gRPC messages sent by the client and by the server.
+    request_messages: Family<MessageLabels, Counter>,
+    response_messages: Family<MessageLabels, Counter>,
     pub tcp_sent: Family<TcpLabels, Counter>,
     pub tcp_received: Family<TcpLabels, Counter>,
     pub tcp_opened: Family<TcpLabels, Counter>,
@@ -415,7 +478,7 @@ struct DisabledMetricLabels {
 }
 
 /// Istio's names of the [`standard`] bits, lowest bit first.
-const STANDARD_NAMES: [(u16, &str); 8] = [
+const STANDARD_NAMES: [(u16, &str); 10] = [
     (standard::REQUEST_COUNT, "REQUEST_COUNT"),
     (standard::REQUEST_DURATION, "REQUEST_DURATION"),
     (standard::REQUEST_SIZE, "REQUEST_SIZE"),
@@ -424,6 +487,8 @@ const STANDARD_NAMES: [(u16, &str); 8] = [
     (standard::TCP_CLOSED, "TCP_CLOSED_CONNECTIONS"),
     (standard::TCP_SENT, "TCP_SENT_BYTES"),
     (standard::TCP_RECEIVED, "TCP_RECEIVED_BYTES"),
+    (standard::GRPC_REQUEST_MESSAGES, "GRPC_REQUEST_MESSAGES"),
+    (standard::GRPC_RESPONSE_MESSAGES, "GRPC_RESPONSE_MESSAGES"),
 ];
 
 /// Labels of `sluice_mirror_requests_total`.
@@ -513,6 +578,18 @@ impl Metrics {
             "istio_response_bytes",
             "Response body sizes",
             response_bytes.clone(),
+        );
+        let request_messages = Family::default();
+        let response_messages = Family::default();
+        registry.register(
+            "istio_request_messages",
+            "gRPC messages sent by the client",
+            request_messages.clone(),
+        );
+        registry.register(
+            "istio_response_messages",
+            "gRPC messages sent by the server",
+            response_messages.clone(),
         );
         let tcp_sent = Family::default();
         let tcp_received = Family::default();
@@ -691,6 +768,8 @@ impl Metrics {
             duration,
             request_bytes,
             response_bytes,
+            request_messages,
+            response_messages,
             tcp_sent,
             tcp_received,
             tcp_opened,
@@ -825,6 +904,73 @@ impl Metrics {
             }
         }
         self.record_set(labels, off, millis, request_bytes, response_bytes);
+    }
+
+    /// Adds gRPC messages of one call (those since its last report) under
+    /// `labels` (the request's, whose first labels are the message
+    /// counters'), as Istio's stats filter adds the deltas of Envoy's
+    /// `grpc_stats` filter state; a call with none still has its series (at 0).
+    /// `facts` and the call's body `bytes` (request, response) feed label
+    /// expressions.
+    pub fn record_messages(
+        &self,
+        labels: &RequestLabels,
+        facts: Option<&TagFacts>,
+        bytes: (u64, u64),
+        (request, response): (u64, u64),
+    ) {
+        let off = self.disabled_for(&labels.reporter);
+        let both = standard::GRPC_REQUEST_MESSAGES | standard::GRPC_RESPONSE_MESSAGES;
+        if off & both == both {
+            return;
+        }
+        let seen = tags::Seen {
+            facts,
+            request_bytes: Some(bytes.0),
+            response_bytes: Some(bytes.1),
+            response: Some((labels.response_code, &labels.grpc_response_status)),
+        };
+        let add = |family: &Family<MessageLabels, Counter>, bit: u16, l: &MessageLabels, n| {
+            if off & bit == 0 {
+                family.get_or_create(l).inc_by(n);
+            }
+        };
+        let plans = self.tag_plans();
+        let side = self.side_of(&labels.reporter);
+        let tagged = plans
+            .as_ref()
+            .and_then(|p| p.messages(side, labels, &seen, &self.label_values_unknown));
+        match tagged {
+            Some([req, resp]) => {
+                add(
+                    &self.request_messages,
+                    standard::GRPC_REQUEST_MESSAGES,
+                    &req,
+                    request,
+                );
+                add(
+                    &self.response_messages,
+                    standard::GRPC_RESPONSE_MESSAGES,
+                    &resp,
+                    response,
+                );
+            }
+            None => {
+                let l = MessageLabels::from(labels);
+                add(
+                    &self.request_messages,
+                    standard::GRPC_REQUEST_MESSAGES,
+                    &l,
+                    request,
+                );
+                add(
+                    &self.response_messages,
+                    standard::GRPC_RESPONSE_MESSAGES,
+                    &l,
+                    response,
+                );
+            }
+        }
     }
 
     /// Records a request's metrics under `labels`, except the `off` ones.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use http::Response;
 use http_body::Body as _;
 
-use crate::body::{self, Body, End, Finishing};
+use crate::body::{self, Body, Direction, End, Finishing, GrpcFrames, GrpcMessages};
 use crate::metrics::{Metrics, RequestLabels, TagFacts};
 use crate::model::Text;
 
@@ -41,6 +41,10 @@ pub struct Report {
     request_bytes: Arc<AtomicU64>,
     /// What label expressions read of the request (only when some do).
     facts: Option<Box<TagFacts>>,
+    /// The messages of a gRPC call (`None` for other requests).
+    messages: Option<Arc<GrpcMessages>>,
+    /// Stops the periodic reports of a gRPC call's messages when dropped.
+    _ticking: Option<tokio::sync::oneshot::Sender<()>>,
     /// Not recorded yet.
     pending: bool,
     /// The caller's request came on an HTTP/2 stream (which it resets:
@@ -64,6 +68,8 @@ impl Report {
             start,
             request_bytes,
             facts: None,
+            messages: None,
+            _ticking: None,
             pending: true,
             caller_h2: caller == http::Version::HTTP_2,
         }
@@ -72,6 +78,14 @@ impl Report {
     /// Keeps `facts` of the request for a Telemetry's label expressions.
     pub fn with_facts(mut self, facts: Option<Box<TagFacts>>) -> Self {
         self.facts = facts;
+        self
+    }
+
+    /// Counts the messages of a gRPC call (`messages`, whose request side
+    /// the request body's [`GrpcFrames`] fills); the response body is
+    /// counted here.
+    pub fn with_messages(mut self, messages: Option<Arc<GrpcMessages>>) -> Self {
+        self.messages = messages;
         self
     }
 
@@ -124,7 +138,13 @@ impl Report {
         if grpc && let Some(v) = resp.headers().get("grpc-status") {
             self.labels.grpc_response_status = self.metrics.grpc_status_label(v);
         }
+        self.tick_messages();
+        let counted = self.messages.clone();
         resp.map(move |b| {
+            let b = match counted {
+                Some(m) => body::boxed(GrpcFrames::new(b, m, Direction::Response)),
+                None => b,
+            };
             body::boxed(Finishing::new(b, move |end: End| {
                 let _guard = guard;
                 let mut report = self;
@@ -149,6 +169,46 @@ impl Report {
         let facts = self.facts.as_deref();
         self.metrics
             .record_request(&self.labels, facts, millis, req, response_bytes);
+        if let Some(m) = &self.messages {
+            self.metrics
+                .record_messages(&self.labels, facts, (req, response_bytes), m.take());
+        }
+    }
+
+    /// Adds a gRPC call's messages every [`MESSAGES_INTERVAL`] until it is
+    /// recorded, as Istio's stats filter reports a gRPC stream's counts
+    /// periodically once it has the peer's metadata (the client side: with
+    /// the response headers), so long-lived streams show their messages.
+    fn tick_messages(&mut self) {
+        let Some(messages) = &self.messages else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let messages = Arc::clone(messages);
+        let metrics = Arc::clone(&self.metrics);
+        let labels = self.labels.clone();
+        let facts = self.facts.clone();
+        let request_bytes = Arc::clone(&self.request_bytes);
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(MESSAGES_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick is at once.
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = ticks.tick() => {
+                        let req = request_bytes.load(Ordering::Relaxed);
+                        let counts = messages.take();
+                        metrics.record_messages(&labels, facts.as_deref(), (req, 0), counts);
+                    }
+                }
+            }
+        });
+        self._ticking = Some(stop);
     }
 }
 
@@ -168,6 +228,10 @@ impl Drop for Report {
         self.record(0);
     }
 }
+
+/// How often a gRPC call's messages are reported while it lasts: Istio's
+/// stats filter's default (`tcp_reporting_duration`, 5 s).
+pub const MESSAGES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `a,b` (Envoy's order when `a` comes first in it), or just the one that is not "-".
 pub fn join_flags(a: &Text, b: &Text) -> Text {

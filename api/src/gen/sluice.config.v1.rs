@@ -1404,6 +1404,8 @@ pub enum StandardMetric {
     TcpClosedConnections = 6,
     TcpSentBytes = 7,
     TcpReceivedBytes = 8,
+    GrpcRequestMessages = 9,
+    GrpcResponseMessages = 10,
 }
 impl StandardMetric {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1421,6 +1423,8 @@ impl StandardMetric {
             Self::TcpClosedConnections => "TCP_CLOSED_CONNECTIONS",
             Self::TcpSentBytes => "TCP_SENT_BYTES",
             Self::TcpReceivedBytes => "TCP_RECEIVED_BYTES",
+            Self::GrpcRequestMessages => "GRPC_REQUEST_MESSAGES",
+            Self::GrpcResponseMessages => "GRPC_RESPONSE_MESSAGES",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1435,6 +1439,8 @@ impl StandardMetric {
             "TCP_CLOSED_CONNECTIONS" => Some(Self::TcpClosedConnections),
             "TCP_SENT_BYTES" => Some(Self::TcpSentBytes),
             "TCP_RECEIVED_BYTES" => Some(Self::TcpReceivedBytes),
+            "GRPC_REQUEST_MESSAGES" => Some(Self::GrpcRequestMessages),
+            "GRPC_RESPONSE_MESSAGES" => Some(Self::GrpcResponseMessages),
             _ => None,
         }
     }

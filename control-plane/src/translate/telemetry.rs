@@ -43,7 +43,7 @@ fn is_prometheus(mesh: &MeshTelemetry, name: &str) -> bool {
 }
 
 /// Standard metrics in the order of `pb::StandardMetric`, by Istio's names.
-const STANDARD: [(&str, pb::StandardMetric); 8] = [
+const STANDARD: [(&str, pb::StandardMetric); 10] = [
     ("REQUEST_COUNT", pb::StandardMetric::RequestCount),
     ("REQUEST_DURATION", pb::StandardMetric::RequestDuration),
     ("REQUEST_SIZE", pb::StandardMetric::RequestSize),
@@ -58,6 +58,14 @@ const STANDARD: [(&str, pb::StandardMetric); 8] = [
     ),
     ("TCP_SENT_BYTES", pb::StandardMetric::TcpSentBytes),
     ("TCP_RECEIVED_BYTES", pb::StandardMetric::TcpReceivedBytes),
+    (
+        "GRPC_REQUEST_MESSAGES",
+        pb::StandardMetric::GrpcRequestMessages,
+    ),
+    (
+        "GRPC_RESPONSE_MESSAGES",
+        pb::StandardMetric::GrpcResponseMessages,
+    ),
 ];
 
 /// The standard metrics switched off per side by `metrics[].overrides[]`
@@ -71,8 +79,7 @@ const STANDARD: [(&str, pb::StandardMetric); 8] = [
 /// decides (for a label: the last one naming it). `disabled: true` for all
 /// metrics (`ALL_METRICS`, or no metric named) switches a side off whole
 /// until a later override for that side, which brings back every metric not
-/// switched off one by one. `GRPC_*_MESSAGES` and custom metrics select
-/// nothing Sluice exports.
+/// switched off one by one. Custom metrics select nothing Sluice exports.
 fn disabled_metrics(mesh: &MeshTelemetry, levels: &[&Telemetry]) -> pb::Telemetry {
     let entries: Vec<_> = levels.iter().flat_map(|t| t.spec.metrics.iter()).collect();
     let names = |e: &TelemetryMetrics| -> Vec<String> {

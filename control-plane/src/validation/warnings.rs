@@ -74,19 +74,6 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
                             "not applied: Sluice sidecars have no custom metrics",
                         ));
                     }
-                    if let Some(metric) = o
-                        .match_
-                        .as_ref()
-                        .and_then(|s| s.metric.as_deref())
-                        .filter(|m| m.starts_with("GRPC_"))
-                    {
-                        out.push(FieldError::new(
-                            format!("{path}.match.metric"),
-                            format!(
-                                "not applied: Sluice sidecars do not export the gRPC message counters ({metric})"
-                            ),
-                        ));
-                    }
                 }
             }
             for (i, tr) in t.spec.tracing.iter().enumerate() {

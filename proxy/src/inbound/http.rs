@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use super::{InboundCtx, authorized, find_port, port_service, sole_port};
 use crate::authz::{self, MtlsMode};
-use crate::body::{self, Body, Counted};
+use crate::body::{self, Body, Counted, Direction, GrpcFrames, GrpcMessages};
 use crate::http_util::{UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop};
 use crate::jwt;
 use crate::matching::{RequestView, port_of};
@@ -377,7 +377,10 @@ async fn serve(
     });
     // Dropped unanswered (the caller went away), it records the request.
     let bytes = Arc::clone(&request_bytes);
-    let report = Report::new(Arc::clone(&m), labels, start, bytes, parts.version).with_facts(facts);
+    let messages: Option<Arc<GrpcMessages>> = grpc.then(Arc::default);
+    let report = Report::new(Arc::clone(&m), labels, start, bytes, parts.version)
+        .with_facts(facts)
+        .with_messages(messages.clone());
     let Some((target_port, app_protocol)) = port
         .map(|p| (p.target_port, p.protocol))
         .or(ctx.dst_port.map(|p| (p, Protocol::Unspecified)))
@@ -494,7 +497,11 @@ async fn serve(
     // An HTTP/1 app client stops reading at Content-Length; the rest (an
     // END_STREAM in its own frame) is drained so the h2 stream is not reset.
     let body = Counted::new(body::DrainOnDrop::new(body), request_bytes);
-    let req = Request::from_parts(parts, body::boxed(body));
+    let body = match messages {
+        Some(m) => body::boxed(GrpcFrames::new(body, m, Direction::Request)),
+        None => body::boxed(body),
+    };
+    let req = Request::from_parts(parts, body);
     let target = Target::plain(app);
     let result = if h2 {
         shared

@@ -16,12 +16,18 @@ use serde::Serialize;
 use sluice_api::cel::{self, Attributes, Expr, Value};
 use sluice_api::config as pb;
 
-use super::{Custom, REQUEST_LABEL_NAMES, RequestLabels, TCP_LABEL_NAMES, TcpLabels};
+use super::{
+    Custom, MESSAGE_LABEL_NAMES, MessageLabels, REQUEST_LABEL_NAMES, RequestLabels,
+    TCP_LABEL_NAMES, TcpLabels,
+};
 use crate::model::Text;
 
 /// Standard metrics, indexed as [`super::standard`] bits shifted down by one:
-/// 0..4 the request metrics, 4..8 the TCP ones.
-const METRICS: usize = 8;
+/// 0..4 the request metrics, 4..8 the TCP ones, 8..10 the gRPC message ones.
+const METRICS: usize = 10;
+const REQUEST: std::ops::Range<usize> = 0..4;
+const TCP: std::ops::Range<usize> = 4..8;
+const MESSAGES: std::ops::Range<usize> = 8..10;
 
 /// One label change as the controller sent it (shown in the config dump).
 #[derive(Clone, Debug, Serialize)]
@@ -37,9 +43,11 @@ pub struct TagEntry {
 /// What to do to one metric's labels on one side.
 #[derive(Debug, Default, PartialEq)]
 struct Plan {
-    /// Standard request / TCP labels left out (bit = index in the names).
+    /// Standard request / TCP / message labels left out (bit = index in
+    /// the names).
     request_removed: u32,
     tcp_removed: u32,
+    message_removed: u32,
     /// Labels set from expression `usize`, in name order.
     set: Vec<(Text, usize)>,
 }
@@ -122,6 +130,7 @@ impl TagPlans {
                     }
                     plan.request_removed |= bit_of(REQUEST_LABEL_NAMES, &t.name);
                     plan.tcp_removed |= bit_of(TCP_LABEL_NAMES, &t.name);
+                    plan.message_removed |= bit_of(MESSAGE_LABEL_NAMES, &t.name);
                     plan.set.retain(|(n, _)| n.as_str() != t.name);
                     if let Some(i) = expr {
                         plan.set.push((Text::from(t.name.as_str()), i));
@@ -151,10 +160,12 @@ impl TagPlans {
     }
 
     /// Whether requests on `side` (0 client, 1 server) need [`TagFacts`]:
-    /// some request metric there has a label from an expression.
+    /// some request or message metric there has a label from an expression.
     pub fn wants_facts(&self, side: usize) -> bool {
-        self.plans[side][..4]
+        let plans = &self.plans[side];
+        plans[REQUEST]
             .iter()
+            .chain(&plans[MESSAGES])
             .flatten()
             .any(|p| !p.set.is_empty())
     }
@@ -163,22 +174,17 @@ impl TagPlans {
     /// or added.
     pub fn changes(&self, side: usize) -> i64 {
         let per_metric = |m: usize, p: &Plan| {
-            let removed = if m < 4 {
-                p.request_removed
+            let (removed, names): (u32, &[&str]) = if REQUEST.contains(&m) {
+                (p.request_removed, REQUEST_LABEL_NAMES)
+            } else if TCP.contains(&m) {
+                (p.tcp_removed, TCP_LABEL_NAMES)
             } else {
-                p.tcp_removed
+                (p.message_removed, MESSAGE_LABEL_NAMES)
             };
             let replaced = p
                 .set
                 .iter()
-                .filter(|(n, _)| {
-                    let names: &[&str] = if m < 4 {
-                        REQUEST_LABEL_NAMES
-                    } else {
-                        TCP_LABEL_NAMES
-                    };
-                    names.contains(&n.as_str())
-                })
+                .filter(|(n, _)| names.contains(&n.as_str()))
                 .count();
             // A replaced label is in `removed` and in `set`: count it once.
             i64::from(removed.count_ones()) + p.set.len() as i64 - replaced as i64
@@ -205,7 +211,7 @@ impl TagPlans {
         seen: &Seen<'_>,
         unknown: &Counter,
     ) -> Option<[RequestLabels; 4]> {
-        let plans = &self.plans[side][..4];
+        let plans = &self.plans[side][REQUEST];
         if plans.iter().all(Option::is_none) {
             return None;
         }
@@ -240,7 +246,7 @@ impl TagPlans {
         seen: &Seen<'_>,
         unknown: &Counter,
     ) -> Option<[TcpLabels; 4]> {
-        let plans = &self.plans[side][4..];
+        let plans = &self.plans[side][TCP];
         if plans.iter().all(Option::is_none) {
             return None;
         }
@@ -264,6 +270,37 @@ impl TagPlans {
             apply(&plans[2]),
             apply(&plans[3]),
         ])
+    }
+
+    /// The labels of the gRPC message counters (request, response) of a
+    /// call on `side` reported with `labels`; `None` when neither changes.
+    pub fn messages(
+        &self,
+        side: usize,
+        labels: &RequestLabels,
+        seen: &Seen<'_>,
+        unknown: &Counter,
+    ) -> Option<[MessageLabels; 2]> {
+        let plans = &self.plans[side][MESSAGES];
+        if plans.iter().all(Option::is_none) {
+            return None;
+        }
+        let attrs = Facts {
+            seen,
+            peers: Peers::of_request(side, labels),
+        };
+        let values = self.evaluate(plans, &attrs, unknown);
+        let base = MessageLabels::from(labels);
+        let apply = |p: &Option<Arc<Plan>>| match p {
+            None => base.clone(),
+            Some(p) => {
+                let mut l = base.clone();
+                l.blank(p.message_removed);
+                l.custom = custom(p, p.message_removed, &values);
+                l
+            }
+        };
+        Some([apply(&plans[0]), apply(&plans[1])])
     }
 
     /// The value of each expression the `plans` use (others stay empty).

@@ -16,7 +16,7 @@ use super::attempts::{self, Ending, Exchange, HashKeys, Picked, Source};
 use super::mirror::{self, Template};
 use super::{ConnCtx, fault};
 use crate::balance::pick_weighted;
-use crate::body::{self, Body, Counted, Replay, Tee};
+use crate::body::{self, Body, Counted, Direction, GrpcFrames, GrpcMessages, Replay, Tee};
 use crate::cors;
 use crate::http_util::{
     BadTarget, UpstreamTarget, authority_of, is_grpc, local_reply, strip_hop_by_hop,
@@ -55,6 +55,8 @@ struct Reporting<'a> {
     protocol: &'a Text,
     start: Instant,
     request_bytes: Arc<AtomicU64>,
+    /// The messages of a gRPC call (`None` for other requests).
+    messages: Option<Arc<GrpcMessages>>,
     /// The app's HTTP version (how it would leave: closed connection or reset stream).
     caller: http::Version,
     /// Telemetry wants an [`Outcome`] on every response.
@@ -64,6 +66,15 @@ struct Reporting<'a> {
 }
 
 impl Reporting<'_> {
+    /// The request body, its bytes (and a gRPC call's messages) counted.
+    fn counted(&self, body: Incoming) -> Body {
+        let body = Counted::new(body, Arc::clone(&self.request_bytes));
+        match &self.messages {
+            Some(m) => body::boxed(GrpcFrames::new(body, Arc::clone(m), Direction::Request)),
+            None => body::boxed(body),
+        }
+    }
+
     /// Attaches what telemetry needs to know about `resp`, when it is observed.
     fn tag(&self, mut resp: Response<Body>, outcome: impl FnOnce() -> Outcome) -> Response<Body> {
         if self.observe {
@@ -104,6 +115,7 @@ impl Reporting<'_> {
             self.caller,
         )
         .with_facts(self.facts.clone())
+        .with_messages(self.messages.clone())
     }
 
     /// Records and returns a reply the proxy generated about `service`.
@@ -176,7 +188,7 @@ async fn passthrough(
         );
         return rep.tag(resp, || Outcome::local(&m.words.no_flags));
     }
-    let body = body::boxed(Counted::new(body, Arc::clone(&rep.request_bytes)));
+    let body = rep.counted(body);
     let req = Request::from_parts(parts, body);
     let target = crate::upstream::Target::plain(dst);
     let result = if h2 {
@@ -289,16 +301,14 @@ async fn route(
         );
     };
     let m = &shared.metrics;
+    let grpc = is_grpc(req.headers());
     let rep = Reporting {
         metrics: m,
         me: shared.self_meta(Some(running)),
-        protocol: if is_grpc(req.headers()) {
-            &m.words.grpc
-        } else {
-            &m.words.http
-        },
+        protocol: if grpc { &m.words.grpc } else { &m.words.http },
         start,
         request_bytes,
+        messages: grpc.then(Arc::default),
         caller: req.version(),
         observe,
         facts: m.wants_tag_facts(&m.words.source).map(|plans| {
@@ -490,7 +500,7 @@ async fn forward(
     let (mut parts, body, template) = build_request(req, &f, !mirrors.is_empty());
     // For attempts to peer sidecars; an attempt elsewhere removes it.
     add_identity(&mut parts.headers, Some(rep.me));
-    let body = body::boxed(Counted::new(body, Arc::clone(&rep.request_bytes)));
+    let body = rep.counted(body);
     let body = match template {
         Some(template) => {
             // Mirrors get a copy of the body once the primary has streamed it.

@@ -247,4 +247,157 @@ mod recording {
         assert!(total[0].contains("response_code=\"200\""), "{total:?}");
         assert!(total[0].ends_with(" 1"), "{total:?}");
     }
+
+    /// A gRPC message: flag 0, big-endian length, payload.
+    fn message(payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn with_messages(r: Report, request: u64) -> Report {
+        let messages = Arc::new(crate::body::GrpcMessages::default());
+        messages
+            .request
+            .store(request, std::sync::atomic::Ordering::Relaxed);
+        r.with_messages(Some(messages))
+    }
+
+    #[tokio::test]
+    async fn report_streamed_grpc_counts_messages_with_istio_labels_at_the_end() {
+        let m = Arc::new(Metrics::new());
+        let r = with_messages(report(&m, &m.words.grpc, Version::HTTP_2, 5), 1);
+        let mut data = message(b"");
+        data.extend(message(b"two"));
+        let resp = r.streamed(Response::new(body::full(data)), ());
+        // Nothing before the call ends, as Istio's stats filter adds the
+        // counts when the stream completes.
+        assert_eq!(value(&m, "istio_request_messages_total", &[]), None);
+        let _ = resp.into_body().collect().await;
+        assert_eq!(
+            value(
+                &m,
+                "istio_request_messages_total",
+                &["reporter=\"destination\""]
+            )
+            .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&m, "istio_response_messages_total", &[]).as_deref(),
+            Some("2")
+        );
+        // The labels Istio has when it adds them: no protocol, code, gRPC
+        // status, flags or security policy.
+        for l in lines(&m)
+            .iter()
+            .filter(|l| l.starts_with("istio_re") && l.contains("_messages_total{"))
+        {
+            for absent in [
+                "request_protocol=",
+                "response_code=",
+                "grpc_response_status=",
+                "response_flags=",
+                "connection_security_policy=",
+            ] {
+                assert!(!l.contains(absent), "{l}");
+            }
+            assert!(l.contains("destination_cluster="), "{l}");
+        }
+    }
+
+    #[test]
+    fn report_dropped_grpc_call_counts_the_messages_so_far() {
+        let m = Arc::new(Metrics::new());
+        drop(with_messages(
+            report(&m, &m.words.grpc, Version::HTTP_2, 0),
+            2,
+        ));
+        assert_eq!(
+            value(&m, "istio_request_messages_total", &[]).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            value(&m, "istio_response_messages_total", &[]).as_deref(),
+            Some("0")
+        );
+    }
+
+    #[tokio::test]
+    async fn report_http_request_has_no_message_series() {
+        let m = Arc::new(Metrics::new());
+        let r = report(&m, &m.words.http, Version::HTTP_11, 0);
+        let _ = r
+            .streamed(Response::new(body::full(message(b"x"))), ())
+            .into_body()
+            .collect()
+            .await;
+        assert!(lines(&m).iter().all(|l| !l.contains("_messages_total")));
+    }
+
+    #[test]
+    fn report_grpc_messages_disabled_per_metric_and_side() {
+        let m = Arc::new(Metrics::new());
+        m.set_disabled(crate::metrics::DisabledMetrics {
+            client: 0,
+            server: crate::metrics::standard::GRPC_REQUEST_MESSAGES,
+        });
+        drop(with_messages(
+            report(&m, &m.words.grpc, Version::HTTP_2, 0),
+            1,
+        ));
+        assert_eq!(value(&m, "istio_request_messages_total", &[]), None);
+        assert_eq!(
+            value(&m, "istio_response_messages_total", &[]).as_deref(),
+            Some("0")
+        );
+        assert!(m.encode().contains(
+            "sluice_standard_metric_disabled{reporter=\"destination\",metric=\"GRPC_REQUEST_MESSAGES\"} 1"
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn report_streamed_grpc_adds_messages_every_interval_while_it_lasts() {
+        let m = Arc::new(Metrics::new());
+        let messages = Arc::new(crate::body::GrpcMessages::default());
+        let r = report(&m, &m.words.grpc, Version::HTTP_2, 0)
+            .with_messages(Some(Arc::clone(&messages)));
+        let (tx, rx) = futures::channel::mpsc::unbounded::<
+            Result<http_body::Frame<Bytes>, std::convert::Infallible>,
+        >();
+        let resp = r.streamed(
+            Response::new(body::boxed(http_body_util::StreamBody::new(rx))),
+            (),
+        );
+        let reader = tokio::spawn(resp.into_body().collect());
+        let send = |payload: &[u8]| {
+            let _ = tx.unbounded_send(Ok(http_body::Frame::data(Bytes::from(message(payload)))));
+        };
+        messages
+            .request
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        send(b"a");
+        tokio::time::sleep(crate::report::MESSAGES_INTERVAL + Duration::from_millis(10)).await;
+        let req = || value(&m, "istio_request_messages_total", &[]);
+        let resp = || value(&m, "istio_response_messages_total", &[]);
+        assert_eq!(
+            (req().as_deref(), resp().as_deref()),
+            (Some("2"), Some("1"))
+        );
+        send(b"b");
+        send(b"c");
+        drop(tx);
+        let _ = reader.await;
+        // The rest when the call ends, each message once.
+        assert_eq!(
+            (req().as_deref(), resp().as_deref()),
+            (Some("2"), Some("3"))
+        );
+        tokio::time::sleep(crate::report::MESSAGES_INTERVAL * 2).await;
+        assert_eq!(
+            (req().as_deref(), resp().as_deref()),
+            (Some("2"), Some("3"))
+        );
+    }
 }

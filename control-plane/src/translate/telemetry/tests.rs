@@ -383,7 +383,7 @@ spec:
     // Another namespace: the root's overrides only.
     let t = for_proxy(&idx, &proxy("shop", &[("app", "cart")]));
     let (client, server) = disabled(&t);
-    assert_eq!(client.len(), 8, "ALL_METRICS covers every standard metric");
+    assert_eq!(client.len(), 10, "ALL_METRICS covers every standard metric");
     assert_eq!(server, vec![M::RequestDuration]);
     // The selected workload: any later override for the client side brings
     // the whole side back, as istiod's `mergeMetrics` (the ALL_METRICS switch
@@ -421,7 +421,7 @@ spec:
     let idx = index(MESH, yaml);
     let t = for_proxy(&idx, &proxy("shop", &[("app", "cart")]));
     let (client, server) = disabled(&t);
-    assert_eq!(client.len(), 8, "no metric named: all of them");
+    assert_eq!(client.len(), 10, "no metric named: all of them");
     assert_eq!(
         server,
         vec![M::RequestSize],
@@ -452,10 +452,32 @@ spec:
     // Only stackdriver in scope for default's proxies: no Prometheus metrics.
     let t = for_proxy(&idx, &proxy("default", &[]));
     let (client, server) = disabled(&t);
-    assert_eq!((client.len(), server.len()), (8, 8));
+    assert_eq!((client.len(), server.len()), (10, 10));
     // Other namespaces keep the root's provider.
     let t = for_proxy(&idx, &proxy("shop", &[]));
     assert_eq!(disabled(&t), (vec![], vec![]));
+}
+
+#[test]
+fn grpc_message_metrics_disabled_per_side() {
+    use pb::StandardMetric::*;
+    let yaml = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: GRPC_REQUEST_MESSAGES, mode: CLIENT}
+      disabled: true
+    - match: {metric: GRPC_RESPONSE_MESSAGES}
+      disabled: true
+"#;
+    let t = for_proxy(&index(MESH, yaml), &proxy("default", &[]));
+    let (client, server) = disabled(&t);
+    assert_eq!(client, vec![GrpcRequestMessages, GrpcResponseMessages]);
+    assert_eq!(server, vec![GrpcResponseMessages]);
 }
 
 #[test]
@@ -472,8 +494,6 @@ spec:
   - providers: [{name: prometheus}]
     overrides:
     - match: {customMetric: my_metric}
-      disabled: true
-    - match: {metric: GRPC_REQUEST_MESSAGES}
       disabled: true
     - match: {metric: REQUEST_COUNT}
       tagOverrides: {request_protocol: {operation: REMOVE}}
@@ -557,6 +577,8 @@ spec:
         TcpClosedConnections,
         TcpSentBytes,
         TcpReceivedBytes,
+        GrpcRequestMessages,
+        GrpcResponseMessages,
     ];
     let mut all = vec![RequestCount];
     all.extend(all_but_count.iter().copied());

@@ -282,3 +282,37 @@ fn no_plans_no_facts() {
     m.set_tags(None);
     assert!(m.tag_plans().is_none());
 }
+
+#[test]
+fn tags_on_grpc_message_metrics_change_only_their_series() {
+    let req_msgs = pb::StandardMetric::GrpcRequestMessages as i32;
+    // Removed from the request messages on the server side, added to both
+    // message counters there; the request count keeps its labels.
+    let m = metrics_with(&[
+        tag("source_app", "", &[], &[req_msgs]),
+        tag(
+            "rpc",
+            "'x'",
+            &[],
+            &[req_msgs, pb::StandardMetric::GrpcResponseMessages as i32],
+        ),
+    ]);
+    let l = request(&m, &m.words.destination, 200);
+    m.record_request(&l, None, 1.0, 0, 0);
+    m.record_messages(&l, None, (0, 0), (3, 2));
+    let text = m.encode();
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let req = line("istio_request_messages_total");
+    assert!(!req.contains("source_app="), "{req}");
+    assert!(req.contains("rpc=\"x\"") && req.ends_with(" 3"), "{req}");
+    let resp = line("istio_response_messages_total");
+    assert!(resp.contains("source_app=\"productpage\""), "{resp}");
+    assert!(resp.contains("rpc=\"x\"") && resp.ends_with(" 2"), "{resp}");
+    assert!(!line("istio_requests_total").contains("rpc="));
+    assert_eq!(m.tag_plans().map(|p| p.changes(1)), Some(3));
+}

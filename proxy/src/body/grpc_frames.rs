@@ -1,0 +1,147 @@
+//! Counts gRPC messages (length-prefixed frames) in a body as its data
+//! streams through, without buffering: Istio's message counters.
+
+#[cfg(test)]
+mod tests;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+/// Bytes before a message: a flag byte and a 4-byte big-endian length.
+const HEADER: u8 = 5;
+
+/// Where a body's data stands in gRPC's framing, carried across data chunks
+/// (a header or a message may be split over several).
+#[derive(Debug, Default)]
+pub struct FrameCounter {
+    /// Header bytes of the current message read so far (0: the next byte
+    /// begins a message, once `payload_left` is 0).
+    header_read: u8,
+    /// The current message's length, as its header bytes arrive.
+    length: u32,
+    /// Payload bytes of the current message still to come.
+    payload_left: u64,
+}
+
+impl FrameCounter {
+    /// Reads `data`, the body's next bytes, and returns how many messages
+    /// begin in it. A message counts at its first byte, as Envoy's gRPC frame
+    /// inspector counts frames (so a message cut short still counts).
+    pub fn count(&mut self, data: &[u8]) -> u64 {
+        let mut begun = 0;
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.payload_left > 0 {
+                let skip =
+                    usize::try_from(self.payload_left).map_or(rest.len(), |n| n.min(rest.len()));
+                self.payload_left -= skip as u64;
+                rest = &rest[skip..];
+                continue;
+            }
+            let (&byte, tail) = match rest.split_first() {
+                Some(split) => split,
+                None => break,
+            };
+            rest = tail;
+            if self.header_read == 0 {
+                // The flag byte: a new message.
+                begun += 1;
+                self.length = 0;
+            } else {
+                self.length = self.length << 8 | u32::from(byte);
+            }
+            self.header_read += 1;
+            if self.header_read == HEADER {
+                self.header_read = 0;
+                self.payload_left = u64::from(self.length);
+            }
+        }
+        begun
+    }
+}
+
+/// The messages of one gRPC call not reported yet, counted in each direction.
+#[derive(Debug, Default)]
+pub struct GrpcMessages {
+    /// Sent by the client (request body).
+    pub request: AtomicU64,
+    /// Sent by the server (response body).
+    pub response: AtomicU64,
+}
+
+impl GrpcMessages {
+    /// The messages counted since the last call (request, response), so
+    /// that reports running at once never add one twice.
+    pub fn take(&self) -> (u64, u64) {
+        (
+            self.request.swap(0, Ordering::Relaxed),
+            self.response.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
+/// Which body of a call a [`GrpcFrames`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+/// Counts the gRPC messages of the wrapped body into a call's [`GrpcMessages`].
+pub struct GrpcFrames<B> {
+    inner: B,
+    counter: FrameCounter,
+    messages: Arc<GrpcMessages>,
+    direction: Direction,
+}
+
+impl<B> GrpcFrames<B> {
+    /// Wraps `inner`, the `direction` body of the call counted in `messages`.
+    pub fn new(inner: B, messages: Arc<GrpcMessages>, direction: Direction) -> Self {
+        GrpcFrames {
+            inner,
+            counter: FrameCounter::default(),
+            messages,
+            direction,
+        }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for GrpcFrames<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let this = &mut *self;
+            let begun = this.counter.count(data);
+            if begun > 0 {
+                let total = match this.direction {
+                    Direction::Request => &this.messages.request,
+                    Direction::Response => &this.messages.response,
+                };
+                total.fetch_add(begun, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
