@@ -170,6 +170,13 @@ impl CircuitBreaker {
 
     /// Takes a concurrent-retry unit, if the retry budget (or else
     /// `max_retries`) allows one more.
+    ///
+    /// As in Envoy, the unit is held from this decision until the retried
+    /// attempt's answer, while the request itself is counted as active only
+    /// when it has an attempt admitted: during the backoff it holds a unit but
+    /// is not among the requests the budget's share is taken of. Many callers
+    /// failing at once can so find a 100 % budget full (their retries wait in
+    /// backoff, their requests no longer count); `min_concurrency` is the floor.
     pub fn try_retry(&self) -> Result<Held, Overflow> {
         let Some(budget) = self.limits.retry_budget else {
             return take(&self.retries, self.limits.max_retries).ok_or(Overflow::Retries);
