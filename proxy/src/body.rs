@@ -48,20 +48,47 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-/// Counts the data bytes that pass through into a shared counter.
-pub struct Counted<B> {
-    inner: B,
-    bytes: Arc<AtomicU64>,
+/// What an [`Inspected`] body does with each data frame as it passes.
+pub trait OnData {
+    fn on_data(&mut self, data: &Bytes);
 }
+
+/// A counter of data bytes.
+impl OnData for Arc<AtomicU64> {
+    fn on_data(&mut self, data: &Bytes) {
+        self.fetch_add(data.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Shows every data frame of the wrapped body to `S` as it passes, without
+/// changing or holding it.
+pub struct Inspected<B, S> {
+    inner: B,
+    sink: S,
+}
+
+impl<B, S> Inspected<B, S> {
+    /// Wraps `inner`, showing its data to `sink`.
+    pub fn with(inner: B, sink: S) -> Self {
+        Inspected { inner, sink }
+    }
+}
+
+/// Counts the data bytes that pass through into a shared counter.
+pub type Counted<B> = Inspected<B, Arc<AtomicU64>>;
 
 impl<B> Counted<B> {
     /// Wraps `inner`, adding every data frame's length to `bytes`.
     pub fn new(inner: B, bytes: Arc<AtomicU64>) -> Self {
-        Counted { inner, bytes }
+        Inspected::with(inner, bytes)
     }
 }
 
-impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
+impl<B, S> HttpBody for Inspected<B, S>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    S: OnData + Unpin,
+{
     type Data = Bytes;
     type Error = B::Error;
 
@@ -69,11 +96,12 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            this.sink.on_data(data);
         }
         polled
     }

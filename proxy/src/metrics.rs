@@ -72,6 +72,14 @@ pub struct ServiceLabels {
     pub namespace: Text,
 }
 
+/// What a Telemetry's `tagOverrides` may change in a label set.
+pub(crate) trait Relabel: Clone {
+    /// Blanks the standard labels whose bit is set in `removed`.
+    fn blank(&mut self, removed: u32);
+    /// Sets the labels added or replaced.
+    fn set_custom(&mut self, custom: Custom);
+}
+
 /// Declares a standard label set: the struct (one field per label, then
 /// [`Custom`]), the names in order, the values for encoding and the
 /// blanking of left-out labels — from one list, so they cannot disagree.
@@ -115,6 +123,16 @@ macro_rules! label_set {
             }
         }
 
+        impl Relabel for $name {
+            fn blank(&mut self, removed: u32) {
+                $name::blank(self, removed);
+            }
+
+            fn set_custom(&mut self, custom: Custom) {
+                self.custom = custom;
+            }
+        }
+
         impl EncodeLabelSet for $name {
             fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
                 encode_labels(encoder, $names, self.values(), &self.custom)
@@ -127,126 +145,89 @@ macro_rules! label_set {
     (@value $v:expr, code) => { LabelValue::Code($v) };
 }
 
-label_set! {
-    /// Labels of `istio_requests_total` and the request histograms: Istio's
-    /// standard set in order, then what a Telemetry's `tagOverrides` changed
-    /// ([`Custom`]).
-    RequestLabels, REQUEST_LABEL_NAMES {
-        reporter: text,
-        source_workload: text,
-        source_canonical_service: text,
-        source_canonical_revision: text,
-        source_workload_namespace: text,
-        source_principal: text,
-        source_app: text,
-        source_version: text,
-        source_cluster: text,
-        destination_workload: text,
-        destination_workload_namespace: text,
-        destination_principal: text,
-        destination_app: text,
-        destination_version: text,
-        destination_service: text,
-        destination_canonical_service: text,
-        destination_canonical_revision: text,
-        destination_service_name: text,
-        destination_service_namespace: text,
-        destination_cluster: text,
-        request_protocol: text,
-        response_code: code,
-        grpc_response_status: text,
-        response_flags: text,
-        connection_security_policy: text,
+/// Calls `$callback!` with `$before` and then, in braces, the labels every
+/// Istio metric starts with (`reporter` to `destination_cluster`, as Istio's
+/// stats filter adds them) followed by `$rest`: the label sets share them.
+macro_rules! with_peer_labels {
+    ($callback:ident! { $($before:tt)* } $($rest:tt)*) => {
+        $callback! { $($before)* {
+            reporter: text,
+            source_workload: text,
+            source_canonical_service: text,
+            source_canonical_revision: text,
+            source_workload_namespace: text,
+            source_principal: text,
+            source_app: text,
+            source_version: text,
+            source_cluster: text,
+            destination_workload: text,
+            destination_workload_namespace: text,
+            destination_principal: text,
+            destination_app: text,
+            destination_version: text,
+            destination_service: text,
+            destination_canonical_service: text,
+            destination_canonical_revision: text,
+            destination_service_name: text,
+            destination_service_namespace: text,
+            destination_cluster: text,
+            $($rest)*
+        } }
+    };
+}
+
+with_peer_labels! {
+    label_set! {
+        /// Labels of `istio_requests_total` and the request histograms: Istio's
+        /// standard set in order, then what a Telemetry's `tagOverrides` changed
+        /// ([`Custom`]).
+        RequestLabels, REQUEST_LABEL_NAMES
+    }
+    request_protocol: text,
+    response_code: code,
+    grpc_response_status: text,
+    response_flags: text,
+    connection_security_policy: text,
+}
+
+with_peer_labels! {
+    label_set! {
+        /// Labels of the `istio_tcp_*` metrics: the request set without the
+        /// response code and gRPC status, then [`Custom`].
+        TcpLabels, TCP_LABEL_NAMES
+    }
+    request_protocol: text,
+    response_flags: text,
+    connection_security_policy: text,
+}
+
+with_peer_labels! {
+    label_set! {
+        /// Labels of `istio_request_messages_total` and
+        /// `istio_response_messages_total`: the request set up to
+        /// `destination_cluster`, then [`Custom`]. Istio's stats filter adds the
+        /// gRPC message counts before it appends `request_protocol`, the response
+        /// code, gRPC status, flags and security policy, so those are not there.
+        MessageLabels, MESSAGE_LABEL_NAMES
     }
 }
 
-label_set! {
-    /// Labels of the `istio_tcp_*` metrics: the request set without the
-    /// response code and gRPC status, then [`Custom`].
-    TcpLabels, TCP_LABEL_NAMES {
-        reporter: text,
-        source_workload: text,
-        source_canonical_service: text,
-        source_canonical_revision: text,
-        source_workload_namespace: text,
-        source_principal: text,
-        source_app: text,
-        source_version: text,
-        source_cluster: text,
-        destination_workload: text,
-        destination_workload_namespace: text,
-        destination_principal: text,
-        destination_app: text,
-        destination_version: text,
-        destination_service: text,
-        destination_canonical_service: text,
-        destination_canonical_revision: text,
-        destination_service_name: text,
-        destination_service_namespace: text,
-        destination_cluster: text,
-        request_protocol: text,
-        response_flags: text,
-        connection_security_policy: text,
-    }
-}
-
-label_set! {
-    /// Labels of `istio_request_messages_total` and
-    /// `istio_response_messages_total`: the request set up to
-    /// `destination_cluster`, then [`Custom`]. Istio's stats filter adds the
-    /// gRPC message counts before it appends `request_protocol`, the response
-    /// code, gRPC status, flags and security policy, so those are not there.
-    MessageLabels, MESSAGE_LABEL_NAMES {
-        reporter: text,
-        source_workload: text,
-        source_canonical_service: text,
-        source_canonical_revision: text,
-        source_workload_namespace: text,
-        source_principal: text,
-        source_app: text,
-        source_version: text,
-        source_cluster: text,
-        destination_workload: text,
-        destination_workload_namespace: text,
-        destination_principal: text,
-        destination_app: text,
-        destination_version: text,
-        destination_service: text,
-        destination_canonical_service: text,
-        destination_canonical_revision: text,
-        destination_service_name: text,
-        destination_service_namespace: text,
-        destination_cluster: text,
-    }
-}
-
-impl From<&RequestLabels> for MessageLabels {
-    fn from(l: &RequestLabels) -> Self {
-        MessageLabels {
-            reporter: l.reporter.clone(),
-            source_workload: l.source_workload.clone(),
-            source_canonical_service: l.source_canonical_service.clone(),
-            source_canonical_revision: l.source_canonical_revision.clone(),
-            source_workload_namespace: l.source_workload_namespace.clone(),
-            source_principal: l.source_principal.clone(),
-            source_app: l.source_app.clone(),
-            source_version: l.source_version.clone(),
-            source_cluster: l.source_cluster.clone(),
-            destination_workload: l.destination_workload.clone(),
-            destination_workload_namespace: l.destination_workload_namespace.clone(),
-            destination_principal: l.destination_principal.clone(),
-            destination_app: l.destination_app.clone(),
-            destination_version: l.destination_version.clone(),
-            destination_service: l.destination_service.clone(),
-            destination_canonical_service: l.destination_canonical_service.clone(),
-            destination_canonical_revision: l.destination_canonical_revision.clone(),
-            destination_service_name: l.destination_service_name.clone(),
-            destination_service_namespace: l.destination_service_namespace.clone(),
-            destination_cluster: l.destination_cluster.clone(),
-            custom: Custom::default(),
+/// `impl From<&$from> for $to`, copying the fields listed (the shared peer
+/// labels) and no custom labels.
+macro_rules! narrowed_labels {
+    ($from:ident => $to:ident { $($field:ident: $kind:ident),* $(,)? }) => {
+        impl From<&$from> for $to {
+            fn from(l: &$from) -> Self {
+                $to {
+                    $($field: l.$field.clone(),)*
+                    custom: Custom::default(),
+                }
+            }
         }
-    }
+    };
 }
+
+with_peer_labels! { narrowed_labels! { RequestLabels => MessageLabels } }
 
 /// What `tagOverrides` did to one series' labels: standard labels left out
 /// (bit `i` = name `i` of the label set's names; their values are blanked so

@@ -4,13 +4,12 @@
 #[cfg(test)]
 mod tests;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use super::{Inspected, OnData};
 
 /// Bytes before a message: a flag byte and a 4-byte big-endian length.
 const HEADER: u8 = 5;
@@ -92,56 +91,37 @@ pub enum Direction {
     Response,
 }
 
-/// Counts the gRPC messages of the wrapped body into a call's [`GrpcMessages`].
-pub struct GrpcFrames<B> {
-    inner: B,
+/// Counts one body's gRPC messages into its call's [`GrpcMessages`].
+pub struct MessageSink {
     counter: FrameCounter,
     messages: Arc<GrpcMessages>,
     direction: Direction,
 }
 
-impl<B> GrpcFrames<B> {
-    /// Wraps `inner`, the `direction` body of the call counted in `messages`.
-    pub fn new(inner: B, messages: Arc<GrpcMessages>, direction: Direction) -> Self {
-        GrpcFrames {
-            inner,
-            counter: FrameCounter::default(),
-            messages,
-            direction,
+impl OnData for MessageSink {
+    fn on_data(&mut self, data: &Bytes) {
+        let begun = self.counter.count(data);
+        if begun > 0 {
+            let total = match self.direction {
+                Direction::Request => &self.messages.request,
+                Direction::Response => &self.messages.response,
+            };
+            total.fetch_add(begun, Ordering::Relaxed);
         }
     }
 }
 
-impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for GrpcFrames<B> {
-    type Data = Bytes;
-    type Error = B::Error;
+/// Counts the gRPC messages of the wrapped body into a call's [`GrpcMessages`].
+pub type GrpcFrames<B> = Inspected<B, MessageSink>;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            let this = &mut *self;
-            let begun = this.counter.count(data);
-            if begun > 0 {
-                let total = match this.direction {
-                    Direction::Request => &this.messages.request,
-                    Direction::Response => &this.messages.response,
-                };
-                total.fetch_add(begun, Ordering::Relaxed);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl<B> GrpcFrames<B> {
+    /// Wraps `inner`, the `direction` body of the call counted in `messages`.
+    pub fn new(inner: B, messages: Arc<GrpcMessages>, direction: Direction) -> Self {
+        let sink = MessageSink {
+            counter: FrameCounter::default(),
+            messages,
+            direction,
+        };
+        Inspected::with(inner, sink)
     }
 }

@@ -17,7 +17,7 @@ use sluice_api::cel::{self, Attributes, Expr, Value};
 use sluice_api::config as pb;
 
 use super::{
-    Custom, MESSAGE_LABEL_NAMES, MessageLabels, REQUEST_LABEL_NAMES, RequestLabels,
+    Custom, MESSAGE_LABEL_NAMES, MessageLabels, REQUEST_LABEL_NAMES, Relabel, RequestLabels,
     TCP_LABEL_NAMES, TcpLabels,
 };
 use crate::model::Text;
@@ -211,30 +211,14 @@ impl TagPlans {
         seen: &Seen<'_>,
         unknown: &Counter,
     ) -> Option<[RequestLabels; 4]> {
-        let plans = &self.plans[side][REQUEST];
-        if plans.iter().all(Option::is_none) {
-            return None;
-        }
-        let attrs = Facts {
-            seen,
-            peers: Peers::of_request(side, labels),
-        };
-        let values = self.evaluate(plans, &attrs, unknown);
-        let apply = |p: &Option<Arc<Plan>>| match p {
-            None => labels.clone(),
-            Some(p) => {
-                let mut l = labels.clone();
-                l.blank(p.request_removed);
-                l.custom = custom(p, p.request_removed, &values);
-                l
-            }
-        };
-        Some([
-            apply(&plans[0]),
-            apply(&plans[1]),
-            apply(&plans[2]),
-            apply(&plans[3]),
-        ])
+        let peers = Peers::of_request(side, labels);
+        self.relabel(
+            &self.plans[side][REQUEST],
+            labels,
+            (seen, peers),
+            unknown,
+            |p| p.request_removed,
+        )
     }
 
     /// The labels of each TCP metric (opened, closed, sent, received) of a
@@ -246,30 +230,14 @@ impl TagPlans {
         seen: &Seen<'_>,
         unknown: &Counter,
     ) -> Option<[TcpLabels; 4]> {
-        let plans = &self.plans[side][TCP];
-        if plans.iter().all(Option::is_none) {
-            return None;
-        }
-        let attrs = Facts {
-            seen,
-            peers: Peers::of_tcp(side, labels),
-        };
-        let values = self.evaluate(plans, &attrs, unknown);
-        let apply = |p: &Option<Arc<Plan>>| match p {
-            None => labels.clone(),
-            Some(p) => {
-                let mut l = labels.clone();
-                l.blank(p.tcp_removed);
-                l.custom = custom(p, p.tcp_removed, &values);
-                l
-            }
-        };
-        Some([
-            apply(&plans[0]),
-            apply(&plans[1]),
-            apply(&plans[2]),
-            apply(&plans[3]),
-        ])
+        let peers = Peers::of_tcp(side, labels);
+        self.relabel(
+            &self.plans[side][TCP],
+            labels,
+            (seen, peers),
+            unknown,
+            |p| p.tcp_removed,
+        )
     }
 
     /// The labels of the gRPC message counters (request, response) of a
@@ -285,22 +253,36 @@ impl TagPlans {
         if plans.iter().all(Option::is_none) {
             return None;
         }
-        let attrs = Facts {
-            seen,
-            peers: Peers::of_request(side, labels),
-        };
-        let values = self.evaluate(plans, &attrs, unknown);
+        let peers = Peers::of_request(side, labels);
         let base = MessageLabels::from(labels);
-        let apply = |p: &Option<Arc<Plan>>| match p {
-            None => base.clone(),
-            Some(p) => {
-                let mut l = base.clone();
-                l.blank(p.message_removed);
-                l.custom = custom(p, p.message_removed, &values);
-                l
+        self.relabel(plans, &base, (seen, peers), unknown, |p| p.message_removed)
+    }
+
+    /// `base` as each of `plans` (one per metric) changes it: the standard
+    /// labels the plan's `removed` mask leaves out blanked, its labels added;
+    /// `None` when no plan changes anything.
+    fn relabel<L: Relabel, const N: usize>(
+        &self,
+        plans: &[Option<Arc<Plan>>],
+        base: &L,
+        (seen, peers): (&Seen<'_>, Peers<'_>),
+        unknown: &Counter,
+        removed: fn(&Plan) -> u32,
+    ) -> Option<[L; N]> {
+        if plans.len() != N || plans.iter().all(Option::is_none) {
+            return None;
+        }
+        let attrs = Facts { seen, peers };
+        let values = self.evaluate(plans, &attrs, unknown);
+        Some(std::array::from_fn(|i| {
+            let mut l = base.clone();
+            if let Some(p) = &plans[i] {
+                let removed = removed(p);
+                l.blank(removed);
+                l.set_custom(custom(p, removed, &values));
             }
-        };
-        Some([apply(&plans[0]), apply(&plans[1])])
+            l
+        }))
     }
 
     /// The value of each expression the `plans` use (others stay empty).
