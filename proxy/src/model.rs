@@ -482,6 +482,8 @@ pub struct Cluster {
     pub circuit: Arc<CircuitBreaker>,
     #[serde(skip)]
     pub round_robin: AtomicUsize,
+    /// A cluster Istio would not have (see the config protocol): 503 `NC`.
+    pub missing: bool,
 }
 
 /// Client-side TLS mode of a cluster (DestinationRule `trafficPolicy.tls`).

@@ -667,6 +667,12 @@ pub struct Cluster {
     /// connection_pool.max_retries caps concurrent retries.
     #[prost(message, optional, tag = "14")]
     pub retry_budget: ::core::option::Option<ConcurrentRetryBudget>,
+    /// No such cluster in Istio: a route destination naming a host the mesh
+    /// does not know, a port the service lacks, or a subset no DestinationRule
+    /// in force defines (istiod routes to a cluster it never builds). Requests
+    /// routed here get Envoy's 503 with flag NC instead of UH.
+    #[prost(bool, tag = "15")]
+    pub missing: bool,
 }
 /// Envoy's circuit-breaker retry budget: concurrent retries to the cluster may
 /// not exceed max(percent% of the requests counted, min_retry_concurrency). It

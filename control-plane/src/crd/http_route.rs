@@ -308,7 +308,8 @@ pub struct Abort {
     /// Share of requests aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
-    /// Deprecated integer percentage.
+    /// Not a field of Istio's Abort any more (reserved in the API): accepted
+    /// so older files still apply, as istiod ignores it, with a warning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<i32>,
 }

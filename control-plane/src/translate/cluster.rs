@@ -38,8 +38,8 @@ impl<'e> Clusters<'e> {
     }
 
     /// Name of the cluster for (service, port, subset), creating it on first use.
-    /// An unknown subset yields a cluster with no endpoints (503, as Envoy's
-    /// missing cluster), never a dangling reference.
+    /// An unknown subset yields a cluster marked missing, with no endpoints
+    /// (503 `NC`, as Envoy's missing cluster), never a dangling reference.
     pub fn get(
         &mut self,
         view: &View<'_>,
@@ -73,8 +73,8 @@ impl<'e> Clusters<'e> {
         name
     }
 
-    /// A cluster for a host or port the mesh does not know: no endpoints, so
-    /// requests routed there get 503 like Envoy's missing cluster.
+    /// A cluster for a host or port the mesh does not know: marked missing,
+    /// no endpoints, so requests routed there get Envoy's missing-cluster 503 (`NC`).
     pub fn missing(&mut self, host: &str, port: u32, subset: Option<&str>) -> String {
         let name = format!("outbound|{port}|{}|{host}", subset.unwrap_or_default());
         if !self.by_name.contains_key(&name) {
@@ -84,6 +84,7 @@ impl<'e> Clusters<'e> {
                 subset: subset.unwrap_or_default().to_owned(),
                 port,
                 load_balancer: Some(pb::LoadBalancer::default()),
+                missing: true,
                 ..Default::default()
             };
             let cluster = self
@@ -234,6 +235,9 @@ fn build(
         outlier_detection,
         tls: Some(tls),
         retry_budget,
+        // istiod builds a subset's cluster only from a DestinationRule that
+        // defines it.
+        missing: subset.is_some() && subset_def.is_none(),
     }
 }
 

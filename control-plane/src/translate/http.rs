@@ -198,8 +198,13 @@ pub(crate) fn routes(
                 },
             }),
             fault: rule.fault.as_ref().map(|f| {
-                let pct = |p: Option<&crate::crd::Percent>, legacy: Option<i32>| {
-                    p.map(|p| p.value).or(legacy.map(f64::from)).unwrap_or(0.0)
+                // istiod's `TranslateFault`: a delay's deprecated integer
+                // `percent` wins when above 0; an abort has only `percentage`
+                // (its `percent` field was removed from the API, so istiod
+                // never reads it).
+                let pct = |p: Option<&crate::crd::Percent>, legacy: Option<i32>| match legacy {
+                    Some(l) if l > 0 => f64::from(l),
+                    _ => p.map_or(0.0, |p| p.value),
                 };
                 pb::Fault {
                     delay_ms: f
@@ -227,7 +232,7 @@ pub(crate) fn routes(
                     abort_percent: f
                         .abort
                         .as_ref()
-                        .map(|a| pct(a.percentage.as_ref(), a.percent))
+                        .map(|a| pct(a.percentage.as_ref(), None))
                         .unwrap_or(0.0),
                 }
             }),

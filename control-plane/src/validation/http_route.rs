@@ -355,7 +355,6 @@ fn check_fault(errors: &mut FieldErrors, path: &str, f: &HttpFaultInjection) {
     if let Some(a) = &f.abort {
         let p = at(path, "abort");
         check_percent(errors, at(&p, "percentage"), a.percentage.as_ref());
-        check_int_percent(errors, at(&p, "percent"), a.percent);
         let kinds = [
             a.http_status.is_some(),
             a.grpc_status.is_some(),

@@ -84,7 +84,8 @@ spec:
         [
             "VirtualService default/r: spec.http[0].mirrorPercent: deprecated: use mirrorPercentage",
             "VirtualService default/r: spec.http[0].fault.delay: no percentage set: no request will be delayed",
-            "VirtualService default/r: spec.http[0].fault.abort.percent: deprecated: use percentage",
+            "VirtualService default/r: spec.http[0].fault.abort.percent: ignored: not a field of Istio's Abort (removed from the API; istiod never reads it), so only `percentage` decides which requests are aborted; use percentage",
+            "VirtualService default/r: spec.http[0].fault.abort: no percentage set: no request will be aborted",
         ]
     );
 }

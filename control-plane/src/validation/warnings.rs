@@ -222,9 +222,10 @@ fn fault(out: &mut Vec<FieldError>, path: &str, f: &HttpFaultInjection) {
         if a.percent.is_some() {
             out.push(FieldError::new(
                 format!("{path}.abort.percent"),
-                "deprecated: use percentage",
+                "ignored: not a field of Istio's Abort (removed from the API; istiod never reads it), so only `percentage` decides which requests are aborted; use percentage",
             ));
-        } else if a.percentage.is_none() {
+        }
+        if a.percentage.is_none() {
             out.push(FieldError::new(
                 format!("{path}.abort"),
                 "no percentage set: no request will be aborted",

@@ -535,6 +535,7 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
         tls: security::cluster_tls(&item, c)?,
         circuit: Arc::new(crate::circuit::CircuitBreaker::new(pool.limits.clone())),
         round_robin: AtomicUsize::new(0),
+        missing: c.missing,
     })
 }
 

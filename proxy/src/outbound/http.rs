@@ -623,10 +623,18 @@ async fn forward(
             rep.tag(resp, || routed().flagged(&flags))
         }
         Ending::NoHealthy => {
-            let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
+            // Envoy: a cluster Istio never built (`NC`), or one with no
+            // endpoint to take the request (`UH`).
+            let (msg, flag) = if cluster.missing {
+                let msg = format!("sluice-proxy: cluster {} not found", cluster.name);
+                (msg, &words.nc)
+            } else {
+                let msg = format!("sluice-proxy: no healthy upstream in {}", cluster.name);
+                (msg, &words.uh)
+            };
             let reply = local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg);
-            let resp = pending.take(Reached::Nothing).local(reply, &words.uh);
-            rep.tag(resp, || routed().flagged(&words.uh))
+            let resp = pending.take(Reached::Nothing).local(reply, flag);
+            rep.tag(resp, || routed().flagged(flag))
         }
         Ending::Bad(msg) => {
             let report = pending.take(Reached::Nothing);

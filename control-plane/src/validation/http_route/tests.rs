@@ -227,12 +227,12 @@ fn http_route_fault_without_abort_or_delay_is_refused() {
 #[test]
 fn http_route_fault_percentages_are_bounded() {
     let lines = route(&format!(
-        "{{{D}, fault: {{delay: {{fixedDelay: 1s, percentage: {{value: -1}}}}, abort: {{httpStatus: 503, percent: 101}}}}}}"
+        "{{{D}, fault: {{delay: {{fixedDelay: 1s, percentage: {{value: -1}}}}, abort: {{httpStatus: 503, percentage: {{value: 101}}}}}}}}"
     ));
     assert_eq!(
         lines,
         [
-            "VirtualService default/r: spec.http[0].fault.abort.percent: percentage 101 must be in [0, 100]",
+            "VirtualService default/r: spec.http[0].fault.abort.percentage.value: percentage must be in [0, 100]",
             "VirtualService default/r: spec.http[0].fault.delay.percentage.value: percentage must be in [0, 100]",
         ]
     );
