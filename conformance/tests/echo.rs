@@ -88,6 +88,7 @@ async fn echo_httpbin_paths_over_http1_and_h2c() {
         let o = client::send(&c).await;
         let body: serde_json::Value = serde_json::from_slice(&o.body).unwrap();
         assert_eq!(body["headers"]["x-test"], "yes", "h2={h2}");
+        assert_eq!(body["canonicalHeaders"]["X-Test"], "yes", "h2={h2}");
         c.url = "http://reviews:9080/bytes/100".into();
         assert_eq!(client::send(&c).await.body.len(), 100);
         c.url = "http://reviews:9080/delay/0.3".into();

@@ -88,6 +88,20 @@ impl Seen {
         )
     }
 
+    /// The headers as httpbin shows them: names in canonical Title-Case
+    /// (`X-Forwarded-Client-Cert`), as both httpbin implementations print
+    /// them, so a check copied from an Istio task's `/headers` output matches.
+    fn canonical_headers_json(&self) -> Value {
+        match self.headers_json() {
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (canonical_name(&k), v))
+                    .collect::<Map<_, _>>(),
+            ),
+            other => other,
+        }
+    }
+
     fn args_json(&self) -> Value {
         let mut map = Map::new();
         for pair in self.query.split('&').filter(|p| !p.is_empty()) {
@@ -116,6 +130,7 @@ impl Seen {
         json!({
             "args": self.args_json(),
             "headers": self.headers_json(),
+            "canonicalHeaders": self.canonical_headers_json(),
             "origin": self.peer.ip().to_string(),
             "url": format!("http://{}{}", self.host, self.path_and_query),
         })
@@ -210,7 +225,13 @@ async fn route(seen: &Seen, echo: &Echo) -> Response<Body> {
             }
             _ => plain(StatusCode::BAD_REQUEST, "invalid delay"),
         },
-        ["headers"] => json_response(StatusCode::OK, &json!({"headers": seen.headers_json()})),
+        ["headers"] => json_response(
+            StatusCode::OK,
+            &json!({
+                "headers": seen.headers_json(),
+                "canonicalHeaders": seen.canonical_headers_json(),
+            }),
+        ),
         ["get"] => json_response(StatusCode::OK, &seen.httpbin_get()),
         ["post"] if seen.method == "POST" => {
             let mut v = seen.httpbin_get();
@@ -324,4 +345,20 @@ pub(super) fn peer_principal(headers: &HeaderMap) -> Option<String> {
                 .then(|| v.trim_matches('"').to_string())
         })
         .find(|uri| uri.starts_with("spiffe://"))
+}
+
+/// `x-b3-traceid` → `X-B3-Traceid`: each dash-separated word capitalized, the
+/// rest lower-case (Go's canonical header key).
+fn canonical_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        if upper {
+            out.extend(c.to_uppercase());
+        } else {
+            out.extend(c.to_lowercase());
+        }
+        upper = c == '-';
+    }
+    out
 }
