@@ -132,6 +132,19 @@ pub fn visible(export_to: &[String], owner_namespace: &str, viewer_namespace: &s
     })
 }
 
+/// Where a VirtualService visible to a proxy in `viewer` stands in istiod's
+/// lists: 0 private to the proxy's namespace, 1 exported to it by name, 2
+/// public (no `exportTo`, or `*`).
+fn vs_class(vs: &VirtualService, viewer: &str) -> u8 {
+    let export_to = &vs.spec.export_to;
+    if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
+        return 2;
+    }
+    let own = namespace_of(&vs.metadata);
+    let private = own == viewer && export_to.iter().any(|e| e == "." || e == own);
+    if private { 0 } else { 1 }
+}
+
 /// Canonical service and revision of a workload from its labels, as Istio derives them.
 pub fn canonical(labels: &BTreeMap<String, String>, fallback: &str) -> (String, String) {
     let app = [
@@ -188,30 +201,39 @@ impl<'a> View<'a> {
             .filter(|vs| visible(&vs.spec.export_to, namespace_of(&vs.metadata), ns))
             .filter(|vs| binds_to_mesh(&vs.spec.gateways))
             .collect();
-        // Istio: when several VirtualServices claim a host for sidecars, the
-        // oldest wins; creation order here is (creationTimestamp, namespace, name).
+        // Istio (`SelectVirtualServices`): when several VirtualServices claim
+        // a host for sidecars, the first wins in this order: those of the
+        // proxy's namespace kept to it (`exportTo` `.` or the namespace, not
+        // `*`), then those exported to the proxy's namespace by name, then
+        // public ones; within each, oldest first, then by name, then namespace.
         virtual_services.sort_by_key(|vs| {
             (
+                vs_class(vs, ns),
                 vs.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                vs.metadata.namespace.clone(),
                 vs.metadata.name.clone(),
+                vs.metadata.namespace.clone(),
             )
         });
-        let destination_rules = index
+        // Every rule: which one applies depends on where it is, what it
+        // exports and its selector (`cluster::destination_rule_for`), and a
+        // rule that does not apply can still hide others. In istiod's merge
+        // order: rules with a selector first, then oldest, by name, by namespace.
+        let mut destination_rules: Vec<&DestinationRule> = index
             .resources
             .values()
             .filter_map(|r| match r.as_ref() {
                 Resource::DestinationRule(dr) => Some(dr),
                 _ => None,
             })
-            .filter(|dr| visible(&dr.spec.export_to, namespace_of(&dr.metadata), ns))
-            .filter(|dr| {
-                dr.spec.workload_selector.as_ref().is_none_or(|sel| {
-                    namespace_of(&dr.metadata) == ns
-                        && crate::services::labels_match(&sel.match_labels, &proxy.labels)
-                })
-            })
             .collect();
+        destination_rules.sort_by_key(|dr| {
+            (
+                dr.spec.workload_selector.is_none(),
+                dr.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                dr.metadata.name.clone(),
+                dr.metadata.namespace.clone(),
+            )
+        });
         // A Sidecar narrows both to what its egress listeners import.
         let scope = sidecar::sidecar_for(index, ns, &proxy.labels)
             .map(|s| sidecar::Scope::new(s, ns, &declarations, &virtual_services));
@@ -335,7 +357,10 @@ pub fn rules_for_service<'a>(
     index: &'a MeshIndex,
     proxy: &'a ProxyIdentity,
     fqdn: &str,
-) -> (Option<&'a VirtualService>, Option<&'a DestinationRule>) {
+) -> (
+    Option<&'a VirtualService>,
+    Option<std::borrow::Cow<'a, DestinationRule>>,
+) {
     let view = View::new(index, proxy);
     match view.service(fqdn) {
         Some(service) => (

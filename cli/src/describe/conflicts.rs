@@ -78,6 +78,7 @@ fn undefined_subsets(
         };
         let host = fqdn(&dest.host, namespace);
         let (_, dr) = rules_for_service(index, viewer, &host);
+        let dr = dr.as_deref();
         let defined = dr.is_some_and(|d| d.spec.subsets.iter().any(|s| &s.name == subset));
         if !defined {
             let why = match dr {

@@ -267,6 +267,7 @@ fn gateway_only_names(vs: &VirtualService, host: &str, viewer_ns: &str) -> bool 
 /// The service `host` as seen by `viewer`: the objects that route it.
 pub fn service_view(index: &MeshIndex, viewer: &ProxyIdentity, service: &Service) -> ServiceView {
     let (vs, dr) = rules_for_service(index, viewer, &service.fqdn);
+    let dr = dr.as_deref();
     let chosen_vs = vs.map(|v| key_of(&v.metadata, kind::VIRTUAL_SERVICE));
     let chosen_score = vs.and_then(|v| vs_score(v, &service.fqdn, &viewer.namespace));
     let mut ignored_virtual_services = Vec::new();

@@ -6,7 +6,8 @@ use super::{View, canonical, fqdn, namespace_of, policy, protocol};
 use crate::crd::{DestinationRule, LoadBalancerSettings, TrafficPolicy};
 use crate::services::{Service, ServicePort, labels_match};
 use sluice_api::config as pb;
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Clusters referenced so far, by name.
@@ -101,36 +102,169 @@ impl<'e> Clusters<'e> {
     }
 }
 
-/// The DestinationRule for `service` seen from this proxy, as istiod looks
-/// it up: in the proxy's namespace, else the service's, else the root
-/// namespace (rules elsewhere never apply); the most specific host within
-/// the first of those that has one.
+/// The DestinationRule for `service` seen from this proxy, as istiod picks
+/// it (`PushContext.destinationRule`, then `SidecarScope.DestinationRule`):
+/// - the first place with a rule for the host decides: for a proxy outside
+///   the root namespace, every rule of its own namespace; for one in the root
+///   namespace, the root's private rules (`exportTo: .`); then the rules the
+///   service's namespace exports to the proxy's; then those the root exports;
+///   within a place, the most specific host;
+/// - the rules found for that host were merged as istiod merges rules of one
+///   namespace for one host ([`merge_rules`]);
+/// - of them, a rule with a `workloadSelector` matching the proxy (in the
+///   proxy's namespace) wins, else the one without a selector, else none: a
+///   selector rule that does not pick the proxy hides the other places' rules.
 pub(crate) fn destination_rule_for<'a>(
     view: &View<'a>,
     service: &Service,
-) -> Option<&'a DestinationRule> {
+) -> Option<Cow<'a, DestinationRule>> {
     let root = view.index.mesh.root_namespace.as_str();
-    let mut best: Option<((u8, usize), &'a DestinationRule)> = None;
-    for &dr in &view.destination_rules {
-        let ns = namespace_of(&dr.metadata);
-        let place = if ns == view.proxy.namespace {
-            3
-        } else if ns == service.namespace {
-            2
-        } else if ns == root {
-            1
+    let proxy_ns = view.proxy.namespace.as_str();
+    let rules = &view.destination_rules;
+    // Each place: the namespace and which of its rules count there.
+    let own = |dr: &DestinationRule| {
+        let exports = export_set(dr);
+        if proxy_ns == root {
+            private_only(&exports, namespace_of(&dr.metadata))
         } else {
-            continue;
-        };
-        let Some(score) = super::resolve_host(&fqdn(&dr.spec.host, ns), &service.fqdn) else {
-            continue;
-        };
-        let key = (place, score);
-        if best.is_none_or(|(b, _)| key > b) {
-            best = Some((key, dr));
+            exports.contains("*") || exports.contains(namespace_of(&dr.metadata))
+        }
+    };
+    let exported_to_proxy = |dr: &DestinationRule| {
+        let exports = export_set(dr);
+        !private_only(&exports, namespace_of(&dr.metadata))
+            && (exports.contains("*") || exports.contains(proxy_ns))
+    };
+    let places: [(&str, &dyn Fn(&DestinationRule) -> bool); 3] = [
+        (proxy_ns, &own),
+        (service.namespace.as_str(), &exported_to_proxy),
+        (root, &exported_to_proxy),
+    ];
+    for (ns, counts) in places {
+        let mut best: Option<usize> = None;
+        let mut found: Vec<&'a DestinationRule> = Vec::new();
+        for &dr in rules {
+            if namespace_of(&dr.metadata) != ns || !counts(dr) {
+                continue;
+            }
+            let Some(score) = super::resolve_host(&fqdn(&dr.spec.host, ns), &service.fqdn) else {
+                continue;
+            };
+            if best.is_none_or(|b| score > b) {
+                best = Some(score);
+                found.clear();
+            }
+            if best == Some(score) {
+                found.push(dr);
+            }
+        }
+        if best.is_some() {
+            return pick_for_proxy(view, merge_rules(&found));
         }
     }
-    best.map(|(_, dr)| dr)
+    None
+}
+
+/// Whether a rule stays in its namespace (istiod keeps it out of the
+/// exported index): `exportTo` of only `.` or only its own namespace.
+fn private_only(exports: &BTreeSet<String>, owner: &str) -> bool {
+    exports.len() == 1 && exports.contains(owner)
+}
+
+/// istiod's `mergeDestinationRule` over one namespace's rules for one host,
+/// in its order (`rules` is sorted so: rules with a selector first, then by
+/// creation time, name, namespace). A rule merges into each earlier entry
+/// whose `exportTo` is the same set as its own, or a set its own covers (it
+/// then also stands alone), and whose selector does not differ (a
+/// selector-less rule merges into selector entries too): the entry gains the
+/// subsets whose names it lacks, and the rule's top-level traffic policy
+/// where it has none. The rule stands as an entry of its own unless it merged
+/// into one with the same `exportTo` and the same selector (or both none).
+fn merge_rules<'a>(rules: &[&'a DestinationRule]) -> Vec<Cow<'a, DestinationRule>> {
+    let mut entries: Vec<(Cow<'a, DestinationRule>, BTreeSet<String>)> = Vec::new();
+    for &rule in rules {
+        let exports = export_set(rule);
+        let mut own_entry = true;
+        let selector = rule
+            .spec
+            .workload_selector
+            .as_ref()
+            .map(|s| &s.match_labels);
+        for (entry, entry_exports) in &mut entries {
+            let same_exports = exports == *entry_exports;
+            if !same_exports && !exports.is_superset(entry_exports) {
+                continue;
+            }
+            let theirs = entry
+                .spec
+                .workload_selector
+                .as_ref()
+                .map(|s| &s.match_labels);
+            if let (Some(a), Some(b)) = (selector, theirs)
+                && a != b
+            {
+                continue;
+            }
+            if same_exports && selector.is_none() == theirs.is_none() {
+                own_entry = false;
+            }
+            let merged = entry.to_mut();
+            for subset in &rule.spec.subsets {
+                if !merged.spec.subsets.iter().any(|s| s.name == subset.name) {
+                    merged.spec.subsets.push(subset.clone());
+                }
+            }
+            if merged.spec.traffic_policy.is_none() {
+                merged.spec.traffic_policy = rule.spec.traffic_policy.clone();
+            }
+        }
+        if own_entry {
+            entries.push((Cow::Borrowed(rule), exports));
+        }
+    }
+    entries.into_iter().map(|(entry, _)| entry).collect()
+}
+
+/// A rule's `exportTo` as a set: none is `*`, `.` its own namespace; a rule
+/// with a `workloadSelector` is never exported (istiod), whatever it says.
+fn export_set(rule: &DestinationRule) -> BTreeSet<String> {
+    if rule.spec.workload_selector.is_some() {
+        return BTreeSet::from([namespace_of(&rule.metadata).to_owned()]);
+    }
+    if rule.spec.export_to.is_empty() {
+        return BTreeSet::from(["*".to_owned()]);
+    }
+    rule.spec
+        .export_to
+        .iter()
+        .map(|e| match e.as_str() {
+            "." => namespace_of(&rule.metadata).to_owned(),
+            other => other.to_owned(),
+        })
+        .collect()
+}
+
+/// `SidecarScope.DestinationRule`: the entry whose selector picks the proxy
+/// (only selectors of the proxy's own namespace count), else the last entry
+/// without a selector.
+fn pick_for_proxy<'a>(
+    view: &View<'a>,
+    entries: Vec<Cow<'a, DestinationRule>>,
+) -> Option<Cow<'a, DestinationRule>> {
+    let mut catch_all = None;
+    for entry in entries {
+        match &entry.spec.workload_selector {
+            None => catch_all = Some(entry),
+            Some(sel) => {
+                if namespace_of(&entry.metadata) == view.proxy.namespace
+                    && labels_match(&sel.match_labels, &view.proxy.labels)
+                {
+                    return Some(entry);
+                }
+            }
+        }
+    }
+    catch_all
 }
 
 fn build(
@@ -141,6 +275,7 @@ fn build(
     name: String,
 ) -> pb::Cluster {
     let dr = destination_rule_for(view, service);
+    let dr = dr.as_deref();
     let subset_def =
         subset.and_then(|s| dr.and_then(|dr| dr.spec.subsets.iter().find(|x| x.name == s)));
     let endpoints = service

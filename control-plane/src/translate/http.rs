@@ -302,7 +302,7 @@ fn tcp_timeouts(view: &View<'_>, ns: &str, dest: Option<&Destination>) -> (Optio
     let dr = dest
         .and_then(|d| view.service(&fqdn(&d.host, ns)))
         .and_then(|s| super::cluster::destination_rule_for(view, s));
-    super::policy::tcp_proxy_timeouts(dr)
+    super::policy::tcp_proxy_timeouts(dr.as_deref())
 }
 
 fn applies_http(view: &View<'_>, m: &HttpMatchRequest, port: u32) -> bool {

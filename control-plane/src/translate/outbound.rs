@@ -152,7 +152,7 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
                 let routes = if routes.is_empty() {
                     let dr = cluster::destination_rule_for(view, service);
                     let (idle_timeout_ms, max_connection_duration_ms) =
-                        policy::tcp_proxy_timeouts(dr);
+                        policy::tcp_proxy_timeouts(dr.as_deref());
                     vec![pb::TcpRoute {
                         virtual_service: String::new(),
                         rule_index: 0,

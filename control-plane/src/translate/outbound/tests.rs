@@ -119,7 +119,7 @@ spec:
     let (vs, dr) = rules_for_service(&idx, &in_other, "shared.internal.example");
     assert!(vs.is_some());
     assert_eq!(
-        dr.and_then(|d| d.metadata.namespace.as_deref()),
+        dr.as_deref().and_then(|d| d.metadata.namespace.as_deref()),
         Some("other")
     );
     // From default, its own declaration is used: the rule of `other` does
