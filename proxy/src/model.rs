@@ -482,6 +482,10 @@ pub struct Cluster {
     pub circuit: Arc<CircuitBreaker>,
     #[serde(skip)]
     pub round_robin: AtomicUsize,
+    /// The endpoints' load-balancing weights when they differ; `None` when
+    /// all are equal (every balancer then treats endpoints alike).
+    #[serde(skip)]
+    pub weights: Option<crate::balance::Weights>,
 }
 
 /// Client-side TLS mode of a cluster (DestinationRule `trafficPolicy.tls`).
