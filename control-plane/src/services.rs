@@ -18,6 +18,12 @@ pub const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
 /// of other namespaces that declare the same host, and never merges it with one.
 pub const KUBERNETES_SERVICE_ANNOTATION: &str = "sluice.io/kubernetes-service";
 
+/// Annotation the Kubernetes source puts on the WorkloadEntry it renders for
+/// a Pod. Like a Kubernetes Service's endpoints, such an entry runs a sidecar
+/// only if its tlsMode label says so (the source sets it from the pod's
+/// containers); its service account implies nothing.
+pub const KUBERNETES_POD_ANNOTATION: &str = "sluice.io/kubernetes-pod";
+
 /// Kubernetes cluster DNS suffix.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
 
@@ -37,20 +43,33 @@ pub enum PortProtocol {
 }
 
 impl PortProtocol {
-    /// Istio's protocol selection: the `protocol` field, else the port name prefix.
-    pub fn select(protocol: Option<&str>, name: &str) -> Self {
-        let from = |p: &str| match p.to_ascii_uppercase().as_str() {
+    /// A protocol name Istio knows (case-insensitive), as far as routing goes.
+    pub fn parse(protocol: &str) -> Option<Self> {
+        match protocol.to_ascii_uppercase().as_str() {
             "HTTP" => Some(Self::Http),
             "HTTP2" => Some(Self::Http2),
             "GRPC" | "GRPC-WEB" => Some(Self::Grpc),
             "TCP" | "TLS" | "HTTPS" | "MONGO" | "MYSQL" | "REDIS" => Some(Self::Tcp),
             _ => None,
-        };
-        if let Some(p) = protocol.and_then(from) {
+        }
+    }
+
+    /// Protocol selection for a port whose name may carry the protocol (a
+    /// Kubernetes Service's, or a Sidecar listener's): the `protocol` field,
+    /// else the port name prefix (`http-web`).
+    pub fn select(protocol: Option<&str>, name: &str) -> Self {
+        if let Some(p) = protocol.and_then(Self::parse) {
             return p;
         }
         let prefix = name.split('-').next().unwrap_or_default();
-        from(prefix).unwrap_or(Self::Unspecified)
+        Self::parse(prefix).unwrap_or(Self::Unspecified)
+    }
+
+    /// A ServiceEntry port's protocol: its `protocol` field only, as istiod's
+    /// ServiceEntry conversion does; the port name is never consulted, so an
+    /// unset or unknown protocol is left to sniffing.
+    pub fn of_service_entry(protocol: Option<&str>) -> Self {
+        protocol.and_then(Self::parse).unwrap_or(Self::Unspecified)
     }
 
     /// Whether HTTP routing (VirtualService `http`) applies.
@@ -89,12 +108,23 @@ pub struct Endpoint {
     pub ports: BTreeMap<String, u32>,
     /// Relative load-balancing weight (default 1).
     pub weight: u32,
+    /// Whether, lacking a tlsMode label, it counts as running a sidecar:
+    /// istiod takes a WorkloadEntry (or ServiceEntry endpoint) that names a
+    /// `serviceAccount` as one (its `getTLSModeFromWorkloadEntry`). False for
+    /// what the Kubernetes source renders from Pods and Services, whose
+    /// sidecar shows in the tlsMode label alone.
+    pub sidecar_if_unlabelled: bool,
 }
 
 impl Endpoint {
-    /// Whether the workload runs a sidecar (Istio's `security.istio.io/tlsMode: istio`).
+    /// Whether the workload runs a sidecar (auto mTLS applies): Istio's
+    /// `security.istio.io/tlsMode` label is `istio`, or, without the label,
+    /// [`Endpoint::sidecar_if_unlabelled`].
     pub fn has_sidecar(&self) -> bool {
-        self.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio")
+        match self.labels.get(TLS_MODE_LABEL) {
+            Some(mode) => mode == "istio",
+            None => self.sidecar_if_unlabelled,
+        }
     }
 
     /// The port the application listens on for `port`.
@@ -198,10 +228,17 @@ impl MergeKey {
 
 /// Whether `se` stands for a Kubernetes Service.
 fn is_kubernetes(se: &ServiceEntry) -> bool {
-    se.metadata
-        .annotations
+    has_annotation(&se.metadata, KUBERNETES_SERVICE_ANNOTATION)
+}
+
+/// Whether `meta` carries `annotation` with the value `true`.
+fn has_annotation(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    annotation: &str,
+) -> bool {
+    meta.annotations
         .as_ref()
-        .and_then(|a| a.get(KUBERNETES_SERVICE_ANNOTATION))
+        .and_then(|a| a.get(annotation))
         .is_some_and(|v| v == "true")
 }
 
@@ -285,6 +322,7 @@ impl ServiceCatalog {
         let mut declared: BTreeMap<String, Vec<(Service, MergeKey)>> = BTreeMap::new();
         for se in entries {
             let namespace = se.metadata.namespace.clone().unwrap_or_default();
+            let kubernetes = is_kubernetes(se);
             let ports: Vec<ServicePort> = se
                 .spec
                 .ports
@@ -292,7 +330,7 @@ impl ServiceCatalog {
                 .map(|p| ServicePort {
                     number: p.number,
                     name: p.name.clone(),
-                    protocol: PortProtocol::select(p.protocol.as_deref(), &p.name),
+                    protocol: PortProtocol::of_service_entry(p.protocol.as_deref()),
                     target_port: p.target_port.unwrap_or(p.number),
                 })
                 .collect();
@@ -302,7 +340,8 @@ impl ServiceCatalog {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, spec)| {
-                    endpoint(spec, &namespace, &format!("{}-{i}", name_of(&se.metadata)))
+                    let workload = format!("{}-{i}", name_of(&se.metadata));
+                    endpoint(spec, &namespace, &workload, !kubernetes)
                 })
                 .collect();
             if let Some(selector) = &se.spec.workload_selector {
@@ -311,12 +350,13 @@ impl ServiceCatalog {
                     if !labels_match(&selector.labels, &we.spec.labels) {
                         continue;
                     }
-                    if let Some(ep) = endpoint(&we.spec, &namespace, &name_of(&we.metadata)) {
+                    let from_pod = has_annotation(&we.metadata, KUBERNETES_POD_ANNOTATION);
+                    let name = name_of(&we.metadata);
+                    if let Some(ep) = endpoint(&we.spec, &namespace, &name, !from_pod) {
                         endpoints.push(ep);
                     }
                 }
             }
-            let kubernetes = is_kubernetes(se);
             for host in &se.spec.hosts {
                 let fqdn = host.to_ascii_lowercase();
                 let short_name = fqdn
@@ -430,14 +470,27 @@ fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
     meta.name.clone().unwrap_or_default()
 }
 
-fn endpoint(spec: &WorkloadEntrySpec, namespace: &str, workload: &str) -> Option<Endpoint> {
+/// The endpoint `spec` describes; `account_implies_sidecar` for entries
+/// users wrote (see [`Endpoint::sidecar_if_unlabelled`]).
+fn endpoint(
+    spec: &WorkloadEntrySpec,
+    namespace: &str,
+    workload: &str,
+    account_implies_sidecar: bool,
+) -> Option<Endpoint> {
     let address = spec.address.clone().filter(|a| !a.is_empty())?;
+    let account_set = spec
+        .service_account
+        .as_ref()
+        .is_some_and(|sa| !sa.is_empty());
     Some(Endpoint {
+        sidecar_if_unlabelled: account_implies_sidecar && account_set,
         address,
         labels: spec.labels.clone(),
         service_account: spec
             .service_account
             .clone()
+            .filter(|sa| !sa.is_empty())
             .unwrap_or_else(|| "default".into()),
         namespace: namespace.to_owned(),
         workload: spec

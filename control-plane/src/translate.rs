@@ -17,7 +17,7 @@ mod tests;
 use crate::crd::{DestinationRule, VirtualService};
 use crate::index::MeshIndex;
 use crate::resource::Resource;
-use crate::services::{DOMAIN_SUFFIX, PortProtocol, Service};
+use crate::services::{DOMAIN_SUFFIX, PortProtocol, Service, ServicePort};
 use sluice_api::config as pb;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -272,6 +272,16 @@ impl<'a> View<'a> {
     /// Whether the proxy's Sidecar lets it reach `service` on `port`.
     pub fn reaches(&self, service: &Service, port: u32) -> bool {
         self.scope.as_ref().is_none_or(|s| s.reaches(service, port))
+    }
+
+    /// The protocol this proxy handles `port` of a service with: the
+    /// service port's, unless the proxy's Sidecar has an egress listener on
+    /// that port number with a protocol of its own.
+    pub fn port_protocol(&self, port: &ServicePort) -> PortProtocol {
+        self.scope
+            .as_ref()
+            .and_then(|s| s.port_protocol(port.number))
+            .unwrap_or(port.protocol)
     }
 
     /// The service a (resolved) host names.

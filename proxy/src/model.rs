@@ -484,6 +484,10 @@ pub struct Cluster {
     pub round_robin: AtomicUsize,
     /// A cluster Istio would not have (see the config protocol): 503 `NC`.
     pub missing: bool,
+    /// The endpoints' load-balancing weights when they differ; `None` when
+    /// all are equal (every balancer then treats endpoints alike).
+    #[serde(skip)]
+    pub weights: Option<crate::balance::Weights>,
 }
 
 /// Client-side TLS mode of a cluster (DestinationRule `trafficPolicy.tls`).

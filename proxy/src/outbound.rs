@@ -52,6 +52,15 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         EXPLICIT_DETECT_TIMEOUT
     };
     let ctx = ConnCtx { peer, orig_dst };
+    // A TCP service at the address the app dialled (declared TCP, or made
+    // TCP by a Sidecar egress listener) has a TCP listener in Istio: its
+    // bytes are proxied as they are, HTTP or not, without sniffing.
+    if let Some(dst) = orig_dst
+        && let Some(running) = shared.current()
+        && crate::tcp::service_at_address(&running.config, dst).is_some()
+    {
+        return transparent_tcp(shared, stream, ctx).await;
+    }
     match detect::sniff(&stream, timeout).await {
         Detected::Http1 | Detected::Http2 => {
             let shutdown = shared.shutdown.clone();

@@ -46,6 +46,18 @@ pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService
         .or_else(|| on_port().find(|s| s.addresses.is_empty()))
 }
 
+/// The TCP service with `dst`'s IP as one of its addresses (not a range)
+/// and its port, if any: that address and port are the service's alone.
+pub fn service_at_address(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService> {
+    let whole = if dst.is_ipv4() { 32 } else { 128 };
+    cfg.tcp_services.iter().find(|s| {
+        s.port == dst.port()
+            && s.addresses
+                .iter()
+                .any(|a| a.prefix_len() == whole && a.contains(dst.ip()))
+    })
+}
+
 /// The TCP service an explicit `CONNECT host:port` names.
 pub fn service_for_name<'c>(cfg: &'c ProxyConfig, host: &str, port: u16) -> Option<&'c TcpService> {
     cfg.tcp_services

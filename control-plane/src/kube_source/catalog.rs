@@ -5,7 +5,8 @@
 //! `workloadSelector`s select as istiod's do.
 
 use crate::services::{
-    DOMAIN_SUFFIX, KUBERNETES_SERVICE_ANNOTATION, TLS_MODE_LABEL, WORKLOAD_NAME_LABEL,
+    DOMAIN_SUFFIX, KUBERNETES_POD_ANNOTATION, KUBERNETES_SERVICE_ANNOTATION, TLS_MODE_LABEL,
+    WORKLOAD_NAME_LABEL,
 };
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -293,9 +294,6 @@ pub fn service_entry_versions(
     }
     Some(versions)
 }
-
-/// Annotation marking the WorkloadEntries that stand for Pods.
-pub const KUBERNETES_POD_ANNOTATION: &str = "sluice.io/kubernetes-pod";
 
 /// The WorkloadEntry document standing for `pod`, for ServiceEntry
 /// `workloadSelector`s to select: its IP, labels (with Istio's tlsMode and

@@ -195,3 +195,75 @@ fn choose_prefers_own_namespace_then_first() {
     assert_eq!(pick("a"), "a");
     assert_eq!(pick("c"), "a");
 }
+
+#[test]
+fn service_entry_port_protocol_comes_from_the_protocol_field_only() {
+    let c = catalog(&se(
+        "api",
+        "default",
+        "api.example",
+        "ports: [{number: 80, name: tcp-web}, {number: 81, name: http-x, protocol: TCP}, {number: 82, name: grpc, protocol: GRPC}]",
+    ));
+    let protocols: Vec<PortProtocol> = c.services["api.example"]
+        .ports
+        .iter()
+        .map(|p| p.protocol)
+        .collect();
+    assert_eq!(
+        protocols,
+        [
+            PortProtocol::Unspecified,
+            PortProtocol::Tcp,
+            PortProtocol::Grpc
+        ]
+    );
+    // Names still count where Istio reads them (Kubernetes Services, Sidecar ports).
+    assert_eq!(PortProtocol::select(None, "tcp-web"), PortProtocol::Tcp);
+}
+
+#[test]
+fn workload_with_a_service_account_and_no_tls_mode_label_runs_a_sidecar() {
+    let we = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+             metadata: {{name: {name}, namespace: default{extra}}}\n---\n"
+        )
+    };
+    let c = catalog(&format!(
+        "{}{}{}{}{}{}",
+        se(
+            "vm",
+            "default",
+            "vm.example",
+            &format!("{PORT_80}, workloadSelector: {{labels: {{app: vm}}}}")
+        ),
+        we(
+            "sa",
+            "}\nspec: {address: 127.0.9.1, labels: {app: vm}, serviceAccount: legacy-vm"
+        ),
+        we("none", "}\nspec: {address: 127.0.9.2, labels: {app: vm}"),
+        we(
+            "off",
+            "}\nspec: {address: 127.0.9.3, labels: {app: vm, security.istio.io/tlsMode: disabled}, serviceAccount: x"
+        ),
+        we(
+            "pod",
+            ", annotations: {sluice.io/kubernetes-pod: 'true'}}\nspec: {address: 127.0.9.4, labels: {app: vm}, serviceAccount: default"
+        ),
+        "",
+    ));
+    let sidecar: Vec<(&str, bool)> = c.services["vm.example"]
+        .endpoints
+        .iter()
+        .map(|e| (e.address.as_str(), e.has_sidecar()))
+        .collect();
+    assert_eq!(
+        sidecar,
+        [
+            ("127.0.9.1", true),
+            ("127.0.9.2", false),
+            ("127.0.9.3", false),
+            ("127.0.9.4", false)
+        ]
+    );
+}

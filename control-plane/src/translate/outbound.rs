@@ -131,7 +131,8 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
             .filter(|p| view.reaches(service, p.number))
         {
             let domains = host::domains(service, port.number, &view.proxy.namespace);
-            if port.protocol.is_http() {
+            let port_protocol = view.port_protocol(port);
+            if port_protocol.is_http() {
                 let routes = match vs {
                     Some(vs) => http::routes(view, vs, service, port, &mut clusters),
                     None => vec![http::default_route(view, service, port, &mut clusters)],
@@ -142,7 +143,7 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
                     domains,
                     routes,
                     service: service.fqdn.clone(),
-                    protocol: protocol(port.protocol) as i32,
+                    protocol: protocol(port_protocol) as i32,
                 });
             } else {
                 let routes = match vs {
@@ -184,7 +185,7 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
         for port in service
             .ports
             .iter()
-            .filter(|p| p.protocol.is_http() && view.reaches(service, p.number))
+            .filter(|p| view.port_protocol(p).is_http() && view.reaches(service, p.number))
         {
             let routes = http::routes(view, vs, service, port, &mut clusters);
             virtual_hosts.push(pb::VirtualHost {
@@ -193,7 +194,7 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
                 domains: vec![host.clone()],
                 routes,
                 service: host.clone(),
-                protocol: protocol(port.protocol) as i32,
+                protocol: protocol(view.port_protocol(port)) as i32,
             });
         }
     }

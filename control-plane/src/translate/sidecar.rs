@@ -92,6 +92,9 @@ impl Import {
 struct Listener {
     /// `None`: every port no other listener names.
     port: Option<u32>,
+    /// The listener port's protocol: how traffic to that port is handled,
+    /// whatever the services' ports declare.
+    protocol: Option<PortProtocol>,
     imports: Vec<Import>,
     /// Declarations (host → namespaces) imported by name, or as
     /// destinations of imported VirtualServices.
@@ -115,8 +118,13 @@ impl Scope {
         services: &[&Service],
         virtual_services: &[&VirtualService],
     ) -> Self {
-        let egress: Vec<(Option<u32>, Vec<Import>)> = if sidecar.spec.egress.is_empty() {
-            vec![(None, Import::parse("*/*", config_ns).into_iter().collect())]
+        type Egress = (Option<u32>, Option<PortProtocol>, Vec<Import>);
+        let egress: Vec<Egress> = if sidecar.spec.egress.is_empty() {
+            vec![(
+                None,
+                None,
+                Import::parse("*/*", config_ns).into_iter().collect(),
+            )]
         } else {
             sidecar
                 .spec
@@ -128,13 +136,17 @@ impl Scope {
                         .iter()
                         .filter_map(|h| Import::parse(h, config_ns))
                         .collect();
-                    (l.port.as_ref().map(|p| p.number), imports)
+                    let protocol = l
+                        .port
+                        .as_ref()
+                        .map(|p| PortProtocol::select(Some(&p.protocol), &p.name));
+                    (l.port.as_ref().map(|p| p.number), protocol, imports)
                 })
                 .collect()
         };
         let listeners = egress
             .into_iter()
-            .map(|(port, imports)| {
+            .map(|(port, protocol, imports)| {
                 let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
                 for s in services.iter().filter(|s| imports_service(&imports, s)) {
                     names
@@ -169,6 +181,7 @@ impl Scope {
                 }
                 Listener {
                     port,
+                    protocol,
                     imports,
                     services: names,
                 }
@@ -193,6 +206,17 @@ impl Scope {
                 .get(&service.fqdn)
                 .is_some_and(|namespaces| namespaces.contains(&service.namespace))
         })
+    }
+
+    /// The protocol the egress listener for `port` sets, if one names the
+    /// port: istiod builds that listener from the Sidecar's port, so its
+    /// protocol replaces the service port's (a TCP listener proxies HTTP
+    /// services' traffic as TCP, and VirtualService `tcp` rules apply).
+    pub fn port_protocol(&self, port: u32) -> Option<PortProtocol> {
+        self.listeners
+            .iter()
+            .find(|l| l.port == Some(port))
+            .and_then(|l| l.protocol)
     }
 
     /// Whether (this declaration of) `service` is reachable on some port.
@@ -255,8 +279,9 @@ fn destinations(vs: &VirtualService) -> impl Iterator<Item = &str> {
 }
 
 /// A Sidecar's ingress listeners on the inbound ports: traffic arriving at
-/// a listener's port goes to its `defaultEndpoint`'s port; a listener for a
-/// port no service names adds that port (with the listener's protocol).
+/// a listener's port goes to its `defaultEndpoint`'s port and is handled
+/// with the listener's protocol; a listener for a port no service names
+/// adds that port.
 /// Unix socket endpoints are not served (warned at validation) and leave
 /// the port as it is.
 pub(crate) fn apply_ingress(sidecar: &Sidecar, ports: &mut Vec<pb::InboundPort>) {
@@ -266,17 +291,21 @@ pub(crate) fn apply_ingress(sidecar: &Sidecar, ports: &mut Vec<pb::InboundPort>)
             .ok()
             .flatten()
             .map_or(0, u32::from);
+        // istiod builds the inbound chain from the listener's port, so its
+        // protocol replaces that of a service port on the same number.
+        let protocol =
+            super::protocol(PortProtocol::select(Some(&port.protocol), &port.name)) as i32;
         let mut found = false;
         for p in ports.iter_mut().filter(|p| p.target_port == port.number) {
             p.app_port = app_port;
+            p.protocol = protocol;
             found = true;
         }
         if !found {
-            let protocol = PortProtocol::select(Some(&port.protocol), &port.name);
             ports.push(pb::InboundPort {
                 target_port: port.number,
                 service_port: port.number,
-                protocol: super::protocol(protocol) as i32,
+                protocol,
                 service: String::new(),
                 service_name: String::new(),
                 service_namespace: String::new(),

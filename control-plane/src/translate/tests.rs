@@ -20,7 +20,7 @@ spec: {address: 127.0.9.1, labels: {app: reviews, version: v1, security.istio.io
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: reviews-v2-0, namespace: default}
-spec: {address: 127.0.9.2, labels: {app: reviews, version: v2}, serviceAccount: reviews}
+spec: {address: 127.0.9.2, labels: {app: reviews, version: v2, security.istio.io/tlsMode: disabled}, serviceAccount: reviews}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

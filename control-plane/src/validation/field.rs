@@ -59,8 +59,9 @@ pub(crate) fn fqdn(domain: &str) -> Result<(), String> {
     dns1123_labels(domain, domain)
 }
 
-/// A domain whose first label may be `*` or start with `*` (Istio's
-/// `ValidateWildcardDomain`).
+/// A domain whose first label may be `*`, or a DNS label after a leading
+/// `*` or `*-` (`*foo`, `*-foo`), as Istio's `ValidateWildcardDomain` takes
+/// it. A host with a leading `*` matches by the suffix after the `*`.
 pub(crate) fn wildcard_domain(domain: &str) -> Result<(), String> {
     dns_preconditions(domain)?;
     let (first, rest) = match domain.split_once('.') {
@@ -70,8 +71,9 @@ pub(crate) fn wildcard_domain(domain: &str) -> Result<(), String> {
     let first_ok = first.len() <= 63
         && (first == "*"
             || is_dns1123_label(first)
-            || is_dns1123_label(first.trim_start_matches('*')))
-        && first.matches('*').count() <= 1;
+            || first.strip_prefix('*').is_some_and(|l| {
+                is_dns1123_label(l) || l.strip_prefix('-').is_some_and(is_dns1123_label)
+            }));
     if !first_ok {
         return Err(format!(
             "domain name `{domain}` invalid (label `{first}` invalid)"

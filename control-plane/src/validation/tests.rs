@@ -91,6 +91,25 @@ spec:
 }
 
 #[test]
+fn warnings_service_entry_partial_wildcard_host() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: se}
+spec:
+  hosts: ["*-api.example.com", "*.example.org", api.example.net]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+"#;
+    assert!(problems(yaml).is_empty(), "{:?}", problems(yaml));
+    assert_eq!(
+        warning_lines(yaml),
+        [
+            "ServiceEntry default/se: spec.hosts[0]: partial wildcard `*-api.example.com`: matches every host ending in `-api.example.com`"
+        ]
+    );
+}
+
+#[test]
 fn warnings_none_for_current_fields() {
     let lines = warning_lines(
         r#"

@@ -85,6 +85,21 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
                 }
             }
         }
+        Resource::ServiceEntry(se) => {
+            // Istio's ValidatePartialWildCard: valid, but only `*` or a
+            // `*.` prefix is the wildcard it documents.
+            for (i, host) in se.spec.hosts.iter().enumerate() {
+                if host.contains('*') && host != "*" && !host.starts_with("*.") {
+                    out.push(FieldError::new(
+                        format!("spec.hosts[{i}]"),
+                        format!(
+                            "partial wildcard `{host}`: matches every host ending in `{}`",
+                            host.trim_start_matches('*')
+                        ),
+                    ));
+                }
+            }
+        }
         Resource::Sidecar(s) => sidecar(&mut out, &s.spec),
         Resource::Gateway(g) => super::gateway::warnings(&mut out, &g.spec),
         _ => {}

@@ -168,3 +168,116 @@ fn source_ip_hash_maps_one_client_to_one_endpoint() {
         assert_eq!(pick_endpoint(&c, &input(&h)).unwrap().index, first);
     }
 }
+
+/// A cluster of endpoints with `weights` and load balancer `lb`.
+fn weighted(weights: &[u32], lb: Option<pb::LoadBalancer>) -> Cluster {
+    let mut c = cluster(weights.len(), lb);
+    for (e, w) in c.endpoints.iter_mut().zip(weights) {
+        e.weight = *w;
+    }
+    c.weights = Weights::of(&c.endpoints);
+    c
+}
+
+fn simple(mode: i32) -> Option<pb::LoadBalancer> {
+    Some(pb::LoadBalancer {
+        simple: mode,
+        consistent_hash: None,
+    })
+}
+
+/// How many of `picks` picks went to each endpoint.
+fn counts(c: &Cluster, picks: usize, h: &http::HeaderMap) -> Vec<usize> {
+    let mut out = vec![0; c.endpoints.len()];
+    for _ in 0..picks {
+        out[pick_endpoint(c, &input(h)).unwrap().index] += 1;
+    }
+    out
+}
+
+#[test]
+fn equal_weights_need_no_table() {
+    assert!(weighted(&[3, 3, 3], None).weights.is_none());
+    // 0 is the API's default, which is 1.
+    assert!(weighted(&[0, 1], None).weights.is_none());
+    assert!(weighted(&[1, 3], None).weights.is_some());
+}
+
+#[test]
+fn weighted_round_robin_is_exact_over_every_cycle_and_interleaved() {
+    let c = weighted(&[1, 3, 2], simple(1));
+    let h = http::HeaderMap::new();
+    // Every 6 consecutive picks, wherever they start, give 1, 3 and 2.
+    for _ in 0..5 {
+        assert_eq!(counts(&c, 6, &h), [1, 3, 2]);
+    }
+    // Spread out: the heaviest never gets its 3 picks in a row.
+    let picks: Vec<usize> = (0..12)
+        .map(|_| pick_endpoint(&c, &input(&h)).unwrap().index)
+        .collect();
+    assert!(!picks.windows(3).any(|w| w == [1, 1, 1]), "{picks:?}");
+    // Large weights too.
+    let big = weighted(&[1000, 1, 999], simple(1));
+    assert_eq!(counts(&big, 2000, &h), [1000, 1, 999]);
+    // A cycle too long for a table: still exact.
+    let huge = weighted(&[5000, 1, 7], simple(1));
+    assert!(huge.weights.as_ref().unwrap().schedule.is_empty());
+    assert_eq!(counts(&huge, 5008, &h), [5000, 1, 7]);
+}
+
+#[test]
+fn weighted_random_follows_weights() {
+    let c = weighted(&[1, 3], simple(2));
+    let h = http::HeaderMap::new();
+    let got = counts(&c, 8000, &h);
+    let share = got[1] as f64 / 8000.0;
+    assert!((share - 0.75).abs() < 0.03, "{got:?}");
+}
+
+#[test]
+fn weighted_least_request_follows_weights_when_idle_and_load_per_weight_when_busy() {
+    let c = weighted(&[1, 3], None);
+    let h = http::HeaderMap::new();
+    let got = counts(&c, 8000, &h);
+    let share = got[1] as f64 / 8000.0;
+    assert!((share - 0.75).abs() < 0.03, "idle: {got:?}");
+    // 2 in flight on the weight-3 endpoint is less per weight than 1 on the
+    // weight-1 one: (2+1)/3 < (1+1)/1, so it wins every comparison.
+    c.endpoints[0].in_flight.store(1, Ordering::Relaxed);
+    c.endpoints[1].in_flight.store(2, Ordering::Relaxed);
+    let got = counts(&c, 8000, &h);
+    // Endpoint 0 only when drawn twice: (1/4)^2.
+    let share = got[0] as f64 / 8000.0;
+    assert!((share - 0.0625).abs() < 0.02, "busy: {got:?}");
+}
+
+#[test]
+fn least_request_among_a_pool_draws_by_weight_within_it() {
+    let c = weighted(&[5, 1, 3], None);
+    let mut got = [0usize; 3];
+    for _ in 0..8000 {
+        got[least_request_among(&c, &[1, 2])] += 1;
+    }
+    assert_eq!(got[0], 0, "outside the pool");
+    let share = got[2] as f64 / 8000.0;
+    // Drawn by weight 1:3, idle: the first draw wins ties.
+    assert!((share - 0.75).abs() < 0.03, "{got:?}");
+}
+
+#[test]
+fn weighted_hash_spreads_keys_by_weight_and_stays_stable() {
+    let c = weighted(
+        &[1, 3],
+        hash(pb::consistent_hash::Key::Header("x-user".to_owned())),
+    );
+    let mut got = [0usize; 2];
+    for user in 0..4000 {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-user", user.to_string().parse().unwrap());
+        let first = pick_endpoint(&c, &input(&h)).unwrap().index;
+        assert_eq!(pick_endpoint(&c, &input(&h)).unwrap().index, first);
+        got[first] += 1;
+    }
+    let share = got[1] as f64 / 4000.0;
+    assert!((share - 0.75).abs() < 0.04, "{got:?}");
+}

@@ -517,7 +517,7 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
                 health: Arc::default(),
             })
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let mut pool = resilience::pool(&c.connection_pool);
     pool.limits.retry_budget = resilience::retry_budget_limit(&item, &c.retry_budget)?;
     Ok(Cluster {
@@ -527,7 +527,6 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
         port: port(&item, c.port)?,
         protocol: protocol(&item, c.protocol)?,
         load_balancer: load_balancer(&item, &c.load_balancer)?,
-        endpoints,
         service_namespace: c.service_namespace.as_str().into(),
         service_name: c.service_name.as_str().into(),
         pool: pool.clone(),
@@ -536,6 +535,8 @@ fn cluster(c: &pb::Cluster) -> Result<Cluster, InvalidConfig> {
         circuit: Arc::new(crate::circuit::CircuitBreaker::new(pool.limits.clone())),
         round_robin: AtomicUsize::new(0),
         missing: c.missing,
+        weights: crate::balance::Weights::of(&endpoints),
+        endpoints,
     })
 }
 

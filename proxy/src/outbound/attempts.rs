@@ -301,16 +301,10 @@ impl Exchange<'_> {
         if pool.is_empty() {
             return None;
         }
-        // The less loaded of two random candidates, as least-request does.
-        let load = |i: usize| {
-            cluster.endpoints.get(i).map_or(usize::MAX, |e| {
-                e.in_flight.load(std::sync::atomic::Ordering::Relaxed)
-            })
-        };
-        let a = pool[fastrand::usize(0..pool.len())];
-        let b = pool[fastrand::usize(0..pool.len())];
+        // The less loaded of two candidates (drawn by weight), as
+        // least-request does.
         Some(Choice {
-            index: if load(b) < load(a) { b } else { a },
+            index: crate::balance::least_request_among(cluster, &pool),
             set_cookie: first.set_cookie,
         })
     }

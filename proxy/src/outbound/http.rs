@@ -336,6 +336,13 @@ async fn route(
         .or(ctx.orig_dst.map(|d| d.port()))
         .unwrap_or(80);
     let Some(vh) = select_vhost(&running.config, &host, port) else {
+        // A TCP service's port (declared TCP, or made TCP by a Sidecar
+        // egress listener): its listener proxies bytes, HTTP or not.
+        if ctx.orig_dst.is_none()
+            && let Some(svc) = crate::tcp::service_for_name(&running.config, &host, port)
+        {
+            return http_over_tcp(shared, running, ctx, req, svc).await;
+        }
         // A host no service in scope covers: Istio's `ALLOW_ANY` sends
         // captured traffic where the app sent it; `REGISTRY_ONLY` refuses it.
         let dst = ctx.orig_dst.ok_or(port);
@@ -849,6 +856,61 @@ fn apply_header_ops(
     } else {
         route_ops.apply(headers);
         dest_ops.apply(headers);
+    }
+}
+
+/// An HTTP request sent to the proxy explicitly for a TCP service's host
+/// and port: forwarded over a connection to the service as a TCP proxy
+/// would carry it (TCP metrics, no HTTP routing), as istiod's TCP listener
+/// treats whatever bytes arrive on that port.
+async fn http_over_tcp(
+    shared: &Arc<Shared>,
+    running: &Arc<Running>,
+    ctx: ConnCtx,
+    req: Request<Incoming>,
+    svc: &crate::model::TcpService,
+) -> Response<Body> {
+    let up = match crate::tcp::connect_service(shared, running, svc, ctx.peer).await {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("sluice-proxy: {e}");
+            return local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg);
+        }
+    };
+    // The request is written to one end of a pipe whose other end is
+    // relayed to the service, so the relay counts the bytes as TCP.
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    let metrics = Arc::clone(&shared.metrics);
+    tokio::spawn(async move {
+        let _slot = up.slot;
+        crate::tcp::relay(&metrics, &up.labels, far, up.stream, up.limits).await
+    });
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(near)).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            let msg = format!("sluice-proxy: {e}");
+            return local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg);
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "HTTP over a TCP service ended");
+        }
+    });
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // Origin form, as the app would have written it to the service.
+    if let Some(pq) = parts.uri.path_and_query().cloned()
+        && let Ok(uri) = http::Uri::try_from(pq.as_str())
+    {
+        parts.uri = uri;
+    }
+    match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(resp) => resp.map(body::boxed),
+        Err(e) => {
+            let msg = format!("sluice-proxy: {e}");
+            local_reply(StatusCode::SERVICE_UNAVAILABLE, &msg)
+        }
     }
 }
 

@@ -353,3 +353,70 @@ spec:
     assert_eq!(reachable(&edge), ["cart.shop:80", "carts.backend:80"]);
     assert_eq!(reachable(&other).len(), 5);
 }
+
+#[test]
+fn ingress_listener_protocol_replaces_the_service_ports() {
+    let idx = index(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  ingress:
+  - port: {number: 9080, protocol: TCP, name: tcp}
+    defaultEndpoint: 127.0.0.1:9080
+"#,
+    );
+    let config = translate(&idx, &proxy("shop", &[]));
+    let ports: Vec<(u32, pb::Protocol)> = config
+        .inbound
+        .expect("inbound")
+        .ports
+        .iter()
+        .map(|p| (p.target_port, p.protocol()))
+        .collect();
+    // reviews declares 9080 HTTP; the listener makes it TCP. 9090 stays.
+    assert_eq!(
+        ports,
+        [(9080, pb::Protocol::Tcp), (9090, pb::Protocol::Tcp)]
+    );
+    let without = translate(&index(""), &proxy("shop", &[]));
+    assert_eq!(
+        without.inbound.expect("inbound").ports[0].protocol(),
+        pb::Protocol::Http
+    );
+}
+
+#[test]
+fn egress_listener_protocol_replaces_the_service_ports_for_its_proxies() {
+    let idx = index(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: tcp, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: tcp}}
+  egress:
+  - port: {number: 9080, protocol: TCP, name: tcp}
+    hosts: ["*/*"]
+  - hosts: ["*/*"]
+"#,
+    );
+    let names = |c: &pb::ProxyConfig| {
+        let vhosts: Vec<String> = c.virtual_hosts.iter().map(|v| v.name.clone()).collect();
+        let tcp: Vec<String> = c.tcp_services.iter().map(|t| t.name.clone()).collect();
+        (vhosts, tcp)
+    };
+    let (vhosts, tcp) = names(&translate(&idx, &proxy("shop", &[("app", "tcp")])));
+    assert!(
+        tcp.contains(&"reviews.shop.svc.cluster.local:9080".to_owned())
+            && tcp.contains(&"ratings.backend.svc.cluster.local:9080".to_owned()),
+        "{tcp:?}"
+    );
+    assert!(!vhosts.iter().any(|v| v.ends_with(":9080")), "{vhosts:?}");
+    // Other ports, and proxies without the Sidecar, keep the services' protocols.
+    assert!(vhosts.contains(&"cart.shop.svc.cluster.local:80".to_owned()));
+    let (vhosts, tcp) = names(&translate(&idx, &proxy("shop", &[("app", "other")])));
+    assert!(vhosts.contains(&"reviews.shop.svc.cluster.local:9080".to_owned()));
+    assert!(!tcp.contains(&"reviews.shop.svc.cluster.local:9080".to_owned()));
+}

@@ -22,6 +22,7 @@ fn wildcard_domain_allows_only_a_leading_wildcard() {
         "*",
         "*.example.com",
         "*example.com",
+        "*-foo.example.com",
         "reviews",
         "reviews.default.svc.cluster.local",
         "a.b.",
@@ -40,6 +41,14 @@ fn wildcard_domain_allows_only_a_leading_wildcard() {
         wildcard_domain("**.com"),
         Err("domain name `**.com` invalid (label `**` invalid)".into())
     );
+    for bad in [
+        "*-.example.com",
+        "*--foo.example.com",
+        "*-foo-.example.com",
+        "-foo.example.com",
+    ] {
+        assert!(wildcard_domain(bad).is_err(), "{bad}");
+    }
     assert!(wildcard_domain(&format!("{}.com", "a".repeat(260))).is_err());
 }
 

@@ -174,6 +174,25 @@ fn workload_entry_dns_address_is_valid() {
 }
 
 #[test]
+fn workload_entry_service_account_of_any_form_is_valid() {
+    assert!(we("{address: 127.0.0.5, serviceAccount: Legacy_VM}").is_empty());
+    assert!(we("{address: 127.0.0.5, serviceAccount: 'a b/c'}").is_empty());
+}
+
+#[test]
+fn workload_entry_service_account_longer_than_253_is_refused() {
+    let ok = "a".repeat(253);
+    assert!(we(&format!("{{address: 127.0.0.5, serviceAccount: {ok}}}")).is_empty());
+    let long = "a".repeat(254);
+    assert_eq!(
+        we(&format!("{{address: 127.0.0.5, serviceAccount: {long}}}")),
+        [
+            "WorkloadEntry default/w: spec.serviceAccount: service account is 254 characters long, more than 253"
+        ]
+    );
+}
+
+#[test]
 fn workload_entry_unix_socket_with_ports_is_refused() {
     assert_eq!(
         we("{address: 'unix:///var/run/app.sock', ports: {http: 80}}"),
