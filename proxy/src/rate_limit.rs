@@ -46,7 +46,7 @@ pub enum Stage {
 /// `append_action`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Append {
+pub enum HeaderAction {
     /// Add a value after those present, or the header.
     AppendIfExistsOrAdd,
     /// Add the header only when absent.
@@ -64,7 +64,7 @@ pub struct HeaderToAdd {
     pub name: http::HeaderName,
     #[serde(serialize_with = "ser_value")]
     pub value: http::HeaderValue,
-    pub append: Append,
+    pub append: HeaderAction,
 }
 
 impl HeaderToAdd {
@@ -72,19 +72,19 @@ impl HeaderToAdd {
     pub fn apply(&self, headers: &mut http::HeaderMap) {
         let present = headers.contains_key(&self.name);
         match self.append {
-            Append::AppendIfExistsOrAdd => {
+            HeaderAction::AppendIfExistsOrAdd => {
                 headers.append(self.name.clone(), self.value.clone());
             }
-            Append::AddIfAbsent if !present => {
+            HeaderAction::AddIfAbsent if !present => {
                 headers.insert(self.name.clone(), self.value.clone());
             }
-            Append::OverwriteIfExistsOrAdd => {
+            HeaderAction::OverwriteIfExistsOrAdd => {
                 headers.insert(self.name.clone(), self.value.clone());
             }
-            Append::OverwriteIfExists if present => {
+            HeaderAction::OverwriteIfExists if present => {
                 headers.insert(self.name.clone(), self.value.clone());
             }
-            Append::AddIfAbsent | Append::OverwriteIfExists => {}
+            HeaderAction::AddIfAbsent | HeaderAction::OverwriteIfExists => {}
         }
     }
 }

@@ -154,7 +154,7 @@ async fn limit_runs_only_at_its_stage() {
     ));
 }
 
-fn header(name: &'static str, value: &'static str, append: Append) -> HeaderToAdd {
+fn header(name: &'static str, value: &'static str, append: HeaderAction) -> HeaderToAdd {
     HeaderToAdd {
         name: http::HeaderName::from_static(name),
         value: http::HeaderValue::from_static(value),
@@ -169,13 +169,21 @@ async fn limit_refusal_has_its_status_and_response_headers() {
     l.status = http::StatusCode::SERVICE_UNAVAILABLE;
     l.x_ratelimit_headers = false;
     l.response_headers = vec![
-        header("x-local-rate-limit", "true", Append::OverwriteIfExistsOrAdd),
+        header(
+            "x-local-rate-limit",
+            "true",
+            HeaderAction::OverwriteIfExistsOrAdd,
+        ),
         // Envoy's own mark is there already: overwritten, not doubled.
-        header("x-envoy-ratelimited", "yes", Append::OverwriteIfExists),
-        header("x-added", "1", Append::AppendIfExistsOrAdd),
-        header("x-added", "2", Append::AppendIfExistsOrAdd),
-        header("x-added", "3", Append::AddIfAbsent),
-        header("x-absent", "1", Append::OverwriteIfExists),
+        header(
+            "x-envoy-ratelimited",
+            "yes",
+            HeaderAction::OverwriteIfExists,
+        ),
+        header("x-added", "1", HeaderAction::AppendIfExistsOrAdd),
+        header("x-added", "2", HeaderAction::AppendIfExistsOrAdd),
+        header("x-added", "3", HeaderAction::AddIfAbsent),
+        header("x-absent", "1", HeaderAction::OverwriteIfExists),
     ];
     let limits = vec![l];
     let h = HeaderMap::new();
@@ -210,8 +218,11 @@ async fn limit_unenforced_requests_are_noted_and_except_ports_skipped() {
     let metrics = crate::metrics::Metrics::new();
     let mut l = limit(Callers::Shared, vec![], vec![]);
     l.enforced_percent = 0.0;
-    l.request_headers_when_not_enforced =
-        vec![header("x-over-limit", "true", Append::AppendIfExistsOrAdd)];
+    l.request_headers_when_not_enforced = vec![header(
+        "x-over-limit",
+        "true",
+        HeaderAction::AppendIfExistsOrAdd,
+    )];
     l.except_ports = vec![8000];
     let limits = vec![l];
     let h = HeaderMap::new();

@@ -12,7 +12,7 @@ use super::{InvalidConfig, Problem, invalid, port, route_match};
 use crate::circuit::{Limits, RetryBudgetLimit};
 use crate::model::{PoolSettings, RetryPolicy, Text};
 use crate::outlier::{OutlierConfig, OutlierDetector};
-use crate::rate_limit::{Append, Callers, HeaderToAdd, RateLimit, Stage};
+use crate::rate_limit::{Callers, HeaderAction, HeaderToAdd, RateLimit, Stage};
 use crate::retry::RetryOn;
 use crate::retry_budget::RetryBudget;
 
@@ -218,10 +218,12 @@ fn headers_to_add(
                 invalid(item, Problem::BadHeaderValue(format!("{what}: {}", h.name)))
             })?;
             let append = match pb::HeaderAppend::try_from(h.append) {
-                Ok(pb::HeaderAppend::AppendIfExistsOrAdd) => Append::AppendIfExistsOrAdd,
-                Ok(pb::HeaderAppend::AddIfAbsent) => Append::AddIfAbsent,
-                Ok(pb::HeaderAppend::OverwriteIfExistsOrAdd) => Append::OverwriteIfExistsOrAdd,
-                Ok(pb::HeaderAppend::OverwriteIfExists) => Append::OverwriteIfExists,
+                Ok(pb::HeaderAppend::AppendIfExistsOrAdd) => HeaderAction::AppendIfExistsOrAdd,
+                Ok(pb::HeaderAppend::AddIfAbsent) => HeaderAction::AddIfAbsent,
+                Ok(pb::HeaderAppend::OverwriteIfExistsOrAdd) => {
+                    HeaderAction::OverwriteIfExistsOrAdd
+                }
+                Ok(pb::HeaderAppend::OverwriteIfExists) => HeaderAction::OverwriteIfExists,
                 Err(_) => {
                     return Err(invalid(
                         item,

@@ -178,7 +178,7 @@ fn rate_limit_status_headers_and_except_ports_are_read() {
     assert_eq!(read.response_headers[0].name, "x-local-rate-limit");
     assert_eq!(
         read.response_headers[0].append,
-        crate::rate_limit::Append::OverwriteIfExistsOrAdd
+        crate::rate_limit::HeaderAction::OverwriteIfExistsOrAdd
     );
     // Envoy answers 429 for a status below 400 (and when none is set).
     for (status, expected) in [(0, 429), (200, 429), (429, 429)] {
