@@ -528,9 +528,10 @@ fn inbound(view: &View<'_>, sidecar: Option<&crate::crd::Sidecar>) -> pb::Inboun
         sidecar::apply_ingress(sc, &mut ports);
     }
     ports.sort_by(|a, b| (a.target_port, &a.service).cmp(&(b.target_port, &b.service)));
+    let rate_limits = rate_limit::inbound_rate_limits(view, &ports);
     pb::Inbound {
         ports,
-        rate_limits: rate_limit::inbound_rate_limits(view),
+        rate_limits,
         security: Some(security::inbound_security(view)),
     }
 }

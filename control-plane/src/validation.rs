@@ -17,7 +17,8 @@ mod warnings;
 
 pub use duration::parse_duration;
 pub use envoy_filter::{
-    LimitStage, LocalRateLimit, PatchContext, local_rate_limit, local_rate_limits,
+    Bucket, HeaderAppend, HeaderToAdd, LimitStage, LimitTarget, LocalRateLimit, PatchContext,
+    local_rate_limit, local_rate_limits,
 };
 pub(crate) use field::host_subset_of;
 pub(crate) use sidecar::default_endpoint;

@@ -42,6 +42,53 @@ pub enum Stage {
     AfterAuthorization,
 }
 
+/// What adding a header does when the message has it already (Envoy's
+/// `append_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderAction {
+    /// Add a value after those present, or the header.
+    AppendIfExistsOrAdd,
+    /// Add the header only when absent.
+    AddIfAbsent,
+    /// Replace the values present, or add the header.
+    OverwriteIfExistsOrAdd,
+    /// Replace the values present; nothing when absent.
+    OverwriteIfExists,
+}
+
+/// A header a limit adds to a refusal or to a request it let through unenforced.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeaderToAdd {
+    #[serde(serialize_with = "ser_name")]
+    pub name: http::HeaderName,
+    #[serde(serialize_with = "ser_value")]
+    pub value: http::HeaderValue,
+    pub append: HeaderAction,
+}
+
+impl HeaderToAdd {
+    /// Adds the header to `headers` as its `append` says.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        let present = headers.contains_key(&self.name);
+        match self.append {
+            HeaderAction::AppendIfExistsOrAdd => {
+                headers.append(self.name.clone(), self.value.clone());
+            }
+            HeaderAction::AddIfAbsent if !present => {
+                headers.insert(self.name.clone(), self.value.clone());
+            }
+            HeaderAction::OverwriteIfExistsOrAdd => {
+                headers.insert(self.name.clone(), self.value.clone());
+            }
+            HeaderAction::OverwriteIfExists if present => {
+                headers.insert(self.name.clone(), self.value.clone());
+            }
+            HeaderAction::AddIfAbsent | HeaderAction::OverwriteIfExists => {}
+        }
+    }
+}
+
 /// One token-bucket limit on the inbound.
 #[derive(Debug, Serialize)]
 pub struct RateLimit {
@@ -59,6 +106,16 @@ pub struct RateLimit {
     pub x_ratelimit_headers: bool,
     /// Where among the inbound checks it runs.
     pub stage: Stage,
+    /// Status of refusals (429 unless an EnvoyFilter's `status` says otherwise).
+    #[serde(serialize_with = "ser_status")]
+    pub status: http::StatusCode,
+    /// Added to refusals (`response_headers_to_add`).
+    pub response_headers: Vec<HeaderToAdd>,
+    /// Added to requests the bucket would refuse but that enforcement
+    /// sampled out (`request_headers_to_add_when_not_enforced`).
+    pub request_headers_when_not_enforced: Vec<HeaderToAdd>,
+    /// Application ports it never covers (a per-route config replaces it there).
+    pub except_ports: Vec<u16>,
     #[serde(skip)]
     shared: Arc<TokenBucket>,
     #[serde(skip)]
@@ -91,6 +148,18 @@ impl Verdict {
             Verdict::Allowed(d) | Verdict::Limited(d) | Verdict::Shadow(d) => d,
         }
     }
+}
+
+fn ser_name<S: serde::Serializer>(n: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(n.as_str())
+}
+
+fn ser_value<S: serde::Serializer>(v: &http::HeaderValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(v.as_bytes()))
+}
+
+fn ser_status<S: serde::Serializer>(v: &http::StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(v.as_u16())
 }
 
 fn bare(principal: &str) -> &str {
@@ -132,6 +201,10 @@ impl RateLimit {
             ports,
             x_ratelimit_headers: true,
             stage: Stage::default(),
+            status: http::StatusCode::TOO_MANY_REQUESTS,
+            response_headers: Vec::new(),
+            request_headers_when_not_enforced: Vec::new(),
+            except_ports: Vec::new(),
             shared,
             per_caller: Arc::default(),
         }
@@ -157,6 +230,9 @@ impl RateLimit {
     /// Whether the limit covers a request to application `port` from `principal`.
     pub fn covers(&self, port: Option<u16>, req: &RequestView<'_>, principal: &str) -> bool {
         if !self.ports.is_empty() && !port.is_some_and(|p| self.ports.contains(&p)) {
+            return false;
+        }
+        if port.is_some_and(|p| self.except_ports.contains(&p)) {
             return false;
         }
         if let Callers::Listed(list) = &self.callers
@@ -236,6 +312,7 @@ pub enum Gate<'a> {
 
 /// Runs the limits of `stage` in order for a request to application `port`
 /// from `principal`.
+#[cfg(test)]
 pub fn gate<'a>(
     limits: &'a [RateLimit],
     stage: Stage,
@@ -243,6 +320,28 @@ pub fn gate<'a>(
     req: &RequestView<'_>,
     principal: &str,
     metrics: &crate::metrics::ResilienceMetrics,
+) -> Gate<'a> {
+    gate_noting(
+        limits,
+        stage,
+        port,
+        req,
+        principal,
+        metrics,
+        &mut Vec::new(),
+    )
+}
+
+/// [`gate`], also noting in `unenforced` the limits whose bucket was empty
+/// but that let the request through (enforcement sampled it out).
+pub fn gate_noting<'a>(
+    limits: &'a [RateLimit],
+    stage: Stage,
+    port: Option<u16>,
+    req: &RequestView<'_>,
+    principal: &str,
+    metrics: &crate::metrics::ResilienceMetrics,
+    unenforced: &mut Vec<&'a RateLimit>,
 ) -> Gate<'a> {
     let mut shown = None;
     for limit in limits {
@@ -253,18 +352,24 @@ pub fn gate<'a>(
             continue;
         };
         metrics.rate_limit(&limit.name, verdict.label());
-        if let Verdict::Limited(d) = verdict {
-            return Gate::Refuse(limit, d);
+        match verdict {
+            Verdict::Limited(d) => return Gate::Refuse(limit, d),
+            Verdict::Shadow(_) if !limit.request_headers_when_not_enforced.is_empty() => {
+                unenforced.push(limit);
+            }
+            Verdict::Shadow(_) | Verdict::Allowed(_) => {}
         }
         shown.get_or_insert((limit, verdict.decision()));
     }
     Gate::Pass(shown)
 }
 
-/// Envoy's local rate limit answer: 429 `local_rate_limited` with the headers.
+/// Envoy's local rate limit answer: `local_rate_limited`, 429 or the
+/// limit's status, with the `x-ratelimit-*` headers when asked for and the
+/// limit's `response_headers_to_add`.
 pub fn refused(limit: &RateLimit, d: Decision) -> http::Response<crate::body::Body> {
     let mut resp = http::Response::new(crate::body::full("local_rate_limited"));
-    *resp.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    *resp.status_mut() = limit.status;
     resp.extensions_mut()
         .insert(crate::report::LocalMessage(std::sync::Arc::from(
             "local_rate_limited",
@@ -275,5 +380,8 @@ pub fn refused(limit: &RateLimit, d: Decision) -> http::Response<crate::body::Bo
         "x-envoy-ratelimited",
         http::HeaderValue::from_static("true"),
     );
+    for h in &limit.response_headers {
+        h.apply(resp.headers_mut());
+    }
     resp
 }

@@ -1100,6 +1100,31 @@ pub struct RateLimit {
     /// authorization, so refused requests spend tokens too.
     #[prost(enumeration = "RateLimitStage", tag = "12")]
     pub stage: i32,
+    /// Status of the refusal (Envoy's `status`); 0 or below 400 = 429.
+    #[prost(uint32, tag = "13")]
+    pub status: u32,
+    /// Headers added to refusals (Envoy's `response_headers_to_add`).
+    #[prost(message, repeated, tag = "14")]
+    pub response_headers: ::prost::alloc::vec::Vec<HeaderToAdd>,
+    /// Headers added to requests the bucket would have refused but enforcement
+    /// sampled out, before they go to the app (Envoy's
+    /// `request_headers_to_add_when_not_enforced`).
+    #[prost(message, repeated, tag = "15")]
+    pub request_headers_when_not_enforced: ::prost::alloc::vec::Vec<HeaderToAdd>,
+    /// Not requests to these application ports, even when `ports` is empty:
+    /// there a per-route config replaces this filter-level limit.
+    #[prost(uint32, repeated, tag = "16")]
+    pub except_ports: ::prost::alloc::vec::Vec<u32>,
+}
+/// One header to add (Envoy's HeaderValueOption).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeaderToAdd {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
+    #[prost(enumeration = "HeaderAppend", tag = "3")]
+    pub append: i32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct InboundPort {
@@ -1539,6 +1564,46 @@ impl Protocol {
             "HTTP2" => Some(Self::Http2),
             "GRPC" => Some(Self::Grpc),
             "TCP" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+/// What adding a header does when the message already has it (Envoy's
+/// HeaderValueOption.append_action).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum HeaderAppend {
+    /// Add a value after those present (or the header when absent).
+    AppendIfExistsOrAdd = 0,
+    /// Add the header only when it is absent.
+    AddIfAbsent = 1,
+    /// Replace the values present (or add the header when absent).
+    OverwriteIfExistsOrAdd = 2,
+    /// Replace the values present; nothing when absent.
+    OverwriteIfExists = 3,
+}
+impl HeaderAppend {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::AppendIfExistsOrAdd => "HEADER_APPEND_APPEND_IF_EXISTS_OR_ADD",
+            Self::AddIfAbsent => "HEADER_APPEND_ADD_IF_ABSENT",
+            Self::OverwriteIfExistsOrAdd => "HEADER_APPEND_OVERWRITE_IF_EXISTS_OR_ADD",
+            Self::OverwriteIfExists => "HEADER_APPEND_OVERWRITE_IF_EXISTS",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "HEADER_APPEND_APPEND_IF_EXISTS_OR_ADD" => Some(Self::AppendIfExistsOrAdd),
+            "HEADER_APPEND_ADD_IF_ABSENT" => Some(Self::AddIfAbsent),
+            "HEADER_APPEND_OVERWRITE_IF_EXISTS_OR_ADD" => {
+                Some(Self::OverwriteIfExistsOrAdd)
+            }
+            "HEADER_APPEND_OVERWRITE_IF_EXISTS" => Some(Self::OverwriteIfExists),
             _ => None,
         }
     }

@@ -41,8 +41,11 @@ pub fn warnings(resource: &Resource) -> Vec<FieldError> {
         }
         Resource::EnvoyFilter(f) => {
             for (i, patch) in f.spec.config_patches.iter().enumerate() {
+                let path = format!("spec.configPatches[{i}]");
                 if let Some(why) = super::envoy_filter::inert_patch(patch) {
-                    out.push(FieldError::new(format!("spec.configPatches[{i}]"), why));
+                    out.push(FieldError::new(path, why));
+                } else {
+                    out.extend(super::envoy_filter::patch_warnings(&path, patch));
                 }
             }
         }

@@ -195,15 +195,16 @@ fn jwt_refused(failure: jwt::Failure, host: &str, path: &str) -> Response<Body> 
 }
 
 /// Runs the rate limits of `stage` for a request to `target_port` from
-/// `principal`: the 429 answer when one refuses it; otherwise the first
+/// `principal`: the refusal when one refuses it; otherwise the first
 /// covering limit's headers are kept in `shown` for the answer, unless an
-/// earlier stage kept some.
+/// earlier stage kept some, and limits that let it through unenforced add
+/// their request headers.
 #[allow(clippy::too_many_arguments)]
 fn run_limits(
     running: &crate::model::Running,
     stage: Stage,
     target_port: u16,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     authority: Option<&str>,
     principal: &str,
     m: &crate::metrics::Metrics,
@@ -221,14 +222,22 @@ fn run_limits(
         query: parts.uri.query(),
         headers: &parts.headers,
     };
-    match rate_limit::gate(
+    let mut unenforced = Vec::new();
+    let gate = rate_limit::gate_noting(
         limits,
         stage,
         Some(target_port),
         &view,
         principal,
         &m.resilience,
-    ) {
+        &mut unenforced,
+    );
+    for limit in unenforced {
+        for h in &limit.request_headers_when_not_enforced {
+            h.apply(&mut parts.headers);
+        }
+    }
+    match gate {
         Gate::Refuse(limit, d) => Some(rate_limit::refused(limit, d)),
         Gate::Pass(Some((limit, d))) if shown.is_none() => {
             let mut headers = HeaderMap::new();
@@ -414,7 +423,7 @@ async fn serve(
             return tag(observe, resp, || routed().detailed("mtls_required"));
         }
         let principal = source.principal.as_str();
-        let limits = |stage, parts: &http::request::Parts, shown: &mut Option<HeaderMap>| {
+        let limits = |stage, parts: &mut http::request::Parts, shown: &mut Option<HeaderMap>| {
             run_limits(
                 r,
                 stage,
@@ -428,7 +437,7 @@ async fn serve(
         };
         // An EnvoyFilter inserted at the front of the chain counts every
         // request, also those authentication or authorization refuse next.
-        if let Some(refused) = limits(Stage::BeforeAuthentication, &parts, &mut shown_limit) {
+        if let Some(refused) = limits(Stage::BeforeAuthentication, &mut parts, &mut shown_limit) {
             let resp = report.local(refused, &m.words.rl);
             return tag(observe, resp, || routed().flagged(&m.words.rl));
         }
@@ -455,7 +464,7 @@ async fn serve(
                 }
             }
         }
-        if let Some(refused) = limits(Stage::BeforeAuthorization, &parts, &mut shown_limit) {
+        if let Some(refused) = limits(Stage::BeforeAuthorization, &mut parts, &mut shown_limit) {
             let resp = report.local(refused, &m.words.rl);
             return tag(observe, resp, || routed().flagged(&m.words.rl));
         }
@@ -471,7 +480,7 @@ async fn serve(
             let resp = report.local(with_limit(rbac_denied(), shown_limit), &m.words.no_flags);
             return tag(observe, resp, || routed().detailed("rbac_access_denied"));
         }
-        if let Some(refused) = limits(Stage::AfterAuthorization, &parts, &mut shown_limit) {
+        if let Some(refused) = limits(Stage::AfterAuthorization, &mut parts, &mut shown_limit) {
             let resp = report.local(refused, &m.words.rl);
             return tag(observe, resp, || routed().flagged(&m.words.rl));
         }

@@ -153,3 +153,112 @@ async fn limit_runs_only_at_its_stage() {
         Gate::Pass(Some(_))
     ));
 }
+
+fn header(name: &'static str, value: &'static str, append: HeaderAction) -> HeaderToAdd {
+    HeaderToAdd {
+        name: http::HeaderName::from_static(name),
+        value: http::HeaderValue::from_static(value),
+        append,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_refusal_has_its_status_and_response_headers() {
+    let metrics = crate::metrics::Metrics::new();
+    let mut l = limit(Callers::Shared, vec![], vec![]);
+    l.status = http::StatusCode::SERVICE_UNAVAILABLE;
+    l.x_ratelimit_headers = false;
+    l.response_headers = vec![
+        header(
+            "x-local-rate-limit",
+            "true",
+            HeaderAction::OverwriteIfExistsOrAdd,
+        ),
+        // Envoy's own mark is there already: overwritten, not doubled.
+        header(
+            "x-envoy-ratelimited",
+            "yes",
+            HeaderAction::OverwriteIfExists,
+        ),
+        header("x-added", "1", HeaderAction::AppendIfExistsOrAdd),
+        header("x-added", "2", HeaderAction::AppendIfExistsOrAdd),
+        header("x-added", "3", HeaderAction::AddIfAbsent),
+        header("x-absent", "1", HeaderAction::OverwriteIfExists),
+    ];
+    let limits = vec![l];
+    let h = HeaderMap::new();
+    let go = || {
+        gate(
+            &limits,
+            Stage::AfterAuthorization,
+            Some(9080),
+            &view("/", &h),
+            "a",
+            &metrics.resilience,
+        )
+    };
+    assert!(matches!(go(), Gate::Pass(_)));
+    assert!(matches!(go(), Gate::Pass(_)));
+    let Gate::Refuse(l, d) = go() else {
+        panic!("third request passed");
+    };
+    let resp = refused(l, d);
+    assert_eq!(resp.status(), 503);
+    let headers = resp.headers();
+    assert_eq!(headers["x-local-rate-limit"], "true");
+    assert_eq!(headers["x-envoy-ratelimited"], "yes");
+    let added: Vec<_> = headers.get_all("x-added").iter().collect();
+    assert_eq!(added, ["1", "2"]);
+    assert!(!headers.contains_key("x-absent"));
+    assert!(!headers.contains_key("x-ratelimit-limit"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_unenforced_requests_are_noted_and_except_ports_skipped() {
+    let metrics = crate::metrics::Metrics::new();
+    let mut l = limit(Callers::Shared, vec![], vec![]);
+    l.enforced_percent = 0.0;
+    l.request_headers_when_not_enforced = vec![header(
+        "x-over-limit",
+        "true",
+        HeaderAction::AppendIfExistsOrAdd,
+    )];
+    l.except_ports = vec![8000];
+    let limits = vec![l];
+    let h = HeaderMap::new();
+    fn go<'a>(
+        limits: &'a [RateLimit],
+        port: u16,
+        h: &HeaderMap,
+        metrics: &crate::metrics::Metrics,
+        unenforced: &mut Vec<&'a RateLimit>,
+    ) -> bool {
+        let gate = gate_noting(
+            limits,
+            Stage::AfterAuthorization,
+            Some(port),
+            &view("/", h),
+            "a",
+            &metrics.resilience,
+            unenforced,
+        );
+        matches!(gate, Gate::Pass(_))
+    }
+    let mut noted = Vec::new();
+    for _ in 0..2 {
+        assert!(go(&limits, 9080, &h, &metrics, &mut noted));
+    }
+    assert!(noted.is_empty());
+    // Over the limit, not enforced: forwarded, with the header to add.
+    assert!(go(&limits, 9080, &h, &metrics, &mut noted));
+    assert_eq!(noted.len(), 1);
+    let mut request = HeaderMap::new();
+    for h in &noted[0].request_headers_when_not_enforced {
+        h.apply(&mut request);
+    }
+    assert_eq!(request["x-over-limit"], "true");
+    // A port a per-route config took over is not covered.
+    let mut none = Vec::new();
+    assert!(go(&limits, 8000, &h, &metrics, &mut none));
+    assert!(none.is_empty());
+}

@@ -40,9 +40,12 @@ fn local_rate_limit_seed_filter_is_read() {
         limit,
         LocalRateLimit {
             context: PatchContext::Inbound,
-            max_tokens: 100,
-            tokens_per_fill: 10,
-            fill_interval: Duration::from_secs(1),
+            target: LimitTarget::Filter { port: None },
+            bucket: Some(Bucket {
+                max_tokens: 100,
+                tokens_per_fill: 10,
+                fill_interval: Duration::from_secs(1),
+            }),
             enabled_percent: 100.0,
             enforced_percent: 100.0,
             stat_prefix: Some("http_local_rate_limiter".into()),
@@ -50,6 +53,9 @@ fn local_rate_limit_seed_filter_is_read() {
             x_ratelimit_headers: false,
             // INSERT_BEFORE without a subFilter: the front of the chain.
             stage: LimitStage::BeforeAuthentication,
+            status: 429,
+            response_headers: Vec::new(),
+            request_headers_when_not_enforced: Vec::new(),
         }
     );
 }
@@ -60,9 +66,10 @@ fn local_rate_limit_camel_case_and_defaults_are_read() {
         "tokenBucket: {maxTokens: '5', fillInterval: 0.5s}, filterEnabled: {defaultValue: {numerator: 50}}",
     ));
     let limit = local_rate_limit(&f).unwrap().unwrap();
-    assert_eq!(limit.max_tokens, 5);
-    assert_eq!(limit.tokens_per_fill, 1);
-    assert_eq!(limit.fill_interval, Duration::from_millis(500));
+    let bucket = limit.bucket.unwrap();
+    assert_eq!(bucket.max_tokens, 5);
+    assert_eq!(bucket.tokens_per_fill, 1);
+    assert_eq!(bucket.fill_interval, Duration::from_millis(500));
     assert_eq!(limit.enabled_percent, 50.0);
     assert_eq!(limit.enforced_percent, 0.0);
 }
@@ -76,8 +83,11 @@ fn local_rate_limit_typed_struct_is_read() {
     ));
     let limit = local_rate_limit(&f).unwrap().unwrap();
     assert_eq!(
-        (limit.context, limit.max_tokens, limit.fill_interval),
-        (PatchContext::Any, 3, Duration::from_secs(60))
+        (
+            limit.context,
+            limit.bucket.map(|b| (b.max_tokens, b.fill_interval))
+        ),
+        (PatchContext::Any, Some((3, Duration::from_secs(60))))
     );
 }
 
@@ -86,7 +96,7 @@ fn local_rate_limit_other_apply_to_is_unsupported() {
     let f = filter("{applyTo: CLUSTER, patch: {operation: MERGE, value: {}}}");
     assert_eq!(
         local_rate_limit(&f).unwrap_err().to_string(),
-        "spec.configPatches[0]: unsupported EnvoyFilter patch: applyTo CLUSTER (only HTTP_FILTER is supported)"
+        "spec.configPatches[0]: unsupported EnvoyFilter patch: applyTo CLUSTER (only HTTP_FILTER, and HTTP_ROUTE or VIRTUAL_HOST merging a local_ratelimit typed_per_filter_config, are supported)"
     );
 }
 
@@ -261,7 +271,7 @@ fn well_formed_unsupported_patch_is_refused_by_name() {
     assert_eq!(
         problems(&yaml),
         [
-            "EnvoyFilter default/f: spec.configPatches[0]: unsupported EnvoyFilter patch: applyTo LISTENER (only HTTP_FILTER is supported)"
+            "EnvoyFilter default/f: spec.configPatches[0]: unsupported EnvoyFilter patch: applyTo LISTENER (only HTTP_FILTER, and HTTP_ROUTE or VIRTUAL_HOST merging a local_ratelimit typed_per_filter_config, are supported)"
         ]
     );
 }
@@ -454,4 +464,263 @@ fn local_rate_limit_stage_follows_where_istio_inserts_it() {
     );
     assert_eq!(at("ADD", None), AfterAuthorization);
     assert_eq!(at("INSERT_AFTER", None), AfterAuthorization);
+}
+
+fn route_patch(apply_to: &str, rc_match: &str, value: &str) -> String {
+    format!(
+        "{{applyTo: {apply_to}, match: {{context: SIDECAR_INBOUND, routeConfiguration: {rc_match}}}, \
+         patch: {{operation: MERGE, value: {value}}}}}"
+    )
+}
+
+fn per_route(config: &str) -> String {
+    format!(
+        "{{typed_per_filter_config: {{envoy.filters.http.local_ratelimit: {{'@type': '{CONFIG_TYPE}', {config}}}}}}}"
+    )
+}
+
+const BUCKET: &str = "token_bucket: {max_tokens: 4, tokens_per_fill: 4, fill_interval: 60s}";
+
+#[test]
+fn local_rate_limit_filter_without_bucket_is_accepted() {
+    let patch = bucket("stat_prefix: http_local_rate_limiter");
+    assert_eq!(problems(&filter_yaml(&patch)), Vec::<String>::new());
+    let f = filter(&patch);
+    let limit = local_rate_limit(&f).unwrap().unwrap();
+    assert_eq!(limit.bucket, None);
+    assert_eq!(limit.target, LimitTarget::Filter { port: None });
+}
+
+#[test]
+fn local_rate_limit_status_and_headers_are_read() {
+    let f = filter(&bucket(&format!(
+        "{BUCKET}, status: {{code: ServiceUnavailable}}, response_headers_to_add: [\
+         {{append: false, header: {{key: X-Local-Rate-Limit, value: 'true'}}}}, \
+         {{append_action: ADD_IF_ABSENT, header: {{key: x-b, value: b}}}}, \
+         {{header: {{key: x-empty, value: ''}}}}], \
+         request_headers_to_add_when_not_enforced: [{{header: {{key: x-over, value: '1'}}}}]"
+    )));
+    let limit = local_rate_limit(&f).unwrap().unwrap();
+    assert_eq!(limit.status, 503);
+    assert_eq!(
+        limit.response_headers,
+        [
+            HeaderToAdd {
+                name: "x-local-rate-limit".into(),
+                value: "true".into(),
+                append: HeaderAppend::OverwriteIfExistsOrAdd,
+            },
+            HeaderToAdd {
+                name: "x-b".into(),
+                value: "b".into(),
+                append: HeaderAppend::AddIfAbsent,
+            },
+        ]
+    );
+    assert_eq!(
+        limit.request_headers_when_not_enforced[0].append,
+        HeaderAppend::AppendIfExistsOrAdd
+    );
+    // Envoy answers 429 for a code below 400; numbers are accepted too.
+    for (code, status) in [("OK", 429), ("504", 504), ("TooManyRequests", 429)] {
+        let f = filter(&bucket(&format!("{BUCKET}, status: {{code: '{code}'}}")));
+        assert_eq!(local_rate_limit(&f).unwrap().unwrap().status, status);
+    }
+}
+
+#[test]
+fn local_rate_limit_bad_status_and_headers_name_the_field() {
+    let path = "spec.configPatches[0].patch.value.typed_config";
+    for (config, error) in [
+        (
+            "status: {code: Teapot}",
+            format!("{path}.status.code: must be a name of Envoy's type.v3.StatusCode"),
+        ),
+        (
+            "status: {code: 499}",
+            format!("{path}.status.code: must be"),
+        ),
+        (
+            "response_headers_to_add: [{append: true, append_action: OVERWRITE_IF_EXISTS, header: {key: a, value: b}}]",
+            format!("{path}.response_headers_to_add[0].append: set only one"),
+        ),
+        (
+            "response_headers_to_add: [{header: {key: ':status', value: b}}]",
+            format!("{path}.response_headers_to_add[0].header.key: `:status` is not a header"),
+        ),
+        (
+            "response_headers_to_add: [{append_action: SOMETIMES, header: {key: a, value: b}}]",
+            format!("{path}.response_headers_to_add[0].append_action: must be one of"),
+        ),
+        (
+            "token_buckets: {}",
+            format!("{path}.token_buckets: unknown field"),
+        ),
+    ] {
+        let f = filter(&bucket(&format!("{BUCKET}, {config}")));
+        let err = local_rate_limit(&f).unwrap_err().to_string();
+        assert!(err.starts_with(&error), "{config}: {err}");
+    }
+}
+
+#[test]
+fn local_rate_limit_unapplied_fields_and_outbound_are_warned() {
+    let f = filter(&bucket(&format!(
+        "{BUCKET}, local_rate_limit_per_downstream_connection: true, \
+         descriptors: [{{entries: [{{key: a, value: b}}], token_bucket: {{max_tokens: 1, fill_interval: 1s}}}}]"
+    )));
+    let w = crate::validation::warnings(&Resource::EnvoyFilter(f));
+    let fields: Vec<&str> = w.iter().map(|e| e.path.as_str()).collect();
+    let path = "spec.configPatches[0].patch.value.typed_config";
+    assert!(
+        fields.contains(&format!("{path}.descriptors").as_str()),
+        "{w:?}"
+    );
+    assert!(
+        fields.contains(&format!("{path}.local_rate_limit_per_downstream_connection").as_str()),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|e| e.message.contains("descriptors not applied"))
+    );
+    let outbound = bucket(BUCKET).replace("SIDECAR_INBOUND", "SIDECAR_OUTBOUND");
+    let w = crate::validation::warnings(&Resource::EnvoyFilter(filter(&outbound)));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].path, "spec.configPatches[0].match.context");
+    assert!(w[0].message.starts_with("not applied"), "{w:?}");
+}
+
+#[test]
+fn local_rate_limit_listener_port_is_read() {
+    let patch = bucket(BUCKET).replace(
+        "context: SIDECAR_INBOUND",
+        "context: SIDECAR_INBOUND, listener: {portNumber: 9080}",
+    );
+    let limit = local_rate_limit(&filter(&patch)).unwrap().unwrap();
+    assert_eq!(limit.target, LimitTarget::Filter { port: Some(9080) });
+    let patch = bucket(BUCKET).replace(
+        "context: SIDECAR_INBOUND",
+        "context: SIDECAR_INBOUND, listener: {portNumber: 9080, filterChain: {destinationPort: 8000}}",
+    );
+    let limit = local_rate_limit(&filter(&patch)).unwrap().unwrap();
+    assert_eq!(limit.target, LimitTarget::Nowhere);
+}
+
+#[test]
+fn local_rate_limit_per_route_config_is_read() {
+    let patch = route_patch(
+        "HTTP_ROUTE",
+        "{vhost: {name: 'inbound|http|9080', route: {action: ANY}}}",
+        &per_route(&format!(
+            "{BUCKET}, response_headers_to_add: [{{header: {{key: x-local-rate-limit, value: 'true'}}}}]"
+        )),
+    );
+    assert_eq!(problems(&filter_yaml(&patch)), Vec::<String>::new());
+    let f = filter(&patch);
+    let limit = local_rate_limit(&f).unwrap().unwrap();
+    assert_eq!(
+        limit.target,
+        LimitTarget::Route {
+            virtual_host: false,
+            port: None,
+            service_port: Some(9080),
+        }
+    );
+    assert_eq!(limit.bucket.map(|b| b.max_tokens), Some(4));
+    // A TypedStruct works too, and a route configuration named by target port.
+    let typed_struct = format!(
+        "{{typed_per_filter_config: {{envoy.filters.http.local_ratelimit: {{'@type': type.googleapis.com/udpa.type.v1.TypedStruct, \
+         type_url: '{CONFIG_TYPE}', value: {{{BUCKET}}}}}}}}}"
+    );
+    let f = filter(&route_patch(
+        "VIRTUAL_HOST",
+        "{name: 'inbound|8080||', portNumber: 8080}",
+        &typed_struct,
+    ));
+    assert_eq!(
+        local_rate_limit(&f).unwrap().unwrap().target,
+        LimitTarget::Route {
+            virtual_host: true,
+            port: Some(8080),
+            service_port: None,
+        }
+    );
+}
+
+#[test]
+fn local_rate_limit_per_route_match_of_no_inbound_route_patches_nothing() {
+    for rc_match in [
+        "{vhost: {name: 'productpage.default.svc.cluster.local:9080'}}",
+        "{vhost: {route: {name: other}}}",
+        "{vhost: {route: {action: REDIRECT}}}",
+        "{name: '9080'}",
+        "{name: 'inbound|9080||', portNumber: 8080}",
+    ] {
+        let f = filter(&route_patch("HTTP_ROUTE", rc_match, &per_route(BUCKET)));
+        let limit = local_rate_limit(&f).unwrap().unwrap();
+        assert_eq!(limit.target, LimitTarget::Nowhere, "{rc_match}");
+    }
+}
+
+#[test]
+fn local_rate_limit_per_route_problems_name_the_field() {
+    let value = "spec.configPatches[0].patch.value";
+    let per_filter = format!("{value}.typed_per_filter_config");
+    for (apply_to, operation, merged, error) in [
+        (
+            "HTTP_ROUTE",
+            "MERGE",
+            per_route("stat_prefix: x"),
+            format!(
+                "{per_filter}.envoy.filters.http.local_ratelimit: token_bucket is required in a per-route config"
+            ),
+        ),
+        (
+            "HTTP_ROUTE",
+            "MERGE",
+            "{route: {timeout: 1s}}".to_owned(),
+            format!("{value}.route.timeout: unsupported EnvoyFilter patch: merging timeout"),
+        ),
+        (
+            "HTTP_ROUTE",
+            "MERGE",
+            "{typed_per_filter_config: {envoy.filters.http.fault: {}}}".to_owned(),
+            format!("{per_filter}.envoy.filters.http.fault: unsupported EnvoyFilter patch"),
+        ),
+        (
+            "HTTP_ROUTE",
+            "REMOVE",
+            per_route(BUCKET),
+            "spec.configPatches[0]: unsupported EnvoyFilter patch: operation REMOVE on HTTP_ROUTE"
+                .to_owned(),
+        ),
+    ] {
+        let patch = route_patch(apply_to, "{vhost: {name: 'inbound|http|9080'}}", &merged)
+            .replace("operation: MERGE", &format!("operation: {operation}"));
+        let err = local_rate_limit(&filter(&patch)).unwrap_err().to_string();
+        assert!(err.starts_with(&error), "{err}");
+    }
+}
+
+#[test]
+fn local_rate_limit_route_rate_limits_are_warned_not_refused() {
+    let merged = per_route(BUCKET).replacen(
+        '{',
+        "{route: {rate_limits: [{actions: [{remote_address: {}}]}]}, ",
+        1,
+    );
+    let patch = route_patch(
+        "HTTP_ROUTE",
+        "{vhost: {name: 'inbound|http|9080'}}",
+        &merged,
+    );
+    assert_eq!(problems(&filter_yaml(&patch)), Vec::<String>::new());
+    let f = filter(&patch);
+    let w = crate::validation::warnings(&Resource::EnvoyFilter(f));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(
+        w[0].path,
+        "spec.configPatches[0].patch.value.route.rate_limits"
+    );
 }

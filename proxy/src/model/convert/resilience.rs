@@ -12,7 +12,7 @@ use super::{InvalidConfig, Problem, invalid, port, route_match};
 use crate::circuit::{Limits, RetryBudgetLimit};
 use crate::model::{PoolSettings, RetryPolicy, Text};
 use crate::outlier::{OutlierConfig, OutlierDetector};
-use crate::rate_limit::{Callers, RateLimit, Stage};
+use crate::rate_limit::{Callers, HeaderAction, HeaderToAdd, RateLimit, Stage};
 use crate::retry::RetryOn;
 use crate::retry_budget::RetryBudget;
 
@@ -159,6 +159,34 @@ fn rate_limit(r: &pb::RateLimit) -> Result<RateLimit, InvalidConfig> {
             .collect::<Result<_, _>>()?,
     );
     limit.x_ratelimit_headers = r.x_ratelimit_headers;
+    limit.except_ports = r
+        .except_ports
+        .iter()
+        .map(|p| port(&item, *p))
+        .collect::<Result<_, _>>()?;
+    // Envoy answers 429 for a status below 400.
+    limit.status = match r.status {
+        0..400 => http::StatusCode::TOO_MANY_REQUESTS,
+        code => u16::try_from(code)
+            .ok()
+            .filter(|c| *c < 600)
+            .and_then(|c| http::StatusCode::from_u16(c).ok())
+            .ok_or_else(|| {
+                invalid(
+                    &item,
+                    Problem::UnknownEnum {
+                        what: "rate limit status",
+                        value: i32::try_from(code).unwrap_or(i32::MAX),
+                    },
+                )
+            })?,
+    };
+    limit.response_headers = headers_to_add(&item, "response_headers", &r.response_headers)?;
+    limit.request_headers_when_not_enforced = headers_to_add(
+        &item,
+        "request_headers_when_not_enforced",
+        &r.request_headers_when_not_enforced,
+    )?;
     limit.stage = match pb::RateLimitStage::try_from(r.stage) {
         Ok(pb::RateLimitStage::AfterAuthorization) => Stage::AfterAuthorization,
         Ok(pb::RateLimitStage::BeforeAuthorization) => Stage::BeforeAuthorization,
@@ -174,6 +202,45 @@ fn rate_limit(r: &pb::RateLimit) -> Result<RateLimit, InvalidConfig> {
         }
     };
     Ok(limit)
+}
+
+fn headers_to_add(
+    item: &str,
+    what: &str,
+    list: &[pb::HeaderToAdd],
+) -> Result<Vec<HeaderToAdd>, InvalidConfig> {
+    list.iter()
+        .map(|h| {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                invalid(item, Problem::BadHeaderName(format!("{what}: {}", h.name)))
+            })?;
+            let value = http::HeaderValue::from_str(&h.value).map_err(|_| {
+                invalid(item, Problem::BadHeaderValue(format!("{what}: {}", h.name)))
+            })?;
+            let append = match pb::HeaderAppend::try_from(h.append) {
+                Ok(pb::HeaderAppend::AppendIfExistsOrAdd) => HeaderAction::AppendIfExistsOrAdd,
+                Ok(pb::HeaderAppend::AddIfAbsent) => HeaderAction::AddIfAbsent,
+                Ok(pb::HeaderAppend::OverwriteIfExistsOrAdd) => {
+                    HeaderAction::OverwriteIfExistsOrAdd
+                }
+                Ok(pb::HeaderAppend::OverwriteIfExists) => HeaderAction::OverwriteIfExists,
+                Err(_) => {
+                    return Err(invalid(
+                        item,
+                        Problem::UnknownEnum {
+                            what: "header append action",
+                            value: h.append,
+                        },
+                    ));
+                }
+            };
+            Ok(HeaderToAdd {
+                name,
+                value,
+                append,
+            })
+        })
+        .collect()
 }
 
 pub(super) fn rate_limits(list: &[pb::RateLimit]) -> Result<Vec<RateLimit>, InvalidConfig> {

@@ -160,3 +160,54 @@ fn retry_policy_parses_conditions_and_budget() {
     assert_eq!(policy.budget_config, Some((20.0, 3)));
     assert!(policy.budget.is_some());
 }
+
+#[test]
+fn rate_limit_status_headers_and_except_ports_are_read() {
+    let mut l = limit(1, 1, 1000);
+    l.status = 503;
+    l.except_ports = vec![8000];
+    l.response_headers = vec![pb::HeaderToAdd {
+        name: "x-local-rate-limit".into(),
+        value: "true".into(),
+        append: pb::HeaderAppend::OverwriteIfExistsOrAdd.into(),
+    }];
+    let config = ProxyConfig::try_from(&with_limits(vec![l.clone()])).unwrap();
+    let read = &config.rate_limits[0];
+    assert_eq!(read.status, 503);
+    assert_eq!(read.except_ports, [8000]);
+    assert_eq!(read.response_headers[0].name, "x-local-rate-limit");
+    assert_eq!(
+        read.response_headers[0].append,
+        crate::rate_limit::HeaderAction::OverwriteIfExistsOrAdd
+    );
+    // Envoy answers 429 for a status below 400 (and when none is set).
+    for (status, expected) in [(0, 429), (200, 429), (429, 429)] {
+        l.status = status;
+        let config = ProxyConfig::try_from(&with_limits(vec![l.clone()])).unwrap();
+        assert_eq!(config.rate_limits[0].status, expected);
+    }
+}
+
+#[test]
+fn rate_limit_unusable_status_or_header_is_rejected() {
+    let mut l = limit(1, 1, 1000);
+    l.status = 700;
+    let err = ProxyConfig::try_from(&with_limits(vec![l])).unwrap_err();
+    assert!(matches!(err.problem, Problem::UnknownEnum { .. }), "{err}");
+    let mut l = limit(1, 1, 1000);
+    l.request_headers_when_not_enforced = vec![pb::HeaderToAdd {
+        name: "bad name".into(),
+        value: "v".into(),
+        append: 0,
+    }];
+    let err = ProxyConfig::try_from(&with_limits(vec![l])).unwrap_err();
+    assert!(matches!(err.problem, Problem::BadHeaderName(_)), "{err}");
+    let mut l = limit(1, 1, 1000);
+    l.response_headers = vec![pb::HeaderToAdd {
+        name: "x-a".into(),
+        value: "v".into(),
+        append: 9,
+    }];
+    let err = ProxyConfig::try_from(&with_limits(vec![l])).unwrap_err();
+    assert!(matches!(err.problem, Problem::UnknownEnum { .. }), "{err}");
+}
