@@ -135,7 +135,7 @@ pub(crate) fn destination_rule_for<'a>(
         !private_only(&exports, namespace_of(&dr.metadata))
             && (exports.contains("*") || exports.contains(proxy_ns))
     };
-    let places: [(&str, &dyn Fn(&DestinationRule) -> bool); 3] = [
+    let places: [(&str, RuleFilter<'_>); 3] = [
         (proxy_ns, &own),
         (service.namespace.as_str(), &exported_to_proxy),
         (root, &exported_to_proxy),
@@ -164,6 +164,9 @@ pub(crate) fn destination_rule_for<'a>(
     }
     None
 }
+
+/// Which rules of a namespace count at one step of the lookup.
+type RuleFilter<'f> = &'f dyn Fn(&DestinationRule) -> bool;
 
 /// Whether a rule stays in its namespace (istiod keeps it out of the
 /// exported index): `exportTo` of only `.` or only its own namespace.
