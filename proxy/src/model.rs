@@ -581,6 +581,9 @@ pub struct TcpService {
     pub routes: Vec<TcpRoute>,
     pub service: Text,
     pub domains: Vec<Domain>,
+    /// A port of no declared protocol: HTTP on it goes to the virtual host,
+    /// only other bytes here (see the config protocol).
+    pub sniffed: bool,
 }
 
 /// A weighted TCP route.

@@ -47,11 +47,13 @@ pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService
 }
 
 /// The TCP service with `dst`'s IP as one of its addresses (not a range)
-/// and its port, if any: that address and port are the service's alone.
+/// and its port, if any, unless its port is sniffed: that address and port
+/// are the service's alone, so its bytes need no sniffing.
 pub fn service_at_address(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService> {
     let whole = if dst.is_ipv4() { 32 } else { 128 };
     cfg.tcp_services.iter().find(|s| {
         s.port == dst.port()
+            && !s.sniffed
             && s.addresses
                 .iter()
                 .any(|a| a.prefix_len() == whole && a.contains(dst.ip()))

@@ -1025,6 +1025,11 @@ pub struct TcpService {
     /// form as VirtualHost.domains.
     #[prost(string, repeated, tag = "6")]
     pub domains: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// A port of no declared protocol: Istio sniffs it, so HTTP goes to the
+    /// virtual host of the same port and only other bytes come here (a
+    /// connection to one of `addresses` is sniffed first, unlike a TCP port's).
+    #[prost(bool, tag = "7")]
+    pub sniffed: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TcpRoute {

@@ -130,8 +130,9 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
             .iter()
             .filter(|p| view.reaches(service, p.number))
         {
-            let domains = host::domains(service, port.number, &view.proxy.namespace);
+            let mut domains = host::domains(service, port.number, &view.proxy.namespace);
             let port_protocol = view.port_protocol(port);
+            let sniffed = port_protocol == crate::services::PortProtocol::Unspecified;
             if port_protocol.is_http() {
                 let routes = match vs {
                     Some(vs) => http::routes(view, vs, service, port, &mut clusters),
@@ -140,12 +141,19 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
                 virtual_hosts.push(pb::VirtualHost {
                     name: format!("{}:{}", service.fqdn, port.number),
                     port: port.number,
-                    domains,
+                    domains: if sniffed {
+                        domains.clone()
+                    } else {
+                        std::mem::take(&mut domains)
+                    },
                     routes,
                     service: service.fqdn.clone(),
                     protocol: protocol(port_protocol) as i32,
                 });
-            } else {
+            }
+            // A port of no declared protocol is sniffed (Istio): what is not
+            // HTTP follows the VirtualService's `tcp` routes.
+            if !port_protocol.is_http() || sniffed {
                 let routes = match vs {
                     Some(vs) => http::tcp_routes(view, vs, service, port, &mut clusters),
                     None => Vec::new(),
@@ -177,6 +185,7 @@ pub(crate) fn build(view: &View<'_>, earlier: Option<&Outbound>) -> Outbound {
                     routes,
                     service: service.fqdn.clone(),
                     domains,
+                    sniffed,
                 });
             }
         }

@@ -572,6 +572,7 @@ fn tcp_service(t: &pb::TcpService) -> Result<TcpService, InvalidConfig> {
             .collect::<Result<_, InvalidConfig>>()?,
         service: t.service.as_str().into(),
         domains: domains(&t.domains),
+        sniffed: t.sniffed,
     })
 }
 
