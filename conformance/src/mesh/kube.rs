@@ -297,6 +297,15 @@ impl Kube {
 
     /// `kubectl apply` of scenario documents, each labelled [`LABEL`].
     pub async fn apply(&self, yaml: &str) -> Result<(), MeshError> {
+        // A step may put objects in a namespace no workload lives in; a
+        // user would have created it first.
+        let namespaces: BTreeSet<String> = parse_docs(yaml)?
+            .into_iter()
+            .map(|(k, _)| k.namespace)
+            .collect();
+        for ns in &namespaces {
+            self.ensure_namespace(ns).await?;
+        }
         let text = labelled(yaml)?;
         self.kubectl(&["apply", "-f", "-"], Some(&text))
             .await
