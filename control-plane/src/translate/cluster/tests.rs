@@ -654,3 +654,120 @@ spec:
     );
     assert_eq!(tls(cluster(&c, ALL)).mode(), Mode::Auto);
 }
+
+/// Routes to both subsets, so their clusters exist.
+const BOTH_SUBSETS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
+---
+"#;
+
+#[test]
+fn destination_rules_of_one_namespace_for_one_host_merge_as_istiod() {
+    // Two rules for reviews in default (same creation time: name order):
+    // `a` defines v1 and no policy, `b` defines v1 again (ignored), v2 and a
+    // policy, which the merged rule takes since `a` has none.
+    let c = config(&format!(
+        r#"{BOTH_SUBSETS}
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: a, namespace: default}}
+spec:
+  host: reviews
+  subsets: [{{name: v1, labels: {{version: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: b, namespace: default}}
+spec:
+  host: reviews
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+  subsets:
+  - {{name: v1, labels: {{version: v2}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+"#
+    ));
+    let v1 = cluster(&c, "outbound|9080|v1|reviews.default.svc.cluster.local");
+    let v2 = cluster(&c, "outbound|9080|v2|reviews.default.svc.cluster.local");
+    assert_eq!(v1.endpoints.len(), 1);
+    assert_eq!(
+        v1.endpoints[0].address, "127.0.9.1",
+        "the first definition of v1 wins"
+    );
+    assert_eq!(v2.endpoints[0].address, "127.0.9.2");
+    assert!(!v1.missing && !v2.missing);
+    assert_eq!(
+        tls(v2).mode,
+        Mode::Disable as i32,
+        "b's policy fills a's gap"
+    );
+}
+
+#[test]
+fn destination_rules_with_different_export_to_stay_apart() {
+    // `b` is private, `a` public: they are not merged, and from default the
+    // last selector-less entry (b) is the one in force: no v1 subset.
+    let c = config(&format!(
+        r#"{BOTH_SUBSETS}
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: a, namespace: default}}
+spec:
+  host: reviews
+  subsets: [{{name: v1, labels: {{version: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: b, namespace: default}}
+spec:
+  host: reviews
+  exportTo: ["."]
+  subsets: [{{name: v2, labels: {{version: v2}}}}]
+"#
+    ));
+    let v1 = cluster(&c, "outbound|9080|v1|reviews.default.svc.cluster.local");
+    assert!(v1.missing, "v1 is only in the rule not in force");
+    assert!(!cluster(&c, "outbound|9080|v2|reviews.default.svc.cluster.local").missing);
+}
+
+#[test]
+fn selector_rule_that_misses_the_client_hides_other_namespaces_rules() {
+    // A selector rule in the client's namespace that does not pick it: the
+    // lookup stops there (istiod), so the service namespace's rule is not used.
+    let extra = format!(
+        r#"{BOTH_SUBSETS}
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: mine, namespace: shop}}
+spec:
+  host: reviews.default.svc.cluster.local
+  workloadSelector: {{matchLabels: {{app: other}}}}
+  subsets: [{{name: v1, labels: {{version: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: owner, namespace: default}}
+spec:
+  host: reviews
+  subsets: [{{name: v2, labels: {{version: v2}}}}]
+"#
+    );
+    let mut proxy = proxy_identity();
+    proxy.namespace = "shop".into();
+    let c = translate(&index_of(&extra), &proxy);
+    assert!(cluster(&c, "outbound|9080|v2|reviews.default.svc.cluster.local").missing);
+    let mut picked = proxy_identity();
+    picked.namespace = "shop".into();
+    picked.labels = [("app".to_owned(), "other".to_owned())]
+        .into_iter()
+        .collect();
+    let c = translate(&index_of(&extra), &picked);
+    assert!(!cluster(&c, "outbound|9080|v1|reviews.default.svc.cluster.local").missing);
+}
