@@ -55,8 +55,8 @@ impl PortProtocol {
     }
 
     /// Protocol selection for a port whose name may carry the protocol (a
-    /// Kubernetes Service's, or a Sidecar listener's): the `protocol` field,
-    /// else the port name prefix (`http-web`).
+    /// Kubernetes Service's): the `protocol` field, else the port name
+    /// prefix (`http-web`).
     pub fn select(protocol: Option<&str>, name: &str) -> Self {
         if let Some(p) = protocol.and_then(Self::parse) {
             return p;
@@ -65,9 +65,9 @@ impl PortProtocol {
         Self::parse(prefix).unwrap_or(Self::Unspecified)
     }
 
-    /// A ServiceEntry port's protocol: its `protocol` field only, as istiod's
-    /// ServiceEntry conversion does; the port name is never consulted, so an
-    /// unset or unknown protocol is left to sniffing.
+    /// A ServiceEntry or Sidecar listener port's protocol: its `protocol`
+    /// field only, as istiod reads them (`protocol.Parse`); the port name is
+    /// never consulted, so an unset or unknown protocol is left to sniffing.
     pub fn of_service_entry(protocol: Option<&str>) -> Self {
         protocol.and_then(Self::parse).unwrap_or(Self::Unspecified)
     }

@@ -216,6 +216,8 @@ impl RateLimit {
             && self.tokens_per_fill == other.tokens_per_fill
             && self.fill_interval_ms == other.fill_interval_ms
             && self.callers == other.callers
+            && self.ports == other.ports
+            && self.except_ports == other.except_ports
     }
 
     /// Keeps `prev`'s buckets when this is the same limit, so a config push

@@ -24,7 +24,7 @@ use crate::upstream::{self, Target};
 
 /// The TCP service for an original destination: the entry whose address or
 /// CIDR range holds it most specifically (the first on a tie), else the
-/// first without addresses.
+/// first without addresses whose port is not sniffed.
 pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService> {
     let on_port = || {
         cfg.tcp_services
@@ -43,7 +43,11 @@ pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService
         })
         .min_by_key(|(len, _)| std::cmp::Reverse(*len))
         .map(|(_, s)| s)
-        .or_else(|| on_port().find(|s| s.addresses.is_empty()))
+        // A sniffed port's service without addresses (a headless Service,
+        // a ServiceEntry without `addresses`) does not claim every other
+        // destination on its port: those bytes pass through, as Istio sends
+        // them to the address dialled.
+        .or_else(|| on_port().find(|s| s.addresses.is_empty() && !s.sniffed))
 }
 
 /// The TCP service with `dst`'s IP as one of its addresses (not a range)

@@ -120,30 +120,31 @@ pub(crate) fn destination_rule_for<'a>(
 ) -> Option<Cow<'a, DestinationRule>> {
     let root = view.index.mesh.root_namespace.as_str();
     let proxy_ns = view.proxy.namespace.as_str();
-    let rules = &view.destination_rules;
-    // Each place: the namespace and which of its rules count there.
+    // The proxy's own place: every rule of its namespace that namespace may
+    // see (istiod's `namespaceLocal`), or, in the root namespace, only the
+    // root's private rules.
     let own = |dr: &DestinationRule| {
-        let exports = export_set(dr);
+        let (owner, exports) = (namespace_of(&dr.metadata), raw_exports(dr));
         if proxy_ns == root {
-            private_only(&exports, namespace_of(&dr.metadata))
+            private_only(&exports, owner)
         } else {
-            exports.contains("*") || exports.contains(namespace_of(&dr.metadata))
+            exports.is_empty()
+                || exports
+                    .iter()
+                    .any(|e| *e == "*" || *e == "." || *e == owner)
         }
     };
-    let exported_to_proxy = |dr: &DestinationRule| {
-        let exports = export_set(dr);
-        !private_only(&exports, namespace_of(&dr.metadata))
-            && (exports.contains("*") || exports.contains(proxy_ns))
-    };
-    let places: [(&str, RuleFilter<'_>); 3] = [
-        (proxy_ns, &own),
-        (service.namespace.as_str(), &exported_to_proxy),
-        (root, &exported_to_proxy),
+    let exported =
+        |dr: &DestinationRule| !private_only(&raw_exports(dr), namespace_of(&dr.metadata));
+    let places: [(&str, RuleFilter<'_>, bool); 3] = [
+        (proxy_ns, &own, false),
+        (service.namespace.as_str(), &exported, true),
+        (root, &exported, true),
     ];
-    for (ns, counts) in places {
+    for (ns, counts, check_visible) in places {
         let mut best: Option<usize> = None;
         let mut found: Vec<&'a DestinationRule> = Vec::new();
-        for &dr in rules {
+        for &dr in &view.destination_rules {
             if namespace_of(&dr.metadata) != ns || !counts(dr) {
                 continue;
             }
@@ -158,9 +159,24 @@ pub(crate) fn destination_rule_for<'a>(
                 found.push(dr);
             }
         }
-        if best.is_some() {
-            return pick_for_proxy(view, merge_rules(&found));
+        if best.is_none() {
+            continue;
         }
+        let mut entries = merge_rules(&found);
+        // An exported index's most specific host decides first; only then
+        // are its rules checked against the proxy's namespace, and the
+        // lookup goes on when none is exported there (istiod's
+        // `getExportedDestinationRuleFromNamespace`).
+        if check_visible {
+            entries.retain(|e| {
+                let exports = raw_exports(e);
+                exports.is_empty() || exports.iter().any(|x| *x == "*" || *x == proxy_ns)
+            });
+            if entries.is_empty() {
+                continue;
+            }
+        }
+        return pick_for_proxy(view, entries);
     }
     None
 }
@@ -168,25 +184,35 @@ pub(crate) fn destination_rule_for<'a>(
 /// Which rules of a namespace count at one step of the lookup.
 type RuleFilter<'f> = &'f dyn Fn(&DestinationRule) -> bool;
 
+/// A rule's `exportTo` as istiod keeps it: the names as written (none =
+/// the default, public); a rule with a `workloadSelector` is never exported
+/// (`.`), whatever it says.
+fn raw_exports(rule: &DestinationRule) -> BTreeSet<&str> {
+    if rule.spec.workload_selector.is_some() {
+        return BTreeSet::from(["."]);
+    }
+    rule.spec.export_to.iter().map(String::as_str).collect()
+}
+
 /// Whether a rule stays in its namespace (istiod keeps it out of the
 /// exported index): `exportTo` of only `.` or only its own namespace.
-fn private_only(exports: &BTreeSet<String>, owner: &str) -> bool {
-    exports.len() == 1 && exports.contains(owner)
+fn private_only(exports: &BTreeSet<&str>, owner: &str) -> bool {
+    exports.len() == 1 && exports.iter().all(|e| *e == "." || *e == owner)
 }
 
 /// istiod's `mergeDestinationRule` over one namespace's rules for one host,
 /// in its order (`rules` is sorted so: rules with a selector first, then by
 /// creation time, name, namespace). A rule merges into each earlier entry
-/// whose `exportTo` is the same set as its own, or a set its own covers (it
-/// then also stands alone), and whose selector does not differ (a
+/// whose `exportTo` (as written) is the same set as its own, or a non-empty
+/// set its own covers (it then also stands alone), and whose selector does not differ (a
 /// selector-less rule merges into selector entries too): the entry gains the
 /// subsets whose names it lacks, and the rule's top-level traffic policy
 /// where it has none. The rule stands as an entry of its own unless it merged
 /// into one with the same `exportTo` and the same selector (or both none).
 fn merge_rules<'a>(rules: &[&'a DestinationRule]) -> Vec<Cow<'a, DestinationRule>> {
-    let mut entries: Vec<(Cow<'a, DestinationRule>, BTreeSet<String>)> = Vec::new();
+    let mut entries: Vec<(Cow<'a, DestinationRule>, BTreeSet<&'a str>)> = Vec::new();
     for &rule in rules {
-        let exports = export_set(rule);
+        let exports = raw_exports(rule);
         let mut own_entry = true;
         let selector = rule
             .spec
@@ -195,7 +221,7 @@ fn merge_rules<'a>(rules: &[&'a DestinationRule]) -> Vec<Cow<'a, DestinationRule
             .map(|s| &s.match_labels);
         for (entry, entry_exports) in &mut entries {
             let same_exports = exports == *entry_exports;
-            if !same_exports && !exports.is_superset(entry_exports) {
+            if !same_exports && (entry_exports.is_empty() || !exports.is_superset(entry_exports)) {
                 continue;
             }
             let theirs = entry
@@ -226,25 +252,6 @@ fn merge_rules<'a>(rules: &[&'a DestinationRule]) -> Vec<Cow<'a, DestinationRule
         }
     }
     entries.into_iter().map(|(entry, _)| entry).collect()
-}
-
-/// A rule's `exportTo` as a set: none is `*`, `.` its own namespace; a rule
-/// with a `workloadSelector` is never exported (istiod), whatever it says.
-fn export_set(rule: &DestinationRule) -> BTreeSet<String> {
-    if rule.spec.workload_selector.is_some() {
-        return BTreeSet::from([namespace_of(&rule.metadata).to_owned()]);
-    }
-    if rule.spec.export_to.is_empty() {
-        return BTreeSet::from(["*".to_owned()]);
-    }
-    rule.spec
-        .export_to
-        .iter()
-        .map(|e| match e.as_str() {
-            "." => namespace_of(&rule.metadata).to_owned(),
-            other => other.to_owned(),
-        })
-        .collect()
 }
 
 /// `SidecarScope.DestinationRule`: the entry whose selector picks the proxy

@@ -198,13 +198,12 @@ pub(crate) fn routes(
                 },
             }),
             fault: rule.fault.as_ref().map(|f| {
-                // istiod's `TranslateFault`: a delay's deprecated integer
-                // `percent` wins when above 0; an abort has only `percentage`
-                // (its `percent` field was removed from the API, so istiod
-                // never reads it).
-                let pct = |p: Option<&crate::crd::Percent>, legacy: Option<i32>| match legacy {
-                    Some(l) if l > 0 => f64::from(l),
-                    _ => p.map_or(0.0, |p| p.value),
+                // istiod's `TranslateFault`: `percentage` when set, else a
+                // delay's deprecated integer `percent`; an abort has only
+                // `percentage` (its `percent` field was removed from the API,
+                // so istiod never reads it).
+                let pct = |p: Option<&crate::crd::Percent>, legacy: Option<i32>| {
+                    p.map_or_else(|| legacy.map_or(0.0, f64::from), |p| p.value)
                 };
                 pb::Fault {
                     delay_ms: f

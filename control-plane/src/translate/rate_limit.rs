@@ -252,13 +252,33 @@ fn envoy_filter_limits(
         if !replaced_all && only.is_empty() {
             continue;
         }
-        replaced.extend(only.iter().copied());
         // The first inserted filter on its ports applies it.
         let stage = filters
             .iter()
             .find(|(_, _, p)| only.is_empty() || only.iter().any(|o| p.contains(*o)))
             .map_or(LimitStage::default(), |(_, f, _)| f.stage);
-        per_route.push(limit_pb(name, limit, stage, only, except));
+        // Each inbound port has its own route configuration in Envoy, so a
+        // per-route config has a bucket per port.
+        if replaced_all {
+            let known: BTreeSet<u32> = ports
+                .iter()
+                .filter(|p| !matches!(pb::Protocol::try_from(p.protocol), Ok(pb::Protocol::Tcp)))
+                .map(|p| p.target_port)
+                .filter(|p| !replaced.contains(p))
+                .collect();
+            for port in &known {
+                per_route.push(limit_pb(name, limit, stage, vec![*port], Vec::new()));
+            }
+            // Ports no service declares share the rest.
+            let mut except = except;
+            except.extend(known);
+            per_route.push(limit_pb(name, limit, stage, Vec::new(), except));
+        } else {
+            for port in &only {
+                per_route.push(limit_pb(name, limit, stage, vec![*port], Vec::new()));
+            }
+        }
+        replaced.extend(only.iter().copied());
     }
     per_route.reverse();
     let mut out = Vec::new();

@@ -139,7 +139,7 @@ impl Scope {
                     let protocol = l
                         .port
                         .as_ref()
-                        .map(|p| PortProtocol::select(Some(&p.protocol), &p.name));
+                        .map(|p| PortProtocol::of_service_entry(Some(&p.protocol)));
                     (l.port.as_ref().map(|p| p.number), protocol, imports)
                 })
                 .collect()
@@ -293,8 +293,7 @@ pub(crate) fn apply_ingress(sidecar: &Sidecar, ports: &mut Vec<pb::InboundPort>)
             .map_or(0, u32::from);
         // istiod builds the inbound chain from the listener's port, so its
         // protocol replaces that of a service port on the same number.
-        let protocol =
-            super::protocol(PortProtocol::select(Some(&port.protocol), &port.name)) as i32;
+        let protocol = super::protocol(PortProtocol::of_service_entry(Some(&port.protocol))) as i32;
         let mut found = false;
         for p in ports.iter_mut().filter(|p| p.target_port == port.number) {
             p.app_port = app_port;

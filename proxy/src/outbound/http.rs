@@ -899,6 +899,16 @@ async fn http_over_tcp(
     });
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // HTTP/1.1 needs `Host`; an HTTP/2 caller carried it as `:authority`.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    parts.version = http::Version::HTTP_11;
     // Origin form, as the app would have written it to the service.
     if let Some(pq) = parts.uri.path_and_query().cloned()
         && let Ok(uri) = http::Uri::try_from(pq.as_str())

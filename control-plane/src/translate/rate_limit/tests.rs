@@ -158,10 +158,12 @@ fn route_config_wins_over_virtual_host_and_the_last_patch_wins() {
         summary(&envoy_filter_limits(&limits, &ports())),
         [(100, vec![], vec![8080]), (5, vec![8080], vec![])]
     );
-    // A per-route config on every route replaces the filter everywhere.
+    // A per-route config on every route replaces the filter everywhere,
+    // with a bucket per port (each port has its own route configuration):
+    // the HTTP port 8080, and the ports no service declares.
     let everywhere = read(&[insert("", BUCKET), route("HTTP_ROUTE", "{}", 3)]);
     assert_eq!(
         summary(&envoy_filter_limits(&everywhere, &ports())),
-        [(3, vec![], vec![])]
+        [(3, vec![], vec![8080]), (3, vec![8080], vec![])]
     );
 }
