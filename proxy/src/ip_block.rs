@@ -58,6 +58,19 @@ impl IpBlock {
         }
     }
 
+    /// The address, when the block is a single one (a full-length prefix).
+    pub fn single(&self) -> Option<IpAddr> {
+        match *self {
+            IpBlock::V4 { net, mask } if mask == u32::MAX => {
+                Some(IpAddr::V4(std::net::Ipv4Addr::from(net)))
+            }
+            IpBlock::V6 { net, mask } if mask == u128::MAX => {
+                Some(IpAddr::V6(std::net::Ipv6Addr::from(net)))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the address is in the block; IPv4-mapped IPv6 addresses count as IPv4.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self, ip.to_canonical()) {

@@ -171,6 +171,10 @@ pub struct ProxyConfig {
     pub security: crate::authz::InboundPolicy,
     #[serde(skip)]
     pub cluster_index: crate::fast_hash::FastMap<String, usize>,
+    /// TCP services by one of their single addresses and port (the first
+    /// declaring it), for ports not sniffed: `tcp::service_at_address`.
+    #[serde(skip)]
+    pub tcp_at_address: crate::fast_hash::FastMap<(std::net::IpAddr, u16), usize>,
 }
 
 impl ProxyConfig {

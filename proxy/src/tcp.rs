@@ -54,14 +54,9 @@ pub fn service_for_dst(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService
 /// and its port, if any, unless its port is sniffed: that address and port
 /// are the service's alone, so its bytes need no sniffing.
 pub fn service_at_address(cfg: &ProxyConfig, dst: SocketAddr) -> Option<&TcpService> {
-    let whole = if dst.is_ipv4() { 32 } else { 128 };
-    cfg.tcp_services.iter().find(|s| {
-        s.port == dst.port()
-            && !s.sniffed
-            && s.addresses
-                .iter()
-                .any(|a| a.prefix_len() == whole && a.contains(dst.ip()))
-    })
+    cfg.tcp_at_address
+        .get(&(dst.ip().to_canonical(), dst.port()))
+        .and_then(|i| cfg.tcp_services.get(*i))
 }
 
 /// The TCP service an explicit `CONNECT host:port` names.

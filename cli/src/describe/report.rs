@@ -281,7 +281,7 @@ pub fn service_view(index: &MeshIndex, viewer: &ProxyIdentity, service: &Service
         }
         if let Some(score) = vs_score(other, &service.fqdn, &viewer.namespace) {
             let why = if Some(score) == chosen_score {
-                "names the same host; the oldest VirtualService wins".to_owned()
+                "names the same host; the first in istiod's order (private, exported to this namespace, public; then oldest) wins".to_owned()
             } else {
                 "names the host less specifically".to_owned()
             };

@@ -602,14 +602,22 @@ impl TryFrom<&pb::ProxyConfig> for ProxyConfig {
             }
             clusters.push(cluster(pc)?);
         }
+        let tcp_services: Vec<TcpService> = c
+            .tcp_services
+            .iter()
+            .map(tcp_service)
+            .collect::<Result<_, _>>()?;
+        let mut tcp_at_address = crate::fast_hash::FastMap::default();
+        for (i, s) in tcp_services.iter().enumerate().filter(|(_, s)| !s.sniffed) {
+            for ip in s.addresses.iter().filter_map(|a| a.single()) {
+                tcp_at_address.entry((ip, s.port)).or_insert(i);
+            }
+        }
         Ok(ProxyConfig {
             virtual_hosts,
             clusters,
-            tcp_services: c
-                .tcp_services
-                .iter()
-                .map(tcp_service)
-                .collect::<Result<_, _>>()?,
+            tcp_services,
+            tcp_at_address,
             inbound: c
                 .inbound
                 .as_ref()
